@@ -1,0 +1,52 @@
+/* MPI helpers shared by every layer: error wrapping and error agreement. */
+#ifndef MPIQUANT_COMM_H
+#define MPIQUANT_COMM_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#include "mpiquant/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Turn an MPI return code into a recorded QZ_ERR_MPI. Not collective. */
+int qz_mpi_error(int rc, const char *call, const char *file, int line,
+                 const char *func);
+
+/* Wrap an MPI call. The communicators mpiquant uses have MPI_ERRORS_RETURN
+ * set (qz_comm_dup), so failures come back as codes instead of aborting. */
+#define QZ_CALL_MPI(expr)                                                \
+  do {                                                                   \
+    int qz__rc = (expr);                                                 \
+    if (qz__rc != MPI_SUCCESS)                                           \
+      return qz_mpi_error(qz__rc, #expr, __FILE__, __LINE__, __func__);  \
+  } while (0)
+
+/* Duplicate `comm` and set MPI_ERRORS_RETURN on the copy.
+ * Collective on comm. */
+int qz_comm_dup(MPI_Comm comm, MPI_Comm *out);
+
+/* Agree on failure: every rank passes its local status and all ranks return
+ * non-zero if any rank failed.  A rank that failed returns its own status
+ * (its record unchanged); the others return QZ_ERR_REMOTE with a message that
+ * names the lowest failing rank and its status.  Call it before any
+ * collective that follows work which may fail on only some ranks, so that no
+ * rank waits forever for one that has given up.
+ * Collective on comm. */
+int qz_error_agree(MPI_Comm comm, int status);
+
+/* Reduce helpers for int64 sizes (sum / max). Collective on comm. */
+int qz_allreduce_i64(MPI_Comm comm, int64_t *v, int n, MPI_Op op);
+
+/* Split `total` items over `nparts` as evenly as possible; part p gets
+ * [*begin, *begin + *count).  The first total % nparts parts get one more.
+ * Not collective. */
+void qz_split_even(int64_t total, int nparts, int part, int64_t *begin,
+                   int64_t *count);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,54 @@
+/* MPI error wrapping and agreement. */
+#include "mpiquant/comm.h"
+
+#include <limits.h>
+#include <stdio.h>
+
+int qz_mpi_error(int rc, const char *call, const char *file, int line,
+                 const char *func) {
+  char msg[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  if (MPI_Error_string(rc, msg, &len) != MPI_SUCCESS) {
+    snprintf(msg, sizeof msg, "MPI error code %d", rc);
+  }
+  return qz_error_set(QZ_ERR_MPI, file, line, func, "%s failed: %s", call,
+                      msg);
+}
+
+int qz_comm_dup(MPI_Comm comm, MPI_Comm *out) {
+  QZ_CALL_MPI(MPI_Comm_dup(comm, out));
+  QZ_CALL_MPI(MPI_Comm_set_errhandler(*out, MPI_ERRORS_RETURN));
+  return QZ_OK;
+}
+
+int qz_error_agree(MPI_Comm comm, int status) {
+  int rank;
+  MPI_Comm_rank(comm, &rank);
+  /* [0]: INT_MAX - rank of a failed rank (max = lowest failing rank),
+   * [1]: its status (max over failing ranks, good enough for a message). */
+  int v[2] = {status != QZ_OK ? INT_MAX - rank : -1, status};
+  int rc = MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, comm);
+  if (rc != MPI_SUCCESS) {
+    if (status != QZ_OK) return status; /* keep the original error */
+    return qz_mpi_error(rc, "MPI_Allreduce (error agreement)", __FILE__,
+                        __LINE__, __func__);
+  }
+  if (status != QZ_OK) return status;
+  if (v[0] < 0) return QZ_OK;
+  return qz_error_set(QZ_ERR_REMOTE, __FILE__, __LINE__, __func__,
+                      "rank %d failed (%s); its message is printed by that "
+                      "rank",
+                      INT_MAX - v[0], qz_status_name(v[1]));
+}
+
+int qz_allreduce_i64(MPI_Comm comm, int64_t *v, int n, MPI_Op op) {
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, op, comm));
+  return QZ_OK;
+}
+
+void qz_split_even(int64_t total, int nparts, int part, int64_t *begin,
+                   int64_t *count) {
+  int64_t base = total / nparts, rem = total % nparts;
+  *count = base + (part < rem ? 1 : 0);
+  *begin = (int64_t)part * base + (part < rem ? part : rem);
+}

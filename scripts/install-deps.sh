@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install every Debian 12 package mpiquant needs to build, test and run.
+# Idempotent and non-interactive; uses sudo when not root.
+set -euo pipefail
+PKGS=(
+  build-essential cmake pkg-config git
+  openmpi-bin libopenmpi-dev            # MPI
+  libopenblas-dev                       # BLAS/LAPACK (pthread variant)
+  libscalapack-openmpi-dev              # ScaLAPACK + BLACS
+  libhdf5-openmpi-dev hdf5-tools        # parallel HDF5, h5dump/h5diff
+  libzstd-dev zstd                      # zstd (our HDF5 filter 32015)
+  libjansson-dev                        # JSON
+  python3 python3-numpy                 # golden checks, independent dequantizer
+)
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PKGS[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -q
+$SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"

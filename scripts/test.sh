@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Build and run the whole test suite (ctest): unit tests, MPI tests at
+# np 1, 2, 3, 4, golden parity and end-to-end tests.
+#   scripts/test.sh              build in build/ and run everything
+#   scripts/test.sh --sanitize   ASan+UBSan build in build-asan/, unit tests
+#   scripts/test.sh -R PATTERN   only tests matching PATTERN (ctest -R)
+# Needs ../shared beside the source tree (or MPIQUANT_SHARED_DIR=PATH).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+src=$PWD
+build=build
+cmake_extra=()
+ctest_extra=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --sanitize) build=build-asan
+      cmake_extra+=(-DMPIQUANT_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug -DMPIQUANT_BUILD_BENCH=OFF)
+      ctest_extra+=(-L unit) ;;
+    -R|-L|-E) ctest_extra+=("$1" "$2"); shift ;;
+    *) echo "test.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+if [ -n "${MPIQUANT_SHARED_DIR:-}" ]; then cmake_extra+=(-DMPIQUANT_SHARED_DIR="$MPIQUANT_SHARED_DIR"); fi
+jobs=$(nproc 2>/dev/null || echo 2)
+cmake -S "$src" -B "$build" "${cmake_extra[@]}" >/dev/null
+cmake --build "$build" -j "$jobs"
+ctest --test-dir "$build" -j "$jobs" --output-on-failure --timeout 600 "${ctest_extra[@]}"
