@@ -1,0 +1,74 @@
+/* config.json of a Hugging Face causal LM (Llama family) and tensor naming. */
+#ifndef MPIQUANT_CONFIG_H
+#define MPIQUANT_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mpiquant/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef enum { QZ_ROPE_DEFAULT = 0, QZ_ROPE_LINEAR, QZ_ROPE_LLAMA3 } qz_rope_type;
+
+typedef struct {
+  char architecture[64];    /* "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM" */
+  char model_type[32];      /* "llama", ... */
+  int64_t hidden_size;
+  int64_t intermediate_size;
+  int64_t num_hidden_layers;
+  int64_t num_attention_heads;
+  int64_t num_key_value_heads; /* default: num_attention_heads */
+  int64_t head_dim;            /* default: hidden_size / num_attention_heads */
+  int64_t vocab_size;
+  int64_t max_position_embeddings;
+  double rms_norm_eps;
+  double rope_theta;
+  struct {
+    qz_rope_type type;
+    double factor;
+    double low_freq_factor, high_freq_factor;   /* llama3 */
+    int64_t original_max_position_embeddings;   /* llama3 */
+  } rope_scaling;
+  int tie_word_embeddings;
+  int qkv_bias;   /* q/k/v projections have biases (attention_bias, Qwen2) */
+  int o_bias;     /* o_proj has a bias (attention_bias on Llama) */
+  int mlp_bias;
+  char torch_dtype[16];
+  int64_t bos_token_id, eos_token_id; /* -1 if absent */
+} qz_model_config;
+
+/* Parse `path` (config.json, or a directory holding it). Missing required
+ * keys, non-positive sizes, inconsistent head counts and unsupported
+ * architectures are errors naming the file and key. Not collective. */
+int qz_config_load(const char *path, qz_model_config *cfg);
+int qz_config_parse(const char *json, size_t len, const char *origin,
+                    qz_model_config *cfg);
+
+/* The 7 quantizable linears of a block, in forward order. Append-only. */
+typedef enum {
+  QZ_LIN_Q = 0, QZ_LIN_K, QZ_LIN_V, QZ_LIN_O, QZ_LIN_GATE, QZ_LIN_UP,
+  QZ_LIN_DOWN, QZ_LIN_COUNT
+} qz_linear;
+
+const char *qz_linear_name(qz_linear l);     /* "self_attn.q_proj", "mlp.down_proj" */
+void qz_linear_shape(const qz_model_config *cfg, qz_linear l, int64_t *out,
+                     int64_t *in);
+/* "model.layers.{layer}.{linear}.weight" (suffix "weight" or "bias"). */
+void qz_linear_tensor(char *buf, size_t len, int layer, qz_linear l,
+                      const char *suffix);
+
+/* Check every tensor the config implies against the file set: names present,
+ * dtypes float, shapes equal; lm_head falls back to embed_tokens when tied.
+ * The error names the first mismatch (file, tensor, expected, found). */
+int qz_config_check_tensors(const qz_model_config *cfg, const qz_st *st);
+
+/* The lm_head tensor name to use ("lm_head.weight" or the tied embedding). */
+const char *qz_config_lm_head(const qz_model_config *cfg, const qz_st *st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

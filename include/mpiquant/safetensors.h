@@ -1,0 +1,98 @@
+/* safetensors reader (single file or sharded via model.safetensors.index.json)
+ * and writer.  Contract shared by io (implements) and shard/linalg/methods/
+ * mpi_driver (use).  Files are mmapped; nothing copies a whole file. */
+#ifndef MPIQUANT_SAFETENSORS_H
+#define MPIQUANT_SAFETENSORS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Append-only. */
+typedef enum {
+  QZ_DT_F64 = 0,
+  QZ_DT_F32,
+  QZ_DT_F16,
+  QZ_DT_BF16,
+  QZ_DT_I64,
+  QZ_DT_I32,
+  QZ_DT_I16,
+  QZ_DT_I8,
+  QZ_DT_U8,
+  QZ_DT_BOOL,
+  QZ_DT_U16,
+  QZ_DT_U32,
+  QZ_DT_U64,
+  QZ_DT_F8_E4M3, /* recognised, reported as unsupported for conversion */
+  QZ_DT_F8_E5M2,
+  QZ_DT_COUNT
+} qz_dtype;
+
+const char *qz_dtype_name(qz_dtype dt);   /* "F32", "BF16", ... */
+int qz_dtype_size(qz_dtype dt);           /* bytes per element */
+int qz_dtype_is_float(qz_dtype dt);       /* convertible to f32 */
+
+#define QZ_ST_MAX_DIMS 8
+
+typedef struct {
+  const char *name;  /* tensor name */
+  const char *file;  /* path of the file holding it */
+  qz_dtype dtype;
+  int ndim;
+  int64_t shape[QZ_ST_MAX_DIMS];
+  int64_t nelem;     /* product of shape (1 for a scalar) */
+  int64_t nbytes;    /* nelem * dtype size */
+} qz_tensor_info;
+
+typedef struct qz_st qz_st;
+
+/* Open `path`: a .safetensors file, a model.safetensors.index.json, or a
+ * directory holding model.safetensors or model.safetensors.index.json.
+ * Validates every header completely (offsets, sizes, dtypes, coverage).
+ * Not collective: each rank may open; data pages are touched only when read. */
+int qz_st_open(const char *path, qz_st **out);
+void qz_st_close(qz_st **st); /* accepts NULL, NULLs the pointer */
+
+int qz_st_count(const qz_st *st);                         /* tensors */
+const qz_tensor_info *qz_st_info_at(const qz_st *st, int i); /* sorted by name */
+const qz_tensor_info *qz_st_find(const qz_st *st, const char *name); /* NULL if absent */
+/* Like find, but a missing tensor is an error naming the file(s). */
+int qz_st_get(const qz_st *st, const char *name, const qz_tensor_info **out);
+
+/* Zero-copy view of the raw little-endian bytes of a tensor. */
+int qz_st_data(const qz_st *st, const char *name, const void **data);
+
+/* Rows [row0, row0 + nrows) along dim 0 (a row = product of the other dims;
+ * a 1-D tensor has rows of one element) converted from any float dtype
+ * (F64/F32/F16/BF16) to f32 into dst. */
+int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
+                   float *dst);
+
+/* Bytes of tensor data converted/copied out so far (for "read once" checks). */
+int64_t qz_st_bytes_read(const qz_st *st);
+
+/* __metadata__ (of the first file for a sharded set). */
+const char *qz_st_metadata(const qz_st *st, const char *key); /* NULL if absent */
+int qz_st_metadata_count(const qz_st *st);
+void qz_st_metadata_at(const qz_st *st, int i, const char **key,
+                       const char **value);
+int qz_st_nfiles(const qz_st *st); /* shard files */
+
+/* Writer: tensors are appended (data spilled to a temporary file, not kept in
+ * memory); finish writes the header sorted by name, 8-byte aligned, then the
+ * data, to PATH.tmp and renames it to PATH. Not collective. */
+typedef struct qz_st_writer qz_st_writer;
+int qz_st_writer_create(const char *path, qz_st_writer **out);
+int qz_st_writer_meta(qz_st_writer *w, const char *key, const char *value);
+int qz_st_writer_add(qz_st_writer *w, const char *name, qz_dtype dt, int ndim,
+                     const int64_t *shape, const void *data);
+int qz_st_writer_finish(qz_st_writer **w); /* frees *w in all cases */
+void qz_st_writer_abort(qz_st_writer **w);  /* removes temporaries */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,38 @@
+/* tokenizer.json encoder (Llama-2/SentencePiece-style BPE; byte-level BPE
+ * next) and pre-tokenized token files. */
+#ifndef MPIQUANT_TOKENIZER_H
+#define MPIQUANT_TOKENIZER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct qz_tokenizer qz_tokenizer;
+
+/* `path`: tokenizer.json or a model directory holding it. Not collective. */
+int qz_tokenizer_load(const char *path, qz_tokenizer **out);
+void qz_tokenizer_free(qz_tokenizer **tok);
+
+/* Encode `len` bytes of UTF-8 text as one string (the whole file for eval);
+ * add_special != 0 applies the post-processor (BOS). *ids is malloc'ed. */
+int qz_tokenizer_encode(const qz_tokenizer *tok, const char *text, size_t len,
+                        int add_special, int32_t **ids, int64_t *n);
+int64_t qz_tokenizer_vocab_size(const qz_tokenizer *tok);
+const char *qz_tokenizer_piece(const qz_tokenizer *tok, int32_t id); /* NULL if out of range */
+
+/* Token files: .bin = little-endian uint32 ids; .txt = one window per line,
+ * space-separated ids (the golden calib/ format). Not collective. */
+int qz_tokens_read_bin(const char *path, int32_t **ids, int64_t *n);
+int qz_tokens_write_bin(const char *path, const int32_t *ids, int64_t n);
+int qz_windows_read_txt(const char *path, int32_t **ids, int64_t *nwin,
+                        int64_t *winlen);
+int qz_windows_write_txt(const char *path, const int32_t *ids, int64_t nwin,
+                         int64_t winlen);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
