@@ -7,3 +7,57 @@ qz_test_program(qzt_io_tokens unit/test_io_tokens.c)
 qz_add_test(NAME io_tokens COMMAND qzt_io_tokens TIMEOUT 60 LABELS io)
 qz_test_program(qzt_io_tokenizer unit/test_io_tokenizer.c)
 qz_add_test(NAME io_tokenizer COMMAND qzt_io_tokenizer TIMEOUT 120 LABELS io)
+
+# CLI: inspect and tokenize (rank 0 works, every rank returns the same status)
+set(M $<TARGET_FILE:mpiquant>)
+set(QZ_MODELS ${MPIQUANT_SHARED_DIR}/models)
+qz_add_test(NAME io_cli_inspect_model TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+  "LlamaForCausalLM" "47 tensors, 260,032 parameters" "dtypes: F32 \\(47 tensors\\)"
+  "config check: ok" "lm_head: model.embed_tokens.weight"
+  "layer 4:" "  mlp.down_proj.weight +F32 +\\[64,172\\]"
+  -- ${M} inspect ${QZ_MODELS}/stories260K-hf)
+qz_add_test(NAME io_cli_inspect_json TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+  "\"tensors\": 47," "\"parameters\": 260032," "\"kind\": \"model\""
+  "\"num_key_value_heads\": 4" "\"BF16\": 47"
+  -- ${M} inspect --json ${QZ_MODELS}/stories260K-hf-bf16)
+qz_add_test(NAME io_cli_inspect_file TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+  "safetensors: " "47 tensors, 936,448 parameters" "format = pt"
+  "model.layers.0.self_attn.k_proj.weight +F32 +\\[64,128\\]"
+  -- ${M} inspect ${QZ_MODELS}/babyllama-tok105-hf/model.safetensors)
+qz_add_test(NAME io_cli_inspect_help TIMEOUT 30 COMMAND ${QZ_EXPECT} 0
+  "usage: mpiquant inspect PATH \\[--json\\]" -- ${M} inspect --help)
+qz_add_test(NAME io_cli_inspect_missing TIMEOUT 30 COMMAND ${QZ_EXPECT} 4
+  "QZ_ERR_IO.*cannot open /nonexistent/model" -- ${M} inspect /nonexistent/model)
+qz_add_test(NAME io_cli_inspect_badopt TIMEOUT 30 COMMAND ${QZ_EXPECT} 2
+  "unknown option '--bogus'" -- ${M} inspect --bogus x)
+qz_add_test(NAME io_cli_tokenize_help TIMEOUT 30 COMMAND ${QZ_EXPECT} 0
+  "usage: mpiquant tokenize --model DIR --text FILE" -- ${M} tokenize --help)
+qz_add_test(NAME io_cli_tokenize_usage TIMEOUT 30 COMMAND ${QZ_EXPECT} 2
+  "--model DIR and --text FILE are required" -- ${M} tokenize --model x)
+qz_add_test(NAME io_cli_tokenize_count TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+  "^815069$" -- ${M} -q tokenize --count --model ${QZ_MODELS}/stories260K-hf
+  --text ${MPIQUANT_SHARED_DIR}/data/wikitext2_raw_test_gptq_joined.txt)
+# The eval windows written by the CLI equal the golden files byte for byte.
+foreach(pair "stories260K-hf;stories260K;512" "babyllama-tok105-hf;babyllama;256")
+  list(GET pair 0 dir)
+  list(GET pair 1 tag)
+  list(GET pair 2 win)
+  foreach(text "tinystories;tinystories_valid_head" "wikitext;wikitext2_raw_test_gptq_joined")
+    list(GET text 0 short)
+    list(GET text 1 file)
+    qz_add_test(NAME io_cli_tokenize_golden_${tag}_${short} TIMEOUT 60 COMMAND sh -c
+      "mkdir -p \"$QZ_TEST_TMP\" && \"$0\" -q tokenize --model \"$1\" --text \"$2\" --window $3 --out \"$QZ_TEST_TMP/w.txt\" && n=$(wc -l < \"$4\") && head -n $n \"$QZ_TEST_TMP/w.txt\" | cmp - \"$4\" && echo identical"
+      ${M} ${QZ_MODELS}/${dir} ${MPIQUANT_SHARED_DIR}/data/${file}.txt ${win}
+      ${MPIQUANT_SHARED_DIR}/golden/calib/${tag}_eval_${short}_ids.txt)
+  endforeach()
+endforeach()
+# Same status on every rank, output once.
+foreach(np 2 3)
+  qz_add_test(NAME io_cli_inspect_np${np} TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+    "47 tensors, 260,032 parameters"
+    -- ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} ${M} inspect ${QZ_MODELS}/stories260K-hf)
+  qz_add_test(NAME io_cli_inspect_missing_np${np} TIMEOUT 60 COMMAND ${QZ_EXPECT} 4
+    "error \\[rank 0\\] \\(QZ_ERR_IO\\)"
+    -- ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} ${M} inspect /nonexistent/model)
+  set_tests_properties(io_cli_inspect_np${np} io_cli_inspect_missing_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
