@@ -63,3 +63,37 @@ foreach(np 2 3)
 endforeach()
 qz_test_program(qzt_io_badinput unit/test_io_badinput.c)
 qz_add_test(NAME io_badinput COMMAND qzt_io_badinput TIMEOUT 60 LABELS io)
+
+# libFuzzer targets (clang only): cmake -B build-fuzz -DCMAKE_C_COMPILER=clang
+# -DMPIQUANT_FUZZ=ON. The io sources are compiled a second time with coverage
+# and ASan/UBSan for the fuzzers only, so the rest of the build is unchanged.
+# The short runs below are tests of the fuzz build; docs/io.md has the long
+# command.
+if(MPIQUANT_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "MPIQUANT_FUZZ=ON needs clang (libFuzzer): configure "
+      "with -DCMAKE_C_COMPILER=clang")
+  endif()
+  set(QZ_FUZZ_FLAGS -fsanitize=fuzzer-no-link,address,undefined
+      -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  file(GLOB QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/io/core/*.c)
+  list(APPEND QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/io/safetensors.c
+       ${PROJECT_SOURCE_DIR}/io/config.c ${PROJECT_SOURCE_DIR}/io/tokenizer.c
+       ${PROJECT_SOURCE_DIR}/io/tokens.c)
+  add_library(qz_io_fuzzlib STATIC ${QZ_FUZZ_LIB_SRC})
+  target_include_directories(qz_io_fuzzlib PUBLIC ${PROJECT_SOURCE_DIR}/include)
+  target_compile_options(qz_io_fuzzlib PRIVATE ${QZ_FUZZ_FLAGS})
+  target_link_libraries(qz_io_fuzzlib PUBLIC PkgConfig::JANSSON MPI::MPI_C m)
+  foreach(f safetensors tokenizer)
+    add_executable(fuzz_${f} fuzz/fuzz_${f}.c)
+    target_compile_options(fuzz_${f} PRIVATE ${QZ_FUZZ_FLAGS})
+    target_link_options(fuzz_${f} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_libraries(fuzz_${f} PRIVATE qz_io_fuzzlib)
+    set_target_properties(fuzz_${f} PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                          ${CMAKE_BINARY_DIR}/fuzz)
+    # new inputs go to the scratch corpus (first dir), seeds stay read-only
+    qz_add_test(NAME fuzz_${f}_short TIMEOUT 600 LABELS fuzz COMMAND sh -c
+      "mkdir -p \"$QZ_TEST_TMP/corpus\" && exec \"$0\" -runs=2000 -seed=1 -max_len=8192 -artifact_prefix=\"$QZ_TEST_TMP/\" \"$QZ_TEST_TMP/corpus\" \"$1\""
+      $<TARGET_FILE:fuzz_${f}> ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/${f})
+  endforeach()
+endif()
