@@ -52,7 +52,7 @@ foreach(pair "stories260K-hf;stories260K;512" "babyllama-tok105-hf;babyllama;256
   endforeach()
 endforeach()
 # Same status on every rank, output once.
-foreach(np 2 3)
+foreach(np 2 3 4)
   qz_add_test(NAME io_cli_inspect_np${np} TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
     "47 tensors, 260,032 parameters"
     -- ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} ${M} inspect ${QZ_MODELS}/stories260K-hf)
@@ -97,3 +97,6 @@ if(MPIQUANT_FUZZ)
       $<TARGET_FILE:fuzz_${f}> ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/${f})
   endforeach()
 endif()
+
+qz_test_program(qzt_io_rows mpi/test_io_rows.c)
+qz_add_mpi_test(NAME io_rows COMMAND $<TARGET_FILE:qzt_io_rows> TIMEOUT 120 LABELS io)
