@@ -7,6 +7,11 @@ qz_test_program(qzt_io_tokens unit/test_io_tokens.c)
 qz_add_test(NAME io_tokens COMMAND qzt_io_tokens TIMEOUT 60 LABELS io)
 qz_test_program(qzt_io_tokenizer unit/test_io_tokenizer.c)
 qz_add_test(NAME io_tokenizer COMMAND qzt_io_tokenizer TIMEOUT 120 LABELS io)
+# Byte-level BPE split boundaries; with QZ_LLAMA3_TOKENIZER set in the
+# environment (see docs/io.md) also the full Llama-3 ids.
+qz_test_program(qzt_io_bytelevel unit/test_io_bytelevel.c)
+qz_add_test(NAME io_bytelevel COMMAND qzt_io_bytelevel TIMEOUT 60 LABELS io
+  ENV "QZ_LLAMA3_TOKENIZER=$ENV{QZ_LLAMA3_TOKENIZER}")
 
 # CLI: inspect and tokenize (rank 0 works, every rank returns the same status)
 set(M $<TARGET_FILE:mpiquant>)

@@ -1,8 +1,9 @@
 /* libFuzzer target for the tokenizer. The first input byte picks the mode:
  *   even: the rest is UTF-8 (or not) text, encoded with a fixed tokenizer
  *         (QZ_FUZZ_TOKENIZER=path/to/tokenizer.json, else a small built-in
- *         one with merges, byte fallback and added tokens) and with a
- *         character-level one without byte fallback (unk, fuse_unk);
+ *         one with merges, byte fallback and added tokens), a
+ *         character-level one without byte fallback (unk, fuse_unk), and two
+ *         byte-level ones (Llama-3 split regex; GPT-2 regex);
  *   odd:  the rest is a tokenizer.json; if it loads, a fixed text is
  *         encoded with it.
  * Every id produced must be inside the vocabulary. */
@@ -11,13 +12,15 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <jansson.h>
+
 #include "mpiquant/error.h"
 #include "mpiquant/tokenizer.h"
 
 int LLVMFuzzerInitialize(int *argc, char ***argv);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
-static qz_tokenizer *g_tok[2];
+static qz_tokenizer *g_tok[4];
 
 static const char *builtin_bpe =
     "{\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\"},{\"id\":1,\"content\":\"<s>\"}],"
@@ -41,6 +44,43 @@ static const char *builtin_chars =
     "\"vocab\":{\"<unk>\":0,\"\xe2\x96\x81\":1,\"x\":2,\"y\":3,\"xy\":4},"
     "\"merges\":[[\"x\",\"y\"]]}}";
 
+/* Byte-level tokenizer: the 256 byte characters, a few merges, and the
+ * Llama-3 split regex (split != 0) or ByteLevel's GPT-2 regex. */
+static int bytelevel_tok(int split, qz_tokenizer **out) {
+  json_t *vocab = json_object();
+  int n = 0;
+  for (int b = 0; b < 256; b++) {
+    int keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || b >= 174;
+    unsigned cp = keep ? (unsigned)b : 256u + (unsigned)n++;
+    char c[4] = {0};
+    if (cp < 0x80) c[0] = (char)cp;
+    else c[0] = (char)(0xc0 | (cp >> 6)), c[1] = (char)(0x80 | (cp & 0x3f));
+    json_object_set_new(vocab, c, json_integer(b));
+  }
+  json_object_set_new(vocab, "\xc4\xa0t", json_integer(256)); /* "Ġt" */
+  json_object_set_new(vocab, "he", json_integer(257));
+  json_object_set_new(vocab, "\xc4\xa0the", json_integer(258));
+  json_object_set_new(vocab, "<|eot|>", json_integer(259));
+  const char *re =
+      "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+      "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+  json_t *pre = split
+      ? json_pack("{s:s, s:[{s:s, s:{s:s}, s:s}, {s:s, s:b}]}", "type", "Sequence",
+                  "pretokenizers", "type", "Split", "pattern", "Regex", re, "behavior",
+                  "Isolated", "type", "ByteLevel", "use_regex", 0)
+      : json_pack("{s:s, s:b}", "type", "ByteLevel", "add_prefix_space", 1);
+  json_t *root = json_pack("{s:{s:s, s:b, s:o, s:[s, s, s]}, s:o, s:[{s:i, s:s}]}",
+                           "model", "type", "BPE", "ignore_merges", split, "vocab", vocab,
+                           "merges", "\xc4\xa0 t", "h e", "\xc4\xa0t he",
+                           "pre_tokenizer", pre, "added_tokens", "id", 259, "content",
+                           "<|eot|>");
+  char *js = json_dumps(root, JSON_COMPACT);
+  int st = js ? qz_tokenizer_load_json(js, strlen(js), "bytelevel", out) : QZ_ERR_MEM;
+  free(js);
+  json_decref(root);
+  return st;
+}
+
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc;
   (void)argv;
@@ -50,6 +90,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
                                       &g_tok[0]);
   if (st == QZ_OK)
     st = qz_tokenizer_load_json(builtin_chars, strlen(builtin_chars), "chars", &g_tok[1]);
+  if (st == QZ_OK) st = bytelevel_tok(1, &g_tok[2]);
+  if (st == QZ_OK) st = bytelevel_tok(0, &g_tok[3]);
   if (st != QZ_OK) {
     qz_error_print(stderr, 0);
     abort();
@@ -84,6 +126,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if ((data[0] & 1) == 0) {
     encode_check(g_tok[0], copy, n, data[0] & 2);
     encode_check(g_tok[1], copy, n, 0);
+    encode_check(g_tok[2], copy, n, 0);
+    encode_check(g_tok[3], copy, n, 0);
   } else {
     qz_tokenizer *t = NULL;
     if (qz_tokenizer_load_json(copy, n, "fuzz.json", &t) == QZ_OK) {

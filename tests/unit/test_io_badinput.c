@@ -288,8 +288,17 @@ static void tokenizer_cases(void) {
   tok_fails("{\"model\":{\"type\":\"WordPiece\"," VOCAB "}}", QZ_ERR_UNSUPPORTED,
             "tokenizer model type 'WordPiece' is not supported");
   tok_fails("{\"model\":{\"type\":\"BPE\"," VOCAB ",\"merges\":[]},"
-            "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false}}",
-            QZ_ERR_UNSUPPORTED, "pre_tokenizer type 'ByteLevel' is not supported yet");
+            "\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"}}",
+            QZ_ERR_UNSUPPORTED, "pre_tokenizer type 'BertPreTokenizer' is not supported");
+  tok_fails("{\"model\":{\"type\":\"BPE\"," VOCAB ",\"merges\":[]},"
+            "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+            "\"Split\",\"pattern\":{\"Regex\":\"\\\\w+\"},\"behavior\":\"Isolated\"},"
+            "{\"type\":\"ByteLevel\",\"use_regex\":false}]}}",
+            QZ_ERR_UNSUPPORTED, "Split pre-tokenizer regex '\\w+' is not supported");
+  tok_fails("{\"model\":{\"type\":\"BPE\"," VOCAB ",\"merges\":[]},"
+            "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":[{\"type\":"
+            "\"Split\",\"pattern\":{\"String\":\" \"},\"behavior\":\"Removed\"}]}}",
+            QZ_ERR_UNSUPPORTED, "Split pre-tokenizer without a Regex pattern");
   tok_fails("{\"model\":{\"type\":\"BPE\"," VOCAB ",\"merges\":[]},"
             "\"normalizer\":{\"type\":\"NFKC\"}}", QZ_ERR_UNSUPPORTED,
             "normalizer type 'NFKC' is not supported");
