@@ -363,6 +363,7 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
                         json_string(p->mpiquant_version ? p->mpiquant_version : "?"));
     json_object_set(ck->manifest, "options", opts);
     json_object_set(ck->manifest, "source", src);
+    json_object_set_new(ck->manifest, "model_dir", json_string(p->model_dir ? p->model_dir : ""));
     json_object_set_new(ck->manifest, "nblocks", json_integer(p->nblocks));
     json_object_set_new(ck->manifest, "blocks_per_file", json_integer(p->blocks_per_file));
     json_object_set_new(ck->manifest, "files", json_array());
@@ -432,6 +433,12 @@ static const char *dump_cached(const qz_ckpt *ck, const char *key, char **cache)
     *cache = json_dumps(json_object_get(ck->manifest, key), JSON_COMPACT | JSON_SORT_KEYS);
   return *cache ? *cache : "{}";
 }
+const char *qz_ckpt_model_dir(const qz_ckpt *ck) {
+  const char *d = json_string_value(json_object_get(ck->manifest, "model_dir"));
+  return d ? d : "";
+}
+const char *qz_ckpt_dir(const qz_ckpt *ck) { return ck->dir; }
+
 const char *qz_ckpt_options_json(const qz_ckpt *ck) {
   return dump_cached(ck, "options", &((qz_ckpt *)ck)->opts_text);
 }

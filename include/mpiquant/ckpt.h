@@ -45,6 +45,7 @@ typedef struct {
   int blocks_per_file;       /* K >= 1 */
   int zstd_level;            /* 1..19 */
   const char *mpiquant_version;
+  const char *model_dir;     /* source model directory (informational; export default) */
 } qz_ckpt_params;
 
 /* Create a new checkpoint directory (must not hold a manifest unless
@@ -63,6 +64,8 @@ int qz_ckpt_block_done(const qz_ckpt *ck, int block);  /* in a completed file */
 int qz_ckpt_first_missing(const qz_ckpt *ck);           /* nblocks if all done */
 const char *qz_ckpt_options_json(const qz_ckpt *ck);    /* from the manifest */
 const char *qz_ckpt_source_json(const qz_ckpt *ck);
+const char *qz_ckpt_model_dir(const qz_ckpt *ck); /* "" if unknown */
+const char *qz_ckpt_dir(const qz_ckpt *ck);
 
 /* Start writing block `block` (opens/creates its group file).
  * Collective on comm. */
