@@ -1,0 +1,3 @@
+# io: safetensors, config.json, tokenizer.json, token files; inspect/tokenize.
+qz_test_program(qzt_io_safetensors unit/test_io_safetensors.c)
+qz_add_test(NAME io_safetensors COMMAND qzt_io_safetensors TIMEOUT 60 LABELS io)
