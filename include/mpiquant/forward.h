@@ -148,6 +148,43 @@ int qz_fwd_nll(qz_fwd *f, const qz_head_weights *h, const int32_t *ids /* [T] */
 double qz_fwd_block_flops(const qz_model_config *cfg, int64_t nwin,
                           int64_t seqlen);
 
+/* ---- perplexity over windows distributed on ranks ------------------- */
+
+/* Supplies block `layer`'s weights into w (allocated for the model's config).
+ * Collective on the model's communicator.  The default (NULL) is
+ * qz_model_load_block; eval of a checkpoint substitutes dequantized linears
+ * (e.g. load the block, then overwrite w->w[l]). */
+typedef int (*qz_block_source_fn)(void *ctx, qz_model *m, int layer,
+                                  qz_block_weights *w);
+
+typedef struct {
+  int64_t seqlen;           /* window length L (required) */
+  int64_t logits_chunk;     /* tokens per vocab projection (0 = 64 MiB) */
+  int progress;             /* rank-0 progress line with ETA over blocks */
+  qz_block_source_fn block_source; /* NULL: weights from the model files */
+  void *block_source_ctx;
+} qz_eval_opts;
+
+typedef struct {
+  int64_t nwin, seqlen;
+  int64_t tokens_scored;    /* nwin * (seqlen - 1) */
+  double nll_sum;           /* sum of per-window NLLs, added in window order */
+  double nll_mean, ppl;     /* ppl = exp(nll_sum / tokens_scored) */
+  double seconds, tokens_per_s; /* wall time of the whole evaluation */
+  int64_t bytes_read;       /* weight bytes read from disk, all ranks */
+} qz_eval_result;
+
+/* Perplexity of `nwin` windows ids [nwin, seqlen] (identical on every rank)
+ * with the protocol of the golden README: each window an independent
+ * sequence, NLL of its tokens 2..L, PPL = exp(mean).  Windows are split over
+ * the ranks (qz_shard_windows; a rank may own none), the model is streamed
+ * block by block (each block read once per job, layer-major over all local
+ * windows), per-window NLLs are gathered and summed in window order, so the
+ * result is the same bits at any rank count (same BLAS threads per rank).
+ * Every rank gets the result. Collective on the model's communicator. */
+int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
+                const qz_eval_opts *opts, qz_eval_result *res);
+
 #ifdef __cplusplus
 }
 #endif
