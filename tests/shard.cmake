@@ -5,3 +5,34 @@ qz_add_test(NAME fwd_block COMMAND qzt_fwd_block TIMEOUT 60)
 qz_add_test(NAME fwd_rope COMMAND qzt_fwd_rope TIMEOUT 30)
 qz_test_program(qzt_fwd_model mpi/test_fwd_model.c)
 qz_add_mpi_test(NAME fwd_model COMMAND $<TARGET_FILE:qzt_fwd_model> TIMEOUT 300)
+qz_test_program(qzt_fwd_windows unit/test_fwd_windows.c)
+qz_add_test(NAME fwd_windows COMMAND qzt_fwd_windows TIMEOUT 30)
+
+# mpiquant eval on the golden token windows (text input: see eval_text_*)
+set(M $<TARGET_FILE:mpiquant>)
+set(S ${MPIQUANT_SHARED_DIR})
+foreach(np 1 2 3 4)
+  qz_add_test(NAME eval_tokens_stories_np${np} TIMEOUT 120
+    COMMAND ${QZ_EXPECT} 0 "^ppl 3\\.7524 " "4088 tokens, 8 windows x 512"
+      "\"nll_sum\":5405\\.9126825477" "\"bytes_read\":1040128,\"bytes_model\":1040128"
+      "eval blocks: 6/6"
+      -- ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} ${M} eval
+         --model ${S}/models/stories260K-hf
+         --tokens ${S}/golden/calib/stories260K_eval_tinystories_ids.txt --json)
+  set_tests_properties(eval_tokens_stories_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
+qz_add_test(NAME eval_help COMMAND ${QZ_EXPECT} 0 "usage: mpiquant eval" "--tokens" "--max-tokens"
+  -- ${M} eval --help)
+qz_add_test(NAME eval_needs_model COMMAND ${QZ_EXPECT} 2 "--model DIR is required"
+  -- ${M} eval --tokens x.txt)
+qz_add_test(NAME eval_one_input COMMAND ${QZ_EXPECT} 2 "exactly one of --data"
+  -- ${M} eval --model ${S}/models/stories260K-hf)
+qz_add_test(NAME eval_no_window COMMAND ${QZ_EXPECT} 3 "no complete window of 8192 tokens"
+  -- ${M} eval --model ${S}/models/stories260K-hf --seqlen 8192
+     --tokens ${S}/golden/calib/stories260K_eval_tinystories_ids.txt)
+qz_add_test(NAME eval_max_tokens COMMAND ${QZ_EXPECT} 0 "over 3066 tokens, 6 windows x 512"
+  -- ${M} eval --model ${S}/models/stories260K-hf --max-tokens 3100
+     --tokens ${S}/golden/calib/stories260K_eval_tinystories_ids.txt)
+qz_add_test(NAME eval_missing_model COMMAND ${QZ_EXPECT} nonzero "no-such-model"
+  -- ${M} eval --model ${S}/models/no-such-model
+     --tokens ${S}/golden/calib/stories260K_eval_tinystories_ids.txt)
