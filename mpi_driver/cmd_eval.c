@@ -97,9 +97,21 @@ static int read_stream(const eval_opts *o, int32_t **ids, int64_t *n) {
     }
     return QZ_OK;
   }
-  QZ_FAIL(QZ_ERR_NOT_IMPLEMENTED,
-          "eval --data needs the tokenizer.json reader, which this build "
-          "does not have yet; tokenize elsewhere and use --tokens FILE");
+  char *text = NULL;
+  size_t len = 0;
+  qz_tokenizer *tok = NULL;
+  int st = QZ_OK;
+  QZ_CALL_DONE(qz_tokenizer_load(o->model, &tok));
+  QZ_CALL_DONE(qz_read_file(o->data, &text, &len));
+  double t = qz_wtime();
+  /* the whole file as one string, no BOS/EOS (GPTQ eval protocol) */
+  QZ_CALL_DONE(qz_tokenizer_encode(tok, text, len, 0, ids, n));
+  qz_info("eval: tokenized %s: %zu bytes -> %lld tokens in %.2f s", o->data,
+          len, (long long)*n, qz_wtime() - t);
+done:
+  free(text);
+  qz_tokenizer_free(&tok);
+  return st;
 }
 
 int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {

@@ -5,6 +5,7 @@
 #include <stdlib.h>
 
 #include "mpiquant/error.h"
+#include "mpiquant/tokenizer.h"
 #include "mpiquant/windows.h"
 #include "qz_test.h"
 
@@ -29,12 +30,52 @@ static void starts_case(const char *file, int64_t ntok, int64_t L) {
             "first start = N/2, last window ends at N");
 }
 
+/* tokenize the calibration text, cut the windows, compare with the golden
+ * calib/ *_calib_ids.txt (128 windows) */
+static void calib_ids_case(const char *model, const char *idfile,
+                           int64_t ntok_want, int64_t L) {
+  char dir[1024], txt[1024], idp[1024];
+  snprintf(dir, sizeof dir, "%s/models/%s", qzt_shared(), model);
+  snprintf(txt, sizeof txt, "%s/data/tinystories_valid_head.txt", qzt_shared());
+  snprintf(idp, sizeof idp, "%s/golden/calib/%s", qzt_shared(), idfile);
+  qz_tokenizer *tok = NULL;
+  char *text = NULL;
+  size_t len = 0;
+  int32_t *ids = NULL, *want = NULL, *got = NULL;
+  int64_t n = 0, nwin = 0, wl = 0;
+  if (!QZT_OK(qz_tokenizer_load(dir, &tok))) return;
+  if (QZT_OK(qz_read_file(txt, &text, &len)) &&
+      QZT_OK(qz_tokenizer_encode(tok, text, len, 0, &ids, &n)) &&
+      QZT_OK(qz_windows_read_txt(idp, &want, &nwin, &wl))) {
+    QZT_CHECK(n == ntok_want, "%s: %lld tokens (golden %lld)", model,
+              (long long)n, (long long)ntok_want);
+    QZT_CHECK(nwin == 128 && wl == L, "golden calib windows 128 x %lld",
+              (long long)L);
+    int64_t starts[128];
+    got = malloc(sizeof(int32_t) * (size_t)(128 * L));
+    if (QZT_OK(qz_windows_calib_starts(n, L, 128, starts)) &&
+        QZT_OK(qz_windows_gather(ids, n, starts, 128, L, got))) {
+      int64_t bad = 0;
+      for (int64_t i = 0; i < 128 * L && nwin == 128; i++) bad += got[i] != want[i];
+      QZT_CHECK(bad == 0, "%s: %lld calibration ids differ from %s", model,
+                (long long)bad, idfile);
+    }
+  }
+  free(got);
+  free(want);
+  free(ids);
+  free(text);
+  qz_tokenizer_free(&tok);
+}
+
 int main(int argc, char **argv) {
   qzt_init(&argc, &argv);
   if (qzt_shared()) {
     /* token counts of tinystories_valid_head.txt (golden README) */
     starts_case("stories260K_calib_starts.txt", 393018, 512);
     starts_case("babyllama_calib_starts.txt", 793452, 256);
+    calib_ids_case("stories260K-hf", "stories260K_calib_ids.txt", 393018, 512);
+    calib_ids_case("babyllama-tok105-hf", "babyllama_calib_ids.txt", 793452, 256);
   }
   int64_t s1;
   QZT_OK(qz_windows_calib_starts(1000, 100, 1, &s1));
