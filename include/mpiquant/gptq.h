@@ -1,0 +1,24 @@
+/* GPTQ (Frantar et al.) with the reference semantics of the golden README
+ * (rules 2-10): lazy-batch column sweep over the upper Cholesky factor of
+ * H^-1, error feedback, dynamic or static groups, act-order, per-row losses.
+ * The trailing update after each block is one sgemm. */
+#ifndef MPIQUANT_GPTQ_H
+#define MPIQUANT_GPTQ_H
+
+#include "mpiquant/method.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Prepares layer->H (chol.h: dead columns, act-order, damping ladder,
+ * factor; reused when already prepared with the same options), then sweeps
+ * this rank's rows, streaming the factor panel by panel.
+ * Collective on the Hessian's grid communicator; opts must match. */
+int qz_gptq_quantize(const qz_method_opts *opts, const qz_layer *layer,
+                     qz_layer_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
