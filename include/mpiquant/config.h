@@ -56,6 +56,11 @@ typedef enum {
 const char *qz_linear_name(qz_linear l);     /* "self_attn.q_proj", "mlp.down_proj" */
 void qz_linear_shape(const qz_model_config *cfg, qz_linear l, int64_t *out,
                      int64_t *in);
+/* Parameters the config implies (embedding counted once when tied).
+ * Not collective. */
+int64_t qz_config_param_count(const qz_model_config *cfg);
+/* Whether linear l carries a bias under this config. Not collective. */
+int qz_linear_has_bias(const qz_model_config *cfg, qz_linear l);
 /* "model.layers.{layer}.{linear}.weight" (suffix "weight" or "bias"). */
 void qz_linear_tensor(char *buf, size_t len, int layer, qz_linear l,
                       const char *suffix);
@@ -65,7 +70,8 @@ void qz_linear_tensor(char *buf, size_t len, int layer, qz_linear l,
  * The error names the first mismatch (file, tensor, expected, found). */
 int qz_config_check_tensors(const qz_model_config *cfg, const qz_st *st);
 
-/* The lm_head tensor name to use ("lm_head.weight" or the tied embedding). */
+/* The lm_head tensor name to use ("lm_head.weight" if present, else the tied
+ * embedding when tie_word_embeddings; NULL if neither). Not collective. */
 const char *qz_config_lm_head(const qz_model_config *cfg, const qz_st *st);
 
 #ifdef __cplusplus

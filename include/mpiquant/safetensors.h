@@ -34,6 +34,15 @@ typedef enum {
 const char *qz_dtype_name(qz_dtype dt);   /* "F32", "BF16", ... */
 int qz_dtype_size(qz_dtype dt);           /* bytes per element */
 int qz_dtype_is_float(qz_dtype dt);       /* convertible to f32 */
+/* "BF16" -> QZ_DT_BF16; returns 0 for an unknown name. Not collective. */
+int qz_dtype_from_name(const char *name, qz_dtype *out);
+
+/* Exact half-precision conversions (subnormals, inf, nan kept); the f32 ->
+ * half direction rounds to nearest, ties to even. Not collective. */
+float qz_bf16_to_f32(uint16_t h);
+float qz_f16_to_f32(uint16_t h);
+uint16_t qz_f32_to_bf16(float f);
+uint16_t qz_f32_to_f16(float f);
 
 #define QZ_ST_MAX_DIMS 8
 
@@ -55,6 +64,10 @@ typedef struct qz_st qz_st;
  * Not collective: each rank may open; data pages are touched only when read. */
 int qz_st_open(const char *path, qz_st **out);
 void qz_st_close(qz_st **st); /* accepts NULL, NULLs the pointer */
+/* Parse a whole safetensors file image held in memory (not copied: buf must
+ * outlive the handle); `origin` names it in messages. Not collective. */
+int qz_st_open_memory(const void *buf, size_t len, const char *origin,
+                      qz_st **out);
 
 int qz_st_count(const qz_st *st);                         /* tensors */
 const qz_tensor_info *qz_st_info_at(const qz_st *st, int i); /* sorted by name */
@@ -80,6 +93,8 @@ int qz_st_metadata_count(const qz_st *st);
 void qz_st_metadata_at(const qz_st *st, int i, const char **key,
                        const char **value);
 int qz_st_nfiles(const qz_st *st); /* shard files */
+const char *qz_st_file_at(const qz_st *st, int i); /* path of shard i */
+const char *qz_st_origin(const qz_st *st);        /* the path given to open */
 
 /* Writer: tensors are appended (data spilled to a temporary file, not kept in
  * memory); finish writes the header sorted by name, 8-byte aligned, then the

@@ -1,0 +1,428 @@
+/* config.json of a Hugging Face Llama-family causal LM, and the tensor names
+ * and shapes it implies.  Defaults follow the transformers config classes
+ * (LlamaConfig, MistralConfig, Qwen2Config) for keys a file may omit. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "mpiquant/config.h"
+#include "mpiquant/error.h"
+#include "mpiquant/log.h"
+
+static const char *const supported_arch[] = {
+    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
+#define N_ARCH (int)(sizeof supported_arch / sizeof *supported_arch)
+
+/* Integer key: absent (or null) -> *out = dflt unless required. */
+static int get_int(json_t *root, const char *origin, const char *key,
+                   int required, int64_t dflt, int64_t *out) {
+  json_t *v = json_object_get(root, key);
+  if (!v || json_is_null(v)) {
+    QZ_CHECK(!required, QZ_ERR_FORMAT, "%s: required key '%s' is missing",
+             origin, key);
+    *out = dflt;
+    return QZ_OK;
+  }
+  if (json_is_real(v)) {
+    double d = json_real_value(v);
+    QZ_CHECK(d == (double)(int64_t)d, QZ_ERR_FORMAT,
+             "%s: '%s' must be an integer, found %g", origin, key, d);
+    *out = (int64_t)d;
+    return QZ_OK;
+  }
+  QZ_CHECK(json_is_integer(v), QZ_ERR_FORMAT,
+           "%s: '%s' must be an integer", origin, key);
+  *out = (int64_t)json_integer_value(v);
+  return QZ_OK;
+}
+
+static int get_pos(json_t *root, const char *origin, const char *key,
+                   int required, int64_t dflt, int64_t *out) {
+  QZ_CALL(get_int(root, origin, key, required, dflt, out));
+  QZ_CHECK(*out > 0, QZ_ERR_FORMAT, "%s: '%s' must be positive, found %lld",
+           origin, key, (long long)*out);
+  return QZ_OK;
+}
+
+static int get_num(json_t *root, const char *origin, const char *key,
+                   double dflt, double *out) {
+  json_t *v = json_object_get(root, key);
+  if (!v || json_is_null(v)) {
+    *out = dflt;
+    return QZ_OK;
+  }
+  QZ_CHECK(json_is_number(v), QZ_ERR_FORMAT, "%s: '%s' must be a number",
+           origin, key);
+  *out = json_number_value(v);
+  return QZ_OK;
+}
+
+static int get_bool(json_t *root, const char *origin, const char *key,
+                    int dflt, int *out) {
+  json_t *v = json_object_get(root, key);
+  if (!v || json_is_null(v)) {
+    *out = dflt;
+    return QZ_OK;
+  }
+  QZ_CHECK(json_is_boolean(v), QZ_ERR_FORMAT, "%s: '%s' must be true or false",
+           origin, key);
+  *out = json_is_true(v);
+  return QZ_OK;
+}
+
+/* bos/eos: an integer, a list (first entry used), or absent (-1). */
+static int get_token_id(json_t *root, const char *origin, const char *key,
+                        int64_t *out) {
+  json_t *v = json_object_get(root, key);
+  *out = -1;
+  if (v && json_is_array(v)) v = json_array_get(v, 0);
+  if (!v || json_is_null(v)) return QZ_OK;
+  QZ_CHECK(json_is_integer(v), QZ_ERR_FORMAT,
+           "%s: '%s' must be an integer or a list of integers", origin, key);
+  *out = (int64_t)json_integer_value(v);
+  return QZ_OK;
+}
+
+static int parse_rope_scaling(json_t *root, const char *origin,
+                              qz_model_config *c) {
+  json_t *rs = json_object_get(root, "rope_scaling");
+  c->rope_scaling.type = QZ_ROPE_DEFAULT;
+  c->rope_scaling.factor = 1.0;
+  if (!rs || json_is_null(rs)) return QZ_OK;
+  QZ_CHECK(json_is_object(rs), QZ_ERR_FORMAT,
+           "%s: 'rope_scaling' must be null or an object", origin);
+  json_t *t = json_object_get(rs, "rope_type");
+  if (!t) t = json_object_get(rs, "type");
+  QZ_CHECK(json_is_string(t), QZ_ERR_FORMAT,
+           "%s: 'rope_scaling' has no 'rope_type' (or 'type') string", origin);
+  const char *type = json_string_value(t);
+  if (strcmp(type, "default") == 0) return QZ_OK;
+  json_t *f = json_object_get(rs, "factor");
+  QZ_CHECK(json_is_number(f) && json_number_value(f) > 0, QZ_ERR_FORMAT,
+           "%s: rope_scaling '%s' needs a positive 'factor'", origin, type);
+  c->rope_scaling.factor = json_number_value(f);
+  if (strcmp(type, "linear") == 0) {
+    c->rope_scaling.type = QZ_ROPE_LINEAR;
+    return QZ_OK;
+  }
+  QZ_CHECK(strcmp(type, "llama3") == 0, QZ_ERR_UNSUPPORTED,
+           "%s: rope_scaling type '%s' is not supported (supported: null, "
+           "default, linear, llama3)", origin, type);
+  c->rope_scaling.type = QZ_ROPE_LLAMA3;
+  QZ_CALL(get_num(rs, origin, "low_freq_factor", -1,
+                  &c->rope_scaling.low_freq_factor));
+  QZ_CALL(get_num(rs, origin, "high_freq_factor", -1,
+                  &c->rope_scaling.high_freq_factor));
+  QZ_CHECK(c->rope_scaling.low_freq_factor > 0 &&
+               c->rope_scaling.high_freq_factor >
+                   c->rope_scaling.low_freq_factor,
+           QZ_ERR_FORMAT, "%s: rope_scaling llama3 needs 0 < low_freq_factor < "
+           "high_freq_factor, found %g and %g", origin,
+           c->rope_scaling.low_freq_factor, c->rope_scaling.high_freq_factor);
+  QZ_CALL(get_pos(rs, origin, "original_max_position_embeddings", 1, 0,
+                  &c->rope_scaling.original_max_position_embeddings));
+  return QZ_OK;
+}
+
+static int arch_from_model_type(const char *mt, char *arch, size_t len) {
+  if (strcmp(mt, "llama") == 0) snprintf(arch, len, "LlamaForCausalLM");
+  else if (strcmp(mt, "mistral") == 0) snprintf(arch, len, "MistralForCausalLM");
+  else if (strcmp(mt, "qwen2") == 0) snprintf(arch, len, "Qwen2ForCausalLM");
+  else return 0;
+  return 1;
+}
+
+static int parse_root(json_t *root, const char *origin, qz_model_config *c) {
+  QZ_CHECK(json_is_object(root), QZ_ERR_FORMAT,
+           "%s: config must be a JSON object", origin);
+  json_t *mt = json_object_get(root, "model_type");
+  if (json_is_string(mt))
+    snprintf(c->model_type, sizeof c->model_type, "%s", json_string_value(mt));
+  json_t *ar = json_object_get(root, "architectures");
+  if (json_is_array(ar) && json_array_size(ar) > 0) {
+    json_t *a0 = json_array_get(ar, 0);
+    QZ_CHECK(json_is_string(a0), QZ_ERR_FORMAT,
+             "%s: 'architectures' must be a list of strings", origin);
+    snprintf(c->architecture, sizeof c->architecture, "%s",
+             json_string_value(a0));
+  } else {
+    QZ_CHECK(c->model_type[0] &&
+                 arch_from_model_type(c->model_type, c->architecture,
+                                      sizeof c->architecture),
+             QZ_ERR_FORMAT,
+             "%s: required key 'architectures' is missing (and model_type "
+             "'%s' does not imply one)", origin, c->model_type);
+  }
+  int known = 0;
+  for (int i = 0; i < N_ARCH; i++)
+    known |= strcmp(c->architecture, supported_arch[i]) == 0;
+  QZ_CHECK(known, QZ_ERR_UNSUPPORTED,
+           "%s: unsupported architecture '%s' (supported: LlamaForCausalLM, "
+           "MistralForCausalLM, Qwen2ForCausalLM)", origin, c->architecture);
+  int qwen2 = strcmp(c->architecture, "Qwen2ForCausalLM") == 0;
+  if (!c->model_type[0])
+    snprintf(c->model_type, sizeof c->model_type, "%s",
+             qwen2 ? "qwen2"
+                   : strcmp(c->architecture, "MistralForCausalLM") == 0 ? "mistral"
+                                                                      : "llama");
+
+  json_t *act = json_object_get(root, "hidden_act");
+  QZ_CHECK(!act || json_is_null(act) ||
+               (json_is_string(act) && strcmp(json_string_value(act), "silu") == 0),
+           QZ_ERR_UNSUPPORTED, "%s: hidden_act '%s' is not supported (only silu)",
+           origin, json_is_string(act) ? json_string_value(act) : "?");
+
+  QZ_CALL(get_pos(root, origin, "hidden_size", 1, 0, &c->hidden_size));
+  QZ_CALL(get_pos(root, origin, "intermediate_size", 1, 0, &c->intermediate_size));
+  QZ_CALL(get_pos(root, origin, "num_hidden_layers", 1, 0, &c->num_hidden_layers));
+  QZ_CALL(get_pos(root, origin, "num_attention_heads", 1, 0,
+                  &c->num_attention_heads));
+  QZ_CALL(get_pos(root, origin, "num_key_value_heads", 0, c->num_attention_heads,
+                  &c->num_key_value_heads));
+  QZ_CALL(get_pos(root, origin, "vocab_size", 1, 0, &c->vocab_size));
+  QZ_CALL(get_pos(root, origin, "max_position_embeddings", 0, 2048,
+                  &c->max_position_embeddings));
+  QZ_CHECK(c->num_attention_heads % c->num_key_value_heads == 0, QZ_ERR_FORMAT,
+           "%s: num_attention_heads %lld is not a multiple of "
+           "num_key_value_heads %lld", origin, (long long)c->num_attention_heads,
+           (long long)c->num_key_value_heads);
+  json_t *hd = json_object_get(root, "head_dim");
+  if (!hd || json_is_null(hd)) {
+    QZ_CHECK(c->hidden_size % c->num_attention_heads == 0, QZ_ERR_FORMAT,
+             "%s: no 'head_dim' and hidden_size %lld is not a multiple of "
+             "num_attention_heads %lld", origin, (long long)c->hidden_size,
+             (long long)c->num_attention_heads);
+    c->head_dim = c->hidden_size / c->num_attention_heads;
+  } else {
+    QZ_CALL(get_pos(root, origin, "head_dim", 1, 0, &c->head_dim));
+  }
+  QZ_CHECK(c->head_dim % 2 == 0, QZ_ERR_FORMAT,
+           "%s: head_dim %lld must be even for rotary embeddings", origin,
+           (long long)c->head_dim);
+  QZ_CALL(get_num(root, origin, "rms_norm_eps", 1e-6, &c->rms_norm_eps));
+  QZ_CHECK(c->rms_norm_eps > 0 && c->rms_norm_eps < 1, QZ_ERR_FORMAT,
+           "%s: rms_norm_eps %g out of range (0, 1)", origin, c->rms_norm_eps);
+  QZ_CALL(get_num(root, origin, "rope_theta", 10000.0, &c->rope_theta));
+  QZ_CHECK(c->rope_theta > 0, QZ_ERR_FORMAT, "%s: rope_theta must be positive",
+           origin);
+  QZ_CALL(parse_rope_scaling(root, origin, c));
+  QZ_CALL(get_bool(root, origin, "tie_word_embeddings", 0,
+                   &c->tie_word_embeddings));
+  int attn_bias = 0;
+  QZ_CALL(get_bool(root, origin, "attention_bias", 0, &attn_bias));
+  QZ_CALL(get_bool(root, origin, "mlp_bias", 0, &c->mlp_bias));
+  c->qkv_bias = qwen2 ? 1 : attn_bias; /* Qwen2: q/k/v always biased */
+  c->o_bias = qwen2 ? 0 : attn_bias;
+  if (qwen2) c->mlp_bias = 0;
+  json_t *dt = json_object_get(root, "torch_dtype");
+  if (!json_is_string(dt)) dt = json_object_get(root, "dtype");
+  snprintf(c->torch_dtype, sizeof c->torch_dtype, "%s",
+           json_is_string(dt) ? json_string_value(dt) : "");
+  QZ_CALL(get_token_id(root, origin, "bos_token_id", &c->bos_token_id));
+  QZ_CALL(get_token_id(root, origin, "eos_token_id", &c->eos_token_id));
+  return QZ_OK;
+}
+
+int qz_config_parse(const char *json, size_t len, const char *origin,
+                    qz_model_config *cfg) {
+  memset(cfg, 0, sizeof *cfg);
+  if (!origin) origin = "config.json";
+  json_error_t e;
+  json_t *root = json_loadb(json, len, 0, &e);
+  QZ_CHECK(root, QZ_ERR_FORMAT, "%s: not valid JSON: %s (line %d column %d)",
+           origin, e.text, e.line, e.column);
+  int st = parse_root(root, origin, cfg);
+  json_decref(root);
+  if (st) qz_error_trace(__FILE__, __LINE__, __func__);
+  return st;
+}
+
+int qz_config_load(const char *path, qz_model_config *cfg) {
+  QZ_CHECK(path && *path, QZ_ERR_ARG, "qz_config_load: empty path");
+  char buf[4096];
+  struct stat sb;
+  if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode))
+    snprintf(buf, sizeof buf, "%s/config.json", path);
+  else
+    snprintf(buf, sizeof buf, "%s", path);
+  FILE *f = fopen(buf, "rb");
+  QZ_CHECK(f, QZ_ERR_IO, "cannot open %s: %s", buf, strerror(errno));
+  char *data = NULL;
+  size_t n = 0, cap = 0;
+  int st = QZ_OK;
+  for (;;) {
+    if (n == cap) {
+      cap = cap ? 2 * cap : 65536;
+      if (cap > (64u << 20)) {
+        st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                          "%s: larger than 64 MiB, not a config.json", buf);
+        break;
+      }
+      char *d = realloc(data, cap);
+      if (!d) {
+        st = qz_error_set(QZ_ERR_MEM, __FILE__, __LINE__, __func__, "oom");
+        break;
+      }
+      data = d;
+    }
+    size_t r = fread(data + n, 1, cap - n, f);
+    n += r;
+    if (r == 0) break;
+  }
+  if (!st && ferror(f))
+    st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
+                      "reading %s failed", buf);
+  fclose(f);
+  if (!st) st = qz_config_parse(data, n, buf, cfg);
+  free(data);
+  if (st) qz_error_trace(__FILE__, __LINE__, __func__);
+  return st;
+}
+
+static const char *const linear_names[QZ_LIN_COUNT] = {
+    [QZ_LIN_Q] = "self_attn.q_proj", [QZ_LIN_K] = "self_attn.k_proj",
+    [QZ_LIN_V] = "self_attn.v_proj", [QZ_LIN_O] = "self_attn.o_proj",
+    [QZ_LIN_GATE] = "mlp.gate_proj",  [QZ_LIN_UP] = "mlp.up_proj",
+    [QZ_LIN_DOWN] = "mlp.down_proj"};
+
+const char *qz_linear_name(qz_linear l) {
+  return (unsigned)l < QZ_LIN_COUNT ? linear_names[l] : "?";
+}
+
+void qz_linear_shape(const qz_model_config *c, qz_linear l, int64_t *out,
+                     int64_t *in) {
+  int64_t q = c->num_attention_heads * c->head_dim;
+  int64_t kv = c->num_key_value_heads * c->head_dim;
+  int64_t o = 0, i = 0;
+  switch (l) {
+  case QZ_LIN_Q: o = q, i = c->hidden_size; break;
+  case QZ_LIN_K:
+  case QZ_LIN_V: o = kv, i = c->hidden_size; break;
+  case QZ_LIN_O: o = c->hidden_size, i = q; break;
+  case QZ_LIN_GATE:
+  case QZ_LIN_UP: o = c->intermediate_size, i = c->hidden_size; break;
+  case QZ_LIN_DOWN: o = c->hidden_size, i = c->intermediate_size; break;
+  default: break;
+  }
+  if (out) *out = o;
+  if (in) *in = i;
+}
+
+void qz_linear_tensor(char *buf, size_t len, int layer, qz_linear l,
+                      const char *suffix) {
+  snprintf(buf, len, "model.layers.%d.%s.%s", layer, qz_linear_name(l),
+           suffix ? suffix : "weight");
+}
+
+int qz_linear_has_bias(const qz_model_config *c, qz_linear l) {
+  switch (l) {
+  case QZ_LIN_Q:
+  case QZ_LIN_K:
+  case QZ_LIN_V: return c->qkv_bias;
+  case QZ_LIN_O: return c->o_bias;
+  default: return c->mlp_bias;
+  }
+}
+
+static int expect(const qz_st *st, const char *name, int ndim, int64_t d0,
+                  int64_t d1, const char *why) {
+  const qz_tensor_info *ti = qz_st_find(st, name);
+  QZ_CHECK(ti, QZ_ERR_FORMAT, "%s: tensor '%s' is missing (config.json implies "
+           "it: %s)", qz_st_origin(st), name, why);
+  QZ_CHECK(qz_dtype_is_float(ti->dtype), QZ_ERR_FORMAT,
+           "%s: tensor '%s' has dtype %s, expected a float dtype (F32, F16, "
+           "BF16, F64)", ti->file, name, qz_dtype_name(ti->dtype));
+  int ok = ti->ndim == ndim && ti->shape[0] == d0 && (ndim < 2 || ti->shape[1] == d1);
+  if (!ok) {
+    char found[160] = "[";
+    size_t o = 1;
+    for (int d = 0; d < ti->ndim && o < sizeof found; d++)
+      o += (size_t)snprintf(found + o, sizeof found - o, "%s%lld", d ? "," : "",
+                            (long long)ti->shape[d]);
+    if (o < sizeof found) snprintf(found + o, sizeof found - o, "]");
+    if (ndim == 2)
+      QZ_FAIL(QZ_ERR_FORMAT, "%s: tensor '%s' has shape %s, config.json implies "
+              "[%lld,%lld] (%s)", ti->file, name, found, (long long)d0,
+              (long long)d1, why);
+    QZ_FAIL(QZ_ERR_FORMAT, "%s: tensor '%s' has shape %s, config.json implies "
+            "[%lld] (%s)", ti->file, name, found, (long long)d0, why);
+  }
+  return QZ_OK;
+}
+
+static void linear_why(const qz_model_config *c, qz_linear l, char *buf,
+                       size_t len) {
+  switch (l) {
+  case QZ_LIN_Q: snprintf(buf, len, "num_attention_heads %lld x head_dim %lld, hidden_size %lld",
+                          (long long)c->num_attention_heads, (long long)c->head_dim,
+                          (long long)c->hidden_size); break;
+  case QZ_LIN_K:
+  case QZ_LIN_V: snprintf(buf, len, "num_key_value_heads %lld x head_dim %lld, hidden_size %lld",
+                          (long long)c->num_key_value_heads, (long long)c->head_dim,
+                          (long long)c->hidden_size); break;
+  case QZ_LIN_O: snprintf(buf, len, "hidden_size %lld, num_attention_heads %lld x head_dim %lld",
+                          (long long)c->hidden_size, (long long)c->num_attention_heads,
+                          (long long)c->head_dim); break;
+  case QZ_LIN_DOWN: snprintf(buf, len, "hidden_size %lld, intermediate_size %lld",
+                             (long long)c->hidden_size, (long long)c->intermediate_size); break;
+  default: snprintf(buf, len, "intermediate_size %lld, hidden_size %lld",
+                    (long long)c->intermediate_size, (long long)c->hidden_size); break;
+  }
+}
+
+const char *qz_config_lm_head(const qz_model_config *c, const qz_st *st) {
+  if (qz_st_find(st, "lm_head.weight")) return "lm_head.weight";
+  if (c->tie_word_embeddings) return "model.embed_tokens.weight";
+  return NULL;
+}
+
+int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
+  char name[256], why[256];
+  snprintf(why, sizeof why, "vocab_size %lld, hidden_size %lld",
+           (long long)c->vocab_size, (long long)c->hidden_size);
+  QZ_CALL(expect(st, "model.embed_tokens.weight", 2, c->vocab_size,
+                 c->hidden_size, why));
+  snprintf(why, sizeof why, "hidden_size %lld", (long long)c->hidden_size);
+  for (int l = 0; l < c->num_hidden_layers; l++) {
+    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", l);
+    QZ_CALL(expect(st, name, 1, c->hidden_size, 0, "hidden_size"));
+    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
+    QZ_CALL(expect(st, name, 1, c->hidden_size, 0, "hidden_size"));
+    for (int k = 0; k < QZ_LIN_COUNT; k++) {
+      int64_t o, i;
+      qz_linear_shape(c, (qz_linear)k, &o, &i);
+      linear_why(c, (qz_linear)k, why, sizeof why);
+      qz_linear_tensor(name, sizeof name, l, (qz_linear)k, "weight");
+      QZ_CALL(expect(st, name, 2, o, i, why));
+      if (qz_linear_has_bias(c, (qz_linear)k)) {
+        qz_linear_tensor(name, sizeof name, l, (qz_linear)k, "bias");
+        QZ_CALL(expect(st, name, 1, o, 0, "the config enables biases"));
+      }
+    }
+  }
+  QZ_CALL(expect(st, "model.norm.weight", 1, c->hidden_size, 0, "hidden_size"));
+  const char *lm = qz_config_lm_head(c, st);
+  QZ_CHECK(lm, QZ_ERR_FORMAT, "%s: tensor 'lm_head.weight' is missing and "
+           "tie_word_embeddings is false", qz_st_origin(st));
+  snprintf(why, sizeof why, "vocab_size %lld, hidden_size %lld%s",
+           (long long)c->vocab_size, (long long)c->hidden_size,
+           strcmp(lm, "lm_head.weight") ? ", tied to the embedding" : "");
+  QZ_CALL(expect(st, lm, 2, c->vocab_size, c->hidden_size, why));
+  return QZ_OK;
+}
+
+int64_t qz_config_param_count(const qz_model_config *c) {
+  int64_t per = 2 * c->hidden_size; /* two norms */
+  for (int k = 0; k < QZ_LIN_COUNT; k++) {
+    int64_t o, i;
+    qz_linear_shape(c, (qz_linear)k, &o, &i);
+    per += o * i + (qz_linear_has_bias(c, (qz_linear)k) ? o : 0);
+  }
+  int64_t emb = c->vocab_size * c->hidden_size;
+  return emb * (c->tie_word_embeddings ? 1 : 2) + c->num_hidden_layers * per +
+         c->hidden_size;
+}
