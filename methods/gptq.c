@@ -36,6 +36,8 @@ typedef struct {
   float *cur_s, *cur_z; /* [m] current parameters */
   const float *pc_s, *pc_z; /* [m] per-channel parameters (rule 3) */
   double *loss;     /* [m] */
+  int64_t row0;     /* global index of the first row */
+  float *te, *tw;   /* [R, B], [R, n] padded edge tiles */
   qz_layer_result *res;
 } sweep;
 
@@ -82,11 +84,36 @@ static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
       for (int64_t k = i + 1; k < bk; k++) w1[k] -= err * u[k];
     }
   }
-  /* lazy batch: W[:, i2:] -= E U[i1:i2, i2:] */
-  if (i2 < n && m > 0)
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m,
-                (int)(n - i2), (int)bk, -1.0f, S->e, (int)B, panel + i2,
-                (int)n, 1.0f, S->wp + i2, (int)n);
+  /* lazy batch: W[:, i2:] -= E U[i1:i2, i2:], one sgemm per tile of
+   * QZ_GPTQ_ROW_TILE rows aligned to the *global* row index: every call has
+   * the same shape and every row the same position in it at any np, so the
+   * result does not depend on how rows are split over ranks (BLAS kernels
+   * choose code paths by shape). */
+  if (i2 >= n || m == 0) return;
+  const int64_t R = QZ_GPTQ_ROW_TILE, nt = n - i2;
+  int64_t g0 = S->row0, g1 = S->row0 + m;
+  for (int64_t t0 = g0 - g0 % R; t0 < g1; t0 += R) {
+    int64_t a = t0 > g0 ? t0 : g0, b = t0 + R < g1 ? t0 + R : g1;
+    if (a == t0 && b == t0 + R) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)nt,
+                  (int)bk, -1.0f, S->e + (a - g0) * B, (int)B, panel + i2,
+                  (int)n, 1.0f, S->wp + (a - g0) * n + i2, (int)n);
+      continue;
+    }
+    memset(S->te, 0, (size_t)(R * B) * sizeof(float));
+    memset(S->tw, 0, (size_t)(R * nt) * sizeof(float));
+    for (int64_t r = a; r < b; r++) {
+      memcpy(S->te + (r - t0) * B, S->e + (r - g0) * B, (size_t)bk * sizeof(float));
+      memcpy(S->tw + (r - t0) * nt, S->wp + (r - g0) * n + i2,
+             (size_t)nt * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)nt,
+                (int)bk, -1.0f, S->te, (int)B, panel + i2, (int)n, 1.0f,
+                S->tw, (int)nt);
+    for (int64_t r = a; r < b; r++)
+      memcpy(S->wp + (r - g0) * n + i2, S->tw + (r - t0) * nt,
+             (size_t)nt * sizeof(float));
+  }
 }
 
 int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
@@ -128,6 +155,7 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
   S.maxq = (float)((1 << S.bits) - 1);
   S.perm = pi->perm;
   S.res = res;
+  S.row0 = L->row0;
   size_t mn = (size_t)m * (size_t)n;
   st = qz_alloc(mn, sizeof(float), "GPTQ working W", &S.wp);
   if (!st) st = qz_alloc((size_t)m * S.B, sizeof(float), "GPTQ block", &S.w1);
@@ -138,6 +166,10 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
     st = qz_alloc((size_t)S.B * n, sizeof(float), "factor panel", &panel);
   if (!st)
     st = qz_alloc((size_t)(S.g > 0 ? S.g : 1), sizeof(float), "group", &gbuf);
+  if (!st)
+    st = qz_alloc((size_t)QZ_GPTQ_ROW_TILE * S.B, sizeof(float), "tile", &S.te);
+  if (!st)
+    st = qz_alloc((size_t)QZ_GPTQ_ROW_TILE * n, sizeof(float), "tile", &S.tw);
   st = qz_error_agree(comm, st);
   if (st) goto done;
   S.cur_s = pcs;
@@ -209,6 +241,8 @@ done:
   qz_free(&S.loss);
   qz_free(&panel);
   qz_free(&gbuf);
+  qz_free(&S.te);
+  qz_free(&S.tw);
   return st;
 }
 
