@@ -628,7 +628,8 @@ int qz_ckpt_write_linear(qz_ckpt *ck, int block, const char *module,
   QZ_CALL_DONE(attr_str(g, "method", m->method));
   QZ_CALL_DONE(attr_dbl(g, "damp_used", m->damp_used));
   QZ_CALL_DONE(attr_dbl(g, "loss", m->loss));
-  QZ_CALL_DONE(attr_dbl(g, "seconds", m->seconds));
+  /* no wall-clock time in the HDF5 files: a rerun or a resumed run must be
+   * bit-identical (h5diff); timings live in manifest.json's block stats */
 done:
   H5Gclose(g);
   return st;
@@ -769,7 +770,6 @@ int qz_ckpt_linear_info(qz_ckpt *ck, int block, const char *module,
     QZ_CALL_DONE(read_attr_str(g, "method", m->method, sizeof m->method));
     QZ_CALL_DONE(read_attr_num(g, "damp_used", H5T_NATIVE_DOUBLE, &m->damp_used));
     QZ_CALL_DONE(read_attr_num(g, "loss", H5T_NATIVE_DOUBLE, &m->loss));
-    QZ_CALL_DONE(read_attr_num(g, "seconds", H5T_NATIVE_DOUBLE, &m->seconds));
   }
 done:
   if (d >= 0) H5Dclose(d);

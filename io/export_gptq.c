@@ -181,6 +181,9 @@ static json_t *quant_config(const qz_ckpt_linear_meta *m) {
   return q;
 }
 
+/* scratch half of the qzeros buffer: [wz, ng] before the transpose */
+static int32_t *qw_zero_tmp(int32_t *qz, int64_t ng, int64_t wz) { return qz + ng * wz; }
+
 /* One quantized linear: read (rank 0 gets all rows), pack, add. */
 static int export_linear(qz_ckpt *ck, int rank, shard_set *ss, int layer,
                          int lin, qz_ckpt_linear_meta *meta_out,
@@ -218,7 +221,7 @@ static int export_linear(qz_ckpt *ck, int rank, shard_set *ss, int layer,
   if (rank == 0) {
     int64_t wq = in * m.bits / 32, wz = out * m.bits / 32;
     QZ_CALL_DONE(qz_alloc((size_t)(wq * out), 4, "qweight", &qw));
-    QZ_CALL_DONE(qz_alloc((size_t)(ng * wz), 4, "qzeros", &qz));
+    QZ_CALL_DONE(qz_alloc((size_t)(2 * ng * wz), 4, "qzeros", &qz));
     QZ_CALL_DONE(qz_alloc((size_t)(ng * out), 1, "zero codes", &zc));
     QZ_CALL_DONE(qz_alloc((size_t)(ng * out), 2, "scales f16", &s16));
     qz_gptq_pack(m.bits, out, in, codes, qw);
@@ -230,7 +233,10 @@ static int export_linear(qz_ckpt *ck, int rank, shard_set *ss, int layer,
         zc[k * out + o] = (uint8_t)((z - 1) & maxq);
         s16[k * out + o] = qz_f32_to_f16(sc[o * ng + k]);
       }
-    qz_gptq_pack(m.bits, ng, out, zc, qz);
+    /* qzeros is group-major: row k holds group k's packed zero points */
+    qz_gptq_pack(m.bits, ng, out, zc, qw_zero_tmp(qz, ng, wz));
+    for (int64_t k = 0; k < ng; k++)
+      for (int64_t w = 0; w < wz; w++) qz[k * wz + w] = qz[ng * wz + w * ng + k];
     char name[256];
     int64_t shp[2];
     snprintf(name, sizeof name, "model.layers.%d.%s.qweight", layer, mod);

@@ -10,6 +10,7 @@
  * rows into the checkpoint collectively. The block output with all 7
  * quantized linears is the next block's input. */
 #include <dirent.h>
+#include <signal.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <math.h>
@@ -298,6 +299,19 @@ typedef struct {
   json_t *stats; /* per-block stats being built */
 } qrun;
 
+/* Test hook (tests/quantize_resume.sh): MPIQUANT_FAULT=kill:R:B sends
+ * SIGKILL to rank R right after it wrote its first linear of block B, i.e.
+ * while block B runs and after the blocks before it are complete. */
+static void kill_hook(int rank, int layer) {
+  const char *f = getenv("MPIQUANT_FAULT");
+  int r, b;
+  if (f && sscanf(f, "kill:%d:%d", &r, &b) == 2 && r == rank && b == layer) {
+    fprintf(stderr, "mpiquant: MPIQUANT_FAULT: rank %d kills itself in block %d\n", rank, layer);
+    fflush(stderr);
+    raise(SIGKILL);
+  }
+}
+
 /* Quantize linear l of block `layer` whose input Hessian is H (NULL for RTN),
  * replace w->w[l] by its dequantized weights, write this rank's rows.
  * Collective on the run's communicator. */
@@ -343,6 +357,7 @@ static int quantize_linear(qrun *r, int layer, qz_block_weights *w, qz_linear l,
                             res.codes, res.scale, res.zero, res.g_idx, res.perm, &meta);
   qz_timer_stop(QZ_PHASE_WRITE);
   QZ_CALL_DONE(qz_error_agree(comm, st));
+  kill_hook(r->ctx->rank, layer);
   if (r->ops->needs_hessian)
     qz_info("block %d %-17s loss %-12.6g damp %-8.3g dead %-4lld %.3f s", layer,
             qz_linear_name(l), loss, res.percdamp_used, (long long)res.ndead, secs);

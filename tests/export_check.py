@@ -71,8 +71,6 @@ def main():
     for fe in man["files"]:
         with h5py.File(os.path.join(ck, fe["file"]), "r") as h:
             for b in range(fe["first_block"], fe["first_block"] + fe["nblocks"]):
-                for mod_group in ("self_attn", "mlp"):
-                    pass
                 for mod in [k for k in h["layers"][str(b)].keys()]:
                     g = h["layers"][str(b)][mod]
                     codes = g["codes"][...]
@@ -88,7 +86,8 @@ def main():
                     assert sc.shape == (scales.shape[1], out) and sc.dtype == np.float16
                     assert np.array_equal(gi, gidx), pre + "g_idx"
                     c = unpack(qw, bits, inn)                      # [out, in]
-                    z = unpack(qz, bits, out).astype(np.float32) + 1  # [groups, out]
+                    # qzeros row k = group k's bitstream over output channels
+                    z = unpack(qz.T, bits, out).astype(np.float32) + 1  # [groups, out]
                     w_exp = sc.astype(np.float32)[gi, np.arange(out)[:, None]] * (c.astype(np.float32) - z[gi, np.arange(out)[:, None]])
                     s16 = scales.astype(np.float16).astype(np.float32)
                     w_ck = s16[:, gidx] * (codes.astype(np.float32) - zeros[:, gidx])

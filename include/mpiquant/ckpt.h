@@ -13,7 +13,8 @@
  *   zeros  f32 [out, ngroups]
  *   g_idx  i32 [in], perm i32 [in]
  * with attributes bits, group_size, sym, act_order, static_groups, method,
- * damp_used, loss, seconds. Dequantized weight: Q[r,c] = scales[r,g] *
+ * damp_used, loss (timings are in manifest.json, so that reruns and resumes
+ * give bit-identical files). Dequantized weight: Q[r,c] = scales[r,g] *
  * (codes[r,c] - zeros[r,g]), g = g_idx[c] (f32 arithmetic).
  * See docs/checkpoint.md. */
 #ifndef MPIQUANT_CKPT_H
@@ -35,7 +36,7 @@ typedef struct {
   int bits, group_size; /* group_size -1 = per channel */
   int sym, act_order, static_groups;
   char method[32];
-  double damp_used, loss, seconds;
+  double damp_used, loss, seconds; /* seconds: manifest only */
 } qz_ckpt_linear_meta;
 
 typedef struct {
