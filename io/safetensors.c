@@ -753,11 +753,13 @@ int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
     QZ_FAIL(QZ_ERR_INTERNAL, "unhandled float dtype %s",
             qz_dtype_name(ti->dtype));
   }
-  st->bytes_read += n * ds;
+  __atomic_fetch_add(&st->bytes_read, n * ds, __ATOMIC_RELAXED); /* concurrent readers */
   return QZ_OK;
 }
 
-int64_t qz_st_bytes_read(const qz_st *st) { return st ? st->bytes_read : 0; }
+int64_t qz_st_bytes_read(const qz_st *st) {
+  return st ? __atomic_load_n(&st->bytes_read, __ATOMIC_RELAXED) : 0;
+}
 
 const char *qz_st_metadata(const qz_st *st, const char *key) {
   if (!st || !key) return NULL;
