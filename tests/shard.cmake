@@ -60,3 +60,13 @@ qz_eval_text(baby_wiki babyllama-tok105-hf wikitext2_raw_test_gptq_joined.txt 16
   "29\\.40[3-7]" 1294337 "13795\\.1079")
 qz_eval_text(stories_bf16 stories260K-hf-bf16 tinystories_valid_head.txt 8
   "3\\.7[2-8][0-9]+" 393018 "5408\\.199")
+
+qz_test_program(qzt_fwd_load mpi/test_fwd_load.c)
+qz_add_mpi_test(NAME fwd_load COMMAND $<TARGET_FILE:qzt_fwd_load> TIMEOUT 60)
+
+# --tokens with a .bin stream (written here from the golden windows)
+set(_py "(lambda a: open(a[2], 'wb').write(__import__('struct').pack('<%dI' % len(a[3]), *a[3])))(__import__('sys').argv + [[int(t) for t in open(__import__('sys').argv[1]).read().split()]])")
+qz_add_test(NAME eval_tokens_bin TIMEOUT 120
+  COMMAND ${QZ_EXPECT} 0 "^ppl 3\\.7524 " "4088 tokens, 8 windows x 512"
+    -- sh -c "mkdir -p \"$QZ_TEST_TMP\" && /usr/bin/python3 -c \"${_py}\" ${S}/golden/calib/stories260K_eval_tinystories_ids.txt \"$QZ_TEST_TMP/ids.bin\" && ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} 2 ${M} eval --model ${S}/models/stories260K-hf --tokens \"$QZ_TEST_TMP/ids.bin\"")
+set_tests_properties(eval_tokens_bin PROPERTIES PROCESSORS 2)
