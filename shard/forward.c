@@ -368,6 +368,10 @@ const float *qz_fwd_stage_output(const qz_fwd *f, qz_fwd_stage s,
   }
 }
 
+const float *qz_fwd_linear_input(const qz_fwd *f, qz_linear l, int64_t *ncols) {
+  return qz_fwd_stage_output(f, qz_fwd_stage_of_linear(l), ncols);
+}
+
 int qz_fwd_block_commit(qz_fwd *f) {
   QZ_CHECK(f->done == QZ_STAGE_OUT, QZ_ERR_INTERNAL,
            "block commit before the output stage (last stage: %s)",

@@ -122,6 +122,9 @@ qz_fwd_stage qz_fwd_done(const qz_fwd *f);
  * Not collective. */
 const float *qz_fwd_stage_output(const qz_fwd *f, qz_fwd_stage s,
                                  int64_t *ncols);
+/* The input of linear l: qz_fwd_stage_output(f, qz_fwd_stage_of_linear(l)),
+ * [T, in_features of l]; NULL if that stage was not computed. */
+const float *qz_fwd_linear_input(const qz_fwd *f, qz_linear l, int64_t *ncols);
 /* x <- out (after run(OUT)); starts the next block. Not collective. */
 int qz_fwd_block_commit(qz_fwd *f);
 /* Whole block: begin, run(OUT), commit. Not collective. */

@@ -76,6 +76,15 @@ MPI_Comm qz_model_comm(const qz_model *m);                    /* Not collective 
  * Collective on the model's communicator; `layer` must match. */
 int qz_model_load_block(qz_model *m, int layer, qz_block_weights *w);
 
+/* Same, but the weight of linear l is read only when bit (1u << l) of
+ * `lin_mask` is set; norms and biases are always read.  For weights that come
+ * from elsewhere (a checkpoint's dequantized linears): the skipped tensors
+ * cost no I/O.  QZ_LIN_ALL = every linear.  Collective; same mask on all
+ * ranks. */
+#define QZ_LIN_ALL ((1u << QZ_LIN_COUNT) - 1u)
+int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
+                             qz_block_weights *w);
+
 /* Load the embedding, the final norm and the output head (lm_head, or the
  * embedding itself when tied: then lm_head == embed and nothing is read
  * twice).  `want_embed` / `want_head` select what is needed (eval needs both;
