@@ -61,6 +61,7 @@ typedef enum {
   QZ_STAGE_COUNT
 } qz_fwd_stage;
 
+/* Not collective: */
 const char *qz_fwd_stage_name(qz_fwd_stage s); /* "qkv_in", ... */
 /* The stage whose output is the input of linear l (Q,K,V -> QKV_IN, ...). */
 qz_fwd_stage qz_fwd_stage_of_linear(qz_linear l);
@@ -95,6 +96,7 @@ int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
                   qz_fwd **out);
 void qz_fwd_destroy(qz_fwd **f); /* accepts NULL, NULLs the pointer */
 
+/* Accessors, not collective. */
 int64_t qz_fwd_ntok(const qz_fwd *f);     /* local tokens T = nwin*seqlen */
 int64_t qz_fwd_nwin(const qz_fwd *f);
 int64_t qz_fwd_seqlen(const qz_fwd *f);
@@ -115,7 +117,8 @@ int qz_fwd_run(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage upto);
 /* Weights used from stage `from` on changed: drop those cached results.
  * Not collective. */
 void qz_fwd_invalidate(qz_fwd *f, qz_fwd_stage from);
-/* Last stage computed for the current block (QZ_STAGE_NONE after begin). */
+/* Last stage computed for the current block (QZ_STAGE_NONE after begin).
+ * Not collective. */
 qz_fwd_stage qz_fwd_done(const qz_fwd *f);
 /* Result of stage s (must have been computed): [T, *ncols] row-major, ld =
  * *ncols.  QKV_IN/GATEUP_IN: H; O_IN: nq*hd; DOWN_IN: I; OUT: H.
@@ -123,7 +126,8 @@ qz_fwd_stage qz_fwd_done(const qz_fwd *f);
 const float *qz_fwd_stage_output(const qz_fwd *f, qz_fwd_stage s,
                                  int64_t *ncols);
 /* The input of linear l: qz_fwd_stage_output(f, qz_fwd_stage_of_linear(l)),
- * [T, in_features of l]; NULL if that stage was not computed. */
+ * [T, in_features of l]; NULL if that stage was not computed.
+ * Not collective. */
 const float *qz_fwd_linear_input(const qz_fwd *f, qz_linear l, int64_t *ncols);
 /* x <- out (after run(OUT)); starts the next block. Not collective. */
 int qz_fwd_block_commit(qz_fwd *f);

@@ -55,7 +55,8 @@ typedef struct {
   int tied;
 } qz_head_weights;
 
-void qz_head_weights_free(qz_head_weights *h); /* accepts a zeroed struct */
+/* Free (lm_head once when tied); accepts a zeroed struct. Not collective. */
+void qz_head_weights_free(qz_head_weights *h);
 
 typedef struct qz_model qz_model;
 
