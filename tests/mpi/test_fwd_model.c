@@ -154,6 +154,13 @@ static void eval_case_src(const char *model, const char *idfile,
                   r1.nll_sum);
       qz_model_close(&m1);
     }
+    /* batches of 3 windows: the same bits */
+    qz_eval_opts o3 = o;
+    o3.batch_windows = 3;
+    qz_eval_result r3;
+    if (QZT_OK(qz_eval_ppl(m, ids, nwin, &o3, &r3)))
+      QZT_CHECK(r3.nll_sum == r.nll_sum, "batched NLL sum %.17g == %.17g",
+                r3.nll_sum, r.nll_sum);
     MPI_Barrier(MPI_COMM_WORLD);
   }
   qz_model_close(&m);
