@@ -229,6 +229,7 @@ int qz_fwd_batch(qz_fwd *f, int64_t w0, int64_t nwin) {
   f->done = QZ_STAGE_NONE;
   return QZ_OK;
 }
+
 int64_t qz_fwd_seqlen(const qz_fwd *f) { return f->seqlen; }
 size_t qz_fwd_bytes(const qz_fwd *f) { return f->mem_bytes; }
 float *qz_fwd_hidden(qz_fwd *f) { return f->xall; }
