@@ -14,10 +14,12 @@
 #include "mpiquant/model.h"
 #include "mpiquant/tokenizer.h"
 #include "mpiquant/windows.h"
+#include "qblock.h"
 
 static void usage(void) {
   printf(
-      "usage: mpiquant eval --model DIR (--data TEXT | --tokens FILE) [options]\n"
+      "usage: mpiquant eval (--model DIR | --ckpt CKPT) (--data TEXT | --tokens FILE)\n"
+      "                     [options]\n"
       "\n"
       "Perplexity with the GPTQ protocol: the whole file as one token stream\n"
       "(no BOS), non-overlapping windows of L tokens from the start, each an\n"
@@ -27,6 +29,9 @@ static void usage(void) {
       "\n"
       "  --model DIR        Hugging Face model dir (config.json, safetensors,\n"
       "                     tokenizer.json for --data)\n"
+      "  --ckpt CKPT        a quantize checkpoint: its dequantized (fake-quant)\n"
+      "                     weights; the model dir is the one it records unless\n"
+      "                     --model is given\n"
       "  --data FILE        UTF-8 text, tokenized with DIR/tokenizer.json\n"
       "  --tokens FILE      pre-tokenized ids: .bin (uint32 LE stream) or .txt\n"
       "                     (one window per line; lines are concatenated)\n"
@@ -42,7 +47,7 @@ static void usage(void) {
 }
 
 typedef struct {
-  const char *model, *data, *tokens;
+  const char *model, *data, *tokens, *ckpt;
   long seqlen, windows, max_tokens, batch;
   int json;
 } eval_opts;
@@ -56,7 +61,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
       o->json = 1;
       continue;
     }
-    int takes = strcmp(a, "--model") == 0 || strcmp(a, "--data") == 0 ||
+    int takes = strcmp(a, "--model") == 0 || strcmp(a, "--ckpt") == 0 || strcmp(a, "--data") == 0 ||
                 strcmp(a, "--tokens") == 0 || strcmp(a, "--seqlen") == 0 ||
                 strcmp(a, "--windows") == 0 || strcmp(a, "--max-tokens") == 0 ||
                 strcmp(a, "--batch-windows") == 0;
@@ -65,6 +70,7 @@ static int parse(int argc, char **argv, eval_opts *o) {
     QZ_CHECK(v, QZ_ERR_USAGE, "eval: option %s needs a value", a);
     i++;
     if (strcmp(a, "--model") == 0) o->model = v;
+    else if (strcmp(a, "--ckpt") == 0) o->ckpt = v;
     else if (strcmp(a, "--data") == 0) o->data = v;
     else if (strcmp(a, "--tokens") == 0) o->tokens = v;
     else if (strcmp(a, "--seqlen") == 0)
@@ -76,7 +82,8 @@ static int parse(int argc, char **argv, eval_opts *o) {
     else
       QZ_CALL(qz_cli_int(a, v, 2, 1L << 50, &o->max_tokens));
   }
-  QZ_CHECK(o->model, QZ_ERR_USAGE, "eval: --model DIR is required");
+  QZ_CHECK(o->model || o->ckpt, QZ_ERR_USAGE,
+           "eval: --model DIR or --ckpt CKPT is required");
   QZ_CHECK(!o->data != !o->tokens, QZ_ERR_USAGE,
            "eval: give exactly one of --data TEXT or --tokens FILE");
   QZ_CHECK(!(o->windows && o->max_tokens), QZ_ERR_USAGE,
@@ -131,7 +138,23 @@ int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {
   qz_model *m = NULL;
   int32_t *ids = NULL;
   int64_t n = 0;
+  qz_ckpt_source cks = {0};
+  if (o.ckpt) {
+    QZ_CALL_DONE(qz_ckpt_open(ctx->comm, o.ckpt, &cks.ck));
+    if (!o.model) o.model = qz_ckpt_model_dir(cks.ck);
+    QZ_CHECK_DONE(*o.model, QZ_ERR_ARG,
+                  "checkpoint %s records no model directory; pass --model DIR",
+                  o.ckpt);
+    int done_blocks = qz_ckpt_first_missing(cks.ck);
+    qz_info("eval: checkpoint %s (%d of %d blocks complete), model %s", o.ckpt,
+            done_blocks, qz_ckpt_nblocks(cks.ck), o.model);
+  }
   QZ_CALL_DONE(qz_model_open(ctx->comm, o.model, &m));
+  if (cks.ck)
+    QZ_CHECK_DONE(qz_ckpt_nblocks(cks.ck) == qz_model_config_of(m)->num_hidden_layers,
+                  QZ_ERR_ARG, "checkpoint %s has %d blocks, model %s has %lld",
+                  o.ckpt, qz_ckpt_nblocks(cks.ck), o.model,
+                  (long long)qz_model_config_of(m)->num_hidden_layers);
   const qz_model_config *cfg = qz_model_config_of(m);
 
   /* rank 0 reads / tokenizes, everyone gets the stream */
@@ -164,6 +187,10 @@ int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {
           (long long)L, ctx->size);
 
   qz_eval_opts eo = {.seqlen = L, .progress = 1, .batch_windows = o.batch};
+  if (cks.ck) {
+    eo.block_source = qz_ckpt_block_source;
+    eo.block_source_ctx = &cks;
+  }
   qz_eval_result r;
   QZ_CALL_DONE(qz_eval_ppl(m, ids, nwin, &eo, &r));
   if (ctx->rank == 0) {
@@ -194,5 +221,6 @@ int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {
 done:
   qz_free(&ids);
   qz_model_close(&m);
+  qz_ckpt_close(&cks.ck);
   return st;
 }

@@ -1,7 +1,291 @@
-/* mpiquant layer */
+/* mpiquant layer: quantize one matrix W (+ H or X) from a safetensors file.
+ * W rows are split over ranks; H (given, or accumulated from X distributed
+ * over ranks) lives block-cyclic on the grid; rank 0 writes the result. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "driver.h"
+#include "mpiquant/comm.h"
+#include "mpiquant/error.h"
+#include "mpiquant/grid.h"
+#include "mpiquant/hessian.h"
+#include "mpiquant/log.h"
+#include "mpiquant/mem.h"
+#include "mpiquant/method.h"
+#include "mpiquant/safetensors.h"
+#include "mpiquant/timing.h"
+
+static void usage(void) {
+  printf(
+      "usage: mpiquant layer --in CASE.safetensors --method rtn|gptq --bits B\n"
+      "         [--group G] [--sym] [--act-order] [--static-groups]\n"
+      "         [--damp 0.01] [--blocksize 128] [--from-x] [--nsamples N]\n"
+      "         [--nb 128] --out RESULT.safetensors\n\n"
+      "Reads W [out,in] and H [in,in] (or X [tokens,in] when H is absent or\n"
+      "--from-x is given: H = 2/N X^T X accumulated over ranks, N = --nsamples,\n"
+      "else the file's 'nsamples' metadata, else the number of rows of X).\n"
+      "Writes Q, codes, scale, zero, perm, g_idx, losses and metadata\n"
+      "(loss_total, damp_used, options).  --group -1 = per channel (default).\n"
+      "--nb: ScaLAPACK block size of the distributed Hessian.\n");
+}
+
+typedef struct {
+  const char *in, *out, *method;
+  qz_method_opts mo;
+  int from_x, nb;
+  long nsamples;
+} layer_args;
+
+static int parse(int argc, char **argv, layer_args *a) {
+  a->mo = qz_method_opts_default();
+  a->mo.spec.groupsize = -1;
+  a->mo.spec.bits = 0;
+  a->nb = 0;
+  a->nsamples = -1;
+  for (int i = 1; i < argc; i++) {
+    const char *o = argv[i];
+    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+    long l;
+    double dv;
+#define NEEDV() \
+  QZ_CHECK(v, QZ_ERR_USAGE, "layer: option %s needs a value", o); i++
+    if (!strcmp(o, "--in")) { NEEDV(); a->in = v; }
+    else if (!strcmp(o, "--out")) { NEEDV(); a->out = v; }
+    else if (!strcmp(o, "--method")) { NEEDV(); a->method = v; }
+    else if (!strcmp(o, "--bits")) {
+      NEEDV(); QZ_CALL(qz_cli_int(o, v, 2, 8, &l)); a->mo.spec.bits = (int)l;
+    } else if (!strcmp(o, "--group")) {
+      NEEDV(); QZ_CALL(qz_cli_int(o, v, -1, 1L << 30, &l));
+      QZ_CHECK(l != 0, QZ_ERR_USAGE, "layer: --group must be -1 or >= 1");
+      a->mo.spec.groupsize = l;
+    } else if (!strcmp(o, "--sym")) a->mo.spec.sym = 1;
+    else if (!strcmp(o, "--act-order")) a->mo.act_order = 1;
+    else if (!strcmp(o, "--static-groups")) a->mo.static_groups = 1;
+    else if (!strcmp(o, "--from-x")) a->from_x = 1;
+    else if (!strcmp(o, "--damp")) {
+      NEEDV(); QZ_CALL(qz_cli_double(o, v, 0, 1, &dv)); a->mo.percdamp = dv;
+    } else if (!strcmp(o, "--blocksize")) {
+      NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1 << 16, &l)); a->mo.blocksize = (int)l;
+    } else if (!strcmp(o, "--nb")) {
+      NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1 << 16, &l)); a->nb = (int)l;
+    } else if (!strcmp(o, "--nsamples")) {
+      NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1L << 40, &l)); a->nsamples = l;
+    } else
+      QZ_FAIL(QZ_ERR_USAGE, "layer: unknown option '%s' (see mpiquant layer --help)", o);
+#undef NEEDV
+  }
+  QZ_CHECK(a->in && a->out && a->method && a->mo.spec.bits, QZ_ERR_USAGE,
+           "layer: --in, --out, --method and --bits are required");
+  QZ_CHECK(qz_method_find(a->method), QZ_ERR_USAGE,
+           "layer: unknown method '%s' (known: %s)", a->method,
+           qz_method_names());
+  return QZ_OK;
+}
+
+static int tensor2d(qz_st *st, const char *file, const char *name,
+                    int64_t cols, int64_t *rows) {
+  const qz_tensor_info *ti = NULL;
+  QZ_CALL(qz_st_get(st, name, &ti));
+  QZ_CHECK(ti->ndim == 2 && qz_dtype_is_float(ti->dtype) &&
+               (cols < 0 || ti->shape[1] == cols),
+           QZ_ERR_FORMAT,
+           "%s: tensor %s must be a 2-D float matrix%s%lld columns; found "
+           "%s with %d dims [%lld, %lld]",
+           file, name, cols < 0 ? "" : " with ", (long long)(cols < 0 ? 0 : cols),
+           qz_dtype_name(ti->dtype), ti->ndim, (long long)ti->shape[0],
+           (long long)(ti->ndim > 1 ? ti->shape[1] : 0));
+  *rows = ti->shape[0];
+  return QZ_OK;
+}
+
+/* Gather [nrows, cols] row blocks of all ranks to rank 0 (MPI type t). */
+static int gather_rows(MPI_Comm comm, const void *src, int64_t nrows,
+                       int64_t cols, MPI_Datatype t, void *dst) {
+  int size, rank;
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_rank(comm, &rank);
+  int *cnt = NULL;
+  QZ_CALL(qz_alloc((size_t)size * 2, sizeof(int), "gather counts", &cnt));
+  int *dsp = cnt + size;
+  int mine = (int)(nrows * cols);
+  int st = QZ_OK;
+  int rc = MPI_Gather(&mine, 1, MPI_INT, cnt, 1, MPI_INT, 0, comm);
+  if (rc == MPI_SUCCESS) {
+    int64_t off = 0;
+    for (int r = 0; rank == 0 && r < size; r++) {
+      dsp[r] = (int)off;
+      off += cnt[r];
+    }
+    rc = MPI_Gatherv(src, mine, t, dst, cnt, dsp, t, 0, comm);
+  }
+  if (rc != MPI_SUCCESS) st = qz_mpi_error(rc, "MPI_Gatherv", __FILE__, __LINE__, __func__);
+  qz_free(&cnt);
+  return st;
+}
 
 int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
-  (void)ctx;
-  return qz_cmd_not_implemented("layer", argc, argv);
+  if (qz_cli_wants_help(argc, argv)) {
+    if (ctx->rank == 0) usage();
+    return QZ_OK;
+  }
+  layer_args a = {0};
+  QZ_CALL(parse(argc, argv, &a));
+  const qz_method_ops *ops = qz_method_find(a.method);
+  MPI_Comm comm = ctx->comm;
+  int st = QZ_OK;
+  qz_st *in = NULL;
+  qz_grid *grid = NULL;
+  qz_hessian *H = NULL;
+  void *mstate = NULL;
+  float *w = NULL, *xrows = NULL, *hfull = NULL;
+  qz_layer_result res = {0};
+  float *all_q = NULL, *all_scale = NULL, *all_zero = NULL, *all_loss = NULL;
+  uint8_t *all_codes = NULL;
+  qz_st_writer *wr = NULL;
+  int64_t out_f = 0, in_f = 0, row0 = 0, nrows = 0, ng = 0;
+
+  qz_timer_start(QZ_PHASE_LOAD);
+  st = qz_st_open(a.in, &in);
+  if (!st) st = tensor2d(in, a.in, "W", -1, &out_f);
+  if (!st) in_f = qz_st_find(in, "W")->shape[1];
+  if (!st) st = ops->setup(&a.mo, &mstate);
+  qz_split_even(out_f, ctx->size, ctx->rank, &row0, &nrows);
+  ng = qz_quant_ngroups(&a.mo.spec, in_f);
+  if (!st) st = qz_alloc((size_t)(nrows * in_f), sizeof(float), "W rows", &w);
+  if (!st) st = qz_st_read_f32(in, "W", row0, nrows, w);
+  if (!st) st = qz_alloc((size_t)(nrows * in_f), 1, "codes", &res.codes);
+  if (!st) st = qz_alloc((size_t)(nrows * in_f), sizeof(float), "Q", &res.q);
+  if (!st) st = qz_alloc((size_t)(nrows * ng), sizeof(float), "scale", &res.scale);
+  if (!st) st = qz_alloc((size_t)(nrows * ng), sizeof(float), "zero", &res.zero);
+  if (!st) st = qz_alloc((size_t)nrows, sizeof(float), "losses", &res.losses);
+  if (!st) st = qz_alloc((size_t)in_f, sizeof(int32_t), "g_idx", &res.g_idx);
+  if (!st) st = qz_alloc((size_t)in_f, sizeof(int32_t), "perm", &res.perm);
+  qz_timer_stop(QZ_PHASE_LOAD);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+
+  if (ops->needs_hessian) {
+    QZ_CALL_DONE(qz_grid_create(comm, a.nb, &grid));
+    QZ_CALL_DONE(qz_hessian_create(grid, in_f, &H));
+    int use_x = a.from_x || !qz_st_find(in, "H");
+    if (!use_x) {
+      int64_t hr = 0;
+      st = tensor2d(in, a.in, "H", in_f, &hr);
+      if (!st && hr != in_f)
+        st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                          "%s: H is [%lld, %lld], W has %lld input columns",
+                          a.in, (long long)hr, (long long)in_f, (long long)in_f);
+      if (!st) st = qz_alloc((size_t)(in_f * in_f), sizeof(float), "H", &hfull);
+      if (!st) st = qz_st_read_f32(in, "H", 0, in_f, hfull);
+      QZ_CALL_DONE(qz_error_agree(comm, st));
+      QZ_CALL_DONE(qz_hessian_set_full(H, hfull));
+      qz_free(&hfull);
+    } else {
+      int64_t tok = 0, t0 = 0, tn = 0;
+      st = qz_st_find(in, "X")
+               ? tensor2d(in, a.in, "X", in_f, &tok)
+               : qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                              "%s: GPTQ needs tensor H [in,in] or X "
+                              "[tokens,in]; neither is present", a.in);
+      qz_split_even(tok, ctx->size, ctx->rank, &t0, &tn);
+      if (!st) st = qz_alloc((size_t)(tn * in_f), sizeof(float), "X rows", &xrows);
+      if (!st) st = qz_st_read_f32(in, "X", t0, tn, xrows);
+      if (!st) st = qz_hessian_add_rows(H, xrows, tn);
+      long ns = a.nsamples;
+      const char *m = qz_st_metadata(in, "nsamples");
+      if (ns < 0 && m) ns = atol(m);
+      if (ns <= 0) ns = (long)tok;
+      if (ctx->rank == 0) qz_hessian_count_sequences(H, ns);
+      qz_free(&xrows);
+      QZ_CALL_DONE(qz_error_agree(comm, st));
+      qz_info("layer: H from X [%lld, %lld] over %d ranks, N = %ld sequences",
+              (long long)tok, (long long)in_f, ctx->size, ns);
+      QZ_CALL_DONE(qz_hessian_reduce(H));
+    }
+  }
+  qz_layer L = {.name = a.in, .out_features = out_f, .in_features = in_f,
+                .row0 = row0, .nrows = nrows, .w = w, .H = H};
+  st = ops->quantize_layer(mstate, &L, &res);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+
+  /* gather to rank 0 and write */
+  qz_timer_start(QZ_PHASE_WRITE);
+  double loss_total = res.loss_local;
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &loss_total, 1, MPI_DOUBLE, MPI_SUM, comm));
+  if (ctx->rank == 0) {
+    st = qz_alloc((size_t)(out_f * in_f), sizeof(float), "Q (all)", &all_q);
+    if (!st) st = qz_alloc((size_t)(out_f * in_f), 1, "codes (all)", &all_codes);
+    if (!st) st = qz_alloc((size_t)(out_f * ng), sizeof(float), "scale (all)", &all_scale);
+    if (!st) st = qz_alloc((size_t)(out_f * ng), sizeof(float), "zero (all)", &all_zero);
+    if (!st) st = qz_alloc((size_t)out_f, sizeof(float), "losses (all)", &all_loss);
+  }
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  QZ_CALL_DONE(gather_rows(comm, res.q, nrows, in_f, MPI_FLOAT, all_q));
+  QZ_CALL_DONE(gather_rows(comm, res.codes, nrows, in_f, MPI_UINT8_T, all_codes));
+  QZ_CALL_DONE(gather_rows(comm, res.scale, nrows, ng, MPI_FLOAT, all_scale));
+  QZ_CALL_DONE(gather_rows(comm, res.zero, nrows, ng, MPI_FLOAT, all_zero));
+  QZ_CALL_DONE(gather_rows(comm, res.losses, nrows, 1, MPI_FLOAT, all_loss));
+  if (ctx->rank == 0) {
+    char buf[64];
+    int64_t s2[2] = {out_f, in_f}, sg[2] = {out_f, ng}, s1[1] = {in_f},
+            so[1] = {out_f};
+    st = qz_st_writer_create(a.out, &wr);
+#define META(k, ...)                                            \
+  if (!st) {                                                    \
+    snprintf(buf, sizeof buf, __VA_ARGS__);                     \
+    st = qz_st_writer_meta(wr, k, buf);                         \
+  }
+    META("method", "%s", a.method);
+    META("bits", "%d", a.mo.spec.bits);
+    META("groupsize", "%lld", (long long)a.mo.spec.groupsize);
+    META("sym", "%s", a.mo.spec.sym ? "true" : "false");
+    META("act_order", "%s", a.mo.act_order ? "true" : "false");
+    META("static_groups", "%s", a.mo.static_groups ? "true" : "false");
+    META("blocksize", "%d", a.mo.blocksize);
+    META("percdamp", "%.17g", a.mo.percdamp);
+    META("damp_used", "%.17g", res.percdamp_used);
+    META("dead_columns", "%lld", (long long)res.ndead);
+    META("loss_total", "%.9g", loss_total);
+    META("hessian", "%s", !ops->needs_hessian ? "none"
+                          : (a.from_x || !qz_st_find(in, "H")) ? "X" : "H");
+    META("nranks", "%d", ctx->size);
+#undef META
+    if (!st) st = qz_st_writer_add(wr, "Q", QZ_DT_F32, 2, s2, all_q);
+    if (!st) st = qz_st_writer_add(wr, "codes", QZ_DT_U8, 2, s2, all_codes);
+    if (!st) st = qz_st_writer_add(wr, "scale", QZ_DT_F32, 2, sg, all_scale);
+    if (!st) st = qz_st_writer_add(wr, "zero", QZ_DT_F32, 2, sg, all_zero);
+    if (!st) st = qz_st_writer_add(wr, "perm", QZ_DT_I32, 1, s1, res.perm);
+    if (!st) st = qz_st_writer_add(wr, "g_idx", QZ_DT_I32, 1, s1, res.g_idx);
+    if (!st && ops->needs_hessian)
+      st = qz_st_writer_add(wr, "losses", QZ_DT_F32, 1, so, all_loss);
+    if (!st) st = qz_st_writer_finish(&wr);
+    if (!st)
+      qz_info("layer: %s %lld x %lld w%d -> %s (loss %.6g, damp %g)", a.method,
+              (long long)out_f, (long long)in_f, a.mo.spec.bits, a.out,
+              loss_total, res.percdamp_used);
+  }
+  qz_timer_stop(QZ_PHASE_WRITE);
+  st = qz_error_agree(comm, st);
+done:
+  if (wr) qz_st_writer_abort(&wr);
+  if (mstate) ops->destroy(&mstate);
+  qz_hessian_destroy(&H);
+  qz_grid_destroy(&grid);
+  qz_st_close(&in);
+  qz_free(&w);
+  qz_free(&xrows);
+  qz_free(&hfull);
+  qz_free(&res.codes);
+  qz_free(&res.q);
+  qz_free(&res.scale);
+  qz_free(&res.zero);
+  qz_free(&res.losses);
+  qz_free(&res.g_idx);
+  qz_free(&res.perm);
+  qz_free(&all_q);
+  qz_free(&all_codes);
+  qz_free(&all_scale);
+  qz_free(&all_zero);
+  qz_free(&all_loss);
+  return st;
 }

@@ -23,7 +23,7 @@ foreach(np 1 2 3 4)
 endforeach()
 qz_add_test(NAME eval_help COMMAND ${QZ_EXPECT} 0 "usage: mpiquant eval" "--tokens" "--max-tokens"
   -- ${M} eval --help)
-qz_add_test(NAME eval_needs_model COMMAND ${QZ_EXPECT} 2 "--model DIR is required"
+qz_add_test(NAME eval_needs_model COMMAND ${QZ_EXPECT} 2 "--model DIR (or --ckpt CKPT )?is required"
   -- ${M} eval --tokens x.txt)
 qz_add_test(NAME eval_one_input COMMAND ${QZ_EXPECT} 2 "exactly one of --data"
   -- ${M} eval --model ${S}/models/stories260K-hf)

@@ -1,0 +1,65 @@
+/* Preparation and factorization of a ready qz_hessian for GPTQ-style column
+ * sweeps, following the reference conventions (golden README rules 4-8):
+ *
+ *   dead columns  diag(H)[j] == 0  ->  H[j, j] = 1 (caller zeroes W[:, j])
+ *   act-order     perm = columns by descending diag (after the dead fix)
+ *   damping       lambda = percdamp * mean(diag), H += lambda I
+ *   factor        potrf(H_p) -> potri -> potrf('U'):  U upper with
+ *                 H_p^-1 = U^T U   (H_p = H permuted by perm)
+ *
+ * Not positive definite (info > 0 in any of the three steps) raises the
+ * damping along a ladder (x10, starting from 1e-6 when percdamp is 0, up to
+ * percdamp_max), logging each step with the layer name; info < 0 is an
+ * internal error naming the routine and argument.
+ *
+ * Storage: the factor overwrites the upper triangle of the Hessian's matrix;
+ * the lower triangle keeps H (original order), so a retry or a second prepare
+ * with other options needs no copy.  After prepare, qz_hessian_get_rows
+ * returns garbage above the diagonal. */
+#ifndef MPIQUANT_CHOL_H
+#define MPIQUANT_CHOL_H
+
+#include <stdint.h>
+
+#include "mpiquant/hessian.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct {
+  double percdamp;     /* relative damping, reference default 0.01 */
+  double percdamp_max; /* ladder cap (<= 0: 1.0) */
+  int act_order;       /* permute by descending diag(H) */
+  const char *name;    /* layer name for log lines, may be NULL */
+} qz_prepare_opts;
+
+typedef struct {
+  int64_t d;
+  const int32_t *perm;   /* [d] position i processes original column perm[i] */
+  const uint8_t *dead;   /* [d] original column j is dead (diag == 0) */
+  int64_t ndead;
+  double percdamp_used;  /* after the ladder */
+  double lambda;         /* absolute damping added to the diagonal */
+  double mean_diag;      /* mean of diag after the dead fix */
+  int ladder_steps;      /* 0 when the first attempt succeeded */
+} qz_prepare_info;
+
+/* Factor the ready H as above.  A second call with the same percdamp and
+ * act_order returns at once (q, k, v share one Hessian).
+ * Collective on the grid's communicator; options must match. */
+int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *opts);
+/* Valid after a successful prepare (NULL otherwise). Not collective. */
+const qz_prepare_info *qz_hessian_prepared(const qz_hessian *H);
+
+/* Stream rows [r0, r0 + nrows) of U (processing order) to every rank as an
+ * f32 panel [nrows, d] row-major; entries left of the diagonal are 0.
+ * Memory: the panel plus an f64 exchange buffer of the same size.
+ * Collective on the grid's communicator; r0, nrows must match. */
+int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
+                           float *panel /* [nrows, d] */);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

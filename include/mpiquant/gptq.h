@@ -1,0 +1,30 @@
+/* GPTQ (Frantar et al.) with the reference semantics of the golden README
+ * (rules 2-10): lazy-batch column sweep over the upper Cholesky factor of
+ * H^-1, error feedback, dynamic or static groups, act-order, per-row losses.
+ * The trailing update after each block is one sgemm per 64-row tile.
+ * Results depend only on the global row index, not on the number of ranks
+ * (given the same factor, BLAS and BLAS thread count). */
+#ifndef MPIQUANT_GPTQ_H
+#define MPIQUANT_GPTQ_H
+
+#include "mpiquant/method.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Rows per trailing-update sgemm, aligned to the global row index (makes
+ * results independent of the row split; see gptq.c). */
+#define QZ_GPTQ_ROW_TILE 64
+
+/* Prepares layer->H (chol.h: dead columns, act-order, damping ladder,
+ * factor; reused when already prepared with the same options), then sweeps
+ * this rank's rows, streaming the factor panel by panel.
+ * Collective on the Hessian's grid communicator; opts must match. */
+int qz_gptq_quantize(const qz_method_opts *opts, const qz_layer *layer,
+                     qz_layer_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,101 @@
+/* Distributed layer Hessian H = (2/N) * sum_t x_t x_t^T (golden rule 1: N is
+ * the number of calibration *sequences*, not tokens).
+ *
+ * H lives in one ScaLAPACK block-cyclic f64 matrix on a qz_grid; no rank ever
+ * allocates d x d.  Life cycle:
+ *
+ *   qz_hessian_create            collective
+ *   qz_hessian_add_rows (*)      not collective: rows are buffered (f32)
+ *   qz_hessian_count_sequences   not collective: local N
+ *   qz_hessian_flush (optional)  collective: fold buffered rows into the
+ *                                distributed matrix and free the buffer
+ *   qz_hessian_reduce            collective: flush + scale by 2/N (N summed
+ *                                over ranks) + NaN check + diagonal gather
+ *   -> ready: qz_hessian_prepare (chol.h) factors it for GPTQ.
+ *   or qz_hessian_set_full       not collective: H given on every rank
+ *
+ * Memory per rank (reported by qz_hessian_bytes):
+ *   matrix  mloc * nloc * 8 bytes, mloc = numroc(d, nb, myrow, pr),
+ *           nloc = numroc(d, nb, mycol, pc)  (= 8 d^2 / P when nb*pr and
+ *           nb*pc divide d; at most 8 (d + nb*pr)(d + nb*pc) / P)
+ *   vectors 3 d doubles/ints (diagonal, permutation, dead flags)
+ *   rows    buffered rows * d * 4 bytes until the next flush/reduce
+ * Transient during flush: one column panel, d * nb * (4 + 8 + 8) bytes;
+ * during prepare: one redistribution batch, <= d * nb * pc * 2 * 8 bytes.
+ *
+ * Accumulation scheme: for each block column J (width nb) of the lower
+ * triangle, sgemm of the buffered rows (chunks of QZ_HESSIAN_KCHUNK rows, f32
+ * products summed in f32 within a chunk) is added into an f64 panel, which
+ * is then MPI_Reduce_scatter'ed straight to the owners of J's blocks.  Only
+ * the lower triangle (i >= j) is formed: n*d^2 flops instead of 2*n*d^2.
+ */
+#ifndef MPIQUANT_HESSIAN_H
+#define MPIQUANT_HESSIAN_H
+
+#include <stdint.h>
+
+#include "mpiquant/grid.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QZ_HESSIAN_KCHUNK 2048
+
+typedef struct qz_hessian qz_hessian;
+
+/* Zero Hessian of size d x d on `grid` (the grid must outlive it).
+ * Collective on the grid's communicator; d must match. */
+int qz_hessian_create(qz_grid *grid, int64_t d, qz_hessian **out);
+/* Not collective (frees local memory only). Accepts NULL, NULLs the pointer. */
+void qz_hessian_destroy(qz_hessian **H);
+
+/* Forget everything accumulated (and any factor); keep the allocation, so one
+ * handle serves every layer of the same width.  Not collective. */
+void qz_hessian_reset(qz_hessian *H);
+
+/* Buffer this rank's calibration rows x  [n_local, d] (row = token).
+ * Not collective; any n_local >= 0 per rank. */
+int qz_hessian_add_rows(qz_hessian *H, const float *x /* [n_local, d] */,
+                        int64_t n_local);
+/* Count n calibration sequences on this rank (golden rule 1's N is the sum
+ * over ranks). Not collective. */
+void qz_hessian_count_sequences(qz_hessian *H, int64_t n);
+
+/* Fold the buffered rows into the distributed matrix (unscaled) and free the
+ * row buffer.  Collective on the grid's communicator. */
+int qz_hessian_flush(qz_hessian *H);
+/* Flush, then H *= 2 / N (N = sum of counted sequences over ranks; error if
+ * 0), check every entry is finite (error on every rank otherwise), gather the
+ * diagonal.  Collective on the grid's communicator. */
+int qz_hessian_reduce(qz_hessian *H);
+
+/* Set H from the full matrix h [d, d] (row-major; symmetric, only the lower
+ * triangle is read) that every rank holds: the result is ready as after
+ * qz_hessian_reduce (no scaling).  Collective on the grid's communicator
+ * (for the finiteness check); h must match on every rank. */
+int qz_hessian_set_full(qz_hessian *H, const float *h /* [d, d] */);
+
+/* Read access. Not collective. */
+int64_t qz_hessian_dim(const qz_hessian *H);
+qz_grid *qz_hessian_grid(const qz_hessian *H);
+int qz_hessian_is_ready(const qz_hessian *H); /* reduced or set */
+/* The diagonal of the ready H [d] (before dead fix and damping), the same on
+ * every rank. NULL before reduce/set. */
+const double *qz_hessian_diag(const qz_hessian *H);
+/* Total N over ranks after reduce (0 for set_full). */
+int64_t qz_hessian_nsequences(const qz_hessian *H);
+/* Bytes this handle holds now on this rank (matrix + vectors + row buffer),
+ * and the largest transient working set of a flush/prepare so far. */
+int64_t qz_hessian_bytes(const qz_hessian *H);
+int64_t qz_hessian_peak_transient_bytes(const qz_hessian *H);
+
+/* H[i, j] of the ready matrix gathered into `out` [nrows, d] row-major for
+ * rows [r0, r0 + nrows) (tests, small debugging).  Collective. */
+int qz_hessian_get_rows(qz_hessian *H, int64_t r0, int64_t nrows,
+                        double *out /* [nrows, d] */);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,350 @@
+/* Dead columns, act-order, damping ladder and the ScaLAPACK factorization
+ * potrf -> potri -> potrf('U'); streaming of the factor's row panels. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hessian_impl.h"
+#include "mpiquant/comm.h"
+#include "mpiquant/error.h"
+#include "mpiquant/log.h"
+#include "mpiquant/mem.h"
+#include "mpiquant/scalapack.h"
+#include "mpiquant/timing.h"
+
+const qz_prepare_info *qz_hessian_prepared(const qz_hessian *H) {
+  return H->prepared ? &H->info : NULL;
+}
+
+/* Owner / local index tables for the d global indices (O(d) ints). */
+typedef struct {
+  int *orow, *ocol;        /* [d] owning process row / column */
+  int64_t *lrow, *lcol;    /* [d] local index in that process */
+} bc_tables;
+
+static void tables_free(bc_tables *t) {
+  qz_free(&t->orow);
+  qz_free(&t->ocol);
+  qz_free(&t->lrow);
+  qz_free(&t->lcol);
+}
+
+static int tables_make(const qz_hessian *H, bc_tables *t) {
+  memset(t, 0, sizeof *t);
+  const int64_t d = H->d;
+  int st = qz_alloc((size_t)d, sizeof(int), "owner table", &t->orow);
+  if (!st) st = qz_alloc((size_t)d, sizeof(int), "owner table", &t->ocol);
+  if (!st) st = qz_alloc((size_t)d, sizeof(int64_t), "index table", &t->lrow);
+  if (!st) st = qz_alloc((size_t)d, sizeof(int64_t), "index table", &t->lcol);
+  if (st) {
+    tables_free(t);
+    QZ_CALL(st);
+  }
+  for (int64_t x = 0; x < d; x++) {
+    t->orow[x] = qz_bc_owner(x, H->nb, H->pr);
+    t->ocol[x] = qz_bc_owner(x, H->nb, H->pc);
+    t->lrow[x] = qz_bc_local(x, H->nb, H->pr);
+    t->lcol[x] = qz_bc_local(x, H->nb, H->pc);
+  }
+  return QZ_OK;
+}
+
+/* Write the upper triangle (with diagonal) of H_p = P^T (H + dead fix) P +
+ * lambda I from the lower triangle of the stored H.  Element (i, j), i < j,
+ * of H_p is H[max(a,b), min(a,b)] with a = perm[i], b = perm[j]: one
+ * Alltoallv per batch of destination block columns; sender and receiver
+ * both walk (j ascending, i ascending), so no indices travel. */
+static int build_upper(qz_hessian *H, const bc_tables *t, const double *dfix,
+                       double lambda) {
+  const int64_t d = H->d;
+  const int nb = H->nb, pc = H->pc, P = H->size, myr = H->myr, myc = H->myc;
+  const int32_t *perm = H->perm;
+  int st = QZ_OK;
+  int *sc = NULL, *rc = NULL, *sd = NULL, *rd = NULL, *fill = NULL;
+  double *sbuf = NULL, *rbuf = NULL;
+  size_t scap = 0, rcap = 0;
+  int64_t width = (int64_t)nb * pc;
+  while (width > nb && d * width > (1LL << 30)) width -= nb;
+  QZ_CALL_DONE(qz_alloc((size_t)P * 5, sizeof(int), "alltoallv counts", &sc));
+  rc = sc + P;
+  sd = rc + P;
+  rd = sd + P;
+  fill = rd + P;
+  for (int64_t j0 = 0; j0 < d; j0 += width) {
+    int64_t j1 = j0 + width < d ? j0 + width : d;
+    /* sender counts */
+    memset(sc, 0, (size_t)P * 2 * sizeof(int));
+    for (int64_t j = j0; j < j1; j++) {
+      int32_t b = perm[j];
+      int col_b = t->ocol[b] == myc, row_b = t->orow[b] == myr;
+      if (!col_b && !row_b) continue;
+      int dc = t->ocol[j];
+      for (int64_t i = 0; i < j; i++) {
+        int32_t a = perm[i];
+        int own = a > b ? (col_b && t->orow[a] == myr)
+                        : (row_b && t->ocol[a] == myc);
+        if (own) sc[t->orow[i] * pc + dc]++;
+      }
+    }
+    /* receiver counts */
+    for (int64_t j = j0; j < j1; j++) {
+      if (t->ocol[j] != myc) continue;
+      int32_t b = perm[j];
+      for (int64_t il = 0; il < H->mloc; il++) {
+        int64_t i = qz_bc_global(il, nb, myr, H->pr);
+        if (i >= j) break;
+        int32_t a = perm[i];
+        int32_t sr = a > b ? a : b, scn = a > b ? b : a;
+        rc[t->orow[sr] * pc + t->ocol[scn]]++;
+      }
+    }
+    int64_t ns = 0, nr = 0;
+    for (int r = 0; r < P; r++) {
+      sd[r] = (int)ns;
+      rd[r] = (int)nr;
+      ns += sc[r];
+      nr += rc[r];
+    }
+    if ((size_t)ns > scap) {
+      qz_free(&sbuf);
+      scap = (size_t)ns;
+      QZ_CALL_DONE(qz_alloc(scap, sizeof(double), "redistribution send", &sbuf));
+    }
+    if ((size_t)nr > rcap) {
+      qz_free(&rbuf);
+      rcap = (size_t)nr;
+      QZ_CALL_DONE(qz_alloc(rcap, sizeof(double), "redistribution recv", &rbuf));
+    }
+    if ((int64_t)(scap + rcap) * 8 > H->peak_transient)
+      H->peak_transient = (int64_t)(scap + rcap) * 8;
+    /* pack */
+    memcpy(fill, sd, (size_t)P * sizeof(int));
+    for (int64_t j = j0; j < j1; j++) {
+      int32_t b = perm[j];
+      int col_b = t->ocol[b] == myc, row_b = t->orow[b] == myr;
+      if (!col_b && !row_b) continue;
+      int dc = t->ocol[j];
+      for (int64_t i = 0; i < j; i++) {
+        int32_t a = perm[i];
+        int own = a > b ? (col_b && t->orow[a] == myr)
+                        : (row_b && t->ocol[a] == myc);
+        if (!own) continue;
+        int32_t sr = a > b ? a : b, scn = a > b ? b : a;
+        sbuf[fill[t->orow[i] * pc + dc]++] =
+            H->a[t->lrow[sr] + t->lcol[scn] * H->lld];
+      }
+    }
+    QZ_CALL_MPI(MPI_Alltoallv(sbuf, sc, sd, MPI_DOUBLE, rbuf, rc, rd,
+                              MPI_DOUBLE, H->comm));
+    /* unpack */
+    memcpy(fill, rd, (size_t)P * sizeof(int));
+    for (int64_t j = j0; j < j1; j++) {
+      if (t->ocol[j] != myc) continue;
+      int32_t b = perm[j];
+      double *col = H->a + t->lcol[j] * H->lld;
+      for (int64_t il = 0; il < H->mloc; il++) {
+        int64_t i = qz_bc_global(il, nb, myr, H->pr);
+        if (i > j) break;
+        if (i == j) {
+          col[il] = dfix[b] + lambda;
+          break;
+        }
+        int32_t a = perm[i];
+        int32_t sr = a > b ? a : b, scn = a > b ? b : a;
+        col[il] = rbuf[fill[t->orow[sr] * pc + t->ocol[scn]]++];
+      }
+    }
+  }
+done:
+  qz_free(&sc);
+  qz_free(&sbuf);
+  qz_free(&rbuf);
+  return st;
+}
+
+/* info agreed over ranks: < 0 wins (bug), else the largest > 0. */
+static int agree_info(qz_hessian *H, int info, int *out) {
+  int v[2] = {info < 0 ? -info : 0, info > 0 ? info : 0};
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, H->comm));
+  *out = v[0] ? -v[0] : v[1];
+  return QZ_OK;
+}
+
+/* One attempt: 0 = factored, > 0 = not positive definite (step in *what). */
+static int factor_once(qz_hessian *H, int *info_out, const char **what) {
+  int n = (int)H->d, ione = 1, info = 0;
+  *what = "pdpotrf(H)";
+  pdpotrf_("U", &n, H->a, &ione, &ione, H->desc, &info, 1);
+  QZ_CALL(agree_info(H, info, &info));
+  if (info < 0) QZ_CALL_INFO(info, "pdpotrf");
+  if (info > 0) goto out;
+  *what = "pdpotri(H)";
+  pdpotri_("U", &n, H->a, &ione, &ione, H->desc, &info, 1);
+  QZ_CALL(agree_info(H, info, &info));
+  if (info < 0) QZ_CALL_INFO(info, "pdpotri");
+  if (info > 0) goto out;
+  *what = "pdpotrf(H^-1)";
+  pdpotrf_("U", &n, H->a, &ione, &ione, H->desc, &info, 1);
+  QZ_CALL(agree_info(H, info, &info));
+  if (info < 0) QZ_CALL_INFO(info, "pdpotrf");
+out:
+  *info_out = info;
+  return QZ_OK;
+}
+
+typedef struct {
+  double v;
+  int32_t i;
+} diag_key;
+
+static int cmp_desc(const void *pa, const void *pb) {
+  const diag_key *a = pa, *b = pb;
+  if (a->v > b->v) return -1;
+  if (a->v < b->v) return 1;
+  return (a->i > b->i) - (a->i < b->i); /* ties: original order */
+}
+
+int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
+  QZ_CHECK(H->ready, QZ_ERR_ARG,
+           "qz_hessian_prepare: Hessian not reduced/set yet");
+  QZ_CHECK(o && o->percdamp >= 0 && isfinite(o->percdamp), QZ_ERR_ARG,
+           "qz_hessian_prepare: percdamp must be a finite number >= 0");
+  if (H->prepared && H->popts.percdamp == o->percdamp &&
+      H->popts.percdamp_max == o->percdamp_max &&
+      !H->popts.act_order == !o->act_order)
+    return QZ_OK;
+  const char *name = o->name ? o->name : "layer";
+  const int64_t d = H->d;
+  int st = QZ_OK;
+  double *dfix = NULL;
+  diag_key *keys = NULL;
+  bc_tables t = {0};
+  H->prepared = 0;
+  qz_timer_start(QZ_PHASE_FACTOR);
+  QZ_CALL_DONE(qz_alloc((size_t)d, sizeof(double), "fixed diagonal", &dfix));
+  double sum = 0;
+  int64_t ndead = 0;
+  for (int64_t j = 0; j < d; j++) {
+    H->dead[j] = H->diag[j] == 0.0;
+    ndead += H->dead[j];
+    dfix[j] = H->dead[j] ? 1.0 : H->diag[j];
+    sum += dfix[j];
+  }
+  double mean = sum / (double)d;
+  if (o->act_order) {
+    QZ_CALL_DONE(qz_alloc((size_t)d, sizeof *keys, "act-order keys", &keys));
+    for (int64_t j = 0; j < d; j++) keys[j] = (diag_key){dfix[j], (int32_t)j};
+    qsort(keys, (size_t)d, sizeof *keys, cmp_desc);
+    for (int64_t j = 0; j < d; j++) H->perm[j] = keys[j].i;
+  } else {
+    for (int64_t j = 0; j < d; j++) H->perm[j] = (int32_t)j;
+  }
+  QZ_CALL_DONE(tables_make(H, &t));
+  double pmax = o->percdamp_max > 0 ? o->percdamp_max : 1.0;
+  double p = o->percdamp;
+  int steps = 0;
+  for (;;) {
+    double lambda = p * mean;
+    QZ_CALL_DONE(build_upper(H, &t, dfix, lambda));
+    int info = 0;
+    const char *what = "";
+    QZ_CALL_DONE(factor_once(H, &info, &what));
+    if (info == 0) break;
+    double next = p > 0 ? p * 10.0 : 1e-6;
+    QZ_CHECK_DONE(next <= pmax * (1 + 1e-9), QZ_ERR_NUMERIC,
+                  "%s: Hessian (d=%lld) is not positive definite even with "
+                  "percdamp %g (%s info %d); the calibration inputs may be "
+                  "degenerate", name, (long long)d, p, what, info);
+    qz_warn("%s: Hessian not positive definite with percdamp %g (%s info %d);"
+            " retrying with percdamp %g", name, p, what, info, next);
+    p = next;
+    steps++;
+  }
+  H->info = (qz_prepare_info){.d = d,
+                              .perm = H->perm,
+                              .dead = H->dead,
+                              .ndead = ndead,
+                              .percdamp_used = p,
+                              .lambda = p * mean,
+                              .mean_diag = mean,
+                              .ladder_steps = steps};
+  H->popts = *o;
+  H->popts.name = NULL;
+  H->prepared = 1;
+  if (steps)
+    qz_info("%s: factored with percdamp %g after %d ladder step(s)", name, p,
+            steps);
+done:
+  qz_timer_stop(QZ_PHASE_FACTOR);
+  qz_free(&dfix);
+  qz_free(&keys);
+  tables_free(&t);
+  return st;
+}
+
+/* Elements of rows [r0, r1), columns j >= i, owned by process (qr, qc), in
+ * (local column, local row) order.  mode 0 counts, 1 packs from H->a, 2
+ * unpacks `buf` into the f32 panel. */
+static int64_t panel_walk(qz_hessian *H, int qr, int qc, int64_t r0,
+                          int64_t r1, int mode, double *buf, float *panel) {
+  const int64_t d = H->d;
+  const int nb = H->nb;
+  int64_t nloc = qz_bc_numroc(d, nb, qc, H->pc);
+  int64_t mloc = qz_bc_numroc(d, nb, qr, H->pr);
+  /* local rows of qr inside [r0, r1): contiguous local range */
+  int64_t il0 = 0;
+  while (il0 < mloc && qz_bc_global(il0, nb, qr, H->pr) < r0) il0 += 1;
+  int64_t k = 0;
+  for (int64_t jl = 0; jl < nloc; jl++) {
+    int64_t j = qz_bc_global(jl, nb, qc, H->pc);
+    if (j < r0) continue;
+    for (int64_t il = il0; il < mloc; il++) {
+      int64_t i = qz_bc_global(il, nb, qr, H->pr);
+      if (i >= r1 || i > j) break;
+      if (mode == 1)
+        buf[k] = H->a[jl * H->lld + il];
+      else if (mode == 2)
+        panel[(i - r0) * d + j] = (float)buf[k];
+      k++;
+    }
+  }
+  return k;
+}
+
+int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
+                           float *panel) {
+  QZ_CHECK(H->prepared, QZ_ERR_ARG,
+           "qz_hessian_factor_rows: Hessian not prepared");
+  QZ_CHECK(r0 >= 0 && nrows > 0 && r0 + nrows <= H->d, QZ_ERR_ARG,
+           "qz_hessian_factor_rows: rows [%lld, %lld) outside [0, %lld)",
+           (long long)r0, (long long)(r0 + nrows), (long long)H->d);
+  const int P = H->size;
+  const int64_t r1 = r0 + nrows;
+  int st = QZ_OK;
+  int *cnt = NULL;
+  QZ_CALL(qz_alloc((size_t)P * 2, sizeof(int), "panel counts", &cnt));
+  int *dsp = cnt + P;
+  int64_t total = 0;
+  for (int q = 0; q < P; q++) {
+    int64_t c = panel_walk(H, q / H->pc, q % H->pc, r0, r1, 0, NULL, NULL);
+    dsp[q] = (int)total;
+    cnt[q] = (int)c;
+    total += c;
+  }
+  if ((size_t)total > H->xbuf_n) {
+    qz_free(&H->xbuf);
+    H->xbuf_n = 0;
+    QZ_CALL_DONE(qz_alloc((size_t)total, sizeof(double), "factor panel exchange",
+                          &H->xbuf));
+    H->xbuf_n = (size_t)total;
+  }
+  panel_walk(H, H->myr, H->myc, r0, r1, 1, H->xbuf + dsp[H->rank], NULL);
+  QZ_CALL_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, H->xbuf, cnt,
+                             dsp, MPI_DOUBLE, H->comm));
+  memset(panel, 0, (size_t)nrows * H->d * sizeof(float));
+  for (int q = 0; q < P; q++)
+    panel_walk(H, q / H->pc, q % H->pc, r0, r1, 2, H->xbuf + dsp[q], panel);
+done:
+  qz_free(&cnt);
+  return st;
+}

@@ -1,0 +1,324 @@
+/* Distributed Hessian: row buffering, panel-wise sgemm into f64, and
+ * reduce-scatter of each panel straight into the block-cyclic matrix. */
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hessian_impl.h"
+#include "mpiquant/comm.h"
+#include "mpiquant/error.h"
+#include "mpiquant/log.h"
+#include "mpiquant/mem.h"
+#include "mpiquant/scalapack.h"
+#include "mpiquant/timing.h"
+
+int qz_hessian_create(qz_grid *grid, int64_t d, qz_hessian **out) {
+  *out = NULL;
+  QZ_CHECK(grid, QZ_ERR_ARG, "qz_hessian_create: no grid");
+  QZ_CHECK(d > 0 && d < (1LL << 31), QZ_ERR_ARG,
+           "qz_hessian_create: dimension %lld out of range [1, 2^31)",
+           (long long)d);
+  qz_hessian *H = NULL;
+  QZ_CALL(qz_calloc(1, sizeof *H, "Hessian handle", &H));
+  int st = QZ_OK;
+  H->grid = grid;
+  H->comm = qz_grid_comm(grid);
+  H->d = d;
+  H->nb = qz_grid_nb(grid);
+  H->rank = qz_grid_rank(grid);
+  H->size = qz_grid_size(grid);
+  qz_grid_shape(grid, &H->pr, &H->pc, &H->myr, &H->myc);
+  H->mloc = qz_bc_numroc(d, H->nb, H->myr, H->pr);
+  H->nloc = qz_bc_numroc(d, H->nb, H->myc, H->pc);
+  H->lld = H->mloc > 1 ? H->mloc : 1;
+  int n = (int)d, izero = 0, ctx = qz_grid_context(grid), lld = (int)H->lld,
+      info = 0;
+  descinit_(H->desc, &n, &n, &H->nb, &H->nb, &izero, &izero, &ctx, &lld,
+            &info);
+  QZ_CHECK_DONE(info == 0, QZ_ERR_INTERNAL, "descinit for d=%lld: info %d",
+                (long long)d, info);
+  H->a_bytes = (size_t)H->lld * (size_t)(H->nloc > 0 ? H->nloc : 1) *
+               sizeof(double);
+  QZ_CALL_DONE(qz_alloc_big(H->a_bytes, "distributed Hessian block", &H->a));
+  memset(H->a, 0, H->a_bytes);
+  QZ_CALL_DONE(qz_calloc((size_t)d, sizeof(double), "Hessian diagonal",
+                         &H->diag));
+  QZ_CALL_DONE(qz_alloc((size_t)d, sizeof(int32_t), "permutation", &H->perm));
+  QZ_CALL_DONE(qz_calloc((size_t)d, 1, "dead-column flags", &H->dead));
+done:
+  st = qz_error_agree(H->comm, st);
+  if (st) {
+    qz_hessian_destroy(&H);
+    return st;
+  }
+  *out = H;
+  return QZ_OK;
+}
+
+void qz_hessian_destroy(qz_hessian **Hp) {
+  if (!Hp || !*Hp) return;
+  qz_hessian *H = *Hp;
+  if (H->a) qz_free_big(&H->a, H->a_bytes);
+  qz_free(&H->rows);
+  qz_free(&H->diag);
+  qz_free(&H->perm);
+  qz_free(&H->dead);
+  qz_free(&H->xbuf);
+  free(H);
+  *Hp = NULL;
+}
+
+void qz_hessian_reset(qz_hessian *H) {
+  memset(H->a, 0, H->a_bytes);
+  qz_free(&H->rows);
+  H->nrows = H->nrows_cap = 0;
+  H->nseq_local = H->nseq_total = 0;
+  H->ready = H->prepared = 0;
+  memset(H->diag, 0, (size_t)H->d * sizeof(double));
+}
+
+int64_t qz_hessian_dim(const qz_hessian *H) { return H->d; }
+qz_grid *qz_hessian_grid(const qz_hessian *H) { return H->grid; }
+int qz_hessian_is_ready(const qz_hessian *H) { return H->ready; }
+const double *qz_hessian_diag(const qz_hessian *H) {
+  return H->ready ? H->diag : NULL;
+}
+int64_t qz_hessian_nsequences(const qz_hessian *H) { return H->nseq_total; }
+int64_t qz_hessian_bytes(const qz_hessian *H) {
+  return (int64_t)H->a_bytes + H->d * (int64_t)(sizeof(double) +
+                                                sizeof(int32_t) + 1) +
+         H->nrows_cap * H->d * (int64_t)sizeof(float);
+}
+int64_t qz_hessian_peak_transient_bytes(const qz_hessian *H) {
+  return H->peak_transient;
+}
+
+int qz_hessian_add_rows(qz_hessian *H, const float *x, int64_t n) {
+  QZ_CHECK(n >= 0, QZ_ERR_ARG, "qz_hessian_add_rows: negative row count %lld",
+           (long long)n);
+  QZ_CHECK(!H->ready, QZ_ERR_ARG,
+           "qz_hessian_add_rows: Hessian already reduced (call "
+           "qz_hessian_reset first)");
+  if (n == 0) return QZ_OK;
+  if (H->nrows + n > H->nrows_cap) {
+    int64_t cap = H->nrows_cap ? H->nrows_cap : 256;
+    while (cap < H->nrows + n) cap *= 2;
+    size_t bytes;
+    QZ_CHECK(!__builtin_mul_overflow((size_t)cap, (size_t)H->d * sizeof(float),
+                                     &bytes),
+             QZ_ERR_MEM, "Hessian row buffer size overflow");
+    float *p = realloc(H->rows, bytes);
+    if (!p) {
+      char b[32];
+      QZ_FAIL(QZ_ERR_MEM, "out of memory growing the Hessian row buffer to %s",
+              qz_fmt_bytes((double)bytes, b, sizeof b));
+    }
+    H->rows = p;
+    H->nrows_cap = cap;
+  }
+  memcpy(H->rows + H->nrows * H->d, x, (size_t)n * H->d * sizeof(float));
+  H->nrows += n;
+  return QZ_OK;
+}
+
+void qz_hessian_count_sequences(qz_hessian *H, int64_t n) {
+  H->nseq_local += n;
+}
+
+static void note_transient(qz_hessian *H, int64_t bytes) {
+  if (bytes > H->peak_transient) H->peak_transient = bytes;
+}
+
+/* One block column J = [j0, j0 + w): the local lower panel rows [j0, d) in
+ * f64, reduce-scattered to the process column owning J. */
+static int flush_panel(qz_hessian *H, int64_t j0, int w, float *c32,
+                       double *c64, double *sendbuf, double *recvbuf,
+                       int *counts) {
+  const int64_t d = H->d, M = d - j0;
+  const int nb = H->nb, pr = H->pr, pc = H->pc;
+  memset(c64, 0, (size_t)M * w * sizeof(double));
+  for (int64_t r0 = 0; r0 < H->nrows; r0 += QZ_HESSIAN_KCHUNK) {
+    int64_t k = H->nrows - r0 < QZ_HESSIAN_KCHUNK ? H->nrows - r0
+                                                  : QZ_HESSIAN_KCHUNK;
+    const float *xa = H->rows + r0 * d + j0; /* col-major [d, k] view, ld d */
+    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, (int)M, w, (int)k,
+                1.0f, xa, (int)d, xa, (int)d, 0.0f, c32, (int)M);
+    for (int64_t i = 0; i < M * w; i++) c64[i] += (double)c32[i];
+  }
+  /* Pack by destination rank: process column pcol(J), process rows in
+   * order; rows of one destination ascending, column-major [rows x w]. */
+  const int qc = qz_bc_owner(j0, nb, pc);
+  for (int r = 0; r < H->size; r++) counts[r] = 0;
+  int64_t pos = 0;
+  for (int p = 0; p < pr; p++) {
+    int64_t start = pos;
+    for (int jj = 0; jj < w; jj++)
+      for (int64_t blk = j0 / nb; blk * nb < d; blk++) {
+        if ((int)(blk % pr) != p) continue;
+        int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
+        for (int64_t i = i0; i < i1; i++)
+          sendbuf[pos++] = c64[(i - j0) + (int64_t)jj * M];
+      }
+    counts[p * pc + qc] = (int)(pos - start);
+  }
+  QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, recvbuf, counts, MPI_DOUBLE, MPI_SUM,
+                                 H->comm));
+  if (H->myc == qc) {
+    int64_t q = 0, lc0 = qz_bc_local(j0, nb, pc);
+    for (int jj = 0; jj < w; jj++) {
+      double *col = H->a + (lc0 + jj) * H->lld;
+      for (int64_t blk = j0 / nb; blk * nb < d; blk++) {
+        if ((int)(blk % pr) != H->myr) continue;
+        int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
+        for (int64_t i = i0; i < i1; i++)
+          col[qz_bc_local(i, nb, pr)] += recvbuf[q++];
+      }
+    }
+  }
+  return QZ_OK;
+}
+
+int qz_hessian_flush(qz_hessian *H) {
+  int st = QZ_OK;
+  float *c32 = NULL;
+  double *c64 = NULL, *sendbuf = NULL, *recvbuf = NULL;
+  int *counts = NULL;
+  const int64_t d = H->d;
+  const int nb = H->nb;
+  st = H->ready ? qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
+                               "qz_hessian_flush: Hessian already reduced")
+                : QZ_OK;
+  QZ_CALL_DONE(qz_error_agree(H->comm, st));
+  int64_t any = H->nrows;
+  QZ_CALL_DONE(qz_allreduce_i64(H->comm, &any, 1, MPI_SUM));
+  if (any == 0) goto done;
+  qz_timer_start(QZ_PHASE_REDUCE);
+  st = qz_alloc((size_t)d * nb, sizeof(float), "Hessian panel (f32)", &c32);
+  if (!st) st = qz_alloc((size_t)d * nb, sizeof(double), "Hessian panel", &c64);
+  if (!st)
+    st = qz_alloc((size_t)d * nb, sizeof(double), "reduce-scatter send", &sendbuf);
+  if (!st)
+    st = qz_alloc((size_t)H->mloc * nb + 1, sizeof(double),
+                  "reduce-scatter receive", &recvbuf);
+  if (!st) st = qz_alloc((size_t)H->size, sizeof(int), "counts", &counts);
+  note_transient(H, (int64_t)d * nb * (4 + 8 + 8) + H->mloc * nb * 8);
+  st = qz_error_agree(H->comm, st);
+  if (st) {
+    qz_timer_stop(QZ_PHASE_REDUCE);
+    goto done;
+  }
+  for (int64_t j0 = 0; j0 < d; j0 += nb) {
+    int w = (int)(d - j0 < nb ? d - j0 : nb);
+    st = flush_panel(H, j0, w, c32, c64, sendbuf, recvbuf, counts);
+    if (st) break;
+  }
+  qz_timer_stop(QZ_PHASE_REDUCE);
+  if (st) {
+    qz_error_trace(__FILE__, __LINE__, __func__);
+    goto done;
+  }
+  qz_free(&H->rows);
+  H->nrows = H->nrows_cap = 0;
+done:
+  qz_free(&c32);
+  qz_free(&c64);
+  qz_free(&sendbuf);
+  qz_free(&recvbuf);
+  qz_free(&counts);
+  return st;
+}
+
+/* Finite check of the local lower triangle + diagonal gather. */
+static int finish_ready(qz_hessian *H, double scale) {
+  const int nb = H->nb;
+  int st = QZ_OK;
+  int64_t bad_i = -1, bad_j = -1;
+  memset(H->diag, 0, (size_t)H->d * sizeof(double));
+  for (int64_t jl = 0; jl < H->nloc; jl++) {
+    int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
+    double *col = H->a + jl * H->lld;
+    for (int64_t il = 0; il < H->mloc; il++) {
+      int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
+      if (i < j) continue;
+      col[il] *= scale;
+      if (!isfinite(col[il]) && bad_i < 0) {
+        bad_i = i;
+        bad_j = j;
+      }
+      if (i == j) H->diag[i] = col[il];
+    }
+  }
+  if (bad_i >= 0)
+    st = qz_error_set(QZ_ERR_NUMERIC, __FILE__, __LINE__, __func__,
+                      "Hessian (d=%lld) has a non-finite entry at (%lld, %lld): "
+                      "NaN/Inf in the calibration inputs?",
+                      (long long)H->d, (long long)bad_i, (long long)bad_j);
+  QZ_CALL(qz_error_agree(H->comm, st));
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, H->diag, (int)H->d, MPI_DOUBLE,
+                            MPI_SUM, H->comm));
+  H->ready = 1;
+  H->prepared = 0;
+  return QZ_OK;
+}
+
+int qz_hessian_reduce(qz_hessian *H) {
+  QZ_CALL(qz_hessian_flush(H));
+  int64_t n = H->nseq_local;
+  QZ_CALL(qz_allreduce_i64(H->comm, &n, 1, MPI_SUM));
+  QZ_CHECK(n > 0, QZ_ERR_ARG,
+           "qz_hessian_reduce: no calibration sequences were counted "
+           "(qz_hessian_count_sequences); H = 2/N sum x x^T needs N > 0");
+  H->nseq_total = n;
+  qz_timer_start(QZ_PHASE_REDUCE);
+  int st = finish_ready(H, 2.0 / (double)n);
+  qz_timer_stop(QZ_PHASE_REDUCE);
+  QZ_CALL(st);
+  return QZ_OK;
+}
+
+int qz_hessian_set_full(qz_hessian *H, const float *h) {
+  const int nb = H->nb;
+  for (int64_t jl = 0; jl < H->nloc; jl++) {
+    int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
+    double *col = H->a + jl * H->lld;
+    for (int64_t il = 0; il < H->mloc; il++) {
+      int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
+      col[il] = i >= j ? (double)h[i * H->d + j] : 0.0;
+    }
+  }
+  qz_free(&H->rows);
+  H->nrows = H->nrows_cap = 0;
+  H->nseq_total = 0;
+  QZ_CALL(finish_ready(H, 1.0));
+  return QZ_OK;
+}
+
+int qz_hessian_get_rows(qz_hessian *H, int64_t r0, int64_t nrows,
+                        double *out) {
+  QZ_CHECK(H->ready, QZ_ERR_ARG, "qz_hessian_get_rows: Hessian not ready");
+  QZ_CHECK(r0 >= 0 && nrows >= 0 && r0 + nrows <= H->d, QZ_ERR_ARG,
+           "qz_hessian_get_rows: rows [%lld, %lld) outside [0, %lld)",
+           (long long)r0, (long long)(r0 + nrows), (long long)H->d);
+  const int64_t d = H->d;
+  const int nb = H->nb;
+  memset(out, 0, (size_t)nrows * d * sizeof(double));
+  /* H[i][j] for i in rows: lower entries (i >= j) at (i, j), upper ones at
+   * (j, i); each is owned by exactly one rank, the sum assembles them. */
+  for (int64_t jl = 0; jl < H->nloc; jl++) {
+    int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
+    const double *col = H->a + jl * H->lld;
+    for (int64_t il = 0; il < H->mloc; il++) {
+      int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
+      if (i < j) continue;
+      double v = i == j ? H->diag[i] : col[il]; /* storage diag: factor */
+      if (i >= r0 && i < r0 + nrows) out[(i - r0) * d + j] = v;
+      if (j >= r0 && j < r0 + nrows && i != j) out[(j - r0) * d + i] = v;
+    }
+  }
+  QZ_CHECK((int64_t)nrows * d < (1LL << 31), QZ_ERR_ARG,
+           "qz_hessian_get_rows: too many rows at once");
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, out, (int)(nrows * d), MPI_DOUBLE,
+                            MPI_SUM, H->comm));
+  return QZ_OK;
+}

@@ -1,0 +1,40 @@
+/* linalg private: the qz_hessian structure shared by hessian.c and chol.c. */
+#ifndef QZ_LINALG_HESSIAN_IMPL_H
+#define QZ_LINALG_HESSIAN_IMPL_H
+
+#include <stdint.h>
+
+#include "mpiquant/chol.h"
+#include "mpiquant/grid.h"
+#include "mpiquant/hessian.h"
+
+struct qz_hessian {
+  qz_grid *grid;
+  MPI_Comm comm;
+  int64_t d;
+  int nb, pr, pc, myr, myc, rank, size;
+  int64_t mloc, nloc, lld;
+  int desc[9];
+  double *a; /* [nloc][lld] column-major local block-cyclic storage; lower
+                triangle = H (original order), upper = factor after prepare */
+  size_t a_bytes;
+  /* buffered rows */
+  float *rows; /* [nrows_cap, d] */
+  int64_t nrows, nrows_cap;
+  int64_t nseq_local, nseq_total;
+  /* ready state */
+  int ready;
+  double *diag; /* [d] */
+  /* prepared state */
+  int prepared;
+  qz_prepare_opts popts;
+  qz_prepare_info info;
+  int32_t *perm;  /* [d] */
+  uint8_t *dead;  /* [d] */
+  int64_t peak_transient;
+  /* factor_rows exchange buffer, grown once and reused per panel */
+  double *xbuf;
+  size_t xbuf_n;
+};
+
+#endif

@@ -1,0 +1,270 @@
+/* GPTQ column sweep over this rank's rows with streamed factor panels. */
+#include "mpiquant/gptq.h"
+
+#include <cblas.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpiquant/chol.h"
+#include "mpiquant/comm.h"
+#include "mpiquant/error.h"
+#include "mpiquant/log.h"
+#include "mpiquant/mem.h"
+#include "mpiquant/timing.h"
+
+static int check_finite_rows(const qz_layer *L) {
+  for (int64_t r = 0; r < L->nrows; r++)
+    for (int64_t c = 0; c < L->in_features; c++)
+      if (!isfinite(L->w[r * L->in_features + c]))
+        QZ_FAIL(QZ_ERR_NUMERIC,
+                "%s: weight W[%lld, %lld] is not finite (%g)",
+                L->name ? L->name : "layer", (long long)(L->row0 + r),
+                (long long)c, (double)L->w[r * L->in_features + c]);
+  return QZ_OK;
+}
+
+/* In-block part of one lazy batch: columns [i1, i2) of the processing order
+ * for m rows; W1/E are [m, B] row-major, panel = U[i1:i2, :] [bk, n]. */
+typedef struct {
+  int64_t m, n, B, g, ng;
+  int bits, sym, act, stat;
+  float maxq;
+  const int32_t *perm;
+  float *wp;        /* [m, n] working W, processing order */
+  float *w1, *e;    /* [m, B] */
+  float *cur_s, *cur_z; /* [m] current parameters */
+  const float *pc_s, *pc_z; /* [m] per-channel parameters (rule 3) */
+  double *loss;     /* [m] */
+  int64_t row0;     /* global index of the first row */
+  float *te, *tw;   /* [R, B], [R, n] padded edge tiles */
+  qz_layer_result *res;
+} sweep;
+
+static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
+  const int64_t m = S->m, n = S->n, B = S->B, bk = i2 - i1;
+  for (int64_t r = 0; r < m; r++)
+    memcpy(S->w1 + r * B, S->wp + r * n + i1, (size_t)bk * sizeof(float));
+  for (int64_t i = 0; i < bk; i++) {
+    const int64_t c = i1 + i, oc = S->perm[c];
+    const float *u = panel + i * n + i1; /* U[c, i1:i2] */
+    const float dd = u[i];
+    if (S->g > 0 && !S->stat && c % S->g == 0) {
+      /* rule 9: from the outer W (earlier blocks' updates only) */
+      int64_t cnt = S->g < n - c ? S->g : n - c, k = c / S->g;
+      for (int64_t r = 0; r < m; r++) {
+        qz_quant_params(S->wp + r * n + c, cnt, 1, S->bits, S->sym,
+                        &S->cur_s[r], &S->cur_z[r]);
+        S->res->scale[r * S->ng + k] = S->cur_s[r];
+        S->res->zero[r * S->ng + k] = S->cur_z[r];
+      }
+    }
+    for (int64_t r = 0; r < m; r++) {
+      float sc, z;
+      if (S->g <= 0) {
+        sc = S->pc_s[r];
+        z = S->pc_z[r];
+      } else if (S->stat) {
+        int64_t k = (S->act ? oc : c) / S->g;
+        sc = S->res->scale[r * S->ng + k];
+        z = S->res->zero[r * S->ng + k];
+      } else {
+        sc = S->cur_s[r];
+        z = S->cur_z[r];
+      }
+      float *w1 = S->w1 + r * B;
+      float w = w1[i], q;
+      S->res->codes[r * n + oc] = qz_quant_one(w, sc, z, S->maxq, &q);
+      if (S->res->q) S->res->q[r * n + oc] = q;
+      float diff = w - q;
+      float l = diff * diff / (dd * dd);
+      S->loss[r] += (double)(l / 2.0f);
+      float err = diff / dd;
+      S->e[r * B + i] = err;
+      for (int64_t k = i + 1; k < bk; k++) w1[k] -= err * u[k];
+    }
+  }
+  /* lazy batch: W[:, i2:] -= E U[i1:i2, i2:], one sgemm per tile of
+   * QZ_GPTQ_ROW_TILE rows aligned to the *global* row index: every call has
+   * the same shape and every row the same position in it at any np, so the
+   * result does not depend on how rows are split over ranks (BLAS kernels
+   * choose code paths by shape). */
+  if (i2 >= n || m == 0) return;
+  const int64_t R = QZ_GPTQ_ROW_TILE, nt = n - i2;
+  int64_t g0 = S->row0, g1 = S->row0 + m;
+  for (int64_t t0 = g0 - g0 % R; t0 < g1; t0 += R) {
+    int64_t a = t0 > g0 ? t0 : g0, b = t0 + R < g1 ? t0 + R : g1;
+    if (a == t0 && b == t0 + R) {
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)nt,
+                  (int)bk, -1.0f, S->e + (a - g0) * B, (int)B, panel + i2,
+                  (int)n, 1.0f, S->wp + (a - g0) * n + i2, (int)n);
+      continue;
+    }
+    memset(S->te, 0, (size_t)(R * B) * sizeof(float));
+    memset(S->tw, 0, (size_t)(R * nt) * sizeof(float));
+    for (int64_t r = a; r < b; r++) {
+      memcpy(S->te + (r - t0) * B, S->e + (r - g0) * B, (size_t)bk * sizeof(float));
+      memcpy(S->tw + (r - t0) * nt, S->wp + (r - g0) * n + i2,
+             (size_t)nt * sizeof(float));
+    }
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)R, (int)nt,
+                (int)bk, -1.0f, S->te, (int)B, panel + i2, (int)n, 1.0f,
+                S->tw, (int)nt);
+    for (int64_t r = a; r < b; r++)
+      memcpy(S->wp + (r - g0) * n + i2, S->tw + (r - t0) * nt,
+             (size_t)nt * sizeof(float));
+  }
+}
+
+int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
+                     qz_layer_result *res) {
+  QZ_CHECK(L->H, QZ_ERR_ARG, "%s: GPTQ needs a Hessian",
+           L->name ? L->name : "layer");
+  qz_hessian *H = L->H;
+  MPI_Comm comm = qz_grid_comm(qz_hessian_grid(H));
+  const int64_t m = L->nrows, n = L->in_features;
+  const char *name = L->name ? L->name : "layer";
+  int st = qz_quant_spec_check(&o->spec);
+  if (!st && qz_hessian_dim(H) != n)
+    st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
+                      "%s: Hessian is %lld x %lld, W has %lld input columns",
+                      name, (long long)qz_hessian_dim(H),
+                      (long long)qz_hessian_dim(H), (long long)n);
+  if (!st) st = check_finite_rows(L);
+  QZ_CALL(qz_error_agree(comm, st));
+
+  qz_prepare_opts po = {.percdamp = o->percdamp,
+                        .percdamp_max = o->percdamp_max,
+                        .act_order = o->act_order,
+                        .name = name};
+  QZ_CALL(qz_hessian_prepare(H, &po));
+  const qz_prepare_info *pi = qz_hessian_prepared(H);
+
+  qz_timer_start(QZ_PHASE_QUANTIZE);
+  sweep S = {0};
+  float *panel = NULL, *pcs = NULL, *gbuf = NULL;
+  S.m = m;
+  S.n = n;
+  S.B = o->blocksize > 0 ? o->blocksize : 128;
+  S.g = o->spec.groupsize > 0 ? o->spec.groupsize : -1;
+  S.ng = qz_quant_ngroups(&o->spec, n);
+  S.bits = o->spec.bits;
+  S.sym = o->spec.sym;
+  S.act = o->act_order;
+  S.stat = o->static_groups && S.g > 0;
+  S.maxq = (float)((1 << S.bits) - 1);
+  S.perm = pi->perm;
+  S.res = res;
+  S.row0 = L->row0;
+  size_t mn = (size_t)m * (size_t)n;
+  st = qz_alloc(mn, sizeof(float), "GPTQ working W", &S.wp);
+  if (!st) st = qz_alloc((size_t)m * S.B, sizeof(float), "GPTQ block", &S.w1);
+  if (!st) st = qz_alloc((size_t)m * S.B, sizeof(float), "GPTQ errors", &S.e);
+  if (!st) st = qz_alloc((size_t)m * 4, sizeof(float), "GPTQ params", &pcs);
+  if (!st) st = qz_calloc((size_t)m, sizeof(double), "GPTQ losses", &S.loss);
+  if (!st)
+    st = qz_alloc((size_t)S.B * n, sizeof(float), "factor panel", &panel);
+  if (!st)
+    st = qz_alloc((size_t)(S.g > 0 ? S.g : 1), sizeof(float), "group", &gbuf);
+  if (!st)
+    st = qz_alloc((size_t)QZ_GPTQ_ROW_TILE * S.B, sizeof(float), "tile", &S.te);
+  if (!st)
+    st = qz_alloc((size_t)QZ_GPTQ_ROW_TILE * n, sizeof(float), "tile", &S.tw);
+  st = qz_error_agree(comm, st);
+  if (st) goto done;
+  S.cur_s = pcs;
+  S.cur_z = pcs + m;
+  /* rule 3: per-channel parameters from the original W */
+  for (int64_t r = 0; r < m; r++)
+    qz_quant_params(L->w + r * n, n, 1, S.bits, S.sym, &pcs[2 * m + r],
+                    &pcs[3 * m + r]);
+  S.pc_s = pcs + 2 * m;
+  S.pc_z = pcs + 3 * m;
+  /* rules 4 and 6: dead columns zeroed, columns in processing order */
+  for (int64_t r = 0; r < m; r++) {
+    const float *wr = L->w + r * n;
+    float *dst = S.wp + r * n;
+    for (int64_t i = 0; i < n; i++) {
+      int32_t oc = S.perm[i];
+      dst[i] = pi->dead[oc] ? 0.0f : wr[oc];
+    }
+  }
+  if (S.g <= 0) {
+    for (int64_t r = 0; r < m; r++) {
+      res->scale[r] = S.pc_s[r];
+      res->zero[r] = S.pc_z[r];
+    }
+  } else if (S.stat) {
+    /* rule 5: groups of the dead-zeroed W in original order */
+    for (int64_t r = 0; r < m; r++)
+      for (int64_t k = 0; k < S.ng; k++) {
+        int64_t c0 = k * S.g, c1 = c0 + S.g < n ? c0 + S.g : n;
+        for (int64_t c = c0; c < c1; c++)
+          gbuf[c - c0] = pi->dead[c] ? 0.0f : L->w[r * n + c];
+        qz_quant_params(gbuf, c1 - c0, 1, S.bits, S.sym,
+                        &res->scale[r * S.ng + k], &res->zero[r * S.ng + k]);
+      }
+  }
+  for (int64_t i1 = 0; i1 < n; i1 += S.B) {
+    int64_t i2 = i1 + S.B < n ? i1 + S.B : n;
+    qz_timer_stop(QZ_PHASE_QUANTIZE);
+    st = qz_hessian_factor_rows(H, i1, i2 - i1, panel);
+    qz_timer_start(QZ_PHASE_QUANTIZE);
+    if (st) {
+      qz_error_trace(__FILE__, __LINE__, __func__);
+      goto done;
+    }
+    sweep_block(&S, i1, i2, panel);
+  }
+  /* rule 15 */
+  if (res->g_idx)
+    for (int64_t i = 0; i < n; i++) {
+      int32_t oc = S.perm[i];
+      res->g_idx[oc] = S.g <= 0 ? 0
+                       : (S.act && !S.stat) ? (int32_t)(i / S.g)
+                                            : (int32_t)(oc / S.g);
+    }
+  if (res->perm) memcpy(res->perm, S.perm, (size_t)n * sizeof(int32_t));
+  res->loss_local = 0;
+  for (int64_t r = 0; r < m; r++) {
+    if (res->losses) res->losses[r] = (float)S.loss[r];
+    res->loss_local += S.loss[r];
+  }
+  res->percdamp_used = pi->percdamp_used;
+  res->ndead = pi->ndead;
+done:
+  qz_timer_stop(QZ_PHASE_QUANTIZE);
+  qz_free(&S.wp);
+  qz_free(&S.w1);
+  qz_free(&S.e);
+  qz_free(&pcs);
+  qz_free(&S.loss);
+  qz_free(&panel);
+  qz_free(&gbuf);
+  qz_free(&S.te);
+  qz_free(&S.tw);
+  return st;
+}
+
+/* ---- ops table ---------------------------------------------------------- */
+static int gptq_setup(const qz_method_opts *o, void **state) {
+  QZ_CALL(qz_quant_spec_check(&o->spec));
+  QZ_CHECK(o->percdamp >= 0 && isfinite(o->percdamp), QZ_ERR_ARG,
+           "GPTQ damping must be >= 0, got %g", o->percdamp);
+  qz_method_opts *s = NULL;
+  QZ_CALL(qz_alloc(1, sizeof *s, "GPTQ options", &s));
+  *s = *o;
+  *state = s;
+  return QZ_OK;
+}
+static int gptq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
+  QZ_CALL(qz_gptq_quantize((const qz_method_opts *)state, L, res));
+  return QZ_OK;
+}
+static void gptq_destroy(void **state) { qz_free(state); }
+
+const qz_method_ops qz_method_gptq = {.name = "gptq",
+                                      .needs_hessian = 1,
+                                      .setup = gptq_setup,
+                                      .quantize_layer = gptq_layer,
+                                      .destroy = gptq_destroy};
