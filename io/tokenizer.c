@@ -1,18 +1,21 @@
 /* tokenizer.json encoder: the BPE model of Hugging Face tokenizers with the
- * SentencePiece-style pipeline used by Llama-2-family models.
+ * pipelines of Llama-2-family (SentencePiece-style) and Llama-3-family
+ * (byte-level) models.
  *
  * Pipeline, as in the reference implementation:
  *   1. split the raw text on added tokens (matched literally, longest first);
  *   2. normalize each remaining segment (Prepend, Replace; Sequence of them);
- *   3. pre-tokenize into words (none, or Metaspace);
+ *   3. pre-tokenize into words: none, Metaspace, or byte-level (a split
+ *      regex -- the Llama-3, Qwen2 or GPT-2 pattern, hand-compiled here with
+ *      Unicode L/N tables from unicode_tables.h -- then each byte mapped to
+ *      its printable stand-in);
  *   4. per word: one symbol per UTF-8 character (vocab piece, else byte
- *      fallback <0xNN>, else unk honouring fuse_unk), then apply merges in
- *      order of (rank, position) with a min-heap, O(n log n) in the word
- *      length, so a whole 1 MB file as one word is fine;
+ *      fallback <0xNN>, else unk honouring fuse_unk; ignore_merges takes a
+ *      word that is itself a piece), then apply merges in order of (rank,
+ *      position) with a min-heap, O(n log n) in the word length, so a whole
+ *      1 MB file as one word is fine;
  *   5. TemplateProcessing adds BOS/EOS when asked.
- * Stage 3 is where a byte-level pre-tokenizer (Llama-3: ByteLevel with its
- * split regex, bytes mapped to printable characters) plugs in; stage 4 is
- * shared.  Anything else is rejected at load with a message naming it. */
+ * Anything else is rejected at load with a message naming it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <jansson.h>
@@ -23,6 +26,7 @@
 
 #include "mpiquant/error.h"
 #include "mpiquant/tokenizer.h"
+#include "unicode_tables.h"
 
 /* ---- hash maps -------------------------------------------------------------*/
 
@@ -57,7 +61,10 @@ typedef struct {
   size_t la, lb;
 } norm_step;
 
-typedef enum { PRE_NONE, PRE_METASPACE } pretok_kind;
+typedef enum { PRE_NONE, PRE_METASPACE, PRE_BYTELEVEL } pretok_kind;
+/* The split regexes we implement (matched exactly against the file's
+ * pattern string; anything else is refused). */
+typedef enum { SPLIT_NONE, SPLIT_GPT2, SPLIT_LLAMA3, SPLIT_QWEN2 } split_kind;
 
 typedef struct {
   char *s;
@@ -82,6 +89,10 @@ struct qz_tokenizer {
   char meta_repl[8];
   int meta_prepend; /* 0 never, 1 always, 2 first */
   int meta_split;
+  split_kind split;          /* byte-level: regex split before mapping */
+  int bl_prefix_space;       /* ByteLevel add_prefix_space */
+  char bl_enc[256][4];       /* byte -> UTF-8 of its printable stand-in */
+  unsigned char bl_len[256];
   added_tok *added;
   int nadded;
   unsigned char added_first[256]; /* some added token starts with this byte */
@@ -247,6 +258,55 @@ static int parse_normalizer(qz_tokenizer *t, json_t *n, int depth) {
           "Prepend, Replace)", o, type);
 }
 
+/* Regex strings of the split pre-tokenizers we implement, as they appear in
+ * tokenizer.json (after JSON unescaping). */
+static const char RE_LLAMA3[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char RE_QWEN2[] =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| "
+    "?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+static const char RE_GPT2[] =
+    "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+
+/* GPT-2's reversible byte -> printable code point map. */
+static void bytelevel_init(qz_tokenizer *t) {
+  int extra = 0;
+  for (int b = 0; b < 256; b++) {
+    int keep = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+    unsigned cp = keep ? (unsigned)b : 256u + (unsigned)extra++;
+    if (cp < 0x80) {
+      t->bl_enc[b][0] = (char)cp;
+      t->bl_len[b] = 1;
+    } else { /* < 0x800 */
+      t->bl_enc[b][0] = (char)(0xc0 | (cp >> 6));
+      t->bl_enc[b][1] = (char)(0x80 | (cp & 0x3f));
+      t->bl_len[b] = 2;
+    }
+  }
+}
+
+static int parse_split(qz_tokenizer *t, json_t *p) {
+  const char *o = t->origin;
+  json_t *pat = json_object_get(p, "pattern");
+  json_t *re = json_is_object(pat) ? json_object_get(pat, "Regex") : NULL;
+  json_t *beh = json_object_get(p, "behavior"), *inv = json_object_get(p, "invert");
+  QZ_CHECK(json_is_string(re), QZ_ERR_UNSUPPORTED,
+           "%s: Split pre-tokenizer without a Regex pattern is not supported", o);
+  QZ_CHECK(json_is_string(beh) && strcmp(json_string_value(beh), "Isolated") == 0 &&
+               !json_is_true(inv),
+           QZ_ERR_UNSUPPORTED, "%s: Split pre-tokenizer: only behavior Isolated "
+           "without invert is supported", o);
+  const char *r = json_string_value(re);
+  if (strcmp(r, RE_LLAMA3) == 0) t->split = SPLIT_LLAMA3;
+  else if (strcmp(r, RE_QWEN2) == 0) t->split = SPLIT_QWEN2;
+  else if (strcmp(r, RE_GPT2) == 0) t->split = SPLIT_GPT2;
+  else
+    QZ_FAIL(QZ_ERR_UNSUPPORTED, "%s: Split pre-tokenizer regex '%.80s' is not "
+            "supported (supported: the Llama-3, Qwen2 and GPT-2 patterns)", o, r);
+  return QZ_OK;
+}
+
 static int parse_pretokenizer(qz_tokenizer *t, json_t *p) {
   const char *o = t->origin;
   t->pretok = PRE_NONE;
@@ -275,9 +335,43 @@ static int parse_pretokenizer(qz_tokenizer *t, json_t *p) {
     t->pretok = PRE_METASPACE;
     return QZ_OK;
   }
-  QZ_FAIL(QZ_ERR_UNSUPPORTED,
-          "%s: pre_tokenizer type '%s' is not supported yet (supported: null, "
-          "Metaspace; byte-level BPE as used by Llama-3 is planned)", o, type);
+  /* Byte-level BPE: ByteLevel (use_regex: the GPT-2 split), or a Sequence
+   * of a regex Split (Llama-3, Qwen2) and ByteLevel without its regex. */
+  json_t *items = NULL;
+  if (strcmp(type, "Sequence") == 0) {
+    items = json_object_get(p, "pretokenizers");
+    QZ_CHECK(json_is_array(items), QZ_ERR_FORMAT,
+             "%s: Sequence pre_tokenizer without 'pretokenizers'", o);
+  }
+  size_t n = items ? json_array_size(items) : 1;
+  int have_bl = 0;
+  for (size_t i = 0; i < n; i++) {
+    json_t *it = items ? json_array_get(items, i) : p;
+    json_t *ity = json_is_object(it) ? json_object_get(it, "type") : NULL;
+    const char *itype = json_is_string(ity) ? json_string_value(ity) : "?";
+    if (strcmp(itype, "ByteLevel") == 0 && !have_bl) {
+      json_t *ur = json_object_get(it, "use_regex");
+      if (!ur || json_is_true(ur)) {
+        QZ_CHECK(t->split == SPLIT_NONE, QZ_ERR_UNSUPPORTED,
+                 "%s: two regex splits in the pre_tokenizer", o);
+        t->split = SPLIT_GPT2;
+      }
+      t->bl_prefix_space = json_is_true(json_object_get(it, "add_prefix_space"));
+      have_bl = 1;
+    } else if (strcmp(itype, "Split") == 0 && !have_bl && t->split == SPLIT_NONE) {
+      QZ_CALL(parse_split(t, it));
+    } else {
+      QZ_FAIL(QZ_ERR_UNSUPPORTED,
+              "%s: pre_tokenizer type '%s' is not supported (supported: null, "
+              "Metaspace, ByteLevel, Sequence of a Split regex and ByteLevel)",
+              o, items ? itype : type);
+    }
+  }
+  QZ_CHECK(have_bl, QZ_ERR_UNSUPPORTED, "%s: a Split pre-tokenizer without "
+           "ByteLevel is not supported", o);
+  t->pretok = PRE_BYTELEVEL;
+  bytelevel_init(t);
+  return QZ_OK;
 }
 
 static int parse_template(qz_tokenizer *t, json_t *p) {
@@ -824,6 +918,184 @@ static int normalize(const qz_tokenizer *t, const char *seg, size_t n,
   return QZ_OK;
 }
 
+/* ---- byte-level split regexes, hand-compiled ------------------------------*/
+
+static int in_ranges(const uint32_t (*r)[2], size_t n, uint32_t cp) {
+  size_t lo = 0, hi = n;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    if (cp < r[mid][0]) hi = mid;
+    else if (cp > r[mid][1]) lo = mid + 1;
+    else return 1;
+  }
+  return 0;
+}
+static int is_L(uint32_t c) {
+  if (c < 0x80) return (c | 32) >= 'a' && (c | 32) <= 'z';
+  return in_ranges(qz_uni_L, sizeof qz_uni_L / sizeof *qz_uni_L, c);
+}
+static int is_N(uint32_t c) {
+  if (c < 0x80) return c >= '0' && c <= '9';
+  return in_ranges(qz_uni_N, sizeof qz_uni_N / sizeof *qz_uni_N, c);
+}
+/* \s: the Unicode White_Space property */
+static int is_WS(uint32_t c) {
+  return (c >= 9 && c <= 13) || c == 32 || c == 0x85 || c == 0xa0 || c == 0x1680 ||
+         (c >= 0x2000 && c <= 0x200a) || c == 0x2028 || c == 0x2029 ||
+         c == 0x202f || c == 0x205f || c == 0x3000;
+}
+static int is_other(uint32_t c) { return !is_WS(c) && !is_L(c) && !is_N(c); }
+static int is_nl(uint32_t c) { return c == '\r' || c == '\n'; }
+
+/* 's 't 're 've 'm 'll 'd at i; 0 if none. Case-insensitive for Llama-3. */
+static int64_t m_contraction(const uint32_t *c, int64_t n, int64_t i, int ci) {
+  if (c[i] != '\'' || i + 1 >= n) return 0;
+  uint32_t a = c[i + 1], b = i + 2 < n ? c[i + 2] : 0;
+  if (ci) {
+    if (a < 0x80) a |= (a >= 'A' && a <= 'Z') ? 32 : 0;
+    else if (a == 0x17f) a = 's'; /* long s folds to s */
+    if (b < 0x80) b |= (b >= 'A' && b <= 'Z') ? 32 : 0;
+    else if (b == 0x17f) b = 's';
+  }
+  if (a == 's' || a == 't' || a == 'm' || a == 'd') return i + 2;
+  if ((a == 'r' && b == 'e') || (a == 'v' && b == 'e') || (a == 'l' && b == 'l'))
+    return i + 3;
+  return 0;
+}
+
+/* \s+(?!\S) then \s+ ; and for Llama-3 first \s*[\r\n]+ */
+static int64_t m_space(const uint32_t *c, int64_t n, int64_t i, int nl_rule) {
+  int64_t j = i;
+  while (j < n && is_WS(c[j])) j++;
+  if (j == i) return 0;
+  if (nl_rule)
+    for (int64_t q = j - 1; q >= i; q--)
+      if (is_nl(c[q])) return q + 1;
+  if (j == n) return j;
+  if (j - 1 > i) return j - 1;
+  return j;
+}
+
+/* End of the match starting at i (> i), or 0 when nothing matches at i. */
+static int64_t match_llama3(const uint32_t *c, int64_t n, int64_t i, int maxdig) {
+  int64_t j = m_contraction(c, n, i, 1);
+  if (j) return j;
+  if (i + 1 < n && !is_nl(c[i]) && !is_L(c[i]) && !is_N(c[i]) && is_L(c[i + 1])) {
+    for (j = i + 2; j < n && is_L(c[j]);) j++;
+    return j;
+  }
+  if (is_L(c[i])) {
+    for (j = i + 1; j < n && is_L(c[j]);) j++;
+    return j;
+  }
+  if (is_N(c[i])) {
+    for (j = i + 1; j < n && j < i + maxdig && is_N(c[j]);) j++;
+    return j;
+  }
+  int64_t k = (c[i] == ' ' && i + 1 < n && is_other(c[i + 1])) ? i + 1 : i;
+  if (is_other(c[k])) {
+    for (j = k + 1; j < n && is_other(c[j]);) j++;
+    while (j < n && is_nl(c[j])) j++;
+    return j;
+  }
+  return m_space(c, n, i, 1);
+}
+
+static int64_t match_gpt2(const uint32_t *c, int64_t n, int64_t i) {
+  int64_t j = m_contraction(c, n, i, 0);
+  if (j) return j;
+  int (*cls[3])(uint32_t) = {is_L, is_N, is_other};
+  for (int k = 0; k < 3; k++) {
+    int64_t st = (c[i] == ' ' && i + 1 < n && cls[k](c[i + 1])) ? i + 1
+                 : cls[k](c[i]) ? i : -1;
+    if (st < 0) continue;
+    for (j = st + 1; j < n && cls[k](c[j]);) j++;
+    return j;
+  }
+  return m_space(c, n, i, 0);
+}
+
+/* One word of raw bytes -> byte-level characters -> BPE. */
+static int bytelevel_word(const qz_tokenizer *t, const char *w, size_t n,
+                          bpe_scratch *s, id_vec *out, char **buf, size_t *cap) {
+  if (2 * n + 1 > *cap) {
+    size_t nc = 2 * n + 64;
+    char *b = realloc(*buf, nc);
+    QZ_CHECK(b, QZ_ERR_MEM, "out of memory");
+    *buf = b;
+    *cap = nc;
+  }
+  size_t o = 0;
+  for (size_t i = 0; i < n; i++) {
+    unsigned char b = (unsigned char)w[i];
+    memcpy(*buf + o, t->bl_enc[b], t->bl_len[b]);
+    o += t->bl_len[b];
+  }
+  QZ_CALL(bpe_word(t, *buf, o, s, out));
+  return QZ_OK;
+}
+
+static int encode_bytelevel(const qz_tokenizer *t, const char *txt, size_t n,
+                            bpe_scratch *s, id_vec *out) {
+  int st = QZ_OK;
+  char *pre = NULL, *map = NULL;
+  size_t mapcap = 0;
+  uint32_t *cp = NULL;
+  int64_t *off = NULL;
+  if (t->bl_prefix_space && n > 0 && txt[0] != ' ') {
+    pre = malloc(n + 2);
+    QZ_CHECK_DONE(pre, QZ_ERR_MEM, "out of memory");
+    pre[0] = ' ';
+    memcpy(pre + 1, txt, n);
+    txt = pre;
+    n++;
+  }
+  if (t->split == SPLIT_NONE) {
+    QZ_CALL_DONE(bytelevel_word(t, txt, n, s, out, &map, &mapcap));
+    goto done;
+  }
+  /* code points and their byte offsets (input is valid UTF-8) */
+  cp = malloc((n + 1) * sizeof *cp);
+  off = malloc((n + 1) * sizeof *off);
+  QZ_CHECK_DONE(cp && off, QZ_ERR_MEM, "out of memory");
+  int64_t nc = 0;
+  for (size_t i = 0; i < n;) {
+    const unsigned char *u = (const unsigned char *)txt + i;
+    size_t l = u[0] < 0x80 ? 1 : utf8_len(u, n - i);
+    QZ_CHECK_DONE(l > 0, QZ_ERR_FORMAT, "input is not valid UTF-8");
+    uint32_t v = l == 1 ? u[0] : l == 2 ? (u[0] & 0x1fu) : l == 3 ? (u[0] & 0x0fu) : (u[0] & 0x07u);
+    for (size_t k = 1; k < l; k++) v = (v << 6) | (u[k] & 0x3fu);
+    cp[nc] = v;
+    off[nc++] = (int64_t)i;
+    i += l;
+  }
+  off[nc] = (int64_t)n;
+  int64_t gap = 0; /* start of text no alternative matched (Isolated keeps it) */
+  for (int64_t i = 0; i < nc;) {
+    int64_t j = t->split == SPLIT_GPT2 ? match_gpt2(cp, nc, i)
+                : match_llama3(cp, nc, i, t->split == SPLIT_QWEN2 ? 1 : 3);
+    if (j <= i) {
+      i++;
+      continue;
+    }
+    if (gap < i)
+      QZ_CALL_DONE(bytelevel_word(t, txt + off[gap], (size_t)(off[i] - off[gap]), s,
+                                  out, &map, &mapcap));
+    QZ_CALL_DONE(bytelevel_word(t, txt + off[i], (size_t)(off[j] - off[i]), s, out,
+                                &map, &mapcap));
+    i = gap = j;
+  }
+  if (gap < nc)
+    QZ_CALL_DONE(bytelevel_word(t, txt + off[gap], (size_t)(off[nc] - off[gap]), s,
+                                out, &map, &mapcap));
+done:
+  free(pre);
+  free(map);
+  free(cp);
+  free(off);
+  return st;
+}
+
 static int encode_segment(const qz_tokenizer *t, const char *seg, size_t n,
                           int first, bpe_scratch *s, id_vec *out) {
   char *nb = NULL;
@@ -832,6 +1104,8 @@ static int encode_segment(const qz_tokenizer *t, const char *seg, size_t n,
   QZ_CALL_DONE(normalize(t, seg, n, &nb, &cap, &nl));
   if (t->pretok == PRE_NONE) {
     QZ_CALL_DONE(bpe_word(t, nb, nl, s, out));
+  } else if (t->pretok == PRE_BYTELEVEL) {
+    QZ_CALL_DONE(encode_bytelevel(t, nb, nl, s, out));
   } else { /* Metaspace: ' ' -> replacement, optional prefix, split */
     const char *r = t->meta_repl;
     size_t rl = strlen(r), cnt = 0;

@@ -1,5 +1,5 @@
-/* tokenizer.json encoder (Llama-2/SentencePiece-style BPE; byte-level BPE
- * next) and pre-tokenized token files. */
+/* tokenizer.json encoder (Llama-2/SentencePiece-style BPE and Llama-3/
+ * Qwen2/GPT-2 byte-level BPE) and pre-tokenized token files. */
 #ifndef MPIQUANT_TOKENIZER_H
 #define MPIQUANT_TOKENIZER_H
 
