@@ -39,13 +39,16 @@ static void usage(void) {
       "                     max_position_embeddings))\n"
       "  --windows K        only the first K windows\n"
       "  --max-tokens T     only the windows inside the first T tokens\n"
+      "  --batch-windows K  windows per forward batch on a rank (memory vs\n"
+      "                     nothing else: results are identical; default: the\n"
+      "                     stage buffers stay below 1 GiB)\n"
       "  --json             one JSON line with the result on stdout\n"
       "Progress with ETA goes to stderr on rank 0 (-q turns it off).\n");
 }
 
 typedef struct {
   const char *model, *data, *tokens, *ckpt;
-  long seqlen, windows, max_tokens;
+  long seqlen, windows, max_tokens, batch;
   int json;
 } eval_opts;
 
@@ -60,7 +63,8 @@ static int parse(int argc, char **argv, eval_opts *o) {
     }
     int takes = strcmp(a, "--model") == 0 || strcmp(a, "--ckpt") == 0 || strcmp(a, "--data") == 0 ||
                 strcmp(a, "--tokens") == 0 || strcmp(a, "--seqlen") == 0 ||
-                strcmp(a, "--windows") == 0 || strcmp(a, "--max-tokens") == 0;
+                strcmp(a, "--windows") == 0 || strcmp(a, "--max-tokens") == 0 ||
+                strcmp(a, "--batch-windows") == 0;
     QZ_CHECK(takes, QZ_ERR_USAGE,
              "eval: unknown option '%s' (see mpiquant eval --help)", a);
     QZ_CHECK(v, QZ_ERR_USAGE, "eval: option %s needs a value", a);
@@ -71,6 +75,8 @@ static int parse(int argc, char **argv, eval_opts *o) {
     else if (strcmp(a, "--tokens") == 0) o->tokens = v;
     else if (strcmp(a, "--seqlen") == 0)
       QZ_CALL(qz_cli_int(a, v, 2, 1L << 30, &o->seqlen));
+    else if (strcmp(a, "--batch-windows") == 0)
+      QZ_CALL(qz_cli_int(a, v, 1, 1L << 40, &o->batch));
     else if (strcmp(a, "--windows") == 0)
       QZ_CALL(qz_cli_int(a, v, 1, 1L << 40, &o->windows));
     else
@@ -180,7 +186,7 @@ int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {
           o.model, o.tokens ? o.tokens : o.data, (long long)n, (long long)nwin,
           (long long)L, ctx->size);
 
-  qz_eval_opts eo = {.seqlen = L, .progress = 1};
+  qz_eval_opts eo = {.seqlen = L, .progress = 1, .batch_windows = o.batch};
   if (cks.ck) {
     eo.block_source = qz_ckpt_block_source;
     eo.block_source_ctx = &cks;

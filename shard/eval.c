@@ -40,7 +40,16 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
   qz_block_weights w = {0};
   qz_head_weights head = {0};
   double *nll = NULL, *all = NULL;
-  st = qz_fwd_create(cfg, count, L, &f);
+  int64_t bw = o->batch_windows;
+  if (bw <= 0) {
+    double per_win = 4.0 * (double)L *
+                     (double)(4 * cfg->hidden_size + 2 * cfg->intermediate_size +
+                              2 * (cfg->num_attention_heads +
+                                   cfg->num_key_value_heads) * cfg->head_dim);
+    bw = (int64_t)((double)(1 << 30) / per_win);
+    if (bw < 1) bw = 1;
+  }
+  st = qz_fwd_create_batched(cfg, count, L, bw, &f);
   if (st == QZ_OK) st = qz_block_weights_alloc(cfg, &w);
   if (st == QZ_OK) st = qz_calloc((size_t)(count > 0 ? count : 1), sizeof *nll,
                                   "window NLLs", &nll);
@@ -50,8 +59,9 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
   {
     char b1[32], b2[32];
     qz_info("eval: %lld windows x %lld tokens over %d ranks (this rank: %lld "
-            "windows, workspace %s, block weights %s)",
+            "windows in batches of %lld, workspace %s, block weights %s)",
             (long long)nwin, (long long)L, size, (long long)count,
+            (long long)qz_fwd_batch_max(f),
             qz_fmt_bytes((double)qz_fwd_bytes(f), b1, sizeof b1),
             qz_fmt_bytes((double)w.mem_bytes, b2, sizeof b2));
   }

@@ -11,11 +11,16 @@
 
 struct qz_fwd {
   qz_model_config cfg;
-  int64_t nwin, seqlen, ntok;
+  int64_t nwin_all, ntok_all; /* all local windows / tokens */
+  int64_t bmax;               /* windows per batch (stage buffers) */
+  int64_t b0, nwin, ntok;     /* current batch: windows [b0, b0+nwin) */
+  int64_t seqlen;
   int64_t H, I, nq, nkv, hd, qd, kvd; /* qd = nq*hd, kvd = nkv*hd */
   float eps;
-  /* residual stream and stage buffers, all [ntok, .] row-major */
-  float *x;    /* [T, H] block input */
+  /* residual stream of all local windows, and stage buffers of one batch
+   * ([ntok, .] row-major, ntok <= bmax*seqlen) */
+  float *xall; /* [T_all, H] residual stream */
+  float *x;    /* [T, H] current batch's rows of xall (block input) */
   float *xn;   /* [T, H] QKV_IN */
   float *q;    /* [T, qd] queries, overwritten by the attention output (O_IN) */
   float *k;    /* [T, kvd] */
@@ -133,6 +138,11 @@ void qz_rope_apply(float *x, int64_t nrows, int64_t ld, int64_t nheads,
 
 int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
                   qz_fwd **out) {
+  return qz_fwd_create_batched(cfg, nwin, seqlen, nwin, out);
+}
+
+int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
+                          int64_t seqlen, int64_t batch, qz_fwd **out) {
   *out = NULL;
   QZ_CHECK(nwin >= 0 && seqlen > 0, QZ_ERR_ARG,
            "forward workspace: %lld windows of %lld tokens", (long long)nwin,
@@ -145,9 +155,10 @@ int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
   qz_fwd *f = NULL;
   QZ_CALL(qz_calloc(1, sizeof *f, "forward workspace", &f));
   f->cfg = *cfg;
-  f->nwin = nwin;
+  f->nwin_all = nwin;
   f->seqlen = seqlen;
-  f->ntok = nwin * seqlen;
+  f->ntok_all = nwin * seqlen;
+  f->bmax = batch < 1 ? 1 : batch > nwin && nwin > 0 ? nwin : batch;
   f->H = cfg->hidden_size;
   f->I = cfg->intermediate_size;
   f->nq = cfg->num_attention_heads;
@@ -157,13 +168,13 @@ int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
   f->kvd = f->nkv * f->hd;
   f->eps = (float)cfg->rms_norm_eps;
   f->done = QZ_STAGE_NONE;
-  int64_t T = f->ntok, half = f->hd / 2;
+  int64_t T = (nwin > 0 ? f->bmax : 0) * seqlen, half = f->hd / 2;
   int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
   /* sizes in floats, each rounded to 16 floats (64 B) */
-  int64_t sz[] = {T * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
+  int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
                   T * f->H, T * f->H, T * f->I,  T * f->I,   T * f->H,
                   qb * seqlen, seqlen * half, seqlen * half};
-  float **dst[] = {&f->x, &f->xn, &f->q, &f->k, &f->v, &f->h1, &f->h1n,
+  float **dst[] = {&f->xall, &f->xn, &f->q, &f->k, &f->v, &f->h1, &f->h1n,
                    &f->g, &f->u, &f->out, &f->s, &f->cos_t, &f->sin_t};
   int n = (int)(sizeof sz / sizeof sz[0]);
   int64_t total = 0;
@@ -179,6 +190,7 @@ int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
     *dst[i] = p;
     p += (sz[i] + 15) / 16 * 16;
   }
+  qz_fwd_batch(f, 0, f->bmax < nwin ? f->bmax : nwin);
   st = qz_rope_tables(cfg, seqlen, f->cos_t, f->sin_t);
   if (st != QZ_OK) {
     qz_fwd_destroy(&f);
@@ -196,25 +208,44 @@ void qz_fwd_destroy(qz_fwd **pf) {
   qz_free(pf);
 }
 
-int64_t qz_fwd_ntok(const qz_fwd *f) { return f->ntok; }
-int64_t qz_fwd_nwin(const qz_fwd *f) { return f->nwin; }
+int64_t qz_fwd_ntok(const qz_fwd *f) { return f->ntok_all; }
+int64_t qz_fwd_nwin(const qz_fwd *f) { return f->nwin_all; }
+int64_t qz_fwd_batch_max(const qz_fwd *f) { return f->bmax; }
+
+void qz_fwd_batch_range(const qz_fwd *f, int64_t *w0, int64_t *nwin) {
+  *w0 = f->b0;
+  *nwin = f->nwin;
+}
+
+int qz_fwd_batch(qz_fwd *f, int64_t w0, int64_t nwin) {
+  QZ_CHECK(w0 >= 0 && nwin >= 0 && nwin <= f->bmax && w0 + nwin <= f->nwin_all,
+           QZ_ERR_ARG, "forward batch: windows [%lld, %lld) with batches of at "
+           "most %lld of %lld local windows", (long long)w0,
+           (long long)(w0 + nwin), (long long)f->bmax, (long long)f->nwin_all);
+  f->b0 = w0;
+  f->nwin = nwin;
+  f->ntok = nwin * f->seqlen;
+  f->x = f->xall + w0 * f->seqlen * f->H;
+  f->done = QZ_STAGE_NONE;
+  return QZ_OK;
+}
+
 int64_t qz_fwd_seqlen(const qz_fwd *f) { return f->seqlen; }
 size_t qz_fwd_bytes(const qz_fwd *f) { return f->mem_bytes; }
-float *qz_fwd_hidden(qz_fwd *f) { return f->x; }
+float *qz_fwd_hidden(qz_fwd *f) { return f->xall; }
 
 int qz_fwd_embed(qz_fwd *f, const qz_head_weights *h, const int32_t *ids) {
   QZ_CHECK(h->embed && h->hidden == f->H, QZ_ERR_ARG,
            "embedding not loaded or hidden size %lld != %lld",
            (long long)h->hidden, (long long)f->H);
-  for (int64_t t = 0; t < f->ntok; t++) {
+  for (int64_t t = 0; t < f->ntok_all; t++) {
     QZ_CHECK(ids[t] >= 0 && ids[t] < h->vocab, QZ_ERR_ARG,
              "token id %d at local position %lld is outside the vocabulary "
              "[0, %lld)", (int)ids[t], (long long)t, (long long)h->vocab);
-    memcpy(f->x + t * f->H, h->embed + (int64_t)ids[t] * f->H,
+    memcpy(f->xall + t * f->H, h->embed + (int64_t)ids[t] * f->H,
            (size_t)f->H * sizeof(float));
   }
-  qz_fwd_block_begin(f);
-  return QZ_OK;
+  return qz_fwd_batch(f, 0, f->bmax < f->nwin_all ? f->bmax : f->nwin_all);
 }
 
 void qz_fwd_block_begin(qz_fwd *f) { f->done = QZ_STAGE_NONE; }
@@ -368,21 +399,27 @@ const float *qz_fwd_stage_output(const qz_fwd *f, qz_fwd_stage s,
   }
 }
 
+const float *qz_fwd_linear_input(const qz_fwd *f, qz_linear l, int64_t *ncols) {
+  return qz_fwd_stage_output(f, qz_fwd_stage_of_linear(l), ncols);
+}
+
 int qz_fwd_block_commit(qz_fwd *f) {
   QZ_CHECK(f->done == QZ_STAGE_OUT, QZ_ERR_INTERNAL,
            "block commit before the output stage (last stage: %s)",
            qz_fwd_stage_name(f->done));
-  float *t = f->x;
-  f->x = f->out;
-  f->out = t;
+  memcpy(f->x, f->out, (size_t)(f->ntok * f->H) * sizeof(float));
   f->done = QZ_STAGE_NONE;
   return QZ_OK;
 }
 
 int qz_fwd_block(qz_fwd *f, const qz_block_weights *w) {
-  qz_fwd_block_begin(f);
-  QZ_CALL(qz_fwd_run(f, w, QZ_STAGE_OUT));
-  return qz_fwd_block_commit(f);
+  for (int64_t b0 = 0; b0 < f->nwin_all; b0 += f->bmax) {
+    int64_t nb = f->nwin_all - b0 < f->bmax ? f->nwin_all - b0 : f->bmax;
+    QZ_CALL(qz_fwd_batch(f, b0, nb));
+    QZ_CALL(qz_fwd_run(f, w, QZ_STAGE_OUT));
+    QZ_CALL(qz_fwd_block_commit(f));
+  }
+  return QZ_OK;
 }
 
 /* ---- head ----------------------------------------------------------- */
@@ -392,16 +429,18 @@ int qz_fwd_logits(qz_fwd *f, const qz_head_weights *h, int64_t row0, int64_t n,
   QZ_CHECK(h->lm_head && h->norm && h->hidden == f->H, QZ_ERR_ARG,
            "output head not loaded or hidden size %lld != %lld",
            (long long)h->hidden, (long long)f->H);
-  QZ_CHECK(row0 >= 0 && n >= 0 && row0 + n <= f->ntok, QZ_ERR_ARG,
+  QZ_CHECK(row0 >= 0 && n >= 0 && row0 + n <= f->ntok_all, QZ_ERR_ARG,
            "logits rows [%lld, %lld) outside the %lld local tokens",
-           (long long)row0, (long long)(row0 + n), (long long)f->ntok);
-  if (n == 0) return QZ_OK;
-  /* the final norm goes to xn rows (free between blocks) */
-  float *xn = f->xn + row0 * f->H;
-  rmsnorm(xn, f->x + row0 * f->H, h->norm, n, f->H, f->eps);
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)h->vocab,
-              (int)f->H, 1.0f, xn, (int)f->H, h->lm_head, (int)f->H, 0.0f,
-              logits, (int)h->vocab);
+           (long long)row0, (long long)(row0 + n), (long long)f->ntok_all);
+  /* the final norm goes to xn (a batch's rows; free between blocks) */
+  int64_t piece = f->bmax * f->seqlen;
+  for (int64_t p0 = 0; p0 < n; p0 += piece) {
+    int64_t m = n - p0 < piece ? n - p0 : piece;
+    rmsnorm(f->xn, f->xall + (row0 + p0) * f->H, h->norm, m, f->H, f->eps);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)h->vocab,
+                (int)f->H, 1.0f, f->xn, (int)f->H, h->lm_head, (int)f->H, 0.0f,
+                logits + p0 * h->vocab, (int)h->vocab);
+  }
   f->done = QZ_STAGE_NONE; /* xn was overwritten */
   return QZ_OK;
 }
@@ -422,7 +461,7 @@ int qz_fwd_nll(qz_fwd *f, const qz_head_weights *h, const int32_t *ids,
   }
   /* chunks restart at every window so that a window's NLL does not depend
    * on the other windows of the rank (bit-identical across rank counts) */
-  for (int64_t w = 0; w < f->nwin; w++) {
+  for (int64_t w = 0; w < f->nwin_all; w++) {
     double acc = 0.0;
     for (int64_t p0 = 0; p0 < L - 1; p0 += chunk_tokens) {
       int64_t n = L - 1 - p0 < chunk_tokens ? L - 1 - p0 : chunk_tokens;

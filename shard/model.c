@@ -106,6 +106,11 @@ static int load_vec(qz_model *m, const char *name, int64_t n, float *dst) {
 }
 
 int qz_model_load_block(qz_model *m, int layer, qz_block_weights *w) {
+  return qz_model_load_block_mask(m, layer, QZ_LIN_ALL, w);
+}
+
+int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
+                             qz_block_weights *w) {
   const qz_model_config *c = &m->cfg;
   QZ_CHECK(layer >= 0 && layer < c->num_hidden_layers, QZ_ERR_ARG,
            "block %d out of range: the model has %lld blocks", layer,
@@ -123,8 +128,11 @@ int qz_model_load_block(qz_model *m, int layer, qz_block_weights *w) {
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t out, in;
     qz_linear_shape(c, (qz_linear)l, &out, &in);
-    qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "weight");
-    QZ_CALL_DONE(qz_st_read_f32_allgather(m->comm, m->st, name, out, in, w->w[l]));
+    if (lin_mask & (1u << l)) {
+      qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "weight");
+      QZ_CALL_DONE(
+          qz_st_read_f32_allgather(m->comm, m->st, name, out, in, w->w[l]));
+    }
     if (w->b[l]) {
       qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "bias");
       QZ_CALL_DONE(load_vec(m, name, out, w->b[l]));

@@ -32,8 +32,19 @@
  * next run recomputes from that stage on.  Until commit, x is unchanged, so
  * a stage can be recomputed any number of times (e.g. a scale search).
  *
- * Memory (allocated once in qz_fwd_create, nothing allocated per call):
- * T*(5H + 2*nq*hd + 2*nkv*hd + 2I) floats + score blocks of
+ * Batches: the residual stream x holds all local windows, but the stage
+ * buffers may hold fewer (qz_fwd_create_batched): the stages then run on the
+ * current batch of windows (qz_fwd_batch) and commit writes that batch's
+ * rows of x.  qz_fwd_block loops over the batches.  A window's results are
+ * the same bits in any batch (one sgemm per window and linear), so batching
+ * trades memory for recomputation only: with B batches, the staged loop
+ * above either keeps every group's inputs of all batches (caller memory) or
+ * recomputes a batch's earlier stages from x (qz_fwd_batch resets the
+ * cache): stage s then costs s+1 stage passes.
+ *
+ * Memory (allocated once in qz_fwd_create*, nothing allocated per call):
+ * T_all*H floats for x + Tb*(4H + 2*nq*hd + 2*nkv*hd + 2I) for the stage
+ * buffers (Tb = batch windows * seqlen) + score blocks of
  * QZ_FWD_QBLOCK*seqlen floats + RoPE tables [seqlen, hd/2] x 2 + the
  * logits chunk [chunk, vocab] when the head is used. */
 #ifndef MPIQUANT_FORWARD_H
@@ -61,6 +72,7 @@ typedef enum {
   QZ_STAGE_COUNT
 } qz_fwd_stage;
 
+/* Not collective: */
 const char *qz_fwd_stage_name(qz_fwd_stage s); /* "qkv_in", ... */
 /* The stage whose output is the input of linear l (Q,K,V -> QKV_IN, ...). */
 qz_fwd_stage qz_fwd_stage_of_linear(qz_linear l);
@@ -89,25 +101,38 @@ void qz_rope_apply(float *x, int64_t nrows, int64_t ld, int64_t nheads,
 
 typedef struct qz_fwd qz_fwd;
 
-/* Workspace for `nwin` local windows of `seqlen` tokens (nwin may be 0).
- * Not collective. */
+/* Workspace for `nwin` local windows of `seqlen` tokens (nwin may be 0),
+ * all in one batch. Not collective. */
 int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
                   qz_fwd **out);
+/* Same with stage buffers for at most `batch` windows (clamped to
+ * [1, nwin]). The current batch starts as the first `batch` windows.
+ * Not collective. */
+int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
+                          int64_t seqlen, int64_t batch, qz_fwd **out);
+/* Make windows [w0, w0+nwin) (nwin <= batch) the current batch and start a
+ * block on them (forget cached stages). Not collective. */
+int qz_fwd_batch(qz_fwd *f, int64_t w0, int64_t nwin);
 void qz_fwd_destroy(qz_fwd **f); /* accepts NULL, NULLs the pointer */
 
-int64_t qz_fwd_ntok(const qz_fwd *f);     /* local tokens T = nwin*seqlen */
-int64_t qz_fwd_nwin(const qz_fwd *f);
+/* Accessors, not collective. */
+int64_t qz_fwd_ntok(const qz_fwd *f);     /* all local tokens nwin*seqlen */
+int64_t qz_fwd_nwin(const qz_fwd *f);     /* all local windows */
+int64_t qz_fwd_batch_max(const qz_fwd *f);
+void qz_fwd_batch_range(const qz_fwd *f, int64_t *w0, int64_t *nwin);
 int64_t qz_fwd_seqlen(const qz_fwd *f);
 size_t qz_fwd_bytes(const qz_fwd *f);     /* workspace size */
 
-/* The residual stream x [T, H] (block input); writable. Not collective. */
+/* The residual stream x [T_all, H] of all local windows (block input);
+ * writable. Not collective. */
 float *qz_fwd_hidden(qz_fwd *f);
 
-/* x[t] = embed[ids[t]] for all T local tokens (ids [T], checked < vocab).
- * Starts a new block. Not collective. */
+/* x[t] = embed[ids[t]] for all local tokens (ids [T_all], checked < vocab).
+ * Selects the first batch and starts a block. Not collective. */
 int qz_fwd_embed(qz_fwd *f, const qz_head_weights *h, const int32_t *ids);
 
-/* Start a block on the current x (forget cached stages). Not collective. */
+/* Start a block on the current batch's rows of x (forget cached stages).
+ * Not collective. */
 void qz_fwd_block_begin(qz_fwd *f);
 /* Compute the missing stages up to `upto` with the current weights.
  * Not collective. */
@@ -115,21 +140,28 @@ int qz_fwd_run(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage upto);
 /* Weights used from stage `from` on changed: drop those cached results.
  * Not collective. */
 void qz_fwd_invalidate(qz_fwd *f, qz_fwd_stage from);
-/* Last stage computed for the current block (QZ_STAGE_NONE after begin). */
+/* Last stage computed for the current block (QZ_STAGE_NONE after begin).
+ * Not collective. */
 qz_fwd_stage qz_fwd_done(const qz_fwd *f);
-/* Result of stage s (must have been computed): [T, *ncols] row-major, ld =
- * *ncols.  QKV_IN/GATEUP_IN: H; O_IN: nq*hd; DOWN_IN: I; OUT: H.
+/* Result of stage s (must have been computed) for the current batch:
+ * [batch windows * seqlen, *ncols] row-major, ld = *ncols.  QKV_IN/GATEUP_IN: H; O_IN: nq*hd; DOWN_IN: I; OUT: H.
  * Not collective. */
 const float *qz_fwd_stage_output(const qz_fwd *f, qz_fwd_stage s,
                                  int64_t *ncols);
-/* x <- out (after run(OUT)); starts the next block. Not collective. */
+/* The input of linear l: qz_fwd_stage_output(f, qz_fwd_stage_of_linear(l)),
+ * [T, in_features of l]; NULL if that stage was not computed.
+ * Not collective. */
+const float *qz_fwd_linear_input(const qz_fwd *f, qz_linear l, int64_t *ncols);
+/* The batch's rows of x <- out (after run(OUT)); starts the next block on
+ * the same batch. Not collective. */
 int qz_fwd_block_commit(qz_fwd *f);
-/* Whole block: begin, run(OUT), commit. Not collective. */
+/* Whole block on every batch: batch, run(OUT), commit. Not collective. */
 int qz_fwd_block(qz_fwd *f, const qz_block_weights *w);
 
 /* ---- output head ---------------------------------------------------- */
 
-/* Logits of local rows [row0, row0+n) after the final norm:
+/* Logits of local rows [row0, row0+n) of x (all windows) after the final
+ * norm (overwrites the QKV_IN stage buffer):
  * logits [n, vocab] = RMSNorm(x[row]) * norm  . lm_head'.  Not collective. */
 int qz_fwd_logits(qz_fwd *f, const qz_head_weights *h, int64_t row0, int64_t n,
                   float *logits /* [n, vocab] */);
@@ -161,6 +193,8 @@ typedef struct {
   int64_t seqlen;           /* window length L (required) */
   int64_t logits_chunk;     /* tokens per vocab projection (0 = 64 MiB) */
   int progress;             /* rank-0 progress line with ETA over blocks */
+  int64_t batch_windows;    /* windows per forward batch (0 = stage buffers
+                               <= 1 GiB); results do not depend on it */
   qz_block_source_fn block_source; /* NULL: weights from the model files */
   void *block_source_ctx;
 } qz_eval_opts;

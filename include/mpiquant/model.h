@@ -55,7 +55,8 @@ typedef struct {
   int tied;
 } qz_head_weights;
 
-void qz_head_weights_free(qz_head_weights *h); /* accepts a zeroed struct */
+/* Free (lm_head once when tied); accepts a zeroed struct. Not collective. */
+void qz_head_weights_free(qz_head_weights *h);
 
 typedef struct qz_model qz_model;
 
@@ -75,6 +76,15 @@ MPI_Comm qz_model_comm(const qz_model *m);                    /* Not collective 
  * each tensor read once in total over the ranks, assembled on every rank.
  * Collective on the model's communicator; `layer` must match. */
 int qz_model_load_block(qz_model *m, int layer, qz_block_weights *w);
+
+/* Same, but the weight of linear l is read only when bit (1u << l) of
+ * `lin_mask` is set; norms and biases are always read.  For weights that come
+ * from elsewhere (a checkpoint's dequantized linears): the skipped tensors
+ * cost no I/O.  QZ_LIN_ALL = every linear.  Collective; same mask on all
+ * ranks. */
+#define QZ_LIN_ALL ((1u << QZ_LIN_COUNT) - 1u)
+int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
+                             qz_block_weights *w);
 
 /* Load the embedding, the final norm and the output head (lm_head, or the
  * embedding itself when tied: then lm_head == embed and nothing is read

@@ -13,6 +13,7 @@
 #include "mpiquant/forward.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/model.h"
+#include "mpiquant/tokenizer.h"
 #include "qz_test.h"
 
 #define TOL_PPL_REL 1e-3     /* golden README: fp32 ppl within 0.1 % */
@@ -53,14 +54,86 @@ static int32_t *read_windows(const char *path, int64_t *nwin, int64_t *len) {
   return ids;
 }
 
+/* RTN fake quantization (golden README rules 11-12, 16: asym, range
+ * containing 0, round half to even, f32), group g along the input dim
+ * (g <= 0: per channel); used through the eval block-source hook. */
+typedef struct { int bits, group; } rtn_cfg;
+
+static void rtn_rows(float *W, int64_t out, int64_t in, int bits, int64_t g) {
+  float maxq = (float)((1 << bits) - 1);
+  if (g <= 0) g = in;
+  for (int64_t r = 0; r < out; r++)
+    for (int64_t c0 = 0; c0 < in; c0 += g) {
+      int64_t c1 = c0 + g < in ? c0 + g : in;
+      float *x = W + r * in;
+      float mn = 0.0f, mx = 0.0f;
+      for (int64_t c = c0; c < c1; c++) {
+        mn = x[c] < mn ? x[c] : mn;
+        mx = x[c] > mx ? x[c] : mx;
+      }
+      if (mn == 0.0f && mx == 0.0f) { mn = -1.0f; mx = 1.0f; }
+      float scale = (mx - mn) / maxq, zero = rintf(-mn / scale);
+      for (int64_t c = c0; c < c1; c++) {
+        float q = rintf(x[c] / scale) + zero;
+        q = q < 0.0f ? 0.0f : q > maxq ? maxq : q;
+        x[c] = scale * (q - zero);
+      }
+    }
+}
+
+static int rtn_source(void *ctx, qz_model *m, int layer, qz_block_weights *w) {
+  const rtn_cfg *rc = ctx;
+  QZ_CALL(qz_model_load_block(m, layer, w));
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t out, in;
+    qz_linear_shape(qz_model_config_of(m), (qz_linear)l, &out, &in);
+    rtn_rows(w->w[l], out, in, rc->bits, rc->group);
+  }
+  return QZ_OK;
+}
+
+/* an external provider: norms from the model (mask 0), linears read by the
+ * callback itself, so every byte is still read once */
+static int split_source(void *ctx, qz_model *m, int layer,
+                        qz_block_weights *w) {
+  (void)ctx;
+  QZ_CALL(qz_model_load_block_mask(m, layer, 0u, w));
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t out, in;
+    char name[256];
+    qz_linear_shape(qz_model_config_of(m), (qz_linear)l, &out, &in);
+    qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "weight");
+    QZ_CALL(qz_st_read_f32_allgather(qz_model_comm(m), qz_model_st(m), name,
+                                     out, in, w->w[l]));
+  }
+  return QZ_OK;
+}
+
 static MPI_Comm self_comm; /* rank 0 alone (MPI_COMM_NULL elsewhere) */
 
 /* ref <= 0: no reference value (only np-invariance and read-once);
  * max_win > 0 keeps the first max_win windows */
-static void eval_case(const char *model, const char *idfile, int64_t max_win,
-                      double ref, double tol, double *ppl_out) {
-  char dir[1024], idp[1024];
+static void eval_full(const char *dir, const char *model, const char *idfile,
+                      int64_t max_win, double ref, double tol, double *ppl_out,
+                      qz_block_source_fn src, void *sctx);
+
+static void eval_case_src(const char *model, const char *idfile,
+                          int64_t max_win, double ref, double tol,
+                          double *ppl_out, qz_block_source_fn src, void *sctx) {
+  char dir[1024];
   snprintf(dir, sizeof dir, "%s/models/%s", qzt_shared(), model);
+  eval_full(dir, model, idfile, max_win, ref, tol, ppl_out, src, sctx);
+}
+
+static void eval_dir(const char *dir, const char *idfile, double ref,
+                     double tol, double *ppl_out) {
+  eval_full(dir, dir, idfile, 0, ref, tol, ppl_out, NULL, NULL);
+}
+
+static void eval_full(const char *dir, const char *model, const char *idfile,
+                      int64_t max_win, double ref, double tol, double *ppl_out,
+                      qz_block_source_fn src, void *sctx) {
+  char idp[1024];
   snprintf(idp, sizeof idp, "%s/golden/calib/%s", qzt_shared(), idfile);
   int64_t nwin = 0, L = 0;
   int32_t *ids = read_windows(idp, &nwin, &L);
@@ -69,13 +142,14 @@ static void eval_case(const char *model, const char *idfile, int64_t max_win,
   if (max_win > 0 && nwin > max_win) nwin = max_win;
   qz_model *m = NULL;
   if (!QZT_OK(qz_model_open(MPI_COMM_WORLD, dir, &m))) return;
-  qz_eval_opts o = {.seqlen = L};
+  qz_eval_opts o = {.seqlen = L, .block_source = src, .block_source_ctx = sctx};
   qz_eval_result r;
   if (QZT_OK(qz_eval_ppl(m, ids, nwin, &o, &r))) {
     if (qzt_rank() == 0)
-      printf("%s %s: ppl %.6f (ref %.6g) nll_sum %.17g, %lld tokens, %.0f "
+      printf("%s%s %s: ppl %.6f (ref %.6g) nll_sum %.17g, %lld tokens, %.0f "
              "tok/s, %lld bytes read (files %lld)\n",
-             model, idfile, r.ppl, ref, r.nll_sum, (long long)r.tokens_scored,
+             src == rtn_source ? "[rtn] " : src ? "[split] " : "", model,
+             idfile, r.ppl, ref, r.nll_sum, (long long)r.tokens_scored,
              r.tokens_per_s, (long long)r.bytes_read,
              (long long)qz_model_bytes_on_disk(m));
     if (ref > 0) QZT_REL(r.ppl, ref, tol, "perplexity vs reference");
@@ -97,10 +171,73 @@ static void eval_case(const char *model, const char *idfile, int64_t max_win,
                   r1.nll_sum);
       qz_model_close(&m1);
     }
+    /* batches of 3 windows: the same bits */
+    qz_eval_opts o3 = o;
+    o3.batch_windows = 3;
+    qz_eval_result r3;
+    if (QZT_OK(qz_eval_ppl(m, ids, nwin, &o3, &r3)))
+      QZT_CHECK(r3.nll_sum == r.nll_sum, "batched NLL sum %.17g == %.17g",
+                r3.nll_sum, r.nll_sum);
     MPI_Barrier(MPI_COMM_WORLD);
   }
   qz_model_close(&m);
   free(ids);
+}
+
+static void eval_case(const char *model, const char *idfile, int64_t max_win,
+                      double ref, double tol, double *ppl_out) {
+  eval_case_src(model, idfile, max_win, ref, tol, ppl_out, NULL, NULL);
+}
+
+/* An untied copy of stories260K-hf in the scratch dir: lm_head.weight =
+ * scale * embed_tokens, tie_word_embeddings false. Rank 0 writes. */
+static int write_untied(const char *src, const char *dst, float scale) {
+  int st = QZ_OK;
+  if (qzt_rank() == 0) {
+    char p[1200];
+    snprintf(p, sizeof p, "mkdir -p '%s'", dst);
+    if (system(p) != 0) return QZ_ERR_IO;
+    qz_st *in = NULL;
+    qz_st_writer *w = NULL;
+    char *cfg = NULL;
+    size_t len = 0;
+    float *buf = NULL, *emb = NULL;
+    QZ_CALL_DONE(qz_st_open(src, &in));
+    snprintf(p, sizeof p, "%s/model.safetensors", dst);
+    QZ_CALL_DONE(qz_st_writer_create(p, &w));
+    for (int i = 0; i < qz_st_count(in); i++) {
+      const qz_tensor_info *ti = qz_st_info_at(in, i);
+      buf = realloc(buf, sizeof(float) * (size_t)ti->nelem);
+      QZ_CALL_DONE(qz_st_read_f32(in, ti->name, 0, ti->shape[0], buf));
+      QZ_CALL_DONE(qz_st_writer_add(w, ti->name, QZ_DT_F32, ti->ndim, ti->shape, buf));
+      if (strcmp(ti->name, "model.embed_tokens.weight") == 0) {
+        emb = malloc(sizeof(float) * (size_t)ti->nelem);
+        for (int64_t j = 0; j < ti->nelem; j++) emb[j] = buf[j] * scale;
+        QZ_CALL_DONE(qz_st_writer_add(w, "lm_head.weight", QZ_DT_F32, ti->ndim,
+                                      ti->shape, emb));
+      }
+    }
+    QZ_CALL_DONE(qz_st_writer_finish(&w));
+    snprintf(p, sizeof p, "%s/config.json", src);
+    QZ_CALL_DONE(qz_read_file(p, &cfg, &len));
+    char *t = strstr(cfg, "\"tie_word_embeddings\": true");
+    QZ_CHECK_DONE(t != NULL, QZ_ERR_FORMAT, "%s: no tie_word_embeddings", p);
+    size_t head = (size_t)(t - cfg), key = strlen("\"tie_word_embeddings\": true");
+    snprintf(p, sizeof p, "%s/config.json", dst);
+    FILE *fp = fopen(p, "w");
+    QZ_CHECK_DONE(fp != NULL, QZ_ERR_IO, "cannot write %s", p);
+    fwrite(cfg, 1, head, fp);
+    fputs("\"tie_word_embeddings\": false", fp);
+    fwrite(cfg + head + key, 1, len - head - key, fp);
+    fclose(fp);
+  done:
+    if (w) qz_st_writer_abort(&w);
+    qz_st_close(&in);
+    free(cfg);
+    free(buf);
+    free(emb);
+  }
+  return st;
 }
 
 /* logits of window 0 vs fwd_ref.h, on every rank (each rank holds the
@@ -180,6 +317,39 @@ int main(int argc, char **argv) {
   eval_case("stories260K-hf", "stories260K_eval_wikitext_ids.txt", 2, 0, 0,
             NULL);
   if (f32 > 0 && bf16 > 0) QZT_REL(bf16, f32, TOL_BF16_REL, "bf16 vs f32 ppl");
+  /* untied head: lm_head equal to the embedding gives the tied bits, and
+   * every byte (embedding and lm_head) is read once; a scaled lm_head must
+   * change the result (the head really comes from lm_head.weight) */
+  {
+    char src[1024], d1[1024], d2[1024];
+    snprintf(src, sizeof src, "%s/models/stories260K-hf", qzt_shared());
+    snprintf(d1, sizeof d1, "%s/untied1", qzt_tmpdir());
+    snprintf(d2, sizeof d2, "%s/untied2", qzt_tmpdir());
+    int st = write_untied(src, d1, 1.0f);
+    if (st == QZ_OK) st = write_untied(src, d2, 0.5f);
+    if (QZT_OK(qz_error_agree(MPI_COMM_WORLD, st))) {
+      double u1 = 0, u2 = 0;
+      eval_dir(d1, "stories260K_eval_tinystories_ids.txt", 3.7524, TOL_PPL_REL, &u1);
+      eval_dir(d2, "stories260K_eval_tinystories_ids.txt", 0, 0, &u2);
+      QZT_CHECK(u1 == f32, "untied (lm_head = embed) ppl %.17g == tied %.17g", u1, f32);
+      QZT_CHECK(u2 > 0 && fabs(u2 - f32) > 1e-3 * f32,
+                "scaled lm_head changes the ppl: %.9g vs %.9g", u2, f32);
+    }
+  }
+  /* the block-source hook (eval of substituted weights): golden RTN rows
+   * of the README main table, fp32 +-0.1 % */
+  rtn_cfg w4g32 = {4, 32}, w8pc = {8, 0};
+  eval_case_src("stories260K-hf", "stories260K_eval_tinystories_ids.txt", 0,
+                4.1707, TOL_PPL_REL, NULL, rtn_source, &w4g32);
+  eval_case_src("stories260K-hf", "stories260K_eval_wikitext_ids.txt", 0,
+                149.00, TOL_PPL_REL, NULL, rtn_source, &w4g32);
+  eval_case_src("babyllama-tok105-hf", "babyllama_eval_tinystories_ids.txt", 0,
+                2.2240, TOL_PPL_REL, NULL, rtn_source, &w8pc);
+  double split = 0;
+  eval_case_src("stories260K-hf", "stories260K_eval_tinystories_ids.txt", 0,
+                3.7524, TOL_PPL_REL, &split, split_source, NULL);
+  QZT_CHECK(split == f32, "external provider gives the same bits: %.17g vs %.17g",
+            split, f32);
   logits_case("stories260K-hf", "stories260K_eval_tinystories_ids.txt", 512);
   logits_case("babyllama-tok105-hf", "babyllama_eval_wikitext_ids.txt", 256);
   if (self_comm != MPI_COMM_NULL) MPI_Comm_free(&self_comm);

@@ -191,6 +191,38 @@ static void check_block(const qz_model_config *c, int64_t nwin, int64_t L,
                    sizeof(float) * (size_t)(L * H)) == 0,
             "block output of a window alone is bit-identical");
   qz_fwd_destroy(&f1);
+
+  /* batches of 2 windows: whole block and a staged batch give the same bits
+   * as the single-batch workspace */
+  if (nwin >= 2) {
+    qz_fwd *fb = NULL;
+    QZT_OK(qz_fwd_create_batched(c, nwin, L, 2, &fb));
+    QZT_CHECK(qz_fwd_batch_max(fb) == 2, "batch of 2");
+    fill(qz_fwd_hidden(f), T * H, 1.0, 0.0);
+    memcpy(qz_fwd_hidden(fb), qz_fwd_hidden(f), sizeof(float) * (size_t)(T * H));
+    /* staged, on windows [1, 2] of fb vs the same rows of f */
+    qz_fwd_block_begin(f);
+    QZT_OK(qz_fwd_run(f, &w, QZ_STAGE_OUT));
+    QZT_OK(qz_fwd_batch(fb, nwin - 2, 2));
+    QZT_OK(qz_fwd_run(fb, &w, QZ_STAGE_OUT));
+    for (int s = QZ_STAGE_QKV_IN; s <= QZ_STAGE_OUT; s++) {
+      int64_t n1, n2;
+      const float *a = qz_fwd_stage_output(f, (qz_fwd_stage)s, &n1);
+      const float *b = qz_fwd_stage_output(fb, (qz_fwd_stage)s, &n2);
+      QZT_CHECK(n1 == n2 && memcmp(a + (nwin - 2) * L * n1, b,
+                                   sizeof(float) * (size_t)(2 * L * n1)) == 0,
+                "%s: batched stage %s bit-identical", tag,
+                qz_fwd_stage_name((qz_fwd_stage)s));
+    }
+    QZT_FAILS(qz_fwd_batch(fb, 0, 3), QZ_ERR_ARG, "batches of at most 2");
+    /* whole block over all batches (the last one partial for odd nwin) */
+    QZT_OK(qz_fwd_block(f, &w));
+    QZT_OK(qz_fwd_block(fb, &w));
+    QZT_CHECK(memcmp(qz_fwd_hidden(f), qz_fwd_hidden(fb),
+                     sizeof(float) * (size_t)(T * H)) == 0,
+              "%s: batched block output bit-identical", tag);
+    qz_fwd_destroy(&fb);
+  }
   ids[3] = 99;
   QZT_FAILS(qz_fwd_embed(f, &hw, ids), QZ_ERR_ARG, "outside the vocabulary");
 
