@@ -559,6 +559,7 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
     } else {
       QZ_CALL_DONE(qz_error_agree(comm, qz_fwd_embed(f, &head, win + first * L)));
     }
+    qz_head_weights_free(&head); /* V x H per rank: not needed any more */
     qz_ckpt_source cs = {.ck = r.ck};
     for (int b = s; b < b0; b++) { /* completed (or unselected) blocks */
       QZ_CALL_DONE(qz_ckpt_block_source(&cs, m, b, &w));

@@ -81,7 +81,10 @@ done:
 int qz_ckpt_block_source(void *vctx, qz_model *m, int layer,
                          qz_block_weights *w) {
   qz_ckpt_source *s = vctx;
-  QZ_CALL(qz_model_load_block(m, layer, w));
+  if (qz_ckpt_block_done(s->ck, layer)) /* norms and biases; linears below */
+    QZ_CALL(qz_model_load_block_mask(m, layer, 0u, w));
+  else
+    QZ_CALL(qz_model_load_block(m, layer, w));
   if (!qz_ckpt_block_done(s->ck, layer)) {
     if (!s->warned++)
       qz_warn("checkpoint %s has no block %d (and maybe others): those blocks "
