@@ -255,7 +255,8 @@ int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
                   "%s: Hessian (d=%lld) is not positive definite even with "
                   "percdamp %g (%s info %d); the calibration inputs may be "
                   "degenerate", name, (long long)d, p, what, info);
-    qz_warn("%s: Hessian not positive definite with percdamp %g (%s info %d);"
+    if (H->rank == 0)
+      qz_warn("%s: Hessian not positive definite with percdamp %g (%s info %d);"
             " retrying with percdamp %g", name, p, what, info, next);
     p = next;
     steps++;
@@ -271,7 +272,7 @@ int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
   H->popts = *o;
   H->popts.name = NULL;
   H->prepared = 1;
-  if (steps)
+  if (steps && H->rank == 0)
     qz_info("%s: factored with percdamp %g after %d ladder step(s)", name, p,
             steps);
 done:
