@@ -63,6 +63,18 @@ static int build_upper(qz_hessian *H, const bc_tables *t, const double *dfix,
   int *sc = NULL, *rc = NULL, *sd = NULL, *rd = NULL, *fill = NULL;
   double *sbuf = NULL, *rbuf = NULL;
   size_t scap = 0, rcap = 0;
+  if (P == 1) { /* no exchange: read the lower triangle directly */
+    for (int64_t j = 0; j < d; j++) {
+      int32_t b = perm[j];
+      double *col = H->a + j * H->lld;
+      for (int64_t i = 0; i < j; i++) {
+        int32_t a = perm[i];
+        col[i] = a > b ? H->a[a + b * H->lld] : H->a[b + a * H->lld];
+      }
+      col[j] = dfix[b] + lambda;
+    }
+    return QZ_OK;
+  }
   int64_t width = (int64_t)nb * pc;
   while (width > nb && d * width > (1LL << 30)) width -= nb;
   QZ_CALL_DONE(qz_alloc((size_t)P * 5, sizeof(int), "alltoallv counts", &sc));
@@ -173,6 +185,26 @@ static int agree_info(qz_hessian *H, int info, int *out) {
 /* One attempt: 0 = factored, > 0 = not positive definite (step in *what). */
 static int factor_once(qz_hessian *H, int *info_out, const char **what) {
   int n = (int)H->d, ione = 1, info = 0;
+  if (H->size == 1) {
+    /* one process: the block-cyclic matrix is plain column-major, and
+     * LAPACK (OpenBLAS's own potrf/trtri/lauum) beats ScaLAPACK's 1x1 path */
+    int lld = (int)H->lld;
+    *what = "dpotrf(H)";
+    dpotrf_("U", &n, H->a, &lld, &info, 1);
+    if (info < 0) QZ_CALL_INFO(info, "dpotrf");
+    if (info == 0) {
+      *what = "dpotri(H)";
+      dpotri_("U", &n, H->a, &lld, &info, 1);
+      if (info < 0) QZ_CALL_INFO(info, "dpotri");
+    }
+    if (info == 0) {
+      *what = "dpotrf(H^-1)";
+      dpotrf_("U", &n, H->a, &lld, &info, 1);
+      if (info < 0) QZ_CALL_INFO(info, "dpotrf");
+    }
+    *info_out = info;
+    return QZ_OK;
+  }
   *what = "pdpotrf(H)";
   pdpotrf_("U", &n, H->a, &ione, &ione, H->desc, &info, 1);
   QZ_CALL(agree_info(H, info, &info));
@@ -209,8 +241,9 @@ int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
            "qz_hessian_prepare: Hessian not reduced/set yet");
   QZ_CHECK(o && o->percdamp >= 0 && isfinite(o->percdamp), QZ_ERR_ARG,
            "qz_hessian_prepare: percdamp must be a finite number >= 0");
+  double pmax = o->percdamp_max > 0 ? o->percdamp_max : 1.0;
   if (H->prepared && H->popts.percdamp == o->percdamp &&
-      H->popts.percdamp_max == o->percdamp_max &&
+      H->popts.percdamp_max == pmax &&
       !H->popts.act_order == !o->act_order)
     return QZ_OK;
   const char *name = o->name ? o->name : "layer";
@@ -240,15 +273,18 @@ int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
     for (int64_t j = 0; j < d; j++) H->perm[j] = (int32_t)j;
   }
   QZ_CALL_DONE(tables_make(H, &t));
-  double pmax = o->percdamp_max > 0 ? o->percdamp_max : 1.0;
   double p = o->percdamp;
   int steps = 0;
   for (;;) {
     double lambda = p * mean;
+    double tb = MPI_Wtime();
     QZ_CALL_DONE(build_upper(H, &t, dfix, lambda));
+    double tf = MPI_Wtime();
     int info = 0;
     const char *what = "";
     QZ_CALL_DONE(factor_once(H, &info, &what));
+    qz_debug("%s: d=%lld permute+damp %.3f s, potrf/potri/potrf %.3f s", name,
+             (long long)d, tf - tb, MPI_Wtime() - tf);
     if (info == 0) break;
     double next = p > 0 ? p * 10.0 : 1e-6;
     QZ_CHECK_DONE(next <= pmax * (1 + 1e-9), QZ_ERR_NUMERIC,
@@ -271,6 +307,7 @@ int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
                               .ladder_steps = steps};
   H->popts = *o;
   H->popts.name = NULL;
+  H->popts.percdamp_max = pmax;
   H->prepared = 1;
   if (steps && H->rank == 0)
     qz_info("%s: factored with percdamp %g after %d ladder step(s)", name, p,

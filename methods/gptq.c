@@ -38,58 +38,79 @@ typedef struct {
   double *loss;     /* [m] */
   int64_t row0;     /* global index of the first row */
   float *te, *tw;   /* [R, B], [R, n] padded edge tiles */
+  double t_gemm;
   qz_layer_result *res;
 } sweep;
 
-static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
-  const int64_t m = S->m, n = S->n, B = S->B, bk = i2 - i1;
-  for (int64_t r = 0; r < m; r++)
-    memcpy(S->w1 + r * B, S->wp + r * n + i1, (size_t)bk * sizeof(float));
+/* w[k] -= e * u[k]: the reference's rank-1 update (product, then
+ * subtraction: no FMA), vectorized (gptq.c is built with -O3). */
+static void axpy_sub(float *restrict w, const float *restrict u, float e,
+                     int64_t n) {
+  for (int64_t k = 0; k < n; k++) w[k] -= e * u[k];
+}
+
+/* One row through the columns [i1, i2) of a block: quantize, loss, error
+ * feedback inside the block (rule 9).  Rows are independent, so a row's
+ * block stays in L1 while the U block sits in L2. */
+static void sweep_row(sweep *S, int64_t r, int64_t i1, int64_t i2,
+                      const float *panel) {
+  const int64_t n = S->n, B = S->B, bk = i2 - i1;
+  float *w1 = S->w1 + r * B, *e = S->e + r * B;
+  const float *wr = S->wp + r * n;
+  memcpy(w1, wr + i1, (size_t)bk * sizeof(float));
+  float sc = 0, z = 0;
+  if (S->g <= 0) {
+    sc = S->pc_s[r];
+    z = S->pc_z[r];
+  } else if (!S->stat) {
+    sc = S->cur_s[r];
+    z = S->cur_z[r];
+  }
+  double loss = 0;
   for (int64_t i = 0; i < bk; i++) {
     const int64_t c = i1 + i, oc = S->perm[c];
     const float *u = panel + i * n + i1; /* U[c, i1:i2] */
     const float dd = u[i];
-    if (S->g > 0 && !S->stat && c % S->g == 0) {
-      /* rule 9: from the outer W (earlier blocks' updates only) */
-      int64_t cnt = S->g < n - c ? S->g : n - c, k = c / S->g;
-      for (int64_t r = 0; r < m; r++) {
-        qz_quant_params(S->wp + r * n + c, cnt, 1, S->bits, S->sym,
-                        &S->cur_s[r], &S->cur_z[r]);
-        S->res->scale[r * S->ng + k] = S->cur_s[r];
-        S->res->zero[r * S->ng + k] = S->cur_z[r];
-      }
-    }
-    for (int64_t r = 0; r < m; r++) {
-      float sc, z;
-      if (S->g <= 0) {
-        sc = S->pc_s[r];
-        z = S->pc_z[r];
-      } else if (S->stat) {
+    if (S->g > 0) {
+      if (S->stat) {
         int64_t k = (S->act ? oc : c) / S->g;
         sc = S->res->scale[r * S->ng + k];
         z = S->res->zero[r * S->ng + k];
-      } else {
-        sc = S->cur_s[r];
-        z = S->cur_z[r];
+      } else if (c % S->g == 0) {
+        /* rule 9: from the outer W (earlier blocks' updates only) */
+        int64_t cnt = S->g < n - c ? S->g : n - c, k = c / S->g;
+        qz_quant_params(wr + c, cnt, 1, S->bits, S->sym, &sc, &z);
+        S->res->scale[r * S->ng + k] = sc;
+        S->res->zero[r * S->ng + k] = z;
       }
-      float *w1 = S->w1 + r * B;
-      float w = w1[i], q;
-      S->res->codes[r * n + oc] = qz_quant_one(w, sc, z, S->maxq, &q);
-      if (S->res->q) S->res->q[r * n + oc] = q;
-      float diff = w - q;
-      float l = diff * diff / (dd * dd);
-      S->loss[r] += (double)(l / 2.0f);
-      float err = diff / dd;
-      S->e[r * B + i] = err;
-      for (int64_t k = i + 1; k < bk; k++) w1[k] -= err * u[k];
     }
+    float w = w1[i], q;
+    S->res->codes[r * n + oc] = qz_quant_one(w, sc, z, S->maxq, &q);
+    if (S->res->q) S->res->q[r * n + oc] = q;
+    float diff = w - q;
+    float l = diff * diff / (dd * dd);
+    loss += (double)(l / 2.0f);
+    float err = diff / dd;
+    e[i] = err;
+    axpy_sub(w1 + i + 1, u + i + 1, err, bk - i - 1);
   }
+  if (S->g > 0 && !S->stat) {
+    S->cur_s[r] = sc;
+    S->cur_z[r] = z;
+  }
+  S->loss[r] += loss;
+}
+
+static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
+  const int64_t m = S->m, n = S->n, B = S->B, bk = i2 - i1;
+  for (int64_t r = 0; r < m; r++) sweep_row(S, r, i1, i2, panel);
   /* lazy batch: W[:, i2:] -= E U[i1:i2, i2:], one sgemm per tile of
    * QZ_GPTQ_ROW_TILE rows aligned to the *global* row index: every call has
    * the same shape and every row the same position in it at any np, so the
    * result does not depend on how rows are split over ranks (BLAS kernels
    * choose code paths by shape). */
   if (i2 >= n || m == 0) return;
+  double t0 = MPI_Wtime();
   const int64_t R = QZ_GPTQ_ROW_TILE, nt = n - i2;
   int64_t g0 = S->row0, g1 = S->row0 + m;
   for (int64_t t0 = g0 - g0 % R; t0 < g1; t0 += R) {
@@ -114,6 +135,7 @@ static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
       memcpy(S->wp + (r - g0) * n + i2, S->tw + (r - t0) * nt,
              (size_t)nt * sizeof(float));
   }
+  S->t_gemm += MPI_Wtime() - t0;
 }
 
 int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
@@ -205,8 +227,10 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
                         &res->scale[r * S.ng + k], &res->zero[r * S.ng + k]);
       }
   }
+  double t_panel = 0, t_sweep = 0;
   for (int64_t i1 = 0; i1 < n; i1 += S.B) {
     int64_t i2 = i1 + S.B < n ? i1 + S.B : n;
+    double ta = MPI_Wtime();
     qz_timer_stop(QZ_PHASE_QUANTIZE);
     st = qz_hessian_factor_rows(H, i1, i2 - i1, panel);
     qz_timer_start(QZ_PHASE_QUANTIZE);
@@ -214,8 +238,14 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
       qz_error_trace(__FILE__, __LINE__, __func__);
       goto done;
     }
+    double tb = MPI_Wtime();
     sweep_block(&S, i1, i2, panel);
+    t_panel += tb - ta;
+    t_sweep += MPI_Wtime() - tb;
   }
+  qz_debug("%s: GPTQ sweep of %lld rows: factor panels %.3f s, columns + "
+           "trailing sgemm %.3f s (of which sgemm %.3f s)", name, (long long)m,
+           t_panel, t_sweep, S.t_gemm);
   /* rule 15 */
   if (res->g_idx)
     for (int64_t i = 0; i < n; i++) {

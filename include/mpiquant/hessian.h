@@ -19,15 +19,19 @@
  *           nloc = numroc(d, nb, mycol, pc)  (= 8 d^2 / P when nb*pr and
  *           nb*pc divide d; at most 8 (d + nb*pr)(d + nb*pc) / P)
  *   vectors 3 d doubles/ints (diagonal, permutation, dead flags)
- *   rows    buffered rows * d * 4 bytes until the next flush/reduce
- * Transient during flush: one column panel, d * nb * (4 + 8 + 8) bytes;
- * during prepare: one redistribution batch, <= d * nb * pc * 2 * 8 bytes.
+ *   rows    buffered rows * d * 4 bytes (capacity kept across flushes and
+ *           reset, freed by reduce)
+ * Transient during flush: one panel of W columns, d * W * 12 bytes plus the
+ * received part (d/pr) * W * 8, W = nb * max(1, QZ_HESSIAN_PANEL_BYTES /
+ * (12 d nb)) (<= 64 MiB + O(d nb)); during prepare: one redistribution
+ * batch, <= 2 * 8 * d * nb * pc bytes.
  *
- * Accumulation scheme: for each block column J (width nb) of the lower
- * triangle, sgemm of the buffered rows (chunks of QZ_HESSIAN_KCHUNK rows, f32
- * products summed in f32 within a chunk) is added into an f64 panel, which
- * is then MPI_Reduce_scatter'ed straight to the owners of J's blocks.  Only
- * the lower triangle (i >= j) is formed: n*d^2 flops instead of 2*n*d^2.
+ * Accumulation scheme: for each panel of W block columns of the lower
+ * triangle, ssyrk (diagonal W x W block) + sgemm (below it) of the buffered
+ * rows in chunks of QZ_HESSIAN_KCHUNK rows (f32 products summed in f32
+ * within a chunk) is added in f64 into a buffer already in destination
+ * order, then MPI_Reduce_scatter'ed straight to the owners of its blocks.
+ * Only the lower triangle is formed: n*d^2 flops instead of 2*n*d^2.
  */
 #ifndef MPIQUANT_HESSIAN_H
 #define MPIQUANT_HESSIAN_H
@@ -41,6 +45,8 @@ extern "C" {
 #endif
 
 #define QZ_HESSIAN_KCHUNK 2048
+/* Budget of the f32 + f64 column panel of a flush (see memory above). */
+#define QZ_HESSIAN_PANEL_BYTES (64LL << 20)
 
 typedef struct qz_hessian qz_hessian;
 
@@ -62,8 +68,8 @@ int qz_hessian_add_rows(qz_hessian *H, const float *x /* [n_local, d] */,
  * over ranks). Not collective. */
 void qz_hessian_count_sequences(qz_hessian *H, int64_t n);
 
-/* Fold the buffered rows into the distributed matrix (unscaled) and free the
- * row buffer.  Collective on the grid's communicator. */
+/* Fold the buffered rows into the distributed matrix (unscaled) and empty
+ * the row buffer (its allocation is kept).  Collective on the grid's communicator. */
 int qz_hessian_flush(qz_hessian *H);
 /* Flush, then H *= 2 / N (N = sum of counted sequences over ranks; error if
  * 0), check every entry is finite (error on every rank otherwise), gather the
