@@ -161,14 +161,15 @@ static void pack_panel(const qz_hessian *H, int64_t j0, int64_t W,
 /* One wide panel of block columns [j0, j0 + W) of the lower triangle: ssyrk
  * for its diagonal W x W block and sgemm below it, per chunk of rows, summed
  * in f64 in destination order, then reduce-scattered to the owners. */
-static int flush_panel(qz_hessian *H, int64_t j0, int64_t W, float *c32,
-                       double *sendbuf, double *recvbuf, int *counts) {
+static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows,
+                       int64_t j0, int64_t W, float *c32, double *sendbuf,
+                       double *recvbuf, int *counts) {
   const int64_t d = H->d, M = d - j0;
   const int nb = H->nb, pr = H->pr, pc = H->pc;
-  for (int64_t r0 = 0; r0 < H->nrows; r0 += QZ_HESSIAN_KCHUNK) {
-    int64_t k = H->nrows - r0 < QZ_HESSIAN_KCHUNK ? H->nrows - r0
-                                                  : QZ_HESSIAN_KCHUNK;
-    const float *xa = H->rows + r0 * d + j0; /* col-major [d - j0, k], ld d */
+  for (int64_t r0 = 0; r0 < nrows; r0 += QZ_HESSIAN_KCHUNK) {
+    int64_t k = nrows - r0 < QZ_HESSIAN_KCHUNK ? nrows - r0
+                                               : QZ_HESSIAN_KCHUNK;
+    const float *xa = rows + r0 * d + j0; /* col-major [d - j0, k], ld d */
     cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, (int)W, (int)k, 1.0f,
                 xa, (int)d, 0.0f, c32, (int)M);
     if (M > W)
@@ -177,7 +178,7 @@ static int flush_panel(qz_hessian *H, int64_t j0, int64_t W, float *c32,
                   c32 + W, (int)M);
     pack_panel(H, j0, W, c32, sendbuf, counts, r0 > 0);
   }
-  if (H->nrows == 0) pack_panel(H, j0, W, c32, sendbuf, counts, 0);
+  if (nrows == 0) pack_panel(H, j0, W, c32, sendbuf, counts, 0);
   QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, recvbuf, counts, MPI_DOUBLE, MPI_SUM,
                                  H->comm));
   int64_t q = 0;
@@ -194,7 +195,9 @@ static int flush_panel(qz_hessian *H, int64_t j0, int64_t W, float *c32,
   return QZ_OK;
 }
 
-int qz_hessian_flush(qz_hessian *H) {
+/* Fold rows [nrows, d] (this rank's; any count) into the matrix.
+ * Collective. */
+static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
   int st = QZ_OK;
   float *c32 = NULL;
   double *sendbuf = NULL, *recvbuf = NULL;
@@ -205,7 +208,7 @@ int qz_hessian_flush(qz_hessian *H) {
                                "qz_hessian_flush: Hessian already reduced")
                 : QZ_OK;
   QZ_CALL_DONE(qz_error_agree(H->comm, st));
-  int64_t any = H->nrows;
+  int64_t any = nrows;
   QZ_CALL_DONE(qz_allreduce_i64(H->comm, &any, 1, MPI_SUM));
   if (any == 0) goto done;
   qz_timer_start(QZ_PHASE_REDUCE);
@@ -229,7 +232,7 @@ int qz_hessian_flush(qz_hessian *H) {
   }
   for (int64_t j0 = 0; j0 < d; j0 += W) {
     int64_t w = d - j0 < W ? d - j0 : W;
-    st = flush_panel(H, j0, w, c32, sendbuf, recvbuf, counts);
+    st = flush_panel(H, rows, nrows, j0, w, c32, sendbuf, recvbuf, counts);
     if (st) break;
   }
   qz_timer_stop(QZ_PHASE_REDUCE);
@@ -237,13 +240,26 @@ int qz_hessian_flush(qz_hessian *H) {
     qz_error_trace(__FILE__, __LINE__, __func__);
     goto done;
   }
-  H->nrows = 0; /* keep the buffer for the next rows of this layer */
 done:
   qz_free(&c32);
   qz_free(&sendbuf);
   qz_free(&recvbuf);
   qz_free(&counts);
   return st;
+}
+
+int qz_hessian_flush(qz_hessian *H) {
+  QZ_CALL(fold_rows(H, H->rows, H->nrows));
+  H->nrows = 0; /* keep the buffer for the next rows of this layer */
+  return QZ_OK;
+}
+
+int qz_hessian_accumulate(qz_hessian *H, const float *x, int64_t n_local) {
+  QZ_CHECK(n_local >= 0, QZ_ERR_ARG,
+           "qz_hessian_accumulate: negative row count %lld", (long long)n_local);
+  QZ_CALL(qz_hessian_flush(H));
+  QZ_CALL(fold_rows(H, x, n_local));
+  return QZ_OK;
 }
 
 /* Finite check of the local lower triangle + diagonal gather. */

@@ -8,7 +8,8 @@
  *   qz_hessian_add_rows (*)      not collective: rows are buffered (f32)
  *   qz_hessian_count_sequences   not collective: local N
  *   qz_hessian_flush (optional)  collective: fold buffered rows into the
- *                                distributed matrix and free the buffer
+ *                                distributed matrix, empty the buffer
+ *   qz_hessian_accumulate (*)    collective: fold caller's rows directly
  *   qz_hessian_reduce            collective: flush + scale by 2/N (N summed
  *                                over ranks) + NaN check + diagonal gather
  *   -> ready: qz_hessian_prepare (chol.h) factors it for GPTQ.
@@ -44,7 +45,7 @@
 extern "C" {
 #endif
 
-#define QZ_HESSIAN_KCHUNK 2048
+#define QZ_HESSIAN_KCHUNK 4096
 /* Budget of the f32 + f64 column panel of a flush (see memory above). */
 #define QZ_HESSIAN_PANEL_BYTES (64LL << 20)
 
@@ -71,6 +72,11 @@ void qz_hessian_count_sequences(qz_hessian *H, int64_t n);
 /* Fold the buffered rows into the distributed matrix (unscaled) and empty
  * the row buffer (its allocation is kept).  Collective on the grid's communicator. */
 int qz_hessian_flush(qz_hessian *H);
+/* Fold x [n_local, d] straight into the distributed matrix without copying
+ * it (after flushing any buffered rows).  Same result as add_rows + flush.
+ * Collective on the grid's communicator; n_local may differ (and be 0). */
+int qz_hessian_accumulate(qz_hessian *H, const float *x /* [n_local, d] */,
+                          int64_t n_local);
 /* Flush, then H *= 2 / N (N = sum of counted sequences over ranks; error if
  * 0), check every entry is finite (error on every rank otherwise), gather the
  * diagonal.  Collective on the grid's communicator. */
