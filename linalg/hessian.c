@@ -312,20 +312,38 @@ int qz_hessian_reduce(qz_hessian *H) {
   return QZ_OK;
 }
 
-int qz_hessian_set_full(qz_hessian *H, const float *h) {
+int qz_hessian_set_rows(qz_hessian *H, int64_t r0, int64_t nrows,
+                        const float *h) {
+  QZ_CHECK(r0 >= 0 && nrows >= 0 && r0 + nrows <= H->d, QZ_ERR_ARG,
+           "qz_hessian_set_rows: rows [%lld, %lld) outside [0, %lld)",
+           (long long)r0, (long long)(r0 + nrows), (long long)H->d);
   const int nb = H->nb;
+  if (r0 == 0) { /* a new matrix: forget rows, sequences, factor */
+    H->nrows = 0;
+    H->nseq_total = 0;
+    H->ready = H->prepared = 0;
+  }
   for (int64_t jl = 0; jl < H->nloc; jl++) {
     int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
     double *col = H->a + jl * H->lld;
     for (int64_t il = 0; il < H->mloc; il++) {
       int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
-      col[il] = i >= j ? (double)h[i * H->d + j] : 0.0;
+      if (i < r0) continue;
+      if (i >= r0 + nrows) break;
+      if (i >= j) col[il] = (double)h[(i - r0) * H->d + j];
     }
   }
-  qz_free(&H->rows);
-  H->nrows = H->nrows_cap = 0;
-  H->nseq_total = 0;
+  return QZ_OK;
+}
+
+int qz_hessian_set_finish(qz_hessian *H) {
   QZ_CALL(finish_ready(H, 1.0));
+  return QZ_OK;
+}
+
+int qz_hessian_set_full(qz_hessian *H, const float *h) {
+  QZ_CALL(qz_hessian_set_rows(H, 0, H->d, h));
+  QZ_CALL(qz_hessian_set_finish(H));
   return QZ_OK;
 }
 

@@ -88,6 +88,15 @@ int qz_hessian_reduce(qz_hessian *H);
  * (for the finiteness check); h must match on every rank. */
 int qz_hessian_set_full(qz_hessian *H, const float *h /* [d, d] */);
 
+/* The same in slabs, so no rank holds the full matrix: every rank passes
+ * rows [r0, r0 + nrows) of H (row-major [nrows, d]; only entries with
+ * column <= row are read), slabs in any order starting with r0 = 0 (which
+ * discards the previous content), then set_finish.  set_rows is not
+ * collective; set_finish is (finiteness check, diagonal). */
+int qz_hessian_set_rows(qz_hessian *H, int64_t r0, int64_t nrows,
+                        const float *h /* [nrows, d] */);
+int qz_hessian_set_finish(qz_hessian *H);
+
 /* Read access. Not collective. */
 int64_t qz_hessian_dim(const qz_hessian *H);
 qz_grid *qz_hessian_grid(const qz_hessian *H);
