@@ -46,7 +46,8 @@ static times run(MPI_Comm c, int64_t out, int64_t in, int64_t ntok) {
   times t = {0, 0, 0};
   qz_grid *grid = NULL;
   qz_hessian *H = NULL;
-  if (qz_grid_create(c, 128, &grid) || qz_hessian_create(grid, in, &H))
+  int nb = getenv("QZ_BENCH_NB") ? atoi(getenv("QZ_BENCH_NB")) : 128;
+  if (qz_grid_create(c, nb, &grid) || qz_hessian_create(grid, in, &H))
     die("setup");
   int64_t t0, tn, r0, nr;
   qz_split_even(ntok, P, rank, &t0, &tn);

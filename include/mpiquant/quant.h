@@ -38,7 +38,7 @@ void qz_quant_params(const float *x, int64_t n, int64_t stride, int bits,
 
 /* Round half to even in the default rounding mode, inline: adding and
  * subtracting 1.5 * 2^23 rounds exactly like rintf for |x| < 2^22 (no
- * libm call on baseline x86-64, which lacks roundss). */
+ * libm call on baseline x86-64, which lacks roundss). Not collective. */
 static inline float qz_rint(float x) {
   const float magic = 12582912.0f; /* 1.5 * 2^23 */
   if (fabsf(x) < 4194304.0f) {
@@ -48,7 +48,8 @@ static inline float qz_rint(float x) {
   return rintf(x);
 }
 
-/* Quantize one value; returns the code, *q the dequantized value. */
+/* Quantize one value; returns the code, *q the dequantized value.
+ * Not collective. */
 static inline uint8_t qz_quant_one(float x, float scale, float zero,
                                    float maxq, float *q) {
   float c = qz_rint(x / scale) + zero;
