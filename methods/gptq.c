@@ -43,7 +43,9 @@ typedef struct {
 } sweep;
 
 /* w[k] -= e * u[k]: the reference's rank-1 update (product, then
- * subtraction: no FMA), vectorized (gptq.c is built with -O3). */
+ * subtraction: no FMA even on AVX2, -ffp-contract=off), vectorized (gptq.c
+ * is built with -O3; an AVX2 clone is picked at load time when available). */
+__attribute__((target_clones("avx2", "default")))
 static void axpy_sub(float *restrict w, const float *restrict u, float e,
                      int64_t n) {
   for (int64_t k = 0; k < n; k++) w[k] -= e * u[k];
