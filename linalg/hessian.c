@@ -357,16 +357,33 @@ int qz_hessian_get_rows(qz_hessian *H, int64_t r0, int64_t nrows,
   const int nb = H->nb;
   memset(out, 0, (size_t)nrows * d * sizeof(double));
   /* H[i][j] for i in rows: lower entries (i >= j) at (i, j), upper ones at
-   * (j, i); each is owned by exactly one rank, the sum assembles them. */
-  for (int64_t jl = 0; jl < H->nloc; jl++) {
+   * (j, i); each is owned by exactly one rank, the sum assembles them.
+   * Local indices are increasing in the global index, so the local rows
+   * (columns) inside [r0, r1) are one contiguous range: visiting only those
+   * costs O(nb * (mloc + nloc)) per panel instead of O(mloc * nloc). */
+  const int64_t r1 = r0 + nrows;
+  int64_t ila = 0, ilb = 0, jla = 0, jlb = 0;
+  while (ila < H->mloc && qz_bc_global(ila, nb, H->myr, H->pr) < r0) ila++;
+  for (ilb = ila; ilb < H->mloc && qz_bc_global(ilb, nb, H->myr, H->pr) < r1;)
+    ilb++;
+  while (jla < H->nloc && qz_bc_global(jla, nb, H->myc, H->pc) < r0) jla++;
+  for (jlb = jla; jlb < H->nloc && qz_bc_global(jlb, nb, H->myc, H->pc) < r1;)
+    jlb++;
+  for (int64_t jl = 0; jl < H->nloc; jl++) { /* lower: rows i in range */
+    int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
+    const double *col = H->a + jl * H->lld;
+    for (int64_t il = ila; il < ilb; il++) {
+      int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
+      if (i < j) continue;
+      out[(i - r0) * d + j] = i == j ? H->diag[i] : col[il]; /* storage diag: factor */
+    }
+  }
+  for (int64_t jl = jla; jl < jlb; jl++) { /* upper: rows j in range */
     int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
     const double *col = H->a + jl * H->lld;
     for (int64_t il = 0; il < H->mloc; il++) {
       int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
-      if (i < j) continue;
-      double v = i == j ? H->diag[i] : col[il]; /* storage diag: factor */
-      if (i >= r0 && i < r0 + nrows) out[(i - r0) * d + j] = v;
-      if (j >= r0 && j < r0 + nrows && i != j) out[(j - r0) * d + i] = v;
+      if (i > j) out[(j - r0) * d + i] = col[il];
     }
   }
   QZ_CHECK((int64_t)nrows * d < (1LL << 31), QZ_ERR_ARG,

@@ -5,10 +5,12 @@
 
 extern const qz_method_ops qz_method_rtn;
 extern const qz_method_ops qz_method_gptq;
+extern const qz_method_ops qz_method_quantease;
 
 static const qz_method_ops *const registry[] = {
     &qz_method_rtn,
     &qz_method_gptq,
+    &qz_method_quantease,
     NULL,
 };
 
@@ -18,7 +20,7 @@ const qz_method_ops *qz_method_find(const char *name) {
   return NULL;
 }
 
-const char *qz_method_names(void) { return "rtn, gptq"; }
+const char *qz_method_names(void) { return "rtn, gptq, quantease"; }
 
 qz_method_opts qz_method_opts_default(void) {
   return (qz_method_opts){.spec = {.bits = 4, .groupsize = 128, .sym = 0},
@@ -26,5 +28,7 @@ qz_method_opts qz_method_opts_default(void) {
                           .static_groups = 0,
                           .blocksize = 128,
                           .percdamp = 0.01,
-                          .percdamp_max = 1.0};
+                          .percdamp_max = 1.0,
+                          .iters = 30,
+                          .qe_init = 0};
 }

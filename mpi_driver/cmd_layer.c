@@ -13,6 +13,7 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/method.h"
+#include "mpiquant/quantease.h"
 #include "mpiquant/safetensors.h"
 #include "mpiquant/timing.h"
 
@@ -21,13 +22,16 @@ static void usage(void) {
       "usage: mpiquant layer --in CASE.safetensors --method rtn|gptq --bits B\n"
       "         [--group G] [--sym] [--act-order] [--static-groups]\n"
       "         [--damp 0.01] [--blocksize 128] [--from-x] [--nsamples N]\n"
-      "         [--nb 128] --out RESULT.safetensors\n\n"
+      "         [--nb 128] [--iters 30] [--qe-init gptq|rtn]\n"
+      "         --out RESULT.safetensors\n\n"
       "Reads W [out,in] and H [in,in] (or X [tokens,in] when H is absent or\n"
       "--from-x is given: H = 2/N X^T X accumulated over ranks, N = --nsamples,\n"
       "else the file's 'nsamples' metadata, else the number of rows of X).\n"
       "Writes Q, codes, scale, zero, perm, g_idx, losses and metadata\n"
       "(loss_total, damp_used, options).  --group -1 = per channel (default).\n"
-      "--nb: ScaLAPACK block size of the distributed Hessian.\n");
+      "--nb: ScaLAPACK block size of the distributed Hessian.\n"
+      "quantease: --iters coordinate-descent sweeps, --qe-init start\n"
+      "(objective per sweep in the 'objective' metadata).\n");
 }
 
 typedef struct {
@@ -69,6 +73,13 @@ static int parse(int argc, char **argv, layer_args *a) {
       NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1 << 16, &l)); a->mo.blocksize = (int)l;
     } else if (!strcmp(o, "--nb")) {
       NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1 << 16, &l)); a->nb = (int)l;
+    } else if (!strcmp(o, "--iters")) {
+      NEEDV(); QZ_CALL(qz_cli_int(o, v, 0, 1 << 20, &l)); a->mo.iters = (int)l;
+    } else if (!strcmp(o, "--qe-init")) {
+      NEEDV();
+      QZ_CHECK(!strcmp(v, "gptq") || !strcmp(v, "rtn"), QZ_ERR_USAGE,
+               "layer: --qe-init must be gptq or rtn, got '%s'", v);
+      a->mo.qe_init = strcmp(v, "rtn") ? QZ_QE_INIT_GPTQ : QZ_QE_INIT_RTN;
     } else if (!strcmp(o, "--nsamples")) {
       NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1L << 40, &l)); a->nsamples = l;
     } else
@@ -159,6 +170,9 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   if (!st) st = qz_alloc((size_t)(nrows * ng), sizeof(float), "scale", &res.scale);
   if (!st) st = qz_alloc((size_t)(nrows * ng), sizeof(float), "zero", &res.zero);
   if (!st) st = qz_alloc((size_t)nrows, sizeof(float), "losses", &res.losses);
+  if (!st && !strcmp(a.method, "quantease"))
+    st = qz_calloc((size_t)a.mo.iters + 1, sizeof(double), "objective",
+                   &res.objective);
   if (!st) st = qz_alloc((size_t)in_f, sizeof(int32_t), "g_idx", &res.g_idx);
   if (!st) st = qz_alloc((size_t)in_f, sizeof(int32_t), "perm", &res.perm);
   qz_timer_stop(QZ_PHASE_LOAD);
@@ -259,6 +273,20 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
     META("hessian", "%s", !ops->needs_hessian ? "none"
                           : (a.from_x || !qz_st_find(in, "H")) ? "X" : "H");
     META("nranks", "%d", ctx->size);
+    if (!st && res.objective) {
+      META("iters", "%d", a.mo.iters);
+      META("qe_init", "%s", a.mo.qe_init == QZ_QE_INIT_RTN ? "rtn" : "gptq");
+      size_t cap = (size_t)(a.mo.iters + 1) * 26 + 1, len = 0;
+      char *obj = malloc(cap);
+      if (!obj)
+        st = qz_error_set(QZ_ERR_MEM, __FILE__, __LINE__, __func__,
+                          "layer: no memory for the objective metadata");
+      for (int k = 0; !st && k <= a.mo.iters; k++)
+        len += (size_t)snprintf(obj + len, cap - len, "%s%.17g", k ? "," : "",
+                                res.objective[k]);
+      if (!st) st = qz_st_writer_meta(wr, "objective", obj);
+      free(obj);
+    }
 #undef META
     if (!st) st = qz_st_writer_add(wr, "Q", QZ_DT_F32, 2, s2, all_q);
     if (!st) st = qz_st_writer_add(wr, "codes", QZ_DT_U8, 2, s2, all_codes);
@@ -290,6 +318,7 @@ done:
   qz_free(&res.scale);
   qz_free(&res.zero);
   qz_free(&res.losses);
+  qz_free(&res.objective);
   qz_free(&res.g_idx);
   qz_free(&res.perm);
   qz_free(&all_q);

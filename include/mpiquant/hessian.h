@@ -112,7 +112,10 @@ int64_t qz_hessian_bytes(const qz_hessian *H);
 int64_t qz_hessian_peak_transient_bytes(const qz_hessian *H);
 
 /* H[i, j] of the ready matrix gathered into `out` [nrows, d] row-major for
- * rows [r0, r0 + nrows) (tests, small debugging).  Collective. */
+ * rows [r0, r0 + nrows) (tests; QuantEase streams H in such panels).
+ * Local work O(nrows * d / P'), one Allreduce of nrows * d doubles; valid
+ * also after prepare (reads the lower triangle and the saved diagonal).
+ * Collective; r0, nrows must match. */
 int qz_hessian_get_rows(qz_hessian *H, int64_t r0, int64_t nrows,
                         double *out /* [nrows, d] */);
 

@@ -26,6 +26,9 @@ typedef struct {
   int blocksize;       /* GPTQ lazy-batch width (<= 0: 128) */
   double percdamp;     /* GPTQ relative damping (reference 0.01) */
   double percdamp_max; /* damping ladder cap (<= 0: 1.0) */
+  /* appended for QuantEase (quantease.h) */
+  int iters;           /* coordinate-descent sweeps (default 30) */
+  int qe_init;         /* QZ_QE_INIT_GPTQ (0, default) or QZ_QE_INIT_RTN */
 } qz_method_opts;
 
 /* Reference defaults: 4 bits, group 128, asym, blocksize 128, damp 0.01.
@@ -54,6 +57,9 @@ typedef struct {
   double loss_local;    /* sum of losses over this rank's rows */
   double percdamp_used; /* after the damping ladder (GPTQ) */
   int64_t ndead;        /* dead input columns (GPTQ) */
+  /* appended: per-sweep objective (QuantEase: [iters + 1], element 0 = the
+   * initial solution; summed over all rows and ranks); optional */
+  double *objective;
 } qz_layer_result;
 
 typedef struct qz_method_ops {
@@ -68,7 +74,7 @@ typedef struct qz_method_ops {
   void (*destroy)(void **state); /* accepts NULL state, NULLs it */
 } qz_method_ops;
 
-/* "rtn", "gptq"; NULL if unknown. Not collective. */
+/* "rtn", "gptq", "quantease"; NULL if unknown. Not collective. */
 const qz_method_ops *qz_method_find(const char *name);
 /* Comma-separated list of registered names (for usage text). Not
  * collective. */

@@ -1,0 +1,48 @@
+/* QuantEase (Behdin et al. 2023): cyclic coordinate descent on the layer
+ * objective
+ *
+ *   f(Q) = 1/2 sum_r (W' - Q)_r Hd (W' - Q)_r^T
+ *
+ * (W' = W with dead input columns zeroed, Hd = H with the dead fix and the
+ * relative damping of chol.h: the GPTQ proxy loss of golden README rule 17,
+ * so GPTQ and QuantEase losses compare directly).  One coordinate update is
+ * the exact minimiser over the (row, group) quantization grid given all other
+ * entries:  u = Q_rj + R_rj / Hd_jj, Q_rj <- grid(u), R = (W' - Q) Hd.
+ * No factorization; rows are independent given Hd and are split over ranks
+ * like GPTQ; Hd is streamed in panels of `blocksize` rows every sweep.
+ *
+ * Grid: fixed for all sweeps, the grid of the initial solution: GPTQ's
+ * per-(row, group) scale/zero (default; its solution is then feasible and
+ * every sweep can only lower its loss), or the RTN min/max grid of the
+ * original W (--qe-init rtn), which is the grid the paper computes.
+ * See docs/quantease.md. */
+#ifndef MPIQUANT_QUANTEASE_H
+#define MPIQUANT_QUANTEASE_H
+
+#include "mpiquant/method.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+enum { QZ_QE_INIT_GPTQ = 0, QZ_QE_INIT_RTN = 1 };
+
+/* Rows per sgemm, aligned to the global row index (as GPTQ: results do not
+ * depend on how rows are split over ranks). */
+#define QZ_QE_ROW_TILE 128
+
+/* Initialise (GPTQ or RTN, opts->qe_init), then opts->iters sweeps.
+ * res->objective (optional) gets iters + 1 values, summed over all ranks:
+ * element 0 is the exact objective of the initial solution, element t the
+ * objective after sweep t tracked from exact per-update changes (each update
+ * is kept only if its change is negative, so the sequence never increases);
+ * res->losses / loss_local are the exact per-row objective of the result
+ * (one more pass).  Collective on the Hessian's grid communicator; opts must
+ * match on every rank. */
+int qz_quantease_quantize(const qz_method_opts *opts, const qz_layer *layer,
+                          qz_layer_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
