@@ -30,6 +30,7 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/method.h"
+#include "mpiquant/quantease.h"
 #include "mpiquant/model.h"
 #include "mpiquant/shard.h"
 #include "mpiquant/timing.h"
@@ -44,6 +45,8 @@ typedef struct {
   long blocks_per_file, zstd_level, snapshot_every;
   double damp;
   int sym, act_order, static_groups, true_sequential, resume;
+  long iters;  /* quantease */
+  int qe_init; /* quantease: QZ_QE_INIT_GPTQ / QZ_QE_INIT_RTN */
 } qopts;
 
 static void usage(void) {
@@ -61,7 +64,7 @@ static void usage(void) {
       "                       window per line: used as the windows, in order)\n"
       "  --nsamples N         calibration windows (default 128)\n"
       "  --seqlen L           tokens per window (default min(2048, max_position))\n"
-      "  --method M           rtn | gptq (default gptq)\n"
+      "  --method M           rtn | gptq | quantease (default gptq)\n"
       "  --bits B             2..8 (default 4)\n"
       "  --group G            group size along the input, -1 = per channel (128)\n"
       "  --sym                symmetric quantization (default asymmetric)\n"
@@ -70,6 +73,8 @@ static void usage(void) {
       "  --damp F             GPTQ relative damping (default 0.01); raised along a\n"
       "                       x10 ladder when a Hessian is not positive definite\n"
       "  --blocksize B        GPTQ lazy-batch width (default 128)\n"
+      "  --iters N            QuantEase coordinate-descent sweeps (default 30)\n"
+      "  --qe-init gptq|rtn   QuantEase start and grid (default gptq)\n"
       "  --no-true-sequential all groups of a block from the unquantized forward\n"
       "  --layers A:B         quantize blocks A..B-1 only (default all)\n"
       "  --out CKPT           checkpoint directory\n"
@@ -108,10 +113,11 @@ static int parse(int argc, char **argv, qopts *o) {
       {"layers", 1, 0, 'l'},        {"out", 1, 0, 'o'},
       {"resume", 0, 0, 'r'},        {"blocks-per-file", 1, 0, 'K'},
       {"snapshot-every", 1, 0, 'E'}, {"zstd-level", 1, 0, 'z'},
-      {"grid-nb", 1, 0, 'G'},       {0, 0, 0, 0}};
+      {"grid-nb", 1, 0, 'G'},       {"iters", 1, 0, 'I'},
+      {"qe-init", 1, 0, 'Q'},       {0, 0, 0, 0}};
   *o = (qopts){.method = "gptq", .nsamples = 128, .bits = 4, .group = 128,
                .blocksize = 128, .nb = 128, .layer_end = -1, .damp = 0.01,
-               .zstd_level = 3, .true_sequential = 1};
+               .zstd_level = 3, .true_sequential = 1, .iters = 30};
   optind = 0;
   opterr = 0;
   int c;
@@ -140,6 +146,12 @@ static int parse(int argc, char **argv, qopts *o) {
       case 'E': QZ_CALL(qz_cli_int("--snapshot-every", optarg, 1, 1L << 20, &o->snapshot_every)); break;
       case 'z': QZ_CALL(qz_cli_int("--zstd-level", optarg, 1, 19, &o->zstd_level)); break;
       case 'G': QZ_CALL(qz_cli_int("--grid-nb", optarg, 8, 4096, &o->nb)); break;
+      case 'I': QZ_CALL(qz_cli_int("--iters", optarg, 0, 1L << 20, &o->iters)); break;
+      case 'Q':
+        QZ_CHECK(!strcmp(optarg, "gptq") || !strcmp(optarg, "rtn"), QZ_ERR_USAGE,
+                 "quantize: --qe-init must be gptq or rtn, got '%s'", optarg);
+        o->qe_init = strcmp(optarg, "rtn") ? QZ_QE_INIT_GPTQ : QZ_QE_INIT_RTN;
+        break;
       default:
         QZ_FAIL(QZ_ERR_USAGE, "quantize: unknown or incomplete option '%s' (see "
                 "mpiquant quantize --help)", argv[optind - 1]);
@@ -258,6 +270,9 @@ static char *options_json(const qopts *o, int64_t nwin, int64_t L, uint64_t cali
       o->true_sequential, "nsamples", (json_int_t)nwin, "seqlen", (json_int_t)L,
       "calib_fnv1a", h, "layer_begin", (int)o->layer_begin, "layer_end",
       (int)o->layer_end);
+  if (j && !strcmp(o->method, "quantease"))
+    json_object_set_new(j, "quantease", json_pack("{s:i, s:s}", "iters",
+                        (int)o->iters, "init", o->qe_init ? "rtn" : "gptq"));
   char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(j);
   return s;
@@ -472,6 +487,8 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   r.mo.static_groups = o.static_groups;
   r.mo.blocksize = (int)o.blocksize;
   r.mo.percdamp = o.damp;
+  r.mo.iters = (int)o.iters;
+  r.mo.qe_init = o.qe_init;
   QZ_CALL_DONE(r.ops->setup(&r.mo, &r.mstate));
   int need_calib = r.ops->needs_hessian;
   QZ_CHECK_DONE(!need_calib || o.calib || o.calib_tokens, QZ_ERR_USAGE,
