@@ -35,7 +35,7 @@ typedef struct {
   const uint8_t *dead;   /* [n] */
   const int32_t *gidx;   /* [n] group of each original column */
   const float *scale, *zero; /* [m, ng] fixed grid */
-  const float *wp;       /* [m, n] W with dead columns zeroed */
+  float *wp;             /* [m, n] CD target: W' (dead columns zeroed) - hs */
   float *q;              /* [m, n] current dequantized solution */
   uint8_t *codes;        /* [m, n] */
   float *d;              /* [mp, n] W' - Q, padding rows stay 0 */
@@ -43,6 +43,14 @@ typedef struct {
   double *hp;            /* [B, n] f64 panel of H */
   float *p;              /* [B, n] f32 panel of Hd */
   double *loss;          /* [m] exact-pass per-row objective */
+  /* outlier-aware variant (S->s_out > 0) */
+  int64_t s_out;         /* outliers in the whole layer */
+  int64_t row0;          /* global index of local row 0 */
+  double eta;            /* IHT step */
+  float *w0;             /* [m, n] W' (wp = W' - hs is the CD target) */
+  float *hs;             /* [m, n] sparse part, dense storage */
+  float *cand;           /* [m, n] IHT candidate hs + eta R */
+  uint64_t *keys;        /* [m n] selection keys */
 } qe;
 
 /* Rows [j1, j1 + bk) of Hd = H + dead fix + lambda I, as f32. Collective. */
@@ -120,10 +128,127 @@ static int pass(qe *S, int cd, double *acc, int64_t *nchg) {
         double l = 0.0;
         for (int64_t i = 0; i < bk; i++) l += (double)dr[i] * (double)rr[i];
         S->loss[r] += 0.5 * l;
+        if (S->s_out > 0) { /* IHT candidate: hs - eta grad, grad = -R */
+          const float *hr = S->hs + r * S->n + j1;
+          float *cr = S->cand + r * S->n + j1;
+          for (int64_t i = 0; i < bk; i++)
+            cr[i] = hr[i] + (float)S->eta * rr[i];
+        }
       }
     }
   }
   return QZ_OK;
+}
+
+
+/* ---- outliers: global top-s by magnitude, iterative hard thresholding -- */
+
+/* Key: |v| bits (monotone for non-negative floats), ties broken by the
+ * smaller flat index, so the selection is unique and np-independent. */
+static inline uint64_t sel_key(float v, uint64_t flat) {
+  float a = fabsf(v);
+  uint32_t b;
+  memcpy(&b, &a, sizeof b);
+  return ((uint64_t)b << 32) | (uint64_t)(0xFFFFFFFFu - (uint32_t)flat);
+}
+
+static int cmp_desc(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? 1 : (x > y ? -1 : 0);
+}
+
+/* Move the k largest of x[0..n) to the front (any order). */
+static void top_k(uint64_t *x, int64_t n, int64_t k) {
+  int64_t lo = 0, hi = n - 1;
+  while (lo < hi && k > 0 && k < n) {
+    uint64_t piv = x[lo + (hi - lo) / 2];
+    int64_t i = lo, j = hi;
+    while (i <= j) {
+      while (x[i] > piv) i++;
+      while (x[j] < piv) j--;
+      if (i <= j) {
+        uint64_t t = x[i]; x[i] = x[j]; x[j] = t;
+        i++; j--;
+      }
+    }
+    if (k - 1 <= j) hi = j;
+    else if (k - 1 >= i) lo = i;
+    else break;
+  }
+}
+
+/* Count of keys >= t in the descending list x[0..n). */
+static int64_t count_ge(const uint64_t *x, int64_t n, uint64_t t) {
+  int64_t lo = 0, hi = n; /* first index with x < t */
+  while (lo < hi) {
+    int64_t mid = lo + (hi - lo) / 2;
+    if (x[mid] >= t) lo = mid + 1; else hi = mid;
+  }
+  return lo;
+}
+
+/* hs = v on the s_out entries of largest |v| over all ranks, 0 elsewhere;
+ * then the CD target wp = w0 - hs and the residual D = wp - q.
+ * Collective (64 allreduces of one count). */
+static int iht_select(qe *S, const float *v /* [m, n] */) {
+  const int64_t mn = S->m * S->n;
+  for (int64_t i = 0; i < mn; i++)
+    S->keys[i] = sel_key(v[i], (uint64_t)(S->row0 * S->n + i));
+  int64_t k = S->s_out < mn ? S->s_out : mn;
+  top_k(S->keys, mn, k);
+  qsort(S->keys, (size_t)k, sizeof(uint64_t), cmp_desc);
+  uint64_t t = 0;
+  for (int bit = 63; bit >= 0; bit--) {
+    uint64_t c = t | ((uint64_t)1 << bit);
+    int64_t cnt = count_ge(S->keys, k, c);
+    QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &cnt, 1, MPI_INT64_T, MPI_SUM,
+                              S->comm));
+    if (cnt >= S->s_out) t = c;
+  }
+  for (int64_t r = 0; r < S->m; r++)
+    for (int64_t j = 0; j < S->n; j++) {
+      int64_t i = r * S->n + j;
+      int on = sel_key(v[i], (uint64_t)(S->row0 * S->n + i)) >= t;
+      S->hs[i] = on ? v[i] : 0.0f;
+      float tw = S->w0[i] - S->hs[i];
+      S->wp[i] = tw;
+      if (S->q) S->d[(S->pad0 + r) * S->n + j] = tw - S->q[i];
+    }
+  return QZ_OK;
+}
+
+/* Largest eigenvalue of Hd by power iteration (16 products, panel by
+ * panel).  Converges from below; the reference's step 1 / (2 lambda) is a
+ * descent step as long as the estimate is >= lambda_max / 2.  Collective. */
+static int lambda_max(qe *S, double *lam) {
+  const int64_t n = S->n;
+  float *v = NULL, *w = NULL;
+  int st = qz_alloc((size_t)(2 * n), sizeof(float), "power iteration", &v);
+  if (st) return st;
+  w = v + n;
+  for (int64_t j = 0; j < n; j++) v[j] = 1.0f + 0.01f * (float)(j % 7);
+  double l = 0.0;
+  for (int it = 0; it < 16 && !st; it++) {
+    for (int64_t j1 = 0; j1 < n && !st; j1 += S->B) {
+      int64_t bk = S->B < n - j1 ? S->B : n - j1;
+      st = fetch_panel(S, j1, bk);
+      if (!st)
+        cblas_sgemv(CblasRowMajor, CblasNoTrans, (int)bk, (int)n, 1.0f, S->p,
+                    (int)n, v, 1, 0.0f, w + j1, 1);
+    }
+    double vw = 0, vv = 0, ww = 0;
+    for (int64_t j = 0; j < n; j++) {
+      vw += (double)v[j] * w[j];
+      vv += (double)v[j] * v[j];
+      ww += (double)w[j] * w[j];
+    }
+    l = vv > 0 ? vw / vv : 0.0;
+    double nw = sqrt(ww);
+    for (int64_t j = 0; j < n; j++) v[j] = nw > 0 ? (float)(w[j] / nw) : 0.0f;
+  }
+  qz_free(&v);
+  *lam = l;
+  return st;
 }
 
 /* Exact start objective, the sweeps, the exact final objective.
@@ -138,18 +263,33 @@ static int sweeps(qe *S, const qz_method_opts *o, qz_layer_result *res,
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, f, 1, MPI_DOUBLE, MPI_SUM, comm));
   double obj = f[0], obj0 = f[0];
   if (res->objective) res->objective[0] = obj;
+  if (S->s_out > 0) {
+    double lam = 0.0;
+    QZ_CALL(lambda_max(S, &lam));
+    S->eta = lam > 0 ? 1.0 / (2.0 * lam) : 0.0;
+    qz_debug("%s: QuantEase outliers: %lld, lambda_max(Hd) ~ %.6g", name,
+             (long long)S->s_out, lam);
+  }
   int it = 0;
   for (; it < o->iters; it++) {
     double acc = 0.0;
     int64_t nchg = 0;
+    /* outliers: IHT step from the gradient of the last exact pass */
+    if (S->s_out > 0 && it > 0) QZ_CALL(iht_select(S, S->cand));
     QZ_CALL(pass(S, 1, &acc, &nchg));
     double v[2] = {0.5 * acc, (double)nchg};
     QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_DOUBLE, MPI_SUM, comm));
     obj += v[0];
+    if (S->s_out > 0) { /* exact objective (the IHT step is not tracked) */
+      QZ_CALL(pass(S, 0, NULL, NULL));
+      obj = 0.0;
+      for (int64_t i = 0; i < m; i++) obj += S->loss[i];
+      QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &obj, 1, MPI_DOUBLE, MPI_SUM, comm));
+    }
     if (res->objective) res->objective[it + 1] = obj;
     qz_debug("%s: QuantEase sweep %d: objective %.9g (%.0f coordinates changed)",
              name, it + 1, obj, v[1]);
-    if (v[1] == 0.0) { /* a fixed point: later sweeps would change nothing */
+    if (v[1] == 0.0 && S->s_out == 0) { /* a fixed point: later sweeps would change nothing */
       for (int k = it + 1; res->objective && k < o->iters; k++)
         res->objective[k + 1] = obj;
       it++;
@@ -166,6 +306,18 @@ static int sweeps(qe *S, const qz_method_opts *o, qz_layer_result *res,
   f[1] = res->loss_local;
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, f + 1, 1, MPI_DOUBLE, MPI_SUM, comm));
   if (res->q) memcpy(res->q, S->q, (size_t)(m * n) * sizeof(float));
+  if (S->s_out > 0) {
+    int64_t c = 0;
+    for (int64_t i = 0; i < m * n; i++) c += S->hs[i] != 0.0f;
+    QZ_CALL(qz_alloc((size_t)c + 1, sizeof(int64_t), "outlier index", &res->outlier_idx));
+    QZ_CALL(qz_alloc((size_t)c + 1, sizeof(float), "outlier values", &res->outlier_val));
+    res->noutliers = 0;
+    for (int64_t i = 0; i < m * n; i++)
+      if (S->hs[i] != 0.0f) {
+        res->outlier_idx[res->noutliers] = S->row0 * n + i;
+        res->outlier_val[res->noutliers++] = S->hs[i];
+      }
+  }
   if (qz_grid_rank(qz_hessian_grid(S->H)) == 0)
     qz_info("%s: QuantEase (%s init) objective %.6g -> %.6g after %d sweep(s) "
             "(tracked %.6g, rel diff %.1e); init %.2f s, sweeps %.2f s", name,
@@ -183,6 +335,9 @@ static int check_input(const qz_method_opts *o, const qz_layer *L) {
   QZ_CHECK(o->qe_init == QZ_QE_INIT_GPTQ || o->qe_init == QZ_QE_INIT_RTN,
            QZ_ERR_ARG, "%s: unknown QuantEase initialisation %d", name,
            o->qe_init);
+  QZ_CHECK(o->outlier_frac >= 0 && o->outlier_frac < 1, QZ_ERR_ARG,
+           "%s: QuantEase outlier fraction must be in [0, 1), got %g", name,
+           o->outlier_frac);
   QZ_CHECK(qz_hessian_dim(L->H) == L->in_features, QZ_ERR_ARG,
            "%s: Hessian is %lld x %lld, W has %lld input columns", name,
            (long long)qz_hessian_dim(L->H), (long long)qz_hessian_dim(L->H),
@@ -198,7 +353,7 @@ static int check_input(const qz_method_opts *o, const qz_layer *L) {
 /* RTN start: the min/max grid of the original W (the paper's grid), dead
  * columns and damping from the diagonal as chol.h defines them. */
 static int init_rtn(const qz_method_opts *o, const qz_layer *L,
-                    qz_layer_result *res, uint8_t *dead, double *lambda) {
+                    qz_layer_result *res, const uint8_t *dead, double *lambda) {
   const int64_t n = L->in_features;
   const double *dg = qz_hessian_diag(L->H);
   QZ_CHECK(dg, QZ_ERR_ARG, "%s: QuantEase needs a ready Hessian",
@@ -206,7 +361,6 @@ static int init_rtn(const qz_method_opts *o, const qz_layer *L,
   double sum = 0.0;
   int64_t nd = 0;
   for (int64_t j = 0; j < n; j++) {
-    dead[j] = dg[j] == 0.0;
     nd += dead[j];
     sum += dead[j] ? 1.0 : dg[j];
   }
@@ -243,19 +397,55 @@ int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
   r.objective = NULL;
   QZ_CALL_DONE(qz_error_agree(comm, st));
 
-  /* initial solution and its grid */
-  const double t_init = MPI_Wtime();
-  if (o->qe_init == QZ_QE_INIT_GPTQ) {
-    QZ_CALL_DONE(qz_gptq_quantize(o, L, &r));
-    const qz_prepare_info *pi = qz_hessian_prepared(L->H);
-    S.dead = pi->dead;
-    S.lambda = pi->lambda;
-  } else {
-    st = qz_alloc((size_t)n, 1, "dead columns", &dead);
-    if (!st) st = init_rtn(o, L, &r, dead, &S.lambda);
-    QZ_CALL_DONE(qz_error_agree(comm, st));
-    S.dead = dead;
+  S.row0 = L->row0;
+  if (m > 0) {
+    int64_t g0 = L->row0, g1 = L->row0 + m;
+    int64_t t0 = g0 - g0 % S.T, t1 = (g1 + S.T - 1) / S.T * S.T;
+    S.mp = t1 - t0;
+    S.pad0 = g0 - t0;
   }
+  S.s_out = o->outlier_frac > 0
+                ? llround(o->outlier_frac * (double)L->out_features * (double)n)
+                : 0;
+  st = qz_alloc((size_t)(m * n), sizeof(float), "QuantEase target", &wp);
+  if (!st && S.s_out > 0) {
+    if (L->out_features * n > (int64_t)UINT32_MAX)
+      st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
+                        "%s: outlier selection supports layers of < 2^32 "
+                        "weights, this one has %lld x %lld", name,
+                        (long long)L->out_features, (long long)n);
+    if (!st) st = qz_alloc((size_t)(m * n), sizeof(float), "W'", &S.w0);
+    if (!st) st = qz_calloc((size_t)(m * n), sizeof(float), "outliers", &S.hs);
+    if (!st) st = qz_calloc((size_t)(m * n), sizeof(float), "IHT candidate", &S.cand);
+    if (!st) st = qz_alloc((size_t)(m * n) + 1, sizeof(uint64_t), "selection keys", &S.keys);
+  }
+  if (!st) st = qz_alloc((size_t)n, 1, "dead columns", &dead);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  S.wp = wp;
+  {
+    const double *dg = qz_hessian_diag(L->H);
+    QZ_CHECK_DONE(dg, QZ_ERR_ARG, "%s: QuantEase needs a ready Hessian", name);
+    for (int64_t j = 0; j < n; j++) dead[j] = dg[j] == 0.0;
+  }
+  for (int64_t i = 0; i < m; i++)
+    for (int64_t j = 0; j < n; j++)
+      wp[i * n + j] = dead[j] ? 0.0f : L->w[i * n + j]; /* W' */
+  const double t_init = MPI_Wtime();
+  qz_layer L2 = *L;
+  if (S.s_out > 0) { /* initial support: the largest |W'| (as the paper) */
+    memcpy(S.w0, wp, (size_t)(m * n) * sizeof(float));
+    QZ_CALL_DONE(iht_select(&S, S.w0));
+    L2.w = wp; /* start and grid from W' - outliers */
+  }
+
+  /* initial solution and its grid */
+  if (o->qe_init == QZ_QE_INIT_GPTQ) {
+    QZ_CALL_DONE(qz_gptq_quantize(o, &L2, &r));
+    S.lambda = qz_hessian_prepared(L->H)->lambda;
+  } else {
+    QZ_CALL_DONE(qz_error_agree(comm, init_rtn(o, &L2, &r, dead, &S.lambda)));
+  }
+  S.dead = dead;
   res->percdamp_used = r.percdamp_used;
   res->ndead = r.ndead;
   const double t_sweep = MPI_Wtime();
@@ -264,14 +454,7 @@ int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
   S.scale = res->scale;
   S.zero = res->zero;
   S.codes = res->codes;
-  if (m > 0) {
-    int64_t g0 = L->row0, g1 = L->row0 + m;
-    int64_t t0 = g0 - g0 % S.T, t1 = (g1 + S.T - 1) / S.T * S.T;
-    S.mp = t1 - t0;
-    S.pad0 = g0 - t0;
-  }
-  st = qz_alloc((size_t)(m * n), sizeof(float), "QuantEase W'", &wp);
-  if (!st) st = qz_alloc((size_t)(m * n), sizeof(float), "QuantEase Q", &S.q);
+  st = qz_alloc((size_t)(m * n), sizeof(float), "QuantEase Q", &S.q);
   if (!st) st = qz_calloc((size_t)(S.mp * n), sizeof(float), "QuantEase residual", &S.d);
   if (!st) st = qz_alloc((size_t)(S.mp * S.B), sizeof(float), "QuantEase R panel", &S.rj);
   if (!st) st = qz_alloc((size_t)(S.B * n), sizeof(double), "Hessian panel", &S.hp);
@@ -279,16 +462,13 @@ int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
   if (!st) st = qz_calloc((size_t)m, sizeof(double), "QuantEase losses", &S.loss);
   st = qz_error_agree(comm, st);
   if (st) goto stop;
-  S.wp = wp;
   for (int64_t i = 0; i < m; i++)
     for (int64_t j = 0; j < n; j++) {
       const int32_t g = S.gidx[j];
       float sc = S.scale[i * S.ng + g], z = S.zero[i * S.ng + g];
-      float w = S.dead[j] ? 0.0f : L->w[i * n + j];
       float qv = sc * ((float)S.codes[i * n + j] - z); /* qz_quant_one's q */
-      wp[i * n + j] = w;
       S.q[i * n + j] = qv;
-      S.d[(S.pad0 + i) * n + j] = w - qv;
+      S.d[(S.pad0 + i) * n + j] = wp[i * n + j] - qv;
     }
 
   st = sweeps(&S, o, res, name, t_init, t_sweep);
@@ -305,6 +485,10 @@ done:
   qz_free(&S.hp);
   qz_free(&S.p);
   qz_free(&S.loss);
+  qz_free(&S.w0);
+  qz_free(&S.hs);
+  qz_free(&S.cand);
+  qz_free(&S.keys);
   return st;
 }
 

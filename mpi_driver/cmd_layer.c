@@ -22,7 +22,7 @@ static void usage(void) {
       "usage: mpiquant layer --in CASE.safetensors --method rtn|gptq --bits B\n"
       "         [--group G] [--sym] [--act-order] [--static-groups]\n"
       "         [--damp 0.01] [--blocksize 128] [--from-x] [--nsamples N]\n"
-      "         [--nb 128] [--iters 30] [--qe-init gptq|rtn]\n"
+      "         [--nb 128] [--iters 30] [--qe-init gptq|rtn] [--outlier-frac F]\n"
       "         --out RESULT.safetensors\n\n"
       "Reads W [out,in] and H [in,in] (or X [tokens,in] when H is absent or\n"
       "--from-x is given: H = 2/N X^T X accumulated over ranks, N = --nsamples,\n"
@@ -31,7 +31,8 @@ static void usage(void) {
       "(loss_total, damp_used, options).  --group -1 = per channel (default).\n"
       "--nb: ScaLAPACK block size of the distributed Hessian.\n"
       "quantease: --iters coordinate-descent sweeps, --qe-init start\n"
-      "(objective per sweep in the 'objective' metadata).\n");
+      "(objective per sweep in the 'objective' metadata), --outlier-frac\n"
+      "share of weights kept in f32 (tensors outliers_idx, outliers_val).\n");
 }
 
 typedef struct {
@@ -80,6 +81,8 @@ static int parse(int argc, char **argv, layer_args *a) {
       QZ_CHECK(!strcmp(v, "gptq") || !strcmp(v, "rtn"), QZ_ERR_USAGE,
                "layer: --qe-init must be gptq or rtn, got '%s'", v);
       a->mo.qe_init = strcmp(v, "rtn") ? QZ_QE_INIT_GPTQ : QZ_QE_INIT_RTN;
+    } else if (!strcmp(o, "--outlier-frac")) {
+      NEEDV(); QZ_CALL(qz_cli_double(o, v, 0, 0.5, &dv)); a->mo.outlier_frac = dv;
     } else if (!strcmp(o, "--nsamples")) {
       NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1L << 40, &l)); a->nsamples = l;
     } else
@@ -153,6 +156,8 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   qz_layer_result res = {0};
   float *all_q = NULL, *all_scale = NULL, *all_zero = NULL, *all_loss = NULL;
   uint8_t *all_codes = NULL;
+  int64_t *all_oidx = NULL;
+  float *all_oval = NULL;
   qz_st_writer *wr = NULL;
   int64_t out_f = 0, in_f = 0, row0 = 0, nrows = 0, ng = 0;
 
@@ -249,6 +254,22 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   QZ_CALL_DONE(gather_rows(comm, res.scale, nrows, ng, MPI_FLOAT, all_scale));
   QZ_CALL_DONE(gather_rows(comm, res.zero, nrows, ng, MPI_FLOAT, all_zero));
   QZ_CALL_DONE(gather_rows(comm, res.losses, nrows, 1, MPI_FLOAT, all_loss));
+  /* sparse outliers (QuantEase --outlier-frac): gathered in rank order */
+  int64_t nout = res.noutliers;
+  rc = MPI_Allreduce(MPI_IN_PLACE, &nout, 1, MPI_INT64_T, MPI_SUM, comm);
+  if (rc != MPI_SUCCESS) {
+    st = qz_mpi_error(rc, "MPI_Allreduce(outliers)", __FILE__, __LINE__, __func__);
+    goto done;
+  }
+  if (nout > 0) {
+    if (ctx->rank == 0) {
+      st = qz_alloc((size_t)nout, sizeof(int64_t), "outliers (all)", &all_oidx);
+      if (!st) st = qz_alloc((size_t)nout, sizeof(float), "outliers (all)", &all_oval);
+    }
+    QZ_CALL_DONE(qz_error_agree(comm, st));
+    QZ_CALL_DONE(gather_rows(comm, res.outlier_idx, res.noutliers, 1, MPI_INT64_T, all_oidx));
+    QZ_CALL_DONE(gather_rows(comm, res.outlier_val, res.noutliers, 1, MPI_FLOAT, all_oval));
+  }
   if (ctx->rank == 0) {
     char buf[64];
     int64_t s2[2] = {out_f, in_f}, sg[2] = {out_f, ng}, s1[1] = {in_f},
@@ -296,6 +317,11 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
     if (!st) st = qz_st_writer_add(wr, "g_idx", QZ_DT_I32, 1, s1, res.g_idx);
     if (!st && ops->needs_hessian)
       st = qz_st_writer_add(wr, "losses", QZ_DT_F32, 1, so, all_loss);
+    int64_t sn[1] = {nout};
+    if (!st && nout > 0)
+      st = qz_st_writer_add(wr, "outliers_idx", QZ_DT_I64, 1, sn, all_oidx);
+    if (!st && nout > 0)
+      st = qz_st_writer_add(wr, "outliers_val", QZ_DT_F32, 1, sn, all_oval);
     if (!st) st = qz_st_writer_finish(&wr);
     if (!st)
       qz_info("layer: %s %lld x %lld w%d -> %s (loss %.6g, damp %g)", a.method,
@@ -319,6 +345,10 @@ done:
   qz_free(&res.zero);
   qz_free(&res.losses);
   qz_free(&res.objective);
+  qz_free(&res.outlier_idx);
+  qz_free(&res.outlier_val);
+  qz_free(&all_oidx);
+  qz_free(&all_oval);
   qz_free(&res.g_idx);
   qz_free(&res.perm);
   qz_free(&all_q);

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # QuantEase on every golden GPTQ case (stored W and H) at np 1..4, from GPTQ
-# (default) and from RTN: quantease_check.py criteria (objective never
+# (default), from RTN, and with 0.5 % outliers (from GPTQ): quantease_check.py criteria (objective never
 # increases, <= GPTQ's proxy loss, reported losses = f64 proxy loss), and
 # outputs at np > 1 byte-identical to np 1.
 # usage: quantease_golden.sh NP...  (env: QZ_SHARED_DIR, QZ_TEST_TMP, MPIQUANT_BIN, MPIEXEC)
@@ -24,7 +24,11 @@ a += ["--damp", m.get("percdamp", "0.01")]
 print(" ".join(a))
 PY
 }
-for init in gptq rtn; do
+for init in gptq rtn outlier; do
+  case $init in
+    outlier) mo=(--qe-init gptq --outlier-frac 0.005) ;;
+    *) mo=(--qe-init "$init") ;;
+  esac
   for np in "${nps[@]}"; do
     out="$QZ_TEST_TMP/$init/np$np"
     rm -rf "$out"; mkdir -p "$out"
@@ -32,7 +36,7 @@ for init in gptq rtn; do
     for f in "$G"/gptq_*.safetensors; do
       # shellcheck disable=SC2046
       "$MPIEXEC" -n "$np" "$MPIQUANT_BIN" -q layer --in "$f" --method quantease \
-        --iters 30 --qe-init $init $(opts "$f") --out "$out/$(basename "$f")" ||
+        --iters 30 "${mo[@]}" $(opts "$f") --out "$out/$(basename "$f")" ||
         { echo "FAIL: np $np $init $(basename "$f"): mpiquant layer failed"; fail=1; }
     done
     t1=$(date +%s.%N)

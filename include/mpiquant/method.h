@@ -29,6 +29,7 @@ typedef struct {
   /* appended for QuantEase (quantease.h) */
   int iters;           /* coordinate-descent sweeps (default 30) */
   int qe_init;         /* QZ_QE_INIT_GPTQ (0, default) or QZ_QE_INIT_RTN */
+  double outlier_frac; /* QuantEase: share of weights kept in fp (0: none) */
 } qz_method_opts;
 
 /* Reference defaults: 4 bits, group 128, asym, blocksize 128, damp 0.01.
@@ -60,6 +61,12 @@ typedef struct {
   /* appended: per-sweep objective (QuantEase: [iters + 1], element 0 = the
    * initial solution; summed over all rows and ranks); optional */
   double *objective;
+  /* appended: sparse full-precision part (QuantEase --outlier-frac), this
+   * rank's entries; allocated by the method with qz_alloc, freed by the
+   * caller with qz_free.  Dequantized weight = Q + outliers. */
+  int64_t noutliers;
+  int64_t *outlier_idx; /* [noutliers] flat index row * in + col (global row) */
+  float *outlier_val;   /* [noutliers] */
 } qz_layer_result;
 
 typedef struct qz_method_ops {
