@@ -843,6 +843,73 @@ done:
   return st;
 }
 
+int qz_ckpt_write_outliers(qz_ckpt *ck, int block, const char *module,
+                           int64_t nlocal, const int64_t *idx,
+                           const float *val) {
+  QZ_CHECK(ck->file >= 0 && ck->file_index == block / ck->bpf, QZ_ERR_INTERNAL,
+           "qz_ckpt_begin_block(%d) was not called", block);
+  int64_t off = 0, total = nlocal;
+  QZ_CALL_MPI(MPI_Exscan(&nlocal, &off, 1, MPI_INT64_T, MPI_SUM, ck->comm));
+  if (ck->rank == 0) off = 0;
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, ck->comm));
+  if (total == 0) return QZ_OK;
+  char path[256];
+  snprintf(path, sizeof path, "/layers/%d/%s", block, module);
+  hid_t g = H5Gopen2(ck->file, path, H5P_DEFAULT);
+  QZ_CHECK(g >= 0, QZ_ERR_INTERNAL, "qz_ckpt_write_outliers: %s not written yet", path);
+  int st = QZ_OK;
+  hsize_t d1[1] = {(hsize_t)total};
+  QZ_CALL_DONE(write_ds(ck, g, "outliers_idx", H5T_NATIVE_INT64, H5T_STD_I64LE, 1,
+                        d1, off, nlocal, idx, 8));
+  QZ_CALL_DONE(write_ds(ck, g, "outliers_val", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 1,
+                        d1, off, nlocal, val, 4));
+done:
+  H5Gclose(g);
+  return st;
+}
+
+int qz_ckpt_read_outliers(qz_ckpt *ck, int block, const char *module,
+                          int64_t *nnz, int64_t **idx, float **val) {
+  *nnz = 0;
+  *idx = NULL;
+  *val = NULL;
+  QZ_CALL(open_for_read(ck, block));
+  char path[256];
+  snprintf(path, sizeof path, "/layers/%d/%s", block, module);
+  hid_t g = H5Gopen2(ck->file, path, H5P_DEFAULT);
+  QZ_CHECK(g >= 0, QZ_ERR_FORMAT, "checkpoint %s: %s missing", ck->dir, path);
+  int st = QZ_OK;
+  if (H5Lexists(g, "outliers_idx", H5P_DEFAULT) <= 0) goto done;
+  hid_t d = H5Dopen2(g, "outliers_idx", H5P_DEFAULT);
+  hid_t sp = H5Dget_space(d);
+  hsize_t n = 0;
+  H5Sget_simple_extent_dims(sp, &n, NULL);
+  H5Sclose(sp);
+  H5Dclose(d);
+  QZ_CALL_DONE(qz_alloc((size_t)n + 1, sizeof(int64_t), "outlier index", idx));
+  QZ_CALL_DONE(qz_alloc((size_t)n + 1, sizeof(float), "outlier values", val));
+  QZ_CALL_DONE(read_ds(g, "outliers_idx", H5T_NATIVE_INT64, 0, (int64_t)n, *idx));
+  QZ_CALL_DONE(read_ds(g, "outliers_val", H5T_NATIVE_FLOAT, 0, (int64_t)n, *val));
+  *nnz = (int64_t)n;
+done:
+  H5Gclose(g);
+  if (st != QZ_OK) {
+    qz_free(idx);
+    qz_free(val);
+    *nnz = 0;
+    qz_error_prefix("checkpoint %s, %s: ", ck->dir, path);
+  }
+  return st;
+}
+
+void qz_outliers_add_rows(int64_t row0, int64_t nrows, int64_t in, int64_t nnz,
+                          const int64_t *idx, const float *val, float *q) {
+  for (int64_t k = 0; k < nnz; k++) {
+    int64_t r = idx[k] / in;
+    if (r >= row0 && r < row0 + nrows) q[(r - row0) * in + idx[k] % in] += val[k];
+  }
+}
+
 void qz_dequantize_rows(int64_t nrows, int64_t in, int64_t ngroups,
                         const uint8_t *codes, const float *scales,
                         const float *zeros, const int32_t *g_idx, float *q) {

@@ -198,7 +198,8 @@ static int export_linear(qz_ckpt *ck, int rank, shard_set *ss, int layer,
   const char *mod = k_linears[lin];
   QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, mod, &out, &in, &ng, &m));
   QZ_CHECK_DONE(strcmp(m.method, "rtn") == 0 || strcmp(m.method, "gptq") == 0 ||
-                    strcmp(m.method, "awq") == 0,
+                    strcmp(m.method, "awq") == 0 ||
+                    strcmp(m.method, "quantease") == 0,
                 QZ_ERR_UNSUPPORTED,
                 "layer %d %s was quantized with '%s', which has no GPTQ export",
                 layer, mod, m.method);
@@ -211,6 +212,17 @@ static int export_linear(qz_ckpt *ck, int rank, shard_set *ss, int layer,
                 "packs along both dimensions and needs in and out to be "
                 "multiples of 32",
                 layer, mod, (long long)out, (long long)in);
+  {
+    int64_t nnz = 0, *oi = NULL;
+    float *ov = NULL;
+    QZ_CALL_DONE(qz_ckpt_read_outliers(ck, layer, mod, &nnz, &oi, &ov));
+    qz_free(&oi);
+    qz_free(&ov);
+    QZ_CHECK_DONE(nnz == 0, QZ_ERR_UNSUPPORTED,
+                  "model.layers.%d.%s has %lld full-precision outliers "
+                  "(QuantEase --outlier-frac), which the GPTQ format cannot hold",
+                  layer, mod, (long long)nnz);
+  }
   *meta_out = m;
   int64_t rows = rank == 0 ? out : 0;
   QZ_CALL_DONE(qz_alloc((size_t)(rows ? rows : 1), (size_t)in, "codes", &codes));

@@ -47,6 +47,7 @@ typedef struct {
   int sym, act_order, static_groups, true_sequential, resume;
   long iters;  /* quantease */
   int qe_init; /* quantease: QZ_QE_INIT_GPTQ / QZ_QE_INIT_RTN */
+  double outlier_frac; /* quantease */
 } qopts;
 
 static void usage(void) {
@@ -75,6 +76,7 @@ static void usage(void) {
       "  --blocksize B        GPTQ lazy-batch width (default 128)\n"
       "  --iters N            QuantEase coordinate-descent sweeps (default 30)\n"
       "  --qe-init gptq|rtn   QuantEase start and grid (default gptq)\n"
+      "  --outlier-frac F     QuantEase: share of weights kept in f32 (sparse)\n"
       "  --no-true-sequential all groups of a block from the unquantized forward\n"
       "  --layers A:B         quantize blocks A..B-1 only (default all)\n"
       "  --out CKPT           checkpoint directory\n"
@@ -114,7 +116,8 @@ static int parse(int argc, char **argv, qopts *o) {
       {"resume", 0, 0, 'r'},        {"blocks-per-file", 1, 0, 'K'},
       {"snapshot-every", 1, 0, 'E'}, {"zstd-level", 1, 0, 'z'},
       {"grid-nb", 1, 0, 'G'},       {"iters", 1, 0, 'I'},
-      {"qe-init", 1, 0, 'Q'},       {0, 0, 0, 0}};
+      {"qe-init", 1, 0, 'Q'},       {"outlier-frac", 1, 0, 'F'},
+      {0, 0, 0, 0}};
   *o = (qopts){.method = "gptq", .nsamples = 128, .bits = 4, .group = 128,
                .blocksize = 128, .nb = 128, .layer_end = -1, .damp = 0.01,
                .zstd_level = 3, .true_sequential = 1, .iters = 30};
@@ -147,6 +150,7 @@ static int parse(int argc, char **argv, qopts *o) {
       case 'z': QZ_CALL(qz_cli_int("--zstd-level", optarg, 1, 19, &o->zstd_level)); break;
       case 'G': QZ_CALL(qz_cli_int("--grid-nb", optarg, 8, 4096, &o->nb)); break;
       case 'I': QZ_CALL(qz_cli_int("--iters", optarg, 0, 1L << 20, &o->iters)); break;
+      case 'F': QZ_CALL(qz_cli_double("--outlier-frac", optarg, 0.0, 0.5, &o->outlier_frac)); break;
       case 'Q':
         QZ_CHECK(!strcmp(optarg, "gptq") || !strcmp(optarg, "rtn"), QZ_ERR_USAGE,
                  "quantize: --qe-init must be gptq or rtn, got '%s'", optarg);
@@ -271,8 +275,9 @@ static char *options_json(const qopts *o, int64_t nwin, int64_t L, uint64_t cali
       "calib_fnv1a", h, "layer_begin", (int)o->layer_begin, "layer_end",
       (int)o->layer_end);
   if (j && !strcmp(o->method, "quantease"))
-    json_object_set_new(j, "quantease", json_pack("{s:i, s:s}", "iters",
-                        (int)o->iters, "init", o->qe_init ? "rtn" : "gptq"));
+    json_object_set_new(j, "quantease", json_pack("{s:i, s:s, s:f}", "iters",
+                        (int)o->iters, "init", o->qe_init ? "rtn" : "gptq",
+                        "outlier_frac", o->outlier_frac));
   char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(j);
   return s;
@@ -358,6 +363,7 @@ static int quantize_linear(qrun *r, int layer, qz_block_weights *w, qz_linear l,
   double secs = qz_wtime() - t0;
   /* the forward continues with exactly the weights the checkpoint holds */
   qz_dequantize_rows(nr, in, ng, res.codes, res.scale, res.zero, res.g_idx, q);
+  qz_outliers_add_rows(r0, nr, in, res.noutliers, res.outlier_idx, res.outlier_val, q);
   QZ_CALL_DONE(qz_gather_rows_f32(comm, out, in, q, w->w[l]));
   double loss = res.loss_local;
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, comm));
@@ -370,6 +376,10 @@ static int quantize_linear(qrun *r, int layer, qz_block_weights *w, qz_linear l,
   qz_timer_start(QZ_PHASE_WRITE);
   st = qz_ckpt_write_linear(r->ck, layer, qz_linear_name(l), out, in, ng, r0, nr,
                             res.codes, res.scale, res.zero, res.g_idx, res.perm, &meta);
+  st = qz_error_agree(comm, st);
+  if (!st && r->mo.outlier_frac > 0)
+    st = qz_ckpt_write_outliers(r->ck, layer, qz_linear_name(l), res.noutliers,
+                                res.outlier_idx, res.outlier_val);
   qz_timer_stop(QZ_PHASE_WRITE);
   QZ_CALL_DONE(qz_error_agree(comm, st));
   kill_hook(r->ctx->rank, layer);
@@ -388,6 +398,8 @@ done:
   free(res.zero);
   free(res.losses);
   free(res.g_idx);
+  qz_free(&res.outlier_idx);
+  qz_free(&res.outlier_val);
   free(res.perm);
   free(q);
   return st;
@@ -489,6 +501,7 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   r.mo.percdamp = o.damp;
   r.mo.iters = (int)o.iters;
   r.mo.qe_init = o.qe_init;
+  r.mo.outlier_frac = o.outlier_frac;
   QZ_CALL_DONE(r.ops->setup(&r.mo, &r.mstate));
   int need_calib = r.ops->needs_hessian;
   QZ_CHECK_DONE(!need_calib || o.calib || o.calib_tokens, QZ_ERR_USAGE,

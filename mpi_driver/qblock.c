@@ -68,6 +68,12 @@ int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
   QZ_CALL_DONE(qz_error_agree(comm, st));
   QZ_CALL_DONE(qz_ckpt_read_linear(ck, layer, mod, r0, nr, codes, sc, z, gi, NULL));
   qz_dequantize_rows(nr, in, ng, codes, sc, z, gi, q);
+  int64_t nnz = 0, *oidx = NULL;
+  float *oval = NULL;
+  QZ_CALL_DONE(qz_ckpt_read_outliers(ck, layer, mod, &nnz, &oidx, &oval));
+  qz_outliers_add_rows(r0, nr, in, nnz, oidx, oval, q);
+  qz_free(&oidx);
+  qz_free(&oval);
   QZ_CALL_DONE(qz_gather_rows_f32(comm, out, in, q, w));
 done:
   free(codes);

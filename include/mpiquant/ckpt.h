@@ -13,9 +13,13 @@
  *   zeros  f32 [out, ngroups]
  *   g_idx  i32 [in], perm i32 [in]
  * with attributes bits, group_size, sym, act_order, static_groups, method,
- * damp_used, loss (timings are in manifest.json, so that reruns and resumes
+ * damp_used, loss; optionally (QuantEase --outlier-frac) a sparse f32 part
+ *   outliers_idx i64 [nnz]   flat index row * in + col
+ *   outliers_val f32 [nnz]   added to the dequantized weight
+ * (timings are in manifest.json, so that reruns and resumes
  * give bit-identical files). Dequantized weight: Q[r,c] = scales[r,g] *
- * (codes[r,c] - zeros[r,g]), g = g_idx[c] (f32 arithmetic).
+ * (codes[r,c] - zeros[r,g]), g = g_idx[c] (f32 arithmetic), plus the
+ * outliers when present.
  * See docs/checkpoint.md. */
 #ifndef MPIQUANT_CKPT_H
 #define MPIQUANT_CKPT_H
@@ -106,6 +110,22 @@ void qz_dequantize_rows(int64_t nrows, int64_t in, int64_t ngroups,
                         const uint8_t *codes, const float *scales,
                         const float *zeros, const int32_t *g_idx,
                         float *q /* [nrows, in] */);
+
+/* Sparse full-precision part of a linear already written with
+ * qz_ckpt_write_linear: this rank's nlocal entries (any split; stored in
+ * rank order).  Nothing is written when no rank has entries.
+ * Collective on comm. */
+int qz_ckpt_write_outliers(qz_ckpt *ck, int block, const char *module,
+                           int64_t nlocal, const int64_t *idx /* [nlocal] */,
+                           const float *val /* [nlocal] */);
+/* All entries of a linear's sparse part (*nnz = 0 and NULL arrays when it
+ * has none); free the arrays with qz_free.  Collective on comm. */
+int qz_ckpt_read_outliers(qz_ckpt *ck, int block, const char *module,
+                          int64_t *nnz, int64_t **idx, float **val);
+/* q [nrows, in] holds rows [row0, row0 + nrows): add the entries of those
+ * rows. Not collective. */
+void qz_outliers_add_rows(int64_t row0, int64_t nrows, int64_t in, int64_t nnz,
+                          const int64_t *idx, const float *val, float *q);
 
 /* Hidden-state snapshot at the input of block `block`: windows
  * [win0, win0+nwin) of `total_win` on this rank, each [seqlen, hidden] f32.
