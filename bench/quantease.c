@@ -108,8 +108,8 @@ int main(int argc, char **argv) {
   }
   double gs = 2.0 * (double)n * n * n / best / 1e9; /* per rank */
   if (rank == 0) {
-    printf("bench_quantease: %lld x %lld, w4 g128, np %d, RTN start\n",
-           (long long)out, (long long)in, P);
+    printf("bench_quantease: %lld x %lld, w4 g128, np %d, RTN start, "
+           "panels of %d\n", (long long)out, (long long)in, P, QZ_QE_PANEL);
     printf("  0 sweeps (start + 2 exact passes): %.3f s; %d sweeps: %.3f s\n",
            t[0], K, t[1]);
     printf("  per sweep: %.3f s, %.1f GFLOP/s total (%.1f per rank)\n", per,

@@ -383,7 +383,7 @@ int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
   QZ_CALL(qz_error_agree(comm, check_input(o, L)));
   const int64_t m = L->nrows, n = L->in_features;
   qe S = {.H = L->H, .comm = comm, .m = m, .n = n,
-          .B = o->blocksize > 0 ? o->blocksize : 128, .T = QZ_QE_ROW_TILE,
+          .B = QZ_QE_PANEL, .T = QZ_QE_ROW_TILE,
           .ng = qz_quant_ngroups(&o->spec, n),
           .maxq = (float)((1 << o->spec.bits) - 1)};
   int32_t *gidx = NULL;

@@ -94,6 +94,8 @@ static int parse(int argc, char **argv, layer_args *a) {
   QZ_CHECK(qz_method_find(a->method), QZ_ERR_USAGE,
            "layer: unknown method '%s' (known: %s)", a->method,
            qz_method_names());
+  QZ_CHECK(a->mo.outlier_frac == 0 || !strcmp(a->method, "quantease"),
+           QZ_ERR_USAGE, "layer: --outlier-frac needs --method quantease");
   return QZ_OK;
 }
 

@@ -169,6 +169,8 @@ static int parse(int argc, char **argv, qopts *o) {
   QZ_CHECK(qz_method_find(o->method), QZ_ERR_USAGE,
            "quantize: unknown --method '%s' (available: %s)", o->method,
            qz_method_names());
+  QZ_CHECK(o->outlier_frac == 0 || !strcmp(o->method, "quantease"), QZ_ERR_USAGE,
+           "quantize: --outlier-frac needs --method quantease");
   return QZ_OK;
 }
 

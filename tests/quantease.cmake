@@ -50,3 +50,6 @@ set_tests_properties(quantease_outliers_export_np2 PROPERTIES PROCESSORS 2)
 qz_add_test(NAME quantease_w4g32_outliers_stories_np2 TIMEOUT 300
   COMMAND ${E2E} 2 stories 4.0237 0.015 149.49 0.06 -- --method quantease --bits 4 --group 32 --outlier-frac 0.005)
 set_tests_properties(quantease_w4g32_outliers_stories_np2 PROPERTIES PROCESSORS 2 LABELS "e2e")
+qz_add_test(NAME quantease_outliers_need_method COMMAND ${QZ_EXPECT} 2
+  "--outlier-frac needs --method quantease"
+  -- $<TARGET_FILE:mpiquant> quantize --model m --out o --method gptq --outlier-frac 0.01)

@@ -30,6 +30,11 @@ enum { QZ_QE_INIT_GPTQ = 0, QZ_QE_INIT_RTN = 1 };
 /* Rows per sgemm, aligned to the global row index (as GPTQ: results do not
  * depend on how rows are split over ranks). */
 #define QZ_QE_ROW_TILE 128
+/* Hd panel width of the sweep (independent of the GPTQ start's blocksize):
+ * the sgemm per panel has this inner dimension, so wider panels run closer
+ * to sgemm peak (bench_quantease 4096^2: 0.42 of peak at 128, 0.53 at 512);
+ * the in-block work grows as m n W / 2 and the panel takes W n 12 bytes. */
+#define QZ_QE_PANEL 512
 
 /* Initialise (GPTQ or RTN, opts->qe_init), then opts->iters sweeps.
  * res->objective (optional) gets iters + 1 values, summed over all ranks:
