@@ -53,3 +53,7 @@ set_tests_properties(quantease_w4g32_outliers_stories_np2 PROPERTIES PROCESSORS 
 qz_add_test(NAME quantease_outliers_need_method COMMAND ${QZ_EXPECT} 2
   "--outlier-frac needs --method quantease"
   -- $<TARGET_FILE:mpiquant> quantize --model m --out o --method gptq --outlier-frac 0.01)
+
+# Block-structured sweeps vs an independent f64 coordinate descent (3 panels).
+qz_test_program(qzt_quantease_synth mpi/test_quantease_synth.c)
+qz_add_mpi_test(NAME quantease_synth COMMAND $<TARGET_FILE:qzt_quantease_synth> TIMEOUT 300)
