@@ -258,7 +258,7 @@ static int check_coverage(qz_st *st, int fi, int first) {
   st_tensor **v = NULL;
   QZ_CALL(qz_alloc((size_t)n, sizeof *v, "safetensors coverage", &v));
   for (int i = 0; i < n; i++) v[i] = &st->t[first + i];
-  qsort(v, (size_t)n, sizeof *v, cmp_range);
+  if (n > 1) qsort(v, (size_t)n, sizeof *v, cmp_range);
   int64_t pos = 0;
   for (int i = 0; i < n; i++) {
     if (v[i]->begin < pos) {
@@ -375,7 +375,7 @@ static int cmp_name(const void *a, const void *b) {
 }
 
 static int st_finalize(qz_st *st) {
-  qsort(st->t, (size_t)st->nt, sizeof *st->t, cmp_name);
+  if (st->nt > 1) qsort(st->t, (size_t)st->nt, sizeof *st->t, cmp_name);
   for (int i = 1; i < st->nt; i++)
     QZ_CHECK(strcmp(st->t[i].info.name, st->t[i - 1].info.name) != 0,
              QZ_ERR_FORMAT, "tensor '%s' appears twice: in %s and in %s",
@@ -753,11 +753,13 @@ int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
     QZ_FAIL(QZ_ERR_INTERNAL, "unhandled float dtype %s",
             qz_dtype_name(ti->dtype));
   }
-  st->bytes_read += n * ds;
+  __atomic_fetch_add(&st->bytes_read, n * ds, __ATOMIC_RELAXED); /* concurrent readers */
   return QZ_OK;
 }
 
-int64_t qz_st_bytes_read(const qz_st *st) { return st ? st->bytes_read : 0; }
+int64_t qz_st_bytes_read(const qz_st *st) {
+  return st ? __atomic_load_n(&st->bytes_read, __ATOMIC_RELAXED) : 0;
+}
 
 const char *qz_st_metadata(const qz_st *st, const char *key) {
   if (!st || !key) return NULL;
@@ -909,7 +911,7 @@ static int writer_write(qz_st_writer *w) {
   QZ_CHECK_DONE(root, QZ_ERR_MEM, "out of memory");
   /* Key order as the reference writer emits it: __metadata__ (keys sorted),
    * then tensors sorted by name, each {dtype, shape, data_offsets}. */
-  qsort(w->e, (size_t)w->n, sizeof *w->e, cmp_wentry);
+  if (w->n > 1) qsort(w->e, (size_t)w->n, sizeof *w->e, cmp_wentry);
   if (json_object_size(w->meta)) {
     json_t *m = json_object();
     QZ_CHECK_DONE(m, QZ_ERR_MEM, "out of memory");

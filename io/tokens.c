@@ -19,9 +19,35 @@ static int slurp(const char *path, char **out, size_t *len) {
   FILE *f = fopen(path, "rb");
   QZ_CHECK(f, QZ_ERR_IO, "cannot open %s: %s", path, strerror(errno));
   struct stat sb;
-  if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+  if (fstat(fileno(f), &sb) != 0 || S_ISDIR(sb.st_mode)) {
     fclose(f);
-    QZ_FAIL(QZ_ERR_IO, "%s: not a regular file", path);
+    QZ_FAIL(QZ_ERR_IO, "%s: is a directory, expected a file", path);
+  }
+  if (!S_ISREG(sb.st_mode)) { /* pipe or terminal: read until EOF */
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf) {
+      n += fread(buf + n, 1, cap - n - 1, f);
+      if (n + 1 < cap) break;
+      char *b2 = realloc(buf, cap * 2);
+      if (!b2) {
+        free(buf);
+        buf = NULL;
+      }
+      buf = b2;
+      cap *= 2;
+    }
+    int err = ferror(f);
+    fclose(f);
+    QZ_CHECK(buf, QZ_ERR_MEM, "%s: out of memory", path);
+    if (err) {
+      free(buf);
+      QZ_FAIL(QZ_ERR_IO, "%s: read error", path);
+    }
+    buf[n] = 0;
+    *out = buf;
+    *len = n;
+    return QZ_OK;
   }
   size_t n = (size_t)sb.st_size;
   char *buf = malloc(n + 1);

@@ -1,7 +1,63 @@
-/* mpiquant export */
+/* mpiquant export: checkpoint -> Hugging Face GPTQ safetensors. */
+#include <getopt.h>
+#include <stdio.h>
+#include <string.h>
+
 #include "driver.h"
+#include "mpiquant/error.h"
+#include "mpiquant/export.h"
+#include "mpiquant/timing.h"
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: mpiquant export --ckpt CKPT --out DIR [--format gptq] [--model DIR]\n"
+          "                       [--max-shard-size GB]\n\n"
+          "Writes a Hugging Face model directory loadable by transformers/vLLM GPTQ\n"
+          "kernels: config.json with quantization_config (quant_method gptq,\n"
+          "checkpoint_format gptq), quantize_config.json, model.safetensors (sharded\n"
+          "with an index when larger than --max-shard-size) holding per linear\n"
+          "qweight (int32 [in*bits/32, out]), qzeros (int32, zero-1), scales (f16)\n"
+          "and g_idx; other tensors copied in their source dtype; tokenizer files.\n"
+          "Needs in and out features that are multiples of 32 and 2/3/4/8 bits.\n\n"
+          "  --ckpt CKPT           checkpoint directory made by mpiquant quantize\n"
+          "  --out DIR             output directory (created)\n"
+          "  --format gptq         export layout (only gptq for now)\n"
+          "  --model DIR           source model (default: the one the checkpoint records)\n"
+          "  --max-shard-size GB   shard size limit (default 4)\n");
+}
 
 int qz_cmd_export(qz_ctx *ctx, int argc, char **argv) {
-  (void)ctx;
-  return qz_cmd_not_implemented("export", argc, argv);
+  static const struct option opts[] = {
+      {"ckpt", required_argument, 0, 'c'}, {"out", required_argument, 0, 'o'},
+      {"format", required_argument, 0, 'f'}, {"model", required_argument, 0, 'm'},
+      {"max-shard-size", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'},
+      {0, 0, 0, 0}};
+  qz_export_opts o = {0};
+  const char *format = "gptq";
+  double gb = 4.0;
+  optind = 0;
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (c) {
+      case 'c': o.ckpt_dir = optarg; break;
+      case 'o': o.out_dir = optarg; break;
+      case 'f': format = optarg; break;
+      case 'm': o.model_dir = optarg; break;
+      case 's': QZ_CALL(qz_cli_double("--max-shard-size", optarg, 1e-6, 1e6, &gb)); break;
+      case 'h': if (ctx->rank == 0) usage(stdout); return QZ_OK;
+      default:
+        QZ_FAIL(QZ_ERR_USAGE, "export: unknown or incomplete option '%s' (see mpiquant export --help)",
+                argv[optind - 1]);
+    }
+  }
+  QZ_CHECK(optind == argc, QZ_ERR_USAGE, "export: unexpected argument '%s'", argv[optind]);
+  QZ_CHECK(o.ckpt_dir && o.out_dir, QZ_ERR_USAGE, "export needs --ckpt CKPT and --out DIR");
+  QZ_CHECK(strcmp(format, "gptq") == 0, QZ_ERR_USAGE,
+           "export: unknown --format '%s' (supported: gptq)", format);
+  o.max_shard_bytes = (int64_t)(gb * 1073741824.0);
+  qz_timer_start(QZ_PHASE_WRITE);
+  int st = qz_export_gptq(ctx->comm, &o);
+  qz_timer_stop(QZ_PHASE_WRITE);
+  return st;
 }

@@ -10,7 +10,7 @@ PKGS=(
   libhdf5-openmpi-dev hdf5-tools        # parallel HDF5, h5dump/h5diff
   libzstd-dev zstd                      # zstd (our HDF5 filter 32015)
   libjansson-dev                        # JSON
-  python3 python3-numpy                 # golden checks, independent dequantizer
+  python3 python3-numpy python3-h5py   # golden checks, independent dequantizer
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

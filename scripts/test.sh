@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 src=$PWD
 build=build
-cmake_extra=()
+cmake_extra=(-DMPIQUANT_BUILD_TESTS=ON)
 ctest_extra=()
 while [ $# -gt 0 ]; do
   case "$1" in

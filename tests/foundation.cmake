@@ -48,3 +48,6 @@ foreach(np 2 3)
     COMMAND ${QZ_EXPECT} nonzero "injected fault on rank 1" "aborting the job"
       -- ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} ${M} inspect x)
 endforeach()
+
+# Folders include only headers of their own layer or lower ones.
+qz_add_test(NAME layering COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/layering.sh TIMEOUT 30)

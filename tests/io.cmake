@@ -5,3 +5,103 @@ qz_test_program(qzt_io_config unit/test_io_config.c)
 qz_add_test(NAME io_config COMMAND qzt_io_config TIMEOUT 60 LABELS io)
 qz_test_program(qzt_io_tokens unit/test_io_tokens.c)
 qz_add_test(NAME io_tokens COMMAND qzt_io_tokens TIMEOUT 60 LABELS io)
+qz_test_program(qzt_io_tokenizer unit/test_io_tokenizer.c)
+qz_add_test(NAME io_tokenizer COMMAND qzt_io_tokenizer TIMEOUT 120 LABELS io)
+# Byte-level BPE split boundaries; with QZ_LLAMA3_TOKENIZER set in the
+# environment (see docs/io.md) also the full Llama-3 ids.
+qz_test_program(qzt_io_bytelevel unit/test_io_bytelevel.c)
+qz_add_test(NAME io_bytelevel COMMAND qzt_io_bytelevel TIMEOUT 60 LABELS io
+  ENV "QZ_LLAMA3_TOKENIZER=$ENV{QZ_LLAMA3_TOKENIZER}")
+
+# CLI: inspect and tokenize (rank 0 works, every rank returns the same status)
+set(M $<TARGET_FILE:mpiquant>)
+set(QZ_MODELS ${MPIQUANT_SHARED_DIR}/models)
+qz_add_test(NAME io_cli_inspect_model TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+  "LlamaForCausalLM" "47 tensors, 260,032 parameters" "dtypes: F32 \\(47 tensors\\)"
+  "config check: ok" "lm_head: model.embed_tokens.weight"
+  "layer 4:" "  mlp.down_proj.weight +F32 +\\[64,172\\]"
+  -- ${M} inspect ${QZ_MODELS}/stories260K-hf)
+qz_add_test(NAME io_cli_inspect_json TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+  "\"tensors\": 47," "\"parameters\": 260032," "\"kind\": \"model\""
+  "\"num_key_value_heads\": 4" "\"BF16\": 47"
+  -- ${M} inspect --json ${QZ_MODELS}/stories260K-hf-bf16)
+qz_add_test(NAME io_cli_inspect_file TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+  "safetensors: " "47 tensors, 936,448 parameters" "format = pt"
+  "model.layers.0.self_attn.k_proj.weight +F32 +\\[64,128\\]"
+  -- ${M} inspect ${QZ_MODELS}/babyllama-tok105-hf/model.safetensors)
+qz_add_test(NAME io_cli_inspect_help TIMEOUT 30 COMMAND ${QZ_EXPECT} 0
+  "usage: mpiquant inspect PATH \\[--json\\]" -- ${M} inspect --help)
+qz_add_test(NAME io_cli_inspect_missing TIMEOUT 30 COMMAND ${QZ_EXPECT} 4
+  "QZ_ERR_IO.*cannot open /nonexistent/model" -- ${M} inspect /nonexistent/model)
+qz_add_test(NAME io_cli_inspect_badopt TIMEOUT 30 COMMAND ${QZ_EXPECT} 2
+  "unknown option '--bogus'" -- ${M} inspect --bogus x)
+qz_add_test(NAME io_cli_tokenize_help TIMEOUT 30 COMMAND ${QZ_EXPECT} 0
+  "usage: mpiquant tokenize --model DIR --text FILE" -- ${M} tokenize --help)
+qz_add_test(NAME io_cli_tokenize_usage TIMEOUT 30 COMMAND ${QZ_EXPECT} 2
+  "--model DIR and --text FILE are required" -- ${M} tokenize --model x)
+qz_add_test(NAME io_cli_tokenize_count TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+  "^815069$" -- ${M} -q tokenize --count --model ${QZ_MODELS}/stories260K-hf
+  --text ${MPIQUANT_SHARED_DIR}/data/wikitext2_raw_test_gptq_joined.txt)
+# The eval windows written by the CLI equal the golden files byte for byte.
+foreach(pair "stories260K-hf;stories260K;512" "babyllama-tok105-hf;babyllama;256")
+  list(GET pair 0 dir)
+  list(GET pair 1 tag)
+  list(GET pair 2 win)
+  foreach(text "tinystories;tinystories_valid_head" "wikitext;wikitext2_raw_test_gptq_joined")
+    list(GET text 0 short)
+    list(GET text 1 file)
+    qz_add_test(NAME io_cli_tokenize_golden_${tag}_${short} TIMEOUT 60 COMMAND sh -c
+      "mkdir -p \"$QZ_TEST_TMP\" && \"$0\" -q tokenize --model \"$1\" --text \"$2\" --window $3 --out \"$QZ_TEST_TMP/w.txt\" && n=$(wc -l < \"$4\") && head -n $n \"$QZ_TEST_TMP/w.txt\" | cmp - \"$4\" && echo identical"
+      ${M} ${QZ_MODELS}/${dir} ${MPIQUANT_SHARED_DIR}/data/${file}.txt ${win}
+      ${MPIQUANT_SHARED_DIR}/golden/calib/${tag}_eval_${short}_ids.txt)
+  endforeach()
+endforeach()
+# Same status on every rank, output once.
+foreach(np 2 3 4)
+  qz_add_test(NAME io_cli_inspect_np${np} TIMEOUT 60 COMMAND ${QZ_EXPECT} 0
+    "47 tensors, 260,032 parameters"
+    -- ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} ${M} inspect ${QZ_MODELS}/stories260K-hf)
+  qz_add_test(NAME io_cli_inspect_missing_np${np} TIMEOUT 60 COMMAND ${QZ_EXPECT} 4
+    "error \\[rank 0\\] \\(QZ_ERR_IO\\)"
+    -- ${MPIEXEC_EXECUTABLE} ${MPIEXEC_NUMPROC_FLAG} ${np} ${M} inspect /nonexistent/model)
+  set_tests_properties(io_cli_inspect_np${np} io_cli_inspect_missing_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
+qz_test_program(qzt_io_badinput unit/test_io_badinput.c)
+qz_add_test(NAME io_badinput COMMAND qzt_io_badinput TIMEOUT 60 LABELS io)
+
+# libFuzzer targets (clang only): cmake -B build-fuzz -DCMAKE_C_COMPILER=clang
+# -DMPIQUANT_FUZZ=ON. The io sources are compiled a second time with coverage
+# and ASan/UBSan for the fuzzers only, so the rest of the build is unchanged.
+# The short runs below are tests of the fuzz build; docs/io.md has the long
+# command.
+if(MPIQUANT_FUZZ)
+  if(NOT CMAKE_C_COMPILER_ID MATCHES "Clang")
+    message(FATAL_ERROR "MPIQUANT_FUZZ=ON needs clang (libFuzzer): configure "
+      "with -DCMAKE_C_COMPILER=clang")
+  endif()
+  set(QZ_FUZZ_FLAGS -fsanitize=fuzzer-no-link,address,undefined
+      -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
+  file(GLOB QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/io/core/*.c)
+  list(APPEND QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/io/safetensors.c
+       ${PROJECT_SOURCE_DIR}/io/config.c ${PROJECT_SOURCE_DIR}/io/tokenizer.c
+       ${PROJECT_SOURCE_DIR}/io/tokens.c)
+  add_library(qz_io_fuzzlib STATIC ${QZ_FUZZ_LIB_SRC})
+  target_include_directories(qz_io_fuzzlib PUBLIC ${PROJECT_SOURCE_DIR}/include)
+  target_compile_options(qz_io_fuzzlib PRIVATE ${QZ_FUZZ_FLAGS})
+  target_link_libraries(qz_io_fuzzlib PUBLIC PkgConfig::JANSSON MPI::MPI_C m)
+  foreach(f safetensors tokenizer)
+    add_executable(fuzz_${f} fuzz/fuzz_${f}.c)
+    target_compile_options(fuzz_${f} PRIVATE ${QZ_FUZZ_FLAGS})
+    target_link_options(fuzz_${f} PRIVATE -fsanitize=fuzzer,address,undefined)
+    target_link_libraries(fuzz_${f} PRIVATE qz_io_fuzzlib)
+    set_target_properties(fuzz_${f} PROPERTIES RUNTIME_OUTPUT_DIRECTORY
+                          ${CMAKE_BINARY_DIR}/fuzz)
+    # new inputs go to the scratch corpus (first dir), seeds stay read-only
+    qz_add_test(NAME fuzz_${f}_short TIMEOUT 600 LABELS fuzz COMMAND sh -c
+      "mkdir -p \"$QZ_TEST_TMP/corpus\" && exec \"$0\" -runs=2000 -seed=1 -max_len=8192 -artifact_prefix=\"$QZ_TEST_TMP/\" \"$QZ_TEST_TMP/corpus\" \"$1\""
+      $<TARGET_FILE:fuzz_${f}> ${CMAKE_CURRENT_SOURCE_DIR}/fuzz/corpus/${f})
+  endforeach()
+endif()
+
+qz_test_program(qzt_io_rows mpi/test_io_rows.c)
+qz_add_mpi_test(NAME io_rows COMMAND $<TARGET_FILE:qzt_io_rows> TIMEOUT 120 LABELS io)

@@ -31,7 +31,7 @@ int qz_comm_dup(MPI_Comm comm, MPI_Comm *out);
 /* Agree on failure: every rank passes its local status and all ranks return
  * non-zero if any rank failed.  A rank that failed returns its own status
  * (its record unchanged); the others return QZ_ERR_REMOTE with a message that
- * names the lowest failing rank and its status.  Call it before any
+ * names the lowest failing rank, its status and its message.  Call it before any
  * collective that follows work which may fail on only some ranks, so that no
  * rank waits forever for one that has given up.
  * Collective on comm. */

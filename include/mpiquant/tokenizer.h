@@ -1,5 +1,5 @@
-/* tokenizer.json encoder (Llama-2/SentencePiece-style BPE; byte-level BPE
- * next) and pre-tokenized token files. */
+/* tokenizer.json encoder (Llama-2/SentencePiece-style BPE and Llama-3/
+ * Qwen2/GPT-2 byte-level BPE) and pre-tokenized token files. */
 #ifndef MPIQUANT_TOKENIZER_H
 #define MPIQUANT_TOKENIZER_H
 
@@ -15,6 +15,9 @@ typedef struct qz_tokenizer qz_tokenizer;
 /* `path`: tokenizer.json or a model directory holding it. Not collective. */
 int qz_tokenizer_load(const char *path, qz_tokenizer **out);
 void qz_tokenizer_free(qz_tokenizer **tok);
+/* Same from tokenizer.json text in memory; `origin` names it in messages. */
+int qz_tokenizer_load_json(const char *json, size_t len, const char *origin,
+                           qz_tokenizer **out);
 
 /* Encode `len` bytes of UTF-8 text as one string (the whole file for eval);
  * add_special != 0 applies the post-processor (BOS). *ids is malloc'ed. */
@@ -22,6 +25,7 @@ int qz_tokenizer_encode(const qz_tokenizer *tok, const char *text, size_t len,
                         int add_special, int32_t **ids, int64_t *n);
 int64_t qz_tokenizer_vocab_size(const qz_tokenizer *tok);
 const char *qz_tokenizer_piece(const qz_tokenizer *tok, int32_t id); /* NULL if out of range */
+int32_t qz_tokenizer_piece_id(const qz_tokenizer *tok, const char *piece); /* -1 if absent */
 
 /* Token files: .bin = little-endian uint32 ids; .txt = one window per line,
  * space-separated ids (the golden calib/ format). Not collective. */

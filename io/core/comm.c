@@ -33,12 +33,18 @@ int qz_error_agree(MPI_Comm comm, int status) {
     return qz_mpi_error(rc, "MPI_Allreduce (error agreement)", __FILE__,
                         __LINE__, __func__);
   }
-  if (status != QZ_OK) return status;
   if (v[0] < 0) return QZ_OK;
+  /* the lowest failing rank tells everyone what went wrong */
+  int root = INT_MAX - v[0];
+  char msg[1536];
+  if (rank == root) snprintf(msg, sizeof msg, "%s", qz_error_message());
+  if (MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, root, comm) != MPI_SUCCESS)
+    snprintf(msg, sizeof msg, "(message not received)");
+  msg[sizeof msg - 1] = '\0';
+  if (status != QZ_OK) return status;
   return qz_error_set(QZ_ERR_REMOTE, __FILE__, __LINE__, __func__,
-                      "rank %d failed (%s); its message is printed by that "
-                      "rank",
-                      INT_MAX - v[0], qz_status_name(v[1]));
+                      "rank %d failed (%s): %s", root, qz_status_name(v[1]),
+                      msg);
 }
 
 int qz_allreduce_i64(MPI_Comm comm, int64_t *v, int n, MPI_Op op) {

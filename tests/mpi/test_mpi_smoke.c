@@ -29,8 +29,8 @@ int main(int argc, char **argv) {
     QZT_CHECK(st == QZ_ERR_FORMAT && strstr(qz_error_message(), "bad thing"),
               "failing rank keeps its error: %s", qz_error_message());
   } else {
-    char want[64];
-    snprintf(want, sizeof want, "rank %d failed (QZ_ERR_FORMAT)", victim);
+    char want[128];
+    snprintf(want, sizeof want, "rank %d failed (QZ_ERR_FORMAT): bad thing on rank %d", victim, victim);
     QZT_CHECK(st == QZ_ERR_REMOTE && strstr(qz_error_message(), want),
               "others get QZ_ERR_REMOTE naming rank %d: %s", victim,
               qz_error_message());

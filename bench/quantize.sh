@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# bench/quantize.sh: whole-model GPTQ w4 g32 of stories260K-hf with 128 x 512
+# calibration tokens at np 2 (1 BLAS thread per rank), wall time including
+# MPI start-up and checkpoint writing, with the per-phase table.
+#
+# Baselines:
+#  - measured in this run: `mpiquant --version` under mpirun at np 2 (the
+#    fixed cost of starting an MPI job here), and the sum of BLAS-bound phases;
+#  - documented: the reference Python GPTQ driver needs about 17 s for the
+#    same job on the same 2 cores (../shared/golden/README.md, "Runtime";
+#    torch is not installed here, so it cannot be re-measured in this run).
+# Prints "ratio_vs_reference" last (target >= 20).
+#   bench/quantize.sh [BUILD_DIR] [SHARED_DIR]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$here/build}
+shared=${2:-$here/../shared}
+export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
+[ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+t0=$(date +%s.%N)
+mpirun -np 2 "$build/mpiquant" --version >/dev/null
+t1=$(date +%s.%N)
+mpirun -np 2 "$build/mpiquant" quantize --model "$shared/models/stories260K-hf" \
+  --calib "$shared/data/tinystories_valid_head.txt" --nsamples 128 --seqlen 512 \
+  --method gptq --bits 4 --group 32 --out "$tmp/ck" --log-view -q 2>"$tmp/log"
+t2=$(date +%s.%N)
+grep -A12 "phase timing" "$tmp/log" || cat "$tmp/log"
+/usr/bin/python3 - "$t0" "$t1" "$t2" <<'PY'
+import sys
+t0, t1, t2 = map(float, sys.argv[1:4])
+startup, wall = t1 - t0, t2 - t1
+print("mpirun_startup_s   %.3f  (mpirun -np 2 of a no-op)" % startup)
+print("quantize_wall_s    %.3f  (incl. start-up, tokenizing, checkpoint writing)" % wall)
+print("reference_s        17.0  (reference Python GPTQ driver, documented)")
+print("ratio_vs_reference %.1f  (target >= 20)" % (17.0 / wall))
+PY

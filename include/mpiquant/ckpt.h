@@ -1,0 +1,127 @@
+/* The mpiquant checkpoint (format "mpiquant-ckpt", version 1).
+ *
+ * A directory:
+ *   manifest.json        options, source fingerprint, completed blocks + stats
+ *   blocks-NNN.h5        blocks [NNN*K, NNN*K + K) (K = blocks per file),
+ *                        written collectively with parallel HDF5, zstd filter
+ *                        32015; a group file is written as blocks-NNN.h5.tmp
+ *                        and renamed when its last block is complete
+ *   act-snapshot.h5      hidden states at the input of one block (resume)
+ * Datasets per quantized linear, /layers/{i}/{module}/:
+ *   codes  u8  [out, in]        integer codes, original column order
+ *   scales f32 [out, ngroups]   group k = columns with g_idx == k
+ *   zeros  f32 [out, ngroups]
+ *   g_idx  i32 [in], perm i32 [in]
+ * with attributes bits, group_size, sym, act_order, static_groups, method,
+ * damp_used, loss (timings are in manifest.json, so that reruns and resumes
+ * give bit-identical files). Dequantized weight: Q[r,c] = scales[r,g] *
+ * (codes[r,c] - zeros[r,g]), g = g_idx[c] (f32 arithmetic).
+ * See docs/checkpoint.md. */
+#ifndef MPIQUANT_CKPT_H
+#define MPIQUANT_CKPT_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QZ_CKPT_FORMAT "mpiquant-ckpt"
+#define QZ_CKPT_VERSION 1
+
+typedef struct qz_ckpt qz_ckpt;
+
+typedef struct {
+  int bits, group_size; /* group_size -1 = per channel */
+  int sym, act_order, static_groups;
+  char method[32];
+  double damp_used, loss, seconds; /* seconds: manifest only */
+} qz_ckpt_linear_meta;
+
+typedef struct {
+  const char *options_json;  /* JSON object: every option that changes results */
+  const char *source_json;   /* JSON object: source model fingerprint (config, files) */
+  int nblocks;               /* blocks of the model */
+  int blocks_per_file;       /* K >= 1 */
+  int zstd_level;            /* 1..19 */
+  const char *mpiquant_version;
+  const char *model_dir;     /* source model directory (informational; export default) */
+} qz_ckpt_params;
+
+/* Create a new checkpoint directory (must not hold a manifest unless
+ * `resume`).  With resume: the manifest's options and source must equal
+ * params' (else QZ_ERR_ARG naming the first difference); blocks of files
+ * that were not completed are discarded.  Collective on comm. */
+int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
+                   int resume, qz_ckpt **out);
+/* Open an existing checkpoint for reading. Collective on comm. */
+int qz_ckpt_open(MPI_Comm comm, const char *dir, qz_ckpt **out);
+/* Collective on the communicator it was created with. */
+void qz_ckpt_close(qz_ckpt **ck);
+
+int qz_ckpt_nblocks(const qz_ckpt *ck);
+int qz_ckpt_block_done(const qz_ckpt *ck, int block);  /* in a completed file */
+int qz_ckpt_first_missing(const qz_ckpt *ck);           /* nblocks if all done */
+const char *qz_ckpt_options_json(const qz_ckpt *ck);    /* from the manifest */
+const char *qz_ckpt_source_json(const qz_ckpt *ck);
+const char *qz_ckpt_model_dir(const qz_ckpt *ck); /* "" if unknown */
+const char *qz_ckpt_dir(const qz_ckpt *ck);
+
+/* Start writing block `block` (opens/creates its group file).
+ * Collective on comm. */
+int qz_ckpt_begin_block(qz_ckpt *ck, int block);
+/* Write one linear: this rank's rows [row0, row0+nrows) of codes/scales/zeros
+ * (nrows may be 0); g_idx/perm replicated (identical on every rank).
+ * Collective on comm. */
+int qz_ckpt_write_linear(qz_ckpt *ck, int block, const char *module,
+                         int64_t out, int64_t in, int64_t ngroups,
+                         int64_t row0, int64_t nrows,
+                         const uint8_t *codes,  /* [nrows, in] */
+                         const float *scales,   /* [nrows, ngroups] */
+                         const float *zeros,    /* [nrows, ngroups] */
+                         const int32_t *g_idx,  /* [in] */
+                         const int32_t *perm,   /* [in] */
+                         const qz_ckpt_linear_meta *meta);
+/* Finish block `block`: flush; when it is the last block of its file the file
+ * is closed and renamed, and the manifest (rank 0: temp + fsync + rename)
+ * records the file's blocks with their stats (JSON object per block,
+ * `stats_json`, kept until the file completes). Collective on comm. */
+int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json);
+
+/* Shape and attributes of a stored linear. Collective on comm. */
+int qz_ckpt_linear_info(qz_ckpt *ck, int block, const char *module,
+                        int64_t *out, int64_t *in, int64_t *ngroups,
+                        qz_ckpt_linear_meta *meta);
+/* Read rows [row0, row0+nrows) (any pointer may be NULL to skip).
+ * Collective on comm (each rank may ask for different rows). */
+int qz_ckpt_read_linear(qz_ckpt *ck, int block, const char *module,
+                        int64_t row0, int64_t nrows, uint8_t *codes,
+                        float *scales, float *zeros, int32_t *g_idx,
+                        int32_t *perm);
+
+/* Dequantize rows: q[r,c] = scales[r,g]*(codes[r,c]-zeros[r,g]), g=g_idx[c].
+ * Not collective. */
+void qz_dequantize_rows(int64_t nrows, int64_t in, int64_t ngroups,
+                        const uint8_t *codes, const float *scales,
+                        const float *zeros, const int32_t *g_idx,
+                        float *q /* [nrows, in] */);
+
+/* Hidden-state snapshot at the input of block `block`: windows
+ * [win0, win0+nwin) of `total_win` on this rank, each [seqlen, hidden] f32.
+ * Written to act-snapshot.h5.tmp then renamed; the manifest records it.
+ * Collective on comm. */
+int qz_ckpt_write_snapshot(qz_ckpt *ck, int block, int64_t total_win,
+                           int64_t seqlen, int64_t hidden, int64_t win0,
+                           int64_t nwin, const float *x);
+/* Block index of the snapshot, or -1. Not collective. */
+int qz_ckpt_snapshot_block(const qz_ckpt *ck);
+/* Read this rank's windows of the snapshot. Collective on comm. */
+int qz_ckpt_read_snapshot(qz_ckpt *ck, int64_t total_win, int64_t seqlen,
+                          int64_t hidden, int64_t win0, int64_t nwin,
+                          float *x);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,39 @@
+/* Export of a checkpoint to Hugging Face layouts. */
+#ifndef MPIQUANT_EXPORT_H
+#define MPIQUANT_EXPORT_H
+
+#include <mpi.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Pack codes [nvec, len] (each vector = one bitstream of len*bits bits,
+ * least significant bit first, 32-bit little-endian words) transposed into
+ * words [len*bits/32, nvec]: the GPTQ v1 qweight layout when vectors are
+ * output channels (len = in), and the qzeros layout when the roles swap.
+ * len*bits must be a multiple of 32. Not collective. */
+void qz_gptq_pack(int bits, int64_t nvec, int64_t len,
+                  const uint8_t *codes /* [nvec, len] */,
+                  int32_t *words /* [len*bits/32, nvec] */);
+
+typedef struct {
+  const char *ckpt_dir;
+  const char *model_dir;      /* NULL: the one recorded in the checkpoint */
+  const char *out_dir;
+  int64_t max_shard_bytes;    /* 0: 4 GiB */
+} qz_export_opts;
+
+/* Checkpoint -> GPTQ v1 safetensors (qweight int32 [in*bits/32, out],
+ * qzeros int32 [groups, out*bits/32] holding zero-1, scales f16
+ * [groups, out], g_idx i32 [in]) + config.json with quantization_config,
+ * quantize_config.json, other tensors copied in their source dtype,
+ * tokenizer files copied. Streams one linear at a time (rank 0 writes).
+ * Collective on comm. */
+int qz_export_gptq(MPI_Comm comm, const qz_export_opts *o);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,225 @@
+/* Llama block forward on one rank's local windows (f32, BLAS-backed), callable
+ * stage by stage for true-sequential quantization, plus the output head and
+ * the per-window NLL.
+ *
+ * A rank owns `nwin` windows of `seqlen` tokens; their residual stream lives
+ * in one buffer x [nwin*seqlen, H] (window w = rows [w*seqlen, (w+1)*seqlen),
+ * positions 0..seqlen-1, causal, windows independent).  Every projection is
+ * one sgemm over all local tokens; attention runs per (window, head) in
+ * query blocks that only touch the causal part of the key range.
+ *
+ * Stages of a block (each computes the input of the next linear group):
+ *   QZ_STAGE_QKV_IN    xn  = RMSNorm(x) * attn_norm              [T, H]
+ *   QZ_STAGE_O_IN      att = attention(rope(xn Wq'), rope(xn Wk'), xn Wv')
+ *                                                                [T, nq*hd]
+ *   QZ_STAGE_GATEUP_IN h1  = x + att Wo' ;  h1n = RMSNorm(h1) * ffn_norm
+ *                                                                [T, H]
+ *   QZ_STAGE_DOWN_IN   act = silu(h1n Wg') * (h1n Wu')           [T, I]
+ *   QZ_STAGE_OUT       out = h1 + act Wd'                        [T, H]
+ * (T = local tokens, W' = transpose, biases added when present.)
+ *
+ * Caching: the workspace remembers the last stage computed for the current
+ * block input.  qz_fwd_run(.., upto) computes only the missing stages, each
+ * with the weights as they are *at that call*; so the true-sequential loop is
+ *   qz_fwd_block_begin(f);
+ *   run(QKV_IN)    -> quantize q,k,v
+ *   run(O_IN)      -> quantize o        (uses the quantized q,k,v)
+ *   run(GATEUP_IN) -> quantize gate,up  (uses the quantized o)
+ *   run(DOWN_IN)   -> quantize down
+ *   run(OUT); qz_fwd_block_commit(f)    (x <- out: next block's input)
+ * and costs exactly one block forward in total.  If weights of a stage that
+ * was already computed change, call qz_fwd_invalidate(f, stage) and the
+ * next run recomputes from that stage on.  Until commit, x is unchanged, so
+ * a stage can be recomputed any number of times (e.g. a scale search).
+ *
+ * Batches: the residual stream x holds all local windows, but the stage
+ * buffers may hold fewer (qz_fwd_create_batched): the stages then run on the
+ * current batch of windows (qz_fwd_batch) and commit writes that batch's
+ * rows of x.  qz_fwd_block loops over the batches.  A window's results are
+ * the same bits in any batch (one sgemm per window and linear), so batching
+ * trades memory for recomputation only: with B batches, the staged loop
+ * above either keeps every group's inputs of all batches (caller memory) or
+ * recomputes a batch's earlier stages from x (qz_fwd_batch resets the
+ * cache): stage s then costs s+1 stage passes.
+ *
+ * Memory (allocated once in qz_fwd_create*, nothing allocated per call):
+ * T_all*H floats for x + Tb*(4H + 2*nq*hd + 2*nkv*hd + 2I) for the stage
+ * buffers (Tb = batch windows * seqlen) + score blocks of
+ * QZ_FWD_QBLOCK*seqlen floats + RoPE tables [seqlen, hd/2] x 2 + the
+ * logits chunk [chunk, vocab] when the head is used. */
+#ifndef MPIQUANT_FORWARD_H
+#define MPIQUANT_FORWARD_H
+
+#include <stdint.h>
+
+#include "mpiquant/config.h"
+#include "mpiquant/model.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QZ_FWD_QBLOCK 256 /* query rows per attention score block */
+
+/* Append-only. */
+typedef enum {
+  QZ_STAGE_NONE = -1,
+  QZ_STAGE_QKV_IN = 0,
+  QZ_STAGE_O_IN,
+  QZ_STAGE_GATEUP_IN,
+  QZ_STAGE_DOWN_IN,
+  QZ_STAGE_OUT,
+  QZ_STAGE_COUNT
+} qz_fwd_stage;
+
+/* Not collective: */
+const char *qz_fwd_stage_name(qz_fwd_stage s); /* "qkv_in", ... */
+/* The stage whose output is the input of linear l (Q,K,V -> QKV_IN, ...). */
+qz_fwd_stage qz_fwd_stage_of_linear(qz_linear l);
+
+/* ---- RoPE (HF rotate_half layout) ----------------------------------- */
+
+/* Inverse frequencies inv_freq[i], i < hd/2, in double: theta^(-2i/hd),
+ * then the config's rope_scaling (linear: / factor; llama3: the Llama 3.1
+ * wavelength-dependent rule). Not collective. */
+int qz_rope_inv_freq(const qz_model_config *cfg, double *inv_freq /* [hd/2] */);
+
+/* cos/sin tables for positions 0..npos-1: angle = pos * inv_freq[i] in
+ * double, rounded to f32 once. Not collective. */
+int qz_rope_tables(const qz_model_config *cfg, int64_t npos,
+                   float *cos_t /* [npos, hd/2] */, float *sin_t /* [npos, hd/2] */);
+
+/* Rotate `nheads` heads of every row in place; row r has position
+ * r % seqlen.  x [nrows, ld], head h at columns [h*hd, (h+1)*hd):
+ * y[i] = x[i] cos - x[i+hd/2] sin, y[i+hd/2] = x[i+hd/2] cos + x[i] sin.
+ * Not collective. */
+void qz_rope_apply(float *x, int64_t nrows, int64_t ld, int64_t nheads,
+                   int64_t hd, int64_t seqlen, const float *cos_t,
+                   const float *sin_t);
+
+/* ---- workspace ------------------------------------------------------ */
+
+typedef struct qz_fwd qz_fwd;
+
+/* Workspace for `nwin` local windows of `seqlen` tokens (nwin may be 0),
+ * all in one batch. Not collective. */
+int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
+                  qz_fwd **out);
+/* Same with stage buffers for at most `batch` windows (clamped to
+ * [1, nwin]). The current batch starts as the first `batch` windows.
+ * Not collective. */
+int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
+                          int64_t seqlen, int64_t batch, qz_fwd **out);
+/* Make windows [w0, w0+nwin) (nwin <= batch) the current batch and start a
+ * block on them (forget cached stages). Not collective. */
+int qz_fwd_batch(qz_fwd *f, int64_t w0, int64_t nwin);
+void qz_fwd_destroy(qz_fwd **f); /* accepts NULL, NULLs the pointer */
+
+/* Accessors, not collective. */
+int64_t qz_fwd_ntok(const qz_fwd *f);     /* all local tokens nwin*seqlen */
+int64_t qz_fwd_nwin(const qz_fwd *f);     /* all local windows */
+int64_t qz_fwd_batch_max(const qz_fwd *f);
+void qz_fwd_batch_range(const qz_fwd *f, int64_t *w0, int64_t *nwin);
+int64_t qz_fwd_seqlen(const qz_fwd *f);
+size_t qz_fwd_bytes(const qz_fwd *f);     /* workspace size */
+
+/* The residual stream x [T_all, H] of all local windows (block input);
+ * writable. Not collective. */
+float *qz_fwd_hidden(qz_fwd *f);
+
+/* x[t] = embed[ids[t]] for all local tokens (ids [T_all], checked < vocab).
+ * Selects the first batch and starts a block. Not collective. */
+int qz_fwd_embed(qz_fwd *f, const qz_head_weights *h, const int32_t *ids);
+
+/* Start a block on the current batch's rows of x (forget cached stages).
+ * Not collective. */
+void qz_fwd_block_begin(qz_fwd *f);
+/* Compute the missing stages up to `upto` with the current weights.
+ * Not collective. */
+int qz_fwd_run(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage upto);
+/* Weights used from stage `from` on changed: drop those cached results.
+ * Not collective. */
+void qz_fwd_invalidate(qz_fwd *f, qz_fwd_stage from);
+/* Last stage computed for the current block (QZ_STAGE_NONE after begin).
+ * Not collective. */
+qz_fwd_stage qz_fwd_done(const qz_fwd *f);
+/* Result of stage s (must have been computed) for the current batch:
+ * [batch windows * seqlen, *ncols] row-major, ld = *ncols.  QKV_IN/GATEUP_IN: H; O_IN: nq*hd; DOWN_IN: I; OUT: H.
+ * Not collective. */
+const float *qz_fwd_stage_output(const qz_fwd *f, qz_fwd_stage s,
+                                 int64_t *ncols);
+/* The input of linear l: qz_fwd_stage_output(f, qz_fwd_stage_of_linear(l)),
+ * [T, in_features of l]; NULL if that stage was not computed.
+ * Not collective. */
+const float *qz_fwd_linear_input(const qz_fwd *f, qz_linear l, int64_t *ncols);
+/* The batch's rows of x <- out (after run(OUT)); starts the next block on
+ * the same batch. Not collective. */
+int qz_fwd_block_commit(qz_fwd *f);
+/* Whole block on every batch: batch, run(OUT), commit. Not collective. */
+int qz_fwd_block(qz_fwd *f, const qz_block_weights *w);
+
+/* ---- output head ---------------------------------------------------- */
+
+/* Logits of local rows [row0, row0+n) of x (all windows) after the final
+ * norm (overwrites the QKV_IN stage buffer):
+ * logits [n, vocab] = RMSNorm(x[row]) * norm  . lm_head'.  Not collective. */
+int qz_fwd_logits(qz_fwd *f, const qz_head_weights *h, int64_t row0, int64_t n,
+                  float *logits /* [n, vocab] */);
+
+/* Per-window NLL: for every local window w, nll[w] = sum over positions
+ * p = 0..seqlen-2 of -log softmax(logits[p])[ids[p+1]] (the first token of
+ * a window is not scored: seqlen-1 tokens per window), accumulated in double
+ * in position order.  The vocab projection runs in chunks of tokens so the
+ * logits never exceed `chunk_tokens` x vocab floats (0 = default 64 MiB).
+ * Not collective. */
+int qz_fwd_nll(qz_fwd *f, const qz_head_weights *h, const int32_t *ids /* [T] */,
+               int64_t chunk_tokens, double *nll /* [nwin] */);
+
+/* Useful flops of one block forward over T tokens (projections, causal
+ * attention QK'/PV); for throughput reports. Not collective. */
+double qz_fwd_block_flops(const qz_model_config *cfg, int64_t nwin,
+                          int64_t seqlen);
+
+/* ---- perplexity over windows distributed on ranks ------------------- */
+
+/* Supplies block `layer`'s weights into w (allocated for the model's config).
+ * Collective on the model's communicator.  The default (NULL) is
+ * qz_model_load_block; eval of a checkpoint substitutes dequantized linears
+ * (e.g. load the block, then overwrite w->w[l]). */
+typedef int (*qz_block_source_fn)(void *ctx, qz_model *m, int layer,
+                                  qz_block_weights *w);
+
+typedef struct {
+  int64_t seqlen;           /* window length L (required) */
+  int64_t logits_chunk;     /* tokens per vocab projection (0 = 64 MiB) */
+  int progress;             /* rank-0 progress line with ETA over blocks */
+  int64_t batch_windows;    /* windows per forward batch (0 = stage buffers
+                               <= 1 GiB); results do not depend on it */
+  qz_block_source_fn block_source; /* NULL: weights from the model files */
+  void *block_source_ctx;
+} qz_eval_opts;
+
+typedef struct {
+  int64_t nwin, seqlen;
+  int64_t tokens_scored;    /* nwin * (seqlen - 1) */
+  double nll_sum;           /* sum of per-window NLLs, added in window order */
+  double nll_mean, ppl;     /* ppl = exp(nll_sum / tokens_scored) */
+  double seconds, tokens_per_s; /* wall time of the whole evaluation */
+  int64_t bytes_read;       /* weight bytes read from disk, all ranks */
+} qz_eval_result;
+
+/* Perplexity of `nwin` windows ids [nwin, seqlen] (identical on every rank)
+ * with the protocol of the golden README: each window an independent
+ * sequence, NLL of its tokens 2..L, PPL = exp(mean).  Windows are split over
+ * the ranks (qz_shard_windows; a rank may own none), the model is streamed
+ * block by block (each block read once per job, layer-major over all local
+ * windows), per-window NLLs are gathered and summed in window order, so the
+ * result is the same bits at any rank count (same BLAS threads per rank).
+ * Every rank gets the result. Collective on the model's communicator. */
+int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
+                const qz_eval_opts *opts, qz_eval_result *res);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

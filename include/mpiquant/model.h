@@ -1,0 +1,112 @@
+/* A Llama-family model as f32 weights, one decoder block at a time, and the
+ * collective loader that reads every tensor from disk once per job.
+ *
+ * Loading: each rank reads a 1/P slice of a tensor's rows (qz_st_read_f32
+ * with a row range, any float dtype -> f32) and MPI_Allgatherv assembles the
+ * whole tensor on every rank, so the bytes pulled through the file system sum
+ * to about the model size whatever the number of ranks. */
+#ifndef MPIQUANT_MODEL_H
+#define MPIQUANT_MODEL_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "mpiquant/config.h"
+#include "mpiquant/safetensors.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* One decoder block, f32, row-major [out, in] like nn.Linear.weight.
+ * Index w[] and b[] with qz_linear. Shapes (H = hidden_size, I =
+ * intermediate_size, nq/nkv = attention/kv heads, hd = head_dim):
+ *   w[QZ_LIN_Q]    [nq*hd, H]     w[QZ_LIN_K], w[QZ_LIN_V]  [nkv*hd, H]
+ *   w[QZ_LIN_O]    [H, nq*hd]
+ *   w[QZ_LIN_GATE], w[QZ_LIN_UP]  [I, H]     w[QZ_LIN_DOWN]  [H, I]
+ * b[l] is [out] of linear l, or NULL when the config has no such bias
+ * (qkv_bias -> Q,K,V; o_bias -> O; mlp_bias -> GATE,UP,DOWN).
+ * The quantize pipeline may overwrite w[] in place with dequantized
+ * weights; the forward reads them at each call. */
+typedef struct {
+  int64_t hidden, inter, nq, nkv, hd;
+  float *attn_norm;           /* [H] input_layernorm.weight */
+  float *ffn_norm;            /* [H] post_attention_layernorm.weight */
+  float *w[QZ_LIN_COUNT];     /* see above */
+  float *b[QZ_LIN_COUNT];     /* [out] or NULL */
+  void *mem;                  /* one allocation holding all of the above */
+  size_t mem_bytes;
+} qz_block_weights;
+
+/* Allocate (uninitialised) storage for one block of `cfg`. Not collective. */
+int qz_block_weights_alloc(const qz_model_config *cfg, qz_block_weights *w);
+/* Free; accepts a zeroed or already freed struct. Not collective. */
+void qz_block_weights_free(qz_block_weights *w);
+/* Copy every array of src into dst (same config). Not collective. */
+void qz_block_weights_copy(qz_block_weights *dst, const qz_block_weights *src);
+
+/* Embedding, final norm and output head, f32. */
+typedef struct {
+  int64_t vocab, hidden;
+  float *embed;     /* [vocab, H] model.embed_tokens.weight */
+  float *norm;      /* [H] model.norm.weight */
+  float *lm_head;   /* [vocab, H]; == embed when tie_word_embeddings */
+  int tied;
+} qz_head_weights;
+
+/* Free (lm_head once when tied); accepts a zeroed struct. Not collective. */
+void qz_head_weights_free(qz_head_weights *h);
+
+typedef struct qz_model qz_model;
+
+/* Open a Hugging Face model directory on every rank: config.json and the
+ * safetensors headers (mmapped, no data read), checks every tensor the config
+ * implies (names, dtypes, shapes). Duplicates comm.  Collective on comm. */
+int qz_model_open(MPI_Comm comm, const char *dir, qz_model **out);
+/* Close; accepts NULL, NULLs the pointer. Not collective (but every rank
+ * should close). */
+void qz_model_close(qz_model **m);
+
+const qz_model_config *qz_model_config_of(const qz_model *m); /* Not collective */
+qz_st *qz_model_st(qz_model *m);                              /* Not collective */
+MPI_Comm qz_model_comm(const qz_model *m);                    /* Not collective */
+
+/* Read block `layer` (0-based) into w (allocated with qz_block_weights_alloc):
+ * each tensor read once in total over the ranks, assembled on every rank.
+ * Collective on the model's communicator; `layer` must match. */
+int qz_model_load_block(qz_model *m, int layer, qz_block_weights *w);
+
+/* Same, but the weight of linear l is read only when bit (1u << l) of
+ * `lin_mask` is set; norms and biases are always read.  For weights that come
+ * from elsewhere (a checkpoint's dequantized linears): the skipped tensors
+ * cost no I/O.  QZ_LIN_ALL = every linear.  Collective; same mask on all
+ * ranks. */
+#define QZ_LIN_ALL ((1u << QZ_LIN_COUNT) - 1u)
+int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
+                             qz_block_weights *w);
+
+/* Load the embedding, the final norm and the output head (lm_head, or the
+ * embedding itself when tied: then lm_head == embed and nothing is read
+ * twice).  `want_embed` / `want_head` select what is needed (eval needs both;
+ * a rank keeps them until qz_head_weights_free). Collective. */
+int qz_model_load_head(qz_model *m, int want_embed, int want_head,
+                       qz_head_weights *h);
+
+/* Collective read of rows [0, nrows) of tensor `name` (row length rowlen
+ * floats) into dst [nrows, rowlen] on every rank, each rank reading 1/P of
+ * the rows. Collective on comm. */
+int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
+                             int64_t nrows, int64_t rowlen, float *dst);
+
+/* Bytes read from disk by this rank so far (Not collective), and summed over
+ * the ranks (Collective on the model's communicator). */
+int64_t qz_model_bytes_read_local(const qz_model *m);
+int qz_model_bytes_read_total(qz_model *m, int64_t *total);
+/* Bytes of all tensor data of the model files (what "read once" means). */
+int64_t qz_model_bytes_on_disk(const qz_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,106 @@
+/* Blocks with dequantized linears from a checkpoint (eval --ckpt, resume). */
+#include "qblock.h"
+
+#include <stdlib.h>
+
+#include "mpiquant/comm.h"
+#include "mpiquant/error.h"
+#include "mpiquant/log.h"
+#include "mpiquant/mem.h"
+#include "mpiquant/timing.h"
+
+/* Every rank dequantizes 1/P of the rows; an allgather of whole rows
+ * assembles the f32 weight on every rank. */
+int qz_gather_rows_f32(MPI_Comm comm, int64_t out, int64_t in,
+                       const float *mine /* [nrows_local, in] */,
+                       float *full /* [out, in] */) {
+  int size, rank;
+  MPI_Comm_size(comm, &size);
+  MPI_Comm_rank(comm, &rank);
+  MPI_Datatype row;
+  QZ_CHECK(in <= INT32_MAX && out <= INT32_MAX, QZ_ERR_ARG,
+           "matrix [%lld, %lld] too large for one gather", (long long)out,
+           (long long)in);
+  QZ_CALL_MPI(MPI_Type_contiguous((int)in, MPI_FLOAT, &row));
+  QZ_CALL_MPI(MPI_Type_commit(&row));
+  int *counts = NULL, *displs = NULL;
+  int st = QZ_OK;
+  QZ_CALL_DONE(qz_alloc((size_t)size, sizeof(int), "gather counts", &counts));
+  QZ_CALL_DONE(qz_alloc((size_t)size, sizeof(int), "gather displs", &displs));
+  for (int p = 0; p < size; p++) {
+    int64_t b, c;
+    qz_split_even(out, size, p, &b, &c);
+    counts[p] = (int)c;
+    displs[p] = (int)b;
+  }
+  int rc = MPI_Allgatherv(mine, counts[rank], row, full, counts, displs, row, comm);
+  if (rc != MPI_SUCCESS)
+    st = qz_mpi_error(rc, "MPI_Allgatherv(weight rows)", __FILE__, __LINE__, __func__);
+done:
+  free(counts);
+  free(displs);
+  MPI_Type_free(&row);
+  return st;
+}
+
+int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
+                            int64_t out, int64_t in, float *w /* [out, in] */) {
+  int rank, size, st = QZ_OK;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  int64_t o2, i2, ng, r0, nr;
+  const char *mod = qz_linear_name(l);
+  QZ_CALL(qz_ckpt_linear_info(ck, layer, mod, &o2, &i2, &ng, NULL));
+  QZ_CHECK(o2 == out && i2 == in, QZ_ERR_FORMAT,
+           "checkpoint %s: layer %d %s is [%lld, %lld], the model says [%lld, %lld]",
+           qz_ckpt_dir(ck), layer, mod, (long long)o2, (long long)i2,
+           (long long)out, (long long)in);
+  qz_split_even(out, size, rank, &r0, &nr);
+  uint8_t *codes = NULL;
+  float *sc = NULL, *z = NULL, *q = NULL;
+  int32_t *gi = NULL;
+  size_t rows = (size_t)(nr > 0 ? nr : 1);
+  st = qz_alloc(rows * (size_t)in, 1, "codes", &codes);
+  if (st == QZ_OK) st = qz_alloc(rows * (size_t)ng, 4, "scales", &sc);
+  if (st == QZ_OK) st = qz_alloc(rows * (size_t)ng, 4, "zeros", &z);
+  if (st == QZ_OK) st = qz_alloc(rows * (size_t)in, 4, "dequantized rows", &q);
+  if (st == QZ_OK) st = qz_alloc((size_t)in, 4, "g_idx", &gi);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  QZ_CALL_DONE(qz_ckpt_read_linear(ck, layer, mod, r0, nr, codes, sc, z, gi, NULL));
+  qz_dequantize_rows(nr, in, ng, codes, sc, z, gi, q);
+  QZ_CALL_DONE(qz_gather_rows_f32(comm, out, in, q, w));
+done:
+  free(codes);
+  free(sc);
+  free(z);
+  free(q);
+  free(gi);
+  return st;
+}
+
+int qz_ckpt_block_source(void *vctx, qz_model *m, int layer,
+                         qz_block_weights *w) {
+  qz_ckpt_source *s = vctx;
+  if (qz_ckpt_block_done(s->ck, layer)) /* norms and biases; linears below */
+    QZ_CALL(qz_model_load_block_mask(m, layer, 0u, w));
+  else
+    QZ_CALL(qz_model_load_block(m, layer, w));
+  if (!qz_ckpt_block_done(s->ck, layer)) {
+    if (!s->warned++)
+      qz_warn("checkpoint %s has no block %d (and maybe others): those blocks "
+              "run with the original weights",
+              qz_ckpt_dir(s->ck), layer);
+    return QZ_OK;
+  }
+  const qz_model_config *cfg = qz_model_config_of(m);
+  qz_timer_start(QZ_PHASE_LOAD);
+  int st = QZ_OK;
+  for (int l = 0; l < QZ_LIN_COUNT && st == QZ_OK; l++) {
+    int64_t out, in;
+    qz_linear_shape(cfg, (qz_linear)l, &out, &in);
+    st = qz_ckpt_load_linear_f32(s->ck, qz_model_comm(m), layer, (qz_linear)l,
+                                 out, in, w->w[l]);
+  }
+  qz_timer_stop(QZ_PHASE_LOAD);
+  return st;
+}

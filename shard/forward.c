@@ -1,0 +1,499 @@
+/* Llama block forward over a rank's local windows, stage by stage. */
+#include "mpiquant/forward.h"
+
+#include <cblas.h>
+#undef I /* cblas.h may pull in complex.h */
+#include <math.h>
+#include <string.h>
+
+#include "mpiquant/error.h"
+#include "mpiquant/mem.h"
+
+struct qz_fwd {
+  qz_model_config cfg;
+  int64_t nwin_all, ntok_all; /* all local windows / tokens */
+  int64_t bmax;               /* windows per batch (stage buffers) */
+  int64_t b0, nwin, ntok;     /* current batch: windows [b0, b0+nwin) */
+  int64_t seqlen;
+  int64_t H, I, nq, nkv, hd, qd, kvd; /* qd = nq*hd, kvd = nkv*hd */
+  float eps;
+  /* residual stream of all local windows, and stage buffers of one batch
+   * ([ntok, .] row-major, ntok <= bmax*seqlen) */
+  float *xall; /* [T_all, H] residual stream */
+  float *x;    /* [T, H] current batch's rows of xall (block input) */
+  float *xn;   /* [T, H] QKV_IN */
+  float *q;    /* [T, qd] queries, overwritten by the attention output (O_IN) */
+  float *k;    /* [T, kvd] */
+  float *v;    /* [T, kvd] */
+  float *h1;   /* [T, H] x + attn Wo' */
+  float *h1n;  /* [T, H] GATEUP_IN */
+  float *g;    /* [T, I] gate, then silu(gate)*up (DOWN_IN) */
+  float *u;    /* [T, I] up */
+  float *out;  /* [T, H] OUT */
+  float *s;    /* [QZ_FWD_QBLOCK, seqlen] attention scores of a query block */
+  float *cos_t, *sin_t; /* [seqlen, hd/2] */
+  float *logits;        /* [chunk, vocab], allocated on first use of the head */
+  int64_t logits_rows;
+  void *mem;
+  size_t mem_bytes;
+  qz_fwd_stage done;
+};
+
+static const char *const stage_names[QZ_STAGE_COUNT] = {
+    "qkv_in", "o_in", "gateup_in", "down_in", "out"};
+
+const char *qz_fwd_stage_name(qz_fwd_stage s) {
+  return s >= 0 && s < QZ_STAGE_COUNT ? stage_names[s] : "none";
+}
+
+qz_fwd_stage qz_fwd_stage_of_linear(qz_linear l) {
+  switch (l) {
+    case QZ_LIN_Q: case QZ_LIN_K: case QZ_LIN_V: return QZ_STAGE_QKV_IN;
+    case QZ_LIN_O: return QZ_STAGE_O_IN;
+    case QZ_LIN_GATE: case QZ_LIN_UP: return QZ_STAGE_GATEUP_IN;
+    case QZ_LIN_DOWN: return QZ_STAGE_DOWN_IN;
+    default: return QZ_STAGE_NONE;
+  }
+}
+
+/* ---- RoPE ----------------------------------------------------------- */
+
+int qz_rope_inv_freq(const qz_model_config *cfg, double *inv_freq) {
+  int64_t hd = cfg->head_dim, half = hd / 2;
+  QZ_CHECK(hd > 0 && hd % 2 == 0, QZ_ERR_ARG,
+           "RoPE needs an even head_dim, config has %lld", (long long)hd);
+  QZ_CHECK(cfg->rope_theta > 0, QZ_ERR_ARG, "rope_theta must be > 0, got %g",
+           cfg->rope_theta);
+  for (int64_t i = 0; i < half; i++)
+    inv_freq[i] = 1.0 / pow(cfg->rope_theta, (double)(2 * i) / (double)hd);
+  double factor = cfg->rope_scaling.factor;
+  switch (cfg->rope_scaling.type) {
+    case QZ_ROPE_DEFAULT:
+      break;
+    case QZ_ROPE_LINEAR:
+      QZ_CHECK(factor > 0, QZ_ERR_ARG, "rope_scaling linear: factor %g", factor);
+      for (int64_t i = 0; i < half; i++) inv_freq[i] /= factor;
+      break;
+    case QZ_ROPE_LLAMA3: {
+      double lo = cfg->rope_scaling.low_freq_factor;
+      double hi = cfg->rope_scaling.high_freq_factor;
+      double old = (double)cfg->rope_scaling.original_max_position_embeddings;
+      QZ_CHECK(factor > 0 && lo > 0 && hi > lo && old > 0, QZ_ERR_ARG,
+               "rope_scaling llama3 needs factor > 0, high_freq_factor > "
+               "low_freq_factor > 0, original_max_position_embeddings > 0; got "
+               "%g, %g, %g, %g", factor, hi, lo, old);
+      double lo_wavelen = old / lo, hi_wavelen = old / hi;
+      for (int64_t i = 0; i < half; i++) {
+        double f = inv_freq[i], wavelen = 2.0 * M_PI / f;
+        if (wavelen < hi_wavelen) continue;           /* high frequency: keep */
+        if (wavelen > lo_wavelen) {                   /* low frequency: scale */
+          inv_freq[i] = f / factor;
+        } else {                                      /* in between: blend */
+          double smooth = (old / wavelen - lo) / (hi - lo);
+          inv_freq[i] = (1.0 - smooth) * f / factor + smooth * f;
+        }
+      }
+      break;
+    }
+    default:
+      QZ_FAIL(QZ_ERR_UNSUPPORTED, "unknown rope_scaling type %d",
+              (int)cfg->rope_scaling.type);
+  }
+  return QZ_OK;
+}
+
+int qz_rope_tables(const qz_model_config *cfg, int64_t npos, float *cos_t,
+                   float *sin_t) {
+  int64_t half = cfg->head_dim / 2;
+  double inv[half > 0 ? half : 1];
+  QZ_CALL(qz_rope_inv_freq(cfg, inv));
+  for (int64_t p = 0; p < npos; p++)
+    for (int64_t i = 0; i < half; i++) {
+      double a = (double)p * inv[i];
+      cos_t[p * half + i] = (float)cos(a);
+      sin_t[p * half + i] = (float)sin(a);
+    }
+  return QZ_OK;
+}
+
+void qz_rope_apply(float *x, int64_t nrows, int64_t ld, int64_t nheads,
+                   int64_t hd, int64_t seqlen, const float *cos_t,
+                   const float *sin_t) {
+  int64_t half = hd / 2;
+  for (int64_t r = 0; r < nrows; r++) {
+    int64_t pos = r % seqlen;
+    const float *c = cos_t + pos * half, *s = sin_t + pos * half;
+    for (int64_t h = 0; h < nheads; h++) {
+      float *a = x + r * ld + h * hd, *b = a + half;
+      for (int64_t i = 0; i < half; i++) {
+        float x0 = a[i], x1 = b[i];
+        a[i] = x0 * c[i] - x1 * s[i];
+        b[i] = x1 * c[i] + x0 * s[i];
+      }
+    }
+  }
+}
+
+/* ---- workspace ------------------------------------------------------ */
+
+int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
+                  qz_fwd **out) {
+  return qz_fwd_create_batched(cfg, nwin, seqlen, nwin, out);
+}
+
+int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
+                          int64_t seqlen, int64_t batch, qz_fwd **out) {
+  *out = NULL;
+  QZ_CHECK(nwin >= 0 && seqlen > 0, QZ_ERR_ARG,
+           "forward workspace: %lld windows of %lld tokens", (long long)nwin,
+           (long long)seqlen);
+  QZ_CHECK(cfg->num_attention_heads > 0 && cfg->num_key_value_heads > 0 &&
+               cfg->num_attention_heads % cfg->num_key_value_heads == 0,
+           QZ_ERR_ARG, "attention heads %lld not a multiple of kv heads %lld",
+           (long long)cfg->num_attention_heads,
+           (long long)cfg->num_key_value_heads);
+  qz_fwd *f = NULL;
+  QZ_CALL(qz_calloc(1, sizeof *f, "forward workspace", &f));
+  f->cfg = *cfg;
+  f->nwin_all = nwin;
+  f->seqlen = seqlen;
+  f->ntok_all = nwin * seqlen;
+  f->bmax = batch < 1 ? 1 : batch > nwin && nwin > 0 ? nwin : batch;
+  f->H = cfg->hidden_size;
+  f->I = cfg->intermediate_size;
+  f->nq = cfg->num_attention_heads;
+  f->nkv = cfg->num_key_value_heads;
+  f->hd = cfg->head_dim;
+  f->qd = f->nq * f->hd;
+  f->kvd = f->nkv * f->hd;
+  f->eps = (float)cfg->rms_norm_eps;
+  f->done = QZ_STAGE_NONE;
+  int64_t T = (nwin > 0 ? f->bmax : 0) * seqlen, half = f->hd / 2;
+  int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
+  /* sizes in floats, each rounded to 16 floats (64 B) */
+  int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
+                  T * f->H, T * f->H, T * f->I,  T * f->I,   T * f->H,
+                  qb * seqlen, seqlen * half, seqlen * half};
+  float **dst[] = {&f->xall, &f->xn, &f->q, &f->k, &f->v, &f->h1, &f->h1n,
+                   &f->g, &f->u, &f->out, &f->s, &f->cos_t, &f->sin_t};
+  int n = (int)(sizeof sz / sizeof sz[0]);
+  int64_t total = 0;
+  for (int i = 0; i < n; i++) total += (sz[i] + 15) / 16 * 16;
+  f->mem_bytes = (size_t)total * sizeof(float);
+  int st = qz_alloc_big(f->mem_bytes, "forward workspace", &f->mem);
+  if (st != QZ_OK) {
+    qz_free(&f);
+    QZ_CALL(st);
+  }
+  float *p = f->mem;
+  for (int i = 0; i < n; i++) {
+    *dst[i] = p;
+    p += (sz[i] + 15) / 16 * 16;
+  }
+  qz_fwd_batch(f, 0, f->bmax < nwin ? f->bmax : nwin);
+  st = qz_rope_tables(cfg, seqlen, f->cos_t, f->sin_t);
+  if (st != QZ_OK) {
+    qz_fwd_destroy(&f);
+    QZ_CALL(st);
+  }
+  *out = f;
+  return QZ_OK;
+}
+
+void qz_fwd_destroy(qz_fwd **pf) {
+  if (!pf || !*pf) return;
+  qz_fwd *f = *pf;
+  qz_free_big(&f->mem, f->mem_bytes);
+  qz_free_big(&f->logits, 0);
+  qz_free(pf);
+}
+
+int64_t qz_fwd_ntok(const qz_fwd *f) { return f->ntok_all; }
+int64_t qz_fwd_nwin(const qz_fwd *f) { return f->nwin_all; }
+int64_t qz_fwd_batch_max(const qz_fwd *f) { return f->bmax; }
+
+void qz_fwd_batch_range(const qz_fwd *f, int64_t *w0, int64_t *nwin) {
+  *w0 = f->b0;
+  *nwin = f->nwin;
+}
+
+int qz_fwd_batch(qz_fwd *f, int64_t w0, int64_t nwin) {
+  QZ_CHECK(w0 >= 0 && nwin >= 0 && nwin <= f->bmax && w0 + nwin <= f->nwin_all,
+           QZ_ERR_ARG, "forward batch: windows [%lld, %lld) with batches of at "
+           "most %lld of %lld local windows", (long long)w0,
+           (long long)(w0 + nwin), (long long)f->bmax, (long long)f->nwin_all);
+  f->b0 = w0;
+  f->nwin = nwin;
+  f->ntok = nwin * f->seqlen;
+  f->x = f->xall + w0 * f->seqlen * f->H;
+  f->done = QZ_STAGE_NONE;
+  return QZ_OK;
+}
+
+int64_t qz_fwd_seqlen(const qz_fwd *f) { return f->seqlen; }
+size_t qz_fwd_bytes(const qz_fwd *f) { return f->mem_bytes; }
+float *qz_fwd_hidden(qz_fwd *f) { return f->xall; }
+
+int qz_fwd_embed(qz_fwd *f, const qz_head_weights *h, const int32_t *ids) {
+  QZ_CHECK(h->embed && h->hidden == f->H, QZ_ERR_ARG,
+           "embedding not loaded or hidden size %lld != %lld",
+           (long long)h->hidden, (long long)f->H);
+  for (int64_t t = 0; t < f->ntok_all; t++) {
+    QZ_CHECK(ids[t] >= 0 && ids[t] < h->vocab, QZ_ERR_ARG,
+             "token id %d at local position %lld is outside the vocabulary "
+             "[0, %lld)", (int)ids[t], (long long)t, (long long)h->vocab);
+    memcpy(f->xall + t * f->H, h->embed + (int64_t)ids[t] * f->H,
+           (size_t)f->H * sizeof(float));
+  }
+  return qz_fwd_batch(f, 0, f->bmax < f->nwin_all ? f->bmax : f->nwin_all);
+}
+
+void qz_fwd_block_begin(qz_fwd *f) { f->done = QZ_STAGE_NONE; }
+
+void qz_fwd_invalidate(qz_fwd *f, qz_fwd_stage from) {
+  if (f->done >= from) f->done = (qz_fwd_stage)(from - 1);
+}
+
+qz_fwd_stage qz_fwd_done(const qz_fwd *f) { return f->done; }
+
+/* ---- kernels -------------------------------------------------------- */
+
+/* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, sum of squares in double. */
+static void rmsnorm(float *y, const float *x, const float *w, int64_t nrows,
+                    int64_t n, float eps) {
+  for (int64_t r = 0; r < nrows; r++) {
+    const float *a = x + r * n;
+    float *b = y + r * n;
+    double ss = 0.0;
+    for (int64_t i = 0; i < n; i++) ss += (double)a[i] * (double)a[i];
+    float inv = (float)(1.0 / sqrt(ss / (double)n + (double)eps));
+    for (int64_t i = 0; i < n; i++) b[i] = (a[i] * inv) * w[i];
+  }
+}
+
+/* y [T, out] = x [T, in] . W' (+ bias), W [out, in], one sgemm per window
+ * of `rows` rows: a window's result then does not depend on how many
+ * windows a rank owns (OpenBLAS rounds edge tiles differently), which keeps
+ * the perplexity bit-identical across rank counts. */
+static void linear(float *y, const float *x, const float *W, const float *bias,
+                   int64_t T, int64_t rows, int64_t out, int64_t in) {
+  for (int64_t r0 = 0; r0 < T; r0 += rows) {
+    int64_t m = T - r0 < rows ? T - r0 : rows;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)out,
+                (int)in, 1.0f, x + r0 * in, (int)in, W, (int)in, 0.0f,
+                y + r0 * out, (int)out);
+  }
+  if (bias)
+    for (int64_t t = 0; t < T; t++)
+      for (int64_t o = 0; o < out; o++) y[t * out + o] += bias[o];
+}
+
+/* Causal GQA attention of every local window; the output of query head h
+ * overwrites q's columns of head h (each query block is read once, into the
+ * scores, before its rows are written). */
+static void attention(qz_fwd *f) {
+  int64_t L = f->seqlen, hd = f->hd, qd = f->qd, kvd = f->kvd;
+  int64_t group = f->nq / f->nkv;
+  float scale = (float)(1.0 / sqrt((double)hd));
+  for (int64_t w = 0; w < f->nwin; w++) {
+    float *qw = f->q + w * L * qd;
+    const float *kw = f->k + w * L * kvd, *vw = f->v + w * L * kvd;
+    for (int64_t h = 0; h < f->nq; h++) {
+      int64_t g = h / group;
+      float *qh = qw + h * hd;
+      const float *kg = kw + g * hd, *vg = vw + g * hd;
+      for (int64_t i0 = 0; i0 < L; i0 += QZ_FWD_QBLOCK) {
+        int64_t m = L - i0 < QZ_FWD_QBLOCK ? L - i0 : QZ_FWD_QBLOCK;
+        int64_t n = i0 + m; /* keys 0..n-1 are visible to some row */
+        float *S = f->s;    /* [m, n] */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n,
+                    (int)hd, scale, qh + i0 * qd, (int)qd, kg, (int)kvd, 0.0f,
+                    S, (int)n);
+        for (int64_t r = 0; r < m; r++) {
+          float *srow = S + r * n;
+          int64_t nv = i0 + r + 1; /* causal: keys 0..i */
+          float mx = srow[0];
+          for (int64_t j = 1; j < nv; j++) mx = srow[j] > mx ? srow[j] : mx;
+          double sum = 0.0;
+          for (int64_t j = 0; j < nv; j++) {
+            float e = expf(srow[j] - mx);
+            srow[j] = e;
+            sum += e;
+          }
+          float inv = (float)(1.0 / sum);
+          for (int64_t j = 0; j < nv; j++) srow[j] *= inv;
+          for (int64_t j = nv; j < n; j++) srow[j] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd,
+                    (int)n, 1.0f, S, (int)n, vg, (int)kvd, 0.0f, qh + i0 * qd,
+                    (int)qd);
+      }
+    }
+  }
+}
+
+static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+static void run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
+  int64_t T = f->ntok, H = f->H, I = f->I;
+  switch (s) {
+    case QZ_STAGE_QKV_IN:
+      rmsnorm(f->xn, f->x, w->attn_norm, T, H, f->eps);
+      break;
+    case QZ_STAGE_O_IN:
+      linear(f->q, f->xn, w->w[QZ_LIN_Q], w->b[QZ_LIN_Q], T, f->seqlen, f->qd, H);
+      linear(f->k, f->xn, w->w[QZ_LIN_K], w->b[QZ_LIN_K], T, f->seqlen, f->kvd, H);
+      linear(f->v, f->xn, w->w[QZ_LIN_V], w->b[QZ_LIN_V], T, f->seqlen, f->kvd, H);
+      qz_rope_apply(f->q, T, f->qd, f->nq, f->hd, f->seqlen, f->cos_t, f->sin_t);
+      qz_rope_apply(f->k, T, f->kvd, f->nkv, f->hd, f->seqlen, f->cos_t,
+                    f->sin_t);
+      attention(f);
+      break;
+    case QZ_STAGE_GATEUP_IN:
+      linear(f->h1, f->q, w->w[QZ_LIN_O], w->b[QZ_LIN_O], T, f->seqlen, H, f->qd);
+      for (int64_t i = 0; i < T * H; i++) f->h1[i] += f->x[i];
+      rmsnorm(f->h1n, f->h1, w->ffn_norm, T, H, f->eps);
+      break;
+    case QZ_STAGE_DOWN_IN:
+      linear(f->g, f->h1n, w->w[QZ_LIN_GATE], w->b[QZ_LIN_GATE], T, f->seqlen, I, H);
+      linear(f->u, f->h1n, w->w[QZ_LIN_UP], w->b[QZ_LIN_UP], T, f->seqlen, I, H);
+      for (int64_t i = 0; i < T * I; i++) f->g[i] = silu(f->g[i]) * f->u[i];
+      break;
+    case QZ_STAGE_OUT:
+      linear(f->out, f->g, w->w[QZ_LIN_DOWN], w->b[QZ_LIN_DOWN], T, f->seqlen, H, I);
+      for (int64_t i = 0; i < T * H; i++) f->out[i] += f->h1[i];
+      break;
+    default:
+      break;
+  }
+}
+
+int qz_fwd_run(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage upto) {
+  QZ_CHECK(upto >= QZ_STAGE_QKV_IN && upto < QZ_STAGE_COUNT, QZ_ERR_ARG,
+           "forward stage %d out of range", (int)upto);
+  QZ_CHECK(w->hidden == f->H && w->inter == f->I && w->nq == f->nq &&
+               w->nkv == f->nkv && w->hd == f->hd,
+           QZ_ERR_ARG, "block weights were allocated for another config");
+  /* the attention output lives in q: recomputing O_IN needs QKV_IN's xn,
+   * which is never overwritten, so every stage is recomputable */
+  for (int s = f->done + 1; s <= upto; s++) {
+    run_stage(f, w, (qz_fwd_stage)s);
+    f->done = (qz_fwd_stage)s;
+  }
+  return QZ_OK;
+}
+
+const float *qz_fwd_stage_output(const qz_fwd *f, qz_fwd_stage s,
+                                 int64_t *ncols) {
+  if (s > f->done || s < 0) {
+    *ncols = 0;
+    return NULL;
+  }
+  switch (s) {
+    case QZ_STAGE_QKV_IN: *ncols = f->H; return f->xn;
+    case QZ_STAGE_O_IN: *ncols = f->qd; return f->q;
+    case QZ_STAGE_GATEUP_IN: *ncols = f->H; return f->h1n;
+    case QZ_STAGE_DOWN_IN: *ncols = f->I; return f->g;
+    case QZ_STAGE_OUT: *ncols = f->H; return f->out;
+    default: *ncols = 0; return NULL;
+  }
+}
+
+const float *qz_fwd_linear_input(const qz_fwd *f, qz_linear l, int64_t *ncols) {
+  return qz_fwd_stage_output(f, qz_fwd_stage_of_linear(l), ncols);
+}
+
+int qz_fwd_block_commit(qz_fwd *f) {
+  QZ_CHECK(f->done == QZ_STAGE_OUT, QZ_ERR_INTERNAL,
+           "block commit before the output stage (last stage: %s)",
+           qz_fwd_stage_name(f->done));
+  memcpy(f->x, f->out, (size_t)(f->ntok * f->H) * sizeof(float));
+  f->done = QZ_STAGE_NONE;
+  return QZ_OK;
+}
+
+int qz_fwd_block(qz_fwd *f, const qz_block_weights *w) {
+  for (int64_t b0 = 0; b0 < f->nwin_all; b0 += f->bmax) {
+    int64_t nb = f->nwin_all - b0 < f->bmax ? f->nwin_all - b0 : f->bmax;
+    QZ_CALL(qz_fwd_batch(f, b0, nb));
+    QZ_CALL(qz_fwd_run(f, w, QZ_STAGE_OUT));
+    QZ_CALL(qz_fwd_block_commit(f));
+  }
+  return QZ_OK;
+}
+
+/* ---- head ----------------------------------------------------------- */
+
+int qz_fwd_logits(qz_fwd *f, const qz_head_weights *h, int64_t row0, int64_t n,
+                  float *logits) {
+  QZ_CHECK(h->lm_head && h->norm && h->hidden == f->H, QZ_ERR_ARG,
+           "output head not loaded or hidden size %lld != %lld",
+           (long long)h->hidden, (long long)f->H);
+  QZ_CHECK(row0 >= 0 && n >= 0 && row0 + n <= f->ntok_all, QZ_ERR_ARG,
+           "logits rows [%lld, %lld) outside the %lld local tokens",
+           (long long)row0, (long long)(row0 + n), (long long)f->ntok_all);
+  /* the final norm goes to xn (a batch's rows; free between blocks) */
+  int64_t piece = f->bmax * f->seqlen;
+  for (int64_t p0 = 0; p0 < n; p0 += piece) {
+    int64_t m = n - p0 < piece ? n - p0 : piece;
+    rmsnorm(f->xn, f->xall + (row0 + p0) * f->H, h->norm, m, f->H, f->eps);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)h->vocab,
+                (int)f->H, 1.0f, f->xn, (int)f->H, h->lm_head, (int)f->H, 0.0f,
+                logits + p0 * h->vocab, (int)h->vocab);
+  }
+  f->done = QZ_STAGE_NONE; /* xn was overwritten */
+  return QZ_OK;
+}
+
+int qz_fwd_nll(qz_fwd *f, const qz_head_weights *h, const int32_t *ids,
+               int64_t chunk_tokens, double *nll) {
+  int64_t V = h->vocab, L = f->seqlen;
+  if (chunk_tokens <= 0) {
+    chunk_tokens = (64 << 20) / (int64_t)sizeof(float) / (V > 0 ? V : 1);
+    if (chunk_tokens < 1) chunk_tokens = 1;
+  }
+  if (chunk_tokens > L) chunk_tokens = L;
+  if (f->logits_rows < chunk_tokens) {
+    qz_free_big(&f->logits, 0);
+    QZ_CALL(qz_alloc_big((size_t)(chunk_tokens * V) * sizeof(float),
+                         "logits chunk", &f->logits));
+    f->logits_rows = chunk_tokens;
+  }
+  /* chunks restart at every window so that a window's NLL does not depend
+   * on the other windows of the rank (bit-identical across rank counts) */
+  for (int64_t w = 0; w < f->nwin_all; w++) {
+    double acc = 0.0;
+    for (int64_t p0 = 0; p0 < L - 1; p0 += chunk_tokens) {
+      int64_t n = L - 1 - p0 < chunk_tokens ? L - 1 - p0 : chunk_tokens;
+      int64_t r0 = w * L + p0;
+      QZ_CALL(qz_fwd_logits(f, h, r0, n, f->logits));
+      for (int64_t r = 0; r < n; r++) {
+        int32_t tgt = ids[r0 + r + 1];
+        QZ_CHECK(tgt >= 0 && tgt < V, QZ_ERR_ARG,
+                 "token id %d outside the vocabulary [0, %lld)", (int)tgt,
+                 (long long)V);
+        const float *lg = f->logits + r * V;
+        float mx = lg[0];
+        for (int64_t j = 1; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
+        double sum = 0.0;
+        for (int64_t j = 0; j < V; j++) sum += (double)expf(lg[j] - mx);
+        acc += (double)mx + log(sum) - (double)lg[tgt];
+      }
+    }
+    nll[w] = acc;
+  }
+  return QZ_OK;
+}
+
+double qz_fwd_block_flops(const qz_model_config *cfg, int64_t nwin,
+                          int64_t seqlen) {
+  double T = (double)nwin * (double)seqlen, H = (double)cfg->hidden_size;
+  double I = (double)cfg->intermediate_size, hd = (double)cfg->head_dim;
+  double qd = (double)cfg->num_attention_heads * hd;
+  double kvd = (double)cfg->num_key_value_heads * hd;
+  double proj = 2.0 * T * (H * qd + 2.0 * H * kvd + qd * H + 3.0 * H * I);
+  /* causal: query i sees i+1 keys; QK' and PV each 2*hd flops per pair */
+  double pairs = (double)nwin * (double)seqlen * ((double)seqlen + 1.0) / 2.0;
+  double att = 2.0 * 2.0 * hd * pairs * (double)cfg->num_attention_heads;
+  return proj + att;
+}

@@ -1,0 +1,197 @@
+/* Collective, read-once loading of a Hugging Face Llama model. */
+#include <stdio.h>
+#include <string.h>
+
+#include "mpiquant/comm.h"
+#include "mpiquant/error.h"
+#include "mpiquant/log.h"
+#include "mpiquant/mem.h"
+#include "mpiquant/model.h"
+#include "mpiquant/timing.h"
+
+struct qz_model {
+  MPI_Comm comm;
+  int rank, size;
+  qz_model_config cfg;
+  qz_st *st;
+};
+
+static int open_local(qz_model *m, const char *dir) {
+  QZ_CALL(qz_config_load(dir, &m->cfg));
+  QZ_CALL(qz_st_open(dir, &m->st));
+  QZ_CALL(qz_config_check_tensors(&m->cfg, m->st));
+  return QZ_OK;
+}
+
+int qz_model_open(MPI_Comm comm, const char *dir, qz_model **out) {
+  *out = NULL;
+  qz_model *m = NULL;
+  int st = qz_calloc(1, sizeof *m, "model handle", &m);
+  st = qz_error_agree(comm, st);
+  if (st != QZ_OK) {
+    qz_free(&m);
+    QZ_CALL(st);
+  }
+  m->comm = MPI_COMM_NULL;
+  st = qz_comm_dup(comm, &m->comm);
+  if (st != QZ_OK) {
+    qz_free(&m);
+    QZ_CALL(st);
+  }
+  MPI_Comm_rank(m->comm, &m->rank);
+  MPI_Comm_size(m->comm, &m->size);
+  st = qz_error_agree(m->comm, open_local(m, dir));
+  if (st != QZ_OK) {
+    qz_model_close(&m);
+    QZ_CALL(st);
+  }
+  *out = m;
+  return QZ_OK;
+}
+
+void qz_model_close(qz_model **pm) {
+  if (!pm || !*pm) return;
+  qz_model *m = *pm;
+  qz_st_close(&m->st);
+  if (m->comm != MPI_COMM_NULL) MPI_Comm_free(&m->comm);
+  qz_free(pm);
+}
+
+const qz_model_config *qz_model_config_of(const qz_model *m) { return &m->cfg; }
+qz_st *qz_model_st(qz_model *m) { return m->st; }
+MPI_Comm qz_model_comm(const qz_model *m) { return m->comm; }
+
+int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
+                             int64_t nrows, int64_t rowlen, float *dst) {
+  int rank, size;
+  QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
+  QZ_CALL_MPI(MPI_Comm_size(comm, &size));
+  const qz_tensor_info *ti = NULL;
+  int rc = qz_st_get(st, name, &ti);
+  if (rc == QZ_OK && ti->nelem != nrows * rowlen)
+    rc = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                      "%s: tensor %s has %lld elements, expected %lld x %lld",
+                      ti->file, name, (long long)ti->nelem, (long long)nrows,
+                      (long long)rowlen);
+  if (rc == QZ_OK && (nrows > INT32_MAX || rowlen > INT32_MAX))
+    rc = qz_error_set(QZ_ERR_UNSUPPORTED, __FILE__, __LINE__, __func__,
+                      "tensor %s: %lld rows of %lld too large for one "
+                      "allgather", name, (long long)nrows, (long long)rowlen);
+  int64_t r0 = 0, cnt = 0;
+  qz_split_even(nrows, size, rank, &r0, &cnt);
+  if (rc == QZ_OK && cnt > 0)
+    rc = qz_st_read_f32(st, name, r0, cnt, dst + r0 * rowlen);
+  QZ_CALL(qz_error_agree(comm, rc));
+  if (size == 1) return QZ_OK;
+  int counts[size], displs[size];
+  for (int p = 0; p < size; p++) {
+    int64_t b, c;
+    qz_split_even(nrows, size, p, &b, &c);
+    counts[p] = (int)c;
+    displs[p] = (int)b;
+  }
+  MPI_Datatype row;
+  QZ_CALL_MPI(MPI_Type_contiguous((int)rowlen, MPI_FLOAT, &row));
+  QZ_CALL_MPI(MPI_Type_commit(&row));
+  int mrc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, dst, counts,
+                           displs, row, comm);
+  MPI_Type_free(&row);
+  if (mrc != MPI_SUCCESS)
+    return qz_mpi_error(mrc, "MPI_Allgatherv", __FILE__, __LINE__, __func__);
+  return QZ_OK;
+}
+
+static int load_vec(qz_model *m, const char *name, int64_t n, float *dst) {
+  return qz_st_read_f32_allgather(m->comm, m->st, name, n, 1, dst);
+}
+
+int qz_model_load_block(qz_model *m, int layer, qz_block_weights *w) {
+  return qz_model_load_block_mask(m, layer, QZ_LIN_ALL, w);
+}
+
+int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
+                             qz_block_weights *w) {
+  const qz_model_config *c = &m->cfg;
+  QZ_CHECK(layer >= 0 && layer < c->num_hidden_layers, QZ_ERR_ARG,
+           "block %d out of range: the model has %lld blocks", layer,
+           (long long)c->num_hidden_layers);
+  QZ_CHECK(w->mem && w->hidden == c->hidden_size && w->inter == c->intermediate_size,
+           QZ_ERR_ARG, "block weights not allocated for this model");
+  qz_timer_start(QZ_PHASE_LOAD);
+  char name[256];
+  int st = QZ_OK;
+  snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", layer);
+  QZ_CALL_DONE(load_vec(m, name, c->hidden_size, w->attn_norm));
+  snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight",
+           layer);
+  QZ_CALL_DONE(load_vec(m, name, c->hidden_size, w->ffn_norm));
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t out, in;
+    qz_linear_shape(c, (qz_linear)l, &out, &in);
+    if (lin_mask & (1u << l)) {
+      qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "weight");
+      QZ_CALL_DONE(
+          qz_st_read_f32_allgather(m->comm, m->st, name, out, in, w->w[l]));
+    }
+    if (w->b[l]) {
+      qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "bias");
+      QZ_CALL_DONE(load_vec(m, name, out, w->b[l]));
+    }
+  }
+done:
+  qz_timer_stop(QZ_PHASE_LOAD);
+  return st;
+}
+
+int qz_model_load_head(qz_model *m, int want_embed, int want_head,
+                       qz_head_weights *h) {
+  const qz_model_config *c = &m->cfg;
+  int64_t V = c->vocab_size, H = c->hidden_size;
+  size_t mat = (size_t)(V * H) * sizeof(float);
+  h->vocab = V;
+  h->hidden = H;
+  const char *head_name = qz_config_lm_head(c, m->st);
+  h->tied = strcmp(head_name, "model.embed_tokens.weight") == 0;
+  int st = QZ_OK;
+  qz_timer_start(QZ_PHASE_LOAD);
+  if ((want_embed || (want_head && h->tied)) && !h->embed) {
+    st = qz_alloc_big(mat, "embedding", &h->embed);
+    QZ_CALL_DONE(qz_error_agree(m->comm, st));
+    QZ_CALL_DONE(qz_st_read_f32_allgather(m->comm, m->st,
+                                          "model.embed_tokens.weight", V, H,
+                                          h->embed));
+  }
+  if (want_head) {
+    if (!h->norm) {
+      st = qz_alloc_big((size_t)H * sizeof(float), "final norm", &h->norm);
+      QZ_CALL_DONE(qz_error_agree(m->comm, st));
+      QZ_CALL_DONE(load_vec(m, "model.norm.weight", H, h->norm));
+    }
+    if (h->tied) {
+      h->lm_head = h->embed;
+    } else if (!h->lm_head) {
+      st = qz_alloc_big(mat, "lm_head", &h->lm_head);
+      QZ_CALL_DONE(qz_error_agree(m->comm, st));
+      QZ_CALL_DONE(qz_st_read_f32_allgather(m->comm, m->st, head_name, V, H,
+                                            h->lm_head));
+    }
+  }
+done:
+  qz_timer_stop(QZ_PHASE_LOAD);
+  return st;
+}
+
+int64_t qz_model_bytes_read_local(const qz_model *m) {
+  return qz_st_bytes_read(m->st);
+}
+
+int qz_model_bytes_read_total(qz_model *m, int64_t *total) {
+  *total = qz_st_bytes_read(m->st);
+  return qz_allreduce_i64(m->comm, total, 1, MPI_SUM);
+}
+
+int64_t qz_model_bytes_on_disk(const qz_model *m) {
+  int64_t b = 0;
+  for (int i = 0; i < qz_st_count(m->st); i++) b += qz_st_info_at(m->st, i)->nbytes;
+  return b;
+}

@@ -1,0 +1,83 @@
+/* Storage for one decoder block's f32 weights, and the head weights. */
+#include <string.h>
+
+#include "mpiquant/error.h"
+#include "mpiquant/mem.h"
+#include "mpiquant/model.h"
+
+/* [out, in] of linear l (independent of io's qz_linear_shape so that the
+ * forward can be used on synthetic configs). */
+static void lin_shape(const qz_model_config *c, int l, int64_t *out,
+                      int64_t *in) {
+  int64_t H = c->hidden_size, I = c->intermediate_size;
+  int64_t qd = c->num_attention_heads * c->head_dim;
+  int64_t kvd = c->num_key_value_heads * c->head_dim;
+  switch (l) {
+    case QZ_LIN_Q: *out = qd; *in = H; break;
+    case QZ_LIN_K: case QZ_LIN_V: *out = kvd; *in = H; break;
+    case QZ_LIN_O: *out = H; *in = qd; break;
+    case QZ_LIN_GATE: case QZ_LIN_UP: *out = I; *in = H; break;
+    default: *out = H; *in = I; break; /* QZ_LIN_DOWN */
+  }
+}
+
+static int has_bias(const qz_model_config *c, int l) {
+  if (l <= QZ_LIN_V) return c->qkv_bias;
+  if (l == QZ_LIN_O) return c->o_bias;
+  return c->mlp_bias;
+}
+
+int qz_block_weights_alloc(const qz_model_config *cfg, qz_block_weights *w) {
+  memset(w, 0, sizeof *w);
+  w->hidden = cfg->hidden_size;
+  w->inter = cfg->intermediate_size;
+  w->nq = cfg->num_attention_heads;
+  w->nkv = cfg->num_key_value_heads;
+  w->hd = cfg->head_dim;
+  int64_t sz[2 + 2 * QZ_LIN_COUNT];
+  int n = 0;
+  sz[n++] = w->hidden;
+  sz[n++] = w->hidden;
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t o, i;
+    lin_shape(cfg, l, &o, &i);
+    sz[n++] = o * i;
+    sz[n++] = has_bias(cfg, l) ? o : 0;
+  }
+  int64_t total = 0;
+  for (int i = 0; i < n; i++) total += (sz[i] + 15) / 16 * 16;
+  w->mem_bytes = (size_t)total * sizeof(float);
+  QZ_CALL(qz_alloc_big(w->mem_bytes, "block weights", &w->mem));
+  float *p = w->mem;
+  float **dst[2 + 2 * QZ_LIN_COUNT];
+  dst[0] = &w->attn_norm;
+  dst[1] = &w->ffn_norm;
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    dst[2 + 2 * l] = &w->w[l];
+    dst[3 + 2 * l] = &w->b[l];
+  }
+  for (int i = 0; i < n; i++) {
+    *dst[i] = sz[i] > 0 ? p : NULL;
+    p += (sz[i] + 15) / 16 * 16;
+  }
+  return QZ_OK;
+}
+
+void qz_block_weights_free(qz_block_weights *w) {
+  if (!w) return;
+  qz_free_big(&w->mem, w->mem_bytes);
+  memset(w, 0, sizeof *w);
+}
+
+void qz_block_weights_copy(qz_block_weights *dst, const qz_block_weights *src) {
+  memcpy(dst->mem, src->mem, src->mem_bytes);
+}
+
+void qz_head_weights_free(qz_head_weights *h) {
+  if (!h) return;
+  if (h->lm_head == h->embed) h->lm_head = NULL;
+  qz_free_big(&h->embed, 0);
+  qz_free_big(&h->lm_head, 0);
+  qz_free_big(&h->norm, 0);
+  memset(h, 0, sizeof *h);
+}

@@ -1,0 +1,3 @@
+# Checkpoint (io/ckpt.c): parallel HDF5 + manifest + resume rules.
+qz_test_program(qzt_ckpt mpi/test_ckpt.c)
+qz_add_mpi_test(NAME ckpt COMMAND $<TARGET_FILE:qzt_ckpt> TIMEOUT 120)
