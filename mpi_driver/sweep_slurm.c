@@ -111,9 +111,11 @@ static int build_sbatch(const qz_sweep_spec *s, const char *spec, const char *ou
                strncmp(l, "MPIQUANT=${MPIQUANT:-", 21) == 0) {
       const char *var = l[0] == 'S' ? "SPEC" : l[0] == 'O' ? "OUT" : "MPIQUANT";
       const char *path = l[0] == 'S' ? spec : l[0] == 'O' ? out : exe;
-      QZ_CALL_DONE(tb_fmt(b, "%s=${%s:-", var, var));
+      /* fixed, not ${VAR:-...}: a variable of the same name in the
+       * submitting shell must not redirect a generated job */
+      QZ_CALL_DONE(tb_fmt(b, "%s=", var));
       QZ_CALL_DONE(tb_quoted(b, path));
-      QZ_CALL_DONE(tb_add(b, "}\n", 2));
+      QZ_CALL_DONE(tb_add(b, "\n", 1));
     } else {
       QZ_CALL_DONE(tb_add(b, l, n + (e ? 1 : 0)));
     }

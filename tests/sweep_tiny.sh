@@ -105,7 +105,7 @@ fi
 run sweep --spec "$SPEC" --out "$T/a" --emit-slurm "$T/job" -q
 grep -q '^#SBATCH --array=0-3$' "$T/job/sweep-array.sbatch" || fail "no --array=0-3 line"
 grep -q '^#SBATCH --time=00:10:00$' "$T/job/sweep-array.sbatch" || fail "spec slurm.time not applied"
-grep -q "^SPEC=\${SPEC:-'$T/job/spec.json'}$" "$T/job/sweep-array.sbatch" || fail "SPEC not filled in"
+grep -q "^SPEC='$T/job/spec.json'$" "$T/job/sweep-array.sbatch" || fail "SPEC not filled in"
 bash -n "$T/job/sweep-array.sbatch" || fail "the emitted sbatch is not valid bash"
 /usr/bin/python3 - "$T/job/points.json" <<'PY' || fail "points.json"
 import json, sys
