@@ -145,7 +145,7 @@ say "cluster up: $(sinfo -h -o '%P %D %T %C') (ports $PCTL/$PD)"
 SPEC=$SRC/examples/sweep-tiny.json
 TEXT=$SRC/examples/tinystories_sample.txt
 MODEL=$SRC/examples/stories260K-hf
-rm -rf "$T/direct" "$T/array" "$T/job" "$T/qckpt" "$T"/*.out "$T/eval.json"
+rm -rf "$T/direct" "$T/array" "$T/job" "$T/qckpt" "$T"/*.out "$T/eval.json" "$T/requeue" "$T/job2"
 mkdir -p "$T"
 "$MPIEXEC" -n $NP "$B" sweep --spec "$SPEC" --out "$T/direct" -q
 say "direct sweep at np $NP done"
@@ -158,11 +158,11 @@ JOBS="$ARR"
 say "submitted array job $ARR ($(grep -c '"index"' "$T/job/points.json") tasks, $NP ranks each)"
 # the lead's quantize template on one node, then eval.sbatch on its checkpoint
 QJ=$(MODEL=$MODEL CALIB=$TEXT OUT=$T/qckpt METHOD=gptq BITS=4 GROUP=32 NSAMPLES=32 SEQLEN=256 \
-  MPIQUANT=$B sbatch --parsable --nodes=1 --ntasks-per-node=$NP --time=00:10:00 \
+  MPIQUANT=$B sbatch --parsable --nodes=1 --ntasks-per-node=$NP --time=00:30:00 \
   --output="$T/quantize-%j.out" "$SRC/slurm/quantize.sbatch")
 JOBS="$JOBS $QJ"
 EJ=$(CKPT=$T/qckpt DATA=$TEXT SEQLEN=256 WINDOWS=8 JSON_OUT=$T/eval.json MPIQUANT=$B \
-  sbatch --parsable --nodes=1 --ntasks-per-node=$NP --time=00:10:00 \
+  sbatch --parsable --nodes=1 --ntasks-per-node=$NP --time=00:30:00 \
   --dependency=afterok:$QJ --output="$T/eval-%j.out" "$SRC/slurm/eval.sbatch")
 JOBS="$JOBS $EJ"
 say "submitted quantize.sbatch job $QJ and eval.sbatch job $EJ (after $QJ)"
@@ -215,4 +215,44 @@ print("  quantize.sbatch + eval.sbatch: ppl %.17g (sweep point: %.17g) %s"
       % (e["ppl"], ref, "same" if e["ppl"] == ref else "DIFFERENT"))
 assert e["ppl"] == ref and e["np"] == np_, "quantize.sbatch/eval.sbatch differ from the sweep point"
 PY
-say "slurm_sweep: 1 passed, 0 failed (4 array points + quantize.sbatch/eval.sbatch equal the direct run)"
+# ---- 5. requeue: the time-limit signal (USR1, what --signal=B:USR1@300
+# sends) makes a running task requeue itself; its rerun finishes the point
+"$MPIEXEC" -n 1 "$B" sweep --spec "$SPEC" --out "$T/requeue" --emit-slurm "$T/job2" -q
+RJ=$(REQUEUE_AFTER=0 sbatch --parsable --array=3 "$T/job2/sweep-array.sbatch")
+JOBS="$JOBS $RJ"
+log=$T/job2/logs/${RJ}_3.out
+deadline=$(($(date +%s) + 60))
+k=stories260K__gptq-w3-g32__tinystories
+# signal while quantize runs: once the checkpoint has its first block
+until grep -qs '"block": 0,' "$T/requeue/ckpt/$k/manifest.json"; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "requeue test: task ${RJ}_3 did not start quantizing"
+  sleep 0.05
+done
+scancel --signal=USR1 --batch "${RJ}_3"
+say "sent USR1 to the batch script of task ${RJ}_3 during its quantize"
+deadline=$(($(date +%s) + WAIT_S))
+while [ -n "$(squeue -h 2>/dev/null)" ]; do
+  [ "$(date +%s)" -lt "$deadline" ] || fail "requeue test: still queued after ${WAIT_S} s: $(squeue)"
+  # Slurm delays a requeued job (BeginTime); start it now in the test
+  if squeue -h -o %r 2>/dev/null | grep -q BeginTime; then
+    scontrol update JobId="${RJ}_3" StartTime=now >/dev/null 2>&1 || true
+  fi
+  sleep 0.5
+done
+info=$(scontrol -o show job "${RJ}_3")
+echo "$info" | grep -q "JobState=COMPLETED" || fail "requeue test: task ended as $(echo "$info" | grep -o 'JobState=[A-Z_]*')"
+restarts=$(echo "$info" | grep -o 'Restarts=[0-9]*' | cut -d= -f2)
+[ "${restarts:-0}" -ge 1 ] || fail "requeue test: the task was not requeued (Restarts=${restarts:-?})"
+grep -q "requeueing task" "$log" || fail "requeue test: the batch script did not requeue (see $log)"
+resumed=$(grep -o 'resuming .*: [0-9]* of [0-9]* blocks complete' "$log" | head -n 1 || true)
+echo "$resumed" | grep -q ': [1-9][0-9]* of' ||
+  fail "requeue test: the rerun did not resume from completed blocks (${resumed:-no resume line})"
+say "requeued run: $resumed"
+/usr/bin/python3 - "$T/direct/rows/$k.json" "$T/requeue/rows/$k.json" <<'PY' || fail "requeue test: ppl differs"
+import json, sys
+a, b = (json.load(open(f))["ppl"]["tinystories"] for f in sys.argv[1:3])
+print("  requeued task: ppl %.17g, direct %.17g" % (b, a))
+assert a == b
+PY
+say "requeue: task ${RJ}_3 requeued itself on USR1 (Restarts=$restarts) and its rerun gave the direct ppl"
+say "slurm_sweep: 1 passed, 0 failed (4 array points, quantize.sbatch/eval.sbatch and a requeued task equal the direct run)"
