@@ -47,10 +47,16 @@ static int plot_one(const qz_sweep_spec *s, const char *out, json_t *const *rows
   int nseries = 0, bmin = 99, bmax = 0;
   double fp32 = 0.0;
   int have_fp32 = 0;
-  char plotcmd[16384] = "";
+  char *plotcmd = NULL;
   size_t pl = 0;
+  FILE *pc = open_memstream(&plotcmd, &pl); /* the gnuplot plot command */
+  QZ_CHECK(pc, QZ_ERR_MEM, "out of memory");
   FILE *f = fopen(dat, "w");
-  QZ_CHECK(f, QZ_ERR_IO, "cannot write %s", dat);
+  if (!f) {
+    fclose(pc);
+    free(plotcmd);
+    QZ_FAIL(QZ_ERR_IO, "cannot write %s", dat);
+  }
   for (int i = 0; i < s->npoints; i++) {
     const qz_sweep_point *p = &s->points[i];
     if (p->model != m || !rows[i]) continue;
@@ -88,26 +94,30 @@ static int plot_one(const qz_sweep_spec *s, const char *out, json_t *const *rows
       if (bits[k] > bmax) bmax = bits[k];
     }
     fprintf(f, "\n\n");
-    pl += (size_t)snprintf(plotcmd + pl, sizeof plotcmd - pl,
-                           "%s'%s' index %d with linespoints lw 2 pt 7 ps 1.2 title \"%s\"",
-                           nseries ? ", \\\n     " : "plot ", dat, nseries, label);
+    fprintf(pc, "%s'%s' index %d with linespoints lw 2 pt 7 ps 1.2 title \"%s\"",
+            nseries ? ", \\\n     " : "plot ", dat, nseries, label);
     nseries++;
-    QZ_CHECK(pl < sizeof plotcmd - 256, QZ_ERR_ARG, "sweep --plot: too many series");
   }
-  int ok = fclose(f) == 0;
-  QZ_CHECK(ok, QZ_ERR_IO, "writing %s failed", dat);
-  if (nseries == 0 && !have_fp32) return QZ_OK;
-  if (nseries == 0) { /* only the baseline so far */
+  if (nseries == 0 && have_fp32) { /* only the baseline so far */
     bmin = 2;
     bmax = 8;
-    pl += (size_t)snprintf(plotcmd + pl, sizeof plotcmd - pl, "plot ");
+    fprintf(pc, "plot ");
   }
   if (have_fp32)
-    pl += (size_t)snprintf(plotcmd + pl, sizeof plotcmd - pl,
-                           "%s%.17g with lines dt 2 lw 2 lc rgb \"black\" title \"fp32 "
-                           "(%.3f)\"", nseries ? ", \\\n     " : "", fp32, fp32);
+    fprintf(pc, "%s%.17g with lines dt 2 lw 2 lc rgb \"black\" title \"fp32 (%.3f)\"",
+            nseries ? ", \\\n     " : "", fp32, fp32);
+  int ok = fclose(f) == 0;
+  ok &= fclose(pc) == 0;
+  if (!ok || nseries + have_fp32 == 0) {
+    free(plotcmd);
+    QZ_CHECK(ok, QZ_ERR_IO, "writing %s failed", dat);
+    return QZ_OK;
+  }
   f = fopen(gp, "w");
-  QZ_CHECK(f, QZ_ERR_IO, "cannot write %s", gp);
+  if (!f) {
+    free(plotcmd);
+    QZ_FAIL(QZ_ERR_IO, "cannot write %s", gp);
+  }
   fprintf(f,
           "# mpiquant sweep --plot: %s on %s (edit and run: gnuplot %s)\n"
           "set termoption noenhanced\n"
@@ -126,11 +136,13 @@ static int plot_one(const qz_sweep_spec *s, const char *out, json_t *const *rows
           "replot\n"
           "unset output\n",
           mn, ev, gp, mn, ev, bmin - 0.5, bmax + 0.5, out, mn, ev, plotcmd, out, mn, ev);
+  free(plotcmd);
   ok = fclose(f) == 0;
   QZ_CHECK(ok, QZ_ERR_IO, "writing %s failed", gp);
-  char cmd[8400];
-  snprintf(cmd, sizeof cmd, "gnuplot '%s' >>'%s' 2>&1", gp, log);
+  char *cmd = NULL;
+  QZ_CHECK(asprintf(&cmd, "gnuplot '%s' >>'%s' 2>&1", gp, log) > 0, QZ_ERR_MEM, "out of memory");
   int rc = system(cmd);
+  free(cmd);
   QZ_CHECK(rc == 0, QZ_ERR_IO,
            "sweep --plot: gnuplot failed on %s (exit status %d); see %s", gp, rc, log);
   *drawn = 1;
