@@ -397,6 +397,21 @@ done:
   return st;
 }
 
+/* A closed *.tmp file becomes `fin` (rank 0: fsync, rename, fsync of the
+ * directory). Collective on the checkpoint's communicator. */
+static int publish(qz_ckpt *ck, const char *tmp, const char *fin) {
+  int st = QZ_OK;
+  if (ck->rank == 0) {
+    if (fsync_path(tmp, 0) != 0 || rename(tmp, fin) != 0)
+      st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
+                        "cannot finalise %s: %s", fin, strerror(errno));
+    else
+      fsync_path(ck->dir, 1);
+  }
+  QZ_CALL(qz_error_agree(ck->comm, st));
+  return QZ_OK;
+}
+
 static void close_file(qz_ckpt *ck) {
   if (ck->file >= 0) H5Fclose(ck->file);
   ck->file = -1;
@@ -665,14 +680,7 @@ int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json) {
   char tmp[PATH_MAX + 32], fin[PATH_MAX + 32];
   group_name(ck, idx, 1, tmp, sizeof tmp);
   group_name(ck, idx, 0, fin, sizeof fin);
-  if (ck->rank == 0) {
-    if (fsync_path(tmp, 0) != 0 || rename(tmp, fin) != 0)
-      st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
-                        "cannot finalise %s: %s", fin, strerror(errno));
-    else
-      fsync_path(ck->dir, 1);
-  }
-  QZ_CALL(qz_error_agree(ck->comm, st));
+  QZ_CALL(publish(ck, tmp, fin));
   const char *base = strrchr(fin, '/') ? strrchr(fin, '/') + 1 : fin;
   json_t *files = json_object_get(ck->manifest, "files");
   json_t *fe = json_object();
@@ -951,14 +959,7 @@ int qz_ckpt_write_snapshot(qz_ckpt *ck, int block, int64_t total_win,
     st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
                       "closing %s failed (disk full?)", tmp);
   QZ_CALL(qz_error_agree(ck->comm, st));
-  if (ck->rank == 0) {
-    if (fsync_path(tmp, 0) != 0 || rename(tmp, fin) != 0)
-      st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
-                        "cannot finalise %s: %s", fin, strerror(errno));
-    else
-      fsync_path(ck->dir, 1);
-  }
-  QZ_CALL(qz_error_agree(ck->comm, st));
+  QZ_CALL(publish(ck, tmp, fin));
   json_t *sn = json_object();
   json_object_set_new(sn, "block", json_integer(block));
   json_object_set_new(sn, "file", json_string("act-snapshot.h5"));

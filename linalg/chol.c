@@ -69,16 +69,22 @@ static int build_upper(qz_hessian *H, const bc_tables *t, const double *dfix,
   int *sc = NULL, *rc = NULL, *sd = NULL, *rd = NULL, *fill = NULL;
   double *sbuf = NULL, *rbuf = NULL;
   size_t scap = 0, rcap = 0;
-  if (P == 1) { /* no exchange: read the lower triangle directly */
+  if (P == 1) {
+    /* no exchange: read the lower triangle directly.  Column b of H is
+     * column b (below the diagonal) and row b (left of it) of the storage;
+     * the row is copied in order first, so the permuted gathers hit cache */
+    double *hb = NULL;
+    QZ_CALL(qz_alloc((size_t)d, sizeof(double), "Hessian column", &hb));
     for (int64_t j = 0; j < d; j++) {
       int32_t b = perm[j];
+      for (int64_t a = 0; a < b; a++) hb[a] = H->a[b + a * H->lld];
+      memcpy(hb + b + 1, H->a + (b + 1) + b * H->lld,
+             (size_t)(d - b - 1) * sizeof(double));
       double *col = H->a + j * H->lld;
-      for (int64_t i = 0; i < j; i++) {
-        int32_t a = perm[i];
-        col[i] = a > b ? H->a[a + b * H->lld] : H->a[b + a * H->lld];
-      }
+      for (int64_t i = 0; i < j; i++) col[i] = hb[perm[i]];
       col[j] = dfix[b] + lambda;
     }
+    qz_free(&hb);
     return QZ_OK;
   }
   int64_t width = (int64_t)nb * pc;
@@ -212,15 +218,19 @@ static int factor_once(qz_hessian *H, int *info_out, const char **what) {
     return QZ_OK;
   }
   *what = "pdpotrf(H)";
+  double t0 = MPI_Wtime();
   pdpotrf_("U", &n, H->a, &ione, &ione, H->desc, &info, 1);
   QZ_CALL(agree_info(H, info, &info));
   if (info < 0) QZ_CALL_INFO(info, "pdpotrf");
+  double t1 = MPI_Wtime();
   if (info == 0) {
     *what = "pdtrtri(chol(H))";
     pdtrtri_("U", "N", &n, H->a, &ione, &ione, H->desc, &info, 1, 1);
     QZ_CALL(agree_info(H, info, &info));
     if (info < 0) QZ_CALL_INFO(info, "pdtrtri");
   }
+  qz_debug("d=%d on %dx%d: pdpotrf %.3f s, pdtrtri %.3f s", n, H->pr, H->pc,
+           t1 - t0, MPI_Wtime() - t1);
   *info_out = info;
   return QZ_OK;
 }

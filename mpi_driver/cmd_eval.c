@@ -14,6 +14,7 @@
 #include "mpiquant/model.h"
 #include "mpiquant/tokenizer.h"
 #include "mpiquant/windows.h"
+#include "cmd_eval.h"
 #include "qblock.h"
 
 static void usage(void) {
@@ -127,11 +128,10 @@ done:
   return st;
 }
 
-int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {
-  if (qz_cli_wants_help(argc, argv)) {
-    if (ctx->rank == 0) usage();
-    return QZ_OK;
-  }
+/* The command; `report` prints the result lines on rank 0's stdout, `out`
+ * (may be NULL) receives the result on every rank. */
+static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
+                     qz_eval_result *out) {
   eval_opts o;
   QZ_CALL(parse(argc, argv, &o));
   int st = QZ_OK;
@@ -193,7 +193,8 @@ int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {
   }
   qz_eval_result r;
   QZ_CALL_DONE(qz_eval_ppl(m, ids, nwin, &eo, &r));
-  if (ctx->rank == 0) {
+  if (out) *out = r;
+  if (report && ctx->rank == 0) {
     char b[32];
     printf("ppl %.5g  (mean NLL %.6f over %lld tokens, %lld windows x %lld, "
            "np %d, %.2f s, %.0f tokens/s, weights read %s in total)\n",
@@ -223,4 +224,16 @@ done:
   qz_model_close(&m);
   qz_ckpt_close(&cks.ck);
   return st;
+}
+
+int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {
+  if (qz_cli_wants_help(argc, argv)) {
+    if (ctx->rank == 0) usage();
+    return QZ_OK;
+  }
+  return eval_main(ctx, argc, argv, 1, NULL);
+}
+
+int qz_eval_run(qz_ctx *ctx, int argc, char **argv, qz_eval_result *res) {
+  return eval_main(ctx, argc, argv, 0, res);
 }

@@ -325,6 +325,9 @@ static int run(const char *path, int as_json) {
   QZ_CHECK(stat(path, &sb) == 0, QZ_ERR_IO, "inspect: cannot open %s: no such "
            "file or directory", path);
   if (S_ISDIR(sb.st_mode)) {
+    char man[4096];
+    snprintf(man, sizeof man, "%s/manifest.json", path);
+    if (stat(man, &sb) == 0) return qz_inspect_ckpt(path, as_json);
     char cfg[4096];
     snprintf(cfg, sizeof cfg, "%s/config.json", path);
     if (stat(cfg, &sb) == 0) {

@@ -265,6 +265,22 @@ static int source_fingerprint(const char *dir, char **out) {
   return QZ_OK;
 }
 
+/* Bytes in the regular files of a directory (rank 0, for the final log). */
+static int64_t dir_bytes(const char *dir) {
+  struct dirent **list = NULL;
+  int n = scandir(dir, &list, NULL, alphasort);
+  int64_t total = 0;
+  for (int i = 0; i < n; i++) {
+    char p[4200];
+    struct stat sb;
+    snprintf(p, sizeof p, "%s/%s", dir, list[i]->d_name);
+    if (stat(p, &sb) == 0 && S_ISREG(sb.st_mode)) total += (int64_t)sb.st_size;
+    free(list[i]);
+  }
+  free(list);
+  return total;
+}
+
 static char *options_json(const qopts *o, int64_t nwin, int64_t L, uint64_t calib_hash) {
   char h[32];
   snprintf(h, sizeof h, "%016llx", (unsigned long long)calib_hash);
@@ -637,10 +653,12 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   {
     int64_t bytes = 0;
     QZ_CALL_DONE(qz_model_bytes_read_total(m, &bytes));
-    char a[32], b[32];
-    qz_info("quantize: done in %.2f s; weights read %s in total (model %s); checkpoint %s",
+    char a[32], b[32], c3[32];
+    qz_info("quantize: done in %.2f s; weights read %s in total (model %s); checkpoint %s "
+            "holds %s",
             qz_wtime() - t_start, qz_fmt_bytes((double)bytes, a, sizeof a),
-            qz_fmt_bytes((double)qz_model_bytes_on_disk(m), b, sizeof b), o.out);
+            qz_fmt_bytes((double)qz_model_bytes_on_disk(m), b, sizeof b), o.out,
+            qz_fmt_bytes(ctx->rank == 0 ? (double)dir_bytes(o.out) : 0.0, c3, sizeof c3));
   }
 done:
   json_decref(r.stats);

@@ -42,6 +42,9 @@ int qz_cli_int(const char *opt, const char *val, long lo, long hi, long *out);
 int qz_cli_double(const char *opt, const char *val, double lo, double hi,
                   double *out);
 
+/* inspect of a checkpoint directory (rank 0 only). Not collective. */
+int qz_inspect_ckpt(const char *dir, int as_json);
+
 int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv);
 int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv);
 int qz_cmd_export(qz_ctx *ctx, int argc, char **argv);

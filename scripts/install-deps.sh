@@ -11,6 +11,7 @@ PKGS=(
   libzstd-dev zstd                      # zstd (our HDF5 filter 32015)
   libjansson-dev                        # JSON
   python3 python3-numpy python3-h5py   # golden checks, independent dequantizer
+  gnuplot-nox                           # mpiquant sweep --plot
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

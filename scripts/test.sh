@@ -15,7 +15,7 @@ while [ $# -gt 0 ]; do
   case "$1" in
     --sanitize) build=build-asan
       cmake_extra+=(-DMPIQUANT_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug -DMPIQUANT_BUILD_BENCH=OFF)
-      ctest_extra+=(-L unit) ;;
+      ctest_extra+=(-L unit -LE "e2e|slurm") ;;
     -R|-L|-E) ctest_extra+=("$1" "$2"); shift ;;
     *) echo "test.sh: unknown option $1" >&2; exit 2 ;;
   esac

@@ -288,6 +288,47 @@ static void linear(float *y, const float *x, const float *W, const float *bias,
       for (int64_t o = 0; o < out; o++) y[t * out + o] += bias[o];
 }
 
+/* exp(x) for x <= 0 (softmax arguments after the max shift): range
+ * reduction x = k ln2 + r, |r| <= ln2/2, degree-6 Taylor polynomial
+ * (relative error < 1e-7, about 1 ulp), 2^k through the exponent bits.
+ * Branch-free and inlined so the loop below vectorizes; glibc's expf is a
+ * call per element and dominated the forward of small-head models. */
+static inline float exp_nonpos(float x) {
+  x = x < -87.0f ? -87.0f : x; /* e^-87 ~ 1.6e-38: below it the result is ~0 */
+  float kf = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x/ln2) */
+  float r = (x - kf * 0.693145752f) - kf * 1.42860677e-6f;
+  float p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666672e-1f +
+            r * (4.16666679e-2f + r * (8.33333377e-3f + r * 1.38888892e-3f)))));
+  int32_t k = (int32_t)kf;
+  union { int32_t i; float f; } two_k = {.i = (k + 127) << 23};
+  float e = p * two_k.f;
+  return x <= -87.0f ? 0.0f : e;
+}
+
+/* In place: s[0..nv) <- softmax, s[nv..n) <- 0. Cloned per ISA so the
+ * polynomial runs 8/16 wide where the CPU can. */
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void softmax_row(float *s, int64_t nv, int64_t n) {
+  float mx8[8];
+  for (int k = 0; k < 8; k++) mx8[k] = s[0];
+  int64_t j = 0;
+  for (; j + 8 <= nv; j += 8)
+    for (int k = 0; k < 8; k++) mx8[k] = s[j + k] > mx8[k] ? s[j + k] : mx8[k];
+  float mx = mx8[0];
+  for (int k = 1; k < 8; k++) mx = mx8[k] > mx ? mx8[k] : mx;
+  for (; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
+  for (j = 0; j < nv; j++) s[j] = exp_nonpos(s[j] - mx);
+  double sum8[8] = {0};
+  for (j = 0; j + 8 <= nv; j += 8)
+    for (int k = 0; k < 8; k++) sum8[k] += (double)s[j + k];
+  double sum = 0.0;
+  for (int k = 0; k < 8; k++) sum += sum8[k];
+  for (; j < nv; j++) sum += (double)s[j];
+  float inv = (float)(1.0 / sum);
+  for (j = 0; j < nv; j++) s[j] *= inv;
+  for (j = nv; j < n; j++) s[j] = 0.0f;
+}
+
 /* Causal GQA attention of every local window; the output of query head h
  * overwrites q's columns of head h (each query block is read once, into the
  * scores, before its rows are written). */
@@ -310,19 +351,8 @@ static void attention(qz_fwd *f) {
                     (int)hd, scale, qh + i0 * qd, (int)qd, kg, (int)kvd, 0.0f,
                     S, (int)n);
         for (int64_t r = 0; r < m; r++) {
-          float *srow = S + r * n;
           int64_t nv = i0 + r + 1; /* causal: keys 0..i */
-          float mx = srow[0];
-          for (int64_t j = 1; j < nv; j++) mx = srow[j] > mx ? srow[j] : mx;
-          double sum = 0.0;
-          for (int64_t j = 0; j < nv; j++) {
-            float e = expf(srow[j] - mx);
-            srow[j] = e;
-            sum += e;
-          }
-          float inv = (float)(1.0 / sum);
-          for (int64_t j = 0; j < nv; j++) srow[j] *= inv;
-          for (int64_t j = nv; j < n; j++) srow[j] = 0.0f;
+          softmax_row(S + r * n, nv, n);
         }
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd,
                     (int)n, 1.0f, S, (int)n, vg, (int)kvd, 0.0f, qh + i0 * qd,

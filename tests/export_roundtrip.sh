@@ -22,6 +22,9 @@ out=$(h5dump -d /layers/0/self_attn.q_proj/codes -c "1,8" "$T/ck/blocks-000.h5" 
 grep -Eq "\(0,0\): [0-9]+, [0-9]+" <<<"$out" || { echo "$out"; fail "h5dump shows no checkpoint data"; }
 # stories260K has in = 172 (down_proj): GPTQ packing cannot hold it
 run quantize --model "$S/models/stories260K-hf" --method rtn --bits 4 --group 32 --out "$T/ck2" -q || fail "rtn"
+out=$("$B" inspect "$T/ck2" 2>&1) || fail "inspect of a checkpoint"
+grep -q "blocks: 5 of 5 complete" <<<"$out" && grep -Eq "mlp.down_proj +codes \[64, 172\] u8" <<<"$out" \
+  || { echo "$out"; fail "inspect of the checkpoint"; }
 out=$(run export --ckpt "$T/ck2" --out "$T/exp2" 2>&1); rc=$?
 [ $rc -eq 11 ] && grep -q "model.layers.0.mlp.down_proj.weight is \[64, 172\]: the GPTQ format" <<<"$out" \
   || { echo "$out"; fail "unsupported shape: rc $rc"; }

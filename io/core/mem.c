@@ -29,13 +29,14 @@ const char *qz_fmt_bytes(double bytes, char *buf, size_t len) {
   return buf;
 }
 
-int qz_alloc(size_t n, size_t size, const char *what, void *out) {
+static int alloc_impl(size_t n, size_t size, int zero, const char *what,
+                      void *out) {
   void **pp = (void **)out;
   size_t bytes;
   *pp = NULL;
   QZ_CHECK(!__builtin_mul_overflow(n, size, &bytes), QZ_ERR_MEM,
            "size overflow allocating %zu x %zu bytes for %s", n, size, what);
-  *pp = malloc(bytes ? bytes : 1);
+  *pp = zero ? calloc(bytes ? bytes : 1, 1) : malloc(bytes ? bytes : 1);
   if (!*pp) {
     char b[32];
     QZ_FAIL(QZ_ERR_MEM, "out of memory allocating %s for %s",
@@ -44,19 +45,12 @@ int qz_alloc(size_t n, size_t size, const char *what, void *out) {
   return QZ_OK;
 }
 
+int qz_alloc(size_t n, size_t size, const char *what, void *out) {
+  return alloc_impl(n, size, 0, what, out);
+}
+
 int qz_calloc(size_t n, size_t size, const char *what, void *out) {
-  void **pp = (void **)out;
-  size_t bytes;
-  *pp = NULL;
-  QZ_CHECK(!__builtin_mul_overflow(n, size, &bytes), QZ_ERR_MEM,
-           "size overflow allocating %zu x %zu bytes for %s", n, size, what);
-  *pp = calloc(n ? n : 1, size ? size : 1);
-  if (!*pp) {
-    char b[32];
-    QZ_FAIL(QZ_ERR_MEM, "out of memory allocating %s for %s",
-            qz_fmt_bytes((double)bytes, b, sizeof b), what);
-  }
-  return QZ_OK;
+  return alloc_impl(n, size, 1, what, out);
 }
 
 void qz_free(void *pp) {
