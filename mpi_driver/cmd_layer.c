@@ -19,7 +19,7 @@
 
 static void usage(void) {
   printf(
-      "usage: mpiquant layer --in CASE.safetensors --method rtn|gptq --bits B\n"
+      "usage: mpiquant layer --in CASE.safetensors --method rtn|gptq|quantease --bits B\n"
       "         [--group G] [--sym] [--act-order] [--static-groups]\n"
       "         [--damp 0.01] [--blocksize 128] [--from-x] [--nsamples N]\n"
       "         [--nb 128] [--iters 30] [--qe-init gptq|rtn] [--outlier-frac F]\n"
