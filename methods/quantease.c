@@ -6,9 +6,10 @@
  *                               (Hd symmetric: the panel Hd[J, :] transposed)
  *   for each row, j in J:       exact coordinate step, then the rank-1 effect
  *                               on R_J's later columns (in-block, BLAS-1)
- * D = W' - Q always holds the current residual, so R_J is exact (fresh from
- * the sgemm) at the start of every panel: nothing drifts across panels, and
- * the flops are 2 m n^2 per sweep in sgemm + O(m n B) in-block. */
+ * D = W' - S - Q (S: outliers, else 0) is always the current residual,
+ * so R_J is exact (fresh from the sgemm) at the start of every panel:
+ * nothing drifts across panels, and the flops are 2 m n^2 per sweep in
+ * sgemm + O(m n B) in-block. */
 #include "mpiquant/quantease.h"
 
 #include <cblas.h>
