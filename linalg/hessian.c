@@ -71,8 +71,7 @@ void qz_hessian_destroy(qz_hessian **Hp) {
 
 void qz_hessian_reset(qz_hessian *H) {
   memset(H->a, 0, H->a_bytes);
-  qz_free(&H->rows);
-  H->nrows = H->nrows_cap = 0;
+  H->nrows = 0; /* keeps the row buffer's allocation */
   H->nseq_local = H->nseq_total = 0;
   H->ready = H->prepared = 0;
   memset(H->diag, 0, (size_t)H->d * sizeof(double));
@@ -130,59 +129,78 @@ static void note_transient(qz_hessian *H, int64_t bytes) {
   if (bytes > H->peak_transient) H->peak_transient = bytes;
 }
 
-/* One block column J = [j0, j0 + w): the local lower panel rows [j0, d) in
- * f64, reduce-scattered to the process column owning J. */
-static int flush_panel(qz_hessian *H, int64_t j0, int w, float *c32,
-                       double *c64, double *sendbuf, double *recvbuf,
-                       int *counts) {
+/* Destination order of a wide panel [j0, j0 + W): ranks ascending; for a
+ * rank (p, q) its columns j (ocol == q) ascending, then the rows i >= start
+ * of j's block column with orow == p, ascending.  mode 0: sendbuf = c32,
+ * mode 1: sendbuf += c32 (f64 accumulation over row chunks); counts set. */
+static void pack_panel(const qz_hessian *H, int64_t j0, int64_t W,
+                       const float *c32, double *sendbuf, int *counts,
+                       int mode) {
   const int64_t d = H->d, M = d - j0;
   const int nb = H->nb, pr = H->pr, pc = H->pc;
-  memset(c64, 0, (size_t)M * w * sizeof(double));
-  for (int64_t r0 = 0; r0 < H->nrows; r0 += QZ_HESSIAN_KCHUNK) {
-    int64_t k = H->nrows - r0 < QZ_HESSIAN_KCHUNK ? H->nrows - r0
-                                                  : QZ_HESSIAN_KCHUNK;
-    const float *xa = H->rows + r0 * d + j0; /* col-major [d, k] view, ld d */
-    cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, (int)M, w, (int)k,
-                1.0f, xa, (int)d, xa, (int)d, 0.0f, c32, (int)M);
-    for (int64_t i = 0; i < M * w; i++) c64[i] += (double)c32[i];
-  }
-  /* Pack by destination rank: process column pcol(J), process rows in
-   * order; rows of one destination ascending, column-major [rows x w]. */
-  const int qc = qz_bc_owner(j0, nb, pc);
-  for (int r = 0; r < H->size; r++) counts[r] = 0;
   int64_t pos = 0;
-  for (int p = 0; p < pr; p++) {
-    int64_t start = pos;
-    for (int jj = 0; jj < w; jj++)
-      for (int64_t blk = j0 / nb; blk * nb < d; blk++) {
-        if ((int)(blk % pr) != p) continue;
-        int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
-        for (int64_t i = i0; i < i1; i++)
-          sendbuf[pos++] = c64[(i - j0) + (int64_t)jj * M];
+  for (int p = 0; p < pr; p++)
+    for (int q = 0; q < pc; q++) {
+      int64_t start = pos;
+      for (int64_t j = j0; j < j0 + W; j++) {
+        if (qz_bc_owner(j, nb, pc) != q) continue;
+        const float *cj = c32 + (j - j0) * M - j0;
+        for (int64_t blk = j / nb + ((p - (j / nb) % pr) + pr) % pr;
+             blk * nb < d; blk += pr) {
+          int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
+          if (mode == 0)
+            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] = cj[i];
+          else
+            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] += cj[i];
+        }
       }
-    counts[p * pc + qc] = (int)(pos - start);
+      counts[p * pc + q] = (int)(pos - start);
+    }
+}
+
+/* One wide panel of block columns [j0, j0 + W) of the lower triangle: ssyrk
+ * for its diagonal W x W block and sgemm below it, per chunk of rows, summed
+ * in f64 in destination order, then reduce-scattered to the owners. */
+static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows,
+                       int64_t j0, int64_t W, float *c32, double *sendbuf,
+                       double *recvbuf, int *counts) {
+  const int64_t d = H->d, M = d - j0;
+  const int nb = H->nb, pr = H->pr, pc = H->pc;
+  for (int64_t r0 = 0; r0 < nrows; r0 += QZ_HESSIAN_KCHUNK) {
+    int64_t k = nrows - r0 < QZ_HESSIAN_KCHUNK ? nrows - r0
+                                               : QZ_HESSIAN_KCHUNK;
+    const float *xa = rows + r0 * d + j0; /* col-major [d - j0, k], ld d */
+    cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, (int)W, (int)k, 1.0f,
+                xa, (int)d, 0.0f, c32, (int)M);
+    if (M > W)
+      cblas_sgemm(CblasColMajor, CblasNoTrans, CblasTrans, (int)(M - W),
+                  (int)W, (int)k, 1.0f, xa + W, (int)d, xa, (int)d, 0.0f,
+                  c32 + W, (int)M);
+    pack_panel(H, j0, W, c32, sendbuf, counts, r0 > 0);
   }
+  if (nrows == 0) pack_panel(H, j0, W, c32, sendbuf, counts, 0);
   QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, recvbuf, counts, MPI_DOUBLE, MPI_SUM,
                                  H->comm));
-  if (H->myc == qc) {
-    int64_t q = 0, lc0 = qz_bc_local(j0, nb, pc);
-    for (int jj = 0; jj < w; jj++) {
-      double *col = H->a + (lc0 + jj) * H->lld;
-      for (int64_t blk = j0 / nb; blk * nb < d; blk++) {
-        if ((int)(blk % pr) != H->myr) continue;
-        int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
-        for (int64_t i = i0; i < i1; i++)
-          col[qz_bc_local(i, nb, pr)] += recvbuf[q++];
-      }
+  int64_t q = 0;
+  for (int64_t j = j0; j < j0 + W; j++) {
+    if (qz_bc_owner(j, nb, pc) != H->myc) continue;
+    double *col = H->a + qz_bc_local(j, nb, pc) * H->lld;
+    for (int64_t blk = j / nb + ((H->myr - (j / nb) % pr) + pr) % pr;
+         blk * nb < d; blk += pr) {
+      int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
+      double *dst = col + qz_bc_local(i0, nb, pr);
+      for (int64_t i = i0; i < i1; i++) dst[i - i0] += recvbuf[q++];
     }
   }
   return QZ_OK;
 }
 
-int qz_hessian_flush(qz_hessian *H) {
+/* Fold rows [nrows, d] (this rank's; any count) into the matrix.
+ * Collective. */
+static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
   int st = QZ_OK;
   float *c32 = NULL;
-  double *c64 = NULL, *sendbuf = NULL, *recvbuf = NULL;
+  double *sendbuf = NULL, *recvbuf = NULL;
   int *counts = NULL;
   const int64_t d = H->d;
   const int nb = H->nb;
@@ -190,27 +208,31 @@ int qz_hessian_flush(qz_hessian *H) {
                                "qz_hessian_flush: Hessian already reduced")
                 : QZ_OK;
   QZ_CALL_DONE(qz_error_agree(H->comm, st));
-  int64_t any = H->nrows;
+  int64_t any = nrows;
   QZ_CALL_DONE(qz_allreduce_i64(H->comm, &any, 1, MPI_SUM));
   if (any == 0) goto done;
   qz_timer_start(QZ_PHASE_REDUCE);
-  st = qz_alloc((size_t)d * nb, sizeof(float), "Hessian panel (f32)", &c32);
-  if (!st) st = qz_alloc((size_t)d * nb, sizeof(double), "Hessian panel", &c64);
+  /* panel width: whole block columns, f32 + f64 panel within the budget */
+  int64_t W = QZ_HESSIAN_PANEL_BYTES / (d * nb * 12) * nb;
+  if (W < nb) W = nb;
+  if (W > d) W = d;
+  int64_t ldrecv = qz_bc_numroc(d, nb, H->myr, H->pr);
+  st = qz_alloc((size_t)(d * W), sizeof(float), "Hessian panel (f32)", &c32);
   if (!st)
-    st = qz_alloc((size_t)d * nb, sizeof(double), "reduce-scatter send", &sendbuf);
+    st = qz_alloc((size_t)(d * W), sizeof(double), "reduce-scatter send", &sendbuf);
   if (!st)
-    st = qz_alloc((size_t)H->mloc * nb + 1, sizeof(double),
+    st = qz_alloc((size_t)(ldrecv * W + 1), sizeof(double),
                   "reduce-scatter receive", &recvbuf);
   if (!st) st = qz_alloc((size_t)H->size, sizeof(int), "counts", &counts);
-  note_transient(H, (int64_t)d * nb * (4 + 8 + 8) + H->mloc * nb * 8);
+  note_transient(H, d * W * 12 + ldrecv * W * 8);
   st = qz_error_agree(H->comm, st);
   if (st) {
     qz_timer_stop(QZ_PHASE_REDUCE);
     goto done;
   }
-  for (int64_t j0 = 0; j0 < d; j0 += nb) {
-    int w = (int)(d - j0 < nb ? d - j0 : nb);
-    st = flush_panel(H, j0, w, c32, c64, sendbuf, recvbuf, counts);
+  for (int64_t j0 = 0; j0 < d; j0 += W) {
+    int64_t w = d - j0 < W ? d - j0 : W;
+    st = flush_panel(H, rows, nrows, j0, w, c32, sendbuf, recvbuf, counts);
     if (st) break;
   }
   qz_timer_stop(QZ_PHASE_REDUCE);
@@ -218,15 +240,26 @@ int qz_hessian_flush(qz_hessian *H) {
     qz_error_trace(__FILE__, __LINE__, __func__);
     goto done;
   }
-  qz_free(&H->rows);
-  H->nrows = H->nrows_cap = 0;
 done:
   qz_free(&c32);
-  qz_free(&c64);
   qz_free(&sendbuf);
   qz_free(&recvbuf);
   qz_free(&counts);
   return st;
+}
+
+int qz_hessian_flush(qz_hessian *H) {
+  QZ_CALL(fold_rows(H, H->rows, H->nrows));
+  H->nrows = 0; /* keep the buffer for the next rows of this layer */
+  return QZ_OK;
+}
+
+int qz_hessian_accumulate(qz_hessian *H, const float *x, int64_t n_local) {
+  QZ_CHECK(n_local >= 0, QZ_ERR_ARG,
+           "qz_hessian_accumulate: negative row count %lld", (long long)n_local);
+  QZ_CALL(qz_hessian_flush(H));
+  QZ_CALL(fold_rows(H, x, n_local));
+  return QZ_OK;
 }
 
 /* Finite check of the local lower triangle + diagonal gather. */
@@ -270,6 +303,8 @@ int qz_hessian_reduce(qz_hessian *H) {
            "qz_hessian_reduce: no calibration sequences were counted "
            "(qz_hessian_count_sequences); H = 2/N sum x x^T needs N > 0");
   H->nseq_total = n;
+  qz_free(&H->rows); /* no more rows for this layer */
+  H->nrows_cap = 0;
   qz_timer_start(QZ_PHASE_REDUCE);
   int st = finish_ready(H, 2.0 / (double)n);
   qz_timer_stop(QZ_PHASE_REDUCE);
@@ -277,20 +312,38 @@ int qz_hessian_reduce(qz_hessian *H) {
   return QZ_OK;
 }
 
-int qz_hessian_set_full(qz_hessian *H, const float *h) {
+int qz_hessian_set_rows(qz_hessian *H, int64_t r0, int64_t nrows,
+                        const float *h) {
+  QZ_CHECK(r0 >= 0 && nrows >= 0 && r0 + nrows <= H->d, QZ_ERR_ARG,
+           "qz_hessian_set_rows: rows [%lld, %lld) outside [0, %lld)",
+           (long long)r0, (long long)(r0 + nrows), (long long)H->d);
   const int nb = H->nb;
+  if (r0 == 0) { /* a new matrix: forget rows, sequences, factor */
+    H->nrows = 0;
+    H->nseq_total = 0;
+    H->ready = H->prepared = 0;
+  }
   for (int64_t jl = 0; jl < H->nloc; jl++) {
     int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
     double *col = H->a + jl * H->lld;
     for (int64_t il = 0; il < H->mloc; il++) {
       int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
-      col[il] = i >= j ? (double)h[i * H->d + j] : 0.0;
+      if (i < r0) continue;
+      if (i >= r0 + nrows) break;
+      if (i >= j) col[il] = (double)h[(i - r0) * H->d + j];
     }
   }
-  qz_free(&H->rows);
-  H->nrows = H->nrows_cap = 0;
-  H->nseq_total = 0;
+  return QZ_OK;
+}
+
+int qz_hessian_set_finish(qz_hessian *H) {
   QZ_CALL(finish_ready(H, 1.0));
+  return QZ_OK;
+}
+
+int qz_hessian_set_full(qz_hessian *H, const float *h) {
+  QZ_CALL(qz_hessian_set_rows(H, 0, H->d, h));
+  QZ_CALL(qz_hessian_set_finish(H));
   return QZ_OK;
 }
 

@@ -38,58 +38,109 @@ typedef struct {
   double *loss;     /* [m] */
   int64_t row0;     /* global index of the first row */
   float *te, *tw;   /* [R, B], [R, n] padded edge tiles */
+  double t_gemm;
+  float *scratch; /* [4, B] rows of a short group */
   qz_layer_result *res;
 } sweep;
 
-static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
-  const int64_t m = S->m, n = S->n, B = S->B, bk = i2 - i1;
-  for (int64_t r = 0; r < m; r++)
-    memcpy(S->w1 + r * B, S->wp + r * n + i1, (size_t)bk * sizeof(float));
+/* Four rows at once (rows are independent): the four dependency chains
+ * (divide, round, divide, update) overlap, and each U row is read once.
+ * w[g][k] -= e[g] * u[k], product then subtraction as the reference. */
+__attribute__((target_clones("avx2", "default")))
+static void axpy_sub4(float *restrict w0, float *restrict w1,
+                      float *restrict w2, float *restrict w3,
+                      const float *restrict u, float e0, float e1, float e2,
+                      float e3, int64_t n) {
+  for (int64_t k = 0; k < n; k++) {
+    float uk = u[k];
+    w0[k] -= e0 * uk;
+    w1[k] -= e1 * uk;
+    w2[k] -= e2 * uk;
+    w3[k] -= e3 * uk;
+  }
+}
+
+/* Rows [r, r + nr) (nr <= 4) through the columns [i1, i2) of a block:
+ * quantize, loss, error feedback inside the block (rule 9).  A row's block
+ * stays in L1 while the U block sits in L2.  Missing rows of a short group
+ * use a scratch row with zero error (no effect). */
+static void sweep_rows(sweep *S, int64_t r, int nr, int64_t i1, int64_t i2,
+                       const float *panel) {
+  const int64_t n = S->n, B = S->B, bk = i2 - i1;
+  float *w1[4], *e[4], sc[4] = {1, 1, 1, 1}, z[4] = {0, 0, 0, 0},
+                       err[4] = {0, 0, 0, 0};
+  const float *wr[4];
+  double loss[4] = {0, 0, 0, 0};
+  for (int g = 0; g < 4; g++) {
+    if (g < nr) {
+      w1[g] = S->w1 + (r + g) * B;
+      e[g] = S->e + (r + g) * B;
+      wr[g] = S->wp + (r + g) * n;
+      memcpy(w1[g], wr[g] + i1, (size_t)bk * sizeof(float));
+      if (S->g <= 0) {
+        sc[g] = S->pc_s[r + g];
+        z[g] = S->pc_z[r + g];
+      } else if (!S->stat) {
+        sc[g] = S->cur_s[r + g];
+        z[g] = S->cur_z[r + g];
+      }
+    } else {
+      w1[g] = S->scratch + (g - 1) * B;
+      e[g] = S->scratch + 3 * B;
+      wr[g] = NULL;
+    }
+  }
   for (int64_t i = 0; i < bk; i++) {
     const int64_t c = i1 + i, oc = S->perm[c];
     const float *u = panel + i * n + i1; /* U[c, i1:i2] */
     const float dd = u[i];
-    if (S->g > 0 && !S->stat && c % S->g == 0) {
-      /* rule 9: from the outer W (earlier blocks' updates only) */
-      int64_t cnt = S->g < n - c ? S->g : n - c, k = c / S->g;
-      for (int64_t r = 0; r < m; r++) {
-        qz_quant_params(S->wp + r * n + c, cnt, 1, S->bits, S->sym,
-                        &S->cur_s[r], &S->cur_z[r]);
-        S->res->scale[r * S->ng + k] = S->cur_s[r];
-        S->res->zero[r * S->ng + k] = S->cur_z[r];
+    for (int g = 0; g < nr; g++) {
+      const int64_t rr = r + g;
+      if (S->g > 0) {
+        if (S->stat) {
+          int64_t k = (S->act ? oc : c) / S->g;
+          sc[g] = S->res->scale[rr * S->ng + k];
+          z[g] = S->res->zero[rr * S->ng + k];
+        } else if (c % S->g == 0) {
+          /* rule 9: from the outer W (earlier blocks' updates only) */
+          int64_t cnt = S->g < n - c ? S->g : n - c, k = c / S->g;
+          qz_quant_params(wr[g] + c, cnt, 1, S->bits, S->sym, &sc[g], &z[g]);
+          S->res->scale[rr * S->ng + k] = sc[g];
+          S->res->zero[rr * S->ng + k] = z[g];
+        }
       }
-    }
-    for (int64_t r = 0; r < m; r++) {
-      float sc, z;
-      if (S->g <= 0) {
-        sc = S->pc_s[r];
-        z = S->pc_z[r];
-      } else if (S->stat) {
-        int64_t k = (S->act ? oc : c) / S->g;
-        sc = S->res->scale[r * S->ng + k];
-        z = S->res->zero[r * S->ng + k];
-      } else {
-        sc = S->cur_s[r];
-        z = S->cur_z[r];
-      }
-      float *w1 = S->w1 + r * B;
-      float w = w1[i], q;
-      S->res->codes[r * n + oc] = qz_quant_one(w, sc, z, S->maxq, &q);
-      if (S->res->q) S->res->q[r * n + oc] = q;
+      float w = w1[g][i], q;
+      S->res->codes[rr * n + oc] = qz_quant_one(w, sc[g], z[g], S->maxq, &q);
+      if (S->res->q) S->res->q[rr * n + oc] = q;
       float diff = w - q;
       float l = diff * diff / (dd * dd);
-      S->loss[r] += (double)(l / 2.0f);
-      float err = diff / dd;
-      S->e[r * B + i] = err;
-      for (int64_t k = i + 1; k < bk; k++) w1[k] -= err * u[k];
+      loss[g] += (double)(l / 2.0f);
+      err[g] = diff / dd;
+      e[g][i] = err[g];
     }
+    axpy_sub4(w1[0] + i + 1, w1[1] + i + 1, w1[2] + i + 1, w1[3] + i + 1,
+              u + i + 1, err[0], err[1], err[2], err[3], bk - i - 1);
   }
+  for (int g = 0; g < nr; g++) {
+    if (S->g > 0 && !S->stat) {
+      S->cur_s[r + g] = sc[g];
+      S->cur_z[r + g] = z[g];
+    }
+    S->loss[r + g] += loss[g];
+  }
+}
+
+static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
+  const int64_t m = S->m, n = S->n, B = S->B, bk = i2 - i1;
+  for (int64_t r = 0; r < m; r += 4)
+    sweep_rows(S, r, m - r < 4 ? (int)(m - r) : 4, i1, i2, panel);
   /* lazy batch: W[:, i2:] -= E U[i1:i2, i2:], one sgemm per tile of
    * QZ_GPTQ_ROW_TILE rows aligned to the *global* row index: every call has
    * the same shape and every row the same position in it at any np, so the
    * result does not depend on how rows are split over ranks (BLAS kernels
    * choose code paths by shape). */
   if (i2 >= n || m == 0) return;
+  double t0 = MPI_Wtime();
   const int64_t R = QZ_GPTQ_ROW_TILE, nt = n - i2;
   int64_t g0 = S->row0, g1 = S->row0 + m;
   for (int64_t t0 = g0 - g0 % R; t0 < g1; t0 += R) {
@@ -114,6 +165,7 @@ static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
       memcpy(S->wp + (r - g0) * n + i2, S->tw + (r - t0) * nt,
              (size_t)nt * sizeof(float));
   }
+  S->t_gemm += MPI_Wtime() - t0;
 }
 
 int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
@@ -170,6 +222,8 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
     st = qz_alloc((size_t)QZ_GPTQ_ROW_TILE * S.B, sizeof(float), "tile", &S.te);
   if (!st)
     st = qz_alloc((size_t)QZ_GPTQ_ROW_TILE * n, sizeof(float), "tile", &S.tw);
+  if (!st)
+    st = qz_calloc((size_t)4 * S.B, sizeof(float), "scratch rows", &S.scratch);
   st = qz_error_agree(comm, st);
   if (st) goto done;
   S.cur_s = pcs;
@@ -205,8 +259,10 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
                         &res->scale[r * S.ng + k], &res->zero[r * S.ng + k]);
       }
   }
+  double t_panel = 0, t_sweep = 0;
   for (int64_t i1 = 0; i1 < n; i1 += S.B) {
     int64_t i2 = i1 + S.B < n ? i1 + S.B : n;
+    double ta = MPI_Wtime();
     qz_timer_stop(QZ_PHASE_QUANTIZE);
     st = qz_hessian_factor_rows(H, i1, i2 - i1, panel);
     qz_timer_start(QZ_PHASE_QUANTIZE);
@@ -214,8 +270,14 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
       qz_error_trace(__FILE__, __LINE__, __func__);
       goto done;
     }
+    double tb = MPI_Wtime();
     sweep_block(&S, i1, i2, panel);
+    t_panel += tb - ta;
+    t_sweep += MPI_Wtime() - tb;
   }
+  qz_debug("%s: GPTQ sweep of %lld rows: factor panels %.3f s, columns + "
+           "trailing sgemm %.3f s (of which sgemm %.3f s)", name, (long long)m,
+           t_panel, t_sweep, S.t_gemm);
   /* rule 15 */
   if (res->g_idx)
     for (int64_t i = 0; i < n; i++) {
@@ -243,6 +305,7 @@ done:
   qz_free(&gbuf);
   qz_free(&S.te);
   qz_free(&S.tw);
+  qz_free(&S.scratch);
   return st;
 }
 

@@ -175,10 +175,16 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
         st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
                           "%s: H is [%lld, %lld], W has %lld input columns",
                           a.in, (long long)hr, (long long)in_f, (long long)in_f);
-      if (!st) st = qz_alloc((size_t)(in_f * in_f), sizeof(float), "H", &hfull);
-      if (!st) st = qz_st_read_f32(in, "H", 0, in_f, hfull);
+      /* slabs of rows: no rank holds the whole H */
+      int64_t slab = in_f < 256 ? in_f : 256;
+      if (!st) st = qz_alloc((size_t)(slab * in_f), sizeof(float), "H rows", &hfull);
+      for (int64_t r = 0; !st && r < in_f; r += slab) {
+        int64_t k = in_f - r < slab ? in_f - r : slab;
+        st = qz_st_read_f32(in, "H", r, k, hfull);
+        if (!st) st = qz_hessian_set_rows(H, r, k, hfull);
+      }
       QZ_CALL_DONE(qz_error_agree(comm, st));
-      QZ_CALL_DONE(qz_hessian_set_full(H, hfull));
+      QZ_CALL_DONE(qz_hessian_set_finish(H));
       qz_free(&hfull);
     } else {
       int64_t tok = 0, t0 = 0, tn = 0;
@@ -211,7 +217,11 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   /* gather to rank 0 and write */
   qz_timer_start(QZ_PHASE_WRITE);
   double loss_total = res.loss_local;
-  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &loss_total, 1, MPI_DOUBLE, MPI_SUM, comm));
+  int rc = MPI_Allreduce(MPI_IN_PLACE, &loss_total, 1, MPI_DOUBLE, MPI_SUM, comm);
+  if (rc != MPI_SUCCESS) {
+    st = qz_mpi_error(rc, "MPI_Allreduce(loss)", __FILE__, __LINE__, __func__);
+    goto done;
+  }
   if (ctx->rank == 0) {
     st = qz_alloc((size_t)(out_f * in_f), sizeof(float), "Q (all)", &all_q);
     if (!st) st = qz_alloc((size_t)(out_f * in_f), 1, "codes (all)", &all_codes);

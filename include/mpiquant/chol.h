@@ -4,15 +4,18 @@
  *   dead columns  diag(H)[j] == 0  ->  H[j, j] = 1 (caller zeroes W[:, j])
  *   act-order     perm = columns by descending diag (after the dead fix)
  *   damping       lambda = percdamp * mean(diag), H += lambda I
- *   factor        potrf(H_p) -> potri -> potrf('U'):  U upper with
- *                 H_p^-1 = U^T U   (H_p = H permuted by perm)
+ *   factor        U upper with H_p^-1 = U^T U (H_p = H permuted by perm),
+ *                 the reference's potrf -> potri -> potrf('U') factor,
+ *                 computed as U = J chol(J H_p J)^-T J (J = order reversal:
+ *                 potrf + trtri, half the flops; equal in exact arithmetic)
  *
  * Not positive definite (info > 0 in any of the three steps) raises the
  * damping along a ladder (x10, starting from 1e-6 when percdamp is 0, up to
  * percdamp_max), logging each step with the layer name; info < 0 is an
  * internal error naming the routine and argument.
  *
- * Storage: the factor overwrites the upper triangle of the Hessian's matrix;
+ * Storage: the factor (as chol(J H_p J)^-1) overwrites the upper triangle of
+ * the Hessian's matrix;
  * the lower triangle keeps H (original order), so a retry or a second prepare
  * with other options needs no copy.  After prepare, qz_hessian_get_rows
  * returns garbage above the diagonal. */

@@ -1,7 +1,7 @@
 /* GPTQ (Frantar et al.) with the reference semantics of the golden README
  * (rules 2-10): lazy-batch column sweep over the upper Cholesky factor of
  * H^-1, error feedback, dynamic or static groups, act-order, per-row losses.
- * The trailing update after each block is one sgemm per 64-row tile.
+ * The trailing update after each block is one sgemm per 256-row tile.
  * Results depend only on the global row index, not on the number of ranks
  * (given the same factor, BLAS and BLAS thread count). */
 #ifndef MPIQUANT_GPTQ_H
@@ -15,7 +15,7 @@ extern "C" {
 
 /* Rows per trailing-update sgemm, aligned to the global row index (makes
  * results independent of the row split; see gptq.c). */
-#define QZ_GPTQ_ROW_TILE 64
+#define QZ_GPTQ_ROW_TILE 256
 
 /* Prepares layer->H (chol.h: dead columns, act-order, damping ladder,
  * factor; reused when already prepared with the same options), then sweeps

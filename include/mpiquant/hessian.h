@@ -8,7 +8,8 @@
  *   qz_hessian_add_rows (*)      not collective: rows are buffered (f32)
  *   qz_hessian_count_sequences   not collective: local N
  *   qz_hessian_flush (optional)  collective: fold buffered rows into the
- *                                distributed matrix and free the buffer
+ *                                distributed matrix, empty the buffer
+ *   qz_hessian_accumulate (*)    collective: fold caller's rows directly
  *   qz_hessian_reduce            collective: flush + scale by 2/N (N summed
  *                                over ranks) + NaN check + diagonal gather
  *   -> ready: qz_hessian_prepare (chol.h) factors it for GPTQ.
@@ -19,15 +20,19 @@
  *           nloc = numroc(d, nb, mycol, pc)  (= 8 d^2 / P when nb*pr and
  *           nb*pc divide d; at most 8 (d + nb*pr)(d + nb*pc) / P)
  *   vectors 3 d doubles/ints (diagonal, permutation, dead flags)
- *   rows    buffered rows * d * 4 bytes until the next flush/reduce
- * Transient during flush: one column panel, d * nb * (4 + 8 + 8) bytes;
- * during prepare: one redistribution batch, <= d * nb * pc * 2 * 8 bytes.
+ *   rows    buffered rows * d * 4 bytes (capacity kept across flushes and
+ *           reset, freed by reduce)
+ * Transient during flush: one panel of W columns, d * W * 12 bytes plus the
+ * received part (d/pr) * W * 8, W = nb * max(1, QZ_HESSIAN_PANEL_BYTES /
+ * (12 d nb)) (<= 64 MiB + O(d nb)); during prepare: one redistribution
+ * batch, <= 2 * 8 * d * nb * pc bytes.
  *
- * Accumulation scheme: for each block column J (width nb) of the lower
- * triangle, sgemm of the buffered rows (chunks of QZ_HESSIAN_KCHUNK rows, f32
- * products summed in f32 within a chunk) is added into an f64 panel, which
- * is then MPI_Reduce_scatter'ed straight to the owners of J's blocks.  Only
- * the lower triangle (i >= j) is formed: n*d^2 flops instead of 2*n*d^2.
+ * Accumulation scheme: for each panel of W block columns of the lower
+ * triangle, ssyrk (diagonal W x W block) + sgemm (below it) of the buffered
+ * rows in chunks of QZ_HESSIAN_KCHUNK rows (f32 products summed in f32
+ * within a chunk) is added in f64 into a buffer already in destination
+ * order, then MPI_Reduce_scatter'ed straight to the owners of its blocks.
+ * Only the lower triangle is formed: n*d^2 flops instead of 2*n*d^2.
  */
 #ifndef MPIQUANT_HESSIAN_H
 #define MPIQUANT_HESSIAN_H
@@ -40,7 +45,9 @@
 extern "C" {
 #endif
 
-#define QZ_HESSIAN_KCHUNK 2048
+#define QZ_HESSIAN_KCHUNK 4096
+/* Budget of the f32 + f64 column panel of a flush (see memory above). */
+#define QZ_HESSIAN_PANEL_BYTES (64LL << 20)
 
 typedef struct qz_hessian qz_hessian;
 
@@ -62,9 +69,14 @@ int qz_hessian_add_rows(qz_hessian *H, const float *x /* [n_local, d] */,
  * over ranks). Not collective. */
 void qz_hessian_count_sequences(qz_hessian *H, int64_t n);
 
-/* Fold the buffered rows into the distributed matrix (unscaled) and free the
- * row buffer.  Collective on the grid's communicator. */
+/* Fold the buffered rows into the distributed matrix (unscaled) and empty
+ * the row buffer (its allocation is kept).  Collective on the grid's communicator. */
 int qz_hessian_flush(qz_hessian *H);
+/* Fold x [n_local, d] straight into the distributed matrix without copying
+ * it (after flushing any buffered rows).  Same result as add_rows + flush.
+ * Collective on the grid's communicator; n_local may differ (and be 0). */
+int qz_hessian_accumulate(qz_hessian *H, const float *x /* [n_local, d] */,
+                          int64_t n_local);
 /* Flush, then H *= 2 / N (N = sum of counted sequences over ranks; error if
  * 0), check every entry is finite (error on every rank otherwise), gather the
  * diagonal.  Collective on the grid's communicator. */
@@ -75,6 +87,15 @@ int qz_hessian_reduce(qz_hessian *H);
  * qz_hessian_reduce (no scaling).  Collective on the grid's communicator
  * (for the finiteness check); h must match on every rank. */
 int qz_hessian_set_full(qz_hessian *H, const float *h /* [d, d] */);
+
+/* The same in slabs, so no rank holds the full matrix: every rank passes
+ * rows [r0, r0 + nrows) of H (row-major [nrows, d]; only entries with
+ * column <= row are read), slabs in any order starting with r0 = 0 (which
+ * discards the previous content), then set_finish.  set_rows is not
+ * collective; set_finish is (finiteness check, diagonal). */
+int qz_hessian_set_rows(qz_hessian *H, int64_t r0, int64_t nrows,
+                        const float *h /* [nrows, d] */);
+int qz_hessian_set_finish(qz_hessian *H);
 
 /* Read access. Not collective. */
 int64_t qz_hessian_dim(const qz_hessian *H);

@@ -28,7 +28,8 @@ typedef struct {
   double percdamp_max; /* damping ladder cap (<= 0: 1.0) */
 } qz_method_opts;
 
-/* Reference defaults: 4 bits, group 128, asym, blocksize 128, damp 0.01. */
+/* Reference defaults: 4 bits, group 128, asym, blocksize 128, damp 0.01.
+ * Not collective. */
 qz_method_opts qz_method_opts_default(void);
 
 typedef struct {
@@ -69,7 +70,8 @@ typedef struct qz_method_ops {
 
 /* "rtn", "gptq"; NULL if unknown. Not collective. */
 const qz_method_ops *qz_method_find(const char *name);
-/* Comma-separated list of registered names (for usage text). */
+/* Comma-separated list of registered names (for usage text). Not
+ * collective. */
 const char *qz_method_names(void);
 
 #ifdef __cplusplus

@@ -36,10 +36,23 @@ int qz_quant_spec_check(const qz_quant_spec *s);
 void qz_quant_params(const float *x, int64_t n, int64_t stride, int bits,
                      int sym, float *scale, float *zero);
 
-/* Quantize one value; returns the code, *q the dequantized value. */
+/* Round half to even in the default rounding mode, inline: adding and
+ * subtracting 1.5 * 2^23 rounds exactly like rintf for |x| < 2^22 (no
+ * libm call on baseline x86-64, which lacks roundss). Not collective. */
+static inline float qz_rint(float x) {
+  const float magic = 12582912.0f; /* 1.5 * 2^23 */
+  if (fabsf(x) < 4194304.0f) {
+    float t = x + magic; /* not folded: no -fassociative-math */
+    return t - magic;
+  }
+  return rintf(x);
+}
+
+/* Quantize one value; returns the code, *q the dequantized value.
+ * Not collective. */
 static inline uint8_t qz_quant_one(float x, float scale, float zero,
                                    float maxq, float *q) {
-  float c = rintf(x / scale) + zero;
+  float c = qz_rint(x / scale) + zero;
   c = c < 0.0f ? 0.0f : (c > maxq ? maxq : c);
   *q = scale * (c - zero);
   return (uint8_t)c;
