@@ -178,7 +178,7 @@ static int is_outlier(const synth *s, int64_t c) {
   return 0;
 }
 
-typedef enum { GEN_MATRIX, GEN_NORM, GEN_EMBED, GEN_BIAS } gen_kind;
+typedef enum { GEN_MATRIX, GEN_NORM, GEN_FINAL_NORM, GEN_EMBED, GEN_BIAS } gen_kind;
 
 /* Generate tensor `name` [rows, cols] (cols = 0: a vector of rows) into the
  * buffer and append it.  std: base standard deviation. */
@@ -202,6 +202,9 @@ static int gen(synth *s, const char *name, gen_kind kind, int64_t rows,
     case GEN_NORM: /* ~1 with a little spread; outlier channels 8x */
       for (int64_t i = 0; i < rows; i++)
         put(s, i, (1.0 + 0.05 * normal_at(key, (uint64_t)i)) * (is_outlier(s, i) ? 8.0 : 1.0));
+      break;
+    case GEN_FINAL_NORM: /* the head sees no amplified channels */
+      for (int64_t i = 0; i < rows; i++) put(s, i, 1.0 + 0.05 * normal_at(key, (uint64_t)i));
       break;
     case GEN_BIAS:
       for (int64_t i = 0; i < rows; i++) put(s, i, std * normal_at(key, (uint64_t)i));
@@ -363,7 +366,7 @@ static int synth_run(const synth_opts *o) {
     }
     qz_debug("synth: block %d written", b);
   }
-  QZ_CALL_DONE(gen(&s, "model.norm.weight", GEN_NORM, H, 0, 0, 0));
+  QZ_CALL_DONE(gen(&s, "model.norm.weight", GEN_FINAL_NORM, H, 0, 0, 0));
   if (!cfg.tie_word_embeddings)
     QZ_CALL_DONE(gen(&s, "lm_head.weight", GEN_MATRIX, V, H, 0.02, 0));
   QZ_CALL_DONE(shards_finish(&s));
