@@ -178,8 +178,14 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
       if (gmax > t) t = gmax;
       if (t > trans_max) trans_max = t;
     }
-    m->block_phase = m->base + m->weights + m->fwd + m->hessians + m->factor_xbuf +
-                     m->io_pages + trans_max;
+    /* The f32 embedding is freed before the first block, but the driver's
+     * malloc settings (main.c: no mmap, no trimming below 1 GiB) keep its
+     * pages resident as a hole in the heap that the Hessians and the
+     * per-linear buffers are carved from: the block phase holds the larger
+     * of the two, not their sum. */
+    double carved = m->hessians + m->factor_xbuf + trans_max;
+    m->block_phase = m->base + m->weights + m->fwd + m->io_pages +
+                     (carved > m->embed ? carved : m->embed);
     m->embed_phase = m->base + m->fwd_hidden + m->embed + embed_pages;
   } else {
     m->block_phase = m->base + m->weights + m->io_pages + gmax;
