@@ -4,7 +4,10 @@
  *    qz_hessian_create on every rank (creation only: no accumulation);
  *  - the largest share over ranks * P stays within the block-cyclic padding
  *    of the one-rank size 8 d^2 (+ 13 d): max * P <= (8 d^2 + 13 d P) *
- *    PAD_TOL, and the smallest share * P >= 8 d^2 / PAD_TOL;
+ *    PAD_HI, and the smallest share * P >= 8 d^2 * PAD_LO, where PAD_HI/LO
+ *    = (d +- nb pr)(d +- nb pc) / d^2 is numroc's padding bound (at most one
+ *    nb block more or less per grid row and column; 1.009 / 0.991 for
+ *    d = 28672 at np 4);
  *  - qz_plan_fwd_bytes == qz_fwd_bytes and qz_plan_block_weight_bytes ==
  *    qz_block_weights_alloc's mem_bytes for small configs (bias or not). */
 #include <stdlib.h>
@@ -18,9 +21,6 @@
 #include "plan.h"
 #include "qz_test.h"
 
-/* padding bound: numroc gives at most one extra nb block per grid row and
- * column: (d + nb pr)(d + nb pc) / d^2 <= 1.04 for d = 28672, nb 128, P <= 4 */
-#define PAD_TOL 1.04
 
 static const char *k_cfg =
     "{\"architectures\":[\"LlamaForCausalLM\"],\"hidden_size\":96,"
@@ -47,11 +47,15 @@ int main(int argc, char **argv) {
     MPI_Allreduce(MPI_IN_PLACE, &mx, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &mn, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
     double one = 8.0 * (double)d * (double)d;
-    QZT_CHECK(mx * P <= (one + 13.0 * d * P) * PAD_TOL,
+    int pr, pc;
+    qz_plan_grid_shape(P, &pr, &pc);
+    const double PAD_HI = (double)(d + nb * pr) * (double)(d + nb * pc) / ((double)d * d);
+    const double PAD_LO = (double)(d - nb * pr) * (double)(d - nb * pc) / ((double)d * d);
+    QZT_CHECK(mx * P <= (one + 13.0 * d * P) * PAD_HI,
               "np %d: largest share %.0f x P = %.4g > %.4g (1/P scaling)", P, mx, mx * P,
-              (one + 13.0 * d * P) * PAD_TOL);
-    QZT_CHECK(mn * P >= one / PAD_TOL, "np %d: smallest share %.0f x P = %.4g < %.4g", P, mn,
-              mn * P, one / PAD_TOL);
+              (one + 13.0 * d * P) * PAD_HI);
+    QZT_CHECK(mn * P >= one * PAD_LO, "np %d: smallest share %.0f x P = %.4g < %.4g", P, mn,
+              mn * P, one * PAD_LO);
     if (rank == 0)
       printf("d = %lld, np %d: Hessian share per rank max %.3f GB (8 d^2 / P = %.3f GB), "
              "created in %.2f s\n",
