@@ -77,7 +77,7 @@ int qz_plan_rates_load(const char *path, qz_plan_rates *r) {
   QZ_CHECK(j && json_is_object(j), QZ_ERR_FORMAT, "rates file %s: %s", path,
            j ? "not a JSON object" : jerr.text);
   qz_plan_rates_default(r);
-  int st = QZ_OK;
+  int st = QZ_OK, nkeys = 0;
 #define LOAD(f)                                                                       \
   {                                                                                   \
     json_t *v = json_object_get(j, #f);                                               \
@@ -88,12 +88,14 @@ int qz_plan_rates_load(const char *path, qz_plan_rates *r) {
         goto done;                                                                    \
       }                                                                               \
       r->f = json_number_value(v);                                                    \
+      nkeys++;                                                                        \
     }                                                                                 \
   }
   RATE_FIELDS(LOAD)
 #undef LOAD
-  r->measured = 1;
-  snprintf(r->source, sizeof r->source, "%s", path);
+  /* a file with none of the keys is the defaults, and plan says so */
+  r->measured = nkeys > 0;
+  snprintf(r->source, sizeof r->source, "%s%s", path, nkeys ? "" : " (no known keys)");
 done:
   json_decref(j);
   return st;
