@@ -48,8 +48,10 @@
   } while (0)
 
 void qz_plan_rates_default(qz_plan_rates *r) {
-  /* measured on the 2-core AVX-512 VM of docs/performance.md (OpenBLAS
-   * 0.3.21 Haswell kernels, 1 thread per rank, np 2, GLIBC malloc reuse) */
+  /* the 2-core AVX-512 VM of docs/performance.md when not shared, rounded
+   * down: OpenBLAS 0.3.21 with Haswell kernels, 1 thread per rank (sgemm
+   * ~100, ssyrk ~100, dpotrf ~40 GFLOP/s), np 2 collectives with malloc
+   * reuse (64 MiB allreduce 6-9 GB/s), a tiny quantize run's peak RSS */
   *r = (qz_plan_rates){.sgemm_gflops = 100.0,
                        .ssyrk_gflops = 95.0,
                        .dpotrf_gflops = 40.0,
