@@ -3,7 +3,8 @@
 # ratio per line (each measured against a baseline taken in the same run)
 # and writes the results as JSON.
 #
-#   bench/run.sh [--quick] [BUILD_DIR] [SHARED_DIR]      (JSON: BUILD_DIR/bench/results.json)
+#   bench/run.sh [--quick | --block-only] [BUILD_DIR] [SHARED_DIR]
+#                (JSON: BUILD_DIR/bench/results.json)
 #
 # Threads: 1 BLAS thread per rank under MPI (np >= 2); 2 threads at np 1
 # (mpirun --bind-to none so OpenBLAS sees both cores), except the block
@@ -12,8 +13,9 @@
 # --quick skips the synthetic Llama-3-8B block (about 3 of the ~8 minutes).
 # OPENBLAS_CORETYPE is left as the environment has it (see TOOLCHAIN notes).
 set -uo pipefail
-quick=0
+quick=0 block_only=0
 if [ "${1:-}" = "--quick" ]; then quick=1; shift; fi
+if [ "${1:-}" = "--block-only" ]; then block_only=1; shift; fi
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$here/build}" && pwd)
 shared=${2:-$here/../shared}
@@ -44,6 +46,7 @@ run() { # run NAME NP THREADS cmd...  (stdout collected, tagged)
   fi
 }
 
+if [ $block_only -eq 0 ]; then
 run hessian_np1 1 2 "$bin/bench_hessian" 4096 8192 3
 run hessian_np2 2 1 "$bin/bench_hessian" 4096 8192 3
 run collectives_np2 2 1 "$bin/bench_collectives" 4096 3
@@ -53,6 +56,7 @@ run forward_np1 1 2 "$bin/bench_forward"
 run pack_np1 0 1 "$bin/bench_pack" 8192 8192 4
 [ -x "$bin/bench_quantease" ] && run quantease_np2 2 1 "$bin/bench_quantease"
 run quantize_sh 0 1 "$here/bench/quantize.sh" "$build" "$shared"
+fi
 
 if [ $quick -eq 0 ]; then
   # one synthetic Llama-3-8B block: np 1 vs np 2 (1 thread per rank both)
