@@ -56,7 +56,7 @@ void qz_plan_rates_default(qz_plan_rates *r) {
                        .ssyrk_gflops = 95.0,
                        .dpotrf_gflops = 40.0,
                        .pdpotrf_eff = 0.5,
-                       .gptq_frac = 0.5,
+                       .gptq_frac = 0.35,
                        .fwd_frac = 0.8,
                        .allreduce_gbs = 4.0,
                        .reduce_scatter_gbs = 4.0,
