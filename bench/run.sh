@@ -91,15 +91,18 @@ import json, sys
 rows = []
 for line in open(sys.argv[1]):
     name, np_, th, rc, secs, text = line.rstrip("\n").split("\t", 5)
+    # the value: the first number outside parentheses after the name
     toks = text.split()
-    val, key = float("nan"), text
+    val, key, depth = float("nan"), text, 0
     for i, tok in enumerate(toks[1:], 1):
-        try:
-            val = float(tok.rstrip(",:"))
-            key = " ".join(toks[:i]).rstrip(":")
-            break
-        except ValueError:
-            pass
+        if depth == 0:
+            try:
+                val = float(tok.rstrip(",:"))
+                key = " ".join(toks[:i]).rstrip(":")
+                break
+            except ValueError:
+                pass
+        depth += tok.count("(") - tok.count(")")
     try:
         secs = float(secs)
     except ValueError:
