@@ -1,7 +1,304 @@
-/* mpiquant plan */
+/* mpiquant plan: per-rank memory by phase and predicted time per phase of a
+ * quantize run, before anyone queues it; and `plan --calibrate`, which
+ * measures the machine rates the time model uses. */
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
 #include "driver.h"
+#include "mpiquant/comm.h"
+#include "mpiquant/error.h"
+#include "mpiquant/log.h"
+#include "mpiquant/mem.h"
+#include "plan.h"
+
+typedef struct {
+  const char *model, *rates, *out, *scratch, *method;
+  long np, nodes, rpn, threads, nsamples, seqlen, bits, group, blocksize, nb, dtype_bytes;
+  double mem_rank, mem_node, core_scale, net_gbs, latency_us;
+  int calibrate, json;
+} plan_opts;
+
+static void usage(void) {
+  printf(
+      "usage: mpiquant plan --model DIR|CONFIG.json --np P [options]\n"
+      "       [mpirun -np P] mpiquant plan --calibrate [--out RATES.json]\n\n"
+      "Predicts, for `quantize` on P ranks, the peak memory of a rank by phase\n"
+      "and the wall time per phase, from machine rates (docs/performance.md).\n"
+      "Exits with status 7 (QZ_ERR_MEM) when the plan does not fit the given\n"
+      "memory.\n\n"
+      "  --model DIR|FILE      model dir or its config.json (shape only)\n"
+      "  --np P                ranks\n"
+      "  --nodes N             nodes (default 1)\n"
+      "  --ranks-per-node R    default P / N\n"
+      "  --threads T           BLAS threads per rank (default 1)\n"
+      "  --nsamples N          calibration windows (default 128)\n"
+      "  --seqlen L            tokens per window (default 2048)\n"
+      "  --method M            gptq (default) | rtn\n"
+      "  --bits B --group G --blocksize B --grid-nb NB   as for quantize\n"
+      "  --dtype-bytes K       bytes per weight on disk (default from torch_dtype)\n"
+      "  --mem-per-rank SIZE   refuse if a rank needs more (e.g. 10G, 512M)\n"
+      "  --mem-per-node SIZE   refuse if R ranks need more\n"
+      "  --calibration FILE    rates file (default: $MPIQUANT_RATES, else\n"
+      "                        $XDG_CONFIG_HOME/mpiquant/rates.json, else\n"
+      "                        ~/.config/mpiquant/rates.json; built-in defaults\n"
+      "                        when none exists, and plan says so)\n"
+      "  --core-scale F        per-core speed of the target node relative to the\n"
+      "                        calibrated one (default 1)\n"
+      "  --net-gbs G           network bandwidth per node, GB/s (default 12.5)\n"
+      "  --latency-us U        message latency between nodes (default 5)\n"
+      "  --json                one JSON object on stdout instead of the tables\n"
+      "  --calibrate           measure the rates here and write them (--out FILE,\n"
+      "                        default location above); --scratch DIR for the\n"
+      "                        HDF5 test file (default .)\n");
+}
+
+static int parse_size(const char *opt, const char *v, double *out) {
+  char *end = NULL;
+  double x = strtod(v ? v : "", &end);
+  QZ_CHECK(v && end != v && x > 0, QZ_ERR_USAGE, "%s expects a size like 10G, got '%s'", opt,
+           v ? v : "");
+  double m = 1.0;
+  switch (*end) {
+    case 'k': case 'K': m = 1024.0; end++; break;
+    case 'm': case 'M': m = 1048576.0; end++; break;
+    case 'g': case 'G': m = 1073741824.0; end++; break;
+    case 't': case 'T': m = 1099511627776.0; end++; break;
+    default: break;
+  }
+  if (*end == 'i' || *end == 'B') end++;
+  if (*end == 'B') end++;
+  QZ_CHECK(*end == '\0', QZ_ERR_USAGE, "%s expects a size like 10G, got '%s'", opt, v);
+  *out = x * m;
+  return QZ_OK;
+}
+
+static int parse(int argc, char **argv, plan_opts *o) {
+  static const struct option opts[] = {
+      {"model", 1, 0, 'm'},        {"np", 1, 0, 'p'},          {"nodes", 1, 0, 'N'},
+      {"ranks-per-node", 1, 0, 'R'}, {"threads", 1, 0, 't'},   {"nsamples", 1, 0, 'n'},
+      {"seqlen", 1, 0, 'L'},       {"method", 1, 0, 'M'},      {"bits", 1, 0, 'b'},
+      {"group", 1, 0, 'g'},        {"blocksize", 1, 0, 'B'},   {"grid-nb", 1, 0, 'G'},
+      {"dtype-bytes", 1, 0, 'D'},  {"mem-per-rank", 1, 0, 'r'}, {"mem-per-node", 1, 0, 'e'},
+      {"calibration", 1, 0, 'c'},  {"core-scale", 1, 0, 's'},  {"net-gbs", 1, 0, 'w'},
+      {"latency-us", 1, 0, 'l'},   {"json", 0, 0, 'j'},        {"calibrate", 0, 0, 'C'},
+      {"out", 1, 0, 'o'},          {"scratch", 1, 0, 'S'},     {0, 0, 0, 0}};
+  *o = (plan_opts){.method = "gptq", .nodes = 1, .threads = 1, .nsamples = 128,
+                   .seqlen = 2048, .bits = 4, .group = 128, .blocksize = 128, .nb = 128,
+                   .core_scale = 1.0, .net_gbs = 12.5, .latency_us = 5.0, .scratch = "."};
+  optind = 0;
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+      case 'm': o->model = optarg; break;
+      case 'p': QZ_CALL(qz_cli_int("--np", optarg, 1, 1L << 24, &o->np)); break;
+      case 'N': QZ_CALL(qz_cli_int("--nodes", optarg, 1, 1L << 20, &o->nodes)); break;
+      case 'R': QZ_CALL(qz_cli_int("--ranks-per-node", optarg, 1, 1L << 16, &o->rpn)); break;
+      case 't': QZ_CALL(qz_cli_int("--threads", optarg, 1, 1L << 12, &o->threads)); break;
+      case 'n': QZ_CALL(qz_cli_int("--nsamples", optarg, 1, 1L << 30, &o->nsamples)); break;
+      case 'L': QZ_CALL(qz_cli_int("--seqlen", optarg, 2, 1L << 24, &o->seqlen)); break;
+      case 'M': o->method = optarg; break;
+      case 'b': QZ_CALL(qz_cli_int("--bits", optarg, 2, 8, &o->bits)); break;
+      case 'g': QZ_CALL(qz_cli_int("--group", optarg, -1, 1L << 30, &o->group)); break;
+      case 'B': QZ_CALL(qz_cli_int("--blocksize", optarg, 1, 1L << 20, &o->blocksize)); break;
+      case 'G': QZ_CALL(qz_cli_int("--grid-nb", optarg, 8, 4096, &o->nb)); break;
+      case 'D': QZ_CALL(qz_cli_int("--dtype-bytes", optarg, 1, 8, &o->dtype_bytes)); break;
+      case 'r': QZ_CALL(parse_size("--mem-per-rank", optarg, &o->mem_rank)); break;
+      case 'e': QZ_CALL(parse_size("--mem-per-node", optarg, &o->mem_node)); break;
+      case 'c': o->rates = optarg; break;
+      case 's': QZ_CALL(qz_cli_double("--core-scale", optarg, 1e-3, 1e3, &o->core_scale)); break;
+      case 'w': QZ_CALL(qz_cli_double("--net-gbs", optarg, 1e-3, 1e6, &o->net_gbs)); break;
+      case 'l': QZ_CALL(qz_cli_double("--latency-us", optarg, 0.0, 1e6, &o->latency_us)); break;
+      case 'j': o->json = 1; break;
+      case 'C': o->calibrate = 1; break;
+      case 'o': o->out = optarg; break;
+      case 'S': o->scratch = optarg; break;
+      default:
+        QZ_FAIL(QZ_ERR_USAGE, "plan: unknown or incomplete option '%s' (see mpiquant plan "
+                "--help)", argv[optind - 1]);
+    }
+  }
+  QZ_CHECK(optind == argc, QZ_ERR_USAGE, "plan: unexpected argument '%s'", argv[optind]);
+  if (o->calibrate) return QZ_OK;
+  QZ_CHECK(o->model, QZ_ERR_USAGE, "plan: --model DIR|CONFIG.json is required");
+  QZ_CHECK(o->np > 0, QZ_ERR_USAGE, "plan: --np P is required");
+  QZ_CHECK(strcmp(o->method, "gptq") == 0 || strcmp(o->method, "rtn") == 0, QZ_ERR_USAGE,
+           "plan: --method must be gptq or rtn, got '%s'", o->method);
+  QZ_CHECK(o->group != 0, QZ_ERR_USAGE, "plan: --group must be -1 or >= 1");
+  if (!o->rpn) o->rpn = (o->np + o->nodes - 1) / o->nodes;
+  QZ_CHECK(o->rpn * o->nodes >= o->np, QZ_ERR_USAGE,
+           "plan: %ld nodes x %ld ranks per node < --np %ld", o->nodes, o->rpn, o->np);
+  return QZ_OK;
+}
+
+static int dtype_bytes_of(const qz_model_config *c) {
+  if (strcmp(c->torch_dtype, "float32") == 0) return 4;
+  if (strcmp(c->torch_dtype, "float64") == 0) return 8;
+  return 2; /* bfloat16 / float16 / unspecified (HF checkpoints are 16-bit) */
+}
+
+static const char *gib(double b, char *buf, size_t n) { return qz_fmt_bytes(b, buf, n); }
+
+static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_rates *r,
+                       const qz_plan_mem *m, const qz_plan_time *t) {
+  char a[32], b[32];
+  const qz_model_config *c = &in->cfg;
+  printf("plan: %s, %lld blocks (H %lld, I %lld, %lld/%lld heads, vocab %lld)\n", o->model,
+         (long long)c->num_hidden_layers, (long long)c->hidden_size,
+         (long long)c->intermediate_size, (long long)c->num_attention_heads,
+         (long long)c->num_key_value_heads, (long long)c->vocab_size);
+  printf("      %s w%d g%d, %lld x %lld calibration tokens; %lld ranks = %lld node(s) x %lld, "
+         "%lld BLAS thread(s) per rank\n",
+         o->method, in->bits, in->group, (long long)in->nsamples, (long long)in->seqlen,
+         (long long)in->P, (long long)in->nodes, (long long)in->ranks_per_node,
+         (long long)in->threads);
+  printf("rates: %s%s\n", r->source,
+         r->measured ? "" : " (no rates file: built-in defaults; run `mpiquant plan "
+                            "--calibrate` for this machine)");
+  printf("\nmemory per rank (rank 0: %lld windows, the most rows)\n", (long long)m->windows_rank);
+  printf("  %-44s %12s\n", "process baseline (libraries, MPI)", gib(m->base, a, sizeof a));
+  printf("  %-44s %12s\n", "block weights (f32, whole block)", gib(m->weights, a, sizeof a));
+  printf("  %-44s %12s\n", "hidden states + forward workspace", gib(m->fwd, a, sizeof a));
+  printf("  %-44s %12s  (largest %s, 8 d^2/P = %s)\n", "Hessian shares (one per input width)",
+         gib(m->hessians, a, sizeof a), gib(m->hessian_max, b, sizeof b),
+         qz_fmt_bytes(m->hessian_ideal, (char[32]){0}, 32));
+  printf("  %-44s %12s\n", "factor panel exchange (kept per Hessian)",
+         gib(m->factor_xbuf, a, sizeof a));
+  printf("  %-44s %12s\n", "mapped safetensors pages (embedding + block)",
+         gib(m->io_pages, a, sizeof a));
+  printf("  %-44s %12s\n", "transient: Hessian row buffer (widest)", gib(m->rows, a, sizeof a));
+  printf("  %-44s %12s\n", "transient: Hessian panels + reduce-scatter", gib(m->flush, a, sizeof a));
+  printf("  %-44s %12s\n", "transient: factor redistribution", gib(m->prepare, a, sizeof a));
+  printf("  %-44s %12s\n", "transient: GPTQ row buffers (largest linear)", gib(m->gptq, a, sizeof a));
+  printf("  %-44s %12s\n", "peak while embedding (f32 embedding)", gib(m->embed_phase, a, sizeof a));
+  printf("  %-44s %12s\n", "peak while quantizing a block", gib(m->block_phase, a, sizeof a));
+  printf("  %-44s %12s   per node %s\n", "PEAK per rank", gib(m->peak, a, sizeof a),
+         gib(m->peak * (double)in->ranks_per_node, b, sizeof b));
+  printf("\npredicted time (whole run; %lld of %lld ranks hold calibration windows)\n",
+         (long long)t->busy_ranks, (long long)in->P);
+  printf("  %-10s %12s %8s %14s\n", "phase", "seconds", "%", "flop");
+  for (int p = 0; p < QZ_PT_COUNT; p++)
+    printf("  %-10s %12.1f %7.1f%% %14.3g\n", qz_plan_phase_name((qz_plan_phase)p), t->t[p],
+           t->total > 0 ? 100.0 * t->t[p] / t->total : 0.0, t->flops[p]);
+  printf("  %-10s %12.1f   (%.2f h)\n", "total", t->total, t->total / 3600.0);
+}
+
+static json_t *plan_json(const qz_plan_in *in, const qz_plan_rates *r, const qz_plan_mem *m,
+                         const qz_plan_time *t) {
+  json_t *mem = json_pack(
+      "{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "base",
+      m->base, "weights", m->weights, "fwd", m->fwd, "hessians", m->hessians, "hessian_max",
+      m->hessian_max, "hessian_ideal", m->hessian_ideal, "factor_xbuf", m->factor_xbuf,
+      "io_pages", m->io_pages, "rows", m->rows, "flush", m->flush, "prepare", m->prepare,
+      "gptq", m->gptq, "embed_phase", m->embed_phase, "block_phase", m->block_phase, "peak",
+      m->peak);
+  json_t *tm = json_object();
+  for (int p = 0; p < QZ_PT_COUNT; p++)
+    json_object_set_new(tm, qz_plan_phase_name((qz_plan_phase)p), json_real(t->t[p]));
+  json_object_set_new(tm, "total", json_real(t->total));
+  return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:b, s:o, s:o}", "command", "plan", "np",
+                   (json_int_t)in->P, "nodes", (json_int_t)in->nodes, "ranks_per_node",
+                   (json_int_t)in->ranks_per_node, "threads", (json_int_t)in->threads,
+                   "rates", r->source, "rates_measured", r->measured, "memory", mem, "time",
+                   tm);
+}
+
+static int run_calibrate(qz_ctx *ctx, const plan_opts *o) {
+  qz_plan_rates r;
+  QZ_CALL(qz_plan_calibrate(ctx->comm, o->scratch, &r));
+  char path[PATH_MAX];
+  if (o->out) snprintf(path, sizeof path, "%s", o->out);
+  else qz_plan_rates_default_path(path, sizeof path);
+  int st = QZ_OK;
+  if (ctx->rank == 0) st = qz_plan_rates_save(path, &r);
+  QZ_CALL(qz_error_agree(ctx->comm, st));
+  if (ctx->rank == 0) {
+    printf("rates (np %d, 1 BLAS thread per rank) -> %s\n", ctx->size, path);
+    printf("  sgemm %.1f GFLOP/s, ssyrk %.1f GFLOP/s, dpotrf %.1f GFLOP/s per core\n",
+           r.sgemm_gflops, r.ssyrk_gflops, r.dpotrf_gflops);
+    printf("  pdpotrf+pdpotri efficiency %.2f; allreduce %.2f, reduce-scatter %.2f, "
+           "allgather %.2f GB/s\n",
+           r.pdpotrf_eff, r.allreduce_gbs, r.reduce_scatter_gbs, r.allgather_gbs);
+    printf("  HDF5 write %.2f GB/s, read+convert %.2f GB/s, process baseline %.1f MiB\n",
+           r.hdf5_write_gbs, r.read_gbs, r.base_rss_bytes / 1048576.0);
+  }
+  return QZ_OK;
+}
 
 int qz_cmd_plan(qz_ctx *ctx, int argc, char **argv) {
-  (void)ctx;
-  return qz_cmd_not_implemented("plan", argc, argv);
+  if (qz_cli_wants_help(argc, argv)) {
+    if (ctx->rank == 0) usage();
+    return QZ_OK;
+  }
+  plan_opts o;
+  QZ_CALL(parse(argc, argv, &o));
+  if (o.calibrate) return run_calibrate(ctx, &o);
+  if (ctx->rank != 0) return QZ_OK; /* a dry run: rank 0 answers */
+
+  qz_plan_in in = {.P = o.np, .nodes = o.nodes, .ranks_per_node = o.rpn, .threads = o.threads,
+                   .nsamples = o.nsamples, .seqlen = o.seqlen,
+                   .gptq = strcmp(o.method, "gptq") == 0, .bits = (int)o.bits,
+                   .group = (int)o.group, .blocksize = (int)o.blocksize, .nb = (int)o.nb,
+                   .core_scale = o.core_scale, .net_gbs = o.net_gbs,
+                   .latency_s = o.latency_us * 1e-6};
+  QZ_CALL(qz_config_load(o.model, &in.cfg));
+  in.disk_dtype_bytes = o.dtype_bytes ? (int)o.dtype_bytes : dtype_bytes_of(&in.cfg);
+  qz_plan_rates r;
+  char path[PATH_MAX];
+  if (o.rates) {
+    QZ_CALL(qz_plan_rates_load(o.rates, &r));
+  } else {
+    qz_plan_rates_default_path(path, sizeof path);
+    FILE *f = fopen(path, "r");
+    if (f) {
+      fclose(f);
+      QZ_CALL(qz_plan_rates_load(path, &r));
+    } else {
+      qz_plan_rates_default(&r);
+    }
+  }
+  if (!r.measured)
+    qz_warn("plan: no rates file (%s): using built-in defaults; `mpiquant plan --calibrate` "
+            "measures this machine", o.rates ? o.rates : path);
+  qz_plan_mem m;
+  qz_plan_time t;
+  QZ_CALL(qz_plan_memory(&in, &r, &m));
+  QZ_CALL(qz_plan_time_model(&in, &r, &t));
+  if (o.json) {
+    json_t *j = plan_json(&in, &r, &m, &t);
+    char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
+    printf("%s\n", s);
+    free(s);
+    json_decref(j);
+  } else {
+    print_plan(&o, &in, &r, &m, &t);
+  }
+  fflush(stdout);
+  double limit = 0.0;
+  const char *what = NULL;
+  if (o.mem_rank > 0) {
+    limit = o.mem_rank;
+    what = "--mem-per-rank";
+  }
+  if (o.mem_node > 0 && (!what || o.mem_node / (double)o.rpn < limit)) {
+    limit = o.mem_node / (double)o.rpn;
+    what = "--mem-per-node";
+  }
+  if (what && m.peak > limit) {
+    char a[32], b[32], c2[32], d[32], e[32];
+    QZ_FAIL(QZ_ERR_MEM,
+            "plan does not fit: a rank needs %s but %s allows %s per rank (missing %s); "
+            "largest parts: block weights %s, Hessian shares %s, forward workspace %s; "
+            "use more ranks (Hessian 8 d^2/P), fewer ranks per node, or fewer "
+            "calibration windows per rank",
+            gib(m.peak, a, sizeof a), what, gib(limit, b, sizeof b),
+            gib(m.peak - limit, c2, sizeof c2), gib(m.weights, d, sizeof d),
+            gib(m.hessians, e, sizeof e), qz_fmt_bytes(m.fwd, (char[32]){0}, 32));
+  }
+  return QZ_OK;
 }

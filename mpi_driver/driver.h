@@ -53,5 +53,6 @@ int qz_cmd_plan(qz_ctx *ctx, int argc, char **argv);
 int qz_cmd_inspect(qz_ctx *ctx, int argc, char **argv);
 int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv);
 int qz_cmd_tokenize(qz_ctx *ctx, int argc, char **argv);
+int qz_cmd_synth(qz_ctx *ctx, int argc, char **argv);
 
 #endif

@@ -1,0 +1,397 @@
+/* mpiquant synth: a Hugging Face model directory with random weights of a
+ * given shape that look like a pretrained LLM to a quantizer.
+ *
+ * What "looks like" means here (each a known property of real checkpoints
+ * that quantizers react to):
+ *  - weights ~ N(0, std) with std 0.02 for the projections that read the
+ *    residual stream (q, k, v, gate, up) and 0.02 / sqrt(2 * layers) for
+ *    the ones writing into it (o, down), each output row scaled by a
+ *    log-normal factor (sigma 0.25) so per-row ranges differ;
+ *  - a few "outlier" input channels (H / 1024, at least 1, the same in every
+ *    block): the RMSNorm weights are 8x larger there, so the inputs of
+ *    q/k/v/gate/up and their Hessian diagonals have a few huge channels;
+ *  - "super weights": in the down_proj of the first min(2, layers) blocks one
+ *    entry per outlier channel (row = that channel) of magnitude 0.5
+ *    (~100-1000x the typical weight);
+ *  - embeddings N(0, 0.02) with the outlier ("massive activation")
+ *    dimensions 20x larger.
+ * Random numbers come from a counter-based generator keyed by (seed, tensor
+ * name, element index), so the files do not depend on the write order and
+ * every run with one seed gives the same bytes.  Only rank 0 writes; one
+ * tensor is in memory at a time (the writer spills it to its shard file). */
+#include <errno.h>
+#include <getopt.h>
+#include <jansson.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "driver.h"
+#include "mpiquant/comm.h"
+#include "mpiquant/config.h"
+#include "mpiquant/error.h"
+#include "mpiquant/log.h"
+#include "mpiquant/mem.h"
+#include "mpiquant/safetensors.h"
+
+typedef struct {
+  const char *config, *out, *tokenizer;
+  long layers, seed, shard_mb;
+  qz_dtype dtype;
+} synth_opts;
+
+static void usage(void) {
+  printf(
+      "usage: mpiquant synth --config CONFIG.json --layers N --out DIR [options]\n\n"
+      "Writes a Hugging Face model dir (config.json with num_hidden_layers = N,\n"
+      "sharded safetensors + model.safetensors.index.json) with random weights\n"
+      "shaped like CONFIG and statistics like a pretrained LLM's (per-row scale\n"
+      "spread, outlier input channels, super weights in down_proj, massive\n"
+      "embedding dimensions). Deterministic for a seed; one tensor in memory.\n\n"
+      "  --config FILE      config.json of the shape (e.g. bench/configs/*.json)\n"
+      "  --layers N         decoder blocks to write (>= 1)\n"
+      "  --out DIR          output directory (created)\n"
+      "  --dtype T          bf16 (default) or f32\n"
+      "  --seed S           random seed (default 0)\n"
+      "  --tokenizer DIR    copy DIR/tokenizer.json (and tokenizer_config.json)\n"
+      "  --shard-mb M       shard size limit in MiB (default 4096)\n");
+}
+
+static int parse(int argc, char **argv, synth_opts *o) {
+  static const struct option opts[] = {
+      {"config", 1, 0, 'c'}, {"layers", 1, 0, 'n'},   {"out", 1, 0, 'o'},
+      {"dtype", 1, 0, 'd'},  {"seed", 1, 0, 's'},     {"tokenizer", 1, 0, 't'},
+      {"shard-mb", 1, 0, 'm'}, {0, 0, 0, 0}};
+  *o = (synth_opts){.dtype = QZ_DT_BF16, .shard_mb = 4096, .layers = -1};
+  optind = 0;
+  opterr = 0;
+  int c;
+  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+      case 'c': o->config = optarg; break;
+      case 'n': QZ_CALL(qz_cli_int("--layers", optarg, 1, 100000, &o->layers)); break;
+      case 'o': o->out = optarg; break;
+      case 'd':
+        if (strcmp(optarg, "bf16") == 0) o->dtype = QZ_DT_BF16;
+        else if (strcmp(optarg, "f32") == 0) o->dtype = QZ_DT_F32;
+        else QZ_FAIL(QZ_ERR_USAGE, "synth: --dtype must be bf16 or f32, got '%s'", optarg);
+        break;
+      case 's': QZ_CALL(qz_cli_int("--seed", optarg, 0, LONG_MAX, &o->seed)); break;
+      case 't': o->tokenizer = optarg; break;
+      case 'm': QZ_CALL(qz_cli_int("--shard-mb", optarg, 1, 1L << 30, &o->shard_mb)); break;
+      default:
+        QZ_FAIL(QZ_ERR_USAGE, "synth: unknown or incomplete option '%s' (see "
+                "mpiquant synth --help)", argv[optind - 1]);
+    }
+  }
+  QZ_CHECK(optind == argc, QZ_ERR_USAGE, "synth: unexpected argument '%s'", argv[optind]);
+  QZ_CHECK(o->config, QZ_ERR_USAGE, "synth: --config CONFIG.json is required");
+  QZ_CHECK(o->out, QZ_ERR_USAGE, "synth: --out DIR is required");
+  QZ_CHECK(o->layers >= 1, QZ_ERR_USAGE, "synth: --layers N (>= 1) is required");
+  return QZ_OK;
+}
+
+/* ---- counter-based normal generator --------------------------------- */
+
+static uint64_t mix64(uint64_t z) { /* splitmix64 finalizer */
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static uint64_t key_of(uint64_t seed, const char *name) {
+  uint64_t h = 1469598103934665603ull;
+  for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+    h = (h ^ *p) * 1099511628211ull;
+  return mix64(h ^ mix64(seed + 0x9e3779b97f4a7c15ull));
+}
+
+/* Standard normals number 2i and 2i+1 of stream `key` (Box-Muller). */
+static void normal_pair(uint64_t key, uint64_t i, double *a, double *b) {
+  uint64_t r = mix64(key ^ (i * 0x9e3779b97f4a7c15ull + 0x632be59bd9b4e019ull));
+  uint64_t s = mix64(r + 0x9e3779b97f4a7c15ull);
+  double u1 = ((double)(r >> 11) + 1.0) * 0x1.0p-53; /* (0, 1] */
+  double u2 = (double)(s >> 11) * 0x1.0p-53;         /* [0, 1) */
+  double m = sqrt(-2.0 * log(u1));
+  *a = m * cos(2.0 * M_PI * u2);
+  *b = m * sin(2.0 * M_PI * u2);
+}
+
+static double normal_at(uint64_t key, uint64_t i) {
+  double a, b;
+  normal_pair(key, i / 2, &a, &b);
+  return (i & 1) ? b : a;
+}
+
+/* ---- tensor generation --------------------------------------------- */
+
+typedef struct {
+  const synth_opts *o;
+  const qz_model_config *cfg;
+  int64_t *outl; /* [nout] outlier channels of the hidden dimension */
+  int nout;
+  /* shard set */
+  qz_st_writer *w;
+  int nshards;
+  int64_t cur_bytes, total_bytes;
+  json_t *weight_map; /* name -> shard index */
+  void *buf;          /* one tensor in the output dtype */
+  size_t buf_bytes;
+} synth;
+
+static void shard_tmp(const synth *s, int k, char *p, size_t n) {
+  snprintf(p, n, "%s/synth-part-%05d.safetensors", s->o->out, k + 1);
+}
+
+static int shard_add(synth *s, const char *name, int nd, const int64_t *shape,
+                     int64_t bytes) {
+  if (s->w && s->cur_bytes > 0 && s->cur_bytes + bytes > (s->o->shard_mb << 20))
+    QZ_CALL(qz_st_writer_finish(&s->w));
+  if (!s->w) {
+    char p[PATH_MAX + 64];
+    shard_tmp(s, s->nshards, p, sizeof p);
+    QZ_CALL(qz_st_writer_create(p, &s->w));
+    QZ_CALL(qz_st_writer_meta(s->w, "format", "pt"));
+    s->nshards++;
+    s->cur_bytes = 0;
+  }
+  QZ_CALL(qz_st_writer_add(s->w, name, s->o->dtype, nd, shape, s->buf));
+  s->cur_bytes += bytes;
+  s->total_bytes += bytes;
+  json_object_set_new(s->weight_map, name, json_integer(s->nshards - 1));
+  return QZ_OK;
+}
+
+static void put(synth *s, int64_t i, double v) {
+  if (s->o->dtype == QZ_DT_BF16)
+    ((uint16_t *)s->buf)[i] = qz_f32_to_bf16((float)v);
+  else
+    ((float *)s->buf)[i] = (float)v;
+}
+
+static int is_outlier(const synth *s, int64_t c) {
+  for (int k = 0; k < s->nout; k++)
+    if (s->outl[k] == c) return 1;
+  return 0;
+}
+
+typedef enum { GEN_MATRIX, GEN_NORM, GEN_FINAL_NORM, GEN_EMBED, GEN_BIAS } gen_kind;
+
+/* Generate tensor `name` [rows, cols] (cols = 0: a vector of rows) into the
+ * buffer and append it.  std: base standard deviation. */
+static int gen(synth *s, const char *name, gen_kind kind, int64_t rows,
+               int64_t cols, double std, int super_weights) {
+  int64_t n = rows * (cols > 0 ? cols : 1);
+  size_t bytes = (size_t)n * (size_t)qz_dtype_size(s->o->dtype);
+  if (bytes > s->buf_bytes) {
+    void *p = realloc(s->buf, bytes);
+    if (!p) {
+      char b[32];
+      QZ_FAIL(QZ_ERR_MEM, "synth: out of memory for tensor %s (%s)", name,
+              qz_fmt_bytes((double)bytes, b, sizeof b));
+    }
+    s->buf = p;
+    s->buf_bytes = bytes;
+  }
+  uint64_t key = key_of((uint64_t)s->o->seed, name);
+  uint64_t rkey = key_of((uint64_t)s->o->seed ^ 0x5bd1e995u, name);
+  switch (kind) {
+    case GEN_NORM: /* ~1 with a little spread; outlier channels 8x */
+      for (int64_t i = 0; i < rows; i++)
+        put(s, i, (1.0 + 0.05 * normal_at(key, (uint64_t)i)) * (is_outlier(s, i) ? 8.0 : 1.0));
+      break;
+    case GEN_FINAL_NORM: /* the head sees no amplified channels */
+      for (int64_t i = 0; i < rows; i++) put(s, i, 1.0 + 0.05 * normal_at(key, (uint64_t)i));
+      break;
+    case GEN_BIAS:
+      for (int64_t i = 0; i < rows; i++) put(s, i, std * normal_at(key, (uint64_t)i));
+      break;
+    case GEN_EMBED:
+    case GEN_MATRIX:
+      for (int64_t r = 0; r < rows; r++) {
+        double rs = kind == GEN_MATRIX ? exp(0.25 * normal_at(rkey, (uint64_t)r)) : 1.0;
+        uint64_t base = (uint64_t)(r * cols);
+        if ((cols & 1) == 0) { /* base even: pairs line up with elements */
+          for (int64_t c = 0; c < cols; c += 2) {
+            double a, b;
+            normal_pair(key, (base + (uint64_t)c) / 2, &a, &b);
+            put(s, r * cols + c, std * rs * a);
+            put(s, r * cols + c + 1, std * rs * b);
+          }
+        } else {
+          for (int64_t c = 0; c < cols; c++)
+            put(s, r * cols + c, std * rs * normal_at(key, base + (uint64_t)c));
+        }
+        if (kind == GEN_EMBED)
+          for (int k = 0; k < s->nout; k++) {
+            int64_t i = r * cols + s->outl[k];
+            put(s, i, 20.0 * std * normal_at(key, (uint64_t)i));
+          }
+      }
+      if (super_weights) /* down_proj [H, I]: row = outlier channel */
+        for (int k = 0; k < s->nout; k++) {
+          int64_t col = (int64_t)(mix64(key ^ (uint64_t)(k + 1)) % (uint64_t)cols);
+          put(s, s->outl[k] * cols + col, (k & 1) ? -0.5 : 0.5);
+        }
+      break;
+  }
+  int64_t shape[2] = {rows, cols};
+  return shard_add(s, name, cols > 0 ? 2 : 1, shape, (int64_t)bytes);
+}
+
+/* Final names like Hugging Face: model-0000k-of-0000n.safetensors + index
+ * (always written, so readers take the sharded path even for one shard). */
+static int shards_finish(synth *s) {
+  if (s->w) QZ_CALL(qz_st_writer_finish(&s->w));
+  char from[PATH_MAX + 64], to[PATH_MAX + 64];
+  for (int k = 0; k < s->nshards; k++) {
+    shard_tmp(s, k, from, sizeof from);
+    snprintf(to, sizeof to, "%s/model-%05d-of-%05d.safetensors", s->o->out, k + 1,
+             s->nshards);
+    QZ_CHECK(rename(from, to) == 0, QZ_ERR_IO, "cannot rename %s to %s: %s", from, to,
+             strerror(errno));
+  }
+  json_t *map = json_object();
+  const char *key;
+  json_t *v;
+  json_object_foreach(s->weight_map, key, v) {
+    char nm[64];
+    snprintf(nm, sizeof nm, "model-%05d-of-%05d.safetensors", (int)json_integer_value(v) + 1,
+             s->nshards);
+    json_object_set_new(map, key, json_string(nm));
+  }
+  json_t *idx = json_pack("{s:{s:I}, s:o}", "metadata", "total_size",
+                          (json_int_t)s->total_bytes, "weight_map", map);
+  snprintf(to, sizeof to, "%s/model.safetensors.index.json", s->o->out);
+  int r = json_dump_file(idx, to, JSON_INDENT(2) | JSON_SORT_KEYS);
+  json_decref(idx);
+  QZ_CHECK(r == 0, QZ_ERR_IO, "cannot write %s", to);
+  return QZ_OK;
+}
+
+static int copy_file(const char *from, const char *to, int required) {
+  FILE *a = fopen(from, "rb");
+  if (!a) {
+    QZ_CHECK(!required, QZ_ERR_IO, "synth --tokenizer: cannot open %s: %s", from,
+             strerror(errno));
+    return QZ_OK;
+  }
+  FILE *b = fopen(to, "wb");
+  if (!b) {
+    fclose(a);
+    QZ_FAIL(QZ_ERR_IO, "cannot create %s: %s", to, strerror(errno));
+  }
+  char buf[1 << 16];
+  size_t n;
+  int ok = 1;
+  while ((n = fread(buf, 1, sizeof buf, a)) > 0) ok &= fwrite(buf, 1, n, b) == n;
+  ok &= !ferror(a);
+  fclose(a);
+  ok &= fclose(b) == 0;
+  QZ_CHECK(ok, QZ_ERR_IO, "cannot copy %s to %s", from, to);
+  return QZ_OK;
+}
+
+/* config.json: the input config with num_hidden_layers and torch_dtype set. */
+static int write_config(const synth_opts *o) {
+  json_error_t jerr;
+  json_t *j = json_load_file(o->config, 0, &jerr);
+  QZ_CHECK(j && json_is_object(j), QZ_ERR_FORMAT, "%s: %s", o->config,
+           j ? "not a JSON object" : jerr.text);
+  json_object_set_new(j, "num_hidden_layers", json_integer(o->layers));
+  json_object_set_new(j, "torch_dtype",
+                      json_string(o->dtype == QZ_DT_BF16 ? "bfloat16" : "float32"));
+  char p[PATH_MAX + 64];
+  snprintf(p, sizeof p, "%s/config.json", o->out);
+  int r = json_dump_file(j, p, JSON_INDENT(2) | JSON_SORT_KEYS);
+  json_decref(j);
+  QZ_CHECK(r == 0, QZ_ERR_IO, "cannot write %s", p);
+  return QZ_OK;
+}
+
+static int synth_run(const synth_opts *o) {
+  int st = QZ_OK;
+  synth s = {.o = o};
+  qz_model_config cfg;
+  QZ_CALL(qz_config_load(o->config, &cfg));
+  cfg.num_hidden_layers = o->layers;
+  s.cfg = &cfg;
+  QZ_CHECK(mkdir(o->out, 0777) == 0 || errno == EEXIST, QZ_ERR_IO,
+           "cannot create %s: %s", o->out, strerror(errno));
+  QZ_CALL(write_config(o));
+  if (o->tokenizer) {
+    char a[PATH_MAX + 64], b[PATH_MAX + 64];
+    snprintf(a, sizeof a, "%s/tokenizer.json", o->tokenizer);
+    snprintf(b, sizeof b, "%s/tokenizer.json", o->out);
+    QZ_CALL(copy_file(a, b, 1));
+    snprintf(a, sizeof a, "%s/tokenizer_config.json", o->tokenizer);
+    snprintf(b, sizeof b, "%s/tokenizer_config.json", o->out);
+    QZ_CALL(copy_file(a, b, 0));
+  }
+  const int64_t H = cfg.hidden_size, V = cfg.vocab_size;
+  s.nout = (int)(H / 1024 > 0 ? H / 1024 : 1);
+  if (s.nout > 16) s.nout = 16;
+  QZ_CALL(qz_alloc((size_t)s.nout, sizeof *s.outl, "outlier channels", &s.outl));
+  uint64_t okey = key_of((uint64_t)o->seed, "outlier-channels");
+  for (int k = 0; k < s.nout; k++) { /* distinct channels */
+    int64_t c;
+    uint64_t t = (uint64_t)k;
+    do c = (int64_t)(mix64(okey + t++ * 0x9e3779b97f4a7c15ull) % (uint64_t)H);
+    while (is_outlier(&s, c) && t < (uint64_t)k + 1000);
+    s.outl[k] = c;
+  }
+  s.weight_map = json_object();
+  double std_in = 0.02, std_out = 0.02 / sqrt(2.0 * (double)o->layers);
+  char name[256];
+  QZ_CALL_DONE(gen(&s, "model.embed_tokens.weight", GEN_EMBED, V, H, 0.02, 0));
+  for (int b = 0; b < (int)o->layers; b++) {
+    snprintf(name, sizeof name, "model.layers.%d.input_layernorm.weight", b);
+    QZ_CALL_DONE(gen(&s, name, GEN_NORM, H, 0, 0, 0));
+    snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", b);
+    QZ_CALL_DONE(gen(&s, name, GEN_NORM, H, 0, 0, 0));
+    for (int l = 0; l < QZ_LIN_COUNT; l++) {
+      int64_t out, in;
+      qz_linear_shape(&cfg, (qz_linear)l, &out, &in);
+      int resid = l == QZ_LIN_O || l == QZ_LIN_DOWN;
+      qz_linear_tensor(name, sizeof name, b, (qz_linear)l, "weight");
+      QZ_CALL_DONE(gen(&s, name, GEN_MATRIX, out, in, resid ? std_out : std_in,
+                       l == QZ_LIN_DOWN && b < 2));
+      if (qz_linear_has_bias(&cfg, (qz_linear)l)) {
+        qz_linear_tensor(name, sizeof name, b, (qz_linear)l, "bias");
+        QZ_CALL_DONE(gen(&s, name, GEN_BIAS, out, 0, 0.01, 0));
+      }
+    }
+    qz_debug("synth: block %d written", b);
+  }
+  QZ_CALL_DONE(gen(&s, "model.norm.weight", GEN_FINAL_NORM, H, 0, 0, 0));
+  if (!cfg.tie_word_embeddings)
+    QZ_CALL_DONE(gen(&s, "lm_head.weight", GEN_MATRIX, V, H, 0.02, 0));
+  QZ_CALL_DONE(shards_finish(&s));
+  {
+    char a[32];
+    qz_info("synth: %s: %lld blocks, %lld parameters, %s in %d shard(s), seed %ld",
+            o->out, (long long)o->layers, (long long)qz_config_param_count(&cfg),
+            qz_fmt_bytes((double)s.total_bytes, a, sizeof a), s.nshards, o->seed);
+  }
+done:
+  if (s.w) qz_st_writer_abort(&s.w);
+  json_decref(s.weight_map);
+  free(s.buf);
+  free(s.outl);
+  return st;
+}
+
+int qz_cmd_synth(qz_ctx *ctx, int argc, char **argv) {
+  if (qz_cli_wants_help(argc, argv)) {
+    if (ctx->rank == 0) usage();
+    return QZ_OK;
+  }
+  synth_opts o;
+  QZ_CALL(parse(argc, argv, &o));
+  int st = ctx->rank == 0 ? synth_run(&o) : QZ_OK;
+  QZ_CALL(qz_error_agree(ctx->comm, st));
+  return QZ_OK;
+}

@@ -1,0 +1,109 @@
+/* mpi_driver private: the `plan` model of a quantize run: per-rank memory by
+ * phase (from the same layouts and constants the pipeline allocates with)
+ * and time per phase from machine rates (measured by `plan --calibrate`). */
+#ifndef MPIQUANT_PLAN_H
+#define MPIQUANT_PLAN_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "mpiquant/config.h"
+
+/* Machine rates.  Per-core rates are for one BLAS thread; collective
+ * bandwidths are "bytes of the reduced object per second" measured within
+ * one node (see plan_rates.c for the exact definitions). */
+typedef struct {
+  double sgemm_gflops;      /* f32 GEMM, 1 thread */
+  double ssyrk_gflops;      /* f32 SYRK (n^2 k flops), 1 thread */
+  double dpotrf_gflops;     /* LAPACK dpotrf (n^3/3 flops), 1 thread */
+  double pdpotrf_eff;       /* ScaLAPACK pdpotrf+pdpotri rate / (P x dpotrf rate) */
+  double gptq_frac;         /* GPTQ sweep rate / sgemm rate */
+  double fwd_frac;          /* block forward rate / sgemm rate */
+  double allreduce_gbs;     /* in-node MPI_Allreduce, object bytes / s (np 2) */
+  double reduce_scatter_gbs;/* in-node MPI_Reduce_scatter, object bytes / s */
+  double allgather_gbs;     /* in-node MPI_Allgather, object bytes / s */
+  double hdf5_write_gbs;    /* collective HDF5 write per node */
+  double read_gbs;          /* safetensors read + convert per node */
+  double base_rss_bytes;    /* an idle mpiquant process (libraries, MPI) */
+  int measured;             /* 0: the built-in defaults */
+  char source[256];         /* file the rates came from, or "defaults" */
+} qz_plan_rates;
+
+/* Built-in defaults (this kind of 2-core AVX-512 VM with OpenBLAS' Haswell
+ * kernels, 1 thread per rank; see docs/performance.md). Not collective. */
+void qz_plan_rates_default(qz_plan_rates *r);
+/* Read / write the small JSON (keys = field names). Not collective. */
+int qz_plan_rates_load(const char *path, qz_plan_rates *r);
+int qz_plan_rates_save(const char *path, const qz_plan_rates *r);
+/* Default location: $MPIQUANT_RATES, else $XDG_CONFIG_HOME/mpiquant/rates.json,
+ * else $HOME/.config/mpiquant/rates.json. Not collective. */
+void qz_plan_rates_default_path(char *buf, size_t len);
+/* Measure every rate on the communicator's ranks (1 BLAS thread each).
+ * Collective on comm. scratch: directory for the HDF5 test file. */
+int qz_plan_calibrate(MPI_Comm comm, const char *scratch, qz_plan_rates *r);
+
+typedef struct {
+  qz_model_config cfg;
+  int64_t P;               /* ranks */
+  int64_t nodes, ranks_per_node, threads; /* threads = BLAS threads per rank */
+  int64_t nsamples, seqlen;
+  int gptq;                /* 0: RTN (no calibration, no Hessian) */
+  int bits, group, blocksize, nb;
+  int disk_dtype_bytes;    /* bytes per weight in the safetensors files */
+  double core_scale;       /* per-core rate of the target node / measured */
+  double net_gbs;          /* per-node network bandwidth (nodes > 1) */
+  double latency_s;        /* per-message latency between nodes */
+} qz_plan_in;
+
+/* Per-rank bytes (the rank with the most windows and rows: rank 0). */
+typedef struct {
+  double base;         /* idle process */
+  double weights;      /* one block, f32, on every rank */
+  double fwd;          /* forward workspace (hidden states + stage buffers) */
+  double fwd_hidden;   /* its residual-stream part */
+  double embed;        /* f32 embedding during the embed phase */
+  double hessians;     /* distributed Hessian shares of every distinct width */
+  double hessian_max;  /* the largest one (d = max width) */
+  double hessian_ideal;/* 8 d^2 / P for that width (no padding) */
+  double factor_xbuf;  /* persistent factor-panel exchange buffers */
+  double rows;         /* Hessian row buffer of the widest group (transient) */
+  double flush;        /* Hessian panel + reduce-scatter buffers (transient) */
+  double prepare;      /* factor redistribution batch (transient) */
+  double gptq;         /* per-rank row buffers of the largest linear (transient) */
+  double io_pages;     /* mapped safetensors pages this rank touched */
+  double embed_phase;  /* peak while embedding */
+  double block_phase;  /* peak while quantizing a block */
+  double peak;         /* max of the two */
+  int64_t windows_rank, tokens_rank;
+} qz_plan_mem;
+
+typedef enum {
+  QZ_PT_LOAD = 0, QZ_PT_FORWARD, QZ_PT_HESSIAN, QZ_PT_REDUCE, QZ_PT_FACTOR,
+  QZ_PT_QUANTIZE, QZ_PT_GATHER, QZ_PT_WRITE, QZ_PT_COUNT
+} qz_plan_phase;
+
+typedef struct {
+  double t[QZ_PT_COUNT];  /* whole run, seconds */
+  double total;
+  double flops[QZ_PT_COUNT];
+  int64_t busy_ranks;     /* ranks with calibration windows */
+} qz_plan_time;
+
+const char *qz_plan_phase_name(qz_plan_phase p);
+
+/* Model formulas: not collective, no allocation of the modelled sizes. */
+/* Bytes of qz_block_weights_alloc for cfg (same 16-float rounding). */
+double qz_plan_block_weight_bytes(const qz_model_config *cfg);
+/* Bytes of qz_fwd_create(cfg, nwin, seqlen) (same layout). */
+double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqlen);
+/* qz_hessian_bytes right after qz_hessian_create(d) on grid rank (r, c) of a
+ * near-square grid of P ranks (qz_grid_create's shape). */
+double qz_plan_hessian_bytes(int64_t d, int nb, int P, int rank);
+void qz_plan_grid_shape(int P, int *pr, int *pc);
+
+int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m);
+int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_time *t);
+
+#endif

@@ -1,0 +1,301 @@
+/* The plan model: per-rank memory of `quantize` by phase and time per phase.
+ *
+ * Memory follows the allocations of mpi_driver/cmd_quantize.c and what it
+ * calls (shard/weights.c, shard/forward.c, linalg/hessian.c, linalg/chol.c,
+ * methods/gptq.c), using their constants (QZ_HESSIAN_KCHUNK,
+ * QZ_HESSIAN_PANEL_BYTES, QZ_GPTQ_ROW_TILE, QZ_FWD_QBLOCK, the grid shape
+ * and numroc) so the tests can compare the formulas with the real objects
+ * (qz_fwd_bytes, qz_hessian_bytes, qz_block_weights_alloc).  Resident set =
+ * touched anonymous memory + the mapped file pages this rank read. */
+#include <math.h>
+#include <string.h>
+
+#include "mpiquant/error.h"
+#include "mpiquant/forward.h"
+#include "mpiquant/gptq.h"
+#include "mpiquant/grid.h"
+#include "mpiquant/hessian.h"
+#include "mpiquant/quant.h"
+#include "plan.h"
+
+static const char *k_phase[QZ_PT_COUNT] = {"load",     "forward", "hessian", "reduce",
+                                           "factor",   "quantize", "gather", "write"};
+const char *qz_plan_phase_name(qz_plan_phase p) {
+  return p >= 0 && p < QZ_PT_COUNT ? k_phase[p] : "?";
+}
+
+static int64_t round16(int64_t n) { return (n + 15) / 16 * 16; }
+static int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+static void lin_shape(const qz_model_config *c, int l, int64_t *out, int64_t *in) {
+  qz_linear_shape(c, (qz_linear)l, out, in);
+}
+
+double qz_plan_block_weight_bytes(const qz_model_config *cfg) {
+  int64_t total = 2 * round16(cfg->hidden_size);
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t o, i;
+    lin_shape(cfg, l, &o, &i);
+    total += round16(o * i) + (qz_linear_has_bias(cfg, (qz_linear)l) ? round16(o) : 0);
+  }
+  return 4.0 * (double)total;
+}
+
+double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqlen) {
+  int64_t H = cfg->hidden_size, I = cfg->intermediate_size, hd = cfg->head_dim;
+  int64_t qd = cfg->num_attention_heads * hd, kvd = cfg->num_key_value_heads * hd;
+  int64_t T = nwin * seqlen, half = hd / 2;
+  int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
+  int64_t sz[] = {nwin * seqlen * H, T * H, T * qd, T * kvd, T * kvd, T * H, T * H,
+                  T * I,             T * I, T * H,  qb * seqlen, seqlen * half,
+                  seqlen * half};
+  int64_t total = 0;
+  for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) total += round16(sz[i]);
+  return 4.0 * (double)total;
+}
+
+void qz_plan_grid_shape(int P, int *pr, int *pc) {
+  int r = 1;
+  for (int k = 1; (int64_t)k * k <= P; k++)
+    if (P % k == 0) r = k;
+  *pr = r;
+  *pc = P / r;
+}
+
+double qz_plan_hessian_bytes(int64_t d, int nb, int P, int rank) {
+  int pr, pc;
+  qz_plan_grid_shape(P, &pr, &pc);
+  int myr = rank / pc, myc = rank % pc;
+  int64_t mloc = qz_bc_numroc(d, nb, myr, pr), nloc = qz_bc_numroc(d, nb, myc, pc);
+  int64_t lld = mloc > 1 ? mloc : 1;
+  double a = (double)lld * (double)(nloc > 0 ? nloc : 1) * 8.0;
+  return a + (double)d * (8.0 + 4.0 + 1.0);
+}
+
+/* Input widths of the four true-sequential groups: qkv, o, gate/up, down. */
+static void group_widths(const qz_model_config *c, int64_t d[4]) {
+  d[0] = c->hidden_size;
+  d[1] = c->num_attention_heads * c->head_dim;
+  d[2] = c->hidden_size;
+  d[3] = c->intermediate_size;
+}
+
+/* Row-buffer capacity after qz_hessian_add_rows of n rows: 256 doubled. */
+static int64_t rows_cap(int64_t n) {
+  int64_t cap = 256;
+  while (cap < n) cap *= 2;
+  return n > 0 ? cap : 0;
+}
+
+/* Transient bytes of one linear on a rank with m rows (quantize_linear +
+ * qz_gptq_quantize). */
+static double gptq_bytes(const qz_plan_in *in, int64_t m, int64_t n) {
+  qz_quant_spec spec = {.bits = in->bits, .groupsize = in->group};
+  double ng = (double)qz_quant_ngroups(&spec, n), B = in->blocksize;
+  double res = (double)m * n            /* codes */
+               + 2.0 * 4.0 * m * ng     /* scales, zeros */
+               + 4.0 * m + 8.0 * n      /* losses, g_idx, perm */
+               + 4.0 * m * n;           /* dequantized rows */
+  if (!in->gptq) return res;
+  return res + 4.0 * m * n              /* working W */
+         + 2.0 * 4.0 * m * B            /* block + errors */
+         + 16.0 * m + 8.0 * m           /* params, losses */
+         + 4.0 * B * n                  /* factor panel */
+         + 4.0 * QZ_GPTQ_ROW_TILE * (B + n); /* tiles */
+}
+
+int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m) {
+  const qz_model_config *c = &in->cfg;
+  memset(m, 0, sizeof *m);
+  int P = (int)in->P;
+  QZ_CHECK(P >= 1, QZ_ERR_ARG, "plan: --np must be >= 1");
+  m->base = r->base_rss_bytes;
+  m->weights = qz_plan_block_weight_bytes(c);
+  int64_t nw = in->gptq ? ceil_div(in->nsamples, P) : 0; /* rank 0 has the most */
+  if (in->gptq && nw > in->nsamples) nw = in->nsamples;
+  m->windows_rank = nw;
+  m->tokens_rank = nw * in->seqlen;
+  if (in->gptq) {
+    m->fwd = qz_plan_fwd_bytes(c, nw, in->seqlen);
+    m->fwd_hidden = 4.0 * (double)round16(nw * in->seqlen * c->hidden_size);
+  }
+  double V = (double)c->vocab_size, H = (double)c->hidden_size;
+  m->embed = in->gptq ? 4.0 * V * H : 0.0;
+  /* mapped pages: this rank's row slices of the embedding and of a block */
+  double disk = in->disk_dtype_bytes;
+  double embed_pages = in->gptq ? disk * ceil_div(c->vocab_size, P) * H : 0.0;
+  double block_pages = 0.0;
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t o, i;
+    lin_shape(c, l, &o, &i);
+    block_pages += disk * (double)ceil_div(o, P) * (double)i;
+  }
+  block_pages += 2.0 * disk * (double)ceil_div(c->hidden_size, P);
+  m->io_pages = embed_pages + block_pages;
+
+  double gmax = 0.0;
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t o, i;
+    lin_shape(c, l, &o, &i);
+    double g = gptq_bytes(in, ceil_div(o, P), i);
+    if (g > gmax) gmax = g;
+  }
+  m->gptq = gmax;
+
+  if (in->gptq) {
+    int64_t d[4], seen[4];
+    int nseen = 0;
+    group_widths(c, d);
+    double trans_max = 0.0;
+    int pr, pc;
+    qz_plan_grid_shape(P, &pr, &pc);
+    for (int g = 0; g < 4; g++) {
+      int dup = 0;
+      for (int k = 0; k < nseen; k++) dup |= seen[k] == d[g];
+      if (!dup) {
+        seen[nseen++] = d[g];
+        double hb = qz_plan_hessian_bytes(d[g], in->nb, P, 0);
+        m->hessians += hb;
+        m->factor_xbuf += 8.0 * (double)in->blocksize * (double)d[g];
+        if (hb > m->hessian_max) {
+          m->hessian_max = hb;
+          m->hessian_ideal = 8.0 * (double)d[g] * (double)d[g] / P;
+        }
+      }
+      double rows = 4.0 * (double)rows_cap(m->tokens_rank) * (double)d[g];
+      int64_t W = QZ_HESSIAN_PANEL_BYTES / (d[g] * in->nb * 12) * in->nb;
+      if (W < in->nb) W = in->nb;
+      if (W > d[g]) W = d[g];
+      double ldrecv = (double)qz_bc_numroc(d[g], in->nb, 0, pr);
+      double flush = 12.0 * d[g] * W + 8.0 * (ldrecv * W + 1);
+      double prep = P > 1 ? 2.0 * 8.0 * (double)d[g] * in->nb * pc : 0.0;
+      if (rows > m->rows) m->rows = rows;
+      if (flush > m->flush) m->flush = flush;
+      if (prep > m->prepare) m->prepare = prep;
+      /* the row buffer lives through the flush; the linears run after it is freed */
+      double t = rows + flush;
+      if (prep > t) t = prep;
+      if (gmax > t) t = gmax;
+      if (t > trans_max) trans_max = t;
+    }
+    /* The f32 embedding is freed before the first block, but the driver's
+     * malloc settings (main.c: no mmap, no trimming below 1 GiB) keep its
+     * pages resident as a hole in the heap that the Hessians and the
+     * per-linear buffers are carved from: the block phase holds the larger
+     * of the two, not their sum. */
+    double carved = m->hessians + m->factor_xbuf + trans_max;
+    m->block_phase = m->base + m->weights + m->fwd + m->io_pages +
+                     (carved > m->embed ? carved : m->embed);
+    m->embed_phase = m->base + m->fwd_hidden + m->embed + embed_pages;
+  } else {
+    m->block_phase = m->base + m->weights + m->io_pages + gmax;
+  }
+  m->peak = m->block_phase > m->embed_phase ? m->block_phase : m->embed_phase;
+  return QZ_OK;
+}
+
+/* ---- time ------------------------------------------------------------ */
+
+typedef enum { COLL_RS, COLL_AR, COLL_AG } coll_kind;
+
+/* Seconds of a collective over the run's ranks on an object of S bytes:
+ * within a node the measured rate (at 2 ranks) scaled by ranks per node / 2
+ * (ring algorithms: every rank moves ~S through shared memory, the node's
+ * memory system is the shared resource); between nodes a ring moves
+ * ~S (N-1)/N per node (x2 for allreduce) over the node's network link,
+ * plus 2 (N-1) latencies. */
+static double coll(const qz_plan_in *in, const qz_plan_rates *r, coll_kind k, double S) {
+  if (in->P <= 1 || S <= 0) return 0.0;
+  double beta = k == COLL_RS ? r->reduce_scatter_gbs
+                : k == COLL_AR ? r->allreduce_gbs : r->allgather_gbs;
+  double t = 0.0;
+  double R = (double)in->ranks_per_node, N = (double)in->nodes;
+  if (R > 1) t += S * (R / 2.0) / (beta * 1e9);
+  if (N > 1) {
+    double f = (k == COLL_AR ? 2.0 : 1.0) * (N - 1.0) / N;
+    t += S * f / (in->net_gbs * 1e9) + 2.0 * (N - 1.0) * in->latency_s;
+  }
+  return t;
+}
+
+int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_time *t) {
+  const qz_model_config *c = &in->cfg;
+  memset(t, 0, sizeof *t);
+  const double P = (double)in->P, th = (double)in->threads, s = in->core_scale;
+  const double N = (double)in->nodes;
+  const double gemm = r->sgemm_gflops * 1e9 * s * th;  /* one rank */
+  const double syrk = r->ssyrk_gflops * 1e9 * s * th;
+  const double potrf = r->dpotrf_gflops * 1e9 * s * th;
+  const double nblk = (double)c->num_hidden_layers;
+  double blk[QZ_PT_COUNT] = {0}, fl[QZ_PT_COUNT] = {0};
+
+  /* load: every tensor read once over the job (nodes read in parallel),
+   * then an allgather of the f32 block */
+  double params = 0.0;
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t o, i;
+    lin_shape(c, l, &o, &i);
+    params += (double)o * (double)i;
+  }
+  blk[QZ_PT_LOAD] = params * in->disk_dtype_bytes / (r->read_gbs * 1e9 * N) +
+                    coll(in, r, COLL_AG, 4.0 * params);
+  /* the gather of the dequantized rows of every linear after quantizing */
+  blk[QZ_PT_GATHER] = coll(in, r, COLL_AG, 4.0 * params);
+
+  int64_t nw = ceil_div(in->nsamples, in->P);
+  t->busy_ranks = in->P < in->nsamples ? in->P : in->nsamples;
+  if (in->gptq) {
+    double fpw = qz_fwd_block_flops(c, 1, in->seqlen);
+    fl[QZ_PT_FORWARD] = fpw * (double)in->nsamples;
+    blk[QZ_PT_FORWARD] = (double)nw * fpw / (gemm * r->fwd_frac);
+    int64_t d[4];
+    group_widths(c, d);
+    double Tl = (double)(nw * in->seqlen);
+    int pr, pc;
+    qz_plan_grid_shape((int)in->P, &pr, &pc);
+    for (int g = 0; g < 4; g++) {
+      double dd = (double)d[g];
+      fl[QZ_PT_HESSIAN] += (double)in->nsamples * in->seqlen * dd * dd;
+      blk[QZ_PT_HESSIAN] += Tl * dd * dd / syrk;
+      /* the lower triangle in f64 is reduce-scattered (+ the N allreduce) */
+      blk[QZ_PT_REDUCE] += coll(in, r, COLL_RS, 4.0 * dd * dd);
+      /* potrf + trtri (2 d^3 / 3, f64) on the grid; redistribution of the
+       * permuted upper triangle (alltoall of 8 d^2 / P per rank) and the
+       * panel latency (d / nb steps, ~3 log2 P messages each) */
+      double ff = 2.0 * dd * dd * dd / 3.0;
+      fl[QZ_PT_FACTOR] += ff;
+      double eff = in->P > 1 ? r->pdpotrf_eff : 1.0;
+      blk[QZ_PT_FACTOR] += ff / (P * potrf * eff) + coll(in, r, COLL_AG, 8.0 * dd * dd / P) +
+                           (N > 1 ? dd / in->nb * 3.0 * log2(P) * in->latency_s : 0.0);
+    }
+  }
+  /* quantize: the GPTQ sweep of a rank's rows (m n^2 trailing update + the
+   * in-block work), and the factor streamed to every rank per linear (f64) */
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t o, i;
+    lin_shape(c, l, &o, &i);
+    double m = (double)ceil_div(o, in->P), n = (double)i;
+    if (in->gptq) {
+      double f = m * n * n + 2.0 * m * n * in->blocksize;
+      fl[QZ_PT_QUANTIZE] += f * P;
+      blk[QZ_PT_QUANTIZE] += f / (gemm * r->gptq_frac) + coll(in, r, COLL_AG, 4.0 * n * n);
+    } else {
+      blk[QZ_PT_QUANTIZE] += m * n * 20.0 / (gemm * 0.05); /* RTN: memory bound */
+    }
+  }
+  /* checkpoint: codes (1 B) + f32 scale and zero per group, before zstd */
+  double g = in->group > 0 ? (double)in->group : 1e9;
+  blk[QZ_PT_WRITE] = params * (1.0 + 8.0 / g) / (r->hdf5_write_gbs * 1e9 * N);
+
+  for (int p = 0; p < QZ_PT_COUNT; p++) {
+    t->t[p] = blk[p] * nblk;
+    t->flops[p] = fl[p] * nblk;
+  }
+  /* embedding: read once + allgather f32 */
+  double V = (double)c->vocab_size, H = (double)c->hidden_size;
+  if (in->gptq)
+    t->t[QZ_PT_LOAD] += V * H * in->disk_dtype_bytes / (r->read_gbs * 1e9 * N) +
+                        coll(in, r, COLL_AG, 4.0 * V * H);
+  for (int p = 0; p < QZ_PT_COUNT; p++) t->total += t->t[p];
+  return QZ_OK;
+}
