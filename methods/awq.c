@@ -111,6 +111,7 @@ typedef struct {
   float *y_attn, *y_mlp;    /* fp outputs of o_proj, down_proj [T, H] */
   float *y;                 /* candidate output [T, H] */
   double *acc;              /* [nwin_total * max(H, qd, I)] per-window sums */
+  double t_loss[QZ_AWQ_NSEARCH], t_clip; /* seconds, for the log */
 } awq_ctx;
 
 /* y [T, out] = x [T, in] . W', one sgemm per window (the forward's rule:
@@ -247,7 +248,9 @@ static int search(awq_ctx *c, int k, const float *xbar, int64_t C, float *best,
       cand_weight(c, c->w0.w[l], out, in, s, c->w->w[l]);
     }
     double loss = INFINITY;
+    double t0 = MPI_Wtime();
     QZ_CALL(search_loss(c, k, &loss));
+    c->t_loss[k] += MPI_Wtime() - t0;
     if (i == 0) res->loss_r0[k] = loss;
     if (loss < best_loss) {
       best_loss = loss;
@@ -414,6 +417,7 @@ int qz_awq_block(MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
   c.I = w->inter;
   c.qd = w->nq * w->hd;
   memset(res, 0, sizeof *res);
+  double t_all = MPI_Wtime();
   int st = QZ_OK;
   float *xbar = NULL, *s = NULL, *sc[QZ_AWQ_NSEARCH] = {0}, *xs = NULL;
   QZ_CHECK(c.nw == 0 || qz_fwd_batch_max(f) >= c.nw, QZ_ERR_ARG,
@@ -512,6 +516,7 @@ int qz_awq_block(MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
     div_cols(c.x4, c.T, c.I, s4);
   }
 
+  double tc = MPI_Wtime();
   if (o->clip) {
     int64_t ntot = nwin_total * c.L;
     int64_t stride = ntot / (o->clip_tokens > 0 ? o->clip_tokens : 512);
@@ -530,6 +535,9 @@ int qz_awq_block(MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
       QZ_CALL_DONE(clip_linear(&c, w->w[l], out, in, xs, ns, &res->clipped[l]));
     }
   }
+  qz_debug("awq: search seconds qkv %.2f gate/up %.2f down %.2f o %.2f, clip %.2f, total %.2f",
+           c.t_loss[QZ_AWQ_QKV], c.t_loss[QZ_AWQ_GATEUP], c.t_loss[QZ_AWQ_DOWN],
+           c.t_loss[QZ_AWQ_O], MPI_Wtime() - tc, MPI_Wtime() - t_all);
 done:
   qz_block_weights_free(&c.w0);
   free(c.x1); free(c.xo); free(c.x3); free(c.x4);

@@ -291,6 +291,22 @@ static void linear(float *y, const float *x, const float *W, const float *bias,
       for (int64_t o = 0; o < out; o++) y[t * out + o] += bias[o];
 }
 
+/* max of x[0..n) (n >= 1).  Eight running maxima so that the loop
+ * vectorizes; max is exact, so this equals the sequential max (for finite
+ * scores; a +0/-0 tie may pick the other zero, which no later use of it
+ * can tell apart: s - 0 == s - (-0) and exp(+-0) == 1). */
+static float row_max(const float *x, int64_t n) {
+  float m[8];
+  for (int i = 0; i < 8; i++) m[i] = x[0];
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int i = 0; i < 8; i++) m[i] = x[j + i] > m[i] ? x[j + i] : m[i];
+  for (; j < n; j++) m[0] = x[j] > m[0] ? x[j] : m[0];
+  float r = m[0];
+  for (int i = 1; i < 8; i++) r = m[i] > r ? m[i] : r;
+  return r;
+}
+
 /* Causal GQA attention of every local window; the output of query head h
  * overwrites q's columns of head h (each query block is read once, into the
  * scores, before its rows are written). */
@@ -315,14 +331,10 @@ static void attention(qz_fwd *f) {
         for (int64_t r = 0; r < m; r++) {
           float *srow = S + r * n;
           int64_t nv = i0 + r + 1; /* causal: keys 0..i */
-          float mx = srow[0];
-          for (int64_t j = 1; j < nv; j++) mx = srow[j] > mx ? srow[j] : mx;
-          double sum = 0.0;
-          for (int64_t j = 0; j < nv; j++) {
-            float e = expf(srow[j] - mx);
-            srow[j] = e;
-            sum += e;
-          }
+          float mx = row_max(srow, nv);
+          for (int64_t j = 0; j < nv; j++) srow[j] = expf(srow[j] - mx);
+          double sum = 0.0; /* in key order, as before the split */
+          for (int64_t j = 0; j < nv; j++) sum += srow[j];
           float inv = (float)(1.0 / sum);
           for (int64_t j = 0; j < nv; j++) srow[j] *= inv;
           for (int64_t j = nv; j < n; j++) srow[j] = 0.0f;
