@@ -640,7 +640,7 @@ int qz_ckpt_write_norms(qz_ckpt *ck, int block, int64_t hidden,
   QZ_CHECK(ck->file >= 0 && ck->file_index == block / ck->bpf, QZ_ERR_INTERNAL,
            "qz_ckpt_begin_block(%d) was not called", block);
   char path[256];
-  snprintf(path, sizeof path, "/layers/%d/norms", block);
+  snprintf(path, sizeof path, "/norms/%d", block);
   hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
   H5Pset_create_intermediate_group(lcpl, 1);
   hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
@@ -874,10 +874,8 @@ int qz_ckpt_read_norms(qz_ckpt *ck, int block, int64_t hidden,
   *found = 0;
   QZ_CALL(open_for_read(ck, block));
   char path[256];
-  snprintf(path, sizeof path, "/layers/%d/norms", block);
-  char lp[64];
-  snprintf(lp, sizeof lp, "/layers/%d", block);
-  if (H5Lexists(ck->file, lp, H5P_DEFAULT) <= 0 ||
+  snprintf(path, sizeof path, "/norms/%d", block);
+  if (H5Lexists(ck->file, "/norms", H5P_DEFAULT) <= 0 ||
       H5Lexists(ck->file, path, H5P_DEFAULT) <= 0)
     return QZ_OK; /* no folded norms: the model's own apply */
   hid_t g = H5Gopen2(ck->file, path, H5P_DEFAULT);

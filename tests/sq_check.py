@@ -122,7 +122,7 @@ def main():
                 wmax = np.maximum(np.max([np.abs(g(n + ".weight")).max(0) for n in lins], 0), np.float32(1e-5))
                 s = np.maximum(f32pow(a, alpha) / f32pow(wmax, 1.0 - alpha), np.float32(1e-5)).astype(np.float32)
                 n0 = g(norm + ".weight")
-                n1 = f.read(pre + "norms/" + norm, "<f4", (H,))
+                n1 = f.read("/norms/%d/%s" % (l, norm), "<f4", (H,))
                 rel = np.abs(n0 / n1 - s) / s
                 ok = rel.max() <= 1e-5
                 print("block %d %s: smoothing factors max rel diff %.2e %s" % (l, norm, rel.max(), "ok" if ok else "FAIL"))

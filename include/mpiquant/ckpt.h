@@ -101,7 +101,7 @@ int qz_ckpt_read_linear(qz_ckpt *ck, int block, const char *module,
                         int32_t *perm);
 
 /* RMSNorm weights of block `block` changed by a method that folds scales
- * into them (AWQ, SmoothQuant): /layers/{i}/norms/{input_layernorm,
+ * into them (AWQ, SmoothQuant): /norms/{i}/{input_layernorm,
  * post_attention_layernorm} f32 [hidden], replicated (rank 0 writes).
  * Collective on comm. */
 int qz_ckpt_write_norms(qz_ckpt *ck, int block, int64_t hidden,
