@@ -96,3 +96,7 @@ qz_add_test(NAME awq_needs_calib COMMAND ${QZ_EXPECT} 2 "needs calibration data"
 qz_add_test(NAME awq_then_gptq_babyllama_np2 TIMEOUT 1800
   COMMAND ${E2E} 2 babyllama 2.2598 0.02 29.085 0.02 -- --method awq --bits 4 --group 32 --awq-then-gptq)
 set_tests_properties(awq_then_gptq_babyllama_np2 PROPERTIES LABELS "e2e")
+
+# SIGKILL in block 3 + --resume (fp-stream replay): identical checkpoint
+qz_add_test(NAME awq_resume_np2 TIMEOUT 1200
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/awq_resume.sh 2)
