@@ -510,7 +510,13 @@ static int quantize_block_sq(qrun *r, int layer, qz_fwd *f, qz_block_weights *w)
         a[k * H + j] = v > a[k * H + j] ? v : a[k * H + j];
       }
   }
-  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, a, (int)(2 * H), MPI_FLOAT, MPI_MAX, comm));
+  {
+    int rc = MPI_Allreduce(MPI_IN_PLACE, a, (int)(2 * H), MPI_FLOAT, MPI_MAX, comm);
+    if (rc != MPI_SUCCESS) {
+      st = qz_mpi_error(rc, "MPI_Allreduce(activation maxima)", __FILE__, __LINE__, __func__);
+      goto done;
+    }
+  }
   QZ_CALL_DONE(qz_fwd_block_commit(f)); /* next input: the fp block's output */
   if (!r->o->no_smooth) {
     int64_t qd = w->nq * w->hd, kvd = w->nkv * w->hd;
