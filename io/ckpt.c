@@ -650,6 +650,32 @@ done:
   return st;
 }
 
+int qz_ckpt_write_norms(qz_ckpt *ck, int block, int64_t hidden,
+                        const float *attn_norm, const float *ffn_norm) {
+  QZ_CHECK(ck->file >= 0 && ck->file_index == block / ck->bpf, QZ_ERR_INTERNAL,
+           "qz_ckpt_begin_block(%d) was not called", block);
+  char path[256];
+  snprintf(path, sizeof path, "/norms/%d", block);
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+  H5Pset_obj_track_times(gcpl, 0);
+  hid_t g = H5Gcreate2(ck->file, path, lcpl, gcpl, H5P_DEFAULT);
+  H5Pclose(gcpl);
+  H5Pclose(lcpl);
+  QZ_CHECK(g >= 0, QZ_ERR_HDF5, "cannot create group %s", path);
+  int st = QZ_OK;
+  hsize_t d1[1] = {(hsize_t)hidden};
+  int64_t r1 = ck->rank == 0 ? hidden : 0; /* replicated: rank 0 writes */
+  QZ_CALL_DONE(write_ds(ck, g, "input_layernorm", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE,
+                        1, d1, 0, r1, attn_norm, 4));
+  QZ_CALL_DONE(write_ds(ck, g, "post_attention_layernorm", H5T_NATIVE_FLOAT,
+                        H5T_IEEE_F32LE, 1, d1, 0, r1, ffn_norm, 4));
+done:
+  H5Gclose(g);
+  return st;
+}
+
 int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json) {
   QZ_CHECK(ck->file >= 0 && ck->file_index == block / ck->bpf, QZ_ERR_INTERNAL,
            "qz_ckpt_end_block(%d) without begin", block);
@@ -916,6 +942,45 @@ void qz_outliers_add_rows(int64_t row0, int64_t nrows, int64_t in, int64_t nnz,
     int64_t r = idx[k] / in;
     if (r >= row0 && r < row0 + nrows) q[(r - row0) * in + idx[k] % in] += val[k];
   }
+}
+
+int qz_ckpt_read_norms(qz_ckpt *ck, int block, int64_t hidden,
+                       float *attn_norm, float *ffn_norm, int *found) {
+  *found = 0;
+  QZ_CALL(open_for_read(ck, block));
+  char path[256];
+  snprintf(path, sizeof path, "/norms/%d", block);
+  if (H5Lexists(ck->file, "/norms", H5P_DEFAULT) <= 0 ||
+      H5Lexists(ck->file, path, H5P_DEFAULT) <= 0)
+    return QZ_OK; /* no folded norms: the model's own apply */
+  hid_t g = H5Gopen2(ck->file, path, H5P_DEFAULT);
+  QZ_CHECK(g >= 0, QZ_ERR_FORMAT, "checkpoint %s: %s unreadable", ck->dir, path);
+  int st = QZ_OK;
+  hid_t d = H5Dopen2(g, "input_layernorm", H5P_DEFAULT);
+  hsize_t n = 0;
+  if (d >= 0) {
+    hid_t s = H5Dget_space(d);
+    H5Sget_simple_extent_dims(s, &n, NULL);
+    H5Sclose(s);
+    H5Dclose(d);
+  }
+  QZ_CHECK_DONE(n == (hsize_t)hidden, QZ_ERR_FORMAT,
+                "checkpoint %s: %s/input_layernorm has %llu values, the model "
+                "has hidden size %lld", ck->dir, path, (unsigned long long)n,
+                (long long)hidden);
+  QZ_CALL_DONE(read_ds(g, "input_layernorm", H5T_NATIVE_FLOAT, 0, hidden, attn_norm));
+  QZ_CALL_DONE(read_ds(g, "post_attention_layernorm", H5T_NATIVE_FLOAT, 0, hidden,
+                       ffn_norm));
+  *found = 1;
+done:
+  H5Gclose(g);
+  if (st != QZ_OK) qz_error_prefix("checkpoint %s, %s: ", ck->dir, path);
+  return st;
+}
+
+int qz_ckpt_act_bits(const qz_ckpt *ck) {
+  json_t *v = json_object_get(json_object_get(ck->manifest, "options"), "act_bits");
+  return json_is_integer(v) ? (int)json_integer_value(v) : 0;
 }
 
 void qz_dequantize_rows(int64_t nrows, int64_t in, int64_t ngroups,

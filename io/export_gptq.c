@@ -199,7 +199,8 @@ static int export_linear(qz_ckpt *ck, int rank, shard_set *ss, int layer,
   QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, mod, &out, &in, &ng, &m));
   QZ_CHECK_DONE(strcmp(m.method, "rtn") == 0 || strcmp(m.method, "gptq") == 0 ||
                     strcmp(m.method, "awq") == 0 ||
-                    strcmp(m.method, "quantease") == 0,
+                    strcmp(m.method, "quantease") == 0 ||
+                    strcmp(m.method, "awq+gptq") == 0,
                 QZ_ERR_UNSUPPORTED,
                 "layer %d %s was quantized with '%s', which has no GPTQ export",
                 layer, mod, m.method);
@@ -297,7 +298,7 @@ int qz_export_gptq(MPI_Comm comm, const qz_export_opts *o) {
   }
   QZ_CALL_DONE(qz_error_agree(comm, st));
 
-  int64_t zero_zero = 0, nlinear = 0;
+  int64_t zero_zero = 0, nlinear = 0, nfolded = 0;
   qz_ckpt_linear_meta first = {0};
   int ntensors = 0;
   if (rank == 0) ntensors = qz_st_count(src);
@@ -321,6 +322,35 @@ int qz_export_gptq(MPI_Comm comm, const qz_export_opts *o) {
       QZ_CALL_DONE(qz_error_agree(comm, st));
       if (nlinear++ == 0) first = m;
       continue;
+    }
+    /* RMSNorm weights with folded scales (AWQ, SmoothQuant) come from the
+     * checkpoint, as f32 */
+    int nl = -1, which = -1;
+    {
+      int n1 = 0, n2 = 0;
+      if (sscanf(name, "model.layers.%d.input_layernorm.weight%n", &nl, &n1) == 1 &&
+          n1 > 0 && name[n1] == '\0')
+        which = 0;
+      else if (sscanf(name, "model.layers.%d.post_attention_layernorm.weight%n", &nl,
+                      &n2) == 1 && n2 > 0 && name[n2] == '\0')
+        which = 1;
+    }
+    if (which >= 0 && nl >= 0 && nl < nb) {
+      int64_t hid = rank == 0 ? ti->shape[0] : 0;
+      QZ_CALL_MPI(MPI_Bcast(&hid, 1, MPI_INT64_T, 0, comm));
+      float *nrm = NULL;
+      int found = 0;
+      st = qz_alloc((size_t)(2 * hid), sizeof(float), "norms", &nrm);
+      QZ_CALL_DONE(qz_error_agree(comm, st));
+      st = qz_ckpt_read_norms(ck, nl, hid, nrm, nrm + hid, &found);
+      if (st == QZ_OK && found && rank == 0)
+        st = shard_add(&ss, name, QZ_DT_F32, 1, &hid, nrm + which * hid, hid * 4);
+      free(nrm);
+      QZ_CALL_DONE(qz_error_agree(comm, st));
+      if (found) {
+        nfolded++;
+        continue;
+      }
     }
     if (rank == 0) {
       const void *data = NULL;
@@ -366,6 +396,9 @@ int qz_export_gptq(MPI_Comm comm, const qz_export_opts *o) {
     }
     if (st == QZ_OK) {
       char b[32];
+      if (nfolded)
+        qz_info("export: %lld RMSNorm weights with folded scales from the checkpoint",
+                (long long)nfolded);
       qz_info("export: %lld quantized linears, %d shard%s, %s -> %s", (long long)nlinear,
               ss.nshards, ss.nshards == 1 ? "" : "s",
               qz_fmt_bytes((double)ss.total_bytes, b, sizeof b), o->out_dir);

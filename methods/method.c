@@ -6,11 +6,15 @@
 extern const qz_method_ops qz_method_rtn;
 extern const qz_method_ops qz_method_gptq;
 extern const qz_method_ops qz_method_quantease;
+extern const qz_method_ops qz_method_awq;
+extern const qz_method_ops qz_method_smoothquant;
 
 static const qz_method_ops *const registry[] = {
     &qz_method_rtn,
     &qz_method_gptq,
     &qz_method_quantease,
+    &qz_method_awq,
+    &qz_method_smoothquant,
     NULL,
 };
 
@@ -20,7 +24,7 @@ const qz_method_ops *qz_method_find(const char *name) {
   return NULL;
 }
 
-const char *qz_method_names(void) { return "rtn, gptq, quantease"; }
+const char *qz_method_names(void) { return "rtn, gptq, quantease, awq, smoothquant"; }
 
 qz_method_opts qz_method_opts_default(void) {
   return (qz_method_opts){.spec = {.bits = 4, .groupsize = 128, .sym = 0},

@@ -31,8 +31,9 @@ static void usage(void) {
       "  --model DIR        Hugging Face model dir (config.json, safetensors,\n"
       "                     tokenizer.json for --data)\n"
       "  --ckpt CKPT        a quantize checkpoint: its dequantized (fake-quant)\n"
-      "                     weights; the model dir is the one it records unless\n"
-      "                     --model is given\n"
+      "                     weights, folded norms and activation quantization\n"
+      "                     (SmoothQuant); the model dir is the one it records\n"
+      "                     unless --model is given\n"
       "  --data FILE        UTF-8 text, tokenized with DIR/tokenizer.json\n"
       "  --tokens FILE      pre-tokenized ids: .bin (uint32 LE stream) or .txt\n"
       "                     (one window per line; lines are concatenated)\n"
@@ -190,6 +191,10 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   if (cks.ck) {
     eo.block_source = qz_ckpt_block_source;
     eo.block_source_ctx = &cks;
+    eo.act_quant_bits = qz_ckpt_act_bits(cks.ck); /* SmoothQuant W8A8 */
+    if (eo.act_quant_bits)
+      qz_info("eval: checkpoint activations: int%d per token, dynamic, symmetric, "
+              "at the input of every linear", eo.act_quant_bits);
   }
   qz_eval_result r;
   QZ_CALL_DONE(qz_eval_ppl(m, ids, nwin, &eo, &r));

@@ -20,6 +20,7 @@
 #include <sys/stat.h>
 
 #include "driver.h"
+#include "mpiquant/awq.h"
 #include "mpiquant/ckpt.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/config.h"
@@ -33,6 +34,7 @@
 #include "mpiquant/quantease.h"
 #include "mpiquant/model.h"
 #include "mpiquant/shard.h"
+#include "mpiquant/smoothquant.h"
 #include "mpiquant/timing.h"
 #include "mpiquant/tokenizer.h"
 #include "mpiquant/windows.h"
@@ -48,6 +50,10 @@ typedef struct {
   long iters;  /* quantease */
   int qe_init; /* quantease: QZ_QE_INIT_GPTQ / QZ_QE_INIT_RTN */
   double outlier_frac; /* quantease */
+  /* AWQ / SmoothQuant */
+  double alpha;
+  int no_smooth, no_clip, awq_then_gptq, alpha_set;
+  int bits_set, group_set;
 } qopts;
 
 static void usage(void) {
@@ -65,7 +71,7 @@ static void usage(void) {
       "                       window per line: used as the windows, in order)\n"
       "  --nsamples N         calibration windows (default 128)\n"
       "  --seqlen L           tokens per window (default min(2048, max_position))\n"
-      "  --method M           rtn | gptq | quantease (default gptq)\n"
+      "  --method M           rtn | gptq | quantease | awq | smoothquant (default gptq)\n"
       "  --bits B             2..8 (default 4)\n"
       "  --group G            group size along the input, -1 = per channel (128)\n"
       "  --sym                symmetric quantization (default asymmetric)\n"
@@ -79,6 +85,13 @@ static void usage(void) {
       "  --outlier-frac F     QuantEase: share of weights kept in f32 (sparse)\n"
       "  --no-true-sequential all groups of a block from the unquantized forward\n"
       "  --layers A:B         quantize blocks A..B-1 only (default all)\n"
+      "  --alpha A            SmoothQuant migration strength in [0, 1] (0.5)\n"
+      "  --no-smooth          SmoothQuant: W8A8 without the smoothing step\n"
+      "                       (smoothquant is always w8 per channel sym, and\n"
+      "                       records int8 per-token activations for eval)\n"
+      "  --no-clip            AWQ: scale search only, no clip search\n"
+      "  --awq-then-gptq      AWQ scales and clipping, then GPTQ (true-\n"
+      "                       sequential) on the scaled weights\n"
       "  --out CKPT           checkpoint directory\n"
       "  --resume             continue CKPT after its last completed block (the\n"
       "                       options and the model must be the same)\n"
@@ -117,10 +130,12 @@ static int parse(int argc, char **argv, qopts *o) {
       {"snapshot-every", 1, 0, 'E'}, {"zstd-level", 1, 0, 'z'},
       {"grid-nb", 1, 0, 'G'},       {"iters", 1, 0, 'I'},
       {"qe-init", 1, 0, 'Q'},       {"outlier-frac", 1, 0, 'F'},
+      {"alpha", 1, 0, 'A'},         {"no-smooth", 0, 0, 'U'},
+      {"no-clip", 0, 0, 'C'},       {"awq-then-gptq", 0, 0, 'W'},
       {0, 0, 0, 0}};
   *o = (qopts){.method = "gptq", .nsamples = 128, .bits = 4, .group = 128,
                .blocksize = 128, .nb = 128, .layer_end = -1, .damp = 0.01,
-               .zstd_level = 3, .true_sequential = 1, .iters = 30};
+               .zstd_level = 3, .true_sequential = 1, .iters = 30, .alpha = 0.5};
   optind = 0;
   opterr = 0;
   int c;
@@ -132,10 +147,15 @@ static int parse(int argc, char **argv, qopts *o) {
       case 'n': QZ_CALL(qz_cli_int("--nsamples", optarg, 1, 1L << 30, &o->nsamples)); break;
       case 'L': QZ_CALL(qz_cli_int("--seqlen", optarg, 2, 1L << 24, &o->seqlen)); break;
       case 'M': o->method = optarg; break;
-      case 'b': QZ_CALL(qz_cli_int("--bits", optarg, 2, 8, &o->bits)); break;
+      case 'b': QZ_CALL(qz_cli_int("--bits", optarg, 2, 8, &o->bits)); o->bits_set = 1; break;
       case 'g': QZ_CALL(qz_cli_int("--group", optarg, -1, 1L << 30, &o->group));
         QZ_CHECK(o->group != 0, QZ_ERR_USAGE, "--group must be -1 (per channel) or >= 1");
+        o->group_set = 1;
         break;
+      case 'A': QZ_CALL(qz_cli_double("--alpha", optarg, 0.0, 1.0, &o->alpha)); o->alpha_set = 1; break;
+      case 'U': o->no_smooth = 1; break;
+      case 'C': o->no_clip = 1; break;
+      case 'W': o->awq_then_gptq = 1; break;
       case 's': o->sym = 1; break;
       case 'a': o->act_order = 1; break;
       case 'S': o->static_groups = 1; break;
@@ -171,6 +191,29 @@ static int parse(int argc, char **argv, qopts *o) {
            qz_method_names());
   QZ_CHECK(o->outlier_frac == 0 || !strcmp(o->method, "quantease"), QZ_ERR_USAGE,
            "quantize: --outlier-frac needs --method quantease");
+  int sq = strcmp(o->method, "smoothquant") == 0, awq = strcmp(o->method, "awq") == 0;
+  QZ_CHECK(sq || !(o->alpha_set || o->no_smooth), QZ_ERR_USAGE,
+           "quantize: --alpha and --no-smooth belong to --method smoothquant");
+  QZ_CHECK(!(o->alpha_set && o->no_smooth), QZ_ERR_USAGE,
+           "quantize: give --alpha or --no-smooth, not both");
+  QZ_CHECK(awq || !(o->no_clip || o->awq_then_gptq), QZ_ERR_USAGE,
+           "quantize: --no-clip and --awq-then-gptq belong to --method awq");
+  if (sq) {
+    QZ_CHECK(!(o->bits_set && o->bits != 8) && !(o->group_set && o->group != -1) &&
+                 !o->act_order && !o->static_groups,
+             QZ_ERR_USAGE, "quantize --method smoothquant is W8A8: weights int8 per "
+             "output channel, symmetric (no --bits other than 8, --group other than "
+             "-1, --act-order or --static-groups)");
+    o->bits = 8;
+    o->group = -1;
+    o->sym = 1;
+  }
+  if (awq) {
+    QZ_CHECK(!o->sym, QZ_ERR_USAGE, "quantize --method awq uses the zero-point "
+             "quantizer; --sym is not supported");
+    QZ_CHECK(o->awq_then_gptq || !(o->act_order || o->static_groups), QZ_ERR_USAGE,
+             "quantize --method awq: --act-order / --static-groups need --awq-then-gptq");
+  }
   return QZ_OK;
 }
 
@@ -296,6 +339,17 @@ static char *options_json(const qopts *o, int64_t nwin, int64_t L, uint64_t cali
     json_object_set_new(j, "quantease", json_pack("{s:i, s:s, s:f}", "iters",
                         (int)o->iters, "init", o->qe_init ? "rtn" : "gptq",
                         "outlier_frac", o->outlier_frac));
+  /* keys only for the methods that use them: RTN/GPTQ options (and so their
+   * checkpoint files) stay as they were */
+  if (strcmp(o->method, "smoothquant") == 0) {
+    json_object_set_new(j, "alpha", json_real(o->no_smooth ? 0.0 : o->alpha));
+    json_object_set_new(j, "smooth", json_boolean(!o->no_smooth));
+    json_object_set_new(j, "act_bits", json_integer(8));
+  } else if (strcmp(o->method, "awq") == 0) {
+    json_object_set_new(j, "awq_clip", json_boolean(!o->no_clip));
+    json_object_set_new(j, "awq_then_gptq", json_boolean(o->awq_then_gptq));
+    json_object_set_new(j, "awq_grid", json_integer(20));
+  }
   char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(j);
   return s;
@@ -335,6 +389,9 @@ typedef struct {
   qz_grid *grid;
   hcache hc;
   json_t *stats; /* per-block stats being built */
+  const char *meta_method; /* method attribute of the linears (o->method) */
+  qz_awq_opts awq;
+  int64_t win0, nwin;      /* this rank's first window, all windows */
 } qrun;
 
 /* Test hook (tests/quantize_resume.sh): MPIQUANT_FAULT=kill:R:B sends
@@ -390,7 +447,8 @@ static int quantize_linear(qrun *r, int layer, qz_block_weights *w, qz_linear l,
                               .static_groups = r->o->static_groups,
                               .damp_used = r->ops->needs_hessian ? res.percdamp_used : 0.0,
                               .loss = loss, .seconds = secs};
-  snprintf(meta.method, sizeof meta.method, "%s", r->o->method);
+  snprintf(meta.method, sizeof meta.method, "%s",
+           r->meta_method ? r->meta_method : r->o->method);
   qz_timer_start(QZ_PHASE_WRITE);
   st = qz_ckpt_write_linear(r->ck, layer, qz_linear_name(l), out, in, ng, r0, nr,
                             res.codes, res.scale, res.zero, res.g_idx, res.perm, &meta);
@@ -473,6 +531,112 @@ static int quantize_block_gptq(qrun *r, int layer, qz_fwd *f, qz_block_weights *
   return QZ_OK;
 }
 
+/* SmoothQuant: activation maxima of the q/k/v and gate/up inputs from the
+ * fp, unsmoothed block (its output is the next block's input), smoothing
+ * folded into the RMSNorms, all 7 linears int8. Collective. */
+static int quantize_block_sq(qrun *r, int layer, qz_fwd *f, qz_block_weights *w) {
+  MPI_Comm comm = r->ctx->comm;
+  int64_t H = w->hidden, nc;
+  float *a = NULL, *s = NULL;
+  int st = qz_alloc((size_t)(2 * H), 4, "activation maxima", &a);
+  if (st == QZ_OK) st = qz_alloc((size_t)H, 4, "smoothing factors", &s);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  qz_timer_start(QZ_PHASE_FORWARD);
+  qz_fwd_block_begin(f);
+  st = qz_fwd_run(f, w, QZ_STAGE_OUT);
+  qz_timer_stop(QZ_PHASE_FORWARD);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  memset(a, 0, sizeof(float) * (size_t)(2 * H));
+  for (int k = 0; k < 2; k++) {
+    const float *x = qz_fwd_stage_output(f, k ? QZ_STAGE_GATEUP_IN : QZ_STAGE_QKV_IN, &nc);
+    for (int64_t t = 0; t < qz_fwd_ntok(f); t++)
+      for (int64_t j = 0; j < H; j++) {
+        float v = fabsf(x[t * H + j]);
+        a[k * H + j] = v > a[k * H + j] ? v : a[k * H + j];
+      }
+  }
+  {
+    int rc = MPI_Allreduce(MPI_IN_PLACE, a, (int)(2 * H), MPI_FLOAT, MPI_MAX, comm);
+    if (rc != MPI_SUCCESS) {
+      st = qz_mpi_error(rc, "MPI_Allreduce(activation maxima)", __FILE__, __LINE__, __func__);
+      goto done;
+    }
+  }
+  QZ_CALL_DONE(qz_fwd_block_commit(f)); /* next input: the fp block's output */
+  if (!r->o->no_smooth) {
+    int64_t qd = w->nq * w->hd, kvd = w->nkv * w->hd;
+    float *qkv[3] = {w->w[QZ_LIN_Q], w->w[QZ_LIN_K], w->w[QZ_LIN_V]};
+    int64_t qkv_rows[3] = {qd, kvd, kvd};
+    float *gu[2] = {w->w[QZ_LIN_GATE], w->w[QZ_LIN_UP]};
+    int64_t gu_rows[2] = {w->inter, w->inter};
+    float smax[2], amax[2] = {0.0f, 0.0f};
+    for (int64_t j = 0; j < H; j++) {
+      amax[0] = a[j] > amax[0] ? a[j] : amax[0];
+      amax[1] = a[H + j] > amax[1] ? a[H + j] : amax[1];
+    }
+    for (int k = 0; k < 2; k++) {
+      float *const *ws = k ? gu : qkv;
+      const int64_t *rows = k ? gu_rows : qkv_rows;
+      int nw = k ? 2 : 3;
+      qz_sq_smooth_factors(H, a + k * H, nw, (const float *const *)ws, rows, r->o->alpha, s);
+      qz_sq_fold(H, s, k ? w->ffn_norm : w->attn_norm, nw, ws, rows);
+      smax[k] = 0.0f;
+      for (int64_t j = 0; j < H; j++) smax[k] = s[j] > smax[k] ? s[j] : smax[k];
+    }
+    qz_info("block %d smoothquant alpha %.3g: max act |x| qkv %.4g gate/up %.4g, "
+            "max s %.4g / %.4g", layer, r->o->alpha, amax[0], amax[1], smax[0], smax[1]);
+  }
+  for (int l = 0; l < QZ_LIN_COUNT; l++)
+    QZ_CALL_DONE(quantize_linear(r, layer, w, (qz_linear)l, NULL));
+  QZ_CALL_DONE(qz_ckpt_write_norms(r->ck, layer, H, w->attn_norm, w->ffn_norm));
+done:
+  free(a);
+  free(s);
+  return st;
+}
+
+static int quantize_block_gptq(qrun *r, int layer, qz_fwd *f, qz_block_weights *w);
+
+/* AWQ: scale + clip search on the fp block (llm-awq: the next block's input
+ * is this block's fp output), folded into w, then the 7 linears quantized
+ * (llm-awq quantizer, or GPTQ with --awq-then-gptq, whose calibration is
+ * then sequential). Collective. */
+static int quantize_block_awq(qrun *r, int layer, qz_fwd *f, qz_block_weights *w) {
+  MPI_Comm comm = r->ctx->comm;
+  qz_awq_block_result ar;
+  qz_timer_start(QZ_PHASE_FORWARD);
+  int st = qz_awq_block(comm, r->cfg, f, w, &r->awq, r->win0, r->nwin, &ar);
+  qz_timer_stop(QZ_PHASE_FORWARD);
+  QZ_CALL(qz_error_agree(comm, st));
+  char o_txt[32] = "skipped";
+  if (ar.applied[QZ_AWQ_O]) snprintf(o_txt, sizeof o_txt, "%.2f", ar.ratio[QZ_AWQ_O]);
+  qz_info("block %d awq ratios q/k/v %.2f / gate/up %.2f / down %.2f (o_proj %s); "
+          "loss vs ratio 0: %.4g/%.4g, %.4g/%.4g, %.4g/%.4g", layer,
+          ar.ratio[QZ_AWQ_QKV], ar.ratio[QZ_AWQ_GATEUP], ar.ratio[QZ_AWQ_DOWN], o_txt,
+          ar.loss[QZ_AWQ_QKV], ar.loss_r0[QZ_AWQ_QKV], ar.loss[QZ_AWQ_GATEUP],
+          ar.loss_r0[QZ_AWQ_GATEUP], ar.loss[QZ_AWQ_DOWN], ar.loss_r0[QZ_AWQ_DOWN]);
+  json_t *rat = json_array(), *los = json_array(), *clip = json_object();
+  for (int k = 0; k < QZ_AWQ_NSEARCH; k++) {
+    json_array_append_new(rat, ar.applied[k] ? json_real(ar.ratio[k]) : json_null());
+    json_array_append_new(los, ar.applied[k] ? json_real(ar.loss[k]) : json_null());
+  }
+  for (int l = 0; l < QZ_LIN_COUNT; l++)
+    if (l != QZ_LIN_Q && l != QZ_LIN_K)
+      json_object_set_new(clip, qz_linear_name((qz_linear)l), json_integer(ar.clipped[l]));
+  json_object_set_new(r->stats, "awq_ratios", rat); /* [qkv, o, gate/up, down] */
+  json_object_set_new(r->stats, "awq_loss", los);
+  json_object_set_new(r->stats, "awq_clipped", clip);
+  if (r->o->awq_then_gptq) {
+    QZ_CALL(quantize_block_gptq(r, layer, f, w));
+  } else {
+    QZ_CALL(qz_error_agree(comm, qz_fwd_block_commit(f)));
+    for (int l = 0; l < QZ_LIN_COUNT; l++)
+      QZ_CALL(quantize_linear(r, layer, w, (qz_linear)l, NULL));
+  }
+  QZ_CALL(qz_ckpt_write_norms(r->ck, layer, w->hidden, w->attn_norm, w->ffn_norm));
+  return QZ_OK;
+}
+
 static int default_blocks_per_file(const qz_model_config *c) {
   double block_bytes = (double)(c->hidden_size * (c->num_attention_heads * c->head_dim) * 2 +
                                 c->hidden_size * (c->num_key_value_heads * c->head_dim) * 2 +
@@ -508,7 +672,14 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   int lb = (int)o.layer_begin, le = o.layer_end < 0 ? nblocks : (int)o.layer_end;
   QZ_CHECK_DONE(lb < nblocks && le <= nblocks, QZ_ERR_USAGE,
                 "--layers %d:%d outside the model's %d blocks", lb, le, nblocks);
-  r.ops = qz_method_find(o.method);
+  int is_sq = strcmp(o.method, "smoothquant") == 0, is_awq = strcmp(o.method, "awq") == 0;
+  /* plain AWQ and SmoothQuant calibrate on the fp model (block inputs =
+   * outputs of the unquantized blocks); GPTQ (also after AWQ) sequentially */
+  int fp_stream = is_sq || (is_awq && !o.awq_then_gptq);
+  r.ops = qz_method_find(is_awq && o.awq_then_gptq ? "gptq" : o.method);
+  if (is_awq && o.awq_then_gptq) r.meta_method = "awq+gptq";
+  r.awq = qz_awq_opts_default((int)o.bits, o.group);
+  r.awq.clip = !o.no_clip;
   r.mo = qz_method_opts_default();
   r.mo.spec.bits = (int)o.bits;
   r.mo.spec.groupsize = o.group;
@@ -521,7 +692,7 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   r.mo.qe_init = o.qe_init;
   r.mo.outlier_frac = o.outlier_frac;
   QZ_CALL_DONE(r.ops->setup(&r.mo, &r.mstate));
-  int need_calib = r.ops->needs_hessian;
+  int need_calib = r.ops->needs_hessian || is_sq || is_awq;
   QZ_CHECK_DONE(!need_calib || o.calib || o.calib_tokens, QZ_ERR_USAGE,
                 "quantize --method %s needs calibration data: --calib TEXT or "
                 "--calib-tokens FILE", o.method);
@@ -571,6 +742,8 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   /* per-rank memory, stated before the work starts */
   int64_t first = 0, count = 0;
   qz_shard_windows(nwin, ctx->size, ctx->rank, &first, &count);
+  r.win0 = first;
+  r.nwin = nwin;
   QZ_CALL_DONE(qz_error_agree(comm, qz_block_weights_alloc(cfg, &w)));
   if (need_calib) {
     QZ_CALL_DONE(qz_error_agree(comm, qz_fwd_create(cfg, count, L, &f)));
@@ -610,7 +783,10 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
     qz_head_weights_free(&head); /* V x H per rank: not needed any more */
     qz_ckpt_source cs = {.ck = r.ck};
     for (int b = s; b < b0; b++) { /* completed (or unselected) blocks */
-      QZ_CALL_DONE(qz_ckpt_block_source(&cs, m, b, &w));
+      if (fp_stream) /* the calibration stream of these methods is the fp model's */
+        QZ_CALL_DONE(qz_model_load_block(m, b, &w));
+      else
+        QZ_CALL_DONE(qz_ckpt_block_source(&cs, m, b, &w));
       qz_timer_start(QZ_PHASE_FORWARD);
       st = qz_fwd_block(f, &w);
       qz_timer_stop(QZ_PHASE_FORWARD);
@@ -628,7 +804,11 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
     r.stats = json_object();
     QZ_CALL_DONE(qz_model_load_block(m, b, &w));
     QZ_CALL_DONE(qz_ckpt_begin_block(r.ck, b));
-    if (need_calib) {
+    if (is_sq) {
+      QZ_CALL_DONE(quantize_block_sq(&r, b, f, &w));
+    } else if (is_awq) {
+      QZ_CALL_DONE(quantize_block_awq(&r, b, f, &w));
+    } else if (need_calib) {
       QZ_CALL_DONE(quantize_block_gptq(&r, b, f, &w));
     } else {
       for (int l = 0; l < QZ_LIN_COUNT; l++)

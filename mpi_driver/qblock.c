@@ -107,6 +107,10 @@ int qz_ckpt_block_source(void *vctx, qz_model *m, int layer,
     st = qz_ckpt_load_linear_f32(s->ck, qz_model_comm(m), layer, (qz_linear)l,
                                  out, in, w->w[l]);
   }
+  int found = 0; /* norms with folded scales (AWQ, SmoothQuant) */
+  if (st == QZ_OK)
+    st = qz_ckpt_read_norms(s->ck, layer, cfg->hidden_size, w->attn_norm,
+                            w->ffn_norm, &found);
   qz_timer_stop(QZ_PHASE_LOAD);
   return st;
 }

@@ -34,6 +34,8 @@ struct qz_fwd {
   float *cos_t, *sin_t; /* [seqlen, hd/2] */
   float *logits;        /* [chunk, vocab], allocated on first use of the head */
   int64_t logits_rows;
+  int act_bits;  /* 0: off; else per-token dynamic symmetric fake-quant */
+  float *aq;     /* [bmax*seqlen, max(H, qd, I)] quantized linear input */
   void *mem;
   size_t mem_bytes;
   qz_fwd_stage done;
@@ -205,6 +207,7 @@ void qz_fwd_destroy(qz_fwd **pf) {
   qz_fwd *f = *pf;
   qz_free_big(&f->mem, f->mem_bytes);
   qz_free_big(&f->logits, 0);
+  qz_free_big(&f->aq, 0);
   qz_free(pf);
 }
 
@@ -362,6 +365,43 @@ static void attention(qz_fwd *f) {
   }
 }
 
+int qz_fwd_set_act_quant(qz_fwd *f, int bits) {
+  QZ_CHECK(bits == 0 || (bits >= 2 && bits <= 16), QZ_ERR_ARG,
+           "activation quantization: bits must be 0 (off) or 2..16, got %d", bits);
+  if (bits && !f->aq) {
+    int64_t c = f->H > f->qd ? f->H : f->qd;
+    c = c > f->I ? c : f->I;
+    size_t n = (size_t)(f->bmax * f->seqlen * c);
+    QZ_CALL(qz_alloc_big((n ? n : 1) * sizeof(float), "activation fake-quant buffer",
+                         (void **)&f->aq));
+  }
+  f->act_bits = bits;
+  f->done = QZ_STAGE_NONE;
+  return QZ_OK;
+}
+
+int qz_fwd_act_quant(const qz_fwd *f) { return f->act_bits; }
+
+void qz_act_fake_quant(const float *x, int64_t nrows, int64_t n, int bits,
+                       float *y) {
+  const float qmax = (float)((1 << (bits - 1)) - 1);
+  for (int64_t r = 0; r < nrows; r++) {
+    const float *a = x + r * n;
+    float *b = y + r * n;
+    float mx = 0.0f;
+    for (int64_t i = 0; i < n; i++) mx = fabsf(a[i]) > mx ? fabsf(a[i]) : mx;
+    float d = (mx < 1e-5f ? 1e-5f : mx) / qmax;
+    for (int64_t i = 0; i < n; i++) b[i] = rintf(a[i] / d) * d;
+  }
+}
+
+/* The input of a linear: x itself, or its fake-quantized copy in f->aq. */
+static const float *lin_in(qz_fwd *f, const float *x, int64_t n) {
+  if (!f->act_bits) return x;
+  qz_act_fake_quant(x, f->ntok, n, f->act_bits, f->aq);
+  return f->aq;
+}
+
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
 static void run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
@@ -370,27 +410,31 @@ static void run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
     case QZ_STAGE_QKV_IN:
       rmsnorm(f->xn, f->x, w->attn_norm, T, H, f->eps);
       break;
-    case QZ_STAGE_O_IN:
-      linear(f->q, f->xn, w->w[QZ_LIN_Q], w->b[QZ_LIN_Q], T, f->seqlen, f->qd, H);
-      linear(f->k, f->xn, w->w[QZ_LIN_K], w->b[QZ_LIN_K], T, f->seqlen, f->kvd, H);
-      linear(f->v, f->xn, w->w[QZ_LIN_V], w->b[QZ_LIN_V], T, f->seqlen, f->kvd, H);
+    case QZ_STAGE_O_IN: {
+      const float *xin = lin_in(f, f->xn, H);
+      linear(f->q, xin, w->w[QZ_LIN_Q], w->b[QZ_LIN_Q], T, f->seqlen, f->qd, H);
+      linear(f->k, xin, w->w[QZ_LIN_K], w->b[QZ_LIN_K], T, f->seqlen, f->kvd, H);
+      linear(f->v, xin, w->w[QZ_LIN_V], w->b[QZ_LIN_V], T, f->seqlen, f->kvd, H);
       qz_rope_apply(f->q, T, f->qd, f->nq, f->hd, f->seqlen, f->cos_t, f->sin_t);
       qz_rope_apply(f->k, T, f->kvd, f->nkv, f->hd, f->seqlen, f->cos_t,
                     f->sin_t);
       attention(f);
       break;
+    }
     case QZ_STAGE_GATEUP_IN:
-      linear(f->h1, f->q, w->w[QZ_LIN_O], w->b[QZ_LIN_O], T, f->seqlen, H, f->qd);
+      linear(f->h1, lin_in(f, f->q, f->qd), w->w[QZ_LIN_O], w->b[QZ_LIN_O], T, f->seqlen, H, f->qd);
       for (int64_t i = 0; i < T * H; i++) f->h1[i] += f->x[i];
       rmsnorm(f->h1n, f->h1, w->ffn_norm, T, H, f->eps);
       break;
-    case QZ_STAGE_DOWN_IN:
-      linear(f->g, f->h1n, w->w[QZ_LIN_GATE], w->b[QZ_LIN_GATE], T, f->seqlen, I, H);
-      linear(f->u, f->h1n, w->w[QZ_LIN_UP], w->b[QZ_LIN_UP], T, f->seqlen, I, H);
+    case QZ_STAGE_DOWN_IN: {
+      const float *xin = lin_in(f, f->h1n, H);
+      linear(f->g, xin, w->w[QZ_LIN_GATE], w->b[QZ_LIN_GATE], T, f->seqlen, I, H);
+      linear(f->u, xin, w->w[QZ_LIN_UP], w->b[QZ_LIN_UP], T, f->seqlen, I, H);
       for (int64_t i = 0; i < T * I; i++) f->g[i] = silu(f->g[i]) * f->u[i];
       break;
+    }
     case QZ_STAGE_OUT:
-      linear(f->out, f->g, w->w[QZ_LIN_DOWN], w->b[QZ_LIN_DOWN], T, f->seqlen, H, I);
+      linear(f->out, lin_in(f, f->g, I), w->w[QZ_LIN_DOWN], w->b[QZ_LIN_DOWN], T, f->seqlen, H, I);
       for (int64_t i = 0; i < T * H; i++) f->out[i] += f->h1[i];
       break;
     default:

@@ -104,6 +104,23 @@ int qz_ckpt_read_linear(qz_ckpt *ck, int block, const char *module,
                         float *scales, float *zeros, int32_t *g_idx,
                         int32_t *perm);
 
+/* RMSNorm weights of block `block` changed by a method that folds scales
+ * into them (AWQ, SmoothQuant): /norms/{i}/{input_layernorm,
+ * post_attention_layernorm} f32 [hidden], replicated (rank 0 writes).
+ * Collective on comm. */
+int qz_ckpt_write_norms(qz_ckpt *ck, int block, int64_t hidden,
+                        const float *attn_norm /* [hidden] */,
+                        const float *ffn_norm /* [hidden] */);
+/* Read them when present (*found = 1); otherwise *found = 0 and the arrays
+ * are untouched (the model's own norms apply). Collective on comm. */
+int qz_ckpt_read_norms(qz_ckpt *ck, int block, int64_t hidden,
+                       float *attn_norm /* [hidden] */,
+                       float *ffn_norm /* [hidden] */, int *found);
+/* Activation quantization the checkpoint's model expects at the input of
+ * every linear: options.act_bits (per-token dynamic symmetric, 8 for
+ * SmoothQuant W8A8), 0 = none. Not collective. */
+int qz_ckpt_act_bits(const qz_ckpt *ck);
+
 /* Dequantize rows: q[r,c] = scales[r,g]*(codes[r,c]-zeros[r,g]), g=g_idx[c].
  * Not collective. */
 void qz_dequantize_rows(int64_t nrows, int64_t in, int64_t ngroups,

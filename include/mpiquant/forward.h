@@ -115,6 +115,20 @@ int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
 int qz_fwd_batch(qz_fwd *f, int64_t w0, int64_t nwin);
 void qz_fwd_destroy(qz_fwd **f); /* accepts NULL, NULLs the pointer */
 
+/* Activation fake-quantization (SmoothQuant W8A8 evaluation): with bits > 0
+ * the input of every linear (all 7) is quantized per token, dynamic,
+ * symmetric: d_t = max(max_j |x_tj|, 1e-5) / (2^(bits-1) - 1), x' =
+ * rint(x / d_t) * d_t (f32), into a separate buffer, so stage outputs stay
+ * unquantized.  0 (the default) turns it off; the forward is then the same
+ * bits as without this call.  Allocates the buffer on first use; forgets
+ * cached stages. Not collective. */
+int qz_fwd_set_act_quant(qz_fwd *f, int bits);
+int qz_fwd_act_quant(const qz_fwd *f); /* current bits (0 = off) */
+/* The quantizer above on rows x [nrows, n] -> y (may alias x).
+ * Not collective. */
+void qz_act_fake_quant(const float *x, int64_t nrows, int64_t n, int bits,
+                       float *y);
+
 /* Accessors, not collective. */
 int64_t qz_fwd_ntok(const qz_fwd *f);     /* all local tokens nwin*seqlen */
 int64_t qz_fwd_nwin(const qz_fwd *f);     /* all local windows */
@@ -196,6 +210,8 @@ typedef struct {
   int64_t batch_windows;    /* windows per forward batch (0 = stage buffers
                                <= 1 GiB); results do not depend on it */
   qz_block_source_fn block_source; /* NULL: weights from the model files */
+  int act_quant_bits;       /* > 0: per-token dynamic fake-quant of every
+                               linear input (qz_fwd_set_act_quant) */
   void *block_source_ctx;
 } qz_eval_opts;
 

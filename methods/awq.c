@@ -1,0 +1,558 @@
+/* AWQ: llm-awq's quantizer, scale search, folding and clip search, with the
+ * calibration windows distributed over the ranks. */
+#include "mpiquant/awq.h"
+
+#include <cblas.h>
+#undef I
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "mpiquant/comm.h"
+#include "mpiquant/error.h"
+#include "mpiquant/log.h"
+#include "mpiquant/mem.h"
+#include "mpiquant/shard.h"
+
+/* An MPI call inside a function with a `done:` cleanup label. */
+#define AWQ_MPI_DONE(expr)                                                  \
+  do {                                                                      \
+    int awq__rc = (expr);                                                   \
+    if (awq__rc != MPI_SUCCESS) {                                           \
+      st = qz_mpi_error(awq__rc, #expr, __FILE__, __LINE__, __func__);      \
+      goto done;                                                            \
+    }                                                                       \
+  } while (0)
+
+/* ---- quantizer ------------------------------------------------------- */
+
+static void quant_group(const float *w, int64_t n, float maxq, uint8_t *codes,
+                        float *scale, float *zero, float *q) {
+  float mx = w[0], mn = w[0];
+  for (int64_t j = 1; j < n; j++) {
+    mx = w[j] > mx ? w[j] : mx;
+    mn = w[j] < mn ? w[j] : mn;
+  }
+  float d = mx - mn;
+  float s = (d < 1e-5f ? 1e-5f : d) / maxq;
+  float z = -rintf(mn / s);
+  z = z < 0.0f ? 0.0f : (z > maxq ? maxq : z);
+  for (int64_t j = 0; j < n; j++) {
+    float c = rintf(w[j] / s) + z;
+    c = c < 0.0f ? 0.0f : (c > maxq ? maxq : c);
+    if (codes) codes[j] = (uint8_t)c;
+    if (q) q[j] = (c - z) * s;
+  }
+  if (scale) *scale = s;
+  if (zero) *zero = z;
+}
+
+void qz_awq_quantize_rows(int bits, int64_t group, int64_t rows, int64_t in,
+                          const float *w, uint8_t *codes, float *scale,
+                          float *zero, float *q) {
+  const float maxq = (float)((1 << bits) - 1);
+  const int64_t g = group <= 0 ? in : group;
+  const int64_t ng = (in + g - 1) / g;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t k = 0; k < ng; k++) {
+      int64_t c0 = k * g, n = c0 + g < in ? g : in - c0;
+      quant_group(w + r * in + c0, n, maxq, codes ? codes + r * in + c0 : NULL,
+                  scale ? scale + r * ng + k : NULL, zero ? zero + r * ng + k : NULL,
+                  q ? q + r * in + c0 : NULL);
+    }
+}
+
+qz_awq_opts qz_awq_opts_default(int bits, int64_t group) {
+  return (qz_awq_opts){.bits = bits, .group = group, .n_grid = 20, .clip = 1,
+                       .clip_tokens = 512, .clip_grid = 20, .max_shrink = 0.5};
+}
+
+/* ---- method ops (the final quantization of the folded, clipped W) ----- */
+
+static int awq_setup(const qz_method_opts *o, void **state) {
+  QZ_CALL(qz_quant_spec_check(&o->spec));
+  QZ_CHECK(!o->spec.sym, QZ_ERR_ARG, "awq uses the zero-point (asymmetric) quantizer; "
+           "--sym is not supported");
+  qz_method_opts *s = NULL;
+  QZ_CALL(qz_alloc(1, sizeof *s, "AWQ options", &s));
+  *s = *o;
+  *state = s;
+  return QZ_OK;
+}
+
+static int awq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
+  const qz_method_opts *o = state;
+  const int64_t n = L->in_features;
+  for (int64_t i = 0; i < L->nrows * n; i++)
+    QZ_CHECK(isfinite(L->w[i]), QZ_ERR_NUMERIC, "%s: weight W[%lld, %lld] is not finite",
+             L->name ? L->name : "layer", (long long)(L->row0 + i / n), (long long)(i % n));
+  qz_awq_quantize_rows(o->spec.bits, o->spec.groupsize, L->nrows, n, L->w, res->codes,
+                       res->scale, res->zero, res->q);
+  for (int64_t j = 0; j < n; j++) {
+    if (res->g_idx) res->g_idx[j] = o->spec.groupsize <= 0 ? 0 : (int32_t)(j / o->spec.groupsize);
+    if (res->perm) res->perm[j] = (int32_t)j;
+  }
+  if (res->losses) memset(res->losses, 0, (size_t)L->nrows * sizeof(float));
+  res->loss_local = 0;
+  res->percdamp_used = 0;
+  res->ndead = 0;
+  return QZ_OK;
+}
+
+static void awq_destroy(void **state) { qz_free(state); }
+
+const qz_method_ops qz_method_awq = {.name = "awq",
+                                     .needs_hessian = 0,
+                                     .setup = awq_setup,
+                                     .quantize_layer = awq_layer,
+                                     .destroy = awq_destroy};
+
+/* ---- block search ----------------------------------------------------- */
+
+typedef struct {
+  MPI_Comm comm;
+  int rank, size;
+  const qz_awq_opts *o;
+  qz_fwd *f;
+  qz_block_weights *w;  /* current (candidate) weights */
+  qz_block_weights w0;  /* fp copy */
+  int64_t T, L, nw, win0, nwin_total, H, I, qd;
+  float *x1, *xo, *x3, *x4; /* recorded inputs [T, H], [T, qd], [T, H], [T, I] */
+  float *y_attn, *y_mlp;    /* fp outputs of o_proj, down_proj [T, H] */
+  float *y;                 /* candidate output [T, H] */
+  double *acc;              /* [nwin_total * max(H, qd, I)] per-window sums */
+  double t_loss[QZ_AWQ_NSEARCH], t_clip; /* seconds, for the log */
+} awq_ctx;
+
+/* y [T, out] = x [T, in] . W', one sgemm per window (the forward's rule:
+ * a window's result does not depend on the rank count). */
+static void lin_windows(const awq_ctx *c, float *y, const float *x, const float *W,
+                        int64_t out, int64_t in) {
+  for (int64_t r0 = 0; r0 < c->T; r0 += c->L)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)c->L, (int)out, (int)in,
+                1.0f, x + r0 * in, (int)in, W, (int)in, 0.0f, y + r0 * out, (int)out);
+}
+
+/* Mean over all windows' tokens of |x_j|: per-window double sums, reduced,
+ * added in window order. Collective. */
+static int col_mean_abs(awq_ctx *c, const float *x, int64_t C, float *mean) {
+  memset(c->acc, 0, sizeof(double) * (size_t)(c->nwin_total * C));
+  for (int64_t w = 0; w < c->nw; w++) {
+    double *a = c->acc + (c->win0 + w) * C;
+    for (int64_t t = 0; t < c->L; t++) {
+      const float *r = x + (w * c->L + t) * C;
+      for (int64_t j = 0; j < C; j++) a[j] += fabs((double)r[j]);
+    }
+  }
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, c->acc, (int)(c->nwin_total * C), MPI_DOUBLE,
+                            MPI_SUM, c->comm));
+  double n = (double)(c->nwin_total * c->L);
+  for (int64_t j = 0; j < C; j++) {
+    double s = 0.0;
+    for (int64_t w = 0; w < c->nwin_total; w++) s += c->acc[w * C + j];
+    mean[j] = (float)(s / n);
+  }
+  return QZ_OK;
+}
+
+/* Mean squared difference of y and ref [T, H] over all elements of all
+ * windows (same reduction rule). Collective. */
+static int mse(awq_ctx *c, const float *y, const float *ref, double *out) {
+  memset(c->acc, 0, sizeof(double) * (size_t)c->nwin_total);
+  for (int64_t w = 0; w < c->nw; w++) {
+    double a = 0.0;
+    const int64_t n = c->L * c->H, o = w * n;
+    for (int64_t i = 0; i < n; i++) {
+      double d = (double)(y[o + i] - ref[o + i]);
+      a += d * d;
+    }
+    c->acc[c->win0 + w] = a;
+  }
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, c->acc, (int)c->nwin_total, MPI_DOUBLE,
+                            MPI_SUM, c->comm));
+  double s = 0.0;
+  for (int64_t w = 0; w < c->nwin_total; w++) s += c->acc[w];
+  *out = s / ((double)(c->nwin_total * c->L) * (double)c->H);
+  return QZ_OK;
+}
+
+/* s = max(xbar^r, 1e-4); s /= sqrt(max s * min s) (f32, llm-awq). */
+static void ratio_scales(const float *xbar, int64_t n, double r, float *s) {
+  for (int64_t j = 0; j < n; j++) {
+    float v = r == 0.0 ? 1.0f : (r == 0.5 ? sqrtf(xbar[j]) : powf(xbar[j], (float)r));
+    s[j] = v < 1e-4f ? 1e-4f : v;
+  }
+  float mx = s[0], mn = s[0];
+  for (int64_t j = 1; j < n; j++) {
+    mx = s[j] > mx ? s[j] : mx;
+    mn = s[j] < mn ? s[j] : mn;
+  }
+  float d = sqrtf(mx * mn);
+  for (int64_t j = 0; j < n; j++) s[j] = s[j] / d;
+}
+
+/* dst = Q(src * diag(s)) * diag(s)^-1 */
+static void cand_weight(const awq_ctx *c, const float *src, int64_t out, int64_t in,
+                        const float *s, float *dst) {
+  for (int64_t i = 0; i < out; i++)
+    for (int64_t j = 0; j < in; j++) dst[i * in + j] = src[i * in + j] * s[j];
+  qz_awq_quantize_rows(c->o->bits, c->o->group, out, in, dst, NULL, NULL, NULL, dst);
+  for (int64_t i = 0; i < out; i++)
+    for (int64_t j = 0; j < in; j++) dst[i * in + j] = dst[i * in + j] / s[j];
+}
+
+static const qz_linear k_scaled[QZ_AWQ_NSEARCH][3] = {
+    {QZ_LIN_Q, QZ_LIN_K, QZ_LIN_V}, {QZ_LIN_O, QZ_LIN_COUNT, QZ_LIN_COUNT},
+    {QZ_LIN_GATE, QZ_LIN_UP, QZ_LIN_COUNT}, {QZ_LIN_DOWN, QZ_LIN_COUNT, QZ_LIN_COUNT}};
+
+static void lin_shape(const awq_ctx *c, qz_linear l, int64_t *out, int64_t *in) {
+  int64_t kvd = c->w->nkv * c->w->hd;
+  switch (l) {
+    case QZ_LIN_Q: *out = c->qd; *in = c->H; break;
+    case QZ_LIN_K: case QZ_LIN_V: *out = kvd; *in = c->H; break;
+    case QZ_LIN_O: *out = c->H; *in = c->qd; break;
+    case QZ_LIN_GATE: case QZ_LIN_UP: *out = c->I; *in = c->H; break;
+    default: *out = c->H; *in = c->I; break;
+  }
+}
+
+/* Loss of the current candidate weights of search k. Collective. */
+static int search_loss(awq_ctx *c, int k, double *loss) {
+  const float *ref = k <= QZ_AWQ_O ? c->y_attn : c->y_mlp;
+  int64_t nc;
+  switch (k) {
+    case QZ_AWQ_QKV: /* whole self-attention: q,k,v, attention, fp o_proj */
+      qz_fwd_invalidate(c->f, QZ_STAGE_O_IN);
+      QZ_CALL(qz_fwd_run(c->f, c->w, QZ_STAGE_O_IN));
+      lin_windows(c, c->y, qz_fwd_stage_output(c->f, QZ_STAGE_O_IN, &nc),
+                  c->w0.w[QZ_LIN_O], c->H, c->qd);
+      break;
+    case QZ_AWQ_O:
+      lin_windows(c, c->y, c->xo, c->w->w[QZ_LIN_O], c->H, c->qd);
+      break;
+    case QZ_AWQ_GATEUP: /* whole MLP: gate, up, silu*, fp down_proj */
+      qz_fwd_invalidate(c->f, QZ_STAGE_DOWN_IN);
+      QZ_CALL(qz_fwd_run(c->f, c->w, QZ_STAGE_DOWN_IN));
+      lin_windows(c, c->y, qz_fwd_stage_output(c->f, QZ_STAGE_DOWN_IN, &nc),
+                  c->w0.w[QZ_LIN_DOWN], c->H, c->I);
+      break;
+    default:
+      lin_windows(c, c->y, c->x4, c->w->w[QZ_LIN_DOWN], c->H, c->I);
+      break;
+  }
+  return mse(c, c->y, ref, loss);
+}
+
+/* Grid search of search k; best scales into best [C]. Collective. */
+static int search(awq_ctx *c, int k, const float *xbar, int64_t C, float *best,
+                  float *s, qz_awq_block_result *res) {
+  double best_loss = INFINITY;
+  int best_i = -1;
+  for (int i = 0; i < c->o->n_grid; i++) {
+    double r = (double)i * 1.0 / (double)c->o->n_grid;
+    ratio_scales(xbar, C, r, s);
+    for (int m = 0; m < 3 && k_scaled[k][m] != QZ_LIN_COUNT; m++) {
+      qz_linear l = k_scaled[k][m];
+      int64_t out, in;
+      lin_shape(c, l, &out, &in);
+      cand_weight(c, c->w0.w[l], out, in, s, c->w->w[l]);
+    }
+    double loss = INFINITY;
+    double t0 = MPI_Wtime();
+    QZ_CALL(search_loss(c, k, &loss));
+    c->t_loss[k] += MPI_Wtime() - t0;
+    if (i == 0) res->loss_r0[k] = loss;
+    if (loss < best_loss) {
+      best_loss = loss;
+      best_i = i;
+      memcpy(best, s, sizeof(float) * (size_t)C);
+    }
+  }
+  for (int m = 0; m < 3 && k_scaled[k][m] != QZ_LIN_COUNT; m++) { /* restore */
+    qz_linear l = k_scaled[k][m];
+    int64_t out, in;
+    lin_shape(c, l, &out, &in);
+    memcpy(c->w->w[l], c->w0.w[l], sizeof(float) * (size_t)(out * in));
+  }
+  QZ_CHECK(best_i >= 0, QZ_ERR_NUMERIC, "AWQ scale search %d: no finite loss", k);
+  res->ratio[k] = (double)best_i * 1.0 / (double)c->o->n_grid;
+  res->loss[k] = best_loss;
+  return QZ_OK;
+}
+
+static void scale_cols(float *w, int64_t out, int64_t in, const float *s) {
+  for (int64_t i = 0; i < out; i++)
+    for (int64_t j = 0; j < in; j++) w[i * in + j] *= s[j];
+}
+static void div_cols(float *x, int64_t n, int64_t C, const float *s) {
+  for (int64_t t = 0; t < n; t++)
+    for (int64_t j = 0; j < C; j++) x[t * C + j] /= s[j];
+}
+
+/* Rows of x [T, C] at global token indices 0, stride, 2 stride, ... gathered
+ * on every rank in global order: xs [ns, C]. Collective. */
+static int gather_samples(awq_ctx *c, const float *x, int64_t C, int64_t stride,
+                          int64_t ns, float *xs) {
+  int *cnt = NULL, *dsp = NULL, st = QZ_OK;
+  float *mine = NULL;
+  QZ_CALL_DONE(qz_alloc((size_t)c->size, sizeof(int), "counts", &cnt));
+  QZ_CALL_DONE(qz_alloc((size_t)c->size, sizeof(int), "displs", &dsp));
+  int64_t off = 0;
+  for (int p = 0; p < c->size; p++) {
+    int64_t f0, n0;
+    qz_shard_windows(c->nwin_total, c->size, p, &f0, &n0);
+    int64_t t0 = f0 * c->L, t1 = (f0 + n0) * c->L; /* global tokens [t0, t1) */
+    int64_t a = (t0 + stride - 1) / stride, b = (t1 + stride - 1) / stride;
+    if (b > ns) b = ns;
+    if (a > b) a = b;
+    QZ_CHECK_DONE((b - a) * C <= INT32_MAX && off * C <= INT32_MAX, QZ_ERR_ARG,
+                  "AWQ clip samples too large for one gather");
+    cnt[p] = (int)((b - a) * C);
+    dsp[p] = (int)(off * C);
+    off += b - a;
+  }
+  QZ_CALL_DONE(qz_alloc((size_t)(cnt[c->rank] / (C ? C : 1) + 1) * (size_t)C,
+                        sizeof(float), "clip samples", &mine));
+  {
+    int64_t t0 = c->win0 * c->L, n = 0;
+    for (int64_t t = (t0 + stride - 1) / stride * stride; t < t0 + c->T && t / stride < ns;
+         t += stride, n++)
+      memcpy(mine + n * C, x + (t - t0) * C, sizeof(float) * (size_t)C);
+  }
+  AWQ_MPI_DONE(MPI_Allgatherv(mine, cnt[c->rank], MPI_FLOAT, xs, cnt, dsp, MPI_FLOAT,
+                              c->comm));
+done:
+  free(cnt);
+  free(dsp);
+  free(mine);
+  return st;
+}
+
+/* Clip search of one linear W [out, in] (folded) on samples xs [ns, in]:
+ * this rank's rows, best m per (row, group) gathered, then W clamped.
+ * Collective. */
+static int clip_linear(awq_ctx *c, float *W, int64_t out, int64_t in, const float *xs,
+                       int64_t ns, int64_t *nclipped) {
+  const int64_t g = c->o->group <= 0 ? in : c->o->group, ng = (in + g - 1) / g;
+  const float maxq = (float)((1 << c->o->bits) - 1);
+  int64_t r0, nr;
+  qz_split_even(out, c->size, c->rank, &r0, &nr);
+  float *best = NULL, *tmp = NULL, *all = NULL;
+  double *org = NULL;
+  int *cnt = NULL, *dsp = NULL, st = QZ_OK;
+  QZ_CALL_DONE(qz_alloc((size_t)((nr > 0 ? nr : 1) * ng), sizeof(float), "clip", &best));
+  QZ_CALL_DONE(qz_alloc((size_t)(out * ng), sizeof(float), "clip", &all));
+  QZ_CALL_DONE(qz_alloc((size_t)g, sizeof(float), "clip", &tmp));
+  QZ_CALL_DONE(qz_alloc((size_t)(ns > 0 ? ns : 1), sizeof(double), "clip", &org));
+  QZ_CALL_DONE(qz_alloc((size_t)c->size, sizeof(int), "counts", &cnt));
+  QZ_CALL_DONE(qz_alloc((size_t)c->size, sizeof(int), "displs", &dsp));
+  int nsteps = (int)(c->o->max_shrink * c->o->clip_grid);
+  for (int64_t r = 0; r < nr; r++) {
+    const float *wr = W + (r0 + r) * in;
+    for (int64_t k = 0; k < ng; k++) {
+      int64_t c0 = k * g, n = c0 + g < in ? g : in - c0;
+      const float *wg = wr + c0;
+      float m0 = 0.0f;
+      for (int64_t j = 0; j < n; j++) m0 = fabsf(wg[j]) > m0 ? fabsf(wg[j]) : m0;
+      for (int64_t t = 0; t < ns; t++) {
+        const float *x = xs + t * in + c0;
+        double a = 0.0;
+        for (int64_t j = 0; j < n; j++) a += (double)(x[j] * wg[j]);
+        org[t] = a;
+      }
+      double min_err = 1e9;
+      float bm = m0;
+      for (int i = 0; i < nsteps; i++) {
+        float m = m0 * (float)(1.0 - (double)i / (double)c->o->clip_grid);
+        for (int64_t j = 0; j < n; j++)
+          tmp[j] = wg[j] < -m ? -m : (wg[j] > m ? m : wg[j]);
+        quant_group(tmp, n, maxq, NULL, NULL, NULL, tmp);
+        double err = 0.0;
+        for (int64_t t = 0; t < ns; t++) {
+          const float *x = xs + t * in + c0;
+          double a = 0.0;
+          for (int64_t j = 0; j < n; j++) a += (double)(x[j] * tmp[j]);
+          err += (a - org[t]) * (a - org[t]);
+        }
+        err /= (double)ns;
+        if (err < min_err) {
+          min_err = err;
+          bm = m;
+        }
+      }
+      best[r * ng + k] = bm;
+    }
+  }
+  for (int p = 0; p < c->size; p++) {
+    int64_t b, n;
+    qz_split_even(out, c->size, p, &b, &n);
+    cnt[p] = (int)(n * ng);
+    dsp[p] = (int)(b * ng);
+  }
+  AWQ_MPI_DONE(MPI_Allgatherv(best, cnt[c->rank], MPI_FLOAT, all, cnt, dsp, MPI_FLOAT,
+                              c->comm));
+  *nclipped = 0;
+  for (int64_t r = 0; r < out; r++)
+    for (int64_t k = 0; k < ng; k++) {
+      int64_t c0 = k * g, c1 = c0 + g < in ? c0 + g : in;
+      float m = all[r * ng + k], m0 = 0.0f;
+      for (int64_t j = c0; j < c1; j++) m0 = fabsf(W[r * in + j]) > m0 ? fabsf(W[r * in + j]) : m0;
+      if (m < m0) (*nclipped)++;
+      for (int64_t j = c0; j < c1; j++) {
+        float v = W[r * in + j];
+        W[r * in + j] = v < -m ? -m : (v > m ? m : v);
+      }
+    }
+done:
+  free(best);
+  free(all);
+  free(tmp);
+  free(org);
+  free(cnt);
+  free(dsp);
+  return st;
+}
+
+int qz_awq_block(MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
+                 qz_block_weights *w, const qz_awq_opts *o, int64_t win0,
+                 int64_t nwin_total, qz_awq_block_result *res) {
+  awq_ctx c = {.comm = comm, .o = o, .f = f, .w = w, .win0 = win0,
+               .nwin_total = nwin_total};
+  MPI_Comm_rank(comm, &c.rank);
+  MPI_Comm_size(comm, &c.size);
+  c.T = qz_fwd_ntok(f);
+  c.L = qz_fwd_seqlen(f);
+  c.nw = qz_fwd_nwin(f);
+  c.H = w->hidden;
+  c.I = w->inter;
+  c.qd = w->nq * w->hd;
+  memset(res, 0, sizeof *res);
+  double t_all = MPI_Wtime();
+  int st = QZ_OK;
+  float *xbar = NULL, *s = NULL, *sc[QZ_AWQ_NSEARCH] = {0}, *xs = NULL;
+  QZ_CHECK(c.nw == 0 || qz_fwd_batch_max(f) >= c.nw, QZ_ERR_ARG,
+           "AWQ needs all %lld local windows in one forward batch (batch %lld)",
+           (long long)c.nw, (long long)qz_fwd_batch_max(f));
+  QZ_CHECK(o->bits >= 2 && o->bits <= 8 && o->n_grid >= 1, QZ_ERR_ARG,
+           "AWQ: bits %d, grid %d", o->bits, o->n_grid);
+  int64_t C = c.H > c.qd ? c.H : c.qd;
+  C = C > c.I ? C : c.I;
+  size_t T = (size_t)(c.T > 0 ? c.T : 1);
+  st = qz_block_weights_alloc(cfg, &c.w0);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ inputs", &c.x1);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.qd, 4, "AWQ inputs", &c.xo);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ inputs", &c.x3);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.I, 4, "AWQ inputs", &c.x4);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ outputs", &c.y_attn);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ outputs", &c.y_mlp);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ outputs", &c.y);
+  if (st == QZ_OK) st = qz_alloc((size_t)(nwin_total * C), 8, "AWQ sums", &c.acc);
+  if (st == QZ_OK) st = qz_alloc((size_t)C, 4, "AWQ scales", &xbar);
+  if (st == QZ_OK) st = qz_alloc((size_t)C, 4, "AWQ scales", &s);
+  for (int k = 0; k < QZ_AWQ_NSEARCH && st == QZ_OK; k++)
+    st = qz_alloc((size_t)C, 4, "AWQ scales", &sc[k]);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  qz_block_weights_copy(&c.w0, w);
+
+  /* fp pass: inputs of all 7 linears, fp outputs of o_proj and down_proj */
+  qz_fwd_block_begin(f);
+  QZ_CALL_DONE(qz_fwd_run(f, w, QZ_STAGE_OUT));
+  int64_t nc;
+  if (c.T > 0) {
+    memcpy(c.x1, qz_fwd_stage_output(f, QZ_STAGE_QKV_IN, &nc), T * (size_t)c.H * 4);
+    memcpy(c.xo, qz_fwd_stage_output(f, QZ_STAGE_O_IN, &nc), T * (size_t)c.qd * 4);
+    memcpy(c.x3, qz_fwd_stage_output(f, QZ_STAGE_GATEUP_IN, &nc), T * (size_t)c.H * 4);
+    memcpy(c.x4, qz_fwd_stage_output(f, QZ_STAGE_DOWN_IN, &nc), T * (size_t)c.I * 4);
+  }
+  lin_windows(&c, c.y_attn, c.xo, w->w[QZ_LIN_O], c.H, c.qd);
+  lin_windows(&c, c.y_mlp, c.x4, w->w[QZ_LIN_DOWN], c.H, c.I);
+
+  /* searches, independent of each other (all on the fp weights).  Order:
+   * the MLP ones first while GATEUP_IN's cached output is still the fp one,
+   * the attention one last (it recomputes O_IN only). */
+  int kvd = (int)(w->nkv * w->hd);
+  res->applied[QZ_AWQ_QKV] = res->applied[QZ_AWQ_GATEUP] = res->applied[QZ_AWQ_DOWN] = 1;
+  res->applied[QZ_AWQ_O] = (kvd == c.H && c.qd == c.H); /* v [kvd,H] == o [H,qd] */
+  static const int order[QZ_AWQ_NSEARCH] = {QZ_AWQ_GATEUP, QZ_AWQ_DOWN, QZ_AWQ_O, QZ_AWQ_QKV};
+  for (int i = 0; i < QZ_AWQ_NSEARCH; i++) {
+    int k = order[i];
+    res->ratio[k] = -1.0;
+    if (!res->applied[k]) continue;
+    const float *x = k == QZ_AWQ_QKV ? c.x1 : k == QZ_AWQ_O ? c.xo
+                   : k == QZ_AWQ_GATEUP ? c.x3 : c.x4;
+    int64_t C_k = k == QZ_AWQ_O ? c.qd : k == QZ_AWQ_DOWN ? c.I : c.H;
+    QZ_CALL_DONE(col_mean_abs(&c, x, C_k, xbar));
+    QZ_CALL_DONE(search(&c, k, xbar, C_k, sc[k], s, res));
+  }
+  /* the fp block output again (f then holds OUT of the original weights) */
+  qz_fwd_invalidate(f, QZ_STAGE_O_IN);
+  QZ_CALL_DONE(qz_fwd_run(f, w, QZ_STAGE_OUT));
+
+  /* fold, in llm-awq's order; recorded inputs of the scaled linears / s */
+  int64_t out, in;
+  {
+    const float *s1 = sc[QZ_AWQ_QKV];
+    for (int64_t j = 0; j < c.H; j++) w->attn_norm[j] /= s1[j];
+    for (int m = 0; m < 3; m++) {
+      lin_shape(&c, k_scaled[QZ_AWQ_QKV][m], &out, &in);
+      scale_cols(w->w[k_scaled[QZ_AWQ_QKV][m]], out, in, s1);
+    }
+    div_cols(c.x1, c.T, c.H, s1);
+  }
+  if (res->applied[QZ_AWQ_O]) {
+    const float *s2 = sc[QZ_AWQ_O];
+    lin_shape(&c, QZ_LIN_V, &out, &in);
+    for (int64_t i = 0; i < out; i++) {
+      for (int64_t j = 0; j < in; j++) w->w[QZ_LIN_V][i * in + j] /= s2[i];
+      if (w->b[QZ_LIN_V]) w->b[QZ_LIN_V][i] /= s2[i];
+    }
+    scale_cols(w->w[QZ_LIN_O], c.H, c.qd, s2);
+    div_cols(c.xo, c.T, c.qd, s2);
+  }
+  {
+    const float *s3 = sc[QZ_AWQ_GATEUP];
+    for (int64_t j = 0; j < c.H; j++) w->ffn_norm[j] /= s3[j];
+    scale_cols(w->w[QZ_LIN_GATE], c.I, c.H, s3);
+    scale_cols(w->w[QZ_LIN_UP], c.I, c.H, s3);
+    div_cols(c.x3, c.T, c.H, s3);
+  }
+  {
+    const float *s4 = sc[QZ_AWQ_DOWN];
+    for (int64_t i = 0; i < c.I; i++) {
+      for (int64_t j = 0; j < c.H; j++) w->w[QZ_LIN_UP][i * c.H + j] /= s4[i];
+      if (w->b[QZ_LIN_UP]) w->b[QZ_LIN_UP][i] /= s4[i];
+    }
+    scale_cols(w->w[QZ_LIN_DOWN], c.H, c.I, s4);
+    div_cols(c.x4, c.T, c.I, s4);
+  }
+
+  double tc = MPI_Wtime();
+  if (o->clip) {
+    int64_t ntot = nwin_total * c.L;
+    int64_t stride = ntot / (o->clip_tokens > 0 ? o->clip_tokens : 512);
+    if (stride < 1) stride = 1;
+    int64_t ns = (ntot + stride - 1) / stride;
+    QZ_CALL_DONE(qz_error_agree(comm, qz_alloc((size_t)(ns * C), 4, "clip samples", &xs)));
+    static const qz_linear clip_lin[] = {QZ_LIN_V, QZ_LIN_O, QZ_LIN_GATE, QZ_LIN_UP,
+                                         QZ_LIN_DOWN};
+    for (int i = 0; i < 5; i++) {
+      qz_linear l = clip_lin[i];
+      lin_shape(&c, l, &out, &in);
+      const float *x = l == QZ_LIN_V ? c.x1 : l == QZ_LIN_O ? c.xo
+                     : l == QZ_LIN_DOWN ? c.x4 : c.x3;
+      if (l != QZ_LIN_UP) /* up shares gate's samples */
+        QZ_CALL_DONE(gather_samples(&c, x, in, stride, ns, xs));
+      QZ_CALL_DONE(clip_linear(&c, w->w[l], out, in, xs, ns, &res->clipped[l]));
+    }
+  }
+  qz_debug("awq: search seconds qkv %.2f gate/up %.2f down %.2f o %.2f, clip %.2f, total %.2f",
+           c.t_loss[QZ_AWQ_QKV], c.t_loss[QZ_AWQ_GATEUP], c.t_loss[QZ_AWQ_DOWN],
+           c.t_loss[QZ_AWQ_O], MPI_Wtime() - tc, MPI_Wtime() - t_all);
+done:
+  qz_block_weights_free(&c.w0);
+  free(c.x1); free(c.xo); free(c.x3); free(c.x4);
+  free(c.y_attn); free(c.y_mlp); free(c.y); free(c.acc);
+  free(xbar); free(s); free(xs);
+  for (int k = 0; k < QZ_AWQ_NSEARCH; k++) free(sc[k]);
+  return st;
+}
