@@ -552,6 +552,18 @@ int qz_ckpt_begin_block(qz_ckpt *ck, int block) {
   return QZ_OK;
 }
 
+/* A group (and its parents) without time stamps, so files are reproducible. */
+static hid_t create_group(hid_t file, const char *path) {
+  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
+  H5Pset_create_intermediate_group(lcpl, 1);
+  hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+  H5Pset_obj_track_times(gcpl, 0);
+  hid_t g = H5Gcreate2(file, path, lcpl, gcpl, H5P_DEFAULT);
+  H5Pclose(gcpl);
+  H5Pclose(lcpl);
+  return g;
+}
+
 /* Create a chunked zstd dataset of `rank_` dims and write this rank's rows
  * [row0, row0+nrows) (all of dim 0 when row0 < 0 on rank 0 only). */
 static int write_ds(qz_ckpt *ck, hid_t grp, const char *name, hid_t mtype,
@@ -613,13 +625,7 @@ int qz_ckpt_write_linear(qz_ckpt *ck, int block, const char *module,
            "qz_ckpt_begin_block(%d) was not called", block);
   char path[256];
   snprintf(path, sizeof path, "/layers/%d/%s", block, module);
-  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-  H5Pset_create_intermediate_group(lcpl, 1);
-  hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
-  H5Pset_obj_track_times(gcpl, 0);
-  hid_t g = H5Gcreate2(ck->file, path, lcpl, gcpl, H5P_DEFAULT);
-  H5Pclose(gcpl);
-  H5Pclose(lcpl);
+  hid_t g = create_group(ck->file, path);
   QZ_CHECK(g >= 0, QZ_ERR_HDF5, "cannot create group %s", path);
   int st = QZ_OK;
   hsize_t d2[2] = {(hsize_t)out, (hsize_t)in}, dg[2] = {(hsize_t)out, (hsize_t)ngroups};
@@ -656,13 +662,7 @@ int qz_ckpt_write_norms(qz_ckpt *ck, int block, int64_t hidden,
            "qz_ckpt_begin_block(%d) was not called", block);
   char path[256];
   snprintf(path, sizeof path, "/norms/%d", block);
-  hid_t lcpl = H5Pcreate(H5P_LINK_CREATE);
-  H5Pset_create_intermediate_group(lcpl, 1);
-  hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
-  H5Pset_obj_track_times(gcpl, 0);
-  hid_t g = H5Gcreate2(ck->file, path, lcpl, gcpl, H5P_DEFAULT);
-  H5Pclose(gcpl);
-  H5Pclose(lcpl);
+  hid_t g = create_group(ck->file, path);
   QZ_CHECK(g >= 0, QZ_ERR_HDF5, "cannot create group %s", path);
   int st = QZ_OK;
   hsize_t d1[1] = {(hsize_t)hidden};
