@@ -772,14 +772,23 @@ static int open_for_read(qz_ckpt *ck, int block) {
   return QZ_OK;
 }
 
+/* The group of a stored linear, opened for reading; path names it for
+ * messages. Collective on the checkpoint's communicator. */
+static int open_linear(qz_ckpt *ck, int block, const char *module, char *path,
+                       size_t len, hid_t *g) {
+  QZ_CALL(open_for_read(ck, block));
+  snprintf(path, len, "/layers/%d/%s", block, module);
+  *g = H5Gopen2(ck->file, path, H5P_DEFAULT);
+  QZ_CHECK(*g >= 0, QZ_ERR_FORMAT, "checkpoint %s: %s missing", ck->dir, path);
+  return QZ_OK;
+}
+
 int qz_ckpt_linear_info(qz_ckpt *ck, int block, const char *module,
                         int64_t *out, int64_t *in, int64_t *ngroups,
                         qz_ckpt_linear_meta *m) {
-  QZ_CALL(open_for_read(ck, block));
   char path[256];
-  snprintf(path, sizeof path, "/layers/%d/%s", block, module);
-  hid_t g = H5Gopen2(ck->file, path, H5P_DEFAULT);
-  QZ_CHECK(g >= 0, QZ_ERR_FORMAT, "checkpoint %s: %s missing", ck->dir, path);
+  hid_t g = -1;
+  QZ_CALL(open_linear(ck, block, module, path, sizeof path, &g));
   int st = QZ_OK;
   hid_t d = H5Dopen2(g, "codes", H5P_DEFAULT), d2 = H5Dopen2(g, "scales", H5P_DEFAULT);
   hsize_t dims[2] = {0, 0}, gd[2] = {0, 0};
@@ -853,11 +862,9 @@ int qz_ckpt_read_linear(qz_ckpt *ck, int block, const char *module,
                         int64_t row0, int64_t nrows, uint8_t *codes,
                         float *scales, float *zeros, int32_t *g_idx,
                         int32_t *perm) {
-  QZ_CALL(open_for_read(ck, block));
   char path[256];
-  snprintf(path, sizeof path, "/layers/%d/%s", block, module);
-  hid_t g = H5Gopen2(ck->file, path, H5P_DEFAULT);
-  QZ_CHECK(g >= 0, QZ_ERR_FORMAT, "checkpoint %s: %s missing", ck->dir, path);
+  hid_t g = -1;
+  QZ_CALL(open_linear(ck, block, module, path, sizeof path, &g));
   int st = QZ_OK;
   hid_t d = H5Dopen2(g, "g_idx", H5P_DEFAULT);
   hid_t s = H5Dget_space(d);
@@ -907,11 +914,9 @@ int qz_ckpt_read_outliers(qz_ckpt *ck, int block, const char *module,
   *nnz = 0;
   *idx = NULL;
   *val = NULL;
-  QZ_CALL(open_for_read(ck, block));
   char path[256];
-  snprintf(path, sizeof path, "/layers/%d/%s", block, module);
-  hid_t g = H5Gopen2(ck->file, path, H5P_DEFAULT);
-  QZ_CHECK(g >= 0, QZ_ERR_FORMAT, "checkpoint %s: %s missing", ck->dir, path);
+  hid_t g = -1;
+  QZ_CALL(open_linear(ck, block, module, path, sizeof path, &g));
   int st = QZ_OK;
   if (H5Lexists(g, "outliers_idx", H5P_DEFAULT) <= 0) goto done;
   hid_t d = H5Dopen2(g, "outliers_idx", H5P_DEFAULT);
