@@ -1,4 +1,4 @@
-/* mpiquant export: checkpoint -> Hugging Face GPTQ safetensors. */
+/* mpiquant export: checkpoint -> Hugging Face GPTQ or compressed-tensors safetensors. */
 #include <getopt.h>
 #include <stdio.h>
 #include <string.h>
@@ -10,18 +10,26 @@
 
 static void usage(FILE *f) {
   fprintf(f,
-          "usage: mpiquant export --ckpt CKPT --out DIR [--format gptq] [--model DIR]\n"
-          "                       [--max-shard-size GB]\n\n"
-          "Writes a Hugging Face model directory loadable by transformers/vLLM GPTQ\n"
-          "kernels: config.json with quantization_config (quant_method gptq,\n"
-          "checkpoint_format gptq), quantize_config.json, model.safetensors (sharded\n"
-          "with an index when larger than --max-shard-size) holding per linear\n"
-          "qweight (int32 [in*bits/32, out]), qzeros (int32, zero-1), scales (f16)\n"
-          "and g_idx; other tensors copied in their source dtype; tokenizer files.\n"
-          "Needs in and out features that are multiples of 32 and 2/3/4/8 bits.\n\n"
+          "usage: mpiquant export --ckpt CKPT --out DIR [--format gptq|compressed-tensors]\n"
+          "                       [--model DIR] [--max-shard-size GB]\n\n"
+          "Writes a Hugging Face model directory that transformers and vLLM load:\n"
+          "config.json with quantization_config, model.safetensors (sharded with an\n"
+          "index when larger than --max-shard-size), RMSNorm weights with folded\n"
+          "scales (AWQ, SmoothQuant) from the checkpoint, other tensors copied in\n"
+          "their source dtype, tokenizer files.\n\n"
+          "  gptq                GPTQ v1 (quant_method gptq, checkpoint_format gptq) for\n"
+          "                      rtn/gptq/awq/quantease checkpoints: per linear qweight\n"
+          "                      (int32 [in*bits/32, out]), qzeros (int32, zero-1),\n"
+          "                      scales (f16), g_idx; quantize_config.json. Needs in and\n"
+          "                      out features that are multiples of 32 and 2/3/4/8 bits.\n"
+          "  compressed-tensors  int-quantized W8A8 (quant_method compressed-tensors)\n"
+          "                      for SmoothQuant (or any 8-bit symmetric per-channel)\n"
+          "                      checkpoints: weight int8 [out, in], weight_scale f32\n"
+          "                      [out, 1]; dynamic per-token int8 activations when the\n"
+          "                      checkpoint expects them. See docs/methods.md.\n\n"
           "  --ckpt CKPT           checkpoint directory made by mpiquant quantize\n"
           "  --out DIR             output directory (created)\n"
-          "  --format gptq         export layout (only gptq for now)\n"
+          "  --format F            gptq (default) or compressed-tensors\n"
           "  --model DIR           source model (default: the one the checkpoint records)\n"
           "  --max-shard-size GB   shard size limit (default 4)\n");
 }
@@ -53,11 +61,13 @@ int qz_cmd_export(qz_ctx *ctx, int argc, char **argv) {
   }
   QZ_CHECK(optind == argc, QZ_ERR_USAGE, "export: unexpected argument '%s'", argv[optind]);
   QZ_CHECK(o.ckpt_dir && o.out_dir, QZ_ERR_USAGE, "export needs --ckpt CKPT and --out DIR");
-  QZ_CHECK(strcmp(format, "gptq") == 0, QZ_ERR_USAGE,
-           "export: unknown --format '%s' (supported: gptq)", format);
+  QZ_CHECK(strcmp(format, "gptq") == 0 || strcmp(format, "compressed-tensors") == 0,
+           QZ_ERR_USAGE,
+           "export: unknown --format '%s' (supported: gptq, compressed-tensors)", format);
+  o.format = format;
   o.max_shard_bytes = (int64_t)(gb * 1073741824.0);
   qz_timer_start(QZ_PHASE_WRITE);
-  int st = qz_export_gptq(ctx->comm, &o);
+  int st = qz_export(ctx->comm, &o);
   qz_timer_stop(QZ_PHASE_WRITE);
   return st;
 }

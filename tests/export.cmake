@@ -5,3 +5,9 @@ qz_add_test(NAME export_gptq_w4g32_act_np3 TIMEOUT 300
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/export_roundtrip.sh 3 --act-order)
 qz_add_test(NAME export_gptq_w3g32_np1 TIMEOUT 300
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/export_roundtrip.sh 1 --bits 3)
+# SmoothQuant W8A8 -> compressed-tensors int-quantized, checked by an
+# independent numpy reader + W8A8 forward (tests/export_ct_check.py).
+foreach(np 1 3)
+  qz_add_test(NAME export_ct_w8a8_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/export_ct.sh ${np})
+endforeach()

@@ -23,15 +23,23 @@ typedef struct {
   const char *model_dir;      /* NULL: the one recorded in the checkpoint */
   const char *out_dir;
   int64_t max_shard_bytes;    /* 0: 4 GiB */
+  const char *format;         /* "gptq" (NULL: gptq) or "compressed-tensors" */
 } qz_export_opts;
 
-/* Checkpoint -> GPTQ v1 safetensors (qweight int32 [in*bits/32, out],
- * qzeros int32 [groups, out*bits/32] holding zero-1, scales f16
- * [groups, out], g_idx i32 [in]) + config.json with quantization_config,
- * quantize_config.json, other tensors copied in their source dtype,
- * tokenizer files copied. Streams one linear at a time (rank 0 writes).
- * Collective on comm. */
-int qz_export_gptq(MPI_Comm comm, const qz_export_opts *o);
+/* Checkpoint -> Hugging Face model directory in o->format:
+ *  gptq: GPTQ v1 safetensors (qweight int32 [in*bits/32, out], qzeros int32
+ *    [groups, out*bits/32] holding zero-1, scales f16 [groups, out], g_idx
+ *    i32 [in]) + quantization_config (quant_method gptq) and
+ *    quantize_config.json;
+ *  compressed-tensors: int-quantized (weight i8 [out, in], weight_scale f32
+ *    [out, 1]) + quantization_config (quant_method compressed-tensors, int8
+ *    per-channel weights, dynamic per-token int8 activations when the
+ *    checkpoint expects them: SmoothQuant W8A8); 8-bit symmetric per-channel
+ *    checkpoints only.
+ * Both: RMSNorm weights with folded scales from the checkpoint (f32), other
+ * tensors copied in their source dtype, tokenizer files copied. Streams one
+ * linear at a time (rank 0 writes). Collective on comm. */
+int qz_export(MPI_Comm comm, const qz_export_opts *o);
 
 #ifdef __cplusplus
 }

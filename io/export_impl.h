@@ -1,0 +1,58 @@
+/* Internal to io/export*.c: the common checkpoint -> Hugging Face walk and
+ * the per-format hooks. Not installed, not used outside io/. */
+#ifndef MPIQUANT_IO_EXPORT_IMPL_H
+#define MPIQUANT_IO_EXPORT_IMPL_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "mpiquant/ckpt.h"
+#include "mpiquant/safetensors.h"
+
+/* Output safetensors shards, filled in name order by rank 0. */
+typedef struct {
+  const char *out_dir;
+  int64_t max_bytes, cur_bytes;
+  int nshards;
+  qz_st_writer *w;
+  json_t *weight_map; /* name -> temp shard index */
+  int64_t total_bytes;
+} qz_export_shards;
+
+/* Add one tensor (rank 0 only). Not collective. */
+int qz_export_shards_add(qz_export_shards *s, const char *name, qz_dtype dt, int nd,
+                         const int64_t *shape, const void *data, int64_t bytes);
+
+/* Totals a format reports after the walk. */
+typedef struct {
+  int64_t zero_zero;   /* GPTQ: (row, group) zero points of 0 */
+  int act_bits;        /* activation bits the checkpoint expects (0: none) */
+} qz_export_counts;
+
+typedef struct {
+  const char *name;             /* --format value */
+  /* Read the linear `mod` of block `layer` from the checkpoint (collective:
+   * every rank calls it; rank 0 receives the rows), convert it and add its
+   * tensors with qz_export_shards_add on rank 0. Fails (on every rank, same
+   * message) when the format cannot hold it. *meta receives its attributes. */
+  int (*linear)(qz_ckpt *ck, int rank, qz_export_shards *ss, int layer,
+                const char *mod, qz_ckpt_linear_meta *meta, qz_export_counts *n);
+  /* quantization_config from the first linear's attributes and the
+   * checkpoint's activation bits (new reference). */
+  json_t *(*quant_config)(const qz_ckpt_linear_meta *first, int act_bits);
+  /* also write quantization_config as quantize_config.json (AutoGPTQ) */
+  int quantize_config_json;
+  /* warnings after a successful export (rank 0) */
+  void (*report)(const qz_ckpt_linear_meta *first, const qz_export_counts *n);
+} qz_export_format;
+
+extern const qz_export_format qz_export_format_gptq;
+extern const qz_export_format qz_export_format_ct;
+
+/* A linear with a sparse full-precision part cannot be exported in a plain
+ * integer layout: QZ_ERR_UNSUPPORTED naming it. Collective on the
+ * checkpoint's communicator. */
+int qz_export_refuse_outliers(qz_ckpt *ck, int layer, const char *mod,
+                              const char *format);
+
+#endif

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# SmoothQuant W8A8 -> export --format compressed-tensors -> independent numpy
+# reader and W8A8 forward (tests/export_ct_check.py); formats that cannot hold
+# a checkpoint fail clearly, naming the linear.
+#   export_ct.sh NP
+set -uo pipefail
+np=$1
+S=${QZ_SHARED_DIR:?} B=${MPIQUANT_BIN:?} T=${QZ_TEST_TMP:?}
+export HDF5_PLUGIN_PATH="$QZ_BUILD_DIR/h5plugin"
+rm -rf "$T"; mkdir -p "$T"
+run() { "${MPIEXEC:-mpiexec}" -n "$np" "$B" "$@"; }
+fail() { echo "FAIL: $*"; exit 1; }
+M="$S/models/stories260K-hf"
+run quantize --model "$M" --calib "$S/data/tinystories_valid_head.txt" --nsamples 32 --seqlen 256 \
+  --method smoothquant --alpha 0.5 --out "$T/ck" -q || fail quantize
+run export --ckpt "$T/ck" --out "$T/exp" --format compressed-tensors || fail export
+for f in config.json model.safetensors tokenizer.json; do [ -f "$T/exp/$f" ] || fail "export lacks $f"; done
+[ -f "$T/exp/quantize_config.json" ] && fail "quantize_config.json is GPTQ-only"
+"$B" tokenize --model "$M" --text "$S/data/tinystories_valid_head.txt" --window 256 --out "$T/ids.txt" -q \
+  || fail tokenize
+run eval --ckpt "$T/ck" --tokens "$T/ids.txt" --seqlen 256 --windows 32 --json -q > "$T/eval.json" || fail eval
+/usr/bin/python3 "$QZ_SOURCE_DIR/tests/export_ct_check.py" "$T/exp" "$T/ck" "$M" "$T/ids.txt" 32 "$T/eval.json" \
+  || fail "independent compressed-tensors check"
+# W8A8 codes have no GPTQ layout; 4-bit group codes have no int-quantized one
+out=$(run export --ckpt "$T/ck" --out "$T/g" 2>&1); rc=$?
+[ $rc -eq 11 ] && grep -q "was quantized with 'smoothquant', which has no GPTQ export" <<<"$out" \
+  || { echo "$out"; fail "gptq export of a smoothquant checkpoint: rc $rc"; }
+run quantize --model "$M" --method rtn --bits 4 --group 32 --out "$T/rtn" -q || fail rtn
+out=$(run export --ckpt "$T/rtn" --out "$T/c" --format compressed-tensors 2>&1); rc=$?
+[ $rc -eq 11 ] && grep -q "model.layers.0.mlp.down_proj: the compressed-tensors int-quantized export holds 8-bit symmetric per-channel" <<<"$out" \
+  || { echo "$out"; fail "compressed-tensors export of rtn w4: rc $rc"; }
+out=$(run export --ckpt "$T/rtn" --out "$T/c" --format awq 2>&1); rc=$?
+[ $rc -eq 2 ] && grep -q "unknown --format 'awq' (supported: gptq, compressed-tensors)" <<<"$out" \
+  || { echo "$out"; fail "unknown format: rc $rc"; }
+echo "export_ct: 1 passed, 0 failed"
