@@ -59,6 +59,11 @@ set_tests_properties(awq_w4g32_stories_np3 awq_w3g32_stories_np2
 # AWQ folding identity: scales folded, not quantized -> same logits (1e-4)
 qz_test_program(qzt_awq_fold mpi/test_awq_fold.c)
 qz_add_mpi_test(NAME awq_fold COMMAND $<TARGET_FILE:qzt_awq_fold> TIMEOUT 900)
+# the o_proj <- v_proj search needs a model without GQA: a synthetic one
+foreach(np 1 3)
+  qz_add_test(NAME awq_fold_mha_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/awq_mha.sh ${np} $<TARGET_FILE:qzt_awq_fold>)
+endforeach()
 # the llm-awq quantizer and the SmoothQuant int8 quantizer on planted rows
 qz_test_program(qzt_awq_quant unit/test_awq_quant.c)
 qz_add_test(NAME awq_quant COMMAND qzt_awq_quant TIMEOUT 60)

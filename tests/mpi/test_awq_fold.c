@@ -3,7 +3,11 @@
  * quantized gives the same logits as the original model (max abs diff
  * <= 1e-4), on stories260K and babyllama, 8 calibration windows split over
  * the ranks.  Also: the search ratios are the same at every rank count
- * (compared with rank 0's 1-rank run through a sub-communicator). */
+ * (compared with rank 0's 1-rank run through a sub-communicator).
+ * With arguments MODEL_DIR CALIB_IDS (tests/awq_mha.sh: a synthetic model
+ * without grouped-query attention) the same checks run on that model, and
+ * the o_proj <- v_proj search must apply and pick a nonzero ratio in some
+ * block, so its fold (v_proj rows / s, o_proj columns * s) is exercised. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +27,7 @@
 
 static int run_model(MPI_Comm comm, const char *mdir, const char *calib,
                      double *ratios /* [nblocks * 4] */, int check_logits) {
+  for (int k = 0; k < 5 * 4; k++) ratios[k] = -2.0;
   int rank, size;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
@@ -47,7 +52,9 @@ static int run_model(MPI_Comm comm, const char *mdir, const char *calib,
   QZT_OK(qz_fwd_embed(fb, &head, ids + first * L));
   qz_awq_opts o = qz_awq_opts_default(4, 32);
   o.clip = 0; /* clipping changes the function; folding must not */
-  int changed = 0;
+  int changed = 0, o_scaled = 0;
+  const int mha = cfg->num_key_value_heads == cfg->num_attention_heads;
+  QZT_CHECK(cfg->num_hidden_layers <= 5, "%s: at most 5 blocks here", mdir);
   for (int b = 0; b < (int)cfg->num_hidden_layers; b++) {
     QZT_OK(qz_model_load_block(m, b, &w));
     float n0 = w.attn_norm[0], n1 = w.ffn_norm[0];
@@ -56,10 +63,17 @@ static int run_model(MPI_Comm comm, const char *mdir, const char *calib,
     QZT_OK(qz_fwd_block_commit(fa)); /* original block's output */
     QZT_OK(qz_fwd_block(fb, &w));    /* folded block */
     changed += w.attn_norm[0] != n0 || w.ffn_norm[0] != n1;
-    QZT_CHECK(!r.applied[QZ_AWQ_O], "block %d: o_proj scaled on a GQA model", b);
+    QZT_CHECK(r.applied[QZ_AWQ_O] == mha, "block %d: o_proj search %s on a %s model", b,
+              r.applied[QZ_AWQ_O] ? "applied" : "skipped", mha ? "MHA" : "GQA");
+    o_scaled += r.applied[QZ_AWQ_O] && r.ratio[QZ_AWQ_O] > 0.0;
     for (int k = 0; k < 4; k++) ratios[b * 4 + k] = r.ratio[k];
   }
   QZT_CHECK(changed > 0, "%s: no scale was folded (all ratios 0?)", mdir);
+  if (mha && rank == 0)
+    printf("%s: o_proj <- v_proj ratios:", mdir);
+  for (int b = 0; mha && rank == 0 && b < (int)cfg->num_hidden_layers; b++)
+    printf(" %.2f%s", ratios[b * 4 + QZ_AWQ_O], b + 1 == (int)cfg->num_hidden_layers ? "\n" : "");
+  QZT_CHECK(!mha || o_scaled > 0, "%s: MHA model but no block scaled o_proj", mdir);
   if (check_logits) {
     int64_t T = count * L, V = head.vocab;
     QZT_OK(qz_alloc((size_t)(T > 0 ? T : 1) * (size_t)V, 4, "logits", &la));
@@ -96,10 +110,15 @@ int main(int argc, char **argv) {
   static const char *models[2][2] = {
       {"models/stories260K-hf", "golden/calib/stories260K_calib_ids.txt"},
       {"models/babyllama-tok105-hf", "golden/calib/babyllama_calib_ids.txt"}};
-  for (int i = 0; i < 2; i++) {
+  const int given = argc >= 3;
+  for (int i = 0; i < (given ? 1 : 2); i++) {
     char md[4096], cf[4096];
     snprintf(md, sizeof md, "%s/%s", S, models[i][0]);
     snprintf(cf, sizeof cf, "%s/%s", S, models[i][1]);
+    if (given) {
+      snprintf(md, sizeof md, "%s", argv[1]);
+      snprintf(cf, sizeof cf, "%s", argv[2]);
+    }
     double r[5 * 4], r1[5 * 4];
     run_model(MPI_COMM_WORLD, md, cf, r, 1);
     /* rank 0 alone: same ratios */
