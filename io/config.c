@@ -136,6 +136,66 @@ static int arch_from_model_type(const char *mt, char *arch, size_t len) {
   return 1;
 }
 
+/* One quantization args object (weights or input_activations) of a
+ * compressed-tensors config group, checked against what mpiquant reads:
+ * int, symmetric, `bits`-wide (0 = any <= 8 written to *bits), strategy
+ * `strategy`, dynamic `dynamic`. */
+static int ct_args(json_t *a, const char *origin, const char *where, const char *strategy,
+                   int dynamic, int *bits) {
+  json_t *nb = json_object_get(a, "num_bits"), *ty = json_object_get(a, "type"),
+         *sy = json_object_get(a, "symmetric"), *str = json_object_get(a, "strategy"),
+         *dy = json_object_get(a, "dynamic");
+  int ok = json_is_integer(nb) && json_is_string(ty) && !strcmp(json_string_value(ty), "int") &&
+           json_is_true(sy) && json_is_string(str) &&
+           !strcmp(json_string_value(str), strategy) &&
+           (dynamic ? json_is_true(dy) : (!dy || json_is_false(dy)));
+  int b = ok ? (int)json_integer_value(nb) : 0;
+  ok = ok && (*bits ? b == *bits : b >= 2 && b <= 8);
+  QZ_CHECK(ok, QZ_ERR_UNSUPPORTED,
+           "%s: quantization_config %s must be %d-bit int, symmetric, strategy '%s'%s "
+           "(compressed-tensors W8A8/W8A16 as mpiquant export writes it)",
+           origin, where, *bits ? *bits : 8, strategy, dynamic ? ", dynamic" : ", static");
+  *bits = b;
+  return QZ_OK;
+}
+
+/* quantization_config: absent (plain model) or compressed-tensors
+ * int-quantized with int8 per-channel weights and optional dynamic per-token
+ * int activations; anything else is refused with what is supported. */
+static int parse_quant(json_t *root, const char *origin, qz_model_config *c) {
+  json_t *q = json_object_get(root, "quantization_config");
+  if (!q || json_is_null(q)) return QZ_OK;
+  json_t *m = json_object_get(q, "quant_method"), *f = json_object_get(q, "format");
+  const char *ms = json_is_string(m) ? json_string_value(m) : "?";
+  QZ_CHECK(!strcmp(ms, "compressed-tensors"), QZ_ERR_UNSUPPORTED,
+           "%s: quantization_config.quant_method is '%s'; mpiquant reads unquantized "
+           "models and compressed-tensors int-quantized exports (evaluate a mpiquant "
+           "checkpoint with eval --ckpt)", origin, ms);
+  const char *fs = json_is_string(f) ? json_string_value(f) : "?";
+  QZ_CHECK(!strcmp(fs, "int-quantized"), QZ_ERR_UNSUPPORTED,
+           "%s: compressed-tensors format '%s' is not supported (only int-quantized)",
+           origin, fs);
+  json_t *groups = json_object_get(q, "config_groups");
+  QZ_CHECK(json_is_object(groups) && json_object_size(groups) > 0, QZ_ERR_FORMAT,
+           "%s: quantization_config.config_groups is missing", origin);
+  const char *gk;
+  json_t *g;
+  int act = -1;
+  json_object_foreach(groups, gk, g) {
+    int wb = 8, ab = 0;
+    QZ_CALL(ct_args(json_object_get(g, "weights"), origin, "weights", "channel", 0, &wb));
+    json_t *ia = json_object_get(g, "input_activations");
+    if (ia && !json_is_null(ia))
+      QZ_CALL(ct_args(ia, origin, "input_activations", "token", 1, &ab));
+    QZ_CHECK(act < 0 || act == ab, QZ_ERR_UNSUPPORTED,
+             "%s: config groups with different activation quantization", origin);
+    act = ab;
+  }
+  c->ct_int8 = 1;
+  c->ct_act_bits = act;
+  return QZ_OK;
+}
+
 static int parse_root(json_t *root, const char *origin, qz_model_config *c) {
   QZ_CHECK(json_is_object(root), QZ_ERR_FORMAT,
            "%s: config must be a JSON object", origin);
@@ -224,6 +284,7 @@ static int parse_root(json_t *root, const char *origin, qz_model_config *c) {
            json_is_string(dt) ? json_string_value(dt) : "");
   QZ_CALL(get_token_id(root, origin, "bos_token_id", &c->bos_token_id));
   QZ_CALL(get_token_id(root, origin, "eos_token_id", &c->eos_token_id));
+  QZ_CALL(parse_quant(root, origin, c));
   return QZ_OK;
 }
 
@@ -328,14 +389,20 @@ int qz_linear_has_bias(const qz_model_config *c, qz_linear l) {
   }
 }
 
-static int expect(const qz_st *st, const char *name, int ndim, int64_t d0,
-                  int64_t d1, const char *why) {
+static int expect_q(const qz_st *st, const char *name, int ndim, int64_t d0,
+                    int64_t d1, const char *why, int allow_i8) {
   const qz_tensor_info *ti = qz_st_find(st, name);
   QZ_CHECK(ti, QZ_ERR_FORMAT, "%s: tensor '%s' is missing (config.json implies "
            "it: %s)", qz_st_origin(st), name, why);
-  QZ_CHECK(qz_dtype_is_float(ti->dtype), QZ_ERR_FORMAT,
+  if (ti->dtype == QZ_DT_I8 && allow_i8) {
+    QZ_CHECK(qz_st_is_int8_scaled(st, name), QZ_ERR_FORMAT,
+             "%s: tensor '%s' is I8 but '%s_scale' (float, [%lld, 1]) is missing or "
+             "malformed", ti->file, name, name, (long long)ti->shape[0]);
+  } else {
+    QZ_CHECK(qz_dtype_is_float(ti->dtype), QZ_ERR_FORMAT,
            "%s: tensor '%s' has dtype %s, expected a float dtype (F32, F16, "
            "BF16, F64)", ti->file, name, qz_dtype_name(ti->dtype));
+  }
   int ok = ti->ndim == ndim && ti->shape[0] == d0 && (ndim < 2 || ti->shape[1] == d1);
   if (!ok) {
     char found[160] = "[";
@@ -352,6 +419,11 @@ static int expect(const qz_st *st, const char *name, int ndim, int64_t d0,
             "[%lld] (%s)", ti->file, name, found, (long long)d0, why);
   }
   return QZ_OK;
+}
+
+static int expect(const qz_st *st, const char *name, int ndim, int64_t d0,
+                  int64_t d1, const char *why) {
+  return expect_q(st, name, ndim, d0, d1, why, 0);
 }
 
 static void linear_why(const qz_model_config *c, qz_linear l, char *buf,
@@ -397,7 +469,7 @@ int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
       qz_linear_shape(c, (qz_linear)k, &o, &i);
       linear_why(c, (qz_linear)k, why, sizeof why);
       qz_linear_tensor(name, sizeof name, l, (qz_linear)k, "weight");
-      QZ_CALL(expect(st, name, 2, o, i, why));
+      QZ_CALL(expect_q(st, name, 2, o, i, why, c->ct_int8));
       if (qz_linear_has_bias(c, (qz_linear)k)) {
         qz_linear_tensor(name, sizeof name, l, (qz_linear)k, "bias");
         QZ_CALL(expect(st, name, 1, o, 0, "the config enables biases"));

@@ -703,17 +703,65 @@ int qz_st_data(const qz_st *st, const char *name, const void **data) {
   return QZ_OK;
 }
 
+/* compressed-tensors int-quantized: `X.weight` I8 [out, in] with a float
+ * `X.weight_scale` of out elements ([out, 1] or [out]); the f32 weight is
+ * q * scale[row]. Returns the scale's info, or NULL when `name` is not such
+ * a tensor. Not collective. */
+static const qz_tensor_info *i8_scale_of(const qz_st *st, const qz_tensor_info *ti) {
+  if (ti->dtype != QZ_DT_I8 || ti->ndim != 2) return NULL;
+  char sn[512];
+  if (snprintf(sn, sizeof sn, "%s_scale", ti->name) >= (int)sizeof sn) return NULL;
+  const qz_tensor_info *si = qz_st_find(st, sn);
+  if (!si || !qz_dtype_is_float(si->dtype) || si->nelem != ti->shape[0] ||
+      si->shape[0] != ti->shape[0])
+    return NULL;
+  return si;
+}
+
+int qz_st_is_int8_scaled(const qz_st *st, const char *name) {
+  const qz_tensor_info *ti = qz_st_find(st, name);
+  return ti && i8_scale_of(st, ti) != NULL;
+}
+
+static int read_i8_scaled(qz_st *st, const qz_tensor_info *ti, const qz_tensor_info *si,
+                          int64_t row0, int64_t nrows, float *dst) {
+  int64_t rows = ti->shape[0], rowlen = ti->shape[1];
+  QZ_CHECK(row0 >= 0 && nrows >= 0 && row0 <= rows && nrows <= rows - row0,
+           QZ_ERR_ARG, "%s: tensor '%s': rows [%lld, %lld) requested, tensor "
+           "has %lld rows", ti->file, ti->name, (long long)row0,
+           (long long)(row0 + nrows), (long long)rows);
+  if (nrows == 0) return QZ_OK;
+  float *sc = NULL;
+  QZ_CALL(qz_alloc((size_t)nrows, sizeof(float), "weight_scale rows", &sc));
+  int rc = qz_st_read_f32(st, si->name, row0, nrows, sc);
+  if (rc != QZ_OK) {
+    free(sc);
+    QZ_CALL(rc);
+  }
+  const st_tensor *t = (const st_tensor *)ti;
+  const st_file *f = &st->files[t->file];
+  const int8_t *src = (const int8_t *)(f->base + f->data_start + t->begin) + row0 * rowlen;
+  for (int64_t r = 0; r < nrows; r++)
+    for (int64_t j = 0; j < rowlen; j++)
+      dst[r * rowlen + j] = (float)src[r * rowlen + j] * sc[r];
+  free(sc);
+  __atomic_fetch_add(&st->bytes_read, nrows * rowlen, __ATOMIC_RELAXED);
+  return QZ_OK;
+}
+
 int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
                    float *dst /* [nrows, rowlen] */) {
   const qz_tensor_info *ti;
   QZ_CALL(qz_st_get(st, name, &ti));
+  const qz_tensor_info *si = i8_scale_of(st, ti);
+  if (si) return read_i8_scaled(st, ti, si, row0, nrows, dst);
   const st_tensor *t = (const st_tensor *)ti;
   QZ_CHECK(qz_dtype_is_float(ti->dtype),
            ti->dtype == QZ_DT_F8_E4M3 || ti->dtype == QZ_DT_F8_E5M2
                ? QZ_ERR_UNSUPPORTED : QZ_ERR_FORMAT,
            "%s: tensor '%s' has dtype %s, which cannot be converted to f32 "
-           "(supported: F64, F32, F16, BF16)", ti->file, name,
-           qz_dtype_name(ti->dtype));
+           "(supported: F64, F32, F16, BF16; I8 with a '%s_scale' tensor)", ti->file, name,
+           qz_dtype_name(ti->dtype), name);
   int64_t rows = ti->ndim == 0 ? 1 : ti->shape[0];
   int64_t rowlen = rows ? ti->nelem / rows : 0;
   QZ_CHECK(row0 >= 0 && nrows >= 0 && row0 <= rows && nrows <= rows - row0,

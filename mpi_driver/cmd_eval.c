@@ -151,6 +151,9 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
             done_blocks, qz_ckpt_nblocks(cks.ck), o.model);
   }
   QZ_CALL_DONE(qz_model_open(ctx->comm, o.model, &m));
+  QZ_CHECK_DONE(!cks.ck || !qz_model_config_of(m)->ct_int8, QZ_ERR_ARG,
+                "eval --ckpt needs the unquantized source model, but %s is a "
+                "compressed-tensors export", o.model);
   if (cks.ck)
     QZ_CHECK_DONE(qz_ckpt_nblocks(cks.ck) == qz_model_config_of(m)->num_hidden_layers,
                   QZ_ERR_ARG, "checkpoint %s has %d blocks, model %s has %lld",
@@ -195,6 +198,11 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
     if (eo.act_quant_bits)
       qz_info("eval: checkpoint activations: int%d per token, dynamic, symmetric, "
               "at the input of every linear", eo.act_quant_bits);
+  } else if (cfg->ct_int8) {
+    eo.act_quant_bits = cfg->ct_act_bits; /* compressed-tensors W8A8 export */
+    qz_info("eval: compressed-tensors int-quantized model: int8 per-channel weights%s",
+            eo.act_quant_bits ? ", int8 per-token dynamic activations at every linear input"
+                              : " (W8A16)");
   }
   qz_eval_result r;
   QZ_CALL_DONE(qz_eval_ppl(m, ids, nwin, &eo, &r));

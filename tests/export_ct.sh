@@ -21,6 +21,15 @@ for f in config.json model.safetensors tokenizer.json; do [ -f "$T/exp/$f" ] || 
 run eval --ckpt "$T/ck" --tokens "$T/ids.txt" --seqlen 256 --windows 32 --json -q > "$T/eval.json" || fail eval
 /usr/bin/python3 "$QZ_SOURCE_DIR/tests/export_ct_check.py" "$T/exp" "$T/ck" "$M" "$T/ids.txt" 32 "$T/eval.json" \
   || fail "independent compressed-tensors check"
+# mpiquant reads the export back (int8 weights x weight_scale, int8 activations
+# from its quantization_config): the same perplexity as the checkpoint, to the bit
+run eval --model "$T/exp" --tokens "$T/ids.txt" --seqlen 256 --windows 32 --json -q > "$T/eval_exp.json" \
+  || fail "eval of the export"
+a=$(grep -o '"nll_sum":[^,]*' "$T/eval.json"); b=$(grep -o '"nll_sum":[^,]*' "$T/eval_exp.json")
+[ -n "$a" ] && [ "$a" = "$b" ] || fail "eval --model EXPORT ($b) != eval --ckpt ($a)"
+out=$(run quantize --model "$T/exp" --calib "$S/data/tinystories_valid_head.txt" --out "$T/q2" 2>&1); rc=$?
+[ $rc -eq 3 ] && grep -q "is already quantized (compressed-tensors int-quantized)" <<<"$out" \
+  || { echo "$out"; fail "quantize of an export: rc $rc"; }
 # W8A8 codes have no GPTQ layout; 4-bit group codes have no int-quantized one
 out=$(run export --ckpt "$T/ck" --out "$T/g" 2>&1); rc=$?
 [ $rc -eq 11 ] && grep -q "was quantized with 'smoothquant', which has no GPTQ export" <<<"$out" \
@@ -29,6 +38,12 @@ run quantize --model "$M" --method rtn --bits 4 --group 32 --out "$T/rtn" -q || 
 out=$(run export --ckpt "$T/rtn" --out "$T/c" --format compressed-tensors 2>&1); rc=$?
 [ $rc -eq 11 ] && grep -q "model.layers.0.mlp.down_proj: the compressed-tensors int-quantized export holds 8-bit symmetric per-channel" <<<"$out" \
   || { echo "$out"; fail "compressed-tensors export of rtn w4: rc $rc"; }
+run export --ckpt "$T/rtn" --out "$T/g4" -q 2>/dev/null && fail "rtn w4 of stories260K has no GPTQ layout (in 172)"
+"$B" quantize --model "$S/models/babyllama-tok105-hf" --method rtn --bits 4 --group 32 --out "$T/rtnb" -q \
+  && "$B" export --ckpt "$T/rtnb" --out "$T/g4b" -q || fail "babyllama rtn export"
+out=$("$B" eval --model "$T/g4b" --data "$S/data/tinystories_valid_head.txt" --windows 1 2>&1); rc=$?
+[ $rc -eq 11 ] && grep -q "quantization_config.quant_method is 'gptq'; mpiquant reads unquantized" <<<"$out" \
+  || { echo "$out"; fail "eval of a GPTQ export: rc $rc"; }
 out=$(run export --ckpt "$T/rtn" --out "$T/c" --format awq 2>&1); rc=$?
 [ $rc -eq 2 ] && grep -q "unknown --format 'awq' (supported: gptq, compressed-tensors)" <<<"$out" \
   || { echo "$out"; fail "unknown format: rc $rc"; }

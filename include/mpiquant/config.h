@@ -38,6 +38,11 @@ typedef struct {
   int mlp_bias;
   char torch_dtype[16];
   int64_t bos_token_id, eos_token_id; /* -1 if absent */
+  /* quantization_config of a compressed-tensors int-quantized export: linear
+   * weights may be I8 with a `weight_scale` (read dequantized);
+   * ct_act_bits > 0: dynamic per-token symmetric int activations at every
+   * linear input (W8A8). Both 0 for a plain model. */
+  int ct_int8, ct_act_bits;
 } qz_model_config;
 
 /* Parse `path` (config.json, or a directory holding it). Missing required

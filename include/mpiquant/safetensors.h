@@ -80,9 +80,14 @@ int qz_st_data(const qz_st *st, const char *name, const void **data);
 
 /* Rows [row0, row0 + nrows) along dim 0 (a row = product of the other dims;
  * a 1-D tensor has rows of one element) converted from any float dtype
- * (F64/F32/F16/BF16) to f32 into dst. */
+ * (F64/F32/F16/BF16) to f32 into dst. A compressed-tensors int-quantized
+ * weight (I8 [out, in] `X` with a float `X_scale` of out elements) reads as
+ * its dequantized value q * scale[row]. Not collective. */
 int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
                    float *dst);
+/* 1 when `name` is an I8 [out, in] tensor with a float `name_scale` of out
+ * elements (read by qz_st_read_f32 as q * scale). Not collective. */
+int qz_st_is_int8_scaled(const qz_st *st, const char *name);
 
 /* Bytes of tensor data converted/copied out so far (for "read once" checks). */
 int64_t qz_st_bytes_read(const qz_st *st);

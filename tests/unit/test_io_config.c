@@ -103,6 +103,56 @@ static void test_others(void) {
   QZT_CHECK(strcmp(nm, "model.layers.3.mlp.up_proj.bias") == 0, "tensor name");
 }
 
+/* quantization_config: compressed-tensors int-quantized is read (W8A8 /
+ * W8A16), everything else refused with what is supported. */
+static void test_quant_config(void) {
+  const char *base = "{\"model_type\":\"llama\",\"hidden_size\":64,"
+                     "\"intermediate_size\":128,\"num_hidden_layers\":1,"
+                     "\"num_attention_heads\":4,\"vocab_size\":100,"
+                     "\"quantization_config\":%s}";
+  const char *w8 = "\"weights\":{\"num_bits\":8,\"type\":\"int\",\"symmetric\":true,"
+                   "\"strategy\":\"channel\",\"dynamic\":false}";
+  const char *a8 = "\"input_activations\":{\"num_bits\":8,\"type\":\"int\","
+                   "\"symmetric\":true,\"strategy\":\"token\",\"dynamic\":true}";
+  char q[1024], j[2048];
+  qz_model_config c;
+  snprintf(q, sizeof q, "{\"quant_method\":\"compressed-tensors\",\"format\":"
+           "\"int-quantized\",\"config_groups\":{\"group_0\":{\"targets\":[\"Linear\"],"
+           "%s,%s}}}", w8, a8);
+  snprintf(j, sizeof j, base, q);
+  if (QZT_OK(qz_config_parse(j, strlen(j), "w8a8", &c)))
+    QZT_CHECK(c.ct_int8 == 1 && c.ct_act_bits == 8, "W8A8: int8 weights, int8 activations");
+  snprintf(q, sizeof q, "{\"quant_method\":\"compressed-tensors\",\"format\":"
+           "\"int-quantized\",\"config_groups\":{\"g\":{%s,\"input_activations\":null}}}",
+           w8);
+  snprintf(j, sizeof j, base, q);
+  if (QZT_OK(qz_config_parse(j, strlen(j), "w8a16", &c)))
+    QZT_CHECK(c.ct_int8 == 1 && c.ct_act_bits == 0, "W8A16: no activation quantization");
+  snprintf(j, sizeof j, base, "null");
+  if (QZT_OK(qz_config_parse(j, strlen(j), "plain", &c)))
+    QZT_CHECK(c.ct_int8 == 0 && c.ct_act_bits == 0, "quantization_config null");
+  snprintf(j, sizeof j, base, "{\"quant_method\":\"gptq\",\"bits\":4}");
+  QZT_FAILS(qz_config_parse(j, strlen(j), "gptq", &c), QZ_ERR_UNSUPPORTED,
+            "quantization_config.quant_method is 'gptq'; mpiquant reads unquantized");
+  snprintf(j, sizeof j, base, "{\"quant_method\":\"compressed-tensors\",\"format\":"
+           "\"pack-quantized\"}");
+  QZT_FAILS(qz_config_parse(j, strlen(j), "pack", &c), QZ_ERR_UNSUPPORTED,
+            "compressed-tensors format 'pack-quantized' is not supported");
+  snprintf(q, sizeof q, "{\"quant_method\":\"compressed-tensors\",\"format\":"
+           "\"int-quantized\",\"config_groups\":{\"g\":{\"weights\":{\"num_bits\":8,"
+           "\"type\":\"int\",\"symmetric\":false,\"strategy\":\"channel\"}}}}");
+  snprintf(j, sizeof j, base, q);
+  QZT_FAILS(qz_config_parse(j, strlen(j), "asym", &c), QZ_ERR_UNSUPPORTED,
+            "quantization_config weights must be 8-bit int, symmetric, strategy 'channel'");
+  snprintf(q, sizeof q, "{\"quant_method\":\"compressed-tensors\",\"format\":"
+           "\"int-quantized\",\"config_groups\":{\"g\":{%s,\"input_activations\":"
+           "{\"num_bits\":8,\"type\":\"int\",\"symmetric\":true,\"strategy\":\"tensor\","
+           "\"dynamic\":false}}}}", w8);
+  snprintf(j, sizeof j, base, q);
+  QZT_FAILS(qz_config_parse(j, strlen(j), "static", &c), QZ_ERR_UNSUPPORTED,
+            "input_activations must be 8-bit int, symmetric, strategy 'token', dynamic");
+}
+
 static void test_real_model(void) {
   const char *sh = qzt_shared();
   if (!sh) return;
@@ -150,6 +200,7 @@ int main(int argc, char **argv) {
   qzt_init(&argc, &argv);
   test_405b();
   test_others();
+  test_quant_config();
   test_real_model();
   return qzt_finish("io_config");
 }
