@@ -703,6 +703,21 @@ int qz_st_data(const qz_st *st, const char *name, const void **data) {
   return QZ_OK;
 }
 
+/* Drop this process's mapping of the whole pages inside [p, p + len) of a
+ * mmapped file once their rows are converted: a read-only private file
+ * mapping re-reads from the page cache if touched again, so nothing changes
+ * but RSS, which otherwise grows by every byte read (1.8 GiB per rank for a
+ * 70B block) and looks like a leak next to the real buffers. */
+static void drop_pages(const st_file *f, const uint8_t *p, int64_t len) {
+  if (!f->mapped || len <= 0) return;
+  static long pg = 0;
+  if (pg <= 0) pg = sysconf(_SC_PAGESIZE);
+  if (pg <= 0) return;
+  uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+  uintptr_t b = ((uintptr_t)p + (uintptr_t)len) & ~((uintptr_t)pg - 1);
+  if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
 /* compressed-tensors int-quantized: `X.weight` I8 [out, in] with a float
  * `X.weight_scale` of out elements ([out, 1] or [out]); the f32 weight is
  * q * scale[row]. Returns the scale's info, or NULL when `name` is not such
@@ -745,6 +760,7 @@ static int read_i8_scaled(qz_st *st, const qz_tensor_info *ti, const qz_tensor_i
     for (int64_t j = 0; j < rowlen; j++)
       dst[r * rowlen + j] = (float)src[r * rowlen + j] * sc[r];
   free(sc);
+  drop_pages(f, (const uint8_t *)src, nrows * rowlen);
   __atomic_fetch_add(&st->bytes_read, nrows * rowlen, __ATOMIC_RELAXED);
   return QZ_OK;
 }
@@ -801,6 +817,7 @@ int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
     QZ_FAIL(QZ_ERR_INTERNAL, "unhandled float dtype %s",
             qz_dtype_name(ti->dtype));
   }
+  drop_pages(f, src, n * ds);
   __atomic_fetch_add(&st->bytes_read, n * ds, __ATOMIC_RELAXED); /* concurrent readers */
   return QZ_OK;
 }

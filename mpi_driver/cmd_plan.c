@@ -169,7 +169,7 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
          qz_fmt_bytes(m->hessian_ideal, (char[32]){0}, 32));
   printf("  %-44s %12s\n", "factor panel exchange (kept per Hessian)",
          gib(m->factor_xbuf, a, sizeof a));
-  printf("  %-44s %12s\n", "mapped safetensors pages (embedding + block)",
+  printf("  %-44s %12s\n", "mapped safetensors pages (largest slice read)",
          gib(m->io_pages, a, sizeof a));
   printf("  %-44s %12s\n", "transient: Hessian row buffer (widest)", gib(m->rows, a, sizeof a));
   printf("  %-44s %12s\n", "transient: Hessian panels + reduce-scatter", gib(m->flush, a, sizeof a));

@@ -72,7 +72,7 @@ typedef struct {
   double flush;        /* Hessian panel + reduce-scatter buffers (transient) */
   double prepare;      /* factor redistribution batch (transient) */
   double gptq;         /* per-rank row buffers of the largest linear (transient) */
-  double io_pages;     /* mapped safetensors pages this rank touched */
+  double io_pages;     /* mapped safetensors pages of the largest row slice being read */
   double embed_phase;  /* peak while embedding */
   double block_phase;  /* peak while quantizing a block */
   double peak;         /* max of the two */

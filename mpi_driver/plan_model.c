@@ -6,7 +6,8 @@
  * QZ_HESSIAN_PANEL_BYTES, QZ_GPTQ_ROW_TILE, QZ_FWD_QBLOCK, the grid shape
  * and numroc) so the tests can compare the formulas with the real objects
  * (qz_fwd_bytes, qz_hessian_bytes, qz_block_weights_alloc).  Resident set =
- * touched anonymous memory + the mapped file pages this rank read. */
+ * touched anonymous memory + the mapped file pages of the row slice being
+ * converted (dropped after each read). */
 #include <math.h>
 #include <string.h>
 
@@ -121,17 +122,20 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
   }
   double V = (double)c->vocab_size, H = (double)c->hidden_size;
   m->embed = in->gptq ? 4.0 * V * H : 0.0;
-  /* mapped pages: this rank's row slices of the embedding and of a block */
+  /* mapped pages: a row slice is resident while it is converted, then
+   * dropped (qz_st_read_f32: madvise DONTNEED), so only the largest single
+   * slice counts: this rank's rows of the embedding while embedding, of the
+   * largest linear in the block phase */
   double disk = in->disk_dtype_bytes;
   double embed_pages = in->gptq ? disk * ceil_div(c->vocab_size, P) * H : 0.0;
   double block_pages = 0.0;
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t o, i;
     lin_shape(c, l, &o, &i);
-    block_pages += disk * (double)ceil_div(o, P) * (double)i;
+    double b = disk * (double)ceil_div(o, P) * (double)i;
+    if (b > block_pages) block_pages = b;
   }
-  block_pages += 2.0 * disk * (double)ceil_div(c->hidden_size, P);
-  m->io_pages = embed_pages + block_pages;
+  m->io_pages = block_pages;
 
   double gmax = 0.0;
   for (int l = 0; l < QZ_LIN_COUNT; l++) {

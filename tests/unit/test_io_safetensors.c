@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "mpiquant/error.h"
+#include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
 #include "qz_test.h"
 
@@ -371,10 +372,70 @@ static void test_sharded(const char *f32file) {
   qz_st_close(&src);
 }
 
+/* Reading row slices of a mapped file does not leave the file in RSS:
+ * 64 MiB of F32 read in 1 MiB slices grows RSS by less than RSS_SLACK
+ * (without dropping the converted pages it grows by the whole 64 MiB).
+ * Also: I8 + weight_scale reads dequantized, exactly. */
+#define RSS_SLACK (16LL << 20)
+static void test_rss_and_int8(void) {
+  const char *tmp = qzt_tmpdir();
+  if (!tmp) return;
+  char path[1024];
+  snprintf(path, sizeof path, "%s", qzt_path(tmp, "big.safetensors"));
+  const int64_t R = 4096, C = 4096, CH = 64;
+  float *buf = NULL;
+  if (!QZT_OK(qz_alloc((size_t)(R * C), 4, "big", &buf))) return;
+  for (int64_t i = 0; i < R * C; i++) buf[i] = (float)(i % 1000) * 0.5f;
+  int8_t q[6] = {-128, -1, 0, 1, 2, 127};
+  float sc[2] = {0.25f, 3.0f};
+  qz_st_writer *w = NULL;
+  if (QZT_OK(qz_st_writer_create(path, &w))) {
+    QZT_OK(qz_st_writer_add(w, "big", QZ_DT_F32, 2, (int64_t[]){R, C}, buf));
+    QZT_OK(qz_st_writer_add(w, "l.weight", QZ_DT_I8, 2, (int64_t[]){2, 3}, q));
+    QZT_OK(qz_st_writer_add(w, "l.weight_scale", QZ_DT_F32, 2, (int64_t[]){2, 1}, sc));
+    QZT_OK(qz_st_writer_add(w, "bare", QZ_DT_I8, 2, (int64_t[]){2, 3}, q));
+    QZT_OK(qz_st_writer_finish(&w));
+  }
+  free(buf);
+  buf = NULL;
+  qz_st *st = NULL;
+  float *chunk = NULL;
+  if (!QZT_OK(qz_st_open(path, &st)) ||
+      !QZT_OK(qz_alloc((size_t)(CH * C), 4, "chunk", &chunk))) {
+    qz_st_close(&st);
+    return;
+  }
+  memset(chunk, 0, (size_t)(CH * C) * 4);
+  int64_t rss0 = qz_rss_bytes(), bad = 0;
+  for (int64_t r = 0; r < R; r += CH) {
+    if (!QZT_OK(qz_st_read_f32(st, "big", r, CH, chunk))) break;
+    for (int64_t i = 0; i < CH * C; i++)
+      bad += chunk[i] != (float)(((r * C) + i) % 1000) * 0.5f;
+  }
+  int64_t grow = qz_rss_bytes() - rss0;
+  QZT_CHECK(bad == 0, "64 MiB read back: %lld values differ", (long long)bad);
+  printf("rss growth after reading 64 MiB of a mapped file: %.1f MiB\n", grow / 1048576.0);
+  QZT_CHECK(grow < RSS_SLACK, "RSS grew by %lld bytes reading 64 MiB in slices",
+            (long long)grow);
+  float d[6];
+  if (QZT_OK(qz_st_read_f32(st, "l.weight", 0, 2, d))) {
+    const float want[6] = {-32.0f, -0.25f, 0.0f, 3.0f, 6.0f, 381.0f};
+    QZT_CHECK(memcmp(d, want, sizeof d) == 0, "I8 x weight_scale dequantized exactly");
+  }
+  QZT_CHECK(qz_st_is_int8_scaled(st, "l.weight") && !qz_st_is_int8_scaled(st, "bare"),
+            "int8-scaled detection");
+  QZT_FAILS(qz_st_read_f32(st, "bare", 0, 2, d), QZ_ERR_FORMAT,
+            "tensor 'bare' has dtype I8, which cannot be converted to f32");
+  free(chunk);
+  qz_st_close(&st);
+  remove(path);
+}
+
 int main(int argc, char **argv) {
   qzt_init(&argc, &argv);
   const char *shared = qzt_shared();
   test_half_conversions();
+  test_rss_and_int8();
   if (shared) {
     char f32dir[1024], bfdir[1024], f32file[1100];
     snprintf(f32dir, sizeof f32dir, "%s", qzt_path(shared, "models/stories260K-hf"));
