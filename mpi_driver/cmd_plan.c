@@ -175,7 +175,7 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
   printf("  %-44s %12s\n", "transient: Hessian panels + reduce-scatter", gib(m->flush, a, sizeof a));
   printf("  %-44s %12s\n", "transient: factor redistribution", gib(m->prepare, a, sizeof a));
   printf("  %-44s %12s\n", "transient: GPTQ row buffers (largest linear)", gib(m->gptq, a, sizeof a));
-  printf("  %-44s %12s\n", "peak while embedding (f32 embedding)", gib(m->embed_phase, a, sizeof a));
+  printf("  %-44s %12s\n", "peak while embedding (rows of own tokens)", gib(m->embed_phase, a, sizeof a));
   printf("  %-44s %12s\n", "peak while quantizing a block", gib(m->block_phase, a, sizeof a));
   printf("  %-44s %12s   per node %s\n", "PEAK per rank", gib(m->peak, a, sizeof a),
          gib(m->peak * (double)in->ranks_per_node, b, sizeof b));

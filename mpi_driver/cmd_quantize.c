@@ -662,7 +662,6 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   char *src = NULL, *opt = NULL;
   qz_fwd *f = NULL;
   qz_block_weights w = {0};
-  qz_head_weights head = {0};
   double t_start = qz_wtime();
 
   QZ_CALL_DONE(qz_model_open(comm, o.model, &m));
@@ -773,7 +772,6 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   /* hidden states at the input of block b0 */
   if (need_calib) {
     int s = 0;
-    QZ_CALL_DONE(qz_model_load_head(m, 1, 0, &head));
     int snap = b0 > 0 ? qz_ckpt_snapshot_block(r.ck) : -1;
     if (snap > 0 && snap <= b0) {
       QZ_CALL_DONE(qz_ckpt_read_snapshot(r.ck, nwin, L, cfg->hidden_size, first, count,
@@ -781,9 +779,9 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
       s = snap;
       qz_info("resume: hidden states of block %d from the snapshot", snap);
     } else {
-      QZ_CALL_DONE(qz_error_agree(comm, qz_fwd_embed(f, &head, win + first * L)));
+      /* only this rank's tokens' rows of the embedding: T x H, not V x H */
+      QZ_CALL_DONE(qz_error_agree(comm, qz_fwd_embed_model(f, m, win + first * L)));
     }
-    qz_head_weights_free(&head); /* V x H per rank: not needed any more */
     qz_ckpt_source cs = {.ck = r.ck};
     for (int b = s; b < b0; b++) { /* completed (or unselected) blocks */
       if (fp_stream) /* the calibration stream of these methods is the fp model's */
@@ -851,7 +849,6 @@ done:
   qz_ckpt_close(&r.ck);
   qz_fwd_destroy(&f);
   qz_block_weights_free(&w);
-  qz_head_weights_free(&head);
   qz_free(&win);
   free(src);
   free(opt);

@@ -63,7 +63,7 @@ typedef struct {
   double weights;      /* one block, f32, on every rank */
   double fwd;          /* forward workspace (hidden states + stage buffers) */
   double fwd_hidden;   /* its residual-stream part */
-  double embed;        /* f32 embedding during the embed phase */
+  double embed;        /* f32 embedding held while embedding: 0 (rows are read per token) */
   double hessians;     /* distributed Hessian shares of every distinct width */
   double hessian_max;  /* the largest one (d = max width) */
   double hessian_ideal;/* 8 d^2 / P for that width (no padding) */

@@ -121,13 +121,20 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
     m->fwd_hidden = 4.0 * (double)round16(nw * in->seqlen * c->hidden_size);
   }
   double V = (double)c->vocab_size, H = (double)c->hidden_size;
-  m->embed = in->gptq ? 4.0 * V * H : 0.0;
+  /* the embedding is not held: qz_fwd_embed_model reads this rank's tokens'
+   * rows straight into the hidden states (counted in fwd_hidden) */
+  m->embed = 0.0;
   /* mapped pages: a row slice is resident while it is converted, then
    * dropped (qz_st_read_f32: madvise DONTNEED), so only the largest single
-   * slice counts: this rank's rows of the embedding while embedding, of the
+   * slice counts: the embedding rows while embedding (below), the
    * largest linear in the block phase */
   double disk = in->disk_dtype_bytes;
-  double embed_pages = in->gptq ? disk * ceil_div(c->vocab_size, P) * H : 0.0;
+  /* one row per read; a row shorter than a page leaves its pages mapped, so
+   * bound the embedding phase by whole pages of every distinct row */
+  double row_bytes = disk * H, pg = 4096.0;
+  double row_pages = row_bytes < pg ? pg : row_bytes;
+  double nrows_emb = (double)m->tokens_rank < V ? (double)m->tokens_rank : V;
+  double embed_pages = in->gptq ? (row_bytes < pg ? nrows_emb * row_pages : row_pages) : 0.0;
   double block_pages = 0.0;
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t o, i;
@@ -182,11 +189,10 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
       if (gmax > t) t = gmax;
       if (t > trans_max) trans_max = t;
     }
-    /* The f32 embedding is freed before the first block, but the driver's
-     * malloc settings (main.c: no mmap, no trimming below 1 GiB) keep its
-     * pages resident as a hole in the heap that the Hessians and the
-     * per-linear buffers are carved from: the block phase holds the larger
-     * of the two, not their sum. */
+    /* (m->embed is 0 now that the embedding is read per token; when a
+     * large buffer is freed before the blocks, the driver's malloc settings
+     * (main.c: no mmap, no trimming below 1 GiB) keep its pages resident as
+     * a hole the Hessians are carved from: the larger of the two counts.) */
     double carved = m->hessians + m->factor_xbuf + trans_max;
     m->block_phase = m->base + m->weights + m->fwd + m->io_pages +
                      (carved > m->embed ? carved : m->embed);
@@ -295,11 +301,13 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
     t->t[p] = blk[p] * nblk;
     t->flops[p] = fl[p] * nblk;
   }
-  /* embedding: read once + allgather f32 */
+  /* embedding: each rank reads the rows of its own tokens (at most V) */
   double V = (double)c->vocab_size, H = (double)c->hidden_size;
-  if (in->gptq)
-    t->t[QZ_PT_LOAD] += V * H * in->disk_dtype_bytes / (r->read_gbs * 1e9 * N) +
-                        coll(in, r, COLL_AG, 4.0 * V * H);
+  if (in->gptq) {
+    double rows = (double)in->nsamples * (double)in->seqlen / (double)in->P;
+    if (rows > V) rows = V;
+    t->t[QZ_PT_LOAD] += rows * H * in->disk_dtype_bytes / (r->read_gbs * 1e9);
+  }
   for (int p = 0; p < QZ_PT_COUNT; p++) t->total += t->t[p];
   return QZ_OK;
 }

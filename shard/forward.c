@@ -251,6 +251,14 @@ int qz_fwd_embed(qz_fwd *f, const qz_head_weights *h, const int32_t *ids) {
   return qz_fwd_batch(f, 0, f->bmax < f->nwin_all ? f->bmax : f->nwin_all);
 }
 
+int qz_fwd_embed_model(qz_fwd *f, qz_model *m, const int32_t *ids) {
+  QZ_CHECK(qz_model_config_of(m)->hidden_size == f->H, QZ_ERR_ARG,
+           "model hidden size %lld != forward's %lld",
+           (long long)qz_model_config_of(m)->hidden_size, (long long)f->H);
+  QZ_CALL(qz_model_embed_tokens(m, ids, f->ntok_all, f->xall));
+  return qz_fwd_batch(f, 0, f->bmax < f->nwin_all ? f->bmax : f->nwin_all);
+}
+
 void qz_fwd_block_begin(qz_fwd *f) { f->done = QZ_STAGE_NONE; }
 
 void qz_fwd_invalidate(qz_fwd *f, qz_fwd_stage from) {

@@ -1,4 +1,5 @@
 /* Collective, read-once loading of a Hugging Face Llama model. */
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -178,6 +179,43 @@ int qz_model_load_head(qz_model *m, int want_embed, int want_head,
   }
 done:
   qz_timer_stop(QZ_PHASE_LOAD);
+  return st;
+}
+
+typedef struct {
+  int32_t id;
+  int64_t pos;
+} id_pos;
+
+static int cmp_id_pos(const void *a, const void *b) {
+  const id_pos *x = a, *y = b;
+  if (x->id != y->id) return x->id < y->id ? -1 : 1;
+  return x->pos < y->pos ? -1 : x->pos > y->pos;
+}
+
+int qz_model_embed_tokens(qz_model *m, const int32_t *ids, int64_t n, float *x) {
+  const qz_model_config *c = &m->cfg;
+  const int64_t V = c->vocab_size, H = c->hidden_size;
+  for (int64_t t = 0; t < n; t++)
+    QZ_CHECK(ids[t] >= 0 && ids[t] < V, QZ_ERR_ARG,
+             "token id %d at local position %lld is outside the vocabulary "
+             "[0, %lld)", (int)ids[t], (long long)t, (long long)V);
+  if (n == 0) return QZ_OK;
+  id_pos *order = NULL;
+  QZ_CALL(qz_alloc((size_t)n, sizeof *order, "embedding lookup order", &order));
+  for (int64_t t = 0; t < n; t++) order[t] = (id_pos){ids[t], t};
+  qsort(order, (size_t)n, sizeof *order, cmp_id_pos);
+  int st = QZ_OK;
+  qz_timer_start(QZ_PHASE_LOAD);
+  for (int64_t k = 0; k < n && st == QZ_OK; k++) {
+    float *dst = x + order[k].pos * H;
+    if (k > 0 && order[k].id == order[k - 1].id)
+      memcpy(dst, x + order[k - 1].pos * H, sizeof(float) * (size_t)H);
+    else
+      st = qz_st_read_f32(m->st, "model.embed_tokens.weight", order[k].id, 1, dst);
+  }
+  qz_timer_stop(QZ_PHASE_LOAD);
+  free(order);
   return st;
 }
 

@@ -144,6 +144,9 @@ float *qz_fwd_hidden(qz_fwd *f);
 /* x[t] = embed[ids[t]] for all local tokens (ids [T_all], checked < vocab).
  * Selects the first batch and starts a block. Not collective. */
 int qz_fwd_embed(qz_fwd *f, const qz_head_weights *h, const int32_t *ids);
+/* The same from the model files (qz_model_embed_tokens: only the rows of
+ * these ids are read). Not collective. */
+int qz_fwd_embed_model(qz_fwd *f, qz_model *m, const int32_t *ids);
 
 /* Start a block on the current batch's rows of x (forget cached stages).
  * Not collective. */

@@ -93,6 +93,13 @@ int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
 int qz_model_load_head(qz_model *m, int want_embed, int want_head,
                        qz_head_weights *h);
 
+/* x[t] = embedding row ids[t] (t < n), read straight from the model files,
+ * each distinct id once, without holding the [vocab, H] embedding (quantize
+ * needs only its own tokens' rows: T x H instead of V x H per rank, and no
+ * allgather of the table). Ids outside [0, vocab) are an error naming the
+ * position. Not collective. */
+int qz_model_embed_tokens(qz_model *m, const int32_t *ids, int64_t n, float *x);
+
 /* Collective read of rows [0, nrows) of tensor `name` (row length rowlen
  * floats) into dst [nrows, rowlen] on every rank, each rank reading 1/P of
  * the rows. Collective on comm. */

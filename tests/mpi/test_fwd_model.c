@@ -261,7 +261,17 @@ static void logits_case(const char *model, const char *idfile, int64_t npos) {
   QZT_OK(qz_fwd_create(c, 1, npos, &f));
   QZT_OK(qz_block_weights_alloc(c, &w));
   QZT_OK(qz_model_load_head(m, 1, 1, &hw));
+  /* the per-token read (quantize's path) gives the table lookup's bits */
+  QZT_OK(qz_fwd_embed_model(f, m, ids));
+  float *xe = malloc(sizeof(float) * (size_t)(npos * H));
+  memcpy(xe, qz_fwd_hidden(f), sizeof(float) * (size_t)(npos * H));
   QZT_OK(qz_fwd_embed(f, &hw, ids));
+  QZT_CHECK(memcmp(xe, qz_fwd_hidden(f), sizeof(float) * (size_t)(npos * H)) == 0,
+            "%s: embedding rows read per token == rows of the loaded table", model);
+  int32_t bad_ids[1] = {(int32_t)V};
+  QZT_FAILS(qz_model_embed_tokens(m, bad_ids, 1, xe), QZ_ERR_ARG,
+            "token id");
+  free(xe);
   double *x = malloc(sizeof(double) * (size_t)(npos * H));
   double *y = malloc(sizeof(double) * (size_t)(npos * H));
   for (int64_t t = 0; t < npos; t++)
