@@ -45,13 +45,17 @@ static void usage(void) {
       "                     nothing else: results are identical; default: the\n"
       "                     stage buffers stay below 1 GiB)\n"
       "  --json             one JSON line with the result on stdout\n"
+      "  --full-head        every rank holds the whole [vocab, hidden] output\n"
+      "                     head (default: vocabularies above 4096 are sharded\n"
+      "                     over the ranks, V/P x H each, and the embedding is\n"
+      "                     read per token); for checks: NLL agrees to ~1e-12\n"
       "Progress with ETA goes to stderr on rank 0 (-q turns it off).\n");
 }
 
 typedef struct {
   const char *model, *data, *tokens, *ckpt;
   long seqlen, windows, max_tokens, batch;
-  int json;
+  int json, full_head;
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
@@ -61,6 +65,10 @@ static int parse(int argc, char **argv, eval_opts *o) {
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
     if (strcmp(a, "--json") == 0) {
       o->json = 1;
+      continue;
+    }
+    if (strcmp(a, "--full-head") == 0) {
+      o->full_head = 1;
       continue;
     }
     int takes = strcmp(a, "--model") == 0 || strcmp(a, "--ckpt") == 0 || strcmp(a, "--data") == 0 ||
@@ -190,7 +198,8 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
           o.model, o.tokens ? o.tokens : o.data, (long long)n, (long long)nwin,
           (long long)L, ctx->size);
 
-  qz_eval_opts eo = {.seqlen = L, .progress = 1, .batch_windows = o.batch};
+  qz_eval_opts eo = {.seqlen = L, .progress = 1, .batch_windows = o.batch,
+                     .full_head = o.full_head};
   if (cks.ck) {
     eo.block_source = qz_ckpt_block_source;
     eo.block_source_ctx = &cks;

@@ -39,6 +39,7 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
   qz_fwd *f = NULL;
   qz_block_weights w = {0};
   qz_head_weights head = {0};
+  qz_head_shard hs = {0};
   double *nll = NULL, *all = NULL;
   int64_t bw = o->batch_windows;
   if (bw <= 0) {
@@ -68,12 +69,20 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
             qz_fmt_bytes((double)w.mem_bytes, b2, sizeof b2));
   }
 
-  /* embeddings (and, when tied, the head: the same tensor, read once) */
-  QZ_CALL_DONE(qz_model_load_head(m, 1, 0, &head));
-  if (head.tied) QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
-  QZ_CALL_DONE(qz_error_agree(comm, qz_fwd_embed(f, &head, my_ids)));
-  if (!head.tied) { /* free the embedding before the blocks need memory */
-    qz_free_big(&head.embed, 0);
+  /* Vocabularies above one chunk: the head is sharded over the ranks
+   * (V/P x H each) and the embedding is read per token; small ones keep the
+   * whole table on every rank (embedding and tied head read once). */
+  const int sharded = cfg->vocab_size > QZ_VOCAB_CHUNK && !o->full_head;
+  if (sharded) {
+    QZ_CALL_DONE(qz_error_agree(comm, qz_fwd_embed_model(f, m, my_ids)));
+  } else {
+    /* embeddings (and, when tied, the head: the same tensor, read once) */
+    QZ_CALL_DONE(qz_model_load_head(m, 1, 0, &head));
+    if (head.tied) QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
+    QZ_CALL_DONE(qz_error_agree(comm, qz_fwd_embed(f, &head, my_ids)));
+    if (!head.tied) { /* free the embedding before the blocks need memory */
+      qz_free_big(&head.embed, 0);
+    }
   }
 
   qz_progress prog;
@@ -87,10 +96,19 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
     QZ_CALL_DONE(qz_error_agree(comm, st));
     if (o->progress) qz_progress_update(&prog, l + 1);
   }
-  if (!head.tied) QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
-  qz_timer_start(QZ_PHASE_EVAL);
-  st = qz_fwd_nll(f, &head, my_ids, o->logits_chunk, nll);
-  qz_timer_stop(QZ_PHASE_EVAL);
+  if (sharded) {
+    int64_t v0, v1;
+    qz_vocab_shard_range(cfg->vocab_size, size, rank, &v0, &v1);
+    QZ_CALL_DONE(qz_error_agree(comm, qz_model_load_head_shard(m, v0, v1, &hs)));
+    qz_timer_start(QZ_PHASE_EVAL);
+    st = qz_fwd_nll_sharded(f, comm, &hs, ids, nwin, o->logits_chunk, nll);
+    qz_timer_stop(QZ_PHASE_EVAL);
+  } else {
+    if (!head.tied) QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
+    qz_timer_start(QZ_PHASE_EVAL);
+    st = qz_fwd_nll(f, &head, my_ids, o->logits_chunk, nll);
+    qz_timer_stop(QZ_PHASE_EVAL);
+  }
   QZ_CALL_DONE(qz_error_agree(comm, st));
   if (o->progress) qz_progress_update(&prog, nblocks + 1);
 
@@ -143,6 +161,7 @@ done:
   qz_free(&all);
   qz_free(&nll);
   qz_head_weights_free(&head);
+  qz_head_shard_free(&hs);
   qz_block_weights_free(&w);
   qz_fwd_destroy(&f);
   return st;

@@ -4,10 +4,13 @@
 #include <cblas.h>
 #undef I /* cblas.h may pull in complex.h */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/shard.h"
 
 struct qz_fwd {
   qz_model_config cfg;
@@ -565,6 +568,110 @@ int qz_fwd_nll(qz_fwd *f, const qz_head_weights *h, const int32_t *ids,
     nll[w] = acc;
   }
   return QZ_OK;
+}
+
+int qz_fwd_final_norm(qz_fwd *f, const float *norm, int64_t row0, int64_t n,
+                      float *dst) {
+  QZ_CHECK(row0 >= 0 && n >= 0 && row0 + n <= f->ntok_all, QZ_ERR_ARG,
+           "rows [%lld, %lld) outside the %lld local tokens", (long long)row0,
+           (long long)(row0 + n), (long long)f->ntok_all);
+  rmsnorm(dst, f->xall + row0 * f->H, norm, n, f->H, f->eps);
+  return QZ_OK;
+}
+
+#define NLL_MPI(call)                                                          \
+  do {                                                                         \
+    int rc_ = (call);                                                          \
+    if (rc_ != MPI_SUCCESS) {                                                  \
+      st = qz_mpi_error(rc_, #call, __FILE__, __LINE__, __func__);             \
+      goto done;                                                               \
+    }                                                                          \
+  } while (0)
+
+int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
+                       const int32_t *ids, int64_t nwin_total, int64_t chunk_tokens,
+                       double *nll) {
+  int rank, size, st = QZ_OK;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const int64_t V = hs->vocab, H = f->H, L = f->seqlen;
+  const int64_t nch = (V + QZ_VOCAB_CHUNK - 1) / QZ_VOCAB_CHUNK, W = nch + 1;
+  const int64_t v0 = hs->v0, vl = hs->v1 - hs->v0;
+  QZ_CHECK(hs->hidden == H && hs->norm && (vl == 0 || hs->rows), QZ_ERR_ARG,
+           "head shard not loaded or hidden size %lld != %lld", (long long)hs->hidden,
+           (long long)H);
+  if (chunk_tokens <= 0) { /* as qz_fwd_nll: a function of V only */
+    chunk_tokens = (64 << 20) / (int64_t)sizeof(float) / (V > 0 ? V : 1);
+    if (chunk_tokens < 1) chunk_tokens = 1;
+  }
+  if (chunk_tokens > L) chunk_tokens = L;
+  const int64_t nt = chunk_tokens;
+  float *xn = NULL, *lg = NULL, *mx = NULL;
+  double *part = NULL, *red = NULL;
+  st = qz_alloc((size_t)(nt * H), sizeof(float), "head input rows", &xn);
+  if (st == QZ_OK)
+    st = qz_alloc((size_t)(nt * (vl > 0 ? vl : 1)), sizeof(float), "logits shard", &lg);
+  if (st == QZ_OK) st = qz_alloc((size_t)nt, sizeof(float), "token max", &mx);
+  if (st == QZ_OK) st = qz_alloc((size_t)(nt * W), sizeof(double), "chunk sums", &part);
+  if (st == QZ_OK) st = qz_alloc((size_t)(nt * W), sizeof(double), "chunk sums", &red);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  int64_t my0 = 0, myn = 0;
+  qz_shard_windows(nwin_total, size, rank, &my0, &myn);
+  for (int64_t gw = 0; gw < nwin_total; gw++) {
+    int owner = qz_shard_owner(nwin_total, size, gw);
+    double acc = 0.0;
+    for (int64_t p0 = 0; p0 < L - 1; p0 += nt) {
+      int64_t n = L - 1 - p0 < nt ? L - 1 - p0 : nt;
+      if (rank == owner)
+        QZ_CALL_DONE(qz_fwd_final_norm(f, hs->norm, (gw - my0) * L + p0, n, xn));
+      NLL_MPI(MPI_Bcast(xn, (int)(n * H), MPI_FLOAT, owner, comm));
+      for (int64_t c = v0; c < hs->v1; c += QZ_VOCAB_CHUNK) {
+        int64_t cw = hs->v1 - c < QZ_VOCAB_CHUNK ? hs->v1 - c : QZ_VOCAB_CHUNK;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)cw, (int)H,
+                    1.0f, xn, (int)H, hs->rows + (c - v0) * H, (int)H, 0.0f,
+                    lg + (c - v0), (int)vl);
+      }
+      for (int64_t t = 0; t < n; t++) {
+        float m = -INFINITY;
+        for (int64_t j = 0; j < vl; j++) m = lg[t * vl + j] > m ? lg[t * vl + j] : m;
+        mx[t] = m;
+      }
+      if (size > 1) NLL_MPI(MPI_Allreduce(MPI_IN_PLACE, mx, (int)n, MPI_FLOAT, MPI_MAX, comm));
+      memset(part, 0, sizeof(double) * (size_t)(n * W));
+      for (int64_t t = 0; t < n; t++) {
+        const float *row = lg + t * vl;
+        for (int64_t c = v0; c < hs->v1; c += QZ_VOCAB_CHUNK) {
+          int64_t e = hs->v1 - c < QZ_VOCAB_CHUNK ? hs->v1 : c + QZ_VOCAB_CHUNK;
+          double sum = 0.0;
+          for (int64_t j = c; j < e; j++) sum += (double)expf(row[j - v0] - mx[t]);
+          part[t * W + c / QZ_VOCAB_CHUNK] = sum;
+        }
+        int32_t tgt = ids[gw * L + p0 + t + 1];
+        QZ_CHECK_DONE(tgt >= 0 && tgt < V, QZ_ERR_ARG,
+                      "token id %d outside the vocabulary [0, %lld)", (int)tgt, (long long)V);
+        if (tgt >= v0 && tgt < hs->v1) part[t * W + nch] = (double)row[tgt - v0];
+      }
+      /* one contributor per entry: the sum is exact, independent of P */
+      if (size > 1)
+        NLL_MPI(MPI_Reduce(part, red, (int)(n * W), MPI_DOUBLE, MPI_SUM, owner, comm));
+      else
+        memcpy(red, part, sizeof(double) * (size_t)(n * W));
+      if (rank == owner)
+        for (int64_t t = 0; t < n; t++) {
+          double sum = 0.0;
+          for (int64_t c = 0; c < nch; c++) sum += red[t * W + c];
+          acc += (double)mx[t] + log(sum) - red[t * W + nch];
+        }
+    }
+    if (rank == owner) nll[gw - my0] = acc;
+  }
+done:
+  free(xn);
+  free(lg);
+  free(mx);
+  free(part);
+  free(red);
+  return st;
 }
 
 double qz_fwd_block_flops(const qz_model_config *cfg, int64_t nwin,

@@ -182,6 +182,45 @@ done:
   return st;
 }
 
+void qz_vocab_shard_range(int64_t vocab, int nranks, int rank, int64_t *v0,
+                          int64_t *v1) {
+  int64_t nch = (vocab + QZ_VOCAB_CHUNK - 1) / QZ_VOCAB_CHUNK, c0 = 0, cn = 0;
+  qz_split_even(nch, nranks, rank, &c0, &cn);
+  *v0 = c0 * QZ_VOCAB_CHUNK < vocab ? c0 * QZ_VOCAB_CHUNK : vocab;
+  *v1 = (c0 + cn) * QZ_VOCAB_CHUNK < vocab ? (c0 + cn) * QZ_VOCAB_CHUNK : vocab;
+  if (*v1 < *v0) *v1 = *v0; /* a rank without chunks: empty, at the end */
+}
+
+void qz_head_shard_free(qz_head_shard *h) {
+  if (!h) return;
+  qz_free_big(&h->rows, 0);
+  qz_free_big(&h->norm, 0);
+  h->v0 = h->v1 = 0;
+}
+
+int qz_model_load_head_shard(qz_model *m, int64_t v0, int64_t v1, qz_head_shard *h) {
+  const qz_model_config *c = &m->cfg;
+  int64_t V = c->vocab_size, H = c->hidden_size;
+  QZ_CHECK(0 <= v0 && v0 <= v1 && v1 <= V, QZ_ERR_ARG,
+           "head rows [%lld, %lld) outside the vocabulary [0, %lld)", (long long)v0,
+           (long long)v1, (long long)V);
+  const char *head_name = qz_config_lm_head(c, m->st);
+  h->vocab = V;
+  h->hidden = H;
+  h->v0 = v0;
+  h->v1 = v1;
+  int st = QZ_OK;
+  qz_timer_start(QZ_PHASE_LOAD);
+  QZ_CALL_DONE(qz_alloc_big((size_t)((v1 > v0 ? v1 - v0 : 1) * H) * sizeof(float),
+                            "lm_head rows", &h->rows));
+  QZ_CALL_DONE(qz_alloc_big((size_t)H * sizeof(float), "final norm", &h->norm));
+  QZ_CALL_DONE(qz_st_read_f32(m->st, "model.norm.weight", 0, H, h->norm));
+  if (v1 > v0) QZ_CALL_DONE(qz_st_read_f32(m->st, head_name, v0, v1 - v0, h->rows));
+done:
+  qz_timer_stop(QZ_PHASE_LOAD);
+  return st;
+}
+
 typedef struct {
   int32_t id;
   int64_t pos;

@@ -60,3 +60,6 @@ qz_eval_text(baby_wiki babyllama-tok105-hf wikitext2_raw_test_gptq_joined.txt 16
   "29\\.40[3-7]" 1294337 "13795\\.1079")
 qz_eval_text(stories_bf16 stories260K-hf-bf16 tinystories_valid_head.txt 8
   "3\\.7[2-8][0-9]+" 393018 "5408\\.199")
+# vocab-sharded head: np 1-4 identical, equal to the unsharded path
+qz_add_test(NAME eval_vocab_shard TIMEOUT 300
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/eval_vocab_shard.sh)

@@ -192,6 +192,24 @@ int qz_fwd_logits(qz_fwd *f, const qz_head_weights *h, int64_t row0, int64_t n,
 int qz_fwd_nll(qz_fwd *f, const qz_head_weights *h, const int32_t *ids /* [T] */,
                int64_t chunk_tokens, double *nll /* [nwin] */);
 
+/* dst [n, H] = RMSNorm(final norm) of local residual rows [row0, row0+n)
+ * (what the head multiplies). Not collective. */
+int qz_fwd_final_norm(qz_fwd *f, const float *norm, int64_t row0, int64_t n,
+                      float *dst);
+
+/* Per-window NLL like qz_fwd_nll with the head sharded over the vocab:
+ * every rank holds hs (qz_vocab_shard_range rows); for each window in
+ * global order its owner broadcasts the normed hidden rows, every rank
+ * projects them on its vocab chunks, the per-token max is reduced (MAX,
+ * exact) and the per-chunk sums of exp(logit - max) (double, in column
+ * order) and the target logit go to the owner, which adds the chunks in
+ * order. Identical bits at any rank count; for vocab <= QZ_VOCAB_CHUNK the
+ * same bits as qz_fwd_nll. ids: all windows [nwin_total * seqlen]; nll:
+ * this rank's windows (win0 = its first). Collective on comm. */
+int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
+                       const int32_t *ids, int64_t nwin_total, int64_t chunk_tokens,
+                       double *nll);
+
 /* Useful flops of one block forward over T tokens (projections, causal
  * attention QK'/PV); for throughput reports. Not collective. */
 double qz_fwd_block_flops(const qz_model_config *cfg, int64_t nwin,
@@ -216,6 +234,9 @@ typedef struct {
   int act_quant_bits;       /* > 0: per-token dynamic fake-quant of every
                                linear input (qz_fwd_set_act_quant) */
   void *block_source_ctx;
+  int full_head;            /* 1: every rank holds the whole [V, H] head (the
+                               unsharded path, for checks); 0: vocabularies
+                               larger than QZ_VOCAB_CHUNK are sharded */
 } qz_eval_opts;
 
 typedef struct {

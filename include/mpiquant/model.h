@@ -58,6 +58,25 @@ typedef struct {
 /* Free (lm_head once when tied); accepts a zeroed struct. Not collective. */
 void qz_head_weights_free(qz_head_weights *h);
 
+/* Vocab-sharded output head: rows [v0, v1) of lm_head (or of the embedding
+ * when tied) and the final norm, held by one rank (eval of large vocabs:
+ * V/P x H per rank instead of V x H). */
+#define QZ_VOCAB_CHUNK 4096 /* vocab columns per sgemm / partial sum; shards
+                               are whole chunks, so results do not depend
+                               on the rank count */
+typedef struct {
+  int64_t vocab, hidden, v0, v1;
+  float *rows; /* [v1 - v0, hidden] */
+  float *norm; /* [hidden] */
+} qz_head_shard;
+
+/* This rank's vocab rows: whole QZ_VOCAB_CHUNK chunks split evenly over
+ * the ranks (a rank may get none). Not collective. */
+void qz_vocab_shard_range(int64_t vocab, int nranks, int rank, int64_t *v0,
+                          int64_t *v1);
+/* Free; accepts a zeroed struct. Not collective. */
+void qz_head_shard_free(qz_head_shard *h);
+
 typedef struct qz_model qz_model;
 
 /* Open a Hugging Face model directory on every rank: config.json and the
@@ -92,6 +111,11 @@ int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
  * a rank keeps them until qz_head_weights_free). Collective. */
 int qz_model_load_head(qz_model *m, int want_embed, int want_head,
                        qz_head_weights *h);
+
+/* Read rows [v0, v1) of the output head and the final norm into h (this
+ * rank only: every rank reads its own rows, each byte once in all).
+ * Not collective. */
+int qz_model_load_head_shard(qz_model *m, int64_t v0, int64_t v1, qz_head_shard *h);
 
 /* x[t] = embedding row ids[t] (t < n), read straight from the model files,
  * each distinct id once, without holding the [vocab, H] embedding (quantize
