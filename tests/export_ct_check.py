@@ -121,10 +121,10 @@ def ppl(cfg, W, ids, act):
             k = rope((xn @ g("self_attn.k_proj.weight").T).reshape(L, nkv, hd), cos, sin)
             v = (xn @ g("self_attn.v_proj.weight").T).reshape(L, nkv, hd)
             k = np.repeat(k, nq // nkv, 1); v = np.repeat(v, nq // nkv, 1)
-            sc = np.einsum("qhd,khd->hqk", q, k) / np.float32(np.sqrt(hd)) + mask
+            sc = np.matmul(q.transpose(1, 0, 2), k.transpose(1, 2, 0)) / np.float32(np.sqrt(hd)) + mask  # [h, q, k]
             sc = np.exp(sc - sc.max(-1, keepdims=True))
             sc = (sc / sc.sum(-1, keepdims=True)).astype(np.float32)
-            att = aq(np.einsum("hqk,khd->qhd", sc, v).reshape(L, nq * hd).astype(np.float32), act)
+            att = aq(np.matmul(sc, v.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(L, nq * hd).astype(np.float32), act)
             x = x + att @ g("self_attn.o_proj.weight").T
             hn = aq(rmsnorm(x, g("post_attention_layernorm.weight"), eps), act)
             gt = hn @ g("mlp.gate_proj.weight").T

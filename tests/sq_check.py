@@ -102,10 +102,10 @@ def main():
             v = (xn @ g("self_attn.v_proj.weight").T).reshape(L, nkv, hd)
             rep = nq // nkv
             k = np.repeat(k, rep, 1); v = np.repeat(v, rep, 1)
-            sc = np.einsum("qhd,khd->hqk", q, k) / np.float32(np.sqrt(hd)) + mask
+            sc = np.matmul(q.transpose(1, 0, 2), k.transpose(1, 2, 0)) / np.float32(np.sqrt(hd)) + mask  # [h, q, k]
             sc = np.exp(sc - sc.max(-1, keepdims=True))
             sc = (sc / sc.sum(-1, keepdims=True)).astype(np.float32)
-            att = np.einsum("hqk,khd->qhd", sc, v).reshape(L, nq * hd)
+            att = np.matmul(sc, v.transpose(1, 0, 2)).transpose(1, 0, 2).reshape(L, nq * hd)
             h1 = xw + att @ g("self_attn.o_proj.weight").T
             h1n = rmsnorm(h1, g("post_attention_layernorm.weight"), eps)
             a_gu = np.maximum(a_gu, np.abs(h1n).max(0))
