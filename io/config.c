@@ -167,10 +167,22 @@ static int parse_quant(json_t *root, const char *origin, qz_model_config *c) {
   if (!q || json_is_null(q)) return QZ_OK;
   json_t *m = json_object_get(q, "quant_method"), *f = json_object_get(q, "format");
   const char *ms = json_is_string(m) ? json_string_value(m) : "?";
+  if (!strcmp(ms, "gptq")) {
+    json_t *b = json_object_get(q, "bits"), *cf = json_object_get(q, "checkpoint_format");
+    const char *cfs = json_is_string(cf) ? json_string_value(cf) : "gptq";
+    QZ_CHECK(!strcmp(cfs, "gptq"), QZ_ERR_UNSUPPORTED,
+             "%s: GPTQ checkpoint_format '%s' is not supported (only 'gptq', v1: "
+             "zero points stored minus one)", origin, cfs);
+    int bits = json_is_integer(b) ? (int)json_integer_value(b) : 0;
+    QZ_CHECK(bits == 2 || bits == 3 || bits == 4 || bits == 8, QZ_ERR_UNSUPPORTED,
+             "%s: quantization_config.bits must be 2, 3, 4 or 8 for GPTQ", origin);
+    c->gptq_bits = bits;
+    return QZ_OK;
+  }
   QZ_CHECK(!strcmp(ms, "compressed-tensors"), QZ_ERR_UNSUPPORTED,
            "%s: quantization_config.quant_method is '%s'; mpiquant reads unquantized "
-           "models and compressed-tensors int-quantized exports (evaluate a mpiquant "
-           "checkpoint with eval --ckpt)", origin, ms);
+           "models, GPTQ v1 and compressed-tensors int-quantized exports (evaluate a "
+           "mpiquant checkpoint with eval --ckpt)", origin, ms);
   const char *fs = json_is_string(f) ? json_string_value(f) : "?";
   QZ_CHECK(!strcmp(fs, "int-quantized"), QZ_ERR_UNSUPPORTED,
            "%s: compressed-tensors format '%s' is not supported (only int-quantized)",
@@ -469,7 +481,17 @@ int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
       qz_linear_shape(c, (qz_linear)k, &o, &i);
       linear_why(c, (qz_linear)k, why, sizeof why);
       qz_linear_tensor(name, sizeof name, l, (qz_linear)k, "weight");
-      QZ_CALL(expect_q(st, name, 2, o, i, why, c->ct_int8));
+      if (c->gptq_bits && !qz_st_find(st, name)) {
+        int64_t go = 0, gi = 0;
+        int gb = 0;
+        QZ_CALL(qz_st_gptq_shape(st, name, &go, &gi, &gb));
+        QZ_CHECK(go == o && gi == i && gb == c->gptq_bits, QZ_ERR_FORMAT,
+                 "%s: GPTQ tensor '%s' is [%lld, %lld] at %d bits, config.json implies "
+                 "[%lld, %lld] (%s) at %d bits", qz_st_origin(st), name, (long long)go,
+                 (long long)gi, gb, (long long)o, (long long)i, why, c->gptq_bits);
+      } else {
+        QZ_CALL(expect_q(st, name, 2, o, i, why, c->ct_int8));
+      }
       if (qz_linear_has_bias(c, (qz_linear)k)) {
         qz_linear_tensor(name, sizeof name, l, (qz_linear)k, "bias");
         QZ_CALL(expect(st, name, 1, o, 0, "the config enables biases"));

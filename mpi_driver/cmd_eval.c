@@ -159,9 +159,10 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
             done_blocks, qz_ckpt_nblocks(cks.ck), o.model);
   }
   QZ_CALL_DONE(qz_model_open(ctx->comm, o.model, &m));
-  QZ_CHECK_DONE(!cks.ck || !qz_model_config_of(m)->ct_int8, QZ_ERR_ARG,
-                "eval --ckpt needs the unquantized source model, but %s is a "
-                "compressed-tensors export", o.model);
+  QZ_CHECK_DONE(!cks.ck || (!qz_model_config_of(m)->ct_int8 &&
+                            !qz_model_config_of(m)->gptq_bits), QZ_ERR_ARG,
+                "eval --ckpt needs the unquantized source model, but %s is an export",
+                o.model);
   if (cks.ck)
     QZ_CHECK_DONE(qz_ckpt_nblocks(cks.ck) == qz_model_config_of(m)->num_hidden_layers,
                   QZ_ERR_ARG, "checkpoint %s has %d blocks, model %s has %lld",
@@ -207,6 +208,8 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
     if (eo.act_quant_bits)
       qz_info("eval: checkpoint activations: int%d per token, dynamic, symmetric, "
               "at the input of every linear", eo.act_quant_bits);
+  } else if (cfg->gptq_bits) {
+    qz_info("eval: GPTQ v1 model: %d-bit weights dequantized on load", cfg->gptq_bits);
   } else if (cfg->ct_int8) {
     eo.act_quant_bits = cfg->ct_act_bits; /* compressed-tensors W8A8 export */
     qz_info("eval: compressed-tensors int-quantized model: int8 per-channel weights%s",

@@ -67,12 +67,12 @@ int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
   int rank, size;
   QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
   QZ_CALL_MPI(MPI_Comm_size(comm, &size));
-  const qz_tensor_info *ti = NULL;
-  int rc = qz_st_get(st, name, &ti);
-  if (rc == QZ_OK && ti->nelem != nrows * rowlen)
+  int64_t tr = 0, tl = 0;
+  int rc = qz_st_rows(st, name, &tr, &tl);
+  if (rc == QZ_OK && tr * tl != nrows * rowlen)
     rc = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
                       "%s: tensor %s has %lld elements, expected %lld x %lld",
-                      ti->file, name, (long long)ti->nelem, (long long)nrows,
+                      qz_st_origin(st), name, (long long)(tr * tl), (long long)nrows,
                       (long long)rowlen);
   if (rc == QZ_OK && (nrows > INT32_MAX || rowlen > INT32_MAX))
     rc = qz_error_set(QZ_ERR_UNSUPPORTED, __FILE__, __LINE__, __func__,

@@ -41,9 +41,11 @@ out=$(run export --ckpt "$T/rtn" --out "$T/c" --format compressed-tensors 2>&1);
 run export --ckpt "$T/rtn" --out "$T/g4" -q 2>/dev/null && fail "rtn w4 of stories260K has no GPTQ layout (in 172)"
 "$B" quantize --model "$S/models/babyllama-tok105-hf" --method rtn --bits 4 --group 32 --out "$T/rtnb" -q \
   && "$B" export --ckpt "$T/rtnb" --out "$T/g4b" -q || fail "babyllama rtn export"
+sed 's/"quant_method": "gptq"/"quant_method": "awq"/' "$T/g4b/config.json" > "$T/cfg.tmp" \
+  && mv "$T/cfg.tmp" "$T/g4b/config.json"
 out=$("$B" eval --model "$T/g4b" --data "$S/data/tinystories_valid_head.txt" --windows 1 2>&1); rc=$?
-[ $rc -eq 11 ] && grep -q "quantization_config.quant_method is 'gptq'; mpiquant reads unquantized" <<<"$out" \
-  || { echo "$out"; fail "eval of a GPTQ export: rc $rc"; }
+[ $rc -eq 11 ] && grep -q "quantization_config.quant_method is 'awq'; mpiquant reads unquantized" <<<"$out" \
+  || { echo "$out"; fail "eval of an unsupported quantization_config: rc $rc"; }
 out=$(run export --ckpt "$T/rtn" --out "$T/c" --format awq 2>&1); rc=$?
 [ $rc -eq 2 ] && grep -q "unknown --format 'awq' (supported: gptq, compressed-tensors)" <<<"$out" \
   || { echo "$out"; fail "unknown format: rc $rc"; }

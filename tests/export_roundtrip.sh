@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # quantize -> export --format gptq -> independent numpy unpacker must give
 # exactly the checkpoint's dequantized weights (scales rounded to f16 as the
-# format stores them). Also: the checkpoint is readable with h5dump through
+# format stores them), and mpiquant's eval of the export must equal the eval
+# of the dense model that unpacker writes. Also: the checkpoint is readable with h5dump through
 # our plugin, and a model whose shapes the format cannot hold fails clearly.
 #   export_roundtrip.sh NP [QUANTIZE OPTIONS...]
 set -uo pipefail
@@ -18,6 +19,13 @@ for f in config.json quantize_config.json model.safetensors tokenizer.json; do
   [ -f "$T/exp/$f" ] || fail "export lacks $f"
 done
 /usr/bin/python3 "$QZ_SOURCE_DIR/tests/export_check.py" "$T/exp" "$T/ck" || fail "independent dequantizer"
+# mpiquant evaluates the export itself (qweight... dequantized on load): the
+# same NLL, to the bit, as the dense f32 model export_dense.py unpacks from it
+/usr/bin/python3 "$QZ_SOURCE_DIR/tests/export_dense.py" "$T/exp" "$T/dense" || fail "export_dense"
+ev() { run eval --model "$1" --data "$S/data/tinystories_valid_head.txt" --seqlen 256 --windows 8 \
+  --json -q | grep -o '"nll_sum":[^,]*'; }
+a=$(ev "$T/exp") && b=$(ev "$T/dense") || fail "eval of the export"
+[ -n "$a" ] && [ "$a" = "$b" ] || fail "eval --model EXPORT ($a) != eval of its dense unpacking ($b)"
 out=$(h5dump -d /layers/0/self_attn.q_proj/codes -c "1,8" "$T/ck/blocks-000.h5" 2>&1)
 grep -Eq "\(0,0\): [0-9]+, [0-9]+" <<<"$out" || { echo "$out"; fail "h5dump shows no checkpoint data"; }
 # stories260K has in = 172 (down_proj): GPTQ packing cannot hold it

@@ -43,6 +43,10 @@ typedef struct {
    * ct_act_bits > 0: dynamic per-token symmetric int activations at every
    * linear input (W8A8). Both 0 for a plain model. */
   int ct_int8, ct_act_bits;
+  /* quantization_config of a GPTQ v1 export (quant_method gptq,
+   * checkpoint_format gptq): linear weights may be qweight/qzeros/scales/
+   * g_idx (read dequantized); 0 for a plain model */
+  int gptq_bits;
 } qz_model_config;
 
 /* Parse `path` (config.json, or a directory holding it). Missing required

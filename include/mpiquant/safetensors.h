@@ -85,6 +85,15 @@ int qz_st_data(const qz_st *st, const char *name, const void **data);
  * its dequantized value q * scale[row]. Not collective. */
 int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
                    float *dst);
+/* A GPTQ v1 linear "P.weight" absent from the files but stored as
+ * P.qweight / P.qzeros / P.scales / P.g_idx reads (qz_st_read_f32) as its
+ * dequantized rows scales[g,o] * (q - (zero + 1)); this gives its shape and
+ * bits (from the shapes). QZ_ERR_FORMAT naming the tensor when absent or
+ * malformed. Not collective. */
+int qz_st_gptq_shape(const qz_st *st, const char *name, int64_t *out, int64_t *in,
+                     int *bits);
+/* Rows and row length of `name`, real or GPTQ-virtual. Not collective. */
+int qz_st_rows(const qz_st *st, const char *name, int64_t *rows, int64_t *rowlen);
 /* 1 when `name` is an I8 [out, in] tensor with a float `name_scale` of out
  * elements (read by qz_st_read_f32 as q * scale). Not collective. */
 int qz_st_is_int8_scaled(const qz_st *st, const char *name);

@@ -131,9 +131,20 @@ static void test_quant_config(void) {
   snprintf(j, sizeof j, base, "null");
   if (QZT_OK(qz_config_parse(j, strlen(j), "plain", &c)))
     QZT_CHECK(c.ct_int8 == 0 && c.ct_act_bits == 0, "quantization_config null");
-  snprintf(j, sizeof j, base, "{\"quant_method\":\"gptq\",\"bits\":4}");
-  QZT_FAILS(qz_config_parse(j, strlen(j), "gptq", &c), QZ_ERR_UNSUPPORTED,
-            "quantization_config.quant_method is 'gptq'; mpiquant reads unquantized");
+  snprintf(j, sizeof j, base, "{\"quant_method\":\"gptq\",\"bits\":4,"
+           "\"checkpoint_format\":\"gptq\"}");
+  if (QZT_OK(qz_config_parse(j, strlen(j), "gptq", &c)))
+    QZT_CHECK(c.gptq_bits == 4 && !c.ct_int8, "GPTQ v1 export: 4-bit");
+  snprintf(j, sizeof j, base, "{\"quant_method\":\"gptq\",\"bits\":4,"
+           "\"checkpoint_format\":\"gptq_v2\"}");
+  QZT_FAILS(qz_config_parse(j, strlen(j), "gptq_v2", &c), QZ_ERR_UNSUPPORTED,
+            "GPTQ checkpoint_format 'gptq_v2' is not supported");
+  snprintf(j, sizeof j, base, "{\"quant_method\":\"gptq\",\"bits\":5}");
+  QZT_FAILS(qz_config_parse(j, strlen(j), "gptq5", &c), QZ_ERR_UNSUPPORTED,
+            "bits must be 2, 3, 4 or 8 for GPTQ");
+  snprintf(j, sizeof j, base, "{\"quant_method\":\"awq\",\"bits\":4}");
+  QZT_FAILS(qz_config_parse(j, strlen(j), "awq", &c), QZ_ERR_UNSUPPORTED,
+            "quantization_config.quant_method is 'awq'; mpiquant reads unquantized");
   snprintf(j, sizeof j, base, "{\"quant_method\":\"compressed-tensors\",\"format\":"
            "\"pack-quantized\"}");
   QZT_FAILS(qz_config_parse(j, strlen(j), "pack", &c), QZ_ERR_UNSUPPORTED,

@@ -394,6 +394,22 @@ static void test_rss_and_int8(void) {
     QZT_OK(qz_st_writer_add(w, "l.weight", QZ_DT_I8, 2, (int64_t[]){2, 3}, q));
     QZT_OK(qz_st_writer_add(w, "l.weight_scale", QZ_DT_F32, 2, (int64_t[]){2, 1}, sc));
     QZT_OK(qz_st_writer_add(w, "bare", QZ_DT_I8, 2, (int64_t[]){2, 3}, q));
+    int32_t qw[8], qzs[1] = {0}, gi[8] = {0};
+    uint16_t sc16[8];
+    for (int o = 0; o < 8; o++) {
+      uint32_t word = 0;
+      for (int i = 0; i < 8; i++) word |= (uint32_t)((o + i) & 15) << (4 * i);
+      qw[o] = (int32_t)word;
+      qzs[0] = (int32_t)((uint32_t)qzs[0] | (7u << (4 * o)));
+      sc16[o] = 0x3800;
+    }
+    QZT_OK(qz_st_writer_add(w, "g.qweight", QZ_DT_I32, 2, (int64_t[]){1, 8}, qw));
+    QZT_OK(qz_st_writer_add(w, "g.qzeros", QZ_DT_I32, 2, (int64_t[]){1, 1}, qzs));
+    QZT_OK(qz_st_writer_add(w, "g.scales", QZ_DT_F16, 2, (int64_t[]){1, 8}, sc16));
+    QZT_OK(qz_st_writer_add(w, "g.g_idx", QZ_DT_I32, 1, (int64_t[]){8}, gi));
+    QZT_OK(qz_st_writer_add(w, "h.qweight", QZ_DT_I32, 2, (int64_t[]){1, 8}, qw));
+    QZT_OK(qz_st_writer_add(w, "h.qzeros", QZ_DT_I32, 2, (int64_t[]){1, 1}, qzs));
+    QZT_OK(qz_st_writer_add(w, "h.scales", QZ_DT_F16, 2, (int64_t[]){1, 8}, sc16));
     QZT_OK(qz_st_writer_finish(&w));
   }
   free(buf);
@@ -426,6 +442,23 @@ static void test_rss_and_int8(void) {
             "int8-scaled detection");
   QZT_FAILS(qz_st_read_f32(st, "bare", 0, 2, d), QZ_ERR_FORMAT,
             "tensor 'bare' has dtype I8, which cannot be converted to f32");
+  /* GPTQ v1 linear "g.weight" [8 out, 8 in], 4 bits, one group: codes
+   * q[o][i] = (o + i) & 15 packed along i, zero 8 stored as 7, scale 0.5
+   * (f16 0x3800): W = 0.5 * (q - 8); "h" lacks its g_idx */
+  float gw[64];
+  int64_t go = 0, gin = 0;
+  int gb = 0;
+  if (QZT_OK(qz_st_gptq_shape(st, "g.weight", &go, &gin, &gb)))
+    QZT_CHECK(go == 8 && gin == 8 && gb == 4, "GPTQ shape [%lld, %lld] %d bits",
+              (long long)go, (long long)gin, gb);
+  if (QZT_OK(qz_st_read_f32(st, "g.weight", 2, 3, gw))) {
+    int64_t bad = 0;
+    for (int o = 2; o < 5; o++)
+      for (int i = 0; i < 8; i++) bad += gw[(o - 2) * 8 + i] != 0.5f * (float)(((o + i) & 15) - 8);
+    QZT_CHECK(bad == 0, "GPTQ rows 2..4 dequantized: %lld values differ", (long long)bad);
+  }
+  QZT_FAILS(qz_st_read_f32(st, "h.weight", 0, 1, gw), QZ_ERR_FORMAT,
+            "GPTQ tensor 'h.weight' has qweight but lacks g_idx");
   free(chunk);
   qz_st_close(&st);
   remove(path);
