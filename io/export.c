@@ -45,94 +45,6 @@ static int parse_linear(const char *name, int *layer) {
 }
 
 
-static void shard_tmp_name(const qz_export_shards *s, int k, char *buf, size_t n) {
-  snprintf(buf, n, "%s/model-part-%05d.safetensors", s->out_dir, k + 1);
-}
-
-int qz_export_shards_add(qz_export_shards *s, const char *name, qz_dtype dt, int nd,
-                     const int64_t *shape, const void *data, int64_t bytes) {
-  if (s->w && s->cur_bytes > 0 && s->cur_bytes + bytes > s->max_bytes) {
-    QZ_CALL(qz_st_writer_finish(&s->w));
-  }
-  if (!s->w) {
-    char p[PATH_MAX + 64];
-    shard_tmp_name(s, s->nshards, p, sizeof p);
-    QZ_CALL(qz_st_writer_create(p, &s->w));
-    QZ_CALL(qz_st_writer_meta(s->w, "format", "pt"));
-    s->nshards++;
-    s->cur_bytes = 0;
-  }
-  QZ_CALL(qz_st_writer_add(s->w, name, dt, nd, shape, data));
-  s->cur_bytes += bytes;
-  s->total_bytes += bytes;
-  json_object_set_new(s->weight_map, name, json_integer(s->nshards - 1));
-  return QZ_OK;
-}
-
-/* Final names: one shard -> model.safetensors; more -> model-0000k-of-0000n
- * + model.safetensors.index.json. */
-static int shard_finish(qz_export_shards *s) {
-  if (s->w) QZ_CALL(qz_st_writer_finish(&s->w));
-  char from[PATH_MAX + 64], to[PATH_MAX + 64];
-  json_t *map = json_object();
-  for (int k = 0; k < s->nshards; k++) {
-    shard_tmp_name(s, k, from, sizeof from);
-    if (s->nshards == 1)
-      snprintf(to, sizeof to, "%s/model.safetensors", s->out_dir);
-    else
-      snprintf(to, sizeof to, "%s/model-%05d-of-%05d.safetensors", s->out_dir,
-               k + 1, s->nshards);
-    if (rename(from, to) != 0) {
-      json_decref(map);
-      QZ_FAIL(QZ_ERR_IO, "cannot rename %s to %s: %s", from, to, strerror(errno));
-    }
-  }
-  if (s->nshards > 1) {
-    const char *key;
-    json_t *v;
-    json_object_foreach(s->weight_map, key, v) {
-      char nm[64];
-      snprintf(nm, sizeof nm, "model-%05d-of-%05d.safetensors",
-               (int)json_integer_value(v) + 1, s->nshards);
-      json_object_set_new(map, key, json_string(nm));
-    }
-    json_t *idx = json_object();
-    json_t *meta = json_object();
-    json_object_set_new(meta, "total_size", json_integer(s->total_bytes));
-    json_object_set_new(idx, "metadata", meta);
-    json_object_set(idx, "weight_map", map);
-    snprintf(to, sizeof to, "%s/model.safetensors.index.json", s->out_dir);
-    int r = json_dump_file(idx, to, JSON_INDENT(2) | JSON_SORT_KEYS);
-    json_decref(idx);
-    if (r != 0) {
-      json_decref(map);
-      QZ_FAIL(QZ_ERR_IO, "cannot write %s", to);
-    }
-  }
-  json_decref(map);
-  return QZ_OK;
-}
-
-static int copy_file(const char *from, const char *to) {
-  FILE *a = fopen(from, "rb");
-  if (!a) return QZ_OK; /* optional file */
-  FILE *b = fopen(to, "wb");
-  if (!b) {
-    fclose(a);
-    QZ_FAIL(QZ_ERR_IO, "cannot write %s: %s", to, strerror(errno));
-  }
-  char buf[1 << 16];
-  size_t n;
-  int ok = 1;
-  while ((n = fread(buf, 1, sizeof buf, a)) > 0)
-    if (fwrite(buf, 1, n, b) != n) ok = 0;
-  ok = !ferror(a) && ok;
-  fclose(a);
-  ok = fclose(b) == 0 && ok;
-  QZ_CHECK(ok, QZ_ERR_IO, "copying %s to %s failed (disk full?)", from, to);
-  return QZ_OK;
-}
-
 int qz_export_refuse_outliers(qz_ckpt *ck, int layer, const char *mod,
                               const char *format) {
   int64_t nnz = 0, *oi = NULL;
@@ -161,10 +73,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
   qz_ckpt *ck = NULL;
   qz_st *src = NULL;
   json_t *cfg = NULL;
-  qz_export_shards ss = {.out_dir = o->out_dir,
-                  .max_bytes = o->max_shard_bytes > 0 ? o->max_shard_bytes
-                                                      : ((int64_t)4 << 30)};
-  ss.weight_map = json_object();
+  qz_st_shards *ss = NULL;
   const char *fname = o->format && *o->format ? o->format : "gptq";
   const qz_export_format *fmt = find_format(fname);
   QZ_CHECK_DONE(fmt, QZ_ERR_USAGE,
@@ -184,6 +93,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
     if (st == QZ_OK && mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
       st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
                         "cannot create %s: %s", o->out_dir, strerror(errno));
+    if (st == QZ_OK) st = qz_st_shards_create(o->out_dir, "model", o->max_shard_bytes, 0, &ss);
   }
   QZ_CALL_DONE(qz_error_agree(comm, st));
 
@@ -208,7 +118,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
       QZ_CHECK_DONE(layer < nb, QZ_ERR_FORMAT, "%s: tensor %s but the "
                     "checkpoint has %d blocks", mdir, name, nb);
       qz_ckpt_linear_meta m;
-      st = fmt->linear(ck, rank, &ss, layer, k_linears[lin], &m, &counts);
+      st = fmt->linear(ck, rank, ss, layer, k_linears[lin], &m, &counts);
       QZ_CALL_DONE(qz_error_agree(comm, st));
       if (nlinear++ == 0) first = m;
       continue;
@@ -234,7 +144,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
       QZ_CALL_DONE(qz_error_agree(comm, st));
       st = qz_ckpt_read_norms(ck, nl, hid, nrm, nrm + hid, &found);
       if (st == QZ_OK && found && rank == 0)
-        st = qz_export_shards_add(&ss, name, QZ_DT_F32, 1, &hid, nrm + which * hid, hid * 4);
+        st = qz_st_shards_add(ss, name, QZ_DT_F32, 1, &hid, nrm + which * hid, hid * 4);
       free(nrm);
       QZ_CALL_DONE(qz_error_agree(comm, st));
       if (found) {
@@ -246,7 +156,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
       const void *data = NULL;
       st = qz_st_data(src, name, &data);
       if (st == QZ_OK)
-        st = qz_export_shards_add(&ss, name, ti->dtype, ti->ndim, ti->shape, data, ti->nbytes);
+        st = qz_st_shards_add(ss, name, ti->dtype, ti->ndim, ti->shape, data, ti->nbytes);
     }
     QZ_CALL_DONE(qz_error_agree(comm, st));
   }
@@ -254,7 +164,9 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
                 "%s: found %lld quantizable linears, expected %d blocks x 7",
                 mdir, (long long)nlinear, nb);
   if (rank == 0) {
-    st = shard_finish(&ss);
+    int nshards = qz_st_shards_count(ss);
+    int64_t total = qz_st_shards_bytes(ss);
+    st = qz_st_shards_finish(&ss);
     /* config.json + quantization_config, quantize_config.json, tokenizer */
     char from[PATH_MAX + 64], to[PATH_MAX + 64];
     snprintf(from, sizeof from, "%s/config.json", mdir);
@@ -283,7 +195,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
     for (size_t k = 0; st == QZ_OK && k < sizeof extra / sizeof *extra; k++) {
       snprintf(from, sizeof from, "%s/%s", mdir, extra[k]);
       snprintf(to, sizeof to, "%s/%s", o->out_dir, extra[k]);
-      st = copy_file(from, to);
+      st = qz_copy_file(from, to, 0);
     }
     if (st == QZ_OK) {
       char b[32];
@@ -291,15 +203,14 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
         qz_info("export: %lld RMSNorm weights with folded scales from the checkpoint",
                 (long long)nfolded);
       qz_info("export: %lld quantized linears (%s), %d shard%s, %s -> %s",
-              (long long)nlinear, fmt->name, ss.nshards, ss.nshards == 1 ? "" : "s",
-              qz_fmt_bytes((double)ss.total_bytes, b, sizeof b), o->out_dir);
+              (long long)nlinear, fmt->name, nshards, nshards == 1 ? "" : "s",
+              qz_fmt_bytes((double)total, b, sizeof b), o->out_dir);
       if (fmt->report) fmt->report(&first, &counts);
     }
   }
   QZ_CALL_DONE(qz_error_agree(comm, st));
 done:
-  if (ss.w) qz_st_writer_abort(&ss.w);
-  json_decref(ss.weight_map);
+  qz_st_shards_abort(&ss);
   json_decref(cfg);
   qz_st_close(&src);
   qz_ckpt_close(&ck);

@@ -72,7 +72,7 @@ static json_t *ct_quant_config(const qz_ckpt_linear_meta *m, int act_bits) {
   return q;
 }
 
-static int ct_linear(qz_ckpt *ck, int rank, qz_export_shards *ss, int layer,
+static int ct_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
                      const char *mod, qz_ckpt_linear_meta *meta_out,
                      qz_export_counts *n) {
   int st = QZ_OK;
@@ -111,10 +111,10 @@ static int ct_linear(qz_ckpt *ck, int rank, qz_export_shards *ss, int layer,
       char name[256];
       int64_t shp[2] = {out, in};
       snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, mod);
-      st = qz_export_shards_add(ss, name, QZ_DT_I8, 2, shp, wq, out * in);
+      st = qz_st_shards_add(ss, name, QZ_DT_I8, 2, shp, wq, out * in);
       snprintf(name, sizeof name, "model.layers.%d.%s.weight_scale", layer, mod);
       shp[1] = 1;
-      if (st == QZ_OK) st = qz_export_shards_add(ss, name, QZ_DT_F32, 2, shp, sc, out * 4);
+      if (st == QZ_OK) st = qz_st_shards_add(ss, name, QZ_DT_F32, 2, shp, sc, out * 4);
     }
   }
   (void)n;

@@ -66,7 +66,7 @@ static json_t *gptq_quant_config(const qz_ckpt_linear_meta *m, int act_bits) {
 static int32_t *qw_zero_tmp(int32_t *qz, int64_t ng, int64_t wz) { return qz + ng * wz; }
 
 /* One quantized linear: read (rank 0 gets all rows), pack, add. */
-static int gptq_linear(qz_ckpt *ck, int rank, qz_export_shards *ss, int layer,
+static int gptq_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
                        const char *mod, qz_ckpt_linear_meta *meta_out,
                        qz_export_counts *n) {
   int st = QZ_OK;
@@ -124,16 +124,16 @@ static int gptq_linear(qz_ckpt *ck, int rank, qz_export_shards *ss, int layer,
     int64_t shp[2];
     snprintf(name, sizeof name, "model.layers.%d.%s.qweight", layer, mod);
     shp[0] = wq; shp[1] = out;
-    QZ_CALL_DONE(qz_export_shards_add(ss, name, QZ_DT_I32, 2, shp, qw, wq * out * 4));
+    QZ_CALL_DONE(qz_st_shards_add(ss, name, QZ_DT_I32, 2, shp, qw, wq * out * 4));
     snprintf(name, sizeof name, "model.layers.%d.%s.qzeros", layer, mod);
     shp[0] = ng; shp[1] = wz;
-    QZ_CALL_DONE(qz_export_shards_add(ss, name, QZ_DT_I32, 2, shp, qz, ng * wz * 4));
+    QZ_CALL_DONE(qz_st_shards_add(ss, name, QZ_DT_I32, 2, shp, qz, ng * wz * 4));
     snprintf(name, sizeof name, "model.layers.%d.%s.scales", layer, mod);
     shp[0] = ng; shp[1] = out;
-    QZ_CALL_DONE(qz_export_shards_add(ss, name, QZ_DT_F16, 2, shp, s16, ng * out * 2));
+    QZ_CALL_DONE(qz_st_shards_add(ss, name, QZ_DT_F16, 2, shp, s16, ng * out * 2));
     snprintf(name, sizeof name, "model.layers.%d.%s.g_idx", layer, mod);
     shp[0] = in;
-    QZ_CALL_DONE(qz_export_shards_add(ss, name, QZ_DT_I32, 1, shp, gi, in * 4));
+    QZ_CALL_DONE(qz_st_shards_add(ss, name, QZ_DT_I32, 1, shp, gi, in * 4));
   }
 done:
   free(codes); free(sc); free(zf); free(gi); free(qw); free(qz); free(zc); free(s16);

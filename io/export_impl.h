@@ -9,20 +9,6 @@
 #include "mpiquant/ckpt.h"
 #include "mpiquant/safetensors.h"
 
-/* Output safetensors shards, filled in name order by rank 0. */
-typedef struct {
-  const char *out_dir;
-  int64_t max_bytes, cur_bytes;
-  int nshards;
-  qz_st_writer *w;
-  json_t *weight_map; /* name -> temp shard index */
-  int64_t total_bytes;
-} qz_export_shards;
-
-/* Add one tensor (rank 0 only). Not collective. */
-int qz_export_shards_add(qz_export_shards *s, const char *name, qz_dtype dt, int nd,
-                         const int64_t *shape, const void *data, int64_t bytes);
-
 /* Totals a format reports after the walk. */
 typedef struct {
   int64_t zero_zero;   /* GPTQ: (row, group) zero points of 0 */
@@ -33,9 +19,9 @@ typedef struct {
   const char *name;             /* --format value */
   /* Read the linear `mod` of block `layer` from the checkpoint (collective:
    * every rank calls it; rank 0 receives the rows), convert it and add its
-   * tensors with qz_export_shards_add on rank 0. Fails (on every rank, same
+   * tensors with qz_st_shards_add on rank 0. Fails (on every rank, same
    * message) when the format cannot hold it. *meta receives its attributes. */
-  int (*linear)(qz_ckpt *ck, int rank, qz_export_shards *ss, int layer,
+  int (*linear)(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
                 const char *mod, qz_ckpt_linear_meta *meta, qz_export_counts *n);
   /* quantization_config from the first linear's attributes and the
    * checkpoint's activation bits (new reference). */

@@ -133,37 +133,10 @@ typedef struct {
   const qz_model_config *cfg;
   int64_t *outl; /* [nout] outlier channels of the hidden dimension */
   int nout;
-  /* shard set */
-  qz_st_writer *w;
-  int nshards;
-  int64_t cur_bytes, total_bytes;
-  json_t *weight_map; /* name -> shard index */
+  qz_st_shards *shards;
   void *buf;          /* one tensor in the output dtype */
   size_t buf_bytes;
 } synth;
-
-static void shard_tmp(const synth *s, int k, char *p, size_t n) {
-  snprintf(p, n, "%s/synth-part-%05d.safetensors", s->o->out, k + 1);
-}
-
-static int shard_add(synth *s, const char *name, int nd, const int64_t *shape,
-                     int64_t bytes) {
-  if (s->w && s->cur_bytes > 0 && s->cur_bytes + bytes > (s->o->shard_mb << 20))
-    QZ_CALL(qz_st_writer_finish(&s->w));
-  if (!s->w) {
-    char p[PATH_MAX + 64];
-    shard_tmp(s, s->nshards, p, sizeof p);
-    QZ_CALL(qz_st_writer_create(p, &s->w));
-    QZ_CALL(qz_st_writer_meta(s->w, "format", "pt"));
-    s->nshards++;
-    s->cur_bytes = 0;
-  }
-  QZ_CALL(qz_st_writer_add(s->w, name, s->o->dtype, nd, shape, s->buf));
-  s->cur_bytes += bytes;
-  s->total_bytes += bytes;
-  json_object_set_new(s->weight_map, name, json_integer(s->nshards - 1));
-  return QZ_OK;
-}
 
 static void put(synth *s, int64_t i, double v) {
   if (s->o->dtype == QZ_DT_BF16)
@@ -239,60 +212,8 @@ static int gen(synth *s, const char *name, gen_kind kind, int64_t rows,
       break;
   }
   int64_t shape[2] = {rows, cols};
-  return shard_add(s, name, cols > 0 ? 2 : 1, shape, (int64_t)bytes);
-}
-
-/* Final names like Hugging Face: model-0000k-of-0000n.safetensors + index
- * (always written, so readers take the sharded path even for one shard). */
-static int shards_finish(synth *s) {
-  if (s->w) QZ_CALL(qz_st_writer_finish(&s->w));
-  char from[PATH_MAX + 64], to[PATH_MAX + 64];
-  for (int k = 0; k < s->nshards; k++) {
-    shard_tmp(s, k, from, sizeof from);
-    snprintf(to, sizeof to, "%s/model-%05d-of-%05d.safetensors", s->o->out, k + 1,
-             s->nshards);
-    QZ_CHECK(rename(from, to) == 0, QZ_ERR_IO, "cannot rename %s to %s: %s", from, to,
-             strerror(errno));
-  }
-  json_t *map = json_object();
-  const char *key;
-  json_t *v;
-  json_object_foreach(s->weight_map, key, v) {
-    char nm[64];
-    snprintf(nm, sizeof nm, "model-%05d-of-%05d.safetensors", (int)json_integer_value(v) + 1,
-             s->nshards);
-    json_object_set_new(map, key, json_string(nm));
-  }
-  json_t *idx = json_pack("{s:{s:I}, s:o}", "metadata", "total_size",
-                          (json_int_t)s->total_bytes, "weight_map", map);
-  snprintf(to, sizeof to, "%s/model.safetensors.index.json", s->o->out);
-  int r = json_dump_file(idx, to, JSON_INDENT(2) | JSON_SORT_KEYS);
-  json_decref(idx);
-  QZ_CHECK(r == 0, QZ_ERR_IO, "cannot write %s", to);
-  return QZ_OK;
-}
-
-static int copy_file(const char *from, const char *to, int required) {
-  FILE *a = fopen(from, "rb");
-  if (!a) {
-    QZ_CHECK(!required, QZ_ERR_IO, "synth --tokenizer: cannot open %s: %s", from,
-             strerror(errno));
-    return QZ_OK;
-  }
-  FILE *b = fopen(to, "wb");
-  if (!b) {
-    fclose(a);
-    QZ_FAIL(QZ_ERR_IO, "cannot create %s: %s", to, strerror(errno));
-  }
-  char buf[1 << 16];
-  size_t n;
-  int ok = 1;
-  while ((n = fread(buf, 1, sizeof buf, a)) > 0) ok &= fwrite(buf, 1, n, b) == n;
-  ok &= !ferror(a);
-  fclose(a);
-  ok &= fclose(b) == 0;
-  QZ_CHECK(ok, QZ_ERR_IO, "cannot copy %s to %s", from, to);
-  return QZ_OK;
+  return qz_st_shards_add(s->shards, name, s->o->dtype, cols > 0 ? 2 : 1, shape, s->buf,
+                          (int64_t)bytes);
 }
 
 /* config.json: the input config with num_hidden_layers and torch_dtype set. */
@@ -326,10 +247,10 @@ static int synth_run(const synth_opts *o) {
     char a[PATH_MAX + 64], b[PATH_MAX + 64];
     snprintf(a, sizeof a, "%s/tokenizer.json", o->tokenizer);
     snprintf(b, sizeof b, "%s/tokenizer.json", o->out);
-    QZ_CALL(copy_file(a, b, 1));
+    QZ_CALL(qz_copy_file(a, b, 1));
     snprintf(a, sizeof a, "%s/tokenizer_config.json", o->tokenizer);
     snprintf(b, sizeof b, "%s/tokenizer_config.json", o->out);
-    QZ_CALL(copy_file(a, b, 0));
+    QZ_CALL(qz_copy_file(a, b, 0));
   }
   const int64_t H = cfg.hidden_size, V = cfg.vocab_size;
   s.nout = (int)(H / 1024 > 0 ? H / 1024 : 1);
@@ -343,7 +264,9 @@ static int synth_run(const synth_opts *o) {
     while (is_outlier(&s, c) && t < (uint64_t)k + 1000);
     s.outl[k] = c;
   }
-  s.weight_map = json_object();
+  /* Hugging Face names, index always written (readers take the sharded path
+   * even for one shard) */
+  QZ_CALL_DONE(qz_st_shards_create(o->out, "synth", (int64_t)o->shard_mb << 20, 1, &s.shards));
   double std_in = 0.02, std_out = 0.02 / sqrt(2.0 * (double)o->layers);
   char name[256];
   QZ_CALL_DONE(gen(&s, "model.embed_tokens.weight", GEN_EMBED, V, H, 0.02, 0));
@@ -369,16 +292,17 @@ static int synth_run(const synth_opts *o) {
   QZ_CALL_DONE(gen(&s, "model.norm.weight", GEN_FINAL_NORM, H, 0, 0, 0));
   if (!cfg.tie_word_embeddings)
     QZ_CALL_DONE(gen(&s, "lm_head.weight", GEN_MATRIX, V, H, 0.02, 0));
-  QZ_CALL_DONE(shards_finish(&s));
+  int nshards = qz_st_shards_count(s.shards);
+  int64_t total = qz_st_shards_bytes(s.shards);
+  QZ_CALL_DONE(qz_st_shards_finish(&s.shards));
   {
     char a[32];
     qz_info("synth: %s: %lld blocks, %lld parameters, %s in %d shard(s), seed %ld",
             o->out, (long long)o->layers, (long long)qz_config_param_count(&cfg),
-            qz_fmt_bytes((double)s.total_bytes, a, sizeof a), s.nshards, o->seed);
+            qz_fmt_bytes((double)total, a, sizeof a), nshards, o->seed);
   }
 done:
-  if (s.w) qz_st_writer_abort(&s.w);
-  json_decref(s.weight_map);
+  qz_st_shards_abort(&s.shards);
   free(s.buf);
   free(s.outl);
   return st;

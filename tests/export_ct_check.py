@@ -35,6 +35,9 @@ import glob, json, os, struct, sys
 import numpy as np
 import h5py
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from sq_check import rmsnorm, rope  # noqa: E402  (the same numpy Llama pieces)
+
 PPL_TOL = 1e-3
 LINEARS = ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
            "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"]
@@ -81,17 +84,6 @@ def check_config(qc):
     if "lm_head" not in qc.get("ignore", []): fail("lm_head not ignored")
 
 
-def rmsnorm(x, w, eps):
-    ms = (x.astype(np.float64) ** 2).mean(-1, keepdims=True)
-    return ((x / np.sqrt(ms + eps)).astype(np.float32) * w).astype(np.float32)
-
-
-def rope(x, cos, sin):  # x [T, nh, hd], rotate_half
-    h = x.shape[-1] // 2
-    a, b = x[..., :h], x[..., h:]
-    return (x * cos + np.concatenate([-b, a], -1) * sin).astype(np.float32)
-
-
 def aq(x, on):
     if not on:
         return x
@@ -106,8 +98,8 @@ def ppl(cfg, W, ids, act):
     nw, L = ids.shape
     inv = 1.0 / cfg["rope_theta"] ** (np.arange(0, hd, 2) / hd)
     ang = np.arange(L)[:, None] * inv[None, :]
-    cos = np.concatenate([np.cos(ang)] * 2, -1).astype(np.float32)[:, None, :]
-    sin = np.concatenate([np.sin(ang)] * 2, -1).astype(np.float32)[:, None, :]
+    cos = np.cos(ang).astype(np.float32)[:, None, :]
+    sin = np.sin(ang).astype(np.float32)[:, None, :]
     mask = np.triu(np.full((L, L), -np.inf, np.float32), 1)
     emb = W["model.embed_tokens.weight"]
     head = W.get("lm_head.weight", emb)

@@ -119,6 +119,26 @@ int qz_st_writer_meta(qz_st_writer *w, const char *key, const char *value);
 int qz_st_writer_add(qz_st_writer *w, const char *name, qz_dtype dt, int ndim,
                      const int64_t *shape, const void *data);
 int qz_st_writer_finish(qz_st_writer **w); /* frees *w in all cases */
+
+/* A sharded safetensors model written tensor by tensor in `dir`: a new
+ * shard starts when the current one would pass max_bytes (0: 4 GiB); files
+ * are DIR/<tmp_prefix>-part-NNNNN.safetensors until finish renames them to
+ * model.safetensors (one shard, unless always_index) or
+ * model-0000k-of-0000n.safetensors + model.safetensors.index.json (the
+ * Hugging Face names). Not collective. */
+typedef struct qz_st_shards qz_st_shards;
+int qz_st_shards_create(const char *dir, const char *tmp_prefix, int64_t max_bytes,
+                        int always_index, qz_st_shards **out);
+int qz_st_shards_add(qz_st_shards *s, const char *name, qz_dtype dt, int nd,
+                     const int64_t *shape, const void *data, int64_t bytes);
+int qz_st_shards_count(const qz_st_shards *s);
+int64_t qz_st_shards_bytes(const qz_st_shards *s);
+/* Rename to the final names (+ index); frees *s in all cases. */
+int qz_st_shards_finish(qz_st_shards **s);
+/* Drop an unfinished set (its temporary files stay); accepts NULL. */
+void qz_st_shards_abort(qz_st_shards **s);
+/* Copy a file; a missing source is an error only when `required`. */
+int qz_copy_file(const char *from, const char *to, int required);
 void qz_st_writer_abort(qz_st_writer **w);  /* removes temporaries */
 
 #ifdef __cplusplus
