@@ -8,6 +8,7 @@
  *                                              f64 factor of d = 14336)
  * w4 g128 asym act-order, blocksize 128, percdamp 0.01.  Set
  * OPENBLAS_NUM_THREADS=1 (one BLAS thread per rank).  Ratios last. */
+#include "bench_args.h"
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -110,9 +111,18 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   qz_log_init(rank, P, getenv("QZ_BENCH_DEBUG") ? QZ_LOG_DEBUG : QZ_LOG_WARN, 0);
-  const int64_t out = argc > 1 ? atoll(argv[1]) : 4096;
-  const int64_t in = argc > 2 ? atoll(argv[2]) : 4096;
-  const int64_t ntok = argc > 3 ? atoll(argv[3]) : 2 * in;
+  int bad = 0;
+  if (bench_help(argc, argv, "mpirun -np 2 bench_gptq [out=4096] [in=4096] [tokens=2*in]")) {
+    MPI_Finalize();
+    return 0;
+  }
+  const int64_t out = bench_arg(argc, argv, 1, 4096, 1, 1LL << 20, "out", &bad);
+  const int64_t in = bench_arg(argc, argv, 2, 4096, 32, 1LL << 20, "in", &bad);
+  const int64_t ntok = bench_arg(argc, argv, 3, 2 * in, 1, 1LL << 30, "tokens", &bad);
+  if (bad) {
+    MPI_Finalize();
+    return 2;
+  }
   const int B = 128;
   /* sweep flops: trailing sgemm 2 m bk (n - i2) + in-block m bk^2 */
   double fl = 0;

@@ -6,6 +6,7 @@
  *   bench_pack [out=8192] [in=8192] [bits=4]
  *
  * Ratio last: pack GB/s / transpose GB/s (both read the same codes once). */
+#include "bench_args.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,9 +22,12 @@ static double now(void) {
 }
 
 int main(int argc, char **argv) {
-  const int64_t out = argc > 1 ? atoll(argv[1]) : 8192;
-  const int64_t in = argc > 2 ? atoll(argv[2]) : 8192;
-  const int bits = argc > 3 ? atoi(argv[3]) : 4;
+  int bad = 0;
+  if (bench_help(argc, argv, "bench_pack [out=8192] [in=8192] [bits=4]")) return 0;
+  const int64_t out = bench_arg(argc, argv, 1, 8192, 32, 1LL << 20, "out", &bad);
+  const int64_t in = bench_arg(argc, argv, 2, 8192, 32, 1LL << 20, "in", &bad);
+  const int bits = (int)bench_arg(argc, argv, 3, 4, 2, 8, "bits", &bad);
+  if (bad) return 2;
   size_t nc = (size_t)(out * in);
   uint8_t *codes = malloc(nc), *dst = malloc(nc), *tr = malloc(nc);
   int32_t *words = malloc(sizeof(int32_t) * (size_t)(in * bits / 32) * (size_t)out);

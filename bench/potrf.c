@@ -6,6 +6,7 @@
  *
  * GFLOP/s count 2 n^3 / 3 (n^3/3 each).  Ratio last: ScaLAPACK GFLOP/s /
  * (P x LAPACK GFLOP/s), the parallel efficiency on the same cores. */
+#include "bench_args.h"
 #include <math.h>
 #include <mpi.h>
 #include <stdint.h>
@@ -27,8 +28,17 @@ int main(int argc, char **argv) {
   int rank, P;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &P);
-  int n = argc > 1 ? atoi(argv[1]) : 3000;
-  int nb = argc > 2 ? atoi(argv[2]) : 128;
+  int bad = 0;
+  if (bench_help(argc, argv, "mpirun -np 2 bench_potrf [n=3000] [nb=128]")) {
+    MPI_Finalize();
+    return 0;
+  }
+  int n = (int)bench_arg(argc, argv, 1, 3000, 1, 1 << 20, "n", &bad);
+  int nb = (int)bench_arg(argc, argv, 2, 128, 1, 4096, "nb", &bad);
+  if (bad) {
+    MPI_Finalize();
+    return 2;
+  }
   qz_grid *g = NULL;
   if (qz_grid_create(MPI_COMM_WORLD, nb, &g) != 0) MPI_Abort(MPI_COMM_WORLD, 10);
   int pr, pc, myr, myc;

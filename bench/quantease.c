@@ -9,6 +9,7 @@
  *
  *   mpirun -np 1 bench_quantease [out=4096] [in=4096] [sweeps=3]
  * Ratio (sweep GFLOP/s / sgemm GFLOP/s, per rank) last. */
+#include "bench_args.h"
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,9 +41,18 @@ int main(int argc, char **argv) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   qz_log_init(rank, P, QZ_LOG_WARN, 0);
-  int64_t out = argc > 1 ? atol(argv[1]) : 4096;
-  int64_t in = argc > 2 ? atol(argv[2]) : 4096;
-  int K = argc > 3 ? atoi(argv[3]) : 3;
+  int bad = 0;
+  if (bench_help(argc, argv, "mpirun -np 1 bench_quantease [out=4096] [in=4096] [sweeps=3]")) {
+    MPI_Finalize();
+    return 0;
+  }
+  int64_t out = bench_arg(argc, argv, 1, 4096, 1, 1LL << 20, "out", &bad);
+  int64_t in = bench_arg(argc, argv, 2, 4096, 1, 1LL << 20, "in", &bad);
+  int K = (int)bench_arg(argc, argv, 3, 3, 1, 1000, "sweeps", &bad);
+  if (bad) {
+    MPI_Finalize();
+    return 2;
+  }
   int64_t ntok = in; /* tokens over all ranks */
   qz_grid *grid = NULL;
   qz_hessian *H = NULL;
