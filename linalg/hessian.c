@@ -347,95 +347,48 @@ int qz_hessian_set_full(qz_hessian *H, const float *h) {
   return QZ_OK;
 }
 
-/* Entries of panel rows [r0, r1) of H that grid position (qr, qc) owns,
- * visited in a fixed order every rank can reproduce for every position:
- * the lower part (rows i in range, columns j <= i) by local column, then
- * the upper part (rows j in range: H[j][i] = stored (i, j), i > j).
- * mode 0 counts, 1 packs this rank's values into buf, 2 unpacks buf into
- * out [r1 - r0, d]. Local indices increase with the global index, so the
- * local rows (columns) inside [r0, r1) are one contiguous range: O(nb *
- * (mloc + nloc)) per panel instead of O(mloc * nloc). Returns the count. */
-static int64_t panel_visit(const qz_hessian *H, int qr, int qc, int64_t r0, int64_t r1,
-                           int mode, double *buf, double *out) {
-  const int64_t d = H->d;
-  const int nb = H->nb;
-  const int64_t mloc = qz_bc_numroc(d, nb, qr, H->pr), nloc = qz_bc_numroc(d, nb, qc, H->pc);
-  int64_t ila = 0, ilb = 0, jla = 0, jlb = 0, k = 0;
-  while (ila < mloc && qz_bc_global(ila, nb, qr, H->pr) < r0) ila++;
-  for (ilb = ila; ilb < mloc && qz_bc_global(ilb, nb, qr, H->pr) < r1;) ilb++;
-  while (jla < nloc && qz_bc_global(jla, nb, qc, H->pc) < r0) jla++;
-  for (jlb = jla; jlb < nloc && qz_bc_global(jlb, nb, qc, H->pc) < r1;) jlb++;
-  for (int64_t jl = 0; jl < nloc; jl++) { /* lower: rows i in range */
-    int64_t j = qz_bc_global(jl, nb, qc, H->pc);
-    for (int64_t il = ila; il < ilb; il++) {
-      int64_t i = qz_bc_global(il, nb, qr, H->pr);
-      if (i < j) continue;
-      if (mode == 1) /* storage diagonal: the factor's; H's is kept apart */
-        buf[k] = i == j ? H->diag[i] : H->a[jl * H->lld + il];
-      else if (mode == 2)
-        out[(i - r0) * d + j] = buf[k];
-      k++;
-    }
-  }
-  for (int64_t jl = jla; jl < jlb; jl++) { /* upper: rows j in range */
-    int64_t j = qz_bc_global(jl, nb, qc, H->pc);
-    for (int64_t il = 0; il < mloc; il++) {
-      int64_t i = qz_bc_global(il, nb, qr, H->pr);
-      if (i <= j) continue;
-      if (mode == 1)
-        buf[k] = H->a[jl * H->lld + il];
-      else if (mode == 2)
-        out[(j - r0) * d + i] = buf[k];
-      k++;
-    }
-  }
-  return k;
-}
-
 int qz_hessian_get_rows(qz_hessian *H, int64_t r0, int64_t nrows,
                         double *out) {
   QZ_CHECK(H->ready, QZ_ERR_ARG, "qz_hessian_get_rows: Hessian not ready");
   QZ_CHECK(r0 >= 0 && nrows >= 0 && r0 + nrows <= H->d, QZ_ERR_ARG,
            "qz_hessian_get_rows: rows [%lld, %lld) outside [0, %lld)",
            (long long)r0, (long long)(r0 + nrows), (long long)H->d);
-  const int64_t d = H->d, r1 = r0 + nrows;
-  QZ_CHECK((int64_t)nrows * d < (1LL << 31), QZ_ERR_ARG,
-           "qz_hessian_get_rows: too many rows at once");
-  /* every entry has one owner: gather the owners' packed values (half the
-   * traffic of a sum over a dense panel, and no reduction arithmetic), then
-   * place each rank's values by replaying its visiting order */
-  int st = QZ_OK, *cnt = NULL, *dsp = NULL;
-  double *mine = NULL, *all = NULL;
-  int64_t n_mine = panel_visit(H, H->myr, H->myc, r0, r1, 0, NULL, NULL);
-  QZ_CALL_DONE(qz_alloc((size_t)H->size, sizeof(int), "panel counts", &cnt));
-  QZ_CALL_DONE(qz_alloc((size_t)H->size, sizeof(int), "panel displs", &dsp));
-  QZ_CALL_DONE(qz_alloc((size_t)(n_mine > 0 ? n_mine : 1), sizeof(double), "panel values", &mine));
-  QZ_CALL_DONE(qz_alloc((size_t)(nrows * d > 0 ? nrows * d : 1), sizeof(double),
-                        "panel gather", &all));
-  panel_visit(H, H->myr, H->myc, r0, r1, 1, mine, NULL);
-  int64_t off = 0;
-  for (int p = 0; p < H->size; p++) { /* grid rank p = prow * pc + pcol */
-    int64_t c = panel_visit(H, p / H->pc, p % H->pc, r0, r1, 0, NULL, NULL);
-    cnt[p] = (int)c;
-    dsp[p] = (int)off;
-    off += c;
-  }
-  QZ_CHECK_DONE(off == nrows * d, QZ_ERR_INTERNAL,
-                "qz_hessian_get_rows: owners cover %lld of %lld panel entries",
-                (long long)off, (long long)(nrows * d));
-  {
-    int rc = MPI_Allgatherv(mine, (int)n_mine, MPI_DOUBLE, all, cnt, dsp, MPI_DOUBLE, H->comm);
-    if (rc != MPI_SUCCESS) {
-      st = qz_mpi_error(rc, "MPI_Allgatherv", __FILE__, __LINE__, __func__);
-      goto done;
+  const int64_t d = H->d;
+  const int nb = H->nb;
+  memset(out, 0, (size_t)nrows * d * sizeof(double));
+  /* H[i][j] for i in rows: lower entries (i >= j) at (i, j), upper ones at
+   * (j, i); each is owned by exactly one rank, the sum assembles them.
+   * Local indices are increasing in the global index, so the local rows
+   * (columns) inside [r0, r1) are one contiguous range: visiting only those
+   * costs O(nb * (mloc + nloc)) per panel instead of O(mloc * nloc). */
+  const int64_t r1 = r0 + nrows;
+  int64_t ila = 0, ilb = 0, jla = 0, jlb = 0;
+  while (ila < H->mloc && qz_bc_global(ila, nb, H->myr, H->pr) < r0) ila++;
+  for (ilb = ila; ilb < H->mloc && qz_bc_global(ilb, nb, H->myr, H->pr) < r1;)
+    ilb++;
+  while (jla < H->nloc && qz_bc_global(jla, nb, H->myc, H->pc) < r0) jla++;
+  for (jlb = jla; jlb < H->nloc && qz_bc_global(jlb, nb, H->myc, H->pc) < r1;)
+    jlb++;
+  for (int64_t jl = 0; jl < H->nloc; jl++) { /* lower: rows i in range */
+    int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
+    const double *col = H->a + jl * H->lld;
+    for (int64_t il = ila; il < ilb; il++) {
+      int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
+      if (i < j) continue;
+      out[(i - r0) * d + j] = i == j ? H->diag[i] : col[il]; /* storage diag: factor */
     }
   }
-  for (int p = 0; p < H->size; p++)
-    panel_visit(H, p / H->pc, p % H->pc, r0, r1, 2, all + dsp[p], out);
-done:
-  free(cnt);
-  free(dsp);
-  free(mine);
-  free(all);
-  return st;
+  for (int64_t jl = jla; jl < jlb; jl++) { /* upper: rows j in range */
+    int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
+    const double *col = H->a + jl * H->lld;
+    for (int64_t il = 0; il < H->mloc; il++) {
+      int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
+      if (i > j) out[(j - r0) * d + i] = col[il];
+    }
+  }
+  QZ_CHECK((int64_t)nrows * d < (1LL << 31), QZ_ERR_ARG,
+           "qz_hessian_get_rows: too many rows at once");
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, out, (int)(nrows * d), MPI_DOUBLE,
+                            MPI_SUM, H->comm));
+  return QZ_OK;
 }
