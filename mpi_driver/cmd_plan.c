@@ -17,9 +17,10 @@
 #include "plan.h"
 
 typedef struct {
-  const char *model, *rates, *out, *scratch, *method;
+  const char *model, *rates, *out, *scratch, *method, *qe_init;
   long np, nodes, rpn, threads, nsamples, seqlen, bits, group, blocksize, nb, dtype_bytes;
-  double mem_rank, mem_node, core_scale, net_gbs, latency_us;
+  long iters;
+  double mem_rank, mem_node, core_scale, net_gbs, latency_us, outlier_frac;
   int calibrate, json;
 } plan_opts;
 
@@ -38,7 +39,9 @@ static void usage(void) {
       "  --threads T           BLAS threads per rank (default 1)\n"
       "  --nsamples N          calibration windows (default 128)\n"
       "  --seqlen L            tokens per window (default 2048)\n"
-      "  --method M            gptq (default) | rtn\n"
+      "  --method M            gptq (default) | rtn | quantease\n"
+      "  --iters N --qe-init gptq|rtn --outlier-frac F   QuantEase, as for quantize\n"
+      "                        (defaults 30, gptq, 0)\n"
       "  --bits B --group G --blocksize B --grid-nb NB   as for quantize\n"
       "  --dtype-bytes K       bytes per weight on disk (default from torch_dtype)\n"
       "  --mem-per-rank SIZE   refuse if a rank needs more (e.g. 10G, 512M)\n"
@@ -86,10 +89,12 @@ static int parse(int argc, char **argv, plan_opts *o) {
       {"dtype-bytes", 1, 0, 'D'},  {"mem-per-rank", 1, 0, 'r'}, {"mem-per-node", 1, 0, 'e'},
       {"calibration", 1, 0, 'c'},  {"core-scale", 1, 0, 's'},  {"net-gbs", 1, 0, 'w'},
       {"latency-us", 1, 0, 'l'},   {"json", 0, 0, 'j'},        {"calibrate", 0, 0, 'C'},
-      {"out", 1, 0, 'o'},          {"scratch", 1, 0, 'S'},     {0, 0, 0, 0}};
+      {"out", 1, 0, 'o'},          {"scratch", 1, 0, 'S'},     {"iters", 1, 0, 'I'},
+      {"qe-init", 1, 0, 'i'},      {"outlier-frac", 1, 0, 'F'}, {0, 0, 0, 0}};
   *o = (plan_opts){.method = "gptq", .nodes = 1, .threads = 1, .nsamples = 128,
                    .seqlen = 2048, .bits = 4, .group = 128, .blocksize = 128, .nb = 128,
-                   .core_scale = 1.0, .net_gbs = 12.5, .latency_us = 5.0, .scratch = "."};
+                   .core_scale = 1.0, .net_gbs = 12.5, .latency_us = 5.0, .scratch = ".",
+                   .iters = 30, .qe_init = "gptq"};
   optind = 0;
   opterr = 0;
   int c;
@@ -118,6 +123,9 @@ static int parse(int argc, char **argv, plan_opts *o) {
       case 'C': o->calibrate = 1; break;
       case 'o': o->out = optarg; break;
       case 'S': o->scratch = optarg; break;
+      case 'I': QZ_CALL(qz_cli_int("--iters", optarg, 1, 100000, &o->iters)); break;
+      case 'i': o->qe_init = optarg; break;
+      case 'F': QZ_CALL(qz_cli_double("--outlier-frac", optarg, 0.0, 0.5, &o->outlier_frac)); break;
       default:
         QZ_FAIL(QZ_ERR_USAGE, "plan: unknown or incomplete option '%s' (see mpiquant plan "
                 "--help)", argv[optind - 1]);
@@ -127,8 +135,11 @@ static int parse(int argc, char **argv, plan_opts *o) {
   if (o->calibrate) return QZ_OK;
   QZ_CHECK(o->model, QZ_ERR_USAGE, "plan: --model DIR|CONFIG.json is required");
   QZ_CHECK(o->np > 0, QZ_ERR_USAGE, "plan: --np P is required");
-  QZ_CHECK(strcmp(o->method, "gptq") == 0 || strcmp(o->method, "rtn") == 0, QZ_ERR_USAGE,
-           "plan: --method must be gptq or rtn, got '%s'", o->method);
+  QZ_CHECK(strcmp(o->method, "gptq") == 0 || strcmp(o->method, "rtn") == 0 ||
+               strcmp(o->method, "quantease") == 0, QZ_ERR_USAGE,
+           "plan: --method must be gptq, rtn or quantease, got '%s'", o->method);
+  QZ_CHECK(strcmp(o->qe_init, "gptq") == 0 || strcmp(o->qe_init, "rtn") == 0, QZ_ERR_USAGE,
+           "plan: --qe-init must be gptq or rtn, got '%s'", o->qe_init);
   QZ_CHECK(o->group != 0, QZ_ERR_USAGE, "plan: --group must be -1 or >= 1");
   if (!o->rpn) o->rpn = (o->np + o->nodes - 1) / o->nodes;
   QZ_CHECK(o->rpn * o->nodes >= o->np, QZ_ERR_USAGE,
@@ -174,7 +185,9 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
   printf("  %-44s %12s\n", "transient: Hessian row buffer (widest)", gib(m->rows, a, sizeof a));
   printf("  %-44s %12s\n", "transient: Hessian panels + reduce-scatter", gib(m->flush, a, sizeof a));
   printf("  %-44s %12s\n", "transient: factor redistribution", gib(m->prepare, a, sizeof a));
-  printf("  %-44s %12s\n", "transient: GPTQ row buffers (largest linear)", gib(m->gptq, a, sizeof a));
+  printf("  %-44s %12s\n", in->quantease ? "transient: QuantEase buffers (largest linear)"
+                                          : "transient: GPTQ row buffers (largest linear)",
+         gib(m->gptq, a, sizeof a));
   printf("  %-44s %12s\n", "peak while embedding (rows of own tokens)", gib(m->embed_phase, a, sizeof a));
   printf("  %-44s %12s\n", "peak while quantizing a block", gib(m->block_phase, a, sizeof a));
   printf("  %-44s %12s   per node %s\n", "PEAK per rank", gib(m->peak, a, sizeof a),
@@ -242,7 +255,10 @@ int qz_cmd_plan(qz_ctx *ctx, int argc, char **argv) {
 
   qz_plan_in in = {.P = o.np, .nodes = o.nodes, .ranks_per_node = o.rpn, .threads = o.threads,
                    .nsamples = o.nsamples, .seqlen = o.seqlen,
-                   .gptq = strcmp(o.method, "gptq") == 0, .bits = (int)o.bits,
+                   .gptq = strcmp(o.method, "rtn") != 0,
+                   .quantease = strcmp(o.method, "quantease") == 0,
+                   .qe_iters = (int)o.iters, .qe_init_gptq = strcmp(o.qe_init, "gptq") == 0,
+                   .outlier_frac = o.outlier_frac, .bits = (int)o.bits,
                    .group = (int)o.group, .blocksize = (int)o.blocksize, .nb = (int)o.nb,
                    .core_scale = o.core_scale, .net_gbs = o.net_gbs,
                    .latency_s = o.latency_us * 1e-6};

@@ -20,6 +20,7 @@ typedef struct {
   double dpotrf_gflops;     /* LAPACK dpotrf (n^3/3 flops), 1 thread */
   double pdpotrf_eff;       /* ScaLAPACK pdpotrf+pdpotri rate / (P x dpotrf rate) */
   double gptq_frac;         /* GPTQ sweep rate / sgemm rate */
+  double qe_frac;           /* QuantEase sweep rate (2 m n^2 flops) / sgemm rate */
   double fwd_frac;          /* block forward rate / sgemm rate */
   double allreduce_gbs;     /* in-node MPI_Allreduce, object bytes / s (np 2) */
   double reduce_scatter_gbs;/* in-node MPI_Reduce_scatter, object bytes / s */
@@ -50,6 +51,9 @@ typedef struct {
   int64_t nodes, ranks_per_node, threads; /* threads = BLAS threads per rank */
   int64_t nsamples, seqlen;
   int gptq;                /* 0: RTN (no calibration, no Hessian) */
+  int quantease;           /* with gptq = 1: QuantEase on the same Hessians */
+  int qe_iters, qe_init_gptq; /* sweeps; start from GPTQ (1) or RTN (0) */
+  double outlier_frac;     /* QuantEase --outlier-frac (0: none) */
   int bits, group, blocksize, nb;
   int disk_dtype_bytes;    /* bytes per weight in the safetensors files */
   double core_scale;       /* per-core rate of the target node / measured */

@@ -17,6 +17,7 @@
 #include "mpiquant/grid.h"
 #include "mpiquant/hessian.h"
 #include "mpiquant/quant.h"
+#include "mpiquant/quantease.h"
 #include "plan.h"
 
 static const char *k_phase[QZ_PT_COUNT] = {"load",     "forward", "hessian", "reduce",
@@ -105,6 +106,23 @@ static double gptq_bytes(const qz_plan_in *in, int64_t m, int64_t n) {
          + 4.0 * QZ_GPTQ_ROW_TILE * (B + n); /* tiles */
 }
 
+/* Transient bytes of one QuantEase linear (qz_quantease_quantize): the
+ * result buffers and W' throughout, then the larger of the start (GPTQ's
+ * working buffers, or nothing for RTN) and the sweep state (Q, residual D on
+ * tile-padded rows, R panel, f64 + f32 Hessian panel, losses); the outlier
+ * variant adds W', the sparse part, the IHT candidate and the selection
+ * keys. */
+static double quantease_bytes(const qz_plan_in *in, int64_t m, int64_t n) {
+  qz_plan_in g = *in;
+  g.gptq = 0;
+  double res = gptq_bytes(&g, m, n);                 /* codes, scales, zeros, rows */
+  double start = in->qe_init_gptq ? gptq_bytes(in, m, n) - res : 0.0;
+  double mp = (double)(m + 2 * QZ_QE_ROW_TILE), B = QZ_QE_PANEL;
+  double sweep = 4.0 * m * n + 4.0 * mp * n + 4.0 * mp * B + 12.0 * B * n + 8.0 * m;
+  double outl = in->outlier_frac > 0 ? 20.0 * m * n : 0.0;
+  return res + 4.0 * m * n + n + outl + (start > sweep ? start : sweep);
+}
+
 int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m) {
   const qz_model_config *c = &in->cfg;
   memset(m, 0, sizeof *m);
@@ -148,7 +166,8 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t o, i;
     lin_shape(c, l, &o, &i);
-    double g = gptq_bytes(in, ceil_div(o, P), i);
+    double g = in->quantease ? quantease_bytes(in, ceil_div(o, P), i)
+                             : gptq_bytes(in, ceil_div(o, P), i);
     if (g > gmax) gmax = g;
   }
   m->gptq = gmax;
@@ -167,7 +186,8 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
         seen[nseen++] = d[g];
         double hb = qz_plan_hessian_bytes(d[g], in->nb, P, 0);
         m->hessians += hb;
-        m->factor_xbuf += 8.0 * (double)in->blocksize * (double)d[g];
+        if (!in->quantease || in->qe_init_gptq) /* QuantEase from RTN: no factor */
+          m->factor_xbuf += 8.0 * (double)in->blocksize * (double)d[g];
         if (hb > m->hessian_max) {
           m->hessian_max = hb;
           m->hessian_ideal = 8.0 * (double)d[g] * (double)d[g] / P;
@@ -179,7 +199,8 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
       if (W > d[g]) W = d[g];
       double ldrecv = (double)qz_bc_numroc(d[g], in->nb, 0, pr);
       double flush = 12.0 * d[g] * W + 8.0 * (ldrecv * W + 1);
-      double prep = P > 1 ? 2.0 * 8.0 * (double)d[g] * in->nb * pc : 0.0;
+      double prep = P > 1 && (!in->quantease || in->qe_init_gptq)
+                        ? 2.0 * 8.0 * (double)d[g] * in->nb * pc : 0.0;
       if (rows > m->rows) m->rows = rows;
       if (flush > m->flush) m->flush = flush;
       if (prep > m->prepare) m->prepare = prep;
@@ -272,11 +293,13 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
       /* potrf + trtri (2 d^3 / 3, f64) on the grid; redistribution of the
        * permuted upper triangle (alltoall of 8 d^2 / P per rank) and the
        * panel latency (d / nb steps, ~3 log2 P messages each) */
-      double ff = 2.0 * dd * dd * dd / 3.0;
-      fl[QZ_PT_FACTOR] += ff;
-      double eff = in->P > 1 ? r->pdpotrf_eff : 1.0;
-      blk[QZ_PT_FACTOR] += ff / (P * potrf * eff) + coll(in, r, COLL_AG, 8.0 * dd * dd / P) +
-                           (N > 1 ? dd / in->nb * 3.0 * log2(P) * in->latency_s : 0.0);
+      if (!in->quantease || in->qe_init_gptq) { /* QuantEase from RTN: no factor */
+        double ff = 2.0 * dd * dd * dd / 3.0;
+        fl[QZ_PT_FACTOR] += ff;
+        double eff = in->P > 1 ? r->pdpotrf_eff : 1.0;
+        blk[QZ_PT_FACTOR] += ff / (P * potrf * eff) + coll(in, r, COLL_AG, 8.0 * dd * dd / P) +
+                             (N > 1 ? dd / in->nb * 3.0 * log2(P) * in->latency_s : 0.0);
+      }
     }
   }
   /* quantize: the GPTQ sweep of a rank's rows (m n^2 trailing update + the
@@ -287,8 +310,20 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
     double m = (double)ceil_div(o, in->P), n = (double)i;
     if (in->gptq) {
       double f = m * n * n + 2.0 * m * n * in->blocksize;
-      fl[QZ_PT_QUANTIZE] += f * P;
-      blk[QZ_PT_QUANTIZE] += f / (gemm * r->gptq_frac) + coll(in, r, COLL_AG, 4.0 * n * n);
+      double t_gptq = f / (gemm * r->gptq_frac) + coll(in, r, COLL_AG, 4.0 * n * n);
+      if (!in->quantease) {
+        fl[QZ_PT_QUANTIZE] += f * P;
+        blk[QZ_PT_QUANTIZE] += t_gptq;
+      } else {
+        /* start (GPTQ or RTN), then iters sweeps + 2 exact objective passes,
+         * each 2 m n^2 in sgemm and the Hessian streamed in row panels
+         * (an allreduce of the f64 panel: 8 n^2 bytes per pass) */
+        double passes = (double)in->qe_iters + 2.0, fq = 2.0 * m * n * n;
+        fl[QZ_PT_QUANTIZE] += ((in->qe_init_gptq ? f : 0.0) + passes * fq) * P;
+        blk[QZ_PT_QUANTIZE] += (in->qe_init_gptq ? t_gptq : m * n * 20.0 / (gemm * 0.05)) +
+                               passes * (fq / (gemm * r->qe_frac) +
+                                         coll(in, r, COLL_AR, 8.0 * n * n));
+      }
     } else {
       blk[QZ_PT_QUANTIZE] += m * n * 20.0 / (gemm * 0.05); /* RTN: memory bound */
     }

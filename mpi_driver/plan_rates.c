@@ -15,8 +15,10 @@
  *   allgather_gbs      MPI_Allgather into a 64 MiB object
  *   hdf5_write_gbs     collective H5Dwrite of 256 MiB of floats, contiguous
  *   read_gbs           safetensors rows -> f32 (BF16 convert, page cache)
- *   gptq_frac, fwd_frac  ratios to sgemm (from bench_gptq / bench_forward;
- *                      not measured by --calibrate, defaults documented)
+ *   gptq_frac, qe_frac, fwd_frac  ratios to sgemm (from bench_gptq /
+ *                      bench_quantease (0.47-0.51 at np 2 here; default 0.4)
+ *                      / bench_forward; not measured by --calibrate,
+ *                      defaults documented)
  *   base_rss_bytes     peak RSS of the calibrating process before the
  *                      measurements (libraries, MPI)
  * Collective rates need np >= 2; at np 1 the defaults are kept for them. */
@@ -57,6 +59,7 @@ void qz_plan_rates_default(qz_plan_rates *r) {
                        .dpotrf_gflops = 40.0,
                        .pdpotrf_eff = 0.5,
                        .gptq_frac = 0.35,
+                       .qe_frac = 0.4,
                        .fwd_frac = 0.8,
                        .allreduce_gbs = 4.0,
                        .reduce_scatter_gbs = 4.0,
@@ -70,7 +73,7 @@ void qz_plan_rates_default(qz_plan_rates *r) {
 
 #define RATE_FIELDS(X)                                                     \
   X(sgemm_gflops) X(ssyrk_gflops) X(dpotrf_gflops) X(pdpotrf_eff)         \
-  X(gptq_frac) X(fwd_frac) X(allreduce_gbs) X(reduce_scatter_gbs)         \
+  X(gptq_frac) X(qe_frac) X(fwd_frac) X(allreduce_gbs) X(reduce_scatter_gbs) \
   X(allgather_gbs) X(hdf5_write_gbs) X(read_gbs) X(base_rss_bytes)
 
 int qz_plan_rates_load(const char *path, qz_plan_rates *r) {

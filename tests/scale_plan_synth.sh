@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # plan vs a measured run: a one-block synthetic model (H 1024, I 4096,
-# 16/4 heads, vocab 4096) quantized with GPTQ w4 g128 at np 2 on 8 x 512
+# 16/4 heads, vocab 4096) quantized with GPTQ w4 g128 (and QuantEase) at np 2 on 8 x 512
 # random calibration ids; the peak RSS per rank printed by --log-view must be
 # within TOL of `plan --np 2` (built-in rates: the memory model needs none
 # but the process baseline).  Also: plan refuses with status 7 (QZ_ERR_MEM)
@@ -32,18 +32,29 @@ grep "peak RSS" run.log
 "$MPIQUANT_BIN" plan --model m --np 2 --nsamples 8 --seqlen 512 --method gptq --bits 4 \
   --group 128 --json -q | tail -1 > plan.json
 "$MPIQUANT_BIN" plan --model m --np 2 --nsamples 8 --seqlen 512 -q | sed -n '/memory per rank/,/PEAK/p'
-/usr/bin/python3 - "$TOL" <<'PY'
+check() { # check RUN_LOG PLAN_JSON: measured peak RSS within TOL of the plan
+/usr/bin/python3 - "$TOL" "$1" "$2" <<'PY'
 import json, re, sys
 tol = float(sys.argv[1])
 unit = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
-m = re.search(r"peak RSS per rank: min ([\d.]+) (\w+), max ([\d.]+) (\w+)", open("run.log").read())
+m = re.search(r"peak RSS per rank: min ([\d.]+) (\w+), max ([\d.]+) (\w+)", open(sys.argv[2]).read())
 mx = float(m.group(3)) * unit[m.group(4)]
-p = json.load(open("plan.json"))["memory"]["peak"]
+p = json.load(open(sys.argv[3]))["memory"]["peak"]
 err = (mx - p) / p
-print("measured max peak RSS %.1f MiB, plan %.1f MiB, error %+.1f %% (tolerance %.0f %%)"
-      % (mx / 2**20, p / 2**20, 100 * err, 100 * tol))
+print("%s: measured max peak RSS %.1f MiB, plan %.1f MiB, error %+.1f %% (tolerance %.0f %%)"
+      % (sys.argv[2], mx / 2**20, p / 2**20, 100 * err, 100 * tol))
 sys.exit(0 if abs(err) <= tol else 1)
 PY
+}
+check run.log plan.json
+# the same for QuantEase (5 sweeps from GPTQ: its per-linear buffers are in
+# the plan's block phase)
+"$MPIEXEC" -n 2 "$MPIQUANT_BIN" quantize --model m --calib-tokens ids.bin --nsamples 8 \
+  --seqlen 512 --method quantease --iters 5 --bits 4 --group 128 --out ck-qe --log-view -q 2> run-qe.log
+grep "peak RSS" run-qe.log
+"$MPIQUANT_BIN" plan --model m --np 2 --nsamples 8 --seqlen 512 --method quantease --iters 5 \
+  --bits 4 --group 128 --json -q | tail -1 > plan-qe.json
+check run-qe.log plan-qe.json
 set +e
 "$MPIQUANT_BIN" plan --model m --np 2 --nsamples 8 --seqlen 512 --mem-per-rank 100M -q \
   > refuse.out 2> refuse.err
