@@ -82,20 +82,10 @@ static int awq_setup(const qz_method_opts *o, void **state) {
 
 static int awq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
   const qz_method_opts *o = state;
-  const int64_t n = L->in_features;
-  for (int64_t i = 0; i < L->nrows * n; i++)
-    QZ_CHECK(isfinite(L->w[i]), QZ_ERR_NUMERIC, "%s: weight W[%lld, %lld] is not finite",
-             L->name ? L->name : "layer", (long long)(L->row0 + i / n), (long long)(i % n));
-  qz_awq_quantize_rows(o->spec.bits, o->spec.groupsize, L->nrows, n, L->w, res->codes,
-                       res->scale, res->zero, res->q);
-  for (int64_t j = 0; j < n; j++) {
-    if (res->g_idx) res->g_idx[j] = o->spec.groupsize <= 0 ? 0 : (int32_t)(j / o->spec.groupsize);
-    if (res->perm) res->perm[j] = (int32_t)j;
-  }
-  if (res->losses) memset(res->losses, 0, (size_t)L->nrows * sizeof(float));
-  res->loss_local = 0;
-  res->percdamp_used = 0;
-  res->ndead = 0;
+  QZ_CALL(qz_layer_check_finite(L));
+  qz_awq_quantize_rows(o->spec.bits, o->spec.groupsize, L->nrows, L->in_features, L->w,
+                       res->codes, res->scale, res->zero, res->q);
+  qz_layer_result_plain(L, o->spec.groupsize, res);
   return QZ_OK;
 }
 

@@ -13,17 +13,6 @@
 #include "mpiquant/mem.h"
 #include "mpiquant/timing.h"
 
-static int check_finite_rows(const qz_layer *L) {
-  for (int64_t r = 0; r < L->nrows; r++)
-    for (int64_t c = 0; c < L->in_features; c++)
-      if (!isfinite(L->w[r * L->in_features + c]))
-        QZ_FAIL(QZ_ERR_NUMERIC,
-                "%s: weight W[%lld, %lld] is not finite (%g)",
-                L->name ? L->name : "layer", (long long)(L->row0 + r),
-                (long long)c, (double)L->w[r * L->in_features + c]);
-  return QZ_OK;
-}
-
 /* In-block part of one lazy batch: columns [i1, i2) of the processing order
  * for m rows; W1/E are [m, B] row-major, panel = U[i1:i2, :] [bk, n]. */
 typedef struct {
@@ -182,7 +171,7 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
                       "%s: Hessian is %lld x %lld, W has %lld input columns",
                       name, (long long)qz_hessian_dim(H),
                       (long long)qz_hessian_dim(H), (long long)n);
-  if (!st) st = check_finite_rows(L);
+  if (!st) st = qz_layer_check_finite(L);
   QZ_CALL(qz_error_agree(comm, st));
 
   qz_prepare_opts po = {.percdamp = o->percdamp,

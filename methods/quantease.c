@@ -343,12 +343,7 @@ static int check_input(const qz_method_opts *o, const qz_layer *L) {
            "%s: Hessian is %lld x %lld, W has %lld input columns", name,
            (long long)qz_hessian_dim(L->H), (long long)qz_hessian_dim(L->H),
            (long long)L->in_features);
-  for (int64_t i = 0; i < L->nrows * L->in_features; i++)
-    QZ_CHECK(isfinite(L->w[i]), QZ_ERR_NUMERIC,
-             "%s: weight W[%lld, %lld] is not finite", name,
-             (long long)(L->row0 + i / L->in_features),
-             (long long)(i % L->in_features));
-  return QZ_OK;
+  return qz_layer_check_finite(L);
 }
 
 /* RTN start: the min/max grid of the original W (the paper's grid), dead

@@ -67,19 +67,10 @@ static int sq_setup(const qz_method_opts *o, void **state) {
 
 static int sq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
   (void)state;
-  const int64_t n = L->in_features;
-  for (int64_t i = 0; i < L->nrows * n; i++)
-    QZ_CHECK(isfinite(L->w[i]), QZ_ERR_NUMERIC, "%s: weight W[%lld, %lld] is not finite",
-             L->name ? L->name : "layer", (long long)(L->row0 + i / n), (long long)(i % n));
-  qz_sq_quantize_rows(L->nrows, n, L->w, res->codes, res->scale, res->zero, res->q);
-  for (int64_t j = 0; j < n; j++) {
-    if (res->g_idx) res->g_idx[j] = 0;
-    if (res->perm) res->perm[j] = (int32_t)j;
-  }
-  if (res->losses) memset(res->losses, 0, (size_t)L->nrows * sizeof(float));
-  res->loss_local = 0;
-  res->percdamp_used = 0;
-  res->ndead = 0;
+  QZ_CALL(qz_layer_check_finite(L));
+  qz_sq_quantize_rows(L->nrows, L->in_features, L->w, res->codes, res->scale, res->zero,
+                      res->q);
+  qz_layer_result_plain(L, -1, res); /* per output channel */
   return QZ_OK;
 }
 

@@ -81,6 +81,15 @@ typedef struct qz_method_ops {
   void (*destroy)(void **state); /* accepts NULL state, NULLs it */
 } qz_method_ops;
 
+/* QZ_ERR_NUMERIC naming the first non-finite weight of this rank's rows
+ * (global row, column, value). Not collective. */
+int qz_layer_check_finite(const qz_layer *L);
+/* The rest of a result for methods without a Hessian (RTN, AWQ's and
+ * SmoothQuant's final quantization): g_idx of contiguous groups of
+ * `groupsize` (<= 0: one group), identity perm, zero losses and loss, no
+ * damping, no dead columns; optional outputs may be NULL. Not collective. */
+void qz_layer_result_plain(const qz_layer *L, int groupsize, qz_layer_result *res);
+
 /* "rtn", "gptq", "quantease"; NULL if unknown. Not collective. */
 const qz_method_ops *qz_method_find(const char *name);
 /* Comma-separated list of registered names (for usage text). Not
