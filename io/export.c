@@ -45,8 +45,10 @@ static int parse_linear(const char *name, int *layer) {
 }
 
 
-int qz_export_refuse_outliers(qz_ckpt *ck, int layer, const char *mod,
-                              const char *format) {
+int qz_export_read_rows(qz_ckpt *ck, int rank, int layer, const char *mod,
+                        const char *format, int64_t out, int64_t in, int64_t ng,
+                        qz_export_rows *r) {
+  *r = (qz_export_rows){0};
   int64_t nnz = 0, *oi = NULL;
   float *ov = NULL;
   QZ_CALL(qz_ckpt_read_outliers(ck, layer, mod, &nnz, &oi, &ov));
@@ -56,7 +58,24 @@ int qz_export_refuse_outliers(qz_ckpt *ck, int layer, const char *mod,
            "model.layers.%d.%s has %lld full-precision outliers (QuantEase "
            "--outlier-frac), which the %s format cannot hold",
            layer, mod, (long long)nnz, format);
-  return QZ_OK;
+  const int64_t rows = rank == 0 ? out : 0, a = rows ? rows : 1;
+  int st = QZ_OK;
+  QZ_CALL_DONE(qz_alloc((size_t)a, (size_t)in, "codes", &r->codes));
+  QZ_CALL_DONE(qz_alloc((size_t)a * (size_t)ng, 4, "scales", &r->scales));
+  QZ_CALL_DONE(qz_alloc((size_t)a * (size_t)ng, 4, "zeros", &r->zeros));
+  QZ_CALL_DONE(qz_alloc((size_t)in, 4, "g_idx", &r->g_idx));
+  QZ_CALL_DONE(qz_ckpt_read_linear(ck, layer, mod, 0, rows, r->codes, r->scales, r->zeros,
+                                   r->g_idx, NULL));
+done:
+  if (st) qz_export_rows_free(r);
+  return st;
+}
+
+void qz_export_rows_free(qz_export_rows *r) {
+  qz_free(&r->codes);
+  qz_free(&r->scales);
+  qz_free(&r->zeros);
+  qz_free(&r->g_idx);
 }
 
 static const qz_export_format *find_format(const char *name) {

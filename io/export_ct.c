@@ -78,9 +78,7 @@ static int ct_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
   int st = QZ_OK;
   int64_t out = 0, in = 0, ng = 0;
   qz_ckpt_linear_meta m;
-  uint8_t *codes = NULL;
-  int8_t *wq = NULL;
-  float *sc = NULL, *zf = NULL;
+  qz_export_rows R = {0};
   QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, mod, &out, &in, &ng, &m));
   QZ_CHECK_DONE(m.bits == 8 && m.sym && m.group_size == -1 && ng == 1,
                 QZ_ERR_UNSUPPORTED,
@@ -89,37 +87,33 @@ static int ct_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
                 "--bits 8 --group -1 --sym); this linear is %d-bit %s, group %d "
                 "(method '%s')",
                 layer, mod, m.bits, m.sym ? "sym" : "asym", m.group_size, m.method);
-  QZ_CALL_DONE(qz_export_refuse_outliers(ck, layer, mod, "compressed-tensors"));
+  QZ_CALL_DONE(qz_export_read_rows(ck, rank, layer, mod, "compressed-tensors", out, in, ng,
+                                   &R));
   *meta_out = m;
-  int64_t rows = rank == 0 ? out : 0;
-  QZ_CALL_DONE(qz_alloc((size_t)(rows ? rows : 1), (size_t)in, "codes", &codes));
-  QZ_CALL_DONE(qz_alloc((size_t)(rows ? rows : 1), 4, "scales", &sc));
-  QZ_CALL_DONE(qz_alloc((size_t)(rows ? rows : 1), 4, "zeros", &zf));
-  QZ_CALL_DONE(qz_ckpt_read_linear(ck, layer, mod, 0, rows, codes, sc, zf, NULL, NULL));
   if (rank == 0) {
     int64_t badz = -1;
     for (int64_t o = 0; o < out && badz < 0; o++)
-      if (zf[o] != 128.0f) badz = o;
+      if (R.zeros[o] != 128.0f) badz = o;
     if (badz >= 0)
       st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
                         "model.layers.%d.%s: row %lld has zero point %g; a "
                         "symmetric 8-bit checkpoint has 128 everywhere",
-                        layer, mod, (long long)badz, (double)zf[badz]);
-    if (st == QZ_OK) st = qz_alloc((size_t)(out * in), 1, "int8 weight", &wq);
+                        layer, mod, (long long)badz, (double)R.zeros[badz]);
     if (st == QZ_OK) {
-      for (int64_t k = 0; k < out * in; k++) wq[k] = (int8_t)((int)codes[k] - 128);
+      /* code - 128 as int8, in place: flipping the top bit of the u8 code */
+      for (int64_t k = 0; k < out * in; k++) R.codes[k] ^= 0x80u;
       char name[256];
       int64_t shp[2] = {out, in};
       snprintf(name, sizeof name, "model.layers.%d.%s.weight", layer, mod);
-      st = qz_st_shards_add(ss, name, QZ_DT_I8, 2, shp, wq, out * in);
+      st = qz_st_shards_add(ss, name, QZ_DT_I8, 2, shp, R.codes, out * in);
       snprintf(name, sizeof name, "model.layers.%d.%s.weight_scale", layer, mod);
       shp[1] = 1;
-      if (st == QZ_OK) st = qz_st_shards_add(ss, name, QZ_DT_F32, 2, shp, sc, out * 4);
+      if (st == QZ_OK) st = qz_st_shards_add(ss, name, QZ_DT_F32, 2, shp, R.scales, out * 4);
     }
   }
   (void)n;
 done:
-  free(codes); free(wq); free(sc); free(zf);
+  qz_export_rows_free(&R);
   return st;
 }
 

@@ -72,9 +72,9 @@ static int gptq_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
   int st = QZ_OK;
   int64_t out = 0, in = 0, ng = 0;
   qz_ckpt_linear_meta m;
-  uint8_t *codes = NULL, *zc = NULL;
-  float *sc = NULL, *zf = NULL;
-  int32_t *gi = NULL, *qw = NULL, *qz = NULL;
+  qz_export_rows R = {0};
+  uint8_t *zc = NULL;
+  int32_t *qw = NULL, *qz = NULL;
   uint16_t *s16 = NULL;
   QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, mod, &out, &in, &ng, &m));
   QZ_CHECK_DONE(strcmp(m.method, "rtn") == 0 || strcmp(m.method, "gptq") == 0 ||
@@ -93,28 +93,22 @@ static int gptq_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
                 "packs along both dimensions and needs in and out to be "
                 "multiples of 32",
                 layer, mod, (long long)out, (long long)in);
-  QZ_CALL_DONE(qz_export_refuse_outliers(ck, layer, mod, "GPTQ"));
+  QZ_CALL_DONE(qz_export_read_rows(ck, rank, layer, mod, "GPTQ", out, in, ng, &R));
   *meta_out = m;
-  int64_t rows = rank == 0 ? out : 0;
-  QZ_CALL_DONE(qz_alloc((size_t)(rows ? rows : 1), (size_t)in, "codes", &codes));
-  QZ_CALL_DONE(qz_alloc((size_t)(rows ? rows : 1) * (size_t)ng, 4, "scales", &sc));
-  QZ_CALL_DONE(qz_alloc((size_t)(rows ? rows : 1) * (size_t)ng, 4, "zeros", &zf));
-  QZ_CALL_DONE(qz_alloc((size_t)in, 4, "g_idx", &gi));
-  QZ_CALL_DONE(qz_ckpt_read_linear(ck, layer, mod, 0, rows, codes, sc, zf, gi, NULL));
   if (rank == 0) {
     int64_t wq = in * m.bits / 32, wz = out * m.bits / 32;
     QZ_CALL_DONE(qz_alloc((size_t)(wq * out), 4, "qweight", &qw));
     QZ_CALL_DONE(qz_alloc((size_t)(2 * ng * wz), 4, "qzeros", &qz));
     QZ_CALL_DONE(qz_alloc((size_t)(ng * out), 1, "zero codes", &zc));
     QZ_CALL_DONE(qz_alloc((size_t)(ng * out), 2, "scales f16", &s16));
-    qz_gptq_pack(m.bits, out, in, codes, qw);
+    qz_gptq_pack(m.bits, out, in, R.codes, qw);
     int maxq = (1 << m.bits) - 1;
     for (int64_t k = 0; k < ng; k++)
       for (int64_t o = 0; o < out; o++) {
-        int z = (int)rintf(zf[o * ng + k]);
+        int z = (int)rintf(R.zeros[o * ng + k]);
         if (z == 0) n->zero_zero++;
         zc[k * out + o] = (uint8_t)((z - 1) & maxq);
-        s16[k * out + o] = qz_f32_to_f16(sc[o * ng + k]);
+        s16[k * out + o] = qz_f32_to_f16(R.scales[o * ng + k]);
       }
     /* qzeros is group-major: row k holds group k's packed zero points */
     qz_gptq_pack(m.bits, ng, out, zc, qw_zero_tmp(qz, ng, wz));
@@ -133,10 +127,11 @@ static int gptq_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
     QZ_CALL_DONE(qz_st_shards_add(ss, name, QZ_DT_F16, 2, shp, s16, ng * out * 2));
     snprintf(name, sizeof name, "model.layers.%d.%s.g_idx", layer, mod);
     shp[0] = in;
-    QZ_CALL_DONE(qz_st_shards_add(ss, name, QZ_DT_I32, 1, shp, gi, in * 4));
+    QZ_CALL_DONE(qz_st_shards_add(ss, name, QZ_DT_I32, 1, shp, R.g_idx, in * 4));
   }
 done:
-  free(codes); free(sc); free(zf); free(gi); free(qw); free(qz); free(zc); free(s16);
+  qz_export_rows_free(&R);
+  free(qw); free(qz); free(zc); free(s16);
   return st;
 }
 

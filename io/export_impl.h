@@ -35,10 +35,21 @@ typedef struct {
 extern const qz_export_format qz_export_format_gptq;
 extern const qz_export_format qz_export_format_ct;
 
-/* A linear with a sparse full-precision part cannot be exported in a plain
- * integer layout: QZ_ERR_UNSUPPORTED naming it. Collective on the
- * checkpoint's communicator. */
-int qz_export_refuse_outliers(qz_ckpt *ck, int layer, const char *mod,
-                              const char *format);
+/* A stored linear's rows, gathered on rank 0. */
+typedef struct {
+  uint8_t *codes;  /* [out, in] */
+  float *scales;   /* [out, ng] */
+  float *zeros;    /* [out, ng] */
+  int32_t *g_idx;  /* [in] */
+} qz_export_rows;
+
+/* Refuse a linear with a sparse full-precision part (no integer layout
+ * holds it: QZ_ERR_UNSUPPORTED naming the linear and `format`), then read
+ * all its rows onto rank 0 (the other ranks take part and get none).
+ * Collective on the checkpoint's communicator. */
+int qz_export_read_rows(qz_ckpt *ck, int rank, int layer, const char *mod,
+                        const char *format, int64_t out, int64_t in, int64_t ng,
+                        qz_export_rows *r);
+void qz_export_rows_free(qz_export_rows *r); /* accepts a zeroed struct */
 
 #endif
