@@ -7,27 +7,22 @@
  * Prints the best time of each and GB/s (matrix bytes / s), ratio last:
  * allreduce time / reduce-scatter time (> 1: the block-cyclic reduce-scatter
  * is cheaper, and it also needs 1/P of the receive memory). */
-#include "bench_args.h"
+#include "bench_common.h"
 #include <mpi.h>
 #include <stdio.h>
 #include <stdlib.h>
 
 int main(int argc, char **argv) {
+  /* arguments first: --help and bad values exit before MPI starts */
+  int bad = 0;
+  if (bench_help(argc, argv, "mpirun -np 2 bench_collectives [d=4096] [reps=3]")) return 0;
+  const long d = (long)bench_arg(argc, argv, 1, 4096, 1, 1L << 20, "d", &bad);
+  const int reps = (int)bench_arg(argc, argv, 2, 3, 1, 1000, "reps", &bad);
+  if (bad) return 2;
   MPI_Init(&argc, &argv);
   int rank, P;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &P);
-  int bad = 0;
-  if (bench_help(argc, argv, "mpirun -np 2 bench_collectives [d=4096] [reps=3]")) {
-    MPI_Finalize();
-    return 0;
-  }
-  const long d = (long)bench_arg(argc, argv, 1, 4096, 1, 1L << 20, "d", &bad);
-  const int reps = (int)bench_arg(argc, argv, 2, 3, 1, 1000, "reps", &bad);
-  if (bad) {
-    MPI_Finalize();
-    return 2;
-  }
   const long n = d * d / P * P;
   double *a = malloc(sizeof(double) * (size_t)n), *b = malloc(sizeof(double) * (size_t)n);
   int *cnt = malloc(sizeof(int) * (size_t)P);

@@ -8,7 +8,7 @@
  *                                              f64 factor of d = 14336)
  * w4 g128 asym act-order, blocksize 128, percdamp 0.01.  Set
  * OPENBLAS_NUM_THREADS=1 (one BLAS thread per rank).  Ratios last. */
-#include "bench_args.h"
+#include "bench_common.h"
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,17 +28,6 @@ typedef struct {
   double reduce, factor, sweep;
 } times;
 
-static float frand(unsigned *s) {
-  *s = *s * 1664525u + 1013904223u;
-  return (float)((int)(*s >> 9) % 2001 - 1000) / 1000.0f;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "bench_gptq: %s failed\n", what);
-  qz_error_print(stderr, 0);
-  MPI_Abort(MPI_COMM_WORLD, 1);
-}
-
 /* the layer on communicator c (every member calls) */
 static times run(MPI_Comm c, int64_t out, int64_t in, int64_t ntok) {
   int rank, P;
@@ -49,31 +38,28 @@ static times run(MPI_Comm c, int64_t out, int64_t in, int64_t ntok) {
   qz_hessian *H = NULL;
   int nb = getenv("QZ_BENCH_NB") ? atoi(getenv("QZ_BENCH_NB")) : 128;
   if (qz_grid_create(c, nb, &grid) || qz_hessian_create(grid, in, &H))
-    die("setup");
+    bench_die("bench_gptq", "setup");
   int64_t t0, tn, r0, nr;
   qz_split_even(ntok, P, rank, &t0, &tn);
   qz_split_even(out, P, rank, &r0, &nr);
   /* correlated rows: x = z * channel scale, some outlier channels */
   float *x = malloc(sizeof(float) * (size_t)(tn * in + 1));
   unsigned s = 77u + (unsigned)t0;
-  for (int64_t i = 0; i < tn; i++)
-    for (int64_t j = 0; j < in; j++)
-      x[i * in + j] = frand(&s) * (1.0f + (float)(j % 17) * 0.25f) *
-                      (j % 101 == 0 ? 20.0f : 1.0f);
+  bench_synth_rows(x, tn, in, 101, &s);
   float *w = malloc(sizeof(float) * (size_t)(nr * in + 1));
-  for (int64_t i = 0; i < nr * in; i++) w[i] = 0.02f * frand(&s);
+  for (int64_t i = 0; i < nr * in; i++) w[i] = 0.02f * bench_frand(&s);
   MPI_Barrier(c);
   double a = MPI_Wtime();
-  if (qz_hessian_add_rows(H, x, tn)) die("add_rows");
+  if (qz_hessian_add_rows(H, x, tn)) bench_die("bench_gptq", "add_rows");
   qz_hessian_count_sequences(H, rank == 0 ? ntok / 2048 + 1 : 0);
-  if (qz_hessian_reduce(H)) die("reduce");
+  if (qz_hessian_reduce(H)) bench_die("bench_gptq", "reduce");
   t.reduce = MPI_Wtime() - a;
   free(x);
   qz_method_opts o = qz_method_opts_default();
   o.act_order = 1;
   qz_prepare_opts po = {.percdamp = o.percdamp, .act_order = 1, .name = "bench"};
   a = MPI_Wtime();
-  if (qz_hessian_prepare(H, &po)) die("prepare");
+  if (qz_hessian_prepare(H, &po)) bench_die("bench_gptq", "prepare");
   t.factor = MPI_Wtime() - a;
   int64_t ng = qz_quant_ngroups(&o.spec, in);
   qz_layer L = {.name = "bench", .out_features = out, .in_features = in,
@@ -86,7 +72,7 @@ static times run(MPI_Comm c, int64_t out, int64_t in, int64_t ntok) {
   res.losses = malloc(sizeof(float) * (size_t)(nr + 1));
   MPI_Barrier(c);
   a = MPI_Wtime();
-  if (qz_gptq_quantize(&o, &L, &res)) die("gptq");
+  if (qz_gptq_quantize(&o, &L, &res)) bench_die("bench_gptq", "gptq");
   t.sweep = MPI_Wtime() - a;
   MPI_Allreduce(MPI_IN_PLACE, &t, 3, MPI_DOUBLE, MPI_MAX, c);
   free(res.codes); free(res.q); free(res.scale); free(res.zero); free(res.losses);
@@ -106,23 +92,18 @@ static void idle_barrier(MPI_Comm c) {
 }
 
 int main(int argc, char **argv) {
+  /* arguments first: --help and bad values exit before MPI starts */
+  int bad = 0;
+  if (bench_help(argc, argv, "mpirun -np 2 bench_gptq [out=4096] [in=4096] [tokens=2*in]")) return 0;
+  const int64_t out = bench_arg(argc, argv, 1, 4096, 1, 1LL << 20, "out", &bad);
+  const int64_t in = bench_arg(argc, argv, 2, 4096, 32, 1LL << 20, "in", &bad);
+  const int64_t ntok = bench_arg(argc, argv, 3, 2 * in, 1, 1LL << 30, "tokens", &bad);
+  if (bad) return 2;
   MPI_Init(&argc, &argv);
   int rank, P;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   qz_log_init(rank, P, getenv("QZ_BENCH_DEBUG") ? QZ_LOG_DEBUG : QZ_LOG_WARN, 0);
-  int bad = 0;
-  if (bench_help(argc, argv, "mpirun -np 2 bench_gptq [out=4096] [in=4096] [tokens=2*in]")) {
-    MPI_Finalize();
-    return 0;
-  }
-  const int64_t out = bench_arg(argc, argv, 1, 4096, 1, 1LL << 20, "out", &bad);
-  const int64_t in = bench_arg(argc, argv, 2, 4096, 32, 1LL << 20, "in", &bad);
-  const int64_t ntok = bench_arg(argc, argv, 3, 2 * in, 1, 1LL << 30, "tokens", &bad);
-  if (bad) {
-    MPI_Finalize();
-    return 2;
-  }
   const int B = 128;
   /* sweep flops: trailing sgemm 2 m bk (n - i2) + in-block m bk^2 */
   double fl = 0;
@@ -135,8 +116,8 @@ int main(int argc, char **argv) {
   float *A = malloc(sizeof(float) * mr * B), *Bm = malloc(sizeof(float) * B * nn),
         *C = malloc(sizeof(float) * mr * nn);
   unsigned s = 5;
-  for (int64_t i = 0; i < mr * B; i++) A[i] = frand(&s);
-  for (int64_t i = 0; i < B * nn; i++) Bm[i] = frand(&s);
+  for (int64_t i = 0; i < mr * B; i++) A[i] = bench_frand(&s);
+  for (int64_t i = 0; i < B * nn; i++) Bm[i] = bench_frand(&s);
   memset(C, 0, sizeof(float) * mr * nn);
   double tg = 1e30;
   for (int r = 0; r < 3; r++) {

@@ -8,7 +8,7 @@
  * rows * d^2 flops (the lower triangle, SYRK convention n^2 k).  Baselines:
  * cblas_ssyrk (d, k = rows) and cblas_sgemm (d x d x rows / 2 equivalent)
  * on the same data, all ranks at once.  Ratios are printed last. */
-#include "bench_args.h"
+#include "bench_common.h"
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,23 +19,18 @@
 static double now(void) { return MPI_Wtime(); }
 
 int main(int argc, char **argv) {
-  MPI_Init(&argc, &argv);
-  int rank, P;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  MPI_Comm_size(MPI_COMM_WORLD, &P);
+  /* arguments first: --help and bad values exit before MPI starts */
   int bad = 0;
-  if (bench_help(argc, argv, "mpirun -np 2 bench_hessian [d=4096] [rows_per_rank=8192] [reps=3] [copy=0]")) {
-    MPI_Finalize();
-    return 0;
-  }
+  if (bench_help(argc, argv, "mpirun -np 2 bench_hessian [d=4096] [rows_per_rank=8192] [reps=3] [copy=0]")) return 0;
   const int d = (int)bench_arg(argc, argv, 1, 4096, 1, 1 << 20, "d", &bad);
   const int n = (int)bench_arg(argc, argv, 2, 8192, 1, 1 << 24, "rows_per_rank", &bad);
   const int reps = (int)bench_arg(argc, argv, 3, 3, 1, 1000, "reps", &bad);
   const int copy = (int)bench_arg(argc, argv, 4, 0, 0, 1, "copy", &bad); /* 1: add_rows + flush */
-  if (bad) {
-    MPI_Finalize();
-    return 2;
-  }
+  if (bad) return 2;
+  MPI_Init(&argc, &argv);
+  int rank, P;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &P);
   float *x = malloc(sizeof(float) * (size_t)n * d);
   float *c = malloc(sizeof(float) * (size_t)d * d);
   unsigned s = 1234u + (unsigned)rank;

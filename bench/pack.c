@@ -6,7 +6,7 @@
  *   bench_pack [out=8192] [in=8192] [bits=4]
  *
  * Ratio last: pack GB/s / transpose GB/s (both read the same codes once). */
-#include "bench_args.h"
+#include "bench_common.h"
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>

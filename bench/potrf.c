@@ -6,7 +6,7 @@
  *
  * GFLOP/s count 2 n^3 / 3 (n^3/3 each).  Ratio last: ScaLAPACK GFLOP/s /
  * (P x LAPACK GFLOP/s), the parallel efficiency on the same cores. */
-#include "bench_args.h"
+#include "bench_common.h"
 #include <math.h>
 #include <mpi.h>
 #include <stdint.h>
@@ -24,21 +24,16 @@ static double aij(int64_t i, int64_t j, int64_t n) {
 }
 
 int main(int argc, char **argv) {
+  /* arguments first: --help and bad values exit before MPI starts */
+  int bad = 0;
+  if (bench_help(argc, argv, "mpirun -np 2 bench_potrf [n=3000] [nb=128]")) return 0;
+  int n = (int)bench_arg(argc, argv, 1, 3000, 1, 1 << 20, "n", &bad);
+  int nb = (int)bench_arg(argc, argv, 2, 128, 1, 4096, "nb", &bad);
+  if (bad) return 2;
   MPI_Init(&argc, &argv);
   int rank, P;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &P);
-  int bad = 0;
-  if (bench_help(argc, argv, "mpirun -np 2 bench_potrf [n=3000] [nb=128]")) {
-    MPI_Finalize();
-    return 0;
-  }
-  int n = (int)bench_arg(argc, argv, 1, 3000, 1, 1 << 20, "n", &bad);
-  int nb = (int)bench_arg(argc, argv, 2, 128, 1, 4096, "nb", &bad);
-  if (bad) {
-    MPI_Finalize();
-    return 2;
-  }
   qz_grid *g = NULL;
   if (qz_grid_create(MPI_COMM_WORLD, nb, &g) != 0) MPI_Abort(MPI_COMM_WORLD, 10);
   int pr, pc, myr, myc;

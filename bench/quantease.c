@@ -9,7 +9,7 @@
  *
  *   mpirun -np 1 bench_quantease [out=4096] [in=4096] [sweeps=3]
  * Ratio (sweep GFLOP/s / sgemm GFLOP/s, per rank) last. */
-#include "bench_args.h"
+#include "bench_common.h"
 #include <cblas.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,56 +24,37 @@
 #include "mpiquant/quant.h"
 #include "mpiquant/quantease.h"
 
-static float frand(unsigned *s) {
-  *s = *s * 1664525u + 1013904223u;
-  return (float)((int)(*s >> 9) % 2001 - 1000) / 1000.0f;
-}
-
-static void die(const char *what) {
-  fprintf(stderr, "bench_quantease: %s failed\n", what);
-  qz_error_print(stderr, 0);
-  MPI_Abort(MPI_COMM_WORLD, 1);
-}
-
 int main(int argc, char **argv) {
+  /* arguments first: --help and bad values exit before MPI starts */
+  int bad = 0;
+  if (bench_help(argc, argv, "mpirun -np 1 bench_quantease [out=4096] [in=4096] [sweeps=3]")) return 0;
+  int64_t out = bench_arg(argc, argv, 1, 4096, 1, 1LL << 20, "out", &bad);
+  int64_t in = bench_arg(argc, argv, 2, 4096, 1, 1LL << 20, "in", &bad);
+  int K = (int)bench_arg(argc, argv, 3, 3, 1, 1000, "sweeps", &bad);
+  if (bad) return 2;
   MPI_Init(&argc, &argv);
   int rank, P;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   qz_log_init(rank, P, QZ_LOG_WARN, 0);
-  int bad = 0;
-  if (bench_help(argc, argv, "mpirun -np 1 bench_quantease [out=4096] [in=4096] [sweeps=3]")) {
-    MPI_Finalize();
-    return 0;
-  }
-  int64_t out = bench_arg(argc, argv, 1, 4096, 1, 1LL << 20, "out", &bad);
-  int64_t in = bench_arg(argc, argv, 2, 4096, 1, 1LL << 20, "in", &bad);
-  int K = (int)bench_arg(argc, argv, 3, 3, 1, 1000, "sweeps", &bad);
-  if (bad) {
-    MPI_Finalize();
-    return 2;
-  }
   int64_t ntok = in; /* tokens over all ranks */
   qz_grid *grid = NULL;
   qz_hessian *H = NULL;
   if (qz_grid_create(MPI_COMM_WORLD, 128, &grid) ||
       qz_hessian_create(grid, in, &H))
-    die("setup");
+    bench_die("bench_quantease", "setup");
   int64_t t0, tn, r0, nr;
   qz_split_even(ntok, P, rank, &t0, &tn);
   qz_split_even(out, P, rank, &r0, &nr);
   float *x = malloc(sizeof(float) * (size_t)(tn * in + 1));
   unsigned s = 77u + (unsigned)t0;
-  for (int64_t i = 0; i < tn; i++)
-    for (int64_t j = 0; j < in; j++)
-      x[i * in + j] = frand(&s) * (1.0f + (float)(j % 17) * 0.25f) *
-                      ((j % 97) == 0 ? 20.0f : 1.0f);
+  bench_synth_rows(x, tn, in, 97, &s);
   qz_hessian_count_sequences(H, rank == 0 ? 8 : 0);
-  if (qz_hessian_accumulate(H, x, tn) || qz_hessian_reduce(H)) die("hessian");
+  if (qz_hessian_accumulate(H, x, tn) || qz_hessian_reduce(H)) bench_die("bench_quantease", "hessian");
   free(x);
   float *w = malloc(sizeof(float) * (size_t)(nr * in + 1));
   s = 1234u + (unsigned)r0;
-  for (int64_t i = 0; i < nr * in; i++) w[i] = 0.02f * frand(&s);
+  for (int64_t i = 0; i < nr * in; i++) w[i] = 0.02f * bench_frand(&s);
   qz_method_opts o = qz_method_opts_default();
   o.spec.groupsize = 128;
   o.qe_init = QZ_QE_INIT_RTN;
@@ -89,7 +70,7 @@ int main(int argc, char **argv) {
     o.iters = k ? K : 0;
     MPI_Barrier(MPI_COMM_WORLD);
     double a = MPI_Wtime();
-    if (qz_quantease_quantize(&o, &L, &res)) die("quantease");
+    if (qz_quantease_quantize(&o, &L, &res)) bench_die("bench_quantease", "quantease");
     MPI_Barrier(MPI_COMM_WORLD);
     t[k] = MPI_Wtime() - a;
   }
@@ -103,8 +84,8 @@ int main(int argc, char **argv) {
         *c = malloc(sizeof(float) * (size_t)(n * n));
   s = 99u;
   for (int64_t i = 0; i < n * n; i++) {
-    a[i] = frand(&s);
-    b[i] = frand(&s);
+    a[i] = bench_frand(&s);
+    b[i] = bench_frand(&s);
   }
   double best = 1e30;
   for (int rep = 0; rep < 2; rep++) {
