@@ -116,6 +116,19 @@ const char *qzt_tmpdir(void) {
   return dir;
 }
 
+const char *qzt_fresh_path(const char *name) {
+  static char dir[4096];
+  snprintf(dir, sizeof dir, "%s/%s", qzt_tmpdir(), name);
+  int ok = 1;
+  if (g_rank == 0) {
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    ok = system(cmd) == 0;
+  }
+  if (g_mpi) MPI_Bcast(&ok, 1, MPI_INT, 0, MPI_COMM_WORLD);
+  return ok ? dir : NULL;
+}
+
 const char *qzt_path(const char *dir, const char *name) {
   static char bufs[8][4096];
   static int k;

@@ -46,6 +46,10 @@ int qzt_finish(const char *name);
 const char *qzt_shared(void);
 /* Per-test scratch folder (env QZ_TEST_TMP, created). */
 const char *qzt_tmpdir(void);
+/* qzt_tmpdir()/name, removed by rank 0 if it exists, then a barrier: a
+ * fresh (absent) path for an output directory. NULL if the removal failed.
+ * Collective on MPI_COMM_WORLD. */
+const char *qzt_fresh_path(const char *name);
 /* Path join into a static rotating buffer. */
 const char *qzt_path(const char *dir, const char *name);
 

@@ -46,14 +46,8 @@ static int write_block(qz_ckpt *ck, int b, int rank, int size) {
 int main(int argc, char **argv) {
   qzt_init(&argc, &argv);
   int rank = qzt_rank(), size = qzt_size();
-  char dir[4096];
-  snprintf(dir, sizeof dir, "%s/ck", qzt_tmpdir());
-  if (rank == 0) {
-    char cmd[4200];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) return 1;
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  const char *dir = qzt_fresh_path("ck");
+  if (!dir) return 1;
   qz_ckpt_params p = {.options_json = OPTS, .source_json = SRC, .nblocks = 3,
                       .blocks_per_file = 2, .zstd_level = 3, .mpiquant_version = "test"};
   qz_ckpt *ck = NULL;
