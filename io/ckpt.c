@@ -774,6 +774,20 @@ static int open_for_read(qz_ckpt *ck, int block) {
 
 /* The group of a stored linear, opened for reading; path names it for
  * messages. Collective on the checkpoint's communicator. */
+/* Extent of dataset g/name (up to 2 dims; the rest 0): its rank, or -1 when
+ * it does not exist. */
+static int ds_dims(hid_t g, const char *name, hsize_t dims[2]) {
+  dims[0] = dims[1] = 0;
+  hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+  if (d < 0) return -1;
+  hid_t s = H5Dget_space(d);
+  int nd = H5Sget_simple_extent_ndims(s);
+  if (nd >= 1 && nd <= 2) H5Sget_simple_extent_dims(s, dims, NULL);
+  H5Sclose(s);
+  H5Dclose(d);
+  return nd;
+}
+
 static int open_linear(qz_ckpt *ck, int block, const char *module, char *path,
                        size_t len, hid_t *g) {
   QZ_CALL(open_for_read(ck, block));
@@ -790,16 +804,9 @@ int qz_ckpt_linear_info(qz_ckpt *ck, int block, const char *module,
   hid_t g = -1;
   QZ_CALL(open_linear(ck, block, module, path, sizeof path, &g));
   int st = QZ_OK;
-  hid_t d = H5Dopen2(g, "codes", H5P_DEFAULT), d2 = H5Dopen2(g, "scales", H5P_DEFAULT);
-  hsize_t dims[2] = {0, 0}, gd[2] = {0, 0};
-  QZ_CHECK_DONE(d >= 0 && d2 >= 0, QZ_ERR_FORMAT, "checkpoint %s: %s/codes or "
-                "scales missing", ck->dir, path);
-  hid_t s = H5Dget_space(d);
-  H5Sget_simple_extent_dims(s, dims, NULL);
-  H5Sclose(s);
-  s = H5Dget_space(d2);
-  H5Sget_simple_extent_dims(s, gd, NULL);
-  H5Sclose(s);
+  hsize_t dims[2], gd[2];
+  QZ_CHECK_DONE(ds_dims(g, "codes", dims) >= 0 && ds_dims(g, "scales", gd) >= 0,
+                QZ_ERR_FORMAT, "checkpoint %s: %s/codes or scales missing", ck->dir, path);
   *out = (int64_t)dims[0];
   *in = (int64_t)dims[1];
   *ngroups = (int64_t)gd[1];
@@ -815,8 +822,6 @@ int qz_ckpt_linear_info(qz_ckpt *ck, int block, const char *module,
     QZ_CALL_DONE(read_attr_num(g, "loss", H5T_NATIVE_DOUBLE, &m->loss));
   }
 done:
-  if (d >= 0) H5Dclose(d);
-  if (d2 >= 0) H5Dclose(d2);
   H5Gclose(g);
   return st;
 }
@@ -866,12 +871,9 @@ int qz_ckpt_read_linear(qz_ckpt *ck, int block, const char *module,
   hid_t g = -1;
   QZ_CALL(open_linear(ck, block, module, path, sizeof path, &g));
   int st = QZ_OK;
-  hid_t d = H5Dopen2(g, "g_idx", H5P_DEFAULT);
-  hid_t s = H5Dget_space(d);
-  hsize_t in = 0;
-  H5Sget_simple_extent_dims(s, &in, NULL);
-  H5Sclose(s);
-  H5Dclose(d);
+  hsize_t gdim[2];
+  ds_dims(g, "g_idx", gdim);
+  const hsize_t in = gdim[0];
   /* every rank takes part in every collective read, with or without data */
   QZ_CALL_DONE(read_ds(g, "codes", H5T_NATIVE_UINT8, row0, codes ? nrows : 0, codes));
   QZ_CALL_DONE(read_ds(g, "scales", H5T_NATIVE_FLOAT, row0, scales ? nrows : 0, scales));
@@ -919,12 +921,9 @@ int qz_ckpt_read_outliers(qz_ckpt *ck, int block, const char *module,
   QZ_CALL(open_linear(ck, block, module, path, sizeof path, &g));
   int st = QZ_OK;
   if (H5Lexists(g, "outliers_idx", H5P_DEFAULT) <= 0) goto done;
-  hid_t d = H5Dopen2(g, "outliers_idx", H5P_DEFAULT);
-  hid_t sp = H5Dget_space(d);
-  hsize_t n = 0;
-  H5Sget_simple_extent_dims(sp, &n, NULL);
-  H5Sclose(sp);
-  H5Dclose(d);
+  hsize_t odim[2];
+  ds_dims(g, "outliers_idx", odim);
+  const hsize_t n = odim[0];
   QZ_CALL_DONE(qz_alloc((size_t)n + 1, sizeof(int64_t), "outlier index", idx));
   QZ_CALL_DONE(qz_alloc((size_t)n + 1, sizeof(float), "outlier values", val));
   QZ_CALL_DONE(read_ds(g, "outliers_idx", H5T_NATIVE_INT64, 0, (int64_t)n, *idx));
@@ -961,14 +960,9 @@ int qz_ckpt_read_norms(qz_ckpt *ck, int block, int64_t hidden,
   hid_t g = H5Gopen2(ck->file, path, H5P_DEFAULT);
   QZ_CHECK(g >= 0, QZ_ERR_FORMAT, "checkpoint %s: %s unreadable", ck->dir, path);
   int st = QZ_OK;
-  hid_t d = H5Dopen2(g, "input_layernorm", H5P_DEFAULT);
-  hsize_t n = 0;
-  if (d >= 0) {
-    hid_t s = H5Dget_space(d);
-    H5Sget_simple_extent_dims(s, &n, NULL);
-    H5Sclose(s);
-    H5Dclose(d);
-  }
+  hsize_t ndim[2];
+  ds_dims(g, "input_layernorm", ndim);
+  const hsize_t n = ndim[0];
   QZ_CHECK_DONE(n == (hsize_t)hidden, QZ_ERR_FORMAT,
                 "checkpoint %s: %s/input_layernorm has %llu values, the model "
                 "has hidden size %lld", ck->dir, path, (unsigned long long)n,
@@ -1067,14 +1061,8 @@ int qz_ckpt_read_snapshot(qz_ckpt *ck, int64_t total_win, int64_t seqlen,
                   : qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
                                  "cannot open %s", fin);
   QZ_CALL(qz_error_agree(ck->comm, st));
-  hid_t d = H5Dopen2(f, "x", H5P_DEFAULT);
-  hsize_t dims[2] = {0, 0};
-  if (d >= 0) {
-    hid_t s = H5Dget_space(d);
-    H5Sget_simple_extent_dims(s, dims, NULL);
-    H5Sclose(s);
-    H5Dclose(d);
-  }
+  hsize_t dims[2];
+  ds_dims(f, "x", dims);
   if (dims[0] != (hsize_t)(total_win * seqlen) || dims[1] != (hsize_t)hidden)
     st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
                       "%s holds [%llu, %llu] hidden states, expected [%lld, %lld]",
