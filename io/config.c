@@ -458,6 +458,12 @@ static void linear_why(const qz_model_config *c, qz_linear l, char *buf,
   }
 }
 
+const char *qz_config_quantized(const qz_model_config *c) {
+  if (c->gptq_bits) return "GPTQ";
+  if (c->ct_int8) return "compressed-tensors int-quantized";
+  return NULL;
+}
+
 const char *qz_config_lm_head(const qz_model_config *c, const qz_st *st) {
   if (qz_st_find(st, "lm_head.weight")) return "lm_head.weight";
   if (c->tie_word_embeddings) return "model.embed_tokens.weight";

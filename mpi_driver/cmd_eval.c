@@ -159,8 +159,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
             done_blocks, qz_ckpt_nblocks(cks.ck), o.model);
   }
   QZ_CALL_DONE(qz_model_open(ctx->comm, o.model, &m));
-  QZ_CHECK_DONE(!cks.ck || (!qz_model_config_of(m)->ct_int8 &&
-                            !qz_model_config_of(m)->gptq_bits), QZ_ERR_ARG,
+  QZ_CHECK_DONE(!cks.ck || !qz_config_quantized(qz_model_config_of(m)), QZ_ERR_ARG,
                 "eval --ckpt needs the unquantized source model, but %s is an export",
                 o.model);
   if (cks.ck)

@@ -667,9 +667,9 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   QZ_CALL_DONE(qz_model_open(comm, o.model, &m));
   r.cfg = qz_model_config_of(m);
   const qz_model_config *cfg = r.cfg;
-  QZ_CHECK_DONE(!cfg->ct_int8 && !cfg->gptq_bits, QZ_ERR_ARG,
+  QZ_CHECK_DONE(!qz_config_quantized(cfg), QZ_ERR_ARG,
                 "%s is already quantized (%s); quantize the unquantized source model",
-                o.model, cfg->gptq_bits ? "GPTQ" : "compressed-tensors int-quantized");
+                o.model, qz_config_quantized(cfg));
   int nblocks = (int)cfg->num_hidden_layers;
   int lb = (int)o.layer_begin, le = o.layer_end < 0 ? nblocks : (int)o.layer_end;
   QZ_CHECK_DONE(lb < nblocks && le <= nblocks, QZ_ERR_USAGE,

@@ -82,6 +82,9 @@ int qz_config_check_tensors(const qz_model_config *cfg, const qz_st *st);
 /* The lm_head tensor name to use ("lm_head.weight" if present, else the tied
  * embedding when tie_word_embeddings; NULL if neither). Not collective. */
 const char *qz_config_lm_head(const qz_model_config *cfg, const qz_st *st);
+/* "GPTQ" or "compressed-tensors int-quantized" for an already-quantized
+ * export (its quantization_config), NULL for a plain model. Not collective. */
+const char *qz_config_quantized(const qz_model_config *cfg);
 
 #ifdef __cplusplus
 }
