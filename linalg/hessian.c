@@ -1,6 +1,8 @@
 /* Distributed Hessian: row buffering, panel-wise sgemm into f64, and
  * reduce-scatter of each panel straight into the block-cyclic matrix. */
 #include <cblas.h>
+#include <float.h>
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -74,7 +76,16 @@ void qz_hessian_reset(qz_hessian *H) {
   H->nrows = 0; /* keeps the row buffer's allocation */
   H->nseq_local = H->nseq_total = 0;
   H->ready = H->prepared = 0;
+  H->fx_on = 0;
+  H->fx_k = 0;
+  H->fx_used = 0;
+  H->chunk_first = H->chunk_rows = 0;
   memset(H->diag, 0, (size_t)H->d * sizeof(double));
+}
+
+void qz_hessian_set_chunking(qz_hessian *H, int64_t first_row, int64_t chunk_rows) {
+  H->chunk_first = first_row > 0 ? first_row : 0;
+  H->chunk_rows = chunk_rows > 0 ? chunk_rows : 0;
 }
 
 int64_t qz_hessian_dim(const qz_hessian *H) { return H->d; }
@@ -129,15 +140,20 @@ static void note_transient(qz_hessian *H, int64_t bytes) {
   if (bytes > H->peak_transient) H->peak_transient = bytes;
 }
 
+/* f32 chunk value -> fixed point (units 2^-k). ldexp is exact for normal
+ * values; llrint rounds to nearest even: a function of v and k only. */
+static inline int64_t fx(float v, int k) { return (int64_t)llrint(ldexp((double)v, k)); }
+
 /* Destination order of a wide panel [j0, j0 + W): ranks ascending; for a
  * rank (p, q) its columns j (ocol == q) ascending, then the rows i >= start
  * of j's block column with orow == p, ascending.  mode 0: sendbuf = c32,
- * mode 1: sendbuf += c32 (f64 accumulation over row chunks); counts set. */
+ * mode 1: sendbuf += c32 (exact integer accumulation over chunks), mode 2:
+ * sendbuf = 0 (a rank without rows); counts set. */
 static void pack_panel(const qz_hessian *H, int64_t j0, int64_t W,
-                       const float *c32, double *sendbuf, int *counts,
+                       const float *c32, int64_t *sendbuf, int *counts,
                        int mode) {
   const int64_t d = H->d, M = d - j0;
-  const int nb = H->nb, pr = H->pr, pc = H->pc;
+  const int nb = H->nb, pr = H->pr, pc = H->pc, k = H->fx_k;
   int64_t pos = 0;
   for (int p = 0; p < pr; p++)
     for (int q = 0; q < pc; q++) {
@@ -149,26 +165,36 @@ static void pack_panel(const qz_hessian *H, int64_t j0, int64_t W,
              blk * nb < d; blk += pr) {
           int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
           if (mode == 0)
-            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] = cj[i];
+            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] = fx(cj[i], k);
+          else if (mode == 1)
+            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] += fx(cj[i], k);
           else
-            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] += cj[i];
+            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] = 0;
         }
       }
       counts[p * pc + q] = (int)(pos - start);
     }
 }
 
+/* Rows of this rank in chunk order: [*r0, *r0 + *k) is the chunk after
+ * row r; chunks end at global multiples of the chunk length. */
+static int64_t chunk_len(const qz_hessian *H, int64_t G, int64_t r, int64_t nrows) {
+  int64_t g = H->chunk_first + r;
+  int64_t end = (g / G + 1) * G - H->chunk_first;
+  return (end < nrows ? end : nrows) - r;
+}
+
 /* One wide panel of block columns [j0, j0 + W) of the lower triangle: ssyrk
  * for its diagonal W x W block and sgemm below it, per chunk of rows, summed
- * in f64 in destination order, then reduce-scattered to the owners. */
-static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows,
-                       int64_t j0, int64_t W, float *c32, double *sendbuf,
-                       double *recvbuf, int *counts) {
+ * exactly (fixed point) in destination order, then reduce-scattered to the
+ * owners. */
+static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows, int64_t G,
+                       int64_t j0, int64_t W, float *c32, int64_t *sendbuf,
+                       int64_t *recvbuf, int *counts) {
   const int64_t d = H->d, M = d - j0;
   const int nb = H->nb, pr = H->pr, pc = H->pc;
-  for (int64_t r0 = 0; r0 < nrows; r0 += QZ_HESSIAN_KCHUNK) {
-    int64_t k = nrows - r0 < QZ_HESSIAN_KCHUNK ? nrows - r0
-                                               : QZ_HESSIAN_KCHUNK;
+  for (int64_t r0 = 0; r0 < nrows;) {
+    int64_t k = chunk_len(H, G, r0, nrows);
     const float *xa = rows + r0 * d + j0; /* col-major [d - j0, k], ld d */
     cblas_ssyrk(CblasColMajor, CblasLower, CblasNoTrans, (int)W, (int)k, 1.0f,
                 xa, (int)d, 0.0f, c32, (int)M);
@@ -177,9 +203,10 @@ static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows,
                   (int)W, (int)k, 1.0f, xa + W, (int)d, xa, (int)d, 0.0f,
                   c32 + W, (int)M);
     pack_panel(H, j0, W, c32, sendbuf, counts, r0 > 0);
+    r0 += k;
   }
-  if (nrows == 0) pack_panel(H, j0, W, c32, sendbuf, counts, 0);
-  QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, recvbuf, counts, MPI_DOUBLE, MPI_SUM,
+  if (nrows == 0) pack_panel(H, j0, W, c32, sendbuf, counts, 2);
+  QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, recvbuf, counts, MPI_INT64_T, MPI_SUM,
                                  H->comm));
   int64_t q = 0;
   for (int64_t j = j0; j < j0 + W; j++) {
@@ -189,9 +216,95 @@ static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows,
          blk * nb < d; blk += pr) {
       int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
       double *dst = col + qz_bc_local(i0, nb, pr);
-      for (int64_t i = i0; i < i1; i++) dst[i - i0] += recvbuf[q++];
+      for (int64_t i = i0; i < i1; i++) { /* the storage holds int64 while fx_on */
+        int64_t v;
+        memcpy(&v, dst + (i - i0), sizeof v);
+        v += recvbuf[q++];
+        memcpy(dst + (i - i0), &v, sizeof v);
+      }
     }
   }
+  return QZ_OK;
+}
+
+/* Apply f to every stored entry of the local lower triangle. */
+#define FOR_LOWER(H, body)                                              \
+  for (int64_t jl = 0; jl < (H)->nloc; jl++) {                          \
+    int64_t j = qz_bc_global(jl, (H)->nb, (H)->myc, (H)->pc);           \
+    double *col = (H)->a + jl * (H)->lld;                               \
+    for (int64_t il = 0; il < (H)->mloc; il++) {                        \
+      int64_t i = qz_bc_global(il, (H)->nb, (H)->myr, (H)->pr);         \
+      if (i < j) continue;                                              \
+      body                                                              \
+    }                                                                   \
+  }
+
+/* Exponent e with max_i x_i^2 <= 2^e (INT_MIN for a zero row); *bad set on
+ * NaN/Inf. */
+static int row_bound_exp(const float *x, int64_t d, int *bad) {
+  float m = 0;
+  for (int64_t i = 0; i < d; i++) {
+    float a = fabsf(x[i]);
+    if (!(a <= FLT_MAX)) *bad = 1; /* NaN or Inf */
+    else if (a > m) m = a;
+  }
+  if (m == 0) return INT_MIN;
+  int e;
+  frexp((double)m * (double)m, &e);
+  return e;
+}
+
+/* Fixed-point unit of the next fold (collective): a bound on every entry of
+ * the fold's sum, |sum_t x_ti x_tj| <= sum_t max_i x_ti^2, computed exactly
+ * (each row's bound rounded up to a power of two, summed as integers), so
+ * that it is the same at every np. Ensures the accumulator (previous folds
+ * + this one) stays below 2^62 units, shifting earlier sums if needed. */
+static int fold_scale(qz_hessian *H, const float *rows, int64_t nrows) {
+  const int64_t d = H->d;
+  int emax = INT_MIN, st = QZ_OK;
+  for (int64_t t = 0; t < nrows; t++) {
+    int bad = 0, e = row_bound_exp(rows + t * d, d, &bad);
+    if (bad && st == QZ_OK) {
+      int64_t c = 0;
+      while (c < d && fabsf(rows[t * d + c]) <= FLT_MAX) c++;
+      st = qz_error_set(QZ_ERR_NUMERIC, __FILE__, __LINE__, __func__,
+                        "Hessian (d=%lld): non-finite input value %g in this rank's row "
+                        "%lld, column %lld: NaN/Inf in the calibration inputs?",
+                        (long long)d, (double)rows[t * d + c], (long long)t, (long long)c);
+    }
+    if (e > emax) emax = e;
+  }
+  QZ_CALL(qz_error_agree(H->comm, st));
+  int lo_e[2] = {0, emax};
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &lo_e[1], 1, MPI_INT, MPI_MAX, H->comm));
+  if (lo_e[1] == INT_MIN) return QZ_OK; /* all rows zero: nothing to add */
+  const int base = lo_e[1] - 30;      /* units of the bound sum */
+  int64_t cnt = 0;                    /* <= rows * 2^30 */
+  for (int64_t t = 0; t < nrows; t++) {
+    int bad = 0, e = row_bound_exp(rows + t * d, d, &bad);
+    if (e != INT_MIN) cnt += (int64_t)1 << (e > base ? e - base : 0);
+  }
+  QZ_CALL(qz_allreduce_i64(H->comm, &cnt, 1, MPI_SUM));
+  int bits = 64 - __builtin_clzll((unsigned long long)cnt); /* cnt <= 2^bits */
+  int et = bits + base;                                      /* bound <= 2^et */
+  int k = 60 - et; /* this fold's entries < 2^60 units (f32 rounding slack) */
+  if (!H->fx_on) {
+    H->fx_on = 1;
+    H->fx_k = k;
+    H->fx_used = 0;
+  }
+  /* a later fold with larger rows: coarser units for everything */
+  while (H->fx_k > k || H->fx_used + ldexp(1.0, et + H->fx_k) > ldexp(1.0, 62)) {
+    FOR_LOWER(H, {
+      int64_t v;
+      memcpy(&v, &col[il], sizeof v);
+      v = (v + 1) >> 1; /* arithmetic shift, the same on every rank */
+      memcpy(&col[il], &v, sizeof v);
+    })
+    H->fx_k--;
+    H->fx_used = H->fx_used / 2 + 1;
+  }
+  H->fx_used += ldexp(1.0, et + H->fx_k);
   return QZ_OK;
 }
 
@@ -200,10 +313,16 @@ static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows,
 static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
   int st = QZ_OK;
   float *c32 = NULL;
-  double *sendbuf = NULL, *recvbuf = NULL;
+  int64_t *sendbuf = NULL, *recvbuf = NULL;
   int *counts = NULL;
   const int64_t d = H->d;
   const int nb = H->nb;
+  /* chunk length: one sequence of this rank's rows, unless set */
+  int64_t G = H->chunk_rows;
+  if (G <= 0)
+    G = H->nseq_local > 0 && nrows % H->nseq_local == 0 ? nrows / H->nseq_local
+                                                       : QZ_HESSIAN_KCHUNK;
+  if (G <= 0) G = QZ_HESSIAN_KCHUNK;
   st = H->ready ? qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
                                "qz_hessian_flush: Hessian already reduced")
                 : QZ_OK;
@@ -211,6 +330,7 @@ static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
   int64_t any = nrows;
   QZ_CALL_DONE(qz_allreduce_i64(H->comm, &any, 1, MPI_SUM));
   if (any == 0) goto done;
+  QZ_CALL_DONE(fold_scale(H, rows, nrows));
   qz_timer_start(QZ_PHASE_REDUCE);
   /* panel width: whole block columns, f32 + f64 panel within the budget */
   int64_t W = QZ_HESSIAN_PANEL_BYTES / (d * nb * 12) * nb;
@@ -219,9 +339,9 @@ static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
   int64_t ldrecv = qz_bc_numroc(d, nb, H->myr, H->pr);
   st = qz_alloc((size_t)(d * W), sizeof(float), "Hessian panel (f32)", &c32);
   if (!st)
-    st = qz_alloc((size_t)(d * W), sizeof(double), "reduce-scatter send", &sendbuf);
+    st = qz_alloc((size_t)(d * W), sizeof(int64_t), "reduce-scatter send", &sendbuf);
   if (!st)
-    st = qz_alloc((size_t)(ldrecv * W + 1), sizeof(double),
+    st = qz_alloc((size_t)(ldrecv * W + 1), sizeof(int64_t),
                   "reduce-scatter receive", &recvbuf);
   if (!st) st = qz_alloc((size_t)H->size, sizeof(int), "counts", &counts);
   note_transient(H, d * W * 12 + ldrecv * W * 8);
@@ -232,7 +352,7 @@ static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
   }
   for (int64_t j0 = 0; j0 < d; j0 += W) {
     int64_t w = d - j0 < W ? d - j0 : W;
-    st = flush_panel(H, rows, nrows, j0, w, c32, sendbuf, recvbuf, counts);
+    st = flush_panel(H, rows, nrows, G, j0, w, c32, sendbuf, recvbuf, counts);
     if (st) break;
   }
   qz_timer_stop(QZ_PHASE_REDUCE);
@@ -268,12 +388,19 @@ static int finish_ready(qz_hessian *H, double scale) {
   int st = QZ_OK;
   int64_t bad_i = -1, bad_j = -1;
   memset(H->diag, 0, (size_t)H->d * sizeof(double));
+  const int fx_on = H->fx_on, k = H->fx_k;
+  H->fx_on = 0;
   for (int64_t jl = 0; jl < H->nloc; jl++) {
     int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
     double *col = H->a + jl * H->lld;
     for (int64_t il = 0; il < H->mloc; il++) {
       int64_t i = qz_bc_global(il, nb, H->myr, H->pr);
       if (i < j) continue;
+      if (fx_on) { /* fixed point -> f64 (rounded once, the same everywhere) */
+        int64_t v;
+        memcpy(&v, &col[il], sizeof v);
+        col[il] = ldexp((double)v, -k);
+      }
       col[il] *= scale;
       if (!isfinite(col[il]) && bad_i < 0) {
         bad_i = i;
@@ -320,6 +447,7 @@ int qz_hessian_set_rows(qz_hessian *H, int64_t r0, int64_t nrows,
   const int nb = H->nb;
   if (r0 == 0) { /* a new matrix: forget rows, sequences, factor */
     H->nrows = 0;
+    H->fx_on = 0;
     H->nseq_total = 0;
     H->ready = H->prepared = 0;
   }

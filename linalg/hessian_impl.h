@@ -22,6 +22,15 @@ struct qz_hessian {
   float *rows; /* [nrows_cap, d] */
   int64_t nrows, nrows_cap;
   int64_t nseq_local, nseq_total;
+  /* chunking of the rows of a fold: chunks are the global row ranges
+   * [c * chunk_rows, (c + 1) * chunk_rows); this rank's first row is global
+   * row chunk_first (set by qz_hessian_set_chunking; 0 = per sequence) */
+  int64_t chunk_first, chunk_rows;
+  /* exact accumulation: while fx_on, `a` holds int64 sums of the chunks'
+   * f32 products in units of 2^-fx_k (see fold_rows); fx_used bounds the
+   * magnitude of any accumulated entry in those units */
+  int fx_on, fx_k;
+  double fx_used;
   /* ready state */
   int ready;
   double *diag; /* [d] */

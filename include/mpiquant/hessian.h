@@ -27,11 +27,18 @@
  * (12 d nb)) (<= 64 MiB + O(d nb)); during prepare: one redistribution
  * batch, <= 2 * 8 * d * nb * pc bytes.
  *
- * Accumulation scheme: for each panel of W block columns of the lower
- * triangle, ssyrk (diagonal W x W block) + sgemm (below it) of the buffered
- * rows in chunks of QZ_HESSIAN_KCHUNK rows (f32 products summed in f32
- * within a chunk) is added in f64 into a buffer already in destination
- * order, then MPI_Reduce_scatter'ed straight to the owners of its blocks.
+ * Accumulation scheme: the rows are cut into chunks at fixed *global* row
+ * boundaries (one calibration sequence each by default, or
+ * qz_hessian_set_chunking), so a chunk's rows are the same whatever the
+ * number of ranks. For each panel of W block columns of the lower triangle,
+ * ssyrk (diagonal W x W block) + sgemm (below it) of a chunk (f32 products
+ * summed in f32 within the chunk) is converted to 64-bit fixed point and
+ * added in destination order, then MPI_Reduce_scatter'ed (integer sums) to
+ * the owners of its blocks. Integer addition is exact, so H does not depend
+ * on the number of ranks or the reduction order, to the bit. The fixed-point
+ * unit comes from a bound on |H_ij| <= sum_t max_i x_ti^2 (Cauchy-Schwarz)
+ * that is itself exact (powers of two summed as integers): entries keep
+ * ~60 bits relative to the largest diagonal entry (more than f64 sums).
  * Only the lower triangle is formed: n*d^2 flops instead of 2*n*d^2.
  */
 #ifndef MPIQUANT_HESSIAN_H
@@ -50,6 +57,13 @@ extern "C" {
 #define QZ_HESSIAN_PANEL_BYTES (64LL << 20)
 
 typedef struct qz_hessian qz_hessian;
+
+/* Chunk the rows added from now on at global row multiples of chunk_rows,
+ * this rank's first row being global row first_row (callers that split rows
+ * over ranks arbitrarily align the split to chunk_rows, so that no chunk
+ * spans two ranks). Without it a chunk is one counted sequence (rows /
+ * sequences of this rank), else QZ_HESSIAN_KCHUNK rows. Not collective. */
+void qz_hessian_set_chunking(qz_hessian *H, int64_t first_row, int64_t chunk_rows);
 
 /* Zero Hessian of size d x d on `grid` (the grid must outlive it).
  * Collective on the grid's communicator; d must match. */
