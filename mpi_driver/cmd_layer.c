@@ -237,12 +237,9 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
 
   /* gather to rank 0 and write */
   qz_timer_start(QZ_PHASE_WRITE);
-  double loss_total = res.loss_local;
-  int rc = MPI_Allreduce(MPI_IN_PLACE, &loss_total, 1, MPI_DOUBLE, MPI_SUM, comm);
-  if (rc != MPI_SUCCESS) {
-    st = qz_mpi_error(rc, "MPI_Allreduce(loss)", __FILE__, __LINE__, __func__);
-    goto done;
-  }
+  double loss_total = 0; /* summed in row order: the same at every np */
+  QZ_CALL_DONE(qz_sum_rows_ordered(comm, nrows, res.losses, &loss_total));
+  int rc;
   if (ctx->rank == 0) {
     st = qz_alloc((size_t)(out_f * in_f), sizeof(float), "Q (all)", &all_q);
     if (!st) st = qz_alloc((size_t)(out_f * in_f), 1, "codes (all)", &all_codes);

@@ -440,8 +440,9 @@ static int quantize_linear(qrun *r, int layer, qz_block_weights *w, qz_linear l,
   qz_dequantize_rows(nr, in, ng, res.codes, res.scale, res.zero, res.g_idx, q);
   qz_outliers_add_rows(r0, nr, in, res.noutliers, res.outlier_idx, res.outlier_val, q);
   QZ_CALL_DONE(qz_gather_rows_f32(comm, out, in, q, w->w[l]));
-  double loss = res.loss_local;
-  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &loss, 1, MPI_DOUBLE, MPI_SUM, comm));
+  /* summed in row order: the attribute is the same at every np */
+  double loss = 0;
+  QZ_CALL_DONE(qz_sum_rows_ordered(comm, nr, res.losses, &loss));
   qz_ckpt_linear_meta meta = {.bits = (int)r->o->bits, .group_size = (int)r->o->group,
                               .sym = r->o->sym, .act_order = r->o->act_order,
                               .static_groups = r->o->static_groups,

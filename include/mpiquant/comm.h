@@ -40,6 +40,12 @@ int qz_error_agree(MPI_Comm comm, int status);
 /* Reduce helpers for int64 sizes (sum / max). Collective on comm. */
 int qz_allreduce_i64(MPI_Comm comm, int64_t *v, int n, MPI_Op op);
 
+/* Sum of per-row values of all ranks in global row order, as a double:
+ * rows are spread over ranks in contiguous, rank-ordered ranges, so the
+ * order of the additions (and the result, to the bit) does not depend on the
+ * number of ranks. `n_local` may be 0. Collective on comm. */
+int qz_sum_rows_ordered(MPI_Comm comm, int64_t n_local, const float *v, double *sum);
+
 /* Split `total` items over `nparts` as evenly as possible; part p gets
  * [*begin, *begin + *count).  The first total % nparts parts get one more.
  * Not collective. */

@@ -1,5 +1,6 @@
 /* MPI error wrapping and agreement. */
 #include "mpiquant/comm.h"
+#include "mpiquant/mem.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -50,6 +51,47 @@ int qz_error_agree(MPI_Comm comm, int status) {
 int qz_allreduce_i64(MPI_Comm comm, int64_t *v, int n, MPI_Op op) {
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, op, comm));
   return QZ_OK;
+}
+
+int qz_sum_rows_ordered(MPI_Comm comm, int64_t n_local, const float *v, double *sum) {
+  int size = 1, st = QZ_OK;
+  MPI_Comm_size(comm, &size);
+  int *counts = NULL, *displs = NULL;
+  float *all = NULL;
+  int64_t total = 0;
+  int n = (int)n_local;
+  QZ_CHECK(n_local >= 0 && n_local <= INT32_MAX, QZ_ERR_ARG,
+           "qz_sum_rows_ordered: %lld rows on one rank", (long long)n_local);
+  QZ_CALL(qz_alloc((size_t)size, sizeof(int), "row counts", &counts));
+  st = qz_alloc((size_t)size, sizeof(int), "row offsets", &displs);
+  if (st) goto done;
+  if ((st = MPI_Allgather(&n, 1, MPI_INT, counts, 1, MPI_INT, comm)) != MPI_SUCCESS) {
+    st = qz_mpi_error(st, "MPI_Allgather(row counts)", __FILE__, __LINE__, __func__);
+    goto done;
+  }
+  for (int r = 0; r < size; r++) {
+    displs[r] = (int)total;
+    total += counts[r];
+  }
+  if (total > INT32_MAX) {
+    st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
+                      "qz_sum_rows_ordered: %lld rows in all", (long long)total);
+    goto done;
+  }
+  if ((st = qz_alloc((size_t)(total > 0 ? total : 1), sizeof(float), "rows", &all))) goto done;
+  if ((st = MPI_Allgatherv(v, n, MPI_FLOAT, all, counts, displs, MPI_FLOAT, comm)) !=
+      MPI_SUCCESS) {
+    st = qz_mpi_error(st, "MPI_Allgatherv(rows)", __FILE__, __LINE__, __func__);
+    goto done;
+  }
+  double s = 0;
+  for (int64_t i = 0; i < total; i++) s += (double)all[i];
+  *sum = s;
+done:
+  qz_free(&all);
+  qz_free(&displs);
+  qz_free(&counts);
+  return st;
 }
 
 void qz_split_even(int64_t total, int nparts, int part, int64_t *begin,
