@@ -214,7 +214,12 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
                : qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
                               "%s: GPTQ needs tensor H [in,in] or X "
                               "[tokens,in]; neither is present", a.in);
-      qz_split_even(tok, ctx->size, ctx->rank, &t0, &tn);
+      /* whole Hessian chunks per rank: H is then the same at every np */
+      int64_t G = QZ_HESSIAN_KCHUNK, g0 = 0, gn = 0;
+      qz_split_even((tok + G - 1) / G, ctx->size, ctx->rank, &g0, &gn);
+      t0 = g0 * G < tok ? g0 * G : tok;
+      tn = ((g0 + gn) * G < tok ? (g0 + gn) * G : tok) - t0;
+      qz_hessian_set_chunking(H, t0, G);
       if (!st) st = qz_alloc((size_t)(tn * in_f), sizeof(float), "X rows", &xrows);
       if (!st) st = qz_st_read_f32(in, "X", t0, tn, xrows);
       if (!st) st = qz_hessian_add_rows(H, xrows, tn);
