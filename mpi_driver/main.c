@@ -9,6 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "blas_auto.h"
 #include "driver.h"
 #include "mpiquant/blas.h"
 #include "mpiquant/comm.h"
@@ -146,11 +147,16 @@ static int fault_injection(qz_ctx *ctx) {
 
 int main(int argc, char **argv) {
   global_opts g = {.verbosity = QZ_LOG_INFO};
+  qz_blas_auto_select(argv); /* may restart the process: before anything else */
   malloc_defaults();
   if (strip_global_options(&argc, argv, &g) != QZ_OK) return QZ_ERR_USAGE;
 
   /* Answered without starting MPI. */
-  if (g.version) { qz_print_version(stdout); return 0; }
+  if (g.version) {
+    qz_print_version(stdout);
+    if (*qz_blas_auto_note()) printf("  %s\n", qz_blas_auto_note());
+    return 0;
+  }
   if (g.help || argc < 2) {
     qz_print_usage(g.help ? stdout : stderr);
     return g.help ? 0 : QZ_ERR_USAGE;
@@ -178,12 +184,22 @@ int main(int argc, char **argv) {
   MPI_Comm_size(ctx.comm, &ctx.size);
   qz_log_init(ctx.rank, ctx.size, g.verbosity, g.all_ranks);
   ctx.t_start = qz_wtime();
+  if (*qz_blas_auto_note()) {
+    if (qz_blas_auto_is_warning()) qz_warn("%s", qz_blas_auto_note());
+    else qz_info("%s", qz_blas_auto_note());
+  }
 
   st = blas_thread_defaults(ctx.comm);
   if (st == QZ_OK) st = fault_injection(&ctx);
   if (st == QZ_OK) st = cmd->run(&ctx, argc - 1, argv + 1);
-  if (st == QZ_OK && ctx.log_view)
+  if (st == QZ_OK && ctx.log_view) {
+    if (ctx.rank == 0)
+      fprintf(stderr, "BLAS: OpenBLAS %s kernels, %d thread(s) per rank%s\n",
+              qz_blas_corename(), qz_blas_get_threads(),
+              qz_blas_kernel_tier(qz_blas_corename()) < qz_blas_cpu_tier()
+                  ? " (slower than this CPU supports: see MPIQUANT_BLAS_AUTO)" : "");
     st = qz_timing_report(ctx.comm, stderr, qz_wtime() - ctx.t_start);
+  }
 
   if (st != QZ_OK && st != QZ_ERR_REMOTE) qz_error_print(stderr, ctx.rank);
   int worst = st;

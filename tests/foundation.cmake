@@ -51,3 +51,8 @@ endforeach()
 
 # Folders include only headers of their own layer or lower ones.
 qz_add_test(NAME layering COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/layering.sh TIMEOUT 30)
+
+# start-up BLAS kernel choice (mpi_driver/blas_auto.c); exit 77 = skipped
+# when the machine's environment sets the kernel itself
+qz_add_test(NAME blas_auto TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/blas_auto.sh)
+set_tests_properties(blas_auto PROPERTIES SKIP_RETURN_CODE 77 PROCESSORS 2)
