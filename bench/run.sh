@@ -26,6 +26,16 @@ tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
 out=$tmp/all.txt
 : > "$out"
 t_all=$(date +%s)
+# the BLAS kernel of this run: recorded in results.json; a generic one makes
+# every ratio below meaningless as a statement about this CPU
+kern() { sed -n 's/.*OpenBLAS: .* \([A-Za-z0-9]*\) MAX_THREADS.*/\1/p'; }
+blas_kernel=$("$build/mpiquant" --version | kern)
+blas_own=$(MPIQUANT_BLAS_AUTO=0 "$build/mpiquant" --version | kern)
+echo "== BLAS kernel: $blas_kernel (OpenBLAS's own choice: $blas_own)" >&2
+case $blas_kernel in
+  SkylakeX|Cooperlake|SapphireRapids|Haswell|Zen) ;;
+  *) echo "WARNING: generic OpenBLAS kernel $blas_kernel: sgemm runs ~2-4x below this CPU's speed" >&2 ;;
+esac
 
 run() { # run NAME NP THREADS cmd...  (stdout collected, tagged)
   local name=$1 np=$2 th=$3; shift 3
@@ -56,6 +66,11 @@ run forward_np1 1 2 "$bin/bench_forward"
 run pack_np1 0 1 "$bin/bench_pack" 8192 8192 4
 [ -x "$bin/bench_quantease" ] && run quantease_np2 2 1 "$bin/bench_quantease"
 run quantize_sh 0 1 "$here/bench/quantize.sh" "$build" "$shared"
+# the start-up kernel choice: generic kernel (choice off) vs the one chosen
+g0=$(OPENBLAS_CORETYPE=Prescott MPIQUANT_BLAS_AUTO=0 "$bin/bench_blas_kernel" 2048 2>&1 | tee /dev/stderr | awk '/^gflops/ {print $2}')
+g1=$(OPENBLAS_CORETYPE=Prescott MPIQUANT_BLAS_AUTO=1 "$bin/bench_blas_kernel" 2048 2>&1 | tee /dev/stderr | awk '/^gflops/ {print $2}')
+printf 'blas_kernel\t0\t1\t0\t-\tratio chosen kernel / generic Prescott (sgemm 2048, 1 thread) %s\n' \
+  "$(echo "scale=3; ${g1:-0} / ${g0:-1}" | bc)" >> "$out"
 fi
 
 if [ $quick -eq 0 ]; then
@@ -86,7 +101,7 @@ PY
 fi
 
 json=$build/bench/results.json
-/usr/bin/python3 - "$out" "$json" "$(( $(date +%s) - t_all ))" <<'PY'
+/usr/bin/python3 - "$out" "$json" "$(( $(date +%s) - t_all ))" "$blas_kernel" "$blas_own" <<'PY'
 import json, sys
 rows = []
 for line in open(sys.argv[1]):
@@ -114,7 +129,10 @@ for r in rows:
     t = "%8.1f" % r["seconds"] if isinstance(r["seconds"], float) else "%8s" % "-"
     print("%-20s %3d %3d %s  %-58s %8.3f%s" % (r["bench"], max(r["np"], 1), r["threads"], t,
           r["ratio"][:58], r["value"], "" if r["status"] == 0 else "  FAILED"))
-json.dump({"total_seconds": int(sys.argv[3]), "results": rows}, open(sys.argv[2], "w"), indent=1)
+json.dump({"total_seconds": int(sys.argv[3]), "blas_kernel": sys.argv[4],
+           "blas_kernel_openblas_own": sys.argv[5], "results": rows},
+          open(sys.argv[2], "w"), indent=1)
+print("BLAS kernel: %s (OpenBLAS's own choice: %s)" % (sys.argv[4], sys.argv[5]))
 print("\nall benchmarks: %s s; JSON: %s" % (sys.argv[3], sys.argv[2]))
 sys.exit(1 if any(r["status"] for r in rows) else 0)
 PY

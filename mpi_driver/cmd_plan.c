@@ -231,7 +231,8 @@ static int run_calibrate(qz_ctx *ctx, const plan_opts *o) {
   if (ctx->rank == 0) st = qz_plan_rates_save(path, &r);
   QZ_CALL(qz_error_agree(ctx->comm, st));
   if (ctx->rank == 0) {
-    printf("rates (np %d, 1 BLAS thread per rank) -> %s\n", ctx->size, path);
+    printf("rates (np %d, 1 BLAS thread per rank, OpenBLAS %s kernels) -> %s\n", ctx->size,
+           r.blas_kernel, path);
     printf("  sgemm %.1f GFLOP/s, ssyrk %.1f GFLOP/s, dpotrf %.1f GFLOP/s per core\n",
            r.sgemm_gflops, r.ssyrk_gflops, r.dpotrf_gflops);
     printf("  pdpotrf+pdpotri efficiency %.2f; allreduce %.2f, reduce-scatter %.2f, "

@@ -30,6 +30,7 @@ typedef struct {
   double base_rss_bytes;    /* an idle mpiquant process (libraries, MPI) */
   int measured;             /* 0: the built-in defaults */
   char source[256];         /* file the rates came from, or "defaults" */
+  char blas_kernel[32];     /* OpenBLAS kernel the rates were measured with */
 } qz_plan_rates;
 
 /* Built-in defaults (this kind of 2-core AVX-512 VM with OpenBLAS' Haswell

@@ -33,6 +33,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mpiquant/blas.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/grid.h"
@@ -69,6 +70,7 @@ void qz_plan_rates_default(qz_plan_rates *r) {
                        .base_rss_bytes = 40.0 * 1048576.0,
                        .measured = 0};
   snprintf(r->source, sizeof r->source, "defaults");
+  snprintf(r->blas_kernel, sizeof r->blas_kernel, "Haswell");
 }
 
 #define RATE_FIELDS(X)                                                     \
@@ -98,6 +100,9 @@ int qz_plan_rates_load(const char *path, qz_plan_rates *r) {
   }
   RATE_FIELDS(LOAD)
 #undef LOAD
+  json_t *k = json_object_get(j, "blas_kernel");
+  snprintf(r->blas_kernel, sizeof r->blas_kernel, "%s",
+           json_is_string(k) ? json_string_value(k) : "unknown");
   /* a file with none of the keys is the defaults, and plan says so */
   r->measured = nkeys > 0;
   snprintf(r->source, sizeof r->source, "%s%s", path, nkeys ? "" : " (no known keys)");
@@ -111,6 +116,7 @@ int qz_plan_rates_save(const char *path, const qz_plan_rates *r) {
 #define SAVE(f) json_object_set_new(j, #f, json_real(r->f));
   RATE_FIELDS(SAVE)
 #undef SAVE
+  json_object_set_new(j, "blas_kernel", json_string(r->blas_kernel));
   /* make the parent directory (one level, for the default location) */
   char dir[PATH_MAX];
   snprintf(dir, sizeof dir, "%s", path);
@@ -370,6 +376,11 @@ int qz_plan_calibrate(MPI_Comm comm, const char *scratch, qz_plan_rates *r) {
   MPI_Comm_size(comm, &P);
   MPI_Comm_rank(comm, &rank);
   qz_plan_rates_default(r);
+  snprintf(r->blas_kernel, sizeof r->blas_kernel, "%s", qz_blas_corename());
+  if (qz_blas_kernel_tier(r->blas_kernel) < qz_blas_cpu_tier())
+    qz_warn("calibrate: OpenBLAS runs its generic %s kernels, slower than this CPU "
+            "supports (MPIQUANT_BLAS_AUTO=0 or OPENBLAS_CORETYPE set?): the rates "
+            "will be too low for this machine", r->blas_kernel);
   r->base_rss_bytes = (double)qz_peak_rss_bytes();
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &r->base_rss_bytes, 1, MPI_DOUBLE, MPI_MAX, comm));
   qz_info("calibrate: sgemm, ssyrk, dpotrf (1 thread per rank, %d rank(s) at once)", P);
