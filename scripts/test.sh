@@ -3,6 +3,12 @@
 # np 1, 2, 3, 4, golden parity and end-to-end tests.
 #   scripts/test.sh              build in build/ and run everything
 #   scripts/test.sh --sanitize   ASan+UBSan build in build-asan/, unit tests
+#   scripts/test.sh --blas-kernels  the numerics-sensitive tests (label
+#                                "numerics": golden layer cases, model-level
+#                                perplexities, eval, np identity) again under
+#                                OpenBLAS's generic Prescott kernels (valid on
+#                                every x86-64); the plain run covers the kernel
+#                                the machine picks itself. CI runs both.
 #   scripts/test.sh -R PATTERN   only tests matching PATTERN (ctest -R)
 # Needs ../shared beside the source tree (or MPIQUANT_SHARED_DIR=PATH).
 set -euo pipefail
@@ -11,11 +17,13 @@ src=$PWD
 build=build
 cmake_extra=(-DMPIQUANT_BUILD_TESTS=ON)
 ctest_extra=()
+blas_kernels=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --sanitize) build=build-asan
       cmake_extra+=(-DMPIQUANT_SANITIZE=address,undefined -DCMAKE_BUILD_TYPE=Debug -DMPIQUANT_BUILD_BENCH=OFF)
       ctest_extra+=(-L unit -LE "e2e|slurm") ;;
+    --blas-kernels) blas_kernels=1; ctest_extra+=(-L numerics) ;;
     -R|-L|-E) ctest_extra+=("$1" "$2"); shift ;;
     *) echo "test.sh: unknown option $1" >&2; exit 2 ;;
   esac
@@ -25,4 +33,11 @@ if [ -n "${MPIQUANT_SHARED_DIR:-}" ]; then cmake_extra+=(-DMPIQUANT_SHARED_DIR="
 jobs=$(nproc 2>/dev/null || echo 2)
 cmake -S "$src" -B "$build" "${cmake_extra[@]}" >/dev/null
 cmake --build "$build" -j "$jobs"
+if [ $blas_kernels -eq 1 ]; then
+  # Prescott is below every kernel a machine may pick; MPIQUANT_BLAS_AUTO=0
+  # keeps mpiquant from restarting itself on a faster one.
+  echo "test.sh: numerics-sensitive tests under OPENBLAS_CORETYPE=Prescott" \
+       "(this machine's own pick: $("$build/mpiquant" --version | sed -n 's/.*OpenBLAS: .* \([A-Za-z0-9]*\) MAX_THREADS.*/\1/p'))"
+  export OPENBLAS_CORETYPE=Prescott MPIQUANT_BLAS_AUTO=0
+fi
 ctest --test-dir "$build" -j "$jobs" --output-on-failure --timeout 600 "${ctest_extra[@]}"

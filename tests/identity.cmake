@@ -1,0 +1,11 @@
+# The same checkpoint at np 1, 2, 3 and 4 for every method (h5diff, every
+# dataset and attribute): docs/checkpoint.md, "Identical at every np".
+set(NPID ${CMAKE_CURRENT_SOURCE_DIR}/np_identity.sh)
+qz_add_test(NAME np_identity_rtn TIMEOUT 300 COMMAND ${NPID} rtn --bits 4 --group 32)
+qz_add_test(NAME np_identity_gptq TIMEOUT 300 COMMAND ${NPID} gptq --bits 4 --group 32 --act-order)
+qz_add_test(NAME np_identity_quantease TIMEOUT 300 COMMAND ${NPID} quantease --bits 3 --group 32)
+qz_add_test(NAME np_identity_awq TIMEOUT 600 COMMAND ${NPID} awq --bits 4 --group 32)
+qz_add_test(NAME np_identity_smoothquant TIMEOUT 300 COMMAND ${NPID} smoothquant --alpha 0.5)
+foreach(m rtn gptq quantease awq smoothquant)
+  set_tests_properties(np_identity_${m} PROPERTIES PROCESSORS 4)
+endforeach()
