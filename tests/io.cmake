@@ -105,3 +105,11 @@ endif()
 
 qz_test_program(qzt_io_rows mpi/test_io_rows.c)
 qz_add_mpi_test(NAME io_rows COMMAND $<TARGET_FILE:qzt_io_rows> TIMEOUT 120 LABELS io)
+
+# FP8 E4M3/E5M2 codec: self-consistency, then every code and a dense sweep
+# of values (ties, saturation, specials) against tests/fp8_check.py, a numpy
+# encoder/decoder written from the OCP 8-bit floating point spec
+qz_test_program(qzt_fp8 unit/test_fp8.c)
+qz_add_test(NAME fp8_codec COMMAND qzt_fp8 TIMEOUT 60 LABELS io)
+qz_add_test(NAME fp8_spec TIMEOUT 60 LABELS io
+  COMMAND sh -c "$<TARGET_FILE:qzt_fp8> >/dev/null && /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fp8_check.py \"$QZ_TEST_TMP/fp8.bin\"")

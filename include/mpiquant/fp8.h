@@ -1,0 +1,35 @@
+/* FP8 encodings (OCP 8-bit floating point, v1.0): E4M3 ("e4m3fn": bias 7,
+ * max 448, no infinities, NaN = S.1111.111) and E5M2 (bias 15, IEEE-like:
+ * infinities S.11111.00, NaN S.11111.{01,10,11}, max 57344).
+ *
+ * Encoding rounds to nearest, ties to even mantissa, and saturates: finite
+ * values and infinities beyond the largest finite value become +-max (the
+ * "satfinite" conversion serving kernels use after dividing by a scale that
+ * maps the absmax to max); NaN stays NaN. Decoding is exact in float. All
+ * functions are pure: not collective, thread-safe. */
+#ifndef MPIQUANT_FP8_H
+#define MPIQUANT_FP8_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define QZ_FP8_E4M3_MAX 448.0f
+#define QZ_FP8_E5M2_MAX 57344.0f
+
+float qz_fp8_e4m3_to_f32(uint8_t v);
+float qz_fp8_e5m2_to_f32(uint8_t v);
+uint8_t qz_f32_to_fp8_e4m3(float x);
+uint8_t qz_f32_to_fp8_e5m2(float x);
+
+/* Arrays: out[i] = decode(in[i]) * scale (scale 1 for plain decoding). */
+void qz_fp8_e4m3_decode(const uint8_t *in, size_t n, float scale, float *out);
+void qz_fp8_e5m2_decode(const uint8_t *in, size_t n, float scale, float *out);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
