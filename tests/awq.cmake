@@ -41,13 +41,16 @@ set(R_B3 "0.25/0.20/0.20,0.30/0.65/0.30,0.00/0.20/0.55,0.30/0.65/0.35,0.30/0.75/
 # checks that np 1, 2 and 3 give the same checkpoint bit for bit
 qz_add_test(NAME awq_w4g32_stories_np3 TIMEOUT 1800
   COMMAND ${AWQE2E} ${R_S4} 3 stories 3.9987 0.01 135.78 0.01 -- --method awq --bits 4 --group 32)
-# stories260K w3 wikitext: 1.5 %, not 1 %. Measured: with all five blocks'
-# ratios identical to the reference, changing only the last rounding of
-# mean|x| (f32 vs double sum over windows) moves this run from
-# 5.6449 / 158.31 (-1.34 %) to 5.6753 / 161.26 (+0.50 %): w3 rounding flips
-# make this number fragile at the 1 % level (see docs/methods.md).
+# stories260K w3 wikitext: QZ_TOL_AWQ_W3_STORIES_WIKI = 2 %, decided from the
+# spread that rounding alone causes (docs/methods.md, "Agreement with the
+# reference"): with all 25 search ratios identical to the reference, the
+# OpenBLAS kernels give 158.01 (Prescott), 158.18 (Haswell), 158.11
+# (SkylakeX, Cooperlake) = -1.53 % .. -1.42 %, and summing mean|x| in f32
+# instead of double gives 161.26 (+0.50 %). 2 % covers that band with 0.47
+# points to spare and still separates GPTQ w3 g32 (164.66, +2.6 %) and RTN w3
+# (194.98). The ratios stay exact.
 qz_add_test(NAME awq_w3g32_stories_np2 TIMEOUT 1800
-  COMMAND ${AWQE2E} ${R_S3} 2 stories 5.6406 0.01 160.46 0.015 -- --method awq --bits 3 --group 32)
+  COMMAND ${AWQE2E} ${R_S3} 2 stories 5.6406 0.01 160.46 0.02 -- --method awq --bits 3 --group 32)
 qz_add_test(NAME awq_w4g32_babyllama_np1 TIMEOUT 1800
   COMMAND ${AWQE2E} ${R_B4} 1 babyllama 2.3056 0.01 29.768 0.01 -- --method awq --bits 4 --group 32)
 qz_add_test(NAME awq_w3g32_babyllama_np4 TIMEOUT 1800
