@@ -140,6 +140,17 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
       st = fmt->linear(ck, rank, ss, layer, k_linears[lin], &m, &counts);
       QZ_CALL_DONE(qz_error_agree(comm, st));
       if (nlinear++ == 0) first = m;
+      /* quantization_config describes one scheme for every linear */
+      QZ_CHECK_DONE(m.bits == first.bits && m.group_size == first.group_size &&
+                        m.sym == first.sym && m.act_order == first.act_order &&
+                        m.static_groups == first.static_groups,
+                    QZ_ERR_UNSUPPORTED,
+                    "%s: model.layers.%d.%s is %d-bit group %d %s%s, the first linear "
+                    "%d-bit group %d %s%s: an export's quantization_config describes one "
+                    "scheme for every linear", o->ckpt_dir, layer, k_linears[lin], m.bits,
+                    m.group_size, m.sym ? "sym" : "asym", m.act_order ? " act-order" : "",
+                    first.bits, first.group_size, first.sym ? "sym" : "asym",
+                    first.act_order ? " act-order" : "");
       continue;
     }
     /* RMSNorm weights with folded scales (AWQ, SmoothQuant) come from the

@@ -11,3 +11,11 @@ foreach(np 1 3)
   qz_add_test(NAME export_ct_w8a8_np${np} TIMEOUT 300
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/export_ct.sh ${np})
 endforeach()
+
+# weight-only checkpoints -> compressed-tensors pack-quantized, dequantized
+# exactly by an independent numpy reader (tests/export_ct_packed_check.py)
+foreach(np 1 3)
+  qz_add_test(NAME export_ct_packed_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/export_ct_packed.sh ${np})
+  set_tests_properties(export_ct_packed_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()

@@ -51,7 +51,7 @@ def read_st_dir(d):
         hdr = json.loads(b[8:8 + n])
         hdr.pop("__metadata__", None)
         dt = {"I8": np.int8, "F32": np.float32, "F16": np.float16, "BF16": np.uint16,
-              "I32": np.int32, "U8": np.uint8}
+              "I32": np.int32, "U8": np.uint8, "I64": np.int64}
         for k, v in hdr.items():
             s, e = v["data_offsets"]
             raw[k] = (v["dtype"], v["shape"], b[8 + n + s:8 + n + e])

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Weight-only checkpoints -> export --format compressed-tensors
+# (pack-quantized W4A16 / W8A16 / W3A16) -> the independent numpy reader
+# (tests/export_ct_packed_check.py) must dequantize every linear exactly to
+# the checkpoint; shapes the format cannot hold fail clearly.
+#   export_ct_packed.sh NP
+set -uo pipefail
+np=$1
+S=${QZ_SHARED_DIR:?} B=${MPIQUANT_BIN:?} T=${QZ_TEST_TMP:?}
+export HDF5_PLUGIN_PATH="$QZ_BUILD_DIR/h5plugin"
+rm -rf "$T"; mkdir -p "$T"
+run() { "${MPIEXEC:-mpiexec}" -n "$np" "$B" "$@"; }
+fail() { echo "FAIL: $*"; exit 1; }
+BL="$S/models/babyllama-tok105-hf" ST="$S/models/stories260K-hf"
+i=0
+while read -r model meth <&3; do
+  i=$((i + 1))
+  run quantize --model "$model" --calib "$S/data/tinystories_valid_head.txt" --nsamples 16 \
+    --seqlen 128 --method $meth --out "$T/ck$i" -q || fail "quantize $meth"
+  run export --ckpt "$T/ck$i" --out "$T/exp$i" --format compressed-tensors -q || fail "export $meth"
+  /usr/bin/python3 "$QZ_SOURCE_DIR/tests/export_ct_packed_check.py" "$T/exp$i" "$T/ck$i" \
+    || fail "independent check of $meth"
+done 3<<EOF_CASES
+$BL gptq --bits 4 --group 32 --act-order
+$BL gptq --bits 4 --group 32 --sym
+$BL gptq --bits 8 --group 32 --act-order --static-groups
+$ST rtn --bits 3 --group -1
+EOF_CASES
+# stories260K's down_proj has 172 inputs: no whole groups of 32
+run quantize --model "$ST" --method rtn --bits 4 --group 32 --out "$T/g" -q || fail rtn
+out=$(run export --ckpt "$T/g" --out "$T/gx" --format compressed-tensors 2>&1); rc=$?
+[ $rc -eq 11 ] && grep -q "model.layers.0.mlp.down_proj: in_features 172 is not a multiple of the group size 32" <<<"$out" \
+  || { echo "$out"; fail "partial groups: rc $rc"; }
+[ -e "$T/gx/model.safetensors" ] && fail "a failed export left model.safetensors behind"
+echo "export_ct_packed: 1 passed, 0 failed"
