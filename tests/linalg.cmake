@@ -32,3 +32,8 @@ qz_add_test(NAME layer_usage_missing COMMAND ${QZ_EXPECT} 2
   -- $<TARGET_FILE:mpiquant> layer --method gptq)
 qz_add_test(NAME layer_help COMMAND ${QZ_EXPECT} 0 "usage: mpiquant layer" "--act-order" "--from-x"
   -- $<TARGET_FILE:mpiquant> layer --help)
+
+# Hadamard matrices (H H^T = k I for every order built up to 400) and the
+# rotation (K (x) H_2^m)/norm: orthogonal, fast path = dense product
+qz_test_program(qzt_hadamard unit/test_hadamard.c)
+qz_add_test(NAME hadamard COMMAND qzt_hadamard TIMEOUT 120)
