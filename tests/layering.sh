@@ -10,7 +10,7 @@ layer_of_header() {
     error.h|comm.h|log.h|timing.h|mem.h|h5zstd.h|safetensors.h|config.h|tokenizer.h|ckpt.h|export.h|fp8.h) echo 0 ;;
     shard.h|forward.h|model.h|windows.h|eval.h) echo 1 ;;
     blas.h|scalapack.h|grid.h|hessian.h|chol.h|hadamard.h) echo 2 ;;
-    quant.h|gptq.h|method.h|rtn.h|awq.h|smoothquant.h|quantease.h) echo 3 ;;
+    quant.h|gptq.h|method.h|rtn.h|awq.h|smoothquant.h|quantease.h|codebook.h) echo 3 ;;
     *) echo 9 ;;
   esac
 }

@@ -37,3 +37,10 @@ qz_add_test(NAME layer_help COMMAND ${QZ_EXPECT} 0 "usage: mpiquant layer" "--ac
 # rotation (K (x) H_2^m)/norm: orthogonal, fast path = dense product
 qz_test_program(qzt_hadamard unit/test_hadamard.c)
 qz_add_test(NAME hadamard COMMAND qzt_hadamard TIMEOUT 120)
+
+# NF4 / FP4 codebooks: nearest value, ties, blockwise absmax; the NF4 table
+# derived from its definition (N(0,1) quantiles) in tests/codebook_check.py
+qz_test_program(qzt_codebook unit/test_codebook.c)
+qz_add_test(NAME codebook COMMAND qzt_codebook TIMEOUT 60)
+qz_add_test(NAME codebook_nf4_definition TIMEOUT 60
+  COMMAND sh -c "$<TARGET_FILE:qzt_codebook> >/dev/null && /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/codebook_check.py \"$QZ_TEST_TMP/codebooks.txt\"")
