@@ -45,7 +45,7 @@ def main():
     nf4 = [f32(x / m) for x in v]
     fails = 0
     err = max(abs(a - b) for a, b in zip(nf4, books["nf4"]))
-    print("nf4: %d values, max |C - definition| = %.2e (tol %.0e)" % (len(books["nf4"]), err, NF4_TOL))
+    print("nf4: %d values, max |C - definition| = %.2e (tol %.1e)" % (len(books["nf4"]), err, NF4_TOL))
     if len(books["nf4"]) != 16 or err > NF4_TOL: fails += 1
     mags = [0, .5, 1, 1.5, 2, 3, 4, 6]
     fp4 = sorted(set([x / 6 for x in mags] + [-x / 6 for x in mags]))
