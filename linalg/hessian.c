@@ -140,9 +140,19 @@ static void note_transient(qz_hessian *H, int64_t bytes) {
   if (bytes > H->peak_transient) H->peak_transient = bytes;
 }
 
-/* f32 chunk value -> fixed point (units 2^-k). ldexp is exact for normal
- * values; llrint rounds to nearest even: a function of v and k only. */
-static inline int64_t fx(float v, int k) { return (int64_t)llrint(ldexp((double)v, k)); }
+/* f32 chunk value -> fixed point: round(v * 2^k) to nearest even, a
+ * function of v and k only. sc = 2^k, so v * sc is exact in double; below
+ * 2^51 adding and subtracting 1.5 * 2^52 rounds (default rounding mode, no
+ * libm call in the inner loop), above it a double is already an integer. */
+static inline int64_t fx(float v, double sc) {
+  const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
+  double y = (double)v * sc;
+  if (fabs(y) < 2251799813685248.0) { /* 2^51 */
+    double t = y + magic; /* not folded: no -fassociative-math */
+    y = t - magic;
+  }
+  return (int64_t)y;
+}
 
 /* Destination order of a wide panel [j0, j0 + W): ranks ascending; for a
  * rank (p, q) its columns j (ocol == q) ascending, then the rows i >= start
@@ -153,7 +163,8 @@ static void pack_panel(const qz_hessian *H, int64_t j0, int64_t W,
                        const float *c32, int64_t *sendbuf, int *counts,
                        int mode) {
   const int64_t d = H->d, M = d - j0;
-  const int nb = H->nb, pr = H->pr, pc = H->pc, k = H->fx_k;
+  const int nb = H->nb, pr = H->pr, pc = H->pc;
+  const double k = ldexp(1.0, H->fx_k);
   int64_t pos = 0;
   for (int p = 0; p < pr; p++)
     for (int q = 0; q < pc; q++) {
@@ -388,7 +399,8 @@ static int finish_ready(qz_hessian *H, double scale) {
   int st = QZ_OK;
   int64_t bad_i = -1, bad_j = -1;
   memset(H->diag, 0, (size_t)H->d * sizeof(double));
-  const int fx_on = H->fx_on, k = H->fx_k;
+  const int fx_on = H->fx_on;
+  const double unit = ldexp(1.0, -H->fx_k); /* exact: a power of two */
   H->fx_on = 0;
   for (int64_t jl = 0; jl < H->nloc; jl++) {
     int64_t j = qz_bc_global(jl, nb, H->myc, H->pc);
@@ -399,7 +411,7 @@ static int finish_ready(qz_hessian *H, double scale) {
       if (fx_on) { /* fixed point -> f64 (rounded once, the same everywhere) */
         int64_t v;
         memcpy(&v, &col[il], sizeof v);
-        col[il] = ldexp((double)v, -k);
+        col[il] = (double)v * unit;
       }
       col[il] *= scale;
       if (!isfinite(col[il]) && bad_i < 0) {
