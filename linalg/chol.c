@@ -158,8 +158,8 @@ static int build_upper(qz_hessian *H, const bc_tables *t, const double *dfix,
             H->a[t->lrow[sr] + t->lcol[scn] * H->lld];
       }
     }
-    QZ_CALL_MPI(MPI_Alltoallv(sbuf, sc, sd, MPI_DOUBLE, rbuf, rc, rd,
-                              MPI_DOUBLE, H->comm));
+    QZ_CALL_MPI_DONE(MPI_Alltoallv(sbuf, sc, sd, MPI_DOUBLE, rbuf, rc, rd,
+                                   MPI_DOUBLE, H->comm));
     /* unpack */
     memcpy(fill, rd, (size_t)P * sizeof(int));
     for (int64_t j = j0; j < j1; j++) {
@@ -392,8 +392,8 @@ int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
     H->xbuf_n = (size_t)total;
   }
   panel_walk(H, H->myr, H->myc, r0, r1, 1, H->xbuf + dsp[H->rank], NULL);
-  QZ_CALL_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, H->xbuf, cnt,
-                             dsp, MPI_DOUBLE, H->comm));
+  QZ_CALL_MPI_DONE(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, H->xbuf, cnt,
+                                  dsp, MPI_DOUBLE, H->comm));
   memset(panel, 0, (size_t)nrows * H->d * sizeof(float));
   for (int q = 0; q < P; q++)
     panel_walk(H, q / H->pc, q % H->pc, r0, r1, 2, H->xbuf + dsp[q], panel);

@@ -14,16 +14,6 @@
 #include "mpiquant/mem.h"
 #include "mpiquant/shard.h"
 
-/* An MPI call inside a function with a `done:` cleanup label. */
-#define AWQ_MPI_DONE(expr)                                                  \
-  do {                                                                      \
-    int awq__rc = (expr);                                                   \
-    if (awq__rc != MPI_SUCCESS) {                                           \
-      st = qz_mpi_error(awq__rc, #expr, __FILE__, __LINE__, __func__);      \
-      goto done;                                                            \
-    }                                                                       \
-  } while (0)
-
 /* ---- quantizer ------------------------------------------------------- */
 
 static void quant_group(const float *w, int64_t n, float maxq, uint8_t *codes,
@@ -309,7 +299,7 @@ static int gather_samples(awq_ctx *c, const float *x, int64_t C, int64_t stride,
          t += stride, n++)
       memcpy(mine + n * C, x + (t - t0) * C, sizeof(float) * (size_t)C);
   }
-  AWQ_MPI_DONE(MPI_Allgatherv(mine, cnt[c->rank], MPI_FLOAT, xs, cnt, dsp, MPI_FLOAT,
+  QZ_CALL_MPI_DONE(MPI_Allgatherv(mine, cnt[c->rank], MPI_FLOAT, xs, cnt, dsp, MPI_FLOAT,
                               c->comm));
 done:
   free(cnt);
@@ -379,7 +369,7 @@ static int clip_linear(awq_ctx *c, float *W, int64_t out, int64_t in, const floa
     cnt[p] = (int)(n * ng);
     dsp[p] = (int)(b * ng);
   }
-  AWQ_MPI_DONE(MPI_Allgatherv(best, cnt[c->rank], MPI_FLOAT, all, cnt, dsp, MPI_FLOAT,
+  QZ_CALL_MPI_DONE(MPI_Allgatherv(best, cnt[c->rank], MPI_FLOAT, all, cnt, dsp, MPI_FLOAT,
                               c->comm));
   *nclipped = 0;
   for (int64_t r = 0; r < out; r++)

@@ -439,7 +439,7 @@ static int quantize_linear(qrun *r, int layer, qz_block_weights *w, qz_linear l,
   /* the forward continues with exactly the weights the checkpoint holds */
   qz_dequantize_rows(nr, in, ng, res.codes, res.scale, res.zero, res.g_idx, q);
   qz_outliers_add_rows(r0, nr, in, res.noutliers, res.outlier_idx, res.outlier_val, q);
-  QZ_CALL_DONE(qz_gather_rows_f32(comm, out, in, q, w->w[l]));
+  QZ_CALL_DONE(qz_allgather_rows_f32(comm, out, in, q, w->w[l]));
   /* summed in row order: the attribute is the same at every np */
   double loss = 0;
   QZ_CALL_DONE(qz_sum_rows_ordered(comm, nr, res.losses, &loss));

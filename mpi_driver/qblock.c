@@ -9,40 +9,6 @@
 #include "mpiquant/mem.h"
 #include "mpiquant/timing.h"
 
-/* Every rank dequantizes 1/P of the rows; an allgather of whole rows
- * assembles the f32 weight on every rank. */
-int qz_gather_rows_f32(MPI_Comm comm, int64_t out, int64_t in,
-                       const float *mine /* [nrows_local, in] */,
-                       float *full /* [out, in] */) {
-  int size, rank;
-  MPI_Comm_size(comm, &size);
-  MPI_Comm_rank(comm, &rank);
-  MPI_Datatype row;
-  QZ_CHECK(in <= INT32_MAX && out <= INT32_MAX, QZ_ERR_ARG,
-           "matrix [%lld, %lld] too large for one gather", (long long)out,
-           (long long)in);
-  QZ_CALL_MPI(MPI_Type_contiguous((int)in, MPI_FLOAT, &row));
-  QZ_CALL_MPI(MPI_Type_commit(&row));
-  int *counts = NULL, *displs = NULL;
-  int st = QZ_OK;
-  QZ_CALL_DONE(qz_alloc((size_t)size, sizeof(int), "gather counts", &counts));
-  QZ_CALL_DONE(qz_alloc((size_t)size, sizeof(int), "gather displs", &displs));
-  for (int p = 0; p < size; p++) {
-    int64_t b, c;
-    qz_split_even(out, size, p, &b, &c);
-    counts[p] = (int)c;
-    displs[p] = (int)b;
-  }
-  int rc = MPI_Allgatherv(mine, counts[rank], row, full, counts, displs, row, comm);
-  if (rc != MPI_SUCCESS)
-    st = qz_mpi_error(rc, "MPI_Allgatherv(weight rows)", __FILE__, __LINE__, __func__);
-done:
-  free(counts);
-  free(displs);
-  MPI_Type_free(&row);
-  return st;
-}
-
 int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
                             int64_t out, int64_t in, float *w /* [out, in] */) {
   int rank, size, st = QZ_OK;
@@ -74,7 +40,7 @@ int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
   qz_outliers_add_rows(r0, nr, in, nnz, oidx, oval, q);
   qz_free(&oidx);
   qz_free(&oval);
-  QZ_CALL_DONE(qz_gather_rows_f32(comm, out, in, q, w));
+  QZ_CALL_DONE(qz_allgather_rows_f32(comm, out, in, q, w));
 done:
   free(codes);
   free(sc);

@@ -10,11 +10,6 @@
 #include "mpiquant/forward.h"
 #include "mpiquant/model.h"
 
-/* full [out, in] on every rank from each rank's rows of the even split
- * (qz_split_even over out). Collective on comm. */
-int qz_gather_rows_f32(MPI_Comm comm, int64_t out, int64_t in,
-                       const float *mine, float *full);
-
 /* Dequantized f32 weight of one stored linear on every rank (each rank reads
  * and dequantizes 1/P of the rows). Collective on comm. */
 int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,

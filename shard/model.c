@@ -83,22 +83,7 @@ int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
   if (rc == QZ_OK && cnt > 0)
     rc = qz_st_read_f32(st, name, r0, cnt, dst + r0 * rowlen);
   QZ_CALL(qz_error_agree(comm, rc));
-  if (size == 1) return QZ_OK;
-  int counts[size], displs[size];
-  for (int p = 0; p < size; p++) {
-    int64_t b, c;
-    qz_split_even(nrows, size, p, &b, &c);
-    counts[p] = (int)c;
-    displs[p] = (int)b;
-  }
-  MPI_Datatype row;
-  QZ_CALL_MPI(MPI_Type_contiguous((int)rowlen, MPI_FLOAT, &row));
-  QZ_CALL_MPI(MPI_Type_commit(&row));
-  int mrc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, dst, counts,
-                           displs, row, comm);
-  MPI_Type_free(&row);
-  if (mrc != MPI_SUCCESS)
-    return qz_mpi_error(mrc, "MPI_Allgatherv", __FILE__, __LINE__, __func__);
+  QZ_CALL(qz_allgather_rows_f32(comm, nrows, rowlen, NULL, dst));
   return QZ_OK;
 }
 

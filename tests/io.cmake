@@ -81,7 +81,7 @@ if(MPIQUANT_FUZZ)
   endif()
   set(QZ_FUZZ_FLAGS -fsanitize=fuzzer-no-link,address,undefined
       -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
-  file(GLOB QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/io/core/*.c)
+  file(GLOB QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/core/*.c)
   list(APPEND QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/io/safetensors.c
        ${PROJECT_SOURCE_DIR}/io/config.c ${PROJECT_SOURCE_DIR}/io/tokenizer.c
        ${PROJECT_SOURCE_DIR}/io/tokens.c)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The dependency direction io -> shard -> linalg -> methods -> mpi_driver:
+# The dependency direction core -> io -> shard -> linalg -> methods -> mpi_driver:
 # a folder may include only public headers of its own layer or those to its
 # left. Headers are assigned to the layer that implements them.
 set -u
@@ -7,15 +7,16 @@ cd "${QZ_SOURCE_DIR:?}"
 layer_of_header() {
   local h=$1
   case "$h" in
-    error.h|comm.h|log.h|timing.h|mem.h|h5zstd.h|safetensors.h|config.h|tokenizer.h|ckpt.h|export.h|fp8.h) echo 0 ;;
-    shard.h|forward.h|model.h|windows.h|eval.h) echo 1 ;;
-    blas.h|scalapack.h|grid.h|hessian.h|chol.h|hadamard.h) echo 2 ;;
-    quant.h|gptq.h|method.h|rtn.h|awq.h|smoothquant.h|quantease.h|codebook.h) echo 3 ;;
+    error.h|comm.h|log.h|timing.h|mem.h) echo 0 ;;
+    h5zstd.h|safetensors.h|config.h|tokenizer.h|ckpt.h|export.h|fp8.h) echo 1 ;;
+    shard.h|forward.h|model.h|windows.h|eval.h) echo 2 ;;
+    blas.h|scalapack.h|grid.h|hessian.h|chol.h|hadamard.h) echo 3 ;;
+    quant.h|gptq.h|method.h|rtn.h|awq.h|smoothquant.h|quantease.h|codebook.h) echo 4 ;;
     *) echo 9 ;;
   esac
 }
 fail=0
-for pair in io:0 shard:1 linalg:2 methods:3; do
+for pair in core:0 io:1 shard:2 linalg:3 methods:4; do
   dir=${pair%%:*}; lvl=${pair##*:}
   for f in $(find "$dir" -name '*.[ch]' 2>/dev/null); do
     for h in $(grep -oE '#include "mpiquant/[a-z0-9_]+\.h"' "$f" | sed 's/.*mpiquant\///; s/"//'); do

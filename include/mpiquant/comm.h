@@ -24,6 +24,17 @@ int qz_mpi_error(int rc, const char *call, const char *file, int line,
       return qz_mpi_error(qz__rc, #expr, __FILE__, __LINE__, __func__);  \
   } while (0)
 
+/* The same after an allocation: needs `int st` in scope and a `done:` label
+ * that frees what the function owns (error.h's QZ_CALL_DONE family). */
+#define QZ_CALL_MPI_DONE(expr)                                           \
+  do {                                                                   \
+    int qz__rc = (expr);                                                 \
+    if (qz__rc != MPI_SUCCESS) {                                         \
+      st = qz_mpi_error(qz__rc, #expr, __FILE__, __LINE__, __func__);    \
+      goto done;                                                         \
+    }                                                                    \
+  } while (0)
+
 /* Duplicate `comm` and set MPI_ERRORS_RETURN on the copy.
  * Collective on comm. */
 int qz_comm_dup(MPI_Comm comm, MPI_Comm *out);
@@ -51,6 +62,14 @@ int qz_sum_rows_ordered(MPI_Comm comm, int64_t n_local, const float *v, double *
  * Not collective. */
 void qz_split_even(int64_t total, int nparts, int part, int64_t *begin,
                    int64_t *count);
+
+/* The one row allgather: a [nrows, rowlen] f32 matrix whose rows are split
+ * with qz_split_even(nrows, size, rank); each rank gives its rows (`mine`,
+ * or NULL when they already sit in place at full + begin * rowlen) and every
+ * rank receives the whole matrix in `full`. Collective on comm. */
+int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
+                          const float *mine /* [count, rowlen] or NULL */,
+                          float *full /* [nrows, rowlen] */);
 
 #ifdef __cplusplus
 }

@@ -122,6 +122,15 @@ int qz_error_prefix(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
       return qz_error_set(QZ_ERR_HDF5, __FILE__, __LINE__, __func__,     \
                           "HDF5 call failed: %s", #expr);                \
   } while (0)
+/* The same inside a single-exit function (`int st`, `done:` label). */
+#define QZ_CALL_H5_DONE(expr)                                            \
+  do {                                                                   \
+    if ((long long)(expr) < 0) {                                         \
+      st = qz_error_set(QZ_ERR_HDF5, __FILE__, __LINE__, __func__,       \
+                        "HDF5 call failed: %s", #expr);                  \
+      goto done;                                                         \
+    }                                                                    \
+  } while (0)
 
 /* ScaLAPACK/LAPACK info: < 0 is our bug (bad argument number), > 0 is a
  * numerical result the caller may handle before calling this. */

@@ -4,6 +4,9 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <string.h>
+
+#include "mpiquant/mem.h"
 
 int qz_mpi_error(int rc, const char *call, const char *file, int line,
                  const char *func) {
@@ -99,4 +102,44 @@ void qz_split_even(int64_t total, int nparts, int part, int64_t *begin,
   int64_t base = total / nparts, rem = total % nparts;
   *count = base + (part < rem ? 1 : 0);
   *begin = (int64_t)part * base + (part < rem ? part : rem);
+}
+
+int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
+                          const float *mine, float *full) {
+  int size, rank;
+  QZ_CALL_MPI(MPI_Comm_size(comm, &size));
+  QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
+  QZ_CHECK(nrows <= INT32_MAX && rowlen <= INT32_MAX, QZ_ERR_UNSUPPORTED,
+           "matrix [%lld, %lld] too large for one row allgather", (long long)nrows,
+           (long long)rowlen);
+  int64_t r0, cnt;
+  qz_split_even(nrows, size, rank, &r0, &cnt);
+  if (size == 1) {
+    if (mine && mine != full && cnt > 0)
+      memcpy(full, mine, (size_t)(cnt * rowlen) * sizeof(float));
+    return QZ_OK;
+  }
+  int st = QZ_OK;
+  int *counts = NULL;
+  MPI_Datatype row = MPI_DATATYPE_NULL;
+  QZ_CALL_DONE(qz_alloc((size_t)size * 2, sizeof(int), "allgather counts", &counts));
+  int *displs = counts + size;
+  for (int p = 0; p < size; p++) {
+    int64_t b, c;
+    qz_split_even(nrows, size, p, &b, &c);
+    counts[p] = (int)c;
+    displs[p] = (int)b;
+  }
+  QZ_CALL_MPI_DONE(MPI_Type_contiguous((int)rowlen, MPI_FLOAT, &row));
+  QZ_CALL_MPI_DONE(MPI_Type_commit(&row));
+  if (mine)
+    QZ_CALL_MPI_DONE(MPI_Allgatherv(mine, counts[rank], row, full, counts, displs, row,
+                                    comm));
+  else
+    QZ_CALL_MPI_DONE(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, full, counts,
+                                    displs, row, comm));
+done:
+  if (row != MPI_DATATYPE_NULL) MPI_Type_free(&row);
+  qz_free(&counts);
+  return st;
 }
