@@ -175,12 +175,17 @@ static void pack_panel(const qz_hessian *H, int64_t j0, int64_t W,
         for (int64_t blk = j / nb + ((p - (j / nb) % pr) + pr) % pr;
              blk * nb < d; blk += pr) {
           int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
-          if (mode == 0)
-            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] = fx(cj[i], k);
-          else if (mode == 1)
-            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] += fx(cj[i], k);
+          /* above the diagonal of the diagonal block ssyrk wrote nothing:
+           * send 0 there (those entries are never used) */
+          int64_t iu = j < i1 ? (j > i0 ? j : i0) : i1;
+          if (mode == 2) iu = i1;
+          if (mode == 1) pos += iu - i0; /* zeros from the first chunk stay */
           else
-            for (int64_t i = i0; i < i1; i++) sendbuf[pos++] = 0;
+            for (int64_t i = i0; i < iu; i++) sendbuf[pos++] = 0;
+          if (mode == 0)
+            for (int64_t i = iu; i < i1; i++) sendbuf[pos++] = fx(cj[i], k);
+          else if (mode == 1)
+            for (int64_t i = iu; i < i1; i++) sendbuf[pos++] += fx(cj[i], k);
         }
       }
       counts[p * pc + q] = (int)(pos - start);
