@@ -178,7 +178,10 @@ static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows,
                   c32 + W, (int)M);
     pack_panel(H, j0, W, c32, sendbuf, counts, r0 > 0);
   }
-  if (nrows == 0) pack_panel(H, j0, W, c32, sendbuf, counts, 0);
+  if (nrows == 0) { /* no rows here: contribute zeros, not the last panel */
+    memset(c32, 0, sizeof(float) * (size_t)(M * W));
+    pack_panel(H, j0, W, c32, sendbuf, counts, 0);
+  }
   QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, recvbuf, counts, MPI_DOUBLE, MPI_SUM,
                                  H->comm));
   int64_t q = 0;
