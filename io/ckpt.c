@@ -18,6 +18,7 @@
 
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/h5zstd.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -86,26 +87,14 @@ static int write_atomic(const char *path, const char *text) {
 }
 
 static int read_text(const char *path, char **out) {
-  *out = NULL;
-  FILE *f = fopen(path, "rb");
-  QZ_CHECK(f, QZ_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-  int st = QZ_OK;
-  char *buf = NULL;
-  QZ_CHECK_DONE(fseek(f, 0, SEEK_END) == 0, QZ_ERR_IO, "cannot read %s", path);
-  long n = ftell(f);
-  QZ_CHECK_DONE(n >= 0 && n < (1L << 30), QZ_ERR_FORMAT,
-                "%s: unexpected size %ld", path, n);
-  rewind(f);
-  QZ_CALL_DONE(qz_alloc((size_t)n + 1, 1, path, &buf));
-  QZ_CHECK_DONE(fread(buf, 1, (size_t)n, f) == (size_t)n, QZ_ERR_IO,
-                "cannot read %s", path);
-  buf[n] = '\0';
-  *out = buf;
-  buf = NULL;
-done:
-  free(buf);
-  fclose(f);
-  return st;
+  size_t len;
+  QZ_CALL(qz_file_read_all(path, out, &len));
+  if (len >= (1u << 30)) {
+    free(*out);
+    *out = NULL;
+    QZ_FAIL(QZ_ERR_FORMAT, "%s: unexpected size %zu bytes for a manifest", path, len);
+  }
+  return QZ_OK;
 }
 
 /* Rank 0 writes the manifest; every rank ends with the same copy. */
@@ -141,13 +130,16 @@ static int manifest_load(const char *dir, json_t **out) {
       !json_is_array(json_object_get(m, "completed_blocks")) ||
       !json_is_object(json_object_get(m, "options")) ||
       !json_is_object(json_object_get(m, "source"))) {
+    /* the message is formatted before m (which owns fmt) is freed */
+    int st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                          "%s: not an %s version %d manifest (format '%s', "
+                          "version %lld) or a required key (nblocks, "
+                          "blocks_per_file, completed_blocks, options, source) "
+                          "is missing",
+                          path, QZ_CKPT_FORMAT, QZ_CKPT_VERSION, fmt ? fmt : "?",
+                          (long long)ver);
     json_decref(m);
-    QZ_FAIL(QZ_ERR_FORMAT,
-            "%s: not an %s version %d manifest (format '%s', version %lld) or "
-            "a required key (nblocks, blocks_per_file, completed_blocks, "
-            "options, source) is missing",
-            path, QZ_CKPT_FORMAT, QZ_CKPT_VERSION, fmt ? fmt : "?",
-            (long long)ver);
+    return st;
   }
   *out = m;
   return QZ_OK;
@@ -253,11 +245,15 @@ static int alloc_ckpt(MPI_Comm comm, const char *dir, qz_ckpt **out) {
 }
 
 static int load_done(qz_ckpt *ck) {
-  ck->nblocks = (int)json_integer_value(json_object_get(ck->manifest, "nblocks"));
-  ck->bpf = (int)json_integer_value(json_object_get(ck->manifest, "blocks_per_file"));
-  QZ_CHECK(ck->nblocks > 0 && ck->bpf > 0, QZ_ERR_FORMAT,
-           "%s/manifest.json: nblocks %d and blocks_per_file %d must be > 0",
-           ck->dir, ck->nblocks, ck->bpf);
+  json_int_t nb = json_integer_value(json_object_get(ck->manifest, "nblocks"));
+  json_int_t bpf = json_integer_value(json_object_get(ck->manifest, "blocks_per_file"));
+  /* checked as 64-bit values: 2^62 must not read as 0 after a cast */
+  QZ_CHECK(nb > 0 && nb <= QZ_CKPT_MAX_BLOCKS && bpf > 0 && bpf <= QZ_CKPT_MAX_BLOCKS,
+           QZ_ERR_FORMAT,
+           "%s/manifest.json: nblocks %lld and blocks_per_file %lld must be in "
+           "1..%d", ck->dir, (long long)nb, (long long)bpf, QZ_CKPT_MAX_BLOCKS);
+  ck->nblocks = (int)nb;
+  ck->bpf = (int)bpf;
   QZ_CALL(qz_calloc((size_t)ck->nblocks, 1, "block flags", &ck->done));
   size_t i;
   json_t *b;
@@ -267,6 +263,9 @@ static int load_done(qz_ckpt *ck) {
                  k < ck->nblocks,
              QZ_ERR_FORMAT, "%s/manifest.json: completed_blocks[%zu] has no "
              "valid block index (0..%d)", ck->dir, i, ck->nblocks - 1);
+    QZ_CHECK(!ck->done[k], QZ_ERR_FORMAT,
+             "%s/manifest.json: block %lld is listed twice in completed_blocks; "
+             "the manifest was edited or is damaged", ck->dir, (long long)k);
     ck->done[k] = 1;
   }
   return QZ_OK;
@@ -757,10 +756,14 @@ static int open_for_read(qz_ckpt *ck, int block) {
   close_file(ck);
   char path[PATH_MAX + 32];
   group_name(ck, idx, 0, path, sizeof path);
+  /* a FIFO or a directory would hang or flood MPI-IO: check it first, on
+   * every rank (each opens the file) */
+  QZ_CALL(qz_error_agree(ck->comm, qz_file_check_input(path)));
   hid_t fapl = fapl_mpio(ck->comm);
   ck->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   H5Pclose(fapl);
-  QZ_CHECK(ck->file >= 0, QZ_ERR_IO, "cannot open checkpoint file %s", path);
+  QZ_CHECK(ck->file >= 0, QZ_ERR_IO, "cannot open checkpoint file %s (not an "
+           "HDF5 file, or damaged)", path);
   ck->file_index = idx;
   char fmt[64] = "";
   int ver = 0;
@@ -1037,7 +1040,10 @@ int qz_ckpt_snapshot_block(const qz_ckpt *ck) {
    * may lag by one update after a crash) */
   char fin[PATH_MAX + 32];
   snprintf(fin, sizeof fin, "%s/act-snapshot.h5", ck->dir);
-  if (access(fin, R_OK) != 0) return -1;
+  if (qz_file_check_input(fin) != QZ_OK) {
+    qz_error_clear();
+    return -1;
+  }
   hid_t f = H5Fopen(fin, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) return -1;
   int b = -1;
@@ -1054,6 +1060,7 @@ int qz_ckpt_read_snapshot(qz_ckpt *ck, int64_t total_win, int64_t seqlen,
                           int64_t hidden, int64_t win0, int64_t nwin, float *x) {
   char fin[PATH_MAX + 32];
   snprintf(fin, sizeof fin, "%s/act-snapshot.h5", ck->dir);
+  QZ_CALL(qz_error_agree(ck->comm, qz_file_check_input(fin)));
   hid_t fapl = fapl_mpio(ck->comm);
   hid_t f = H5Fopen(fin, H5F_ACC_RDONLY, fapl);
   H5Pclose(fapl);

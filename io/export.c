@@ -19,6 +19,7 @@
 #include "mpiquant/ckpt.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/export.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -191,7 +192,9 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
     snprintf(from, sizeof from, "%s/config.json", mdir);
     json_error_t jerr;
     if (st == QZ_OK) {
-      cfg = json_load_file(from, 0, &jerr);
+      st = qz_file_check_input(from);
+      cfg = st == QZ_OK ? json_load_file(from, 0, &jerr) : NULL;
+      if (st != QZ_OK) snprintf(jerr.text, sizeof jerr.text, "%s", qz_error_message());
       if (!cfg)
         st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
                           "%s: %s", from, jerr.text);

@@ -6,3 +6,16 @@
 qz_test_program(qzt_hessian_empty_ranks mpi/test_hessian_empty_ranks.c)
 qz_add_mpi_test(NAME hessian_empty_ranks COMMAND $<TARGET_FILE:qzt_hessian_empty_ranks>
   NPS 8 TIMEOUT 120)
+
+# FIFOs, devices, directories and symlink loops as every input path: a clear
+# error, exit 4, never a hang.
+foreach(np 1 2)
+  qz_add_test(NAME reliability_fifo_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_fifo.sh ${np})
+  set_tests_properties(reliability_fifo_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
+
+# Damaged manifests (wrong version, 2^62 blocks, duplicates, FIFO): clear
+# errors; label unit, so scripts/test.sh --sanitize runs it under ASan.
+qz_test_program(qzt_ckpt_manifest unit/test_ckpt_manifest.c)
+qz_add_test(NAME ckpt_manifest COMMAND qzt_ckpt_manifest TIMEOUT 60 LABELS io)

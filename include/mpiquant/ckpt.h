@@ -33,6 +33,8 @@ extern "C" {
 
 #define QZ_CKPT_FORMAT "mpiquant-ckpt"
 #define QZ_CKPT_VERSION 1
+/* More blocks than any model has (405B: 126); larger manifests are damaged. */
+#define QZ_CKPT_MAX_BLOCKS 100000
 
 typedef struct qz_ckpt qz_ckpt;
 
