@@ -94,6 +94,8 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
   qz_st *src = NULL;
   json_t *cfg = NULL;
   qz_st_shards *ss = NULL;
+  char tmpdir[PATH_MAX + 16] = "";
+  int made_tmp = 0;
   const char *fname = o->format && *o->format ? o->format : "gptq";
   const qz_export_format *fmt = find_format(fname);
   QZ_CHECK_DONE(fmt, QZ_ERR_USAGE,
@@ -109,11 +111,11 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
                 o->ckpt_dir, qz_ckpt_first_missing(ck), nb);
   /* rank 0 opens the source model and creates the output directory */
   if (rank == 0) {
-    st = qz_st_open(mdir, &src);
-    if (st == QZ_OK && mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
-      st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
-                        "cannot create %s: %s", o->out_dir, strerror(errno));
-    if (st == QZ_OK) st = qz_st_shards_create(o->out_dir, "model", o->max_shard_bytes, 0, &ss);
+    const char *inputs[2] = {mdir, o->ckpt_dir};
+    st = qz_export_out_begin(o->out_dir, inputs, 2, o->overwrite, tmpdir, sizeof tmpdir);
+    if (st == QZ_OK) made_tmp = 1;
+    if (st == QZ_OK) st = qz_st_open(mdir, &src);
+    if (st == QZ_OK) st = qz_st_shards_create(tmpdir, "model", o->max_shard_bytes, 0, &ss);
   }
   QZ_CALL_DONE(qz_error_agree(comm, st));
 
@@ -202,10 +204,10 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
     if (st == QZ_OK) {
       json_t *q = fmt->quant_config(&first, qz_ckpt_act_bits(ck));
       json_object_set(cfg, "quantization_config", q);
-      snprintf(to, sizeof to, "%s/config.json", o->out_dir);
+      snprintf(to, sizeof to, "%s/config.json", tmpdir);
       if (json_dump_file(cfg, to, JSON_INDENT(2)) != 0)
         st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__, "cannot write %s", to);
-      snprintf(to, sizeof to, "%s/quantize_config.json", o->out_dir);
+      snprintf(to, sizeof to, "%s/quantize_config.json", tmpdir);
       if (st == QZ_OK && fmt->quantize_config_json &&
           json_dump_file(q, to, JSON_INDENT(2)) != 0)
         st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__, "cannot write %s", to);
@@ -216,10 +218,12 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
         "special_tokens_map.json", "generation_config.json"};
     for (size_t k = 0; st == QZ_OK && k < sizeof extra / sizeof *extra; k++) {
       snprintf(from, sizeof from, "%s/%s", mdir, extra[k]);
-      snprintf(to, sizeof to, "%s/%s", o->out_dir, extra[k]);
+      snprintf(to, sizeof to, "%s/%s", tmpdir, extra[k]);
       st = qz_copy_file(from, to, 0);
     }
+    if (st == QZ_OK) st = qz_export_out_commit(o->out_dir, tmpdir);
     if (st == QZ_OK) {
+      made_tmp = 0;
       char b[32];
       if (nfolded)
         qz_info("export: %lld RMSNorm weights with folded scales from the checkpoint",
@@ -233,6 +237,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
   QZ_CALL_DONE(qz_error_agree(comm, st));
 done:
   qz_st_shards_abort(&ss);
+  if (made_tmp) qz_export_out_abort(tmpdir); /* a failed export leaves nothing */
   json_decref(cfg);
   qz_st_close(&src);
   qz_ckpt_close(&ck);

@@ -19,3 +19,8 @@ endforeach()
 # errors; label unit, so scripts/test.sh --sanitize runs it under ASan.
 qz_test_program(qzt_ckpt_manifest unit/test_ckpt_manifest.c)
 qz_add_test(NAME ckpt_manifest COMMAND qzt_ckpt_manifest TIMEOUT 60 LABELS io)
+
+# export --out: never an input, never a mix of two exports, nothing left
+# behind by a failure, another model refused.
+qz_add_test(NAME reliability_export TIMEOUT 120
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_export.sh)
