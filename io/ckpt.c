@@ -124,7 +124,8 @@ static int manifest_load(const char *dir, json_t **out) {
            path, jerr.line, jerr.text);
   const char *fmt = json_string_value(json_object_get(m, "format"));
   json_int_t ver = json_integer_value(json_object_get(m, "version"));
-  if (!fmt || strcmp(fmt, QZ_CKPT_FORMAT) != 0 || ver != QZ_CKPT_VERSION ||
+  if (!fmt || strcmp(fmt, QZ_CKPT_FORMAT) != 0 || ver < QZ_CKPT_VERSION_MIN_READ ||
+      ver > QZ_CKPT_VERSION ||
       !json_is_integer(json_object_get(m, "nblocks")) ||
       !json_is_integer(json_object_get(m, "blocks_per_file")) ||
       !json_is_array(json_object_get(m, "completed_blocks")) ||
@@ -132,11 +133,12 @@ static int manifest_load(const char *dir, json_t **out) {
       !json_is_object(json_object_get(m, "source"))) {
     /* the message is formatted before m (which owns fmt) is freed */
     int st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
-                          "%s: not an %s version %d manifest (format '%s', "
+                          "%s: not an %s version %d..%d manifest (format '%s', "
                           "version %lld) or a required key (nblocks, "
                           "blocks_per_file, completed_blocks, options, source) "
                           "is missing",
-                          path, QZ_CKPT_FORMAT, QZ_CKPT_VERSION, fmt ? fmt : "?",
+                          path, QZ_CKPT_FORMAT, QZ_CKPT_VERSION_MIN_READ,
+                          QZ_CKPT_VERSION, fmt ? fmt : "?",
                           (long long)ver);
     json_decref(m);
     return st;
@@ -198,6 +200,74 @@ static void json_first_diff(json_t *want, json_t *have, char *buf, size_t len) {
     }
   }
   snprintf(buf, len, "(no difference found)");
+}
+
+/* First difference of two source fingerprints, naming the file whose size
+ * or content differs. */
+static void source_diff(json_t *want, json_t *have, char *buf, size_t len) {
+  json_t *wf = json_object_get(want, "files"), *hf = json_object_get(have, "files");
+  if (json_equal(json_object_get(want, "config"), json_object_get(have, "config")) &&
+      json_is_array(wf) && json_is_array(hf)) {
+    size_t n = json_array_size(wf) > json_array_size(hf) ? json_array_size(wf)
+                                                        : json_array_size(hf);
+    for (size_t i = 0; i < n; i++) {
+      json_t *a = json_array_get(wf, i), *b = json_array_get(hf, i);
+      const char *an = json_string_value(json_object_get(a, "name"));
+      const char *bn = json_string_value(json_object_get(b, "name"));
+      if (!a || !b || !an || !bn || strcmp(an, bn) != 0) {
+        snprintf(buf, len, "the model's files are %s..., the checkpoint's %s...",
+                 an ? an : "(none)", bn ? bn : "(none)");
+        return;
+      }
+      if (!json_equal(a, b)) {
+        json_t *ac = json_object_get(a, "content"), *bc = json_object_get(b, "content");
+        snprintf(buf, len, "%s: %lld bytes, content digest %s; the checkpoint's source "
+                 "had %lld bytes, content digest %s", an,
+                 (long long)json_integer_value(json_object_get(a, "bytes")),
+                 ac ? json_string_value(ac) : "-",
+                 (long long)json_integer_value(json_object_get(b, "bytes")),
+                 bc ? json_string_value(bc) : "-");
+        return;
+      }
+    }
+  }
+  json_first_diff(want, have, buf, len);
+}
+
+/* A copy of a fingerprint without the files' content digests. */
+static json_t *without_content(json_t *src) {
+  json_t *c = json_deep_copy(src);
+  size_t i;
+  json_t *f;
+  json_array_foreach(json_object_get(c, "files"), i, f) json_object_del(f, "content");
+  return c;
+}
+
+int qz_ckpt_check_source(const qz_ckpt *ck, const char *source_json, const char *what) {
+  json_t *have = json_object_get(ck->manifest, "source");
+  json_t *want = json_loads(source_json, 0, NULL);
+  QZ_CHECK(want, QZ_ERR_INTERNAL, "qz_ckpt_check_source: fingerprint is not JSON");
+  int has_content = 0;
+  size_t i;
+  json_t *f;
+  json_array_foreach(json_object_get(have, "files"), i, f)
+    has_content |= json_object_get(f, "content") != NULL;
+  json_t *w = has_content ? json_incref(want) : without_content(want);
+  int st = QZ_OK;
+  if (!json_equal(w, have)) {
+    char diff[1024];
+    source_diff(w, have, diff, sizeof diff);
+    st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
+                      "%s: the model is not the one checkpoint %s was made from "
+                      "(%s); pass the right --model", what, ck->dir, diff);
+  } else if (!has_content) {
+    qz_warn("%s: checkpoint %s records no content digest of its source model "
+            "(version 1): only config.json and file sizes were compared", what,
+            ck->dir);
+  }
+  json_decref(w);
+  json_decref(want);
+  return st;
 }
 
 static int mkdir_p(const char *path) {
@@ -319,6 +389,12 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
 
   if (resume && exists) {
     QZ_CALL_DONE(manifest_load_bcast(ck->comm, ck->rank, ck->dir, &ck->manifest));
+    json_int_t ver = json_integer_value(json_object_get(ck->manifest, "version"));
+    QZ_CHECK_DONE(ver == QZ_CKPT_VERSION, QZ_ERR_ARG,
+                  "cannot resume %s: it is a version %lld checkpoint (made by an "
+                  "older mpiquant); this version resumes version %d only. Finish it "
+                  "with the mpiquant that made it, or start a new --out",
+                  ck->dir, (long long)ver, QZ_CKPT_VERSION);
     char diff[1024];
     json_t *mo = json_object_get(ck->manifest, "options");
     json_t *ms = json_object_get(ck->manifest, "source");
@@ -329,7 +405,7 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
                    ck->dir, diff);
     }
     if (!json_equal(ms, src)) {
-      json_first_diff(src, ms, diff, sizeof diff);
+      source_diff(src, ms, diff, sizeof diff);
       QZ_FAIL_DONE(QZ_ERR_ARG,
                    "cannot resume %s: the source model differs from the one "
                    "it was made from: %s",
@@ -769,9 +845,10 @@ static int open_for_read(qz_ckpt *ck, int block) {
   int ver = 0;
   QZ_CALL(read_attr_str(ck->file, "format", fmt, sizeof fmt));
   QZ_CALL(read_attr_num(ck->file, "version", H5T_NATIVE_INT, &ver));
-  QZ_CHECK(strcmp(fmt, QZ_CKPT_FORMAT) == 0 && ver == QZ_CKPT_VERSION,
-           QZ_ERR_FORMAT, "%s: format '%s' version %d, expected %s version %d",
-           path, fmt, ver, QZ_CKPT_FORMAT, QZ_CKPT_VERSION);
+  QZ_CHECK(strcmp(fmt, QZ_CKPT_FORMAT) == 0 && ver >= QZ_CKPT_VERSION_MIN_READ &&
+               ver <= QZ_CKPT_VERSION,
+           QZ_ERR_FORMAT, "%s: format '%s' version %d, expected %s version %d..%d",
+           path, fmt, ver, QZ_CKPT_FORMAT, QZ_CKPT_VERSION_MIN_READ, QZ_CKPT_VERSION);
   return QZ_OK;
 }
 

@@ -95,6 +95,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
   json_t *cfg = NULL;
   qz_st_shards *ss = NULL;
   char tmpdir[PATH_MAX + 16] = "";
+  char *fp = NULL;
   int made_tmp = 0;
   const char *fname = o->format && *o->format ? o->format : "gptq";
   const qz_export_format *fmt = find_format(fname);
@@ -104,6 +105,10 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
   const char *mdir = o->model_dir && *o->model_dir ? o->model_dir : qz_ckpt_model_dir(ck);
   QZ_CHECK_DONE(*mdir, QZ_ERR_ARG, "checkpoint %s records no source model "
                 "directory; pass --model DIR", o->ckpt_dir);
+  /* the model must be the one the checkpoint was made from: its other
+   * tensors are copied into the export */
+  QZ_CALL_DONE(qz_ckpt_source_fingerprint(comm, mdir, &fp));
+  QZ_CALL_DONE(qz_ckpt_check_source(ck, fp, "export"));
   int nb = qz_ckpt_nblocks(ck);
   QZ_CHECK_DONE(qz_ckpt_first_missing(ck) == nb, QZ_ERR_ARG,
                 "checkpoint %s is incomplete (%d of %d blocks); finish it with "
@@ -238,6 +243,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
 done:
   qz_st_shards_abort(&ss);
   if (made_tmp) qz_export_out_abort(tmpdir); /* a failed export leaves nothing */
+  free(fp);
   json_decref(cfg);
   qz_st_close(&src);
   qz_ckpt_close(&ck);

@@ -24,3 +24,8 @@ qz_add_test(NAME ckpt_manifest COMMAND qzt_ckpt_manifest TIMEOUT 60 LABELS io)
 # behind by a failure, another model refused.
 qz_add_test(NAME reliability_export TIMEOUT 120
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_export.sh)
+
+# Source fingerprint: content digest, the same at np 1..4.
+qz_test_program(qzt_source_fingerprint mpi/test_source_fingerprint.c)
+qz_add_mpi_test(NAME source_fingerprint COMMAND $<TARGET_FILE:qzt_source_fingerprint>
+  TIMEOUT 120 LABELS io)

@@ -54,5 +54,20 @@ expect foreign-file 3 "holds NOTES.txt, which is not a file of an export" \
 expect failed 11 "compressed-tensors int-quantized export holds 8-bit" -- export --ckpt "$T/ck" --out "$T/exp2" --format compressed-tensors
 [ ! -e "$T/exp2" ] && [ ! -e "$T/exp2.partial" ] && ok "failed export left nothing" \
   || bad "failed export left $(ls -d "$T"/exp2* 2>/dev/null)"
+# another model of the same shape (one weight changed): export --model and
+# quantize --resume refuse it, naming the file whose content differs
+cp -r "$M" "$T/model2"; chmod -R u+w "$T/model2"
+/usr/bin/python3 - "$T/model2/model.safetensors" <<'PY'
+import sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+b[-3] ^= 0x40          # one bit of the last weight's exponent/mantissa
+open(p, 'wb').write(b)
+PY
+expect export-other-model 3 "export: the model is not the one checkpoint .* was made from \(model.safetensors: 3750768 bytes, content digest" \
+  -- export --ckpt "$T/ck" --out "$T/exp3" --model "$T/model2"
+[ ! -e "$T/exp3" ] && ok "nothing exported from the other model" || bad "export of the other model wrote $T/exp3"
+expect resume-other-model 3 "cannot resume .*: the source model differs from the one it was made from: model.safetensors: 3750768 bytes, content digest" \
+  -- quantize --model "$T/model2" --method rtn --bits 4 --group 32 --out "$T/ck" --resume
 echo "reliability_export: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -1,4 +1,4 @@
-/* The mpiquant checkpoint (format "mpiquant-ckpt", version 1).
+/* The mpiquant checkpoint (format "mpiquant-ckpt", version 2).
  *
  * A directory:
  *   manifest.json        options, source fingerprint, completed blocks + stats
@@ -32,7 +32,12 @@ extern "C" {
 #endif
 
 #define QZ_CKPT_FORMAT "mpiquant-ckpt"
-#define QZ_CKPT_VERSION 1
+/* 2: source fingerprint with content digests, zstd frame checksums,
+ * per-dataset digests in the manifest.  Version 1 checkpoints are still read
+ * (eval, export, inspect, verify: what they lack is reported) but not
+ * resumed. */
+#define QZ_CKPT_VERSION 2
+#define QZ_CKPT_VERSION_MIN_READ 1
 /* More blocks than any model has (405B: 126); larger manifests are damaged. */
 #define QZ_CKPT_MAX_BLOCKS 100000
 
@@ -54,6 +59,20 @@ typedef struct {
   const char *mpiquant_version;
   const char *model_dir;     /* source model directory (informational; export default) */
 } qz_ckpt_params;
+
+/* The source fingerprint a checkpoint records of a model directory:
+ * {"config": <config.json>, "files": [{"name", "bytes", "content"}]} for
+ * every *.safetensors file, "content" a 64-bit digest of all its bytes
+ * (read in 16 MiB chunks dealt over the ranks: each rank reads ~1/P of the
+ * model; the value does not depend on np).  Collective on comm; the same
+ * string (free()) on every rank. */
+int qz_ckpt_source_fingerprint(MPI_Comm comm, const char *model_dir, char **out);
+/* QZ_ERR_ARG naming the first difference when source_json (a fingerprint
+ * of the model about to be used for `what`, e.g. "export") differs from the
+ * one the checkpoint records.  A version-1 checkpoint records no content
+ * digests: only config and sizes are compared, with a warning.
+ * Not collective (the manifest is the same on every rank). */
+int qz_ckpt_check_source(const qz_ckpt *ck, const char *source_json, const char *what);
 
 /* Create a new checkpoint directory (must not hold a manifest unless
  * `resume`).  With resume: the manifest's options and source must equal

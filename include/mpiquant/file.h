@@ -23,6 +23,15 @@ int qz_file_check_input(const char *path);
 /* A whole regular file into memory, NUL-terminated (free with free()).
  * Not collective. */
 int qz_file_read_all(const char *path, char **data, size_t *len);
+/* Content digests (not cryptographic: they detect damage and mix-ups, not
+ * attacks).  qz_hash64: a fast 64-bit hash of n bytes (xxHash64-style
+ * 4-lane rounds, ~GB/s).  qz_hash_part: the digest of piece `index` of a
+ * whole; the whole's digest is the sum (mod 2^64) of its pieces', so ranks
+ * may hash any split of the pieces and MPI_SUM the results: the digest does
+ * not depend on the number of ranks.  Not collective. */
+uint64_t qz_hash64(const void *p, size_t n, uint64_t seed);
+uint64_t qz_hash_part(uint64_t index, const void *p, size_t n);
+
 /* What a file type is, for messages ("a FIFO", "a directory", ...). */
 const char *qz_file_kind(unsigned mode /* st_mode */);
 
