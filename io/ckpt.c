@@ -10,6 +10,7 @@
 #include <hdf5.h>
 #include <jansson.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,11 +35,41 @@ struct qz_ckpt {
   int file_index;     /* its index */
   int file_writing;   /* opened as .tmp for writing */
   json_t *pending;    /* stats of the open file's finished blocks */
+  json_t *digests;    /* dataset path -> digest of the open file's data */
+  json_t *dig_to;     /* where write_ds records (digests, or a snapshot's) */
   char *opts_text, *src_text; /* compact serialisations, cached */
   unsigned char *done; /* [nblocks] */
 };
 
 /* ---------------------------------------------------------------- helpers */
+
+/* Test hook (tests/reliability_kill.sh): MPIQUANT_FAULT=io:R:N makes rank R
+ * SIGKILL itself at its N-th checkpoint write step (dataset written, file
+ * created/closed/fsynced/renamed, manifest temp written/renamed);
+ * MPIQUANT_FAULT=io-trace prints every step.  Any crash point must leave a
+ * checkpoint that --resume completes identically. */
+static void fault_point(const char *what, const char *path) {
+  static int mode = -1, rank = -1, victim = -1;
+  static long n = 0, at = -1;
+  if (mode < 0) {
+    const char *f = getenv("MPIQUANT_FAULT");
+    mode = 0;
+    if (f && sscanf(f, "io:%d:%ld", &victim, &at) == 2) mode = 1;
+    else if (f && strcmp(f, "io-trace") == 0) mode = 2;
+    int init = 0;
+    MPI_Initialized(&init);
+    if (init) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  }
+  if (!mode) return;
+  n++;
+  if (mode == 2 && rank == 0) fprintf(stderr, "mpiquant: io step %ld: %s %s\n", n, what, path);
+  if (mode == 1 && rank == victim && n == at) {
+    fprintf(stderr, "mpiquant: MPIQUANT_FAULT: rank %d killed at io step %ld (%s %s)\n",
+            rank, n, what, path);
+    fflush(stderr);
+    raise(SIGKILL);
+  }
+}
 
 static void silence_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
@@ -71,6 +102,7 @@ static int write_atomic(const char *path, const char *text) {
     unlink(tmp);
     QZ_FAIL(QZ_ERR_IO, "cannot write %s: %s (disk full?)", tmp, strerror(err));
   }
+  fault_point("written", tmp);
   if (rename(tmp, path) != 0) {
     err = errno;
     unlink(tmp);
@@ -83,6 +115,7 @@ static int write_atomic(const char *path, const char *text) {
     *slash = '\0';
     fsync_path(dir, 1);
   }
+  fault_point("renamed", path);
   return QZ_OK;
 }
 
@@ -299,6 +332,8 @@ static int alloc_ckpt(MPI_Comm comm, const char *dir, qz_ckpt **out) {
   QZ_CALL(qz_calloc(1, sizeof *ck, "checkpoint handle", &ck));
   ck->file = -1;
   ck->file_index = -1;
+  ck->digests = json_object();
+  ck->dig_to = ck->digests;
   int st = qz_comm_dup(comm, &ck->comm);
   if (st != QZ_OK) {
     free(ck);
@@ -337,6 +372,72 @@ static int load_done(qz_ckpt *ck) {
              "%s/manifest.json: block %lld is listed twice in completed_blocks; "
              "the manifest was edited or is damaged", ck->dir, (long long)k);
     ck->done[k] = 1;
+  }
+  return QZ_OK;
+}
+
+static int verify_one(qz_ckpt *ck, const char *file, json_t *recorded, int64_t *nds,
+                      char *why, size_t len);
+static void drop_file_entries(qz_ckpt *ck, const char *base);
+
+/* --resume trusts no file it did not check: every completed file must open
+ * and match its recorded digests; a missing, truncated or damaged one is
+ * reported and its blocks are done again (the rewrite is identical: the
+ * blocks after it were computed from its correct data).  Collective. */
+static int resume_verify(qz_ckpt *ck) {
+  json_t *files = json_deep_copy(json_object_get(ck->manifest, "files"));
+  size_t i;
+  json_t *fe;
+  int64_t nds = 0;
+  int st = QZ_OK;
+  char why[PATH_MAX + 512];
+  json_array_foreach(files, i, fe) {
+    const char *file = json_string_value(json_object_get(fe, "file"));
+    if (!file) continue;
+    st = verify_one(ck, file, json_object_get(fe, "datasets"), &nds, why, sizeof why);
+    if (st != QZ_OK) break;
+    if (!why[0]) continue;
+    if (ck->rank == 0) qz_warn("resume: %s; its blocks are quantized again", why);
+    drop_file_entries(ck, file);
+  }
+  json_decref(files);
+  QZ_CALL(st);
+  /* a damaged snapshot is dropped: the hidden states are then replayed from
+   * the embedding through the (verified) completed blocks */
+  char snap[PATH_MAX + 64];
+  snprintf(snap, sizeof snap, "%s/act-snapshot.h5", ck->dir);
+  if (access(snap, F_OK) == 0) {
+    json_t *sn = json_object_get(ck->manifest, "snapshot");
+    int same = json_is_object(sn) && qz_ckpt_snapshot_block(ck) ==
+                                         (int)json_integer_value(json_object_get(sn, "block"));
+    QZ_CALL(verify_one(ck, "act-snapshot.h5", same ? json_object_get(sn, "datasets") : NULL,
+                       &nds, why, sizeof why));
+    if (why[0]) {
+      if (ck->rank == 0) {
+        qz_warn("resume: %s; the snapshot is not used", why);
+        unlink(snap);
+      }
+      QZ_CALL_MPI(MPI_Barrier(ck->comm));
+    }
+  }
+  /* completed blocks whose file is not (or no longer) listed */
+  memset(ck->done, 0, (size_t)ck->nblocks);
+  json_array_foreach(json_object_get(ck->manifest, "completed_blocks"), i, fe)
+    ck->done[json_integer_value(json_object_get(fe, "block"))] = 1;
+  for (int b = 0; b < ck->nblocks; b++) {
+    char base[32];
+    snprintf(base, sizeof base, "blocks-%03d.h5", b / ck->bpf);
+    int listed = 0;
+    json_array_foreach(json_object_get(ck->manifest, "files"), i, fe) {
+      const char *f = json_string_value(json_object_get(fe, "file"));
+      listed |= f && strcmp(f, base) == 0;
+    }
+    if (ck->done[b] && !listed) {
+      if (ck->rank == 0)
+        qz_warn("resume: block %d is marked complete but %s is not recorded; it is "
+                "quantized again", b, base);
+      ck->done[b] = 0;
+    }
   }
   return QZ_OK;
 }
@@ -419,11 +520,20 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
                   "cannot resume %s: block layout differs (nblocks/blocks_per_file)",
                   ck->dir);
     QZ_CALL_DONE(load_done(ck));
-    /* drop files that never completed */
+    QZ_CALL_DONE(resume_verify(ck));
+    /* drop every temporary file a crash can leave (group files that never
+     * completed, the snapshot and manifest being written) */
     if (ck->rank == 0) {
       for (int idx = 0; idx * ck->bpf < ck->nblocks; idx++) {
         char tmp[PATH_MAX + 32];
         group_name(ck, idx, 1, tmp, sizeof tmp);
+        unlink(tmp);
+      }
+      static const char *const temps[] = {"act-snapshot.h5.tmp", "manifest.json.tmp",
+                                          ".write-test"};
+      for (size_t k = 0; k < sizeof temps / sizeof *temps; k++) {
+        char tmp[PATH_MAX + 32];
+        snprintf(tmp, sizeof tmp, "%s/%s", ck->dir, temps[k]);
         unlink(tmp);
       }
     }
@@ -476,6 +586,7 @@ done:
  * directory). Collective on the checkpoint's communicator. */
 static int publish(qz_ckpt *ck, const char *tmp, const char *fin) {
   int st = QZ_OK;
+  fault_point("closed", tmp);
   if (ck->rank == 0) {
     if (fsync_path(tmp, 0) != 0 || rename(tmp, fin) != 0)
       st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
@@ -483,6 +594,7 @@ static int publish(qz_ckpt *ck, const char *tmp, const char *fin) {
     else
       fsync_path(ck->dir, 1);
   }
+  fault_point("published", fin);
   QZ_CALL(qz_error_agree(ck->comm, st));
   return QZ_OK;
 }
@@ -500,6 +612,7 @@ void qz_ckpt_close(qz_ckpt **pck) {
   close_file(ck); /* an unfinished group stays *.tmp: not complete */
   json_decref(ck->manifest);
   json_decref(ck->pending);
+  json_decref(ck->digests);
   free(ck->done);
   free(ck->opts_text);
   free(ck->src_text);
@@ -599,10 +712,12 @@ int qz_ckpt_begin_block(qz_ckpt *ck, int block) {
   if (ck->file >= 0 && ck->file_index == idx && ck->file_writing) return QZ_OK;
   close_file(ck);
   json_array_clear(ck->pending);
+  json_object_clear(ck->digests);
   char path[PATH_MAX + 32];
   group_name(ck, idx, 1, path, sizeof path);
   hid_t fapl = fapl_mpio(ck->comm);
   hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+  fault_point("create", path);
   ck->file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
   H5Pclose(fcpl);
   H5Pclose(fapl);
@@ -639,6 +754,18 @@ static hid_t create_group(hid_t file, const char *path) {
   return g;
 }
 
+/* Digest of rows [row0, row0 + nrows) of rowbytes each (a 1-D dataset's
+ * rows are its elements): a sum of per-row parts, so any split of the rows
+ * over ranks sums to the same value. */
+static uint64_t rows_digest(const void *data, int64_t row0, int64_t nrows,
+                            size_t rowbytes) {
+  const unsigned char *p = data;
+  uint64_t d = 0;
+  for (int64_t r = 0; r < nrows; r++)
+    d += qz_hash_part((uint64_t)(row0 + r), p + (size_t)r * rowbytes, rowbytes);
+  return d;
+}
+
 /* Create a chunked zstd dataset of `rank_` dims and write this rank's rows
  * [row0, row0+nrows) (all of dim 0 when row0 < 0 on rank 0 only). */
 static int write_ds(qz_ckpt *ck, hid_t grp, const char *name, hid_t mtype,
@@ -665,6 +792,27 @@ static int write_ds(qz_ckpt *ck, hid_t grp, const char *name, hid_t mtype,
   H5Pclose(dcpl);
   int st = QZ_OK;
   hid_t fs = -1, ms = -1, dx = -1;
+  /* digest of the whole dataset: this rank's rows, summed over the ranks
+   * (recorded in the manifest; mpiquant verify and --resume recompute it) */
+  uint64_t dig = nrows > 0 ? rows_digest(data, row0 > 0 ? row0 : 0, nrows,
+                                         elem_per_row_bytes)
+                           : 0;
+  {
+    int rc = MPI_Allreduce(MPI_IN_PLACE, &dig, 1, MPI_UINT64_T, MPI_SUM, ck->comm);
+    if (rc != MPI_SUCCESS) {
+      st = qz_mpi_error(rc, "MPI_Allreduce(digest)", __FILE__, __LINE__, __func__);
+      goto done;
+    }
+  }
+  if (ck->dig_to) {
+    char key[512], hex[20];
+    ssize_t gl = H5Iget_name(grp, key, sizeof key);
+    if (gl < 0) key[0] = '\0';
+    size_t kl = strlen(key);
+    snprintf(key + kl, sizeof key - kl, "%s%s", kl && key[kl - 1] == '/' ? "" : "/", name);
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)dig);
+    json_object_set_new(ck->dig_to, key, json_string(hex));
+  }
   QZ_CHECK_DONE(d >= 0, QZ_ERR_HDF5, "cannot create dataset %s", name);
   fs = H5Dget_space(d);
   hsize_t off[2] = {(hsize_t)(row0 > 0 ? row0 : 0), 0};
@@ -681,6 +829,7 @@ static int write_ds(qz_ckpt *ck, hid_t grp, const char *name, hid_t mtype,
   H5Pset_dxpl_mpio(dx, H5FD_MPIO_COLLECTIVE);
   QZ_CHECK_DONE(H5Dwrite(d, mtype, ms, fs, dx, data) >= 0, QZ_ERR_IO,
                 "collective write of dataset %s failed (disk full?)", name);
+  fault_point("dataset", name);
 done:
   if (dx >= 0) H5Pclose(dx);
   if (ms >= 0) H5Sclose(ms);
@@ -751,6 +900,36 @@ done:
   return st;
 }
 
+/* Forget the manifest's entries of group file `base` (it is being written
+ * again). Not collective. */
+static void drop_file_entries(qz_ckpt *ck, const char *base) {
+  const char *keys[2] = {"files", "completed_blocks"};
+  for (int k = 0; k < 2; k++) {
+    json_t *a = json_object_get(ck->manifest, keys[k]);
+    for (size_t i = json_array_size(a); i-- > 0;) {
+      const char *f = json_string_value(json_object_get(json_array_get(a, i), "file"));
+      if (f && strcmp(f, base) == 0) json_array_remove(a, i);
+    }
+  }
+}
+
+/* Insert e (reference stolen) into arr, ordered by key (an integer or a
+ * string): a resumed manifest lists files and blocks in the same order as
+ * an uninterrupted one. */
+static void insert_sorted(json_t *arr, json_t *e, const char *key) {
+  json_t *k = json_object_get(e, key);
+  size_t pos = json_array_size(arr);
+  while (pos > 0) {
+    json_t *p = json_object_get(json_array_get(arr, pos - 1), key);
+    int after = json_is_integer(k) ? json_integer_value(p) < json_integer_value(k)
+                                   : strcmp(json_string_value(p) ? json_string_value(p) : "",
+                                            json_string_value(k) ? json_string_value(k) : "") < 0;
+    if (after) break;
+    pos--;
+  }
+  json_array_insert_new(arr, pos, e);
+}
+
 int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json) {
   QZ_CHECK(ck->file >= 0 && ck->file_index == block / ck->bpf, QZ_ERR_INTERNAL,
            "qz_ckpt_end_block(%d) without begin", block);
@@ -788,13 +967,18 @@ int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json) {
   json_object_set_new(fe, "file", json_string(base));
   json_object_set_new(fe, "first_block", json_integer(idx * ck->bpf));
   json_object_set_new(fe, "nblocks", json_integer(last - idx * ck->bpf));
-  json_array_append_new(files, fe);
+  json_object_set_new(fe, "datasets", ck->digests);
+  ck->digests = ck->dig_to = json_object();
+  /* a file written again (resume redoing a damaged or missing file)
+   * replaces its old entries */
+  drop_file_entries(ck, base);
+  insert_sorted(files, fe, "file");
   json_t *done = json_object_get(ck->manifest, "completed_blocks");
   size_t i;
   json_t *e;
   json_array_foreach(ck->pending, i, e) {
     json_object_set_new(e, "file", json_string(base));
-    json_array_append(done, e);
+    insert_sorted(done, json_incref(e), "block");
     ck->done[json_integer_value(json_object_get(e, "block"))] = 1;
   }
   json_array_clear(ck->pending);
@@ -934,8 +1118,9 @@ static int read_ds(hid_t g, const char *name, hid_t mtype, int64_t row0,
   char dummy[8];
   herr_t r = H5Dread(d, mtype, ms, fs, dx, buf ? buf : dummy);
   H5Pclose(dx);
-  QZ_CHECK_DONE(r >= 0, QZ_ERR_IO, "reading dataset %s failed (is the zstd "
-                "filter missing or the file damaged?)", name);
+  QZ_CHECK_DONE(r >= 0, QZ_ERR_FORMAT, "reading dataset %s failed: its data does not "
+                "decode (a zstd checksum mismatch: the file is damaged; mpiquant "
+                "verify lists the damage, quantize --resume rewrites it)", name);
 done:
   H5Sclose(ms);
   H5Sclose(fs);
@@ -954,15 +1139,26 @@ int qz_ckpt_read_linear(qz_ckpt *ck, int block, const char *module,
   hsize_t gdim[2];
   ds_dims(g, "g_idx", gdim);
   const hsize_t in = gdim[0];
-  /* every rank takes part in every collective read, with or without data */
-  QZ_CALL_DONE(read_ds(g, "codes", H5T_NATIVE_UINT8, row0, codes ? nrows : 0, codes));
-  QZ_CALL_DONE(read_ds(g, "scales", H5T_NATIVE_FLOAT, row0, scales ? nrows : 0, scales));
-  QZ_CALL_DONE(read_ds(g, "zeros", H5T_NATIVE_FLOAT, row0, zeros ? nrows : 0, zeros));
-  QZ_CALL_DONE(read_ds(g, "g_idx", H5T_NATIVE_INT32, 0, g_idx ? (int64_t)in : 0, g_idx));
-  QZ_CALL_DONE(read_ds(g, "perm", H5T_NATIVE_INT32, 0, perm ? (int64_t)in : 0, perm));
-done:
+  /* every rank takes part in every collective read, with or without data,
+   * also after a read failed here (damaged data fails on the ranks that
+   * decode it only): the rest is read without data, then all agree */
+  {
+    const char *names[5] = {"codes", "scales", "zeros", "g_idx", "perm"};
+    const hid_t types[5] = {H5T_NATIVE_UINT8, H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT,
+                            H5T_NATIVE_INT32, H5T_NATIVE_INT32};
+    void *bufs[5] = {codes, scales, zeros, g_idx, perm};
+    for (int k = 0; k < 5; k++) {
+      int64_t r0 = k < 3 ? row0 : 0, n = k < 3 ? nrows : (int64_t)in;
+      int sk = read_ds(g, names[k], types[k], r0, bufs[k] && st == QZ_OK ? n : 0,
+                       st == QZ_OK ? bufs[k] : NULL);
+      if (sk != QZ_OK && st == QZ_OK) {
+        st = sk;
+        qz_error_prefix("checkpoint %s, %s: ", ck->dir, path);
+      }
+    }
+  }
   H5Gclose(g);
-  if (st != QZ_OK) qz_error_prefix("checkpoint %s, %s: ", ck->dir, path);
+  st = qz_error_agree(ck->comm, st);
   return st;
 }
 
@@ -1085,6 +1281,7 @@ int qz_ckpt_write_snapshot(qz_ckpt *ck, int block, int64_t total_win,
   snprintf(tmp, sizeof tmp, "%s/act-snapshot.h5.tmp", ck->dir);
   snprintf(fin, sizeof fin, "%s/act-snapshot.h5", ck->dir);
   hid_t fapl = fapl_mpio(ck->comm);
+  fault_point("create", tmp);
   hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
   int st = f >= 0 ? QZ_OK
@@ -1094,22 +1291,36 @@ int qz_ckpt_write_snapshot(qz_ckpt *ck, int block, int64_t total_win,
   hsize_t dims[2] = {(hsize_t)(total_win * seqlen), (hsize_t)hidden};
   int save = ck->level;
   ck->level = 1; /* hidden states compress little; favour speed */
+  json_t *sdig = json_object();
+  ck->dig_to = sdig;
   st = write_ds(ck, f, "x", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, dims,
                 win0 * seqlen, nwin * seqlen, x, (size_t)hidden * 4);
+  ck->dig_to = ck->digests;
   ck->level = save;
   if (st == QZ_OK) st = attr_int(f, "block", block);
   if (st == QZ_OK) st = attr_int(f, "seqlen", (int)seqlen);
   if (H5Fclose(f) < 0 && st == QZ_OK)
     st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
                       "closing %s failed (disk full?)", tmp);
-  QZ_CALL(qz_error_agree(ck->comm, st));
-  QZ_CALL(publish(ck, tmp, fin));
+  st = qz_error_agree(ck->comm, st);
+  if (st == QZ_OK) st = publish(ck, tmp, fin);
+  if (st != QZ_OK) {
+    json_decref(sdig);
+    QZ_CALL(st);
+  }
   json_t *sn = json_object();
   json_object_set_new(sn, "block", json_integer(block));
   json_object_set_new(sn, "file", json_string("act-snapshot.h5"));
+  json_object_set_new(sn, "datasets", sdig);
   json_object_set_new(ck->manifest, "snapshot", sn);
   QZ_CALL(manifest_commit(ck));
   return QZ_OK;
+}
+
+int qz_ckpt_snapshot_current(const qz_ckpt *ck, int block) {
+  json_t *sn = json_object_get(ck->manifest, "snapshot");
+  return json_is_object(sn) && json_integer_value(json_object_get(sn, "block")) == block &&
+         qz_ckpt_snapshot_block(ck) == block;
 }
 
 int qz_ckpt_snapshot_block(const qz_ckpt *ck) {
@@ -1157,3 +1368,189 @@ int qz_ckpt_read_snapshot(qz_ckpt *ck, int64_t total_win, int64_t seqlen,
   QZ_CALL(qz_error_agree(ck->comm, st));
   return QZ_OK;
 }
+
+/* ----------------------------------------------------------------- verify */
+
+#define VERIFY_SLAB_BYTES ((size_t)32 << 20)
+
+/* Digest of dataset `path` of f as write_ds computed it, read in row slabs
+ * spread over the ranks (independent reads: a chunk that fails to decode on
+ * one rank cannot stall the others).  *bad = 1 when it cannot be opened or
+ * a chunk does not decode.  Collective on the checkpoint's communicator. */
+static int digest_dataset(qz_ckpt *ck, hid_t f, const char *path, uint64_t *dig,
+                          int *bad) {
+  *dig = 0;
+  *bad = 0;
+  int st = QZ_OK;
+  unsigned char *buf = NULL;
+  hid_t d = H5Dopen2(f, path, H5P_DEFAULT), fs = -1, ft = -1, mt = -1, dx = -1;
+  if (d < 0) {
+    *bad = 1;
+    return QZ_OK;
+  }
+  fs = H5Dget_space(d);
+  ft = H5Dget_type(d);
+  mt = H5Tget_native_type(ft, H5T_DIR_ASCEND);
+  int nd = H5Sget_simple_extent_ndims(fs);
+  hsize_t dims[2] = {0, 1};
+  if (nd < 1 || nd > 2 || mt < 0) {
+    *bad = 1;
+    goto done;
+  }
+  H5Sget_simple_extent_dims(fs, dims, NULL);
+  size_t esz = H5Tget_size(mt), rowbytes = esz * (nd == 2 ? (size_t)dims[1] : 1);
+  int64_t r0, nr, maxr = ((int64_t)dims[0] + ck->size - 1) / ck->size;
+  qz_split_even((int64_t)dims[0], ck->size, ck->rank, &r0, &nr);
+  int64_t per = (int64_t)(VERIFY_SLAB_BYTES / (rowbytes ? rowbytes : 1));
+  if (per < 1) per = 1;
+  if (per > maxr) per = maxr > 0 ? maxr : 1;
+  QZ_CALL_DONE(qz_alloc((size_t)per * rowbytes + 1, 1, "verify slab", &buf));
+  dx = H5Pcreate(H5P_DATASET_XFER);
+  H5Pset_dxpl_mpio(dx, H5FD_MPIO_INDEPENDENT);
+  uint64_t local = 0;
+  for (int64_t a = 0; a < nr && !*bad; a += per) {
+    int64_t n = nr - a < per ? nr - a : per;
+    hsize_t off[2] = {(hsize_t)(r0 + a), 0}, cnt[2] = {(hsize_t)n, dims[1]};
+    hid_t ms = H5Screate_simple(nd, cnt, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
+    if (H5Dread(d, mt, ms, fs, dx, buf) < 0) *bad = 1;
+    H5Sclose(ms);
+    if (!*bad) local += rows_digest(buf, r0 + a, n, rowbytes);
+  }
+  *dig = local;
+done:
+  {
+    int flags[1] = {*bad};
+    int rc = MPI_Allreduce(MPI_IN_PLACE, flags, 1, MPI_INT, MPI_MAX, ck->comm);
+    if (rc == MPI_SUCCESS)
+      rc = MPI_Allreduce(MPI_IN_PLACE, dig, 1, MPI_UINT64_T, MPI_SUM, ck->comm);
+    if (rc != MPI_SUCCESS && st == QZ_OK)
+      st = qz_mpi_error(rc, "MPI_Allreduce(verify)", __FILE__, __LINE__, __func__);
+    *bad = flags[0];
+  }
+  free(buf);
+  if (dx >= 0) H5Pclose(dx);
+  if (mt >= 0) H5Tclose(mt);
+  if (ft >= 0) H5Tclose(ft);
+  if (fs >= 0) H5Sclose(fs);
+  H5Dclose(d);
+  return st;
+}
+
+/* Dataset paths of a file without recorded digests (version 1). */
+static herr_t collect_ds(hid_t g, const char *name, const H5L_info_t *info, void *data) {
+  (void)info;
+  hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+  if (d >= 0) {
+    char p[512];
+    snprintf(p, sizeof p, "/%s", name);
+    json_object_set_new((json_t *)data, p, json_null());
+    H5Dclose(d);
+  }
+  return 0;
+}
+
+/* Check group file or snapshot `file` against `recorded` (path -> digest;
+ * NULL: only that every dataset decodes).  *why gets the first problem
+ * ("" when whole).  Collective on the checkpoint's communicator. */
+static int verify_one(qz_ckpt *ck, const char *file, json_t *recorded, int64_t *nds,
+                      char *why, size_t len) {
+  why[0] = '\0';
+  char path[PATH_MAX + 64];
+  snprintf(path, sizeof path, "%s/%s", ck->dir, file);
+  int st = qz_file_check_input(path);
+  if (st != QZ_OK) {
+    snprintf(why, len, "%s", qz_error_message());
+    qz_error_clear();
+    return QZ_OK; /* the same on every rank (one file system) */
+  }
+  hid_t fapl = fapl_mpio(ck->comm);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+  H5Pclose(fapl);
+  int ok = f >= 0, all_ok = ok;
+  QZ_CALL_MPI(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, ck->comm));
+  if (!all_ok) {
+    if (f >= 0) H5Fclose(f);
+    snprintf(why, len, "%s: not a readable HDF5 file (truncated or damaged)", path);
+    return QZ_OK;
+  }
+  json_t *list = recorded ? json_incref(recorded) : json_object();
+  if (!recorded) H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, collect_ds, list);
+  const char *key;
+  json_t *v;
+  json_object_foreach(list, key, v) {
+    uint64_t dig;
+    int bad;
+    st = digest_dataset(ck, f, key, &dig, &bad);
+    if (st != QZ_OK) break;
+    (*nds)++;
+    char hex[20];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)dig);
+    if (bad) {
+      snprintf(why, len, "%s: dataset %s is missing or its data does not decode "
+               "(a zstd checksum mismatch: the file is damaged)", path, key);
+      break;
+    }
+    if (json_is_string(v) && strcmp(json_string_value(v), hex) != 0) {
+      snprintf(why, len, "%s: dataset %s has digest %s, the manifest records %s "
+               "(the data changed after it was written)", path, key, hex,
+               json_string_value(v));
+      break;
+    }
+  }
+  json_decref(list);
+  H5Fclose(f);
+  return st;
+}
+
+int qz_ckpt_verify(qz_ckpt *ck, int *ndamaged, int64_t *ndatasets) {
+  *ndamaged = 0;
+  *ndatasets = 0;
+  char why[PATH_MAX + 512];
+  size_t i;
+  json_t *fe;
+  json_t *files = json_object_get(ck->manifest, "files");
+  json_array_foreach(files, i, fe) {
+    const char *file = json_string_value(json_object_get(fe, "file"));
+    if (!file) continue;
+    QZ_CALL(verify_one(ck, file, json_object_get(fe, "datasets"), ndatasets, why,
+                       sizeof why));
+    if (why[0]) {
+      (*ndamaged)++;
+      if (ck->rank == 0) qz_warn("verify: %s", why);
+    }
+  }
+  /* every completed block must lie in a listed file */
+  for (int b = 0; b < ck->nblocks; b++) {
+    if (!ck->done[b]) continue;
+    char base[32];
+    snprintf(base, sizeof base, "blocks-%03d.h5", b / ck->bpf);
+    int listed = 0;
+    json_array_foreach(files, i, fe) {
+      const char *f = json_string_value(json_object_get(fe, "file"));
+      listed |= f && strcmp(f, base) == 0;
+    }
+    if (!listed) {
+      (*ndamaged)++;
+      if (ck->rank == 0)
+        qz_warn("verify: %s/manifest.json marks block %d complete but lists no %s",
+                ck->dir, b, base);
+    }
+  }
+  json_t *sn = json_object_get(ck->manifest, "snapshot");
+  if (json_is_object(sn) && json_object_get(sn, "datasets")) {
+    QZ_CALL(verify_one(ck, "act-snapshot.h5", json_object_get(sn, "datasets"),
+                       ndatasets, why, sizeof why));
+    /* the snapshot file may be one update ahead of the manifest (see
+     * qz_ckpt_snapshot_block): only its decoding is decisive then */
+    if (why[0] && qz_ckpt_snapshot_block(ck) !=
+                      (int)json_integer_value(json_object_get(sn, "block")))
+      QZ_CALL(verify_one(ck, "act-snapshot.h5", NULL, ndatasets, why, sizeof why));
+    if (why[0]) {
+      (*ndamaged)++;
+      if (ck->rank == 0) qz_warn("verify: %s", why);
+    }
+  }
+  return QZ_OK;
+}
+

@@ -761,6 +761,12 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   }
 
   int snap_every = o.snapshot_every ? (int)o.snapshot_every : (nblocks + 9) / 10;
+  /* a crash during the snapshot at b0 (the last one written before it): write
+   * it again, so that a resumed checkpoint equals an uninterrupted one */
+  if (need_calib && b0 > lb && b0 < le && b0 % snap_every == 0 &&
+      !qz_ckpt_snapshot_current(r.ck, b0))
+    QZ_CALL_DONE(qz_ckpt_write_snapshot(r.ck, b0, nwin, L, cfg->hidden_size, first, count,
+                                        qz_fwd_hidden(f)));
   qz_progress prog;
   qz_progress_begin(&prog, "quantize blocks", le - b0);
   prog.interval = 0.0;

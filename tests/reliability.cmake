@@ -29,3 +29,22 @@ qz_add_test(NAME reliability_export TIMEOUT 120
 qz_test_program(qzt_source_fingerprint mpi/test_source_fingerprint.c)
 qz_add_mpi_test(NAME source_fingerprint COMMAND $<TARGET_FILE:qzt_source_fingerprint>
   TIMEOUT 120 LABELS io)
+
+# SIGKILL at checkpoint write steps (15 drawn + the 5 steps of the last
+# snapshot write at np 1; at np 2 one drawn step, the collective snapshot
+# write and the manifest update after it), then --resume: the same directory as an
+# uninterrupted run, no temporary left.
+qz_add_test(NAME reliability_kill_np1 TIMEOUT 300
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_kill.sh 1 15)
+qz_add_test(NAME reliability_kill_np2 TIMEOUT 300
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_kill.sh 2 1)
+set_tests_properties(reliability_kill_np2 PROPERTIES PROCESSORS 2)
+
+# One flipped bit in a zstd chunk: verify, eval --ckpt and export name the
+# dataset (exit 5); --resume rewrites it, and deleted/truncated block files,
+# identically.
+foreach(np 1 2)
+  qz_add_test(NAME reliability_corrupt_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_corrupt.sh ${np})
+  set_tests_properties(reliability_corrupt_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()

@@ -165,6 +165,15 @@ int qz_ckpt_read_outliers(qz_ckpt *ck, int block, const char *module,
 void qz_outliers_add_rows(int64_t row0, int64_t nrows, int64_t in, int64_t nnz,
                           const int64_t *idx, const float *val, float *q);
 
+/* Check the checkpoint's data: every completed group file (and the
+ * snapshot) opens, every dataset decodes (zstd frame checksums) and its
+ * digest equals the one the manifest records (version 2; version 1 files
+ * are only decoded).  Rank 0 logs one warning per damaged file naming the
+ * file and the first damaged dataset; *ndamaged counts them, *ndatasets the
+ * datasets read.  Reads the whole checkpoint once (1/P per rank).
+ * Collective on comm. */
+int qz_ckpt_verify(qz_ckpt *ck, int *ndamaged, int64_t *ndatasets);
+
 /* Hidden-state snapshot at the input of block `block`: windows
  * [win0, win0+nwin) of `total_win` on this rank, each [seqlen, hidden] f32.
  * Written to act-snapshot.h5.tmp then renamed; the manifest records it.
@@ -172,6 +181,11 @@ void qz_outliers_add_rows(int64_t row0, int64_t nrows, int64_t in, int64_t nnz,
 int qz_ckpt_write_snapshot(qz_ckpt *ck, int block, int64_t total_win,
                            int64_t seqlen, int64_t hidden, int64_t win0,
                            int64_t nwin, const float *x);
+/* 1 when both act-snapshot.h5 and the manifest hold the snapshot of
+ * `block` (after a crash during a snapshot write they may not: resume then
+ * writes it again, so that the directory equals an uninterrupted run's).
+ * Not collective. */
+int qz_ckpt_snapshot_current(const qz_ckpt *ck, int block);
 /* Block index of the snapshot, or -1. Not collective. */
 int qz_ckpt_snapshot_block(const qz_ckpt *ck);
 /* Read this rank's windows of the snapshot. Collective on comm. */
