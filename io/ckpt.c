@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -39,6 +41,7 @@ struct qz_ckpt {
   json_t *dig_to;     /* where write_ds records (digests, or a snapshot's) */
   char *opts_text, *src_text; /* compact serialisations, cached */
   unsigned char *done; /* [nblocks] */
+  int lock_fd;        /* rank 0 of a writable checkpoint: flock of .lock */
 };
 
 /* ---------------------------------------------------------------- helpers */
@@ -332,6 +335,7 @@ static int alloc_ckpt(MPI_Comm comm, const char *dir, qz_ckpt **out) {
   QZ_CALL(qz_calloc(1, sizeof *ck, "checkpoint handle", &ck));
   ck->file = -1;
   ck->file_index = -1;
+  ck->lock_fd = -1;
   ck->digests = json_object();
   ck->dig_to = ck->digests;
   int st = qz_comm_dup(comm, &ck->comm);
@@ -442,6 +446,46 @@ static int resume_verify(qz_ckpt *ck) {
   return QZ_OK;
 }
 
+/* One writer per checkpoint: an advisory lock (flock) on CKPT/.lock, held
+ * by rank 0 until the handle is closed. Not collective. */
+static int lock_dir(qz_ckpt *ck) {
+  char p[PATH_MAX + 16];
+  snprintf(p, sizeof p, "%s/.lock", ck->dir);
+  int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  QZ_CHECK(fd >= 0, QZ_ERR_IO, "cannot write into %s: %s", ck->dir, strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(fd);
+    QZ_CHECK(e != EWOULDBLOCK, QZ_ERR_IO,
+             "%s is being written by another mpiquant job (its lock %s is held); "
+             "wait for it or choose another --out", ck->dir, p);
+    QZ_FAIL(QZ_ERR_IO, "cannot lock %s: %s", p, strerror(e));
+  }
+  ck->lock_fd = fd;
+  return QZ_OK;
+}
+
+/* A new checkpoint goes into an empty directory or one without anything
+ * named like our files: a user's blocks-000.h5 is never overwritten. */
+static int refuse_foreign(const char *dir) {
+  DIR *d = opendir(dir);
+  QZ_CHECK(d, QZ_ERR_IO, "cannot read %s: %s", dir, strerror(errno));
+  struct dirent *e;
+  char found[300] = "";
+  while ((e = readdir(d)) && !found[0]) {
+    int n = 0, k;
+    const char *nm = e->d_name;
+    if ((sscanf(nm, "blocks-%d.h5%n", &k, &n) == 1 && n > 0) ||
+        strncmp(nm, "act-snapshot.h5", 15) == 0 || strcmp(nm, "manifest.json.tmp") == 0)
+      snprintf(found, sizeof found, "%s", nm);
+  }
+  closedir(d);
+  QZ_CHECK(!found[0], QZ_ERR_ARG,
+           "%s holds %s but no manifest.json: it is not an mpiquant checkpoint (or "
+           "its manifest was lost); choose another --out", dir, found);
+  return QZ_OK;
+}
+
 /* ------------------------------------------------------------ create/open */
 
 int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
@@ -468,7 +512,9 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
     st = mkdir_p(ck->dir);
     if (st == QZ_OK) {
       exists = access(mpath, F_OK) == 0;
-      if (exists && !resume)
+      st = lock_dir(ck);
+      if (st == QZ_OK && !exists) st = refuse_foreign(ck->dir);
+      if (st == QZ_OK && exists && !resume)
         st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
                           "%s already holds a checkpoint (manifest.json); use "
                           "--resume to continue it or choose another --out",
@@ -613,6 +659,7 @@ void qz_ckpt_close(qz_ckpt **pck) {
   json_decref(ck->manifest);
   json_decref(ck->pending);
   json_decref(ck->digests);
+  if (ck->lock_fd >= 0) close(ck->lock_fd); /* releases the flock */
   free(ck->done);
   free(ck->opts_text);
   free(ck->src_text);
@@ -699,6 +746,25 @@ static int read_attr_str(hid_t obj, const char *name, char *buf, size_t len) {
   H5Tclose(t);
   H5Aclose(a);
   QZ_CHECK(r >= 0, QZ_ERR_FORMAT, "attribute %s unreadable", name);
+  return QZ_OK;
+}
+
+/* A string attribute of any length (free()). */
+static int read_attr_alloc(hid_t obj, const char *name, char **out) {
+  *out = NULL;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+  QZ_CHECK(a >= 0, QZ_ERR_FORMAT, "attribute %s missing", name);
+  hid_t t = H5Aget_type(a);
+  size_t n = H5Tget_size(t);
+  char *tmp = calloc(n + 1, 1);
+  herr_t r = tmp ? H5Aread(a, t, tmp) : -1;
+  H5Tclose(t);
+  H5Aclose(a);
+  if (r < 0) {
+    free(tmp);
+    QZ_FAIL(QZ_ERR_FORMAT, "attribute %s unreadable", name);
+  }
+  *out = tmp;
   return QZ_OK;
 }
 
@@ -1003,6 +1069,8 @@ int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json) {
 
 /* ------------------------------------------------------------------- read */
 
+static int check_group_file(qz_ckpt *ck, int idx, const char *path);
+
 static int open_for_read(qz_ckpt *ck, int block) {
   QZ_CHECK(block >= 0 && block < ck->nblocks, QZ_ERR_ARG,
            "block %d outside 0..%d of checkpoint %s", block, ck->nblocks - 1,
@@ -1025,6 +1093,14 @@ static int open_for_read(qz_ckpt *ck, int block) {
   QZ_CHECK(ck->file >= 0, QZ_ERR_IO, "cannot open checkpoint file %s (not an "
            "HDF5 file, or damaged)", path);
   ck->file_index = idx;
+  int st = check_group_file(ck, idx, path);
+  if (st != QZ_OK) close_file(ck); /* not kept open as if it were valid */
+  QZ_CALL(st);
+  return QZ_OK;
+}
+
+/* Root attributes of the open group file idx: ours, this checkpoint's. */
+static int check_group_file(qz_ckpt *ck, int idx, const char *path) {
   char fmt[64] = "";
   int ver = 0;
   QZ_CALL(read_attr_str(ck->file, "format", fmt, sizeof fmt));
@@ -1033,6 +1109,21 @@ static int open_for_read(qz_ckpt *ck, int block) {
                ver <= QZ_CKPT_VERSION,
            QZ_ERR_FORMAT, "%s: format '%s' version %d, expected %s version %d..%d",
            path, fmt, ver, QZ_CKPT_FORMAT, QZ_CKPT_VERSION_MIN_READ, QZ_CKPT_VERSION);
+  /* a group file copied in from another run must not pass as this one's */
+  int first = -1;
+  QZ_CALL(read_attr_num(ck->file, "first_block", H5T_NATIVE_INT, &first));
+  QZ_CHECK(first == idx * ck->bpf, QZ_ERR_FORMAT,
+           "%s holds blocks from %d, the manifest expects it to start at block %d "
+           "(a file of another checkpoint?)", path, first, idx * ck->bpf);
+  char *opts = NULL;
+  QZ_CALL(read_attr_alloc(ck->file, "options", &opts));
+  json_t *fo = json_loads(opts, 0, NULL);
+  int same = fo && json_equal(fo, json_object_get(ck->manifest, "options"));
+  json_decref(fo);
+  free(opts);
+  QZ_CHECK(same, QZ_ERR_FORMAT,
+           "%s was written by a run with other options than %s/manifest.json "
+           "records (a file of another checkpoint?)", path, ck->dir);
   return QZ_OK;
 }
 

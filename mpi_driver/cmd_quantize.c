@@ -192,6 +192,10 @@ static int parse(int argc, char **argv, qopts *o) {
   QZ_CHECK(o->outlier_frac == 0 || !strcmp(o->method, "quantease"), QZ_ERR_USAGE,
            "quantize: --outlier-frac needs --method quantease");
   int sq = strcmp(o->method, "smoothquant") == 0, awq = strcmp(o->method, "awq") == 0;
+  QZ_CHECK(!strcmp(o->method, "gptq") || awq || sq || !(o->act_order || o->static_groups),
+           QZ_ERR_USAGE, "quantize --method %s: --act-order and --static-groups are GPTQ "
+           "options (--method gptq, or awq --awq-then-gptq); %s would ignore them",
+           o->method, o->method);
   QZ_CHECK(sq || !(o->alpha_set || o->no_smooth), QZ_ERR_USAGE,
            "quantize: --alpha and --no-smooth belong to --method smoothquant");
   QZ_CHECK(!(o->alpha_set && o->no_smooth), QZ_ERR_USAGE,

@@ -81,5 +81,32 @@ int main(int argc, char **argv) {
               "manifest.json: No such file or directory");
     qz_error_clear();
   }
+  /* one writer at a time: a second quantize on the same --out is refused
+   * while the first holds the checkpoint */
+  {
+    const char *dir = qzt_fresh_path("locked");
+    qz_ckpt_params p = {.options_json = "{}", .source_json = "{}", .nblocks = 2,
+                        .blocks_per_file = 1, .zstd_level = 3, .mpiquant_version = "test"};
+    qz_ckpt *a = NULL, *b = NULL;
+    QZT_OK(qz_ckpt_create(MPI_COMM_SELF, dir, &p, 0, &a));
+    QZT_FAILS(qz_ckpt_create(MPI_COMM_SELF, dir, &p, 1, &b), QZ_ERR_IO,
+              "is being written by another mpiquant job");
+    qz_error_clear();
+    qz_ckpt_close(&a);
+    QZT_OK(qz_ckpt_create(MPI_COMM_SELF, dir, &p, 1, &b)); /* released on close */
+    qz_ckpt_close(&b);
+    /* a user's file named like ours, no manifest: never overwritten */
+    const char *own = qzt_fresh_path("users");
+    mkdir(own, 0755);
+    FILE *f = fopen(qzt_path(own, "blocks-000.h5"), "w");
+    fputs("my data", f);
+    fclose(f);
+    QZT_FAILS(qz_ckpt_create(MPI_COMM_SELF, own, &p, 0, &b), QZ_ERR_ARG,
+              "holds blocks-000.h5 but no manifest.json: it is not an mpiquant checkpoint");
+    qz_error_clear();
+    struct stat sb;
+    QZT_CHECK(stat(qzt_path(own, "blocks-000.h5"), &sb) == 0 && sb.st_size == 7,
+              "the user's file is untouched");
+  }
   return qzt_finish("ckpt_manifest");
 }
