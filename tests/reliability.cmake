@@ -48,3 +48,8 @@ foreach(np 1 2)
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_corrupt.sh ${np})
   set_tests_properties(reliability_corrupt_np${np} PROPERTIES PROCESSORS ${np})
 endforeach()
+
+# Hostile tokenizer.json: sparse huge id, 100,000 added tokens, a Replace to
+# 64 KB (limits in mpiquant/tokenizer.h, docs/io.md).
+qz_test_program(qzt_tokenizer_limits unit/test_tokenizer_limits.c)
+qz_add_test(NAME tokenizer_limits COMMAND qzt_tokenizer_limits TIMEOUT 60 LABELS io)
