@@ -10,14 +10,18 @@
 #include <hdf5.h>
 #include <jansson.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/h5zstd.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -33,11 +37,42 @@ struct qz_ckpt {
   int file_index;     /* its index */
   int file_writing;   /* opened as .tmp for writing */
   json_t *pending;    /* stats of the open file's finished blocks */
+  json_t *digests;    /* dataset path -> digest of the open file's data */
+  json_t *dig_to;     /* where write_ds records (digests, or a snapshot's) */
   char *opts_text, *src_text; /* compact serialisations, cached */
   unsigned char *done; /* [nblocks] */
+  int lock_fd;        /* rank 0 of a writable checkpoint: flock of .lock */
 };
 
 /* ---------------------------------------------------------------- helpers */
+
+/* Test hook (tests/reliability_kill.sh): MPIQUANT_FAULT=io:R:N makes rank R
+ * SIGKILL itself at its N-th checkpoint write step (dataset written, file
+ * created/closed/fsynced/renamed, manifest temp written/renamed);
+ * MPIQUANT_FAULT=io-trace prints every step.  Any crash point must leave a
+ * checkpoint that --resume completes identically. */
+static void fault_point(const char *what, const char *path) {
+  static int mode = -1, rank = -1, victim = -1;
+  static long n = 0, at = -1;
+  if (mode < 0) {
+    const char *f = getenv("MPIQUANT_FAULT");
+    mode = 0;
+    if (f && sscanf(f, "io:%d:%ld", &victim, &at) == 2) mode = 1;
+    else if (f && strcmp(f, "io-trace") == 0) mode = 2;
+    int init = 0;
+    MPI_Initialized(&init);
+    if (init) MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  }
+  if (!mode) return;
+  n++;
+  if (mode == 2 && rank == 0) fprintf(stderr, "mpiquant: io step %ld: %s %s\n", n, what, path);
+  if (mode == 1 && rank == victim && n == at) {
+    fprintf(stderr, "mpiquant: MPIQUANT_FAULT: rank %d killed at io step %ld (%s %s)\n",
+            rank, n, what, path);
+    fflush(stderr);
+    raise(SIGKILL);
+  }
+}
 
 static void silence_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
 
@@ -70,6 +105,7 @@ static int write_atomic(const char *path, const char *text) {
     unlink(tmp);
     QZ_FAIL(QZ_ERR_IO, "cannot write %s: %s (disk full?)", tmp, strerror(err));
   }
+  fault_point("written", tmp);
   if (rename(tmp, path) != 0) {
     err = errno;
     unlink(tmp);
@@ -82,30 +118,19 @@ static int write_atomic(const char *path, const char *text) {
     *slash = '\0';
     fsync_path(dir, 1);
   }
+  fault_point("renamed", path);
   return QZ_OK;
 }
 
 static int read_text(const char *path, char **out) {
-  *out = NULL;
-  FILE *f = fopen(path, "rb");
-  QZ_CHECK(f, QZ_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-  int st = QZ_OK;
-  char *buf = NULL;
-  QZ_CHECK_DONE(fseek(f, 0, SEEK_END) == 0, QZ_ERR_IO, "cannot read %s", path);
-  long n = ftell(f);
-  QZ_CHECK_DONE(n >= 0 && n < (1L << 30), QZ_ERR_FORMAT,
-                "%s: unexpected size %ld", path, n);
-  rewind(f);
-  QZ_CALL_DONE(qz_alloc((size_t)n + 1, 1, path, &buf));
-  QZ_CHECK_DONE(fread(buf, 1, (size_t)n, f) == (size_t)n, QZ_ERR_IO,
-                "cannot read %s", path);
-  buf[n] = '\0';
-  *out = buf;
-  buf = NULL;
-done:
-  free(buf);
-  fclose(f);
-  return st;
+  size_t len;
+  QZ_CALL(qz_file_read_all(path, out, &len));
+  if (len >= (1u << 30)) {
+    free(*out);
+    *out = NULL;
+    QZ_FAIL(QZ_ERR_FORMAT, "%s: unexpected size %zu bytes for a manifest", path, len);
+  }
+  return QZ_OK;
 }
 
 /* Rank 0 writes the manifest; every rank ends with the same copy. */
@@ -135,19 +160,24 @@ static int manifest_load(const char *dir, json_t **out) {
            path, jerr.line, jerr.text);
   const char *fmt = json_string_value(json_object_get(m, "format"));
   json_int_t ver = json_integer_value(json_object_get(m, "version"));
-  if (!fmt || strcmp(fmt, QZ_CKPT_FORMAT) != 0 || ver != QZ_CKPT_VERSION ||
+  if (!fmt || strcmp(fmt, QZ_CKPT_FORMAT) != 0 || ver < QZ_CKPT_VERSION_MIN_READ ||
+      ver > QZ_CKPT_VERSION ||
       !json_is_integer(json_object_get(m, "nblocks")) ||
       !json_is_integer(json_object_get(m, "blocks_per_file")) ||
       !json_is_array(json_object_get(m, "completed_blocks")) ||
       !json_is_object(json_object_get(m, "options")) ||
       !json_is_object(json_object_get(m, "source"))) {
+    /* the message is formatted before m (which owns fmt) is freed */
+    int st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                          "%s: not an %s version %d..%d manifest (format '%s', "
+                          "version %lld) or a required key (nblocks, "
+                          "blocks_per_file, completed_blocks, options, source) "
+                          "is missing",
+                          path, QZ_CKPT_FORMAT, QZ_CKPT_VERSION_MIN_READ,
+                          QZ_CKPT_VERSION, fmt ? fmt : "?",
+                          (long long)ver);
     json_decref(m);
-    QZ_FAIL(QZ_ERR_FORMAT,
-            "%s: not an %s version %d manifest (format '%s', version %lld) or "
-            "a required key (nblocks, blocks_per_file, completed_blocks, "
-            "options, source) is missing",
-            path, QZ_CKPT_FORMAT, QZ_CKPT_VERSION, fmt ? fmt : "?",
-            (long long)ver);
+    return st;
   }
   *out = m;
   return QZ_OK;
@@ -208,6 +238,74 @@ static void json_first_diff(json_t *want, json_t *have, char *buf, size_t len) {
   snprintf(buf, len, "(no difference found)");
 }
 
+/* First difference of two source fingerprints, naming the file whose size
+ * or content differs. */
+static void source_diff(json_t *want, json_t *have, char *buf, size_t len) {
+  json_t *wf = json_object_get(want, "files"), *hf = json_object_get(have, "files");
+  if (json_equal(json_object_get(want, "config"), json_object_get(have, "config")) &&
+      json_is_array(wf) && json_is_array(hf)) {
+    size_t n = json_array_size(wf) > json_array_size(hf) ? json_array_size(wf)
+                                                        : json_array_size(hf);
+    for (size_t i = 0; i < n; i++) {
+      json_t *a = json_array_get(wf, i), *b = json_array_get(hf, i);
+      const char *an = json_string_value(json_object_get(a, "name"));
+      const char *bn = json_string_value(json_object_get(b, "name"));
+      if (!a || !b || !an || !bn || strcmp(an, bn) != 0) {
+        snprintf(buf, len, "the model's files are %s..., the checkpoint's %s...",
+                 an ? an : "(none)", bn ? bn : "(none)");
+        return;
+      }
+      if (!json_equal(a, b)) {
+        json_t *ac = json_object_get(a, "content"), *bc = json_object_get(b, "content");
+        snprintf(buf, len, "%s: %lld bytes, content digest %s; the checkpoint's source "
+                 "had %lld bytes, content digest %s", an,
+                 (long long)json_integer_value(json_object_get(a, "bytes")),
+                 ac ? json_string_value(ac) : "-",
+                 (long long)json_integer_value(json_object_get(b, "bytes")),
+                 bc ? json_string_value(bc) : "-");
+        return;
+      }
+    }
+  }
+  json_first_diff(want, have, buf, len);
+}
+
+/* A copy of a fingerprint without the files' content digests. */
+static json_t *without_content(json_t *src) {
+  json_t *c = json_deep_copy(src);
+  size_t i;
+  json_t *f;
+  json_array_foreach(json_object_get(c, "files"), i, f) json_object_del(f, "content");
+  return c;
+}
+
+int qz_ckpt_check_source(const qz_ckpt *ck, const char *source_json, const char *what) {
+  json_t *have = json_object_get(ck->manifest, "source");
+  json_t *want = json_loads(source_json, 0, NULL);
+  QZ_CHECK(want, QZ_ERR_INTERNAL, "qz_ckpt_check_source: fingerprint is not JSON");
+  int has_content = 0;
+  size_t i;
+  json_t *f;
+  json_array_foreach(json_object_get(have, "files"), i, f)
+    has_content |= json_object_get(f, "content") != NULL;
+  json_t *w = has_content ? json_incref(want) : without_content(want);
+  int st = QZ_OK;
+  if (!json_equal(w, have)) {
+    char diff[1024];
+    source_diff(w, have, diff, sizeof diff);
+    st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
+                      "%s: the model is not the one checkpoint %s was made from "
+                      "(%s); pass the right --model", what, ck->dir, diff);
+  } else if (!has_content) {
+    qz_warn("%s: checkpoint %s records no content digest of its source model "
+            "(version 1): only config.json and file sizes were compared", what,
+            ck->dir);
+  }
+  json_decref(w);
+  json_decref(want);
+  return st;
+}
+
 static int mkdir_p(const char *path) {
   char buf[PATH_MAX];
   snprintf(buf, sizeof buf, "%s", path);
@@ -237,6 +335,9 @@ static int alloc_ckpt(MPI_Comm comm, const char *dir, qz_ckpt **out) {
   QZ_CALL(qz_calloc(1, sizeof *ck, "checkpoint handle", &ck));
   ck->file = -1;
   ck->file_index = -1;
+  ck->lock_fd = -1;
+  ck->digests = json_object();
+  ck->dig_to = ck->digests;
   int st = qz_comm_dup(comm, &ck->comm);
   if (st != QZ_OK) {
     free(ck);
@@ -253,11 +354,15 @@ static int alloc_ckpt(MPI_Comm comm, const char *dir, qz_ckpt **out) {
 }
 
 static int load_done(qz_ckpt *ck) {
-  ck->nblocks = (int)json_integer_value(json_object_get(ck->manifest, "nblocks"));
-  ck->bpf = (int)json_integer_value(json_object_get(ck->manifest, "blocks_per_file"));
-  QZ_CHECK(ck->nblocks > 0 && ck->bpf > 0, QZ_ERR_FORMAT,
-           "%s/manifest.json: nblocks %d and blocks_per_file %d must be > 0",
-           ck->dir, ck->nblocks, ck->bpf);
+  json_int_t nb = json_integer_value(json_object_get(ck->manifest, "nblocks"));
+  json_int_t bpf = json_integer_value(json_object_get(ck->manifest, "blocks_per_file"));
+  /* checked as 64-bit values: 2^62 must not read as 0 after a cast */
+  QZ_CHECK(nb > 0 && nb <= QZ_CKPT_MAX_BLOCKS && bpf > 0 && bpf <= QZ_CKPT_MAX_BLOCKS,
+           QZ_ERR_FORMAT,
+           "%s/manifest.json: nblocks %lld and blocks_per_file %lld must be in "
+           "1..%d", ck->dir, (long long)nb, (long long)bpf, QZ_CKPT_MAX_BLOCKS);
+  ck->nblocks = (int)nb;
+  ck->bpf = (int)bpf;
   QZ_CALL(qz_calloc((size_t)ck->nblocks, 1, "block flags", &ck->done));
   size_t i;
   json_t *b;
@@ -267,8 +372,117 @@ static int load_done(qz_ckpt *ck) {
                  k < ck->nblocks,
              QZ_ERR_FORMAT, "%s/manifest.json: completed_blocks[%zu] has no "
              "valid block index (0..%d)", ck->dir, i, ck->nblocks - 1);
+    QZ_CHECK(!ck->done[k], QZ_ERR_FORMAT,
+             "%s/manifest.json: block %lld is listed twice in completed_blocks; "
+             "the manifest was edited or is damaged", ck->dir, (long long)k);
     ck->done[k] = 1;
   }
+  return QZ_OK;
+}
+
+static int verify_one(qz_ckpt *ck, const char *file, json_t *recorded, int64_t *nds,
+                      char *why, size_t len);
+static void drop_file_entries(qz_ckpt *ck, const char *base);
+
+/* --resume trusts no file it did not check: every completed file must open
+ * and match its recorded digests; a missing, truncated or damaged one is
+ * reported and its blocks are done again (the rewrite is identical: the
+ * blocks after it were computed from its correct data).  Collective. */
+static int resume_verify(qz_ckpt *ck) {
+  json_t *files = json_deep_copy(json_object_get(ck->manifest, "files"));
+  size_t i;
+  json_t *fe;
+  int64_t nds = 0;
+  int st = QZ_OK;
+  char why[PATH_MAX + 512];
+  json_array_foreach(files, i, fe) {
+    const char *file = json_string_value(json_object_get(fe, "file"));
+    if (!file) continue;
+    st = verify_one(ck, file, json_object_get(fe, "datasets"), &nds, why, sizeof why);
+    if (st != QZ_OK) break;
+    if (!why[0]) continue;
+    if (ck->rank == 0) qz_warn("resume: %s; its blocks are quantized again", why);
+    drop_file_entries(ck, file);
+  }
+  json_decref(files);
+  QZ_CALL(st);
+  /* a damaged snapshot is dropped: the hidden states are then replayed from
+   * the embedding through the (verified) completed blocks */
+  char snap[PATH_MAX + 64];
+  snprintf(snap, sizeof snap, "%s/act-snapshot.h5", ck->dir);
+  if (access(snap, F_OK) == 0) {
+    json_t *sn = json_object_get(ck->manifest, "snapshot");
+    int same = json_is_object(sn) && qz_ckpt_snapshot_block(ck) ==
+                                         (int)json_integer_value(json_object_get(sn, "block"));
+    QZ_CALL(verify_one(ck, "act-snapshot.h5", same ? json_object_get(sn, "datasets") : NULL,
+                       &nds, why, sizeof why));
+    if (why[0]) {
+      if (ck->rank == 0) {
+        qz_warn("resume: %s; the snapshot is not used", why);
+        unlink(snap);
+      }
+      QZ_CALL_MPI(MPI_Barrier(ck->comm));
+    }
+  }
+  /* completed blocks whose file is not (or no longer) listed */
+  memset(ck->done, 0, (size_t)ck->nblocks);
+  json_array_foreach(json_object_get(ck->manifest, "completed_blocks"), i, fe)
+    ck->done[json_integer_value(json_object_get(fe, "block"))] = 1;
+  for (int b = 0; b < ck->nblocks; b++) {
+    char base[32];
+    snprintf(base, sizeof base, "blocks-%03d.h5", b / ck->bpf);
+    int listed = 0;
+    json_array_foreach(json_object_get(ck->manifest, "files"), i, fe) {
+      const char *f = json_string_value(json_object_get(fe, "file"));
+      listed |= f && strcmp(f, base) == 0;
+    }
+    if (ck->done[b] && !listed) {
+      if (ck->rank == 0)
+        qz_warn("resume: block %d is marked complete but %s is not recorded; it is "
+                "quantized again", b, base);
+      ck->done[b] = 0;
+    }
+  }
+  return QZ_OK;
+}
+
+/* One writer per checkpoint: an advisory lock (flock) on CKPT/.lock, held
+ * by rank 0 until the handle is closed. Not collective. */
+static int lock_dir(qz_ckpt *ck) {
+  char p[PATH_MAX + 16];
+  snprintf(p, sizeof p, "%s/.lock", ck->dir);
+  int fd = open(p, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  QZ_CHECK(fd >= 0, QZ_ERR_IO, "cannot write into %s: %s", ck->dir, strerror(errno));
+  if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    int e = errno;
+    close(fd);
+    QZ_CHECK(e != EWOULDBLOCK, QZ_ERR_IO,
+             "%s is being written by another mpiquant job (its lock %s is held); "
+             "wait for it or choose another --out", ck->dir, p);
+    QZ_FAIL(QZ_ERR_IO, "cannot lock %s: %s", p, strerror(e));
+  }
+  ck->lock_fd = fd;
+  return QZ_OK;
+}
+
+/* A new checkpoint goes into an empty directory or one without anything
+ * named like our files: a user's blocks-000.h5 is never overwritten. */
+static int refuse_foreign(const char *dir) {
+  DIR *d = opendir(dir);
+  QZ_CHECK(d, QZ_ERR_IO, "cannot read %s: %s", dir, strerror(errno));
+  struct dirent *e;
+  char found[300] = "";
+  while ((e = readdir(d)) && !found[0]) {
+    int n = 0, k;
+    const char *nm = e->d_name;
+    if ((sscanf(nm, "blocks-%d.h5%n", &k, &n) == 1 && n > 0) ||
+        strncmp(nm, "act-snapshot.h5", 15) == 0 || strcmp(nm, "manifest.json.tmp") == 0)
+      snprintf(found, sizeof found, "%s", nm);
+  }
+  closedir(d);
+  QZ_CHECK(!found[0], QZ_ERR_ARG,
+           "%s holds %s but no manifest.json: it is not an mpiquant checkpoint (or "
+           "its manifest was lost); choose another --out", dir, found);
   return QZ_OK;
 }
 
@@ -298,7 +512,9 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
     st = mkdir_p(ck->dir);
     if (st == QZ_OK) {
       exists = access(mpath, F_OK) == 0;
-      if (exists && !resume)
+      st = lock_dir(ck);
+      if (st == QZ_OK && !exists) st = refuse_foreign(ck->dir);
+      if (st == QZ_OK && exists && !resume)
         st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
                           "%s already holds a checkpoint (manifest.json); use "
                           "--resume to continue it or choose another --out",
@@ -320,6 +536,12 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
 
   if (resume && exists) {
     QZ_CALL_DONE(manifest_load_bcast(ck->comm, ck->rank, ck->dir, &ck->manifest));
+    json_int_t ver = json_integer_value(json_object_get(ck->manifest, "version"));
+    QZ_CHECK_DONE(ver == QZ_CKPT_VERSION, QZ_ERR_ARG,
+                  "cannot resume %s: it is a version %lld checkpoint (made by an "
+                  "older mpiquant); this version resumes version %d only. Finish it "
+                  "with the mpiquant that made it, or start a new --out",
+                  ck->dir, (long long)ver, QZ_CKPT_VERSION);
     char diff[1024];
     json_t *mo = json_object_get(ck->manifest, "options");
     json_t *ms = json_object_get(ck->manifest, "source");
@@ -330,7 +552,7 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
                    ck->dir, diff);
     }
     if (!json_equal(ms, src)) {
-      json_first_diff(src, ms, diff, sizeof diff);
+      source_diff(src, ms, diff, sizeof diff);
       QZ_FAIL_DONE(QZ_ERR_ARG,
                    "cannot resume %s: the source model differs from the one "
                    "it was made from: %s",
@@ -344,11 +566,20 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
                   "cannot resume %s: block layout differs (nblocks/blocks_per_file)",
                   ck->dir);
     QZ_CALL_DONE(load_done(ck));
-    /* drop files that never completed */
+    QZ_CALL_DONE(resume_verify(ck));
+    /* drop every temporary file a crash can leave (group files that never
+     * completed, the snapshot and manifest being written) */
     if (ck->rank == 0) {
       for (int idx = 0; idx * ck->bpf < ck->nblocks; idx++) {
         char tmp[PATH_MAX + 32];
         group_name(ck, idx, 1, tmp, sizeof tmp);
+        unlink(tmp);
+      }
+      static const char *const temps[] = {"act-snapshot.h5.tmp", "manifest.json.tmp",
+                                          ".write-test"};
+      for (size_t k = 0; k < sizeof temps / sizeof *temps; k++) {
+        char tmp[PATH_MAX + 32];
+        snprintf(tmp, sizeof tmp, "%s/%s", ck->dir, temps[k]);
         unlink(tmp);
       }
     }
@@ -401,6 +632,7 @@ done:
  * directory). Collective on the checkpoint's communicator. */
 static int publish(qz_ckpt *ck, const char *tmp, const char *fin) {
   int st = QZ_OK;
+  fault_point("closed", tmp);
   if (ck->rank == 0) {
     if (fsync_path(tmp, 0) != 0 || rename(tmp, fin) != 0)
       st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
@@ -408,6 +640,7 @@ static int publish(qz_ckpt *ck, const char *tmp, const char *fin) {
     else
       fsync_path(ck->dir, 1);
   }
+  fault_point("published", fin);
   QZ_CALL(qz_error_agree(ck->comm, st));
   return QZ_OK;
 }
@@ -425,6 +658,8 @@ void qz_ckpt_close(qz_ckpt **pck) {
   close_file(ck); /* an unfinished group stays *.tmp: not complete */
   json_decref(ck->manifest);
   json_decref(ck->pending);
+  json_decref(ck->digests);
+  if (ck->lock_fd >= 0) close(ck->lock_fd); /* releases the flock */
   free(ck->done);
   free(ck->opts_text);
   free(ck->src_text);
@@ -514,6 +749,25 @@ static int read_attr_str(hid_t obj, const char *name, char *buf, size_t len) {
   return QZ_OK;
 }
 
+/* A string attribute of any length (free()). */
+static int read_attr_alloc(hid_t obj, const char *name, char **out) {
+  *out = NULL;
+  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+  QZ_CHECK(a >= 0, QZ_ERR_FORMAT, "attribute %s missing", name);
+  hid_t t = H5Aget_type(a);
+  size_t n = H5Tget_size(t);
+  char *tmp = calloc(n + 1, 1);
+  herr_t r = tmp ? H5Aread(a, t, tmp) : -1;
+  H5Tclose(t);
+  H5Aclose(a);
+  if (r < 0) {
+    free(tmp);
+    QZ_FAIL(QZ_ERR_FORMAT, "attribute %s unreadable", name);
+  }
+  *out = tmp;
+  return QZ_OK;
+}
+
 /* ------------------------------------------------------------------ write */
 
 int qz_ckpt_begin_block(qz_ckpt *ck, int block) {
@@ -524,10 +778,12 @@ int qz_ckpt_begin_block(qz_ckpt *ck, int block) {
   if (ck->file >= 0 && ck->file_index == idx && ck->file_writing) return QZ_OK;
   close_file(ck);
   json_array_clear(ck->pending);
+  json_object_clear(ck->digests);
   char path[PATH_MAX + 32];
   group_name(ck, idx, 1, path, sizeof path);
   hid_t fapl = fapl_mpio(ck->comm);
   hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+  fault_point("create", path);
   ck->file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
   H5Pclose(fcpl);
   H5Pclose(fapl);
@@ -564,6 +820,18 @@ static hid_t create_group(hid_t file, const char *path) {
   return g;
 }
 
+/* Digest of rows [row0, row0 + nrows) of rowbytes each (a 1-D dataset's
+ * rows are its elements): a sum of per-row parts, so any split of the rows
+ * over ranks sums to the same value. */
+static uint64_t rows_digest(const void *data, int64_t row0, int64_t nrows,
+                            size_t rowbytes) {
+  const unsigned char *p = data;
+  uint64_t d = 0;
+  for (int64_t r = 0; r < nrows; r++)
+    d += qz_hash_part((uint64_t)(row0 + r), p + (size_t)r * rowbytes, rowbytes);
+  return d;
+}
+
 /* Create a chunked zstd dataset of `rank_` dims and write this rank's rows
  * [row0, row0+nrows) (all of dim 0 when row0 < 0 on rank 0 only). */
 static int write_ds(qz_ckpt *ck, hid_t grp, const char *name, hid_t mtype,
@@ -590,6 +858,27 @@ static int write_ds(qz_ckpt *ck, hid_t grp, const char *name, hid_t mtype,
   H5Pclose(dcpl);
   int st = QZ_OK;
   hid_t fs = -1, ms = -1, dx = -1;
+  /* digest of the whole dataset: this rank's rows, summed over the ranks
+   * (recorded in the manifest; mpiquant verify and --resume recompute it) */
+  uint64_t dig = nrows > 0 ? rows_digest(data, row0 > 0 ? row0 : 0, nrows,
+                                         elem_per_row_bytes)
+                           : 0;
+  {
+    int rc = MPI_Allreduce(MPI_IN_PLACE, &dig, 1, MPI_UINT64_T, MPI_SUM, ck->comm);
+    if (rc != MPI_SUCCESS) {
+      st = qz_mpi_error(rc, "MPI_Allreduce(digest)", __FILE__, __LINE__, __func__);
+      goto done;
+    }
+  }
+  if (ck->dig_to) {
+    char key[512], hex[20];
+    ssize_t gl = H5Iget_name(grp, key, sizeof key);
+    if (gl < 0) key[0] = '\0';
+    size_t kl = strlen(key);
+    snprintf(key + kl, sizeof key - kl, "%s%s", kl && key[kl - 1] == '/' ? "" : "/", name);
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)dig);
+    json_object_set_new(ck->dig_to, key, json_string(hex));
+  }
   QZ_CHECK_DONE(d >= 0, QZ_ERR_HDF5, "cannot create dataset %s", name);
   fs = H5Dget_space(d);
   hsize_t off[2] = {(hsize_t)(row0 > 0 ? row0 : 0), 0};
@@ -606,6 +895,7 @@ static int write_ds(qz_ckpt *ck, hid_t grp, const char *name, hid_t mtype,
   H5Pset_dxpl_mpio(dx, H5FD_MPIO_COLLECTIVE);
   QZ_CHECK_DONE(H5Dwrite(d, mtype, ms, fs, dx, data) >= 0, QZ_ERR_IO,
                 "collective write of dataset %s failed (disk full?)", name);
+  fault_point("dataset", name);
 done:
   if (dx >= 0) H5Pclose(dx);
   if (ms >= 0) H5Sclose(ms);
@@ -676,6 +966,36 @@ done:
   return st;
 }
 
+/* Forget the manifest's entries of group file `base` (it is being written
+ * again). Not collective. */
+static void drop_file_entries(qz_ckpt *ck, const char *base) {
+  const char *keys[2] = {"files", "completed_blocks"};
+  for (int k = 0; k < 2; k++) {
+    json_t *a = json_object_get(ck->manifest, keys[k]);
+    for (size_t i = json_array_size(a); i-- > 0;) {
+      const char *f = json_string_value(json_object_get(json_array_get(a, i), "file"));
+      if (f && strcmp(f, base) == 0) json_array_remove(a, i);
+    }
+  }
+}
+
+/* Insert e (reference stolen) into arr, ordered by key (an integer or a
+ * string): a resumed manifest lists files and blocks in the same order as
+ * an uninterrupted one. */
+static void insert_sorted(json_t *arr, json_t *e, const char *key) {
+  json_t *k = json_object_get(e, key);
+  size_t pos = json_array_size(arr);
+  while (pos > 0) {
+    json_t *p = json_object_get(json_array_get(arr, pos - 1), key);
+    int after = json_is_integer(k) ? json_integer_value(p) < json_integer_value(k)
+                                   : strcmp(json_string_value(p) ? json_string_value(p) : "",
+                                            json_string_value(k) ? json_string_value(k) : "") < 0;
+    if (after) break;
+    pos--;
+  }
+  json_array_insert_new(arr, pos, e);
+}
+
 int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json) {
   QZ_CHECK(ck->file >= 0 && ck->file_index == block / ck->bpf, QZ_ERR_INTERNAL,
            "qz_ckpt_end_block(%d) without begin", block);
@@ -713,13 +1033,18 @@ int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json) {
   json_object_set_new(fe, "file", json_string(base));
   json_object_set_new(fe, "first_block", json_integer(idx * ck->bpf));
   json_object_set_new(fe, "nblocks", json_integer(last - idx * ck->bpf));
-  json_array_append_new(files, fe);
+  json_object_set_new(fe, "datasets", ck->digests);
+  ck->digests = ck->dig_to = json_object();
+  /* a file written again (resume redoing a damaged or missing file)
+   * replaces its old entries */
+  drop_file_entries(ck, base);
+  insert_sorted(files, fe, "file");
   json_t *done = json_object_get(ck->manifest, "completed_blocks");
   size_t i;
   json_t *e;
   json_array_foreach(ck->pending, i, e) {
     json_object_set_new(e, "file", json_string(base));
-    json_array_append(done, e);
+    insert_sorted(done, json_incref(e), "block");
     ck->done[json_integer_value(json_object_get(e, "block"))] = 1;
   }
   json_array_clear(ck->pending);
@@ -744,6 +1069,8 @@ int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json) {
 
 /* ------------------------------------------------------------------- read */
 
+static int check_group_file(qz_ckpt *ck, int idx, const char *path);
+
 static int open_for_read(qz_ckpt *ck, int block) {
   QZ_CHECK(block >= 0 && block < ck->nblocks, QZ_ERR_ARG,
            "block %d outside 0..%d of checkpoint %s", block, ck->nblocks - 1,
@@ -757,18 +1084,46 @@ static int open_for_read(qz_ckpt *ck, int block) {
   close_file(ck);
   char path[PATH_MAX + 32];
   group_name(ck, idx, 0, path, sizeof path);
+  /* a FIFO or a directory would hang or flood MPI-IO: check it first, on
+   * every rank (each opens the file) */
+  QZ_CALL(qz_error_agree(ck->comm, qz_file_check_input(path)));
   hid_t fapl = fapl_mpio(ck->comm);
   ck->file = H5Fopen(path, H5F_ACC_RDONLY, fapl);
   H5Pclose(fapl);
-  QZ_CHECK(ck->file >= 0, QZ_ERR_IO, "cannot open checkpoint file %s", path);
+  QZ_CHECK(ck->file >= 0, QZ_ERR_IO, "cannot open checkpoint file %s (not an "
+           "HDF5 file, or damaged)", path);
   ck->file_index = idx;
+  int st = check_group_file(ck, idx, path);
+  if (st != QZ_OK) close_file(ck); /* not kept open as if it were valid */
+  QZ_CALL(st);
+  return QZ_OK;
+}
+
+/* Root attributes of the open group file idx: ours, this checkpoint's. */
+static int check_group_file(qz_ckpt *ck, int idx, const char *path) {
   char fmt[64] = "";
   int ver = 0;
   QZ_CALL(read_attr_str(ck->file, "format", fmt, sizeof fmt));
   QZ_CALL(read_attr_num(ck->file, "version", H5T_NATIVE_INT, &ver));
-  QZ_CHECK(strcmp(fmt, QZ_CKPT_FORMAT) == 0 && ver == QZ_CKPT_VERSION,
-           QZ_ERR_FORMAT, "%s: format '%s' version %d, expected %s version %d",
-           path, fmt, ver, QZ_CKPT_FORMAT, QZ_CKPT_VERSION);
+  QZ_CHECK(strcmp(fmt, QZ_CKPT_FORMAT) == 0 && ver >= QZ_CKPT_VERSION_MIN_READ &&
+               ver <= QZ_CKPT_VERSION,
+           QZ_ERR_FORMAT, "%s: format '%s' version %d, expected %s version %d..%d",
+           path, fmt, ver, QZ_CKPT_FORMAT, QZ_CKPT_VERSION_MIN_READ, QZ_CKPT_VERSION);
+  /* a group file copied in from another run must not pass as this one's */
+  int first = -1;
+  QZ_CALL(read_attr_num(ck->file, "first_block", H5T_NATIVE_INT, &first));
+  QZ_CHECK(first == idx * ck->bpf, QZ_ERR_FORMAT,
+           "%s holds blocks from %d, the manifest expects it to start at block %d "
+           "(a file of another checkpoint?)", path, first, idx * ck->bpf);
+  char *opts = NULL;
+  QZ_CALL(read_attr_alloc(ck->file, "options", &opts));
+  json_t *fo = json_loads(opts, 0, NULL);
+  int same = fo && json_equal(fo, json_object_get(ck->manifest, "options"));
+  json_decref(fo);
+  free(opts);
+  QZ_CHECK(same, QZ_ERR_FORMAT,
+           "%s was written by a run with other options than %s/manifest.json "
+           "records (a file of another checkpoint?)", path, ck->dir);
   return QZ_OK;
 }
 
@@ -854,8 +1209,9 @@ static int read_ds(hid_t g, const char *name, hid_t mtype, int64_t row0,
   char dummy[8];
   herr_t r = H5Dread(d, mtype, ms, fs, dx, buf ? buf : dummy);
   H5Pclose(dx);
-  QZ_CHECK_DONE(r >= 0, QZ_ERR_IO, "reading dataset %s failed (is the zstd "
-                "filter missing or the file damaged?)", name);
+  QZ_CHECK_DONE(r >= 0, QZ_ERR_FORMAT, "reading dataset %s failed: its data does not "
+                "decode (a zstd checksum mismatch: the file is damaged; mpiquant "
+                "verify lists the damage, quantize --resume rewrites it)", name);
 done:
   H5Sclose(ms);
   H5Sclose(fs);
@@ -874,15 +1230,26 @@ int qz_ckpt_read_linear(qz_ckpt *ck, int block, const char *module,
   hsize_t gdim[2];
   ds_dims(g, "g_idx", gdim);
   const hsize_t in = gdim[0];
-  /* every rank takes part in every collective read, with or without data */
-  QZ_CALL_DONE(read_ds(g, "codes", H5T_NATIVE_UINT8, row0, codes ? nrows : 0, codes));
-  QZ_CALL_DONE(read_ds(g, "scales", H5T_NATIVE_FLOAT, row0, scales ? nrows : 0, scales));
-  QZ_CALL_DONE(read_ds(g, "zeros", H5T_NATIVE_FLOAT, row0, zeros ? nrows : 0, zeros));
-  QZ_CALL_DONE(read_ds(g, "g_idx", H5T_NATIVE_INT32, 0, g_idx ? (int64_t)in : 0, g_idx));
-  QZ_CALL_DONE(read_ds(g, "perm", H5T_NATIVE_INT32, 0, perm ? (int64_t)in : 0, perm));
-done:
+  /* every rank takes part in every collective read, with or without data,
+   * also after a read failed here (damaged data fails on the ranks that
+   * decode it only): the rest is read without data, then all agree */
+  {
+    const char *names[5] = {"codes", "scales", "zeros", "g_idx", "perm"};
+    const hid_t types[5] = {H5T_NATIVE_UINT8, H5T_NATIVE_FLOAT, H5T_NATIVE_FLOAT,
+                            H5T_NATIVE_INT32, H5T_NATIVE_INT32};
+    void *bufs[5] = {codes, scales, zeros, g_idx, perm};
+    for (int k = 0; k < 5; k++) {
+      int64_t r0 = k < 3 ? row0 : 0, n = k < 3 ? nrows : (int64_t)in;
+      int sk = read_ds(g, names[k], types[k], r0, bufs[k] && st == QZ_OK ? n : 0,
+                       st == QZ_OK ? bufs[k] : NULL);
+      if (sk != QZ_OK && st == QZ_OK) {
+        st = sk;
+        qz_error_prefix("checkpoint %s, %s: ", ck->dir, path);
+      }
+    }
+  }
   H5Gclose(g);
-  if (st != QZ_OK) qz_error_prefix("checkpoint %s, %s: ", ck->dir, path);
+  st = qz_error_agree(ck->comm, st);
   return st;
 }
 
@@ -1005,6 +1372,7 @@ int qz_ckpt_write_snapshot(qz_ckpt *ck, int block, int64_t total_win,
   snprintf(tmp, sizeof tmp, "%s/act-snapshot.h5.tmp", ck->dir);
   snprintf(fin, sizeof fin, "%s/act-snapshot.h5", ck->dir);
   hid_t fapl = fapl_mpio(ck->comm);
+  fault_point("create", tmp);
   hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   H5Pclose(fapl);
   int st = f >= 0 ? QZ_OK
@@ -1014,22 +1382,36 @@ int qz_ckpt_write_snapshot(qz_ckpt *ck, int block, int64_t total_win,
   hsize_t dims[2] = {(hsize_t)(total_win * seqlen), (hsize_t)hidden};
   int save = ck->level;
   ck->level = 1; /* hidden states compress little; favour speed */
+  json_t *sdig = json_object();
+  ck->dig_to = sdig;
   st = write_ds(ck, f, "x", H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, dims,
                 win0 * seqlen, nwin * seqlen, x, (size_t)hidden * 4);
+  ck->dig_to = ck->digests;
   ck->level = save;
   if (st == QZ_OK) st = attr_int(f, "block", block);
   if (st == QZ_OK) st = attr_int(f, "seqlen", (int)seqlen);
   if (H5Fclose(f) < 0 && st == QZ_OK)
     st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
                       "closing %s failed (disk full?)", tmp);
-  QZ_CALL(qz_error_agree(ck->comm, st));
-  QZ_CALL(publish(ck, tmp, fin));
+  st = qz_error_agree(ck->comm, st);
+  if (st == QZ_OK) st = publish(ck, tmp, fin);
+  if (st != QZ_OK) {
+    json_decref(sdig);
+    QZ_CALL(st);
+  }
   json_t *sn = json_object();
   json_object_set_new(sn, "block", json_integer(block));
   json_object_set_new(sn, "file", json_string("act-snapshot.h5"));
+  json_object_set_new(sn, "datasets", sdig);
   json_object_set_new(ck->manifest, "snapshot", sn);
   QZ_CALL(manifest_commit(ck));
   return QZ_OK;
+}
+
+int qz_ckpt_snapshot_current(const qz_ckpt *ck, int block) {
+  json_t *sn = json_object_get(ck->manifest, "snapshot");
+  return json_is_object(sn) && json_integer_value(json_object_get(sn, "block")) == block &&
+         qz_ckpt_snapshot_block(ck) == block;
 }
 
 int qz_ckpt_snapshot_block(const qz_ckpt *ck) {
@@ -1037,7 +1419,10 @@ int qz_ckpt_snapshot_block(const qz_ckpt *ck) {
    * may lag by one update after a crash) */
   char fin[PATH_MAX + 32];
   snprintf(fin, sizeof fin, "%s/act-snapshot.h5", ck->dir);
-  if (access(fin, R_OK) != 0) return -1;
+  if (qz_file_check_input(fin) != QZ_OK) {
+    qz_error_clear();
+    return -1;
+  }
   hid_t f = H5Fopen(fin, H5F_ACC_RDONLY, H5P_DEFAULT);
   if (f < 0) return -1;
   int b = -1;
@@ -1054,6 +1439,7 @@ int qz_ckpt_read_snapshot(qz_ckpt *ck, int64_t total_win, int64_t seqlen,
                           int64_t hidden, int64_t win0, int64_t nwin, float *x) {
   char fin[PATH_MAX + 32];
   snprintf(fin, sizeof fin, "%s/act-snapshot.h5", ck->dir);
+  QZ_CALL(qz_error_agree(ck->comm, qz_file_check_input(fin)));
   hid_t fapl = fapl_mpio(ck->comm);
   hid_t f = H5Fopen(fin, H5F_ACC_RDONLY, fapl);
   H5Pclose(fapl);
@@ -1073,3 +1459,189 @@ int qz_ckpt_read_snapshot(qz_ckpt *ck, int64_t total_win, int64_t seqlen,
   QZ_CALL(qz_error_agree(ck->comm, st));
   return QZ_OK;
 }
+
+/* ----------------------------------------------------------------- verify */
+
+#define VERIFY_SLAB_BYTES ((size_t)32 << 20)
+
+/* Digest of dataset `path` of f as write_ds computed it, read in row slabs
+ * spread over the ranks (independent reads: a chunk that fails to decode on
+ * one rank cannot stall the others).  *bad = 1 when it cannot be opened or
+ * a chunk does not decode.  Collective on the checkpoint's communicator. */
+static int digest_dataset(qz_ckpt *ck, hid_t f, const char *path, uint64_t *dig,
+                          int *bad) {
+  *dig = 0;
+  *bad = 0;
+  int st = QZ_OK;
+  unsigned char *buf = NULL;
+  hid_t d = H5Dopen2(f, path, H5P_DEFAULT), fs = -1, ft = -1, mt = -1, dx = -1;
+  if (d < 0) {
+    *bad = 1;
+    return QZ_OK;
+  }
+  fs = H5Dget_space(d);
+  ft = H5Dget_type(d);
+  mt = H5Tget_native_type(ft, H5T_DIR_ASCEND);
+  int nd = H5Sget_simple_extent_ndims(fs);
+  hsize_t dims[2] = {0, 1};
+  if (nd < 1 || nd > 2 || mt < 0) {
+    *bad = 1;
+    goto done;
+  }
+  H5Sget_simple_extent_dims(fs, dims, NULL);
+  size_t esz = H5Tget_size(mt), rowbytes = esz * (nd == 2 ? (size_t)dims[1] : 1);
+  int64_t r0, nr, maxr = ((int64_t)dims[0] + ck->size - 1) / ck->size;
+  qz_split_even((int64_t)dims[0], ck->size, ck->rank, &r0, &nr);
+  int64_t per = (int64_t)(VERIFY_SLAB_BYTES / (rowbytes ? rowbytes : 1));
+  if (per < 1) per = 1;
+  if (per > maxr) per = maxr > 0 ? maxr : 1;
+  QZ_CALL_DONE(qz_alloc((size_t)per * rowbytes + 1, 1, "verify slab", &buf));
+  dx = H5Pcreate(H5P_DATASET_XFER);
+  H5Pset_dxpl_mpio(dx, H5FD_MPIO_INDEPENDENT);
+  uint64_t local = 0;
+  for (int64_t a = 0; a < nr && !*bad; a += per) {
+    int64_t n = nr - a < per ? nr - a : per;
+    hsize_t off[2] = {(hsize_t)(r0 + a), 0}, cnt[2] = {(hsize_t)n, dims[1]};
+    hid_t ms = H5Screate_simple(nd, cnt, NULL);
+    H5Sselect_hyperslab(fs, H5S_SELECT_SET, off, NULL, cnt, NULL);
+    if (H5Dread(d, mt, ms, fs, dx, buf) < 0) *bad = 1;
+    H5Sclose(ms);
+    if (!*bad) local += rows_digest(buf, r0 + a, n, rowbytes);
+  }
+  *dig = local;
+done:
+  {
+    int flags[1] = {*bad};
+    int rc = MPI_Allreduce(MPI_IN_PLACE, flags, 1, MPI_INT, MPI_MAX, ck->comm);
+    if (rc == MPI_SUCCESS)
+      rc = MPI_Allreduce(MPI_IN_PLACE, dig, 1, MPI_UINT64_T, MPI_SUM, ck->comm);
+    if (rc != MPI_SUCCESS && st == QZ_OK)
+      st = qz_mpi_error(rc, "MPI_Allreduce(verify)", __FILE__, __LINE__, __func__);
+    *bad = flags[0];
+  }
+  free(buf);
+  if (dx >= 0) H5Pclose(dx);
+  if (mt >= 0) H5Tclose(mt);
+  if (ft >= 0) H5Tclose(ft);
+  if (fs >= 0) H5Sclose(fs);
+  H5Dclose(d);
+  return st;
+}
+
+/* Dataset paths of a file without recorded digests (version 1). */
+static herr_t collect_ds(hid_t g, const char *name, const H5L_info_t *info, void *data) {
+  (void)info;
+  hid_t d = H5Dopen2(g, name, H5P_DEFAULT);
+  if (d >= 0) {
+    char p[512];
+    snprintf(p, sizeof p, "/%s", name);
+    json_object_set_new((json_t *)data, p, json_null());
+    H5Dclose(d);
+  }
+  return 0;
+}
+
+/* Check group file or snapshot `file` against `recorded` (path -> digest;
+ * NULL: only that every dataset decodes).  *why gets the first problem
+ * ("" when whole).  Collective on the checkpoint's communicator. */
+static int verify_one(qz_ckpt *ck, const char *file, json_t *recorded, int64_t *nds,
+                      char *why, size_t len) {
+  why[0] = '\0';
+  char path[PATH_MAX + 64];
+  snprintf(path, sizeof path, "%s/%s", ck->dir, file);
+  int st = qz_file_check_input(path);
+  if (st != QZ_OK) {
+    snprintf(why, len, "%s", qz_error_message());
+    qz_error_clear();
+    return QZ_OK; /* the same on every rank (one file system) */
+  }
+  hid_t fapl = fapl_mpio(ck->comm);
+  hid_t f = H5Fopen(path, H5F_ACC_RDONLY, fapl);
+  H5Pclose(fapl);
+  int ok = f >= 0, all_ok = ok;
+  QZ_CALL_MPI(MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, ck->comm));
+  if (!all_ok) {
+    if (f >= 0) H5Fclose(f);
+    snprintf(why, len, "%s: not a readable HDF5 file (truncated or damaged)", path);
+    return QZ_OK;
+  }
+  json_t *list = recorded ? json_incref(recorded) : json_object();
+  if (!recorded) H5Lvisit(f, H5_INDEX_NAME, H5_ITER_INC, collect_ds, list);
+  const char *key;
+  json_t *v;
+  json_object_foreach(list, key, v) {
+    uint64_t dig;
+    int bad;
+    st = digest_dataset(ck, f, key, &dig, &bad);
+    if (st != QZ_OK) break;
+    (*nds)++;
+    char hex[20];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)dig);
+    if (bad) {
+      snprintf(why, len, "%s: dataset %s is missing or its data does not decode "
+               "(a zstd checksum mismatch: the file is damaged)", path, key);
+      break;
+    }
+    if (json_is_string(v) && strcmp(json_string_value(v), hex) != 0) {
+      snprintf(why, len, "%s: dataset %s has digest %s, the manifest records %s "
+               "(the data changed after it was written)", path, key, hex,
+               json_string_value(v));
+      break;
+    }
+  }
+  json_decref(list);
+  H5Fclose(f);
+  return st;
+}
+
+int qz_ckpt_verify(qz_ckpt *ck, int *ndamaged, int64_t *ndatasets) {
+  *ndamaged = 0;
+  *ndatasets = 0;
+  char why[PATH_MAX + 512];
+  size_t i;
+  json_t *fe;
+  json_t *files = json_object_get(ck->manifest, "files");
+  json_array_foreach(files, i, fe) {
+    const char *file = json_string_value(json_object_get(fe, "file"));
+    if (!file) continue;
+    QZ_CALL(verify_one(ck, file, json_object_get(fe, "datasets"), ndatasets, why,
+                       sizeof why));
+    if (why[0]) {
+      (*ndamaged)++;
+      if (ck->rank == 0) qz_warn("verify: %s", why);
+    }
+  }
+  /* every completed block must lie in a listed file */
+  for (int b = 0; b < ck->nblocks; b++) {
+    if (!ck->done[b]) continue;
+    char base[32];
+    snprintf(base, sizeof base, "blocks-%03d.h5", b / ck->bpf);
+    int listed = 0;
+    json_array_foreach(files, i, fe) {
+      const char *f = json_string_value(json_object_get(fe, "file"));
+      listed |= f && strcmp(f, base) == 0;
+    }
+    if (!listed) {
+      (*ndamaged)++;
+      if (ck->rank == 0)
+        qz_warn("verify: %s/manifest.json marks block %d complete but lists no %s",
+                ck->dir, b, base);
+    }
+  }
+  json_t *sn = json_object_get(ck->manifest, "snapshot");
+  if (json_is_object(sn) && json_object_get(sn, "datasets")) {
+    QZ_CALL(verify_one(ck, "act-snapshot.h5", json_object_get(sn, "datasets"),
+                       ndatasets, why, sizeof why));
+    /* the snapshot file may be one update ahead of the manifest (see
+     * qz_ckpt_snapshot_block): only its decoding is decisive then */
+    if (why[0] && qz_ckpt_snapshot_block(ck) !=
+                      (int)json_integer_value(json_object_get(sn, "block")))
+      QZ_CALL(verify_one(ck, "act-snapshot.h5", NULL, ndatasets, why, sizeof why));
+    if (why[0]) {
+      (*ndamaged)++;
+      if (ck->rank == 0) qz_warn("verify: %s", why);
+    }
+  }
+  return QZ_OK;
+}
+

@@ -8,9 +8,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "mpiquant/config.h"
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/log.h"
 
 static const char *const supported_arch[] = {
@@ -322,7 +324,10 @@ int qz_config_load(const char *path, qz_model_config *cfg) {
     snprintf(buf, sizeof buf, "%s/config.json", path);
   else
     snprintf(buf, sizeof buf, "%s", path);
-  FILE *f = fopen(buf, "rb");
+  int fd;
+  QZ_CALL(qz_file_open_input(buf, &fd, NULL));
+  FILE *f = fdopen(fd, "rb");
+  if (!f) close(fd);
   QZ_CHECK(f, QZ_ERR_IO, "cannot open %s: %s", buf, strerror(errno));
   char *data = NULL;
   size_t n = 0, cap = 0;

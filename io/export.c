@@ -19,6 +19,7 @@
 #include "mpiquant/ckpt.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/export.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -93,6 +94,9 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
   qz_st *src = NULL;
   json_t *cfg = NULL;
   qz_st_shards *ss = NULL;
+  char tmpdir[PATH_MAX + 16] = "";
+  char *fp = NULL;
+  int made_tmp = 0;
   const char *fname = o->format && *o->format ? o->format : "gptq";
   const qz_export_format *fmt = find_format(fname);
   QZ_CHECK_DONE(fmt, QZ_ERR_USAGE,
@@ -101,6 +105,10 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
   const char *mdir = o->model_dir && *o->model_dir ? o->model_dir : qz_ckpt_model_dir(ck);
   QZ_CHECK_DONE(*mdir, QZ_ERR_ARG, "checkpoint %s records no source model "
                 "directory; pass --model DIR", o->ckpt_dir);
+  /* the model must be the one the checkpoint was made from: its other
+   * tensors are copied into the export */
+  QZ_CALL_DONE(qz_ckpt_source_fingerprint(comm, mdir, &fp));
+  QZ_CALL_DONE(qz_ckpt_check_source(ck, fp, "export"));
   int nb = qz_ckpt_nblocks(ck);
   QZ_CHECK_DONE(qz_ckpt_first_missing(ck) == nb, QZ_ERR_ARG,
                 "checkpoint %s is incomplete (%d of %d blocks); finish it with "
@@ -108,11 +116,11 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
                 o->ckpt_dir, qz_ckpt_first_missing(ck), nb);
   /* rank 0 opens the source model and creates the output directory */
   if (rank == 0) {
-    st = qz_st_open(mdir, &src);
-    if (st == QZ_OK && mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
-      st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
-                        "cannot create %s: %s", o->out_dir, strerror(errno));
-    if (st == QZ_OK) st = qz_st_shards_create(o->out_dir, "model", o->max_shard_bytes, 0, &ss);
+    const char *inputs[2] = {mdir, o->ckpt_dir};
+    st = qz_export_out_begin(o->out_dir, inputs, 2, o->overwrite, tmpdir, sizeof tmpdir);
+    if (st == QZ_OK) made_tmp = 1;
+    if (st == QZ_OK) st = qz_st_open(mdir, &src);
+    if (st == QZ_OK) st = qz_st_shards_create(tmpdir, "model", o->max_shard_bytes, 0, &ss);
   }
   QZ_CALL_DONE(qz_error_agree(comm, st));
 
@@ -202,7 +210,9 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
     snprintf(from, sizeof from, "%s/config.json", mdir);
     json_error_t jerr;
     if (st == QZ_OK) {
-      cfg = json_load_file(from, 0, &jerr);
+      st = qz_file_check_input(from);
+      cfg = st == QZ_OK ? json_load_file(from, 0, &jerr) : NULL;
+      if (st != QZ_OK) snprintf(jerr.text, sizeof jerr.text, "%s", qz_error_message());
       if (!cfg)
         st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
                           "%s: %s", from, jerr.text);
@@ -210,10 +220,10 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
     if (st == QZ_OK) {
       json_t *q = fmt->quant_config(&first, qz_ckpt_act_bits(ck));
       json_object_set(cfg, "quantization_config", q);
-      snprintf(to, sizeof to, "%s/config.json", o->out_dir);
+      snprintf(to, sizeof to, "%s/config.json", tmpdir);
       if (json_dump_file(cfg, to, JSON_INDENT(2)) != 0)
         st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__, "cannot write %s", to);
-      snprintf(to, sizeof to, "%s/quantize_config.json", o->out_dir);
+      snprintf(to, sizeof to, "%s/quantize_config.json", tmpdir);
       if (st == QZ_OK && fmt->quantize_config_json &&
           json_dump_file(q, to, JSON_INDENT(2)) != 0)
         st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__, "cannot write %s", to);
@@ -224,10 +234,12 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
         "special_tokens_map.json", "generation_config.json"};
     for (size_t k = 0; st == QZ_OK && k < sizeof extra / sizeof *extra; k++) {
       snprintf(from, sizeof from, "%s/%s", mdir, extra[k]);
-      snprintf(to, sizeof to, "%s/%s", o->out_dir, extra[k]);
+      snprintf(to, sizeof to, "%s/%s", tmpdir, extra[k]);
       st = qz_copy_file(from, to, 0);
     }
+    if (st == QZ_OK) st = qz_export_out_commit(o->out_dir, tmpdir);
     if (st == QZ_OK) {
+      made_tmp = 0;
       char b[32];
       if (nfolded)
         qz_info("export: %lld RMSNorm weights with folded scales from the checkpoint",
@@ -241,6 +253,8 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
   QZ_CALL_DONE(qz_error_agree(comm, st));
 done:
   qz_st_shards_abort(&ss);
+  if (made_tmp) qz_export_out_abort(tmpdir); /* a failed export leaves nothing */
+  free(fp);
   json_decref(cfg);
   qz_st_close(&src);
   qz_ckpt_close(&ck);

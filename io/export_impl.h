@@ -52,4 +52,15 @@ int qz_export_read_rows(qz_ckpt *ck, int rank, int layer, const char *mod,
                         qz_export_rows *r);
 void qz_export_rows_free(qz_export_rows *r); /* accepts a zeroed struct */
 
+/* Output directory (rank 0; io/export_out.c).  begin: refuse an --out
+ * that is or contains one of `inputs`, or that is not empty (without
+ * overwrite) or holds files an export does not write; create the fresh
+ * sibling directory `tmp` (OUT.partial) the export is written into.
+ * commit: put tmp in place of OUT (the previous export, if any, is removed).
+ * abort: remove tmp and what was written into it.  Not collective. */
+int qz_export_out_begin(const char *out, const char *const *inputs, int ninputs,
+                        int overwrite, char *tmp, size_t len);
+int qz_export_out_commit(const char *out, const char *tmp);
+void qz_export_out_abort(const char *tmp);
+
 #endif

@@ -1,4 +1,7 @@
 /* HDF5 filter 32015 (zstd).  cd_values[0] = compression level (default 3).
+ * Every frame carries zstd's content checksum (XXH64, 4 bytes), so a damaged
+ * chunk fails to decode instead of yielding other numbers; frames written
+ * without it (checkpoint version 1) still decode.
  * Built twice: into the io library (registered in-process with H5Zregister)
  * and, with QZ_H5ZSTD_PLUGIN, as a dynamically loaded plugin so that h5dump /
  * h5ls read our checkpoints with HDF5_PLUGIN_PATH=<build>/h5plugin. */
@@ -36,9 +39,16 @@ static size_t zstd_filter(unsigned int flags, size_t cd_nelmts,
     if (level < 1) level = 1;
     if (level > ZSTD_maxCLevel()) level = ZSTD_maxCLevel();
     size_t cap = ZSTD_compressBound(nbytes);
-    out = malloc(cap);
-    if (!out) return 0;
-    out_len = ZSTD_compress(out, cap, *buf, nbytes, level);
+    ZSTD_CCtx *cc = ZSTD_createCCtx();
+    out = cc ? malloc(cap) : NULL;
+    if (!out) {
+      ZSTD_freeCCtx(cc);
+      return 0;
+    }
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_compressionLevel, level);
+    ZSTD_CCtx_setParameter(cc, ZSTD_c_checksumFlag, 1);
+    out_len = ZSTD_compress2(cc, out, cap, *buf, nbytes);
+    ZSTD_freeCCtx(cc);
     if (ZSTD_isError(out_len)) {
       free(out);
       return 0;

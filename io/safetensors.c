@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
@@ -403,16 +404,10 @@ static int st_add_files(qz_st *st, int n) {
 }
 
 static int map_file(st_file *f) {
-  int fd = open(f->path, O_RDONLY | O_CLOEXEC);
-  QZ_CHECK(fd >= 0, QZ_ERR_IO, "cannot open %s: %s", f->path, strerror(errno));
-  struct stat sb;
-  if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
-    int e = errno;
-    close(fd);
-    QZ_FAIL(QZ_ERR_IO, "%s: not a regular file (%s)", f->path,
-            S_ISDIR(sb.st_mode) ? "a directory" : strerror(e));
-  }
-  f->size = (size_t)sb.st_size;
+  int fd;
+  int64_t size;
+  QZ_CALL(qz_file_open_input(f->path, &fd, &size));
+  f->size = (size_t)size;
   if (f->size == 0) {
     close(fd);
     static const uint8_t empty[1] = {0};
@@ -473,6 +468,7 @@ static int safe_shard_name(const char *s) {
 static int open_index(qz_st *st, const char *path) {
   int rc = QZ_OK;
   json_error_t jerr;
+  QZ_CALL(qz_file_check_input(path));
   json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
   char *dir = strdup(path);
   if (!dir) {

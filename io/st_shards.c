@@ -7,8 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
 
@@ -111,11 +113,12 @@ done:
 }
 
 int qz_copy_file(const char *from, const char *to, int required) {
-  FILE *a = fopen(from, "rb");
-  if (!a) {
-    QZ_CHECK(!required, QZ_ERR_IO, "cannot open %s: %s", from, strerror(errno));
-    return QZ_OK;
-  }
+  if (!required && access(from, F_OK) != 0) return QZ_OK;
+  int fd;
+  QZ_CALL(qz_file_open_input(from, &fd, NULL));
+  FILE *a = fdopen(fd, "rb");
+  if (!a) close(fd);
+  QZ_CHECK(a, QZ_ERR_IO, "cannot open %s: %s", from, strerror(errno));
   FILE *b = fopen(to, "wb");
   if (!b) {
     fclose(a);

@@ -96,6 +96,15 @@ struct qz_tokenizer {
   added_tok *added;
   int nadded;
   unsigned char added_first[256]; /* some added token starts with this byte */
+  /* trie of the added tokens: edge (node, byte) -> child in an open-addressed
+   * table; node_tok[node] = added token ending there or -1.  Matching at a
+   * text position costs at most the longest token's length, whatever the
+   * number of added tokens. */
+  uint64_t *trie_key;  /* (node + 1) << 8 | byte, 0 = empty */
+  int32_t *trie_child;
+  size_t trie_mask;
+  int32_t *node_tok;
+  int32_t nnodes;
   int32_t prefix[8], suffix[8];
   int nprefix, nsuffix;
 };
@@ -194,6 +203,9 @@ void qz_tokenizer_free(qz_tokenizer **pt) {
   free(t->norm);
   for (int i = 0; i < t->nadded; i++) free(t->added[i].s);
   free(t->added);
+  free(t->trie_key);
+  free(t->trie_child);
+  free(t->node_tok);
   free(t->origin);
   free(t);
   *pt = NULL;
@@ -445,6 +457,67 @@ static int set_piece(qz_tokenizer *t, int64_t id, const char *s, size_t n) {
   return 1;
 }
 
+/* Room for every node of `bytes` bytes of added tokens (+ the root). */
+static int trie_init(qz_tokenizer *t, size_t bytes) {
+  size_t cap = 16;
+  while (cap < 2 * bytes + 16) cap <<= 1;
+  t->trie_key = calloc(cap, sizeof *t->trie_key);
+  t->trie_child = malloc(cap * sizeof *t->trie_child);
+  t->node_tok = malloc((bytes + 1) * sizeof *t->node_tok);
+  QZ_CHECK(t->trie_key && t->trie_child && t->node_tok, QZ_ERR_MEM,
+           "out of memory for the added-token index");
+  t->trie_mask = cap - 1;
+  t->node_tok[0] = -1;
+  t->nnodes = 1;
+  return QZ_OK;
+}
+
+static size_t trie_slot(const qz_tokenizer *t, uint64_t key) {
+  uint64_t h = key * 0x9E3779B97F4A7C15ULL;
+  return (size_t)(h >> 17) & t->trie_mask;
+}
+
+/* Child of node on byte c, or -1. */
+static int32_t trie_next(const qz_tokenizer *t, int32_t node, unsigned char c) {
+  uint64_t key = ((uint64_t)node + 1) << 8 | c;
+  for (size_t i = trie_slot(t, key);; i = (i + 1) & t->trie_mask) {
+    if (t->trie_key[i] == key) return t->trie_child[i];
+    if (t->trie_key[i] == 0) return -1;
+  }
+}
+
+/* Insert token k (s, n); a duplicate content keeps the first token. */
+static void trie_add(qz_tokenizer *t, const char *s, size_t n, int k) {
+  int32_t node = 0;
+  for (size_t j = 0; j < n; j++) {
+    unsigned char c = (unsigned char)s[j];
+    int32_t nx = trie_next(t, node, c);
+    if (nx < 0) {
+      uint64_t key = ((uint64_t)node + 1) << 8 | c;
+      size_t i = trie_slot(t, key);
+      while (t->trie_key[i]) i = (i + 1) & t->trie_mask;
+      nx = t->nnodes++;
+      t->node_tok[nx] = -1;
+      t->trie_key[i] = key;
+      t->trie_child[i] = nx;
+    }
+    node = nx;
+  }
+  if (t->node_tok[node] < 0) t->node_tok[node] = k;
+}
+
+/* The longest added token at text[0..len), or -1. */
+static int trie_match(const qz_tokenizer *t, const char *text, size_t len) {
+  int best = -1;
+  int32_t node = 0;
+  for (size_t j = 0; j < len && j < QZ_TOK_ADDED_MAX_BYTES; j++) {
+    node = trie_next(t, node, (unsigned char)text[j]);
+    if (node < 0) break;
+    if (t->node_tok[node] >= 0) best = t->node_tok[node];
+  }
+  return best;
+}
+
 static int parse_model(qz_tokenizer *t, json_t *root) {
   const char *o = t->origin;
   json_t *m = json_object_get(root, "model");
@@ -497,6 +570,13 @@ static int parse_model(qz_tokenizer *t, json_t *root) {
              "and a non-empty 'content'", o, i);
     if (json_integer_value(id) > maxid) maxid = json_integer_value(id);
   }
+  /* tables are indexed by id: ids must be about as dense as the entries
+   * (a 61-byte file with one id 2^30-1 must not allocate 8 GiB) */
+  size_t nent = json_object_size(vocab) + json_array_size(added);
+  QZ_CHECK((uint64_t)maxid < 2 * (uint64_t)nent + QZ_TOK_ID_SLACK, QZ_ERR_FORMAT,
+           "%s: token id %lld is far beyond the %zu vocabulary and added entries "
+           "(ids must be below 2 x entries + %d)", o, (long long)maxid, nent,
+           QZ_TOK_ID_SLACK);
   t->nvocab = maxid + 1;
   t->piece = calloc((size_t)t->nvocab, sizeof *t->piece);
   t->piece_len = calloc((size_t)t->nvocab, sizeof *t->piece_len);
@@ -516,6 +596,15 @@ static int parse_model(qz_tokenizer *t, json_t *root) {
   /* added tokens: literal matches on the raw text */
   t->added = calloc(json_array_size(added) + 1, sizeof *t->added);
   QZ_CHECK(t->added, QZ_ERR_MEM, "out of memory");
+  size_t tbytes = 1;
+  for (size_t i = 0; i < json_array_size(added); i++) {
+    size_t n = json_string_length(json_object_get(json_array_get(added, i), "content"));
+    QZ_CHECK(n <= QZ_TOK_ADDED_MAX_BYTES, QZ_ERR_FORMAT,
+             "%s: added_tokens[%zu] is %zu bytes long (at most %d)", o, i, n,
+             QZ_TOK_ADDED_MAX_BYTES);
+    tbytes += n;
+  }
+  QZ_CALL(trie_init(t, tbytes));
   for (size_t i = 0; i < json_array_size(added); i++) {
     json_t *a = json_array_get(added, i);
     int64_t id = json_integer_value(json_object_get(a, "id"));
@@ -530,6 +619,7 @@ static int parse_model(qz_tokenizer *t, json_t *root) {
     at->id = (int32_t)id;
     QZ_CHECK(at->s, QZ_ERR_MEM, "out of memory");
     t->added_first[(unsigned char)c[0]] = 1;
+    trie_add(t, c, n, t->nadded - 1);
   }
   json_t *unk = json_object_get(m, "unk_token");
   t->unk_id = -1;
@@ -876,6 +966,12 @@ static int normalize(const qz_tokenizer *t, const char *seg, size_t n,
     const norm_step *s = &t->norm[k];
     if (s->kind == NORM_PREPEND) {
       if (cl == 0) continue; /* the reference skips empty strings */
+      if (cl + s->la > QZ_TOK_NORM_GROWTH * n + QZ_TOK_NORM_SLACK) {
+        free(cur);
+        QZ_FAIL(QZ_ERR_FORMAT, "%s: the normalizer expands a %zu-byte piece of text "
+                "beyond %d x + %d bytes (a long Prepend?)", t->origin, n,
+                QZ_TOK_NORM_GROWTH, QZ_TOK_NORM_SLACK);
+      }
       nxt = malloc(cl + s->la + 1);
       if (!nxt) {
         free(cur);
@@ -890,6 +986,12 @@ static int normalize(const qz_tokenizer *t, const char *seg, size_t n,
         if (memcmp(cur + i, s->a, s->la) == 0) cnt++, i += s->la;
         else i++;
       size_t nl = cl + cnt * s->lb - cnt * s->la;
+      if (nl > QZ_TOK_NORM_GROWTH * n + QZ_TOK_NORM_SLACK) {
+        free(cur);
+        QZ_FAIL(QZ_ERR_FORMAT, "%s: the normalizer expands a %zu-byte piece of text to "
+                "%zu bytes; more than %d x + %d is refused (a Replace with a long "
+                "'content'?)", t->origin, n, nl, QZ_TOK_NORM_GROWTH, QZ_TOK_NORM_SLACK);
+      }
       nxt = malloc(nl + 1);
       if (!nxt) {
         free(cur);
@@ -1172,11 +1274,7 @@ int qz_tokenizer_encode(const qz_tokenizer *t, const char *text, size_t len,
   for (size_t i = 0; i <= len;) {
     int best = -1;
     if (i < len && t->added_first[(unsigned char)text[i]])
-      for (int k = 0; k < t->nadded; k++)
-        if (t->added[k].len <= len - i &&
-            memcmp(text + i, t->added[k].s, t->added[k].len) == 0 &&
-            (best < 0 || t->added[k].len > t->added[best].len))
-          best = k;
+      best = trie_match(t, text + i, len - i);
     if (best < 0 && i < len) {
       i++;
       continue;

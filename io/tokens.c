@@ -9,61 +9,14 @@
 #include <unistd.h>
 
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/tokenizer.h"
 
-/* Whole file into memory (token files are at most a few hundred MB). */
+/* Whole file into memory (token files are at most a few hundred MB); only
+ * regular files: a FIFO or a device would block or never end. */
 static int slurp(const char *path, char **out, size_t *len) {
-  *out = NULL;
-  *len = 0;
-  FILE *f = fopen(path, "rb");
-  QZ_CHECK(f, QZ_ERR_IO, "cannot open %s: %s", path, strerror(errno));
-  struct stat sb;
-  if (fstat(fileno(f), &sb) != 0 || S_ISDIR(sb.st_mode)) {
-    fclose(f);
-    QZ_FAIL(QZ_ERR_IO, "%s: is a directory, expected a file", path);
-  }
-  if (!S_ISREG(sb.st_mode)) { /* pipe or terminal: read until EOF */
-    size_t cap = 1 << 16, n = 0;
-    char *buf = malloc(cap);
-    while (buf) {
-      n += fread(buf + n, 1, cap - n - 1, f);
-      if (n + 1 < cap) break;
-      char *b2 = realloc(buf, cap * 2);
-      if (!b2) {
-        free(buf);
-        buf = NULL;
-      }
-      buf = b2;
-      cap *= 2;
-    }
-    int err = ferror(f);
-    fclose(f);
-    QZ_CHECK(buf, QZ_ERR_MEM, "%s: out of memory", path);
-    if (err) {
-      free(buf);
-      QZ_FAIL(QZ_ERR_IO, "%s: read error", path);
-    }
-    buf[n] = 0;
-    *out = buf;
-    *len = n;
-    return QZ_OK;
-  }
-  size_t n = (size_t)sb.st_size;
-  char *buf = malloc(n + 1);
-  if (!buf) {
-    fclose(f);
-    QZ_FAIL(QZ_ERR_MEM, "%s: cannot allocate %zu bytes", path, n + 1);
-  }
-  size_t r = n ? fread(buf, 1, n, f) : 0;
-  fclose(f);
-  if (r != n) {
-    free(buf);
-    QZ_FAIL(QZ_ERR_IO, "%s: short read (%zu of %zu bytes)", path, r, n);
-  }
-  buf[n] = 0;
-  *out = buf;
-  *len = n;
+  QZ_CALL(qz_file_read_all(path, out, len));
   return QZ_OK;
 }
 

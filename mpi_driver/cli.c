@@ -28,6 +28,8 @@ const qz_command qz_commands[] = {
      qz_cmd_layer},
     {"tokenize", "tokenize a text file with a model's tokenizer.json",
      qz_cmd_tokenize},
+    {"verify", "check a checkpoint's data against the digests it records",
+     qz_cmd_verify},
     {"synth", "random model dir of a given shape (70B/405B-shaped benchmarks)", qz_cmd_synth},
     {NULL, NULL, NULL},
 };

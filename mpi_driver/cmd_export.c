@@ -11,7 +11,7 @@
 static void usage(FILE *f) {
   fprintf(f,
           "usage: mpiquant export --ckpt CKPT --out DIR [--format gptq|compressed-tensors]\n"
-          "                       [--model DIR] [--max-shard-size GB]\n\n"
+          "                       [--model DIR] [--max-shard-size GB] [--overwrite]\n\n"
           "Writes a Hugging Face model directory that transformers and vLLM load:\n"
           "config.json with quantization_config, model.safetensors (sharded with an\n"
           "index when larger than --max-shard-size), RMSNorm weights with folded\n"
@@ -28,10 +28,13 @@ static void usage(FILE *f) {
           "                      [out, 1]; dynamic per-token int8 activations when the\n"
           "                      checkpoint expects them. See docs/methods.md.\n\n"
           "  --ckpt CKPT           checkpoint directory made by mpiquant quantize\n"
-          "  --out DIR             output directory (created)\n"
+          "  --out DIR             output directory: new or empty; written as DIR.partial\n"
+          "                        and renamed when complete (never an input directory)\n"
           "  --format F            gptq (default) or compressed-tensors\n"
           "  --model DIR           source model (default: the one the checkpoint records)\n"
-          "  --max-shard-size GB   shard size limit (default 4)\n");
+          "  --max-shard-size GB   shard size limit (default 4)\n"
+          "  --overwrite           replace the previous export in a non-empty --out (only\n"
+          "                        when it holds nothing but an export's files)\n");
 }
 
 int qz_cmd_export(qz_ctx *ctx, int argc, char **argv) {
@@ -39,6 +42,7 @@ int qz_cmd_export(qz_ctx *ctx, int argc, char **argv) {
       {"ckpt", required_argument, 0, 'c'}, {"out", required_argument, 0, 'o'},
       {"format", required_argument, 0, 'f'}, {"model", required_argument, 0, 'm'},
       {"max-shard-size", required_argument, 0, 's'}, {"help", no_argument, 0, 'h'},
+      {"overwrite", no_argument, 0, 'w'},
       {0, 0, 0, 0}};
   qz_export_opts o = {0};
   const char *format = "gptq";
@@ -52,6 +56,7 @@ int qz_cmd_export(qz_ctx *ctx, int argc, char **argv) {
       case 'o': o.out_dir = optarg; break;
       case 'f': format = optarg; break;
       case 'm': o.model_dir = optarg; break;
+      case 'w': o.overwrite = 1; break;
       case 's': QZ_CALL(qz_cli_double("--max-shard-size", optarg, 1e-6, 1e6, &gb)); break;
       case 'h': if (ctx->rank == 0) usage(stdout); return QZ_OK;
       default:

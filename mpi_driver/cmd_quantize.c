@@ -192,6 +192,10 @@ static int parse(int argc, char **argv, qopts *o) {
   QZ_CHECK(o->outlier_frac == 0 || !strcmp(o->method, "quantease"), QZ_ERR_USAGE,
            "quantize: --outlier-frac needs --method quantease");
   int sq = strcmp(o->method, "smoothquant") == 0, awq = strcmp(o->method, "awq") == 0;
+  QZ_CHECK(!strcmp(o->method, "gptq") || awq || sq || !(o->act_order || o->static_groups),
+           QZ_ERR_USAGE, "quantize --method %s: --act-order and --static-groups are GPTQ "
+           "options (--method gptq, or awq --awq-then-gptq); %s would ignore them",
+           o->method, o->method);
   QZ_CHECK(sq || !(o->alpha_set || o->no_smooth), QZ_ERR_USAGE,
            "quantize: --alpha and --no-smooth belong to --method smoothquant");
   QZ_CHECK(!(o->alpha_set && o->no_smooth), QZ_ERR_USAGE,
@@ -277,35 +281,6 @@ static uint64_t fnv1a(const void *p, size_t n) {
   uint64_t h = 1469598103934665603ull;
   for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 1099511628211ull;
   return h;
-}
-
-/* {"config": <config.json>, "files": [{"name", "bytes"}...]} on rank 0 */
-static int source_fingerprint(const char *dir, char **out) {
-  char path[4200];
-  snprintf(path, sizeof path, "%s/config.json", dir);
-  json_error_t jerr;
-  json_t *cfg = json_load_file(path, 0, &jerr);
-  QZ_CHECK(cfg, QZ_ERR_FORMAT, "%s: %s", path, jerr.text);
-  json_t *files = json_array();
-  struct dirent **list = NULL;
-  int n = scandir(dir, &list, NULL, alphasort);
-  for (int i = 0; i < n; i++) {
-    const char *nm = list[i]->d_name;
-    if (ends_with(nm, ".safetensors")) {
-      struct stat sb;
-      snprintf(path, sizeof path, "%s/%s", dir, nm);
-      if (stat(path, &sb) == 0)
-        json_array_append_new(files, json_pack("{s:s, s:I}", "name", nm, "bytes",
-                                               (json_int_t)sb.st_size));
-    }
-    free(list[i]);
-  }
-  free(list);
-  json_t *j = json_pack("{s:o, s:o}", "config", cfg, "files", files);
-  *out = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
-  json_decref(j);
-  QZ_CHECK(*out, QZ_ERR_MEM, "cannot serialise the source fingerprint");
-  return QZ_OK;
 }
 
 /* Bytes in the regular files of a directory (rank 0, for the final log). */
@@ -717,14 +692,7 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   }
 
   /* checkpoint (fingerprint and options decide whether a resume is valid) */
-  if (ctx->rank == 0) st = source_fingerprint(o.model, &src);
-  QZ_CALL_DONE(qz_error_agree(comm, st));
-  {
-    long len = ctx->rank == 0 ? (long)strlen(src) + 1 : 0;
-    QZ_CALL_MPI(MPI_Bcast(&len, 1, MPI_LONG, 0, comm));
-    if (ctx->rank != 0) QZ_CALL_DONE(qz_alloc((size_t)len, 1, "fingerprint", &src));
-    QZ_CALL_MPI(MPI_Bcast(src, (int)len, MPI_CHAR, 0, comm));
-  }
+  QZ_CALL_DONE(qz_ckpt_source_fingerprint(comm, o.model, &src));
   opt = options_json(&o, nwin, L, calib_hash);
   char absdir[4096];
   if (!realpath(o.model, absdir)) snprintf(absdir, sizeof absdir, "%s", o.model);
@@ -798,6 +766,12 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
   }
 
   int snap_every = o.snapshot_every ? (int)o.snapshot_every : (nblocks + 9) / 10;
+  /* a crash during the snapshot at b0 (the last one written before it): write
+   * it again, so that a resumed checkpoint equals an uninterrupted one */
+  if (need_calib && b0 > lb && b0 < le && b0 % snap_every == 0 &&
+      !qz_ckpt_snapshot_current(r.ck, b0))
+    QZ_CALL_DONE(qz_ckpt_write_snapshot(r.ck, b0, nwin, L, cfg->hidden_size, first, count,
+                                        qz_fwd_hidden(f)));
   qz_progress prog;
   qz_progress_begin(&prog, "quantize blocks", le - b0);
   prog.interval = 0.0;

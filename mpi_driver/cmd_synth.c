@@ -33,6 +33,7 @@
 #include "mpiquant/comm.h"
 #include "mpiquant/config.h"
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
@@ -219,6 +220,7 @@ static int gen(synth *s, const char *name, gen_kind kind, int64_t rows,
 /* config.json: the input config with num_hidden_layers and torch_dtype set. */
 static int write_config(const synth_opts *o) {
   json_error_t jerr;
+  QZ_CALL(qz_file_check_input(o->config));
   json_t *j = json_load_file(o->config, 0, &jerr);
   QZ_CHECK(j && json_is_object(j), QZ_ERR_FORMAT, "%s: %s", o->config,
            j ? "not a JSON object" : jerr.text);

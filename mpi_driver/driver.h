@@ -54,5 +54,6 @@ int qz_cmd_inspect(qz_ctx *ctx, int argc, char **argv);
 int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv);
 int qz_cmd_tokenize(qz_ctx *ctx, int argc, char **argv);
 int qz_cmd_synth(qz_ctx *ctx, int argc, char **argv);
+int qz_cmd_verify(qz_ctx *ctx, int argc, char **argv);
 
 #endif

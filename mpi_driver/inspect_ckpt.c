@@ -8,6 +8,7 @@
 #include "driver.h"
 #include "mpiquant/ckpt.h"
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/h5zstd.h"
 
 static void print_linear(hid_t f, int block, const char *mod) {
@@ -48,6 +49,7 @@ int qz_inspect_ckpt(const char *dir, int as_json) {
   char path[4200];
   snprintf(path, sizeof path, "%s/manifest.json", dir);
   json_error_t jerr;
+  QZ_CALL(qz_file_check_input(path));
   json_t *m = json_load_file(path, 0, &jerr);
   QZ_CHECK(m, QZ_ERR_FORMAT, "%s: not valid JSON (line %d: %s)", path, jerr.line, jerr.text);
   const char *fmt = json_string_value(json_object_get(m, "format"));
@@ -90,7 +92,8 @@ int qz_inspect_ckpt(const char *dir, int as_json) {
     double secs = json_real_value(json_object_get(json_object_get(b, "stats"), "seconds"));
     printf("  block %d  (%s, %.2f s)\n", blk, file ? file : "?", secs);
     snprintf(path, sizeof path, "%s/%s", dir, file ? file : "");
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    hid_t f = qz_file_check_input(path) == QZ_OK
+                  ? H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
     if (f < 0) {
       printf("    (cannot open %s)\n", path);
       continue;

@@ -36,6 +36,7 @@
 #include "mpiquant/blas.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/grid.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -80,6 +81,7 @@ void qz_plan_rates_default(qz_plan_rates *r) {
 
 int qz_plan_rates_load(const char *path, qz_plan_rates *r) {
   json_error_t jerr;
+  QZ_CALL(qz_file_check_input(path));
   json_t *j = json_load_file(path, 0, &jerr);
   QZ_CHECK(j && json_is_object(j), QZ_ERR_FORMAT, "rates file %s: %s", path,
            j ? "not a JSON object" : jerr.text);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "mpiquant/error.h"
+#include "mpiquant/file.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/timing.h"
@@ -89,7 +90,8 @@ static json_t *load_row(const qz_sweep_spec *s, const char *out, const qz_sweep_
   qz_sweep_row_path(out, p, path, sizeof path);
   if (!qz_sweep_exists(path)) return NULL;
   json_error_t je;
-  json_t *r = json_load_file(path, 0, &je);
+  json_t *r = qz_file_check_input(path) == QZ_OK ? json_load_file(path, 0, &je) : NULL;
+  if (!r) snprintf(je.text, sizeof je.text, "%s", qz_error_message());
   if (!r || !json_is_object(r)) {
     qz_warn("sweep: ignoring unreadable row %s (%s); the point will run again", path,
             r ? "not an object" : je.text);

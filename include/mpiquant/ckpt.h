@@ -1,4 +1,4 @@
-/* The mpiquant checkpoint (format "mpiquant-ckpt", version 1).
+/* The mpiquant checkpoint (format "mpiquant-ckpt", version 2).
  *
  * A directory:
  *   manifest.json        options, source fingerprint, completed blocks + stats
@@ -32,7 +32,14 @@ extern "C" {
 #endif
 
 #define QZ_CKPT_FORMAT "mpiquant-ckpt"
-#define QZ_CKPT_VERSION 1
+/* 2: source fingerprint with content digests, zstd frame checksums,
+ * per-dataset digests in the manifest.  Version 1 checkpoints are still read
+ * (eval, export, inspect, verify: what they lack is reported) but not
+ * resumed. */
+#define QZ_CKPT_VERSION 2
+#define QZ_CKPT_VERSION_MIN_READ 1
+/* More blocks than any model has (405B: 126); larger manifests are damaged. */
+#define QZ_CKPT_MAX_BLOCKS 100000
 
 typedef struct qz_ckpt qz_ckpt;
 
@@ -52,6 +59,20 @@ typedef struct {
   const char *mpiquant_version;
   const char *model_dir;     /* source model directory (informational; export default) */
 } qz_ckpt_params;
+
+/* The source fingerprint a checkpoint records of a model directory:
+ * {"config": <config.json>, "files": [{"name", "bytes", "content"}]} for
+ * every *.safetensors file, "content" a 64-bit digest of all its bytes
+ * (read in 16 MiB chunks dealt over the ranks: each rank reads ~1/P of the
+ * model; the value does not depend on np).  Collective on comm; the same
+ * string (free()) on every rank. */
+int qz_ckpt_source_fingerprint(MPI_Comm comm, const char *model_dir, char **out);
+/* QZ_ERR_ARG naming the first difference when source_json (a fingerprint
+ * of the model about to be used for `what`, e.g. "export") differs from the
+ * one the checkpoint records.  A version-1 checkpoint records no content
+ * digests: only config and sizes are compared, with a warning.
+ * Not collective (the manifest is the same on every rank). */
+int qz_ckpt_check_source(const qz_ckpt *ck, const char *source_json, const char *what);
 
 /* Create a new checkpoint directory (must not hold a manifest unless
  * `resume`).  With resume: the manifest's options and source must equal
@@ -144,6 +165,15 @@ int qz_ckpt_read_outliers(qz_ckpt *ck, int block, const char *module,
 void qz_outliers_add_rows(int64_t row0, int64_t nrows, int64_t in, int64_t nnz,
                           const int64_t *idx, const float *val, float *q);
 
+/* Check the checkpoint's data: every completed group file (and the
+ * snapshot) opens, every dataset decodes (zstd frame checksums) and its
+ * digest equals the one the manifest records (version 2; version 1 files
+ * are only decoded).  Rank 0 logs one warning per damaged file naming the
+ * file and the first damaged dataset; *ndamaged counts them, *ndatasets the
+ * datasets read.  Reads the whole checkpoint once (1/P per rank).
+ * Collective on comm. */
+int qz_ckpt_verify(qz_ckpt *ck, int *ndamaged, int64_t *ndatasets);
+
 /* Hidden-state snapshot at the input of block `block`: windows
  * [win0, win0+nwin) of `total_win` on this rank, each [seqlen, hidden] f32.
  * Written to act-snapshot.h5.tmp then renamed; the manifest records it.
@@ -151,6 +181,11 @@ void qz_outliers_add_rows(int64_t row0, int64_t nrows, int64_t in, int64_t nnz,
 int qz_ckpt_write_snapshot(qz_ckpt *ck, int block, int64_t total_win,
                            int64_t seqlen, int64_t hidden, int64_t win0,
                            int64_t nwin, const float *x);
+/* 1 when both act-snapshot.h5 and the manifest hold the snapshot of
+ * `block` (after a crash during a snapshot write they may not: resume then
+ * writes it again, so that the directory equals an uninterrupted run's).
+ * Not collective. */
+int qz_ckpt_snapshot_current(const qz_ckpt *ck, int block);
 /* Block index of the snapshot, or -1. Not collective. */
 int qz_ckpt_snapshot_block(const qz_ckpt *ck);
 /* Read this rank's windows of the snapshot. Collective on comm. */

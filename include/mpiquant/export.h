@@ -24,6 +24,7 @@ typedef struct {
   const char *out_dir;
   int64_t max_shard_bytes;    /* 0: 4 GiB */
   const char *format;         /* "gptq" (NULL: gptq) or "compressed-tensors" */
+  int overwrite;              /* replace a previous export in out_dir */
 } qz_export_opts;
 
 /* Checkpoint -> Hugging Face model directory in o->format:

@@ -12,6 +12,18 @@ extern "C" {
 
 typedef struct qz_tokenizer qz_tokenizer;
 
+/* Limits that keep a hostile tokenizer.json from costing unbounded memory
+ * or time (docs/io.md): token ids below 2 x (vocab + added entries) +
+ * QZ_TOK_ID_SLACK; added tokens at most QZ_TOK_ADDED_MAX_BYTES long
+ * (matched through a trie: O(text x that length) at worst); the normalizer
+ * may grow a piece of text to at most QZ_TOK_NORM_GROWTH x its length +
+ * QZ_TOK_NORM_SLACK bytes (Llama-2's " " -> "\u2581" plus a prepended
+ * "\u2581" needs 3x + 3). */
+#define QZ_TOK_ID_SLACK 1024
+#define QZ_TOK_ADDED_MAX_BYTES 1024
+#define QZ_TOK_NORM_GROWTH 4
+#define QZ_TOK_NORM_SLACK 64
+
 /* `path`: tokenizer.json or a model directory holding it. Not collective. */
 int qz_tokenizer_load(const char *path, qz_tokenizer **out);
 void qz_tokenizer_free(qz_tokenizer **tok);
