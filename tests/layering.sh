@@ -7,8 +7,8 @@ cd "${QZ_SOURCE_DIR:?}"
 layer_of_header() {
   local h=$1
   case "$h" in
-    error.h|comm.h|log.h|timing.h|mem.h|h5zstd.h|safetensors.h|config.h|tokenizer.h|ckpt.h|export.h) echo 0 ;;
-    shard.h|forward.h|model.h|windows.h|eval.h) echo 1 ;;
+    error.h|comm.h|log.h|timing.h|mem.h|h5zstd.h|safetensors.h|config.h|tokenizer.h|ckpt.h|export.h|tasks.h) echo 0 ;;
+    shard.h|forward.h|model.h|windows.h|eval.h|loglik.h) echo 1 ;;
     blas.h|scalapack.h|grid.h|hessian.h|chol.h) echo 2 ;;
     quant.h|gptq.h|method.h|rtn.h|awq.h|smoothquant.h|quantease.h) echo 3 ;;
     *) echo 9 ;;
