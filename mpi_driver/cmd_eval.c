@@ -16,6 +16,7 @@
 #include "mpiquant/windows.h"
 #include "cmd_eval.h"
 #include "qblock.h"
+#include "task_eval.h"
 
 static void usage(void) {
   printf(
@@ -49,13 +50,19 @@ static void usage(void) {
       "                     head (default: vocabularies above 4096 are sharded\n"
       "                     over the ranks, V/P x H each, and the embedding is\n"
       "                     read per token); for checks: NLL agrees to ~1e-12\n"
-      "Progress with ETA goes to stderr on rank 0 (-q turns it off).\n");
+      "Progress with ETA goes to stderr on rank 0 (-q turns it off).\n"
+      "\n"
+      "Benchmark accuracy (instead of --data/--tokens; lm-evaluation-harness 0.4\n"
+      "request semantics, docs/tasks.md): one line per task with acc (acc_norm,\n"
+      "perplexity) +- standard error, identical at any number of ranks.\n");
+  qz_task_cli_help(stdout);
 }
 
 typedef struct {
   const char *model, *data, *tokens, *ckpt;
   long seqlen, windows, max_tokens, batch;
   int json, full_head;
+  qz_task_cli task;
 } eval_opts;
 
 static int parse(int argc, char **argv, eval_opts *o) {
@@ -69,6 +76,12 @@ static int parse(int argc, char **argv, eval_opts *o) {
     }
     if (strcmp(a, "--full-head") == 0) {
       o->full_head = 1;
+      continue;
+    }
+    int used = 0;
+    QZ_CALL(qz_task_cli_option(&o->task, a, v, &used));
+    if (used) {
+      i += used - 1;
       continue;
     }
     int takes = strcmp(a, "--model") == 0 || strcmp(a, "--ckpt") == 0 || strcmp(a, "--data") == 0 ||
@@ -94,8 +107,13 @@ static int parse(int argc, char **argv, eval_opts *o) {
   }
   QZ_CHECK(o->model || o->ckpt, QZ_ERR_USAGE,
            "eval: --model DIR or --ckpt CKPT is required");
-  QZ_CHECK(!o->data != !o->tokens, QZ_ERR_USAGE,
-           "eval: give exactly one of --data TEXT or --tokens FILE");
+  if (o->task.tasks)
+    QZ_CHECK(!o->data && !o->tokens && !o->windows && !o->max_tokens && !o->seqlen,
+             QZ_ERR_USAGE, "eval: --task scores benchmark requests; --data, --tokens, "
+             "--seqlen, --windows and --max-tokens are for perplexity");
+  else
+    QZ_CHECK(!o->data != !o->tokens, QZ_ERR_USAGE,
+             "eval: give exactly one of --data TEXT or --tokens FILE (or --task NAME)");
   QZ_CHECK(!(o->windows && o->max_tokens), QZ_ERR_USAGE,
            "eval: --windows and --max-tokens exclude each other");
   return QZ_OK;
@@ -140,7 +158,7 @@ done:
 /* The command; `report` prints the result lines on rank 0's stdout, `out`
  * (may be NULL) receives the result on every rank. */
 static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
-                     qz_eval_result *out) {
+                     qz_eval_result *out, qz_task_results *tout) {
   eval_opts o;
   QZ_CALL(parse(argc, argv, &o));
   int st = QZ_OK;
@@ -169,6 +187,29 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
                   (long long)qz_model_config_of(m)->num_hidden_layers);
   const qz_model_config *cfg = qz_model_config_of(m);
 
+  /* weights and activations as the model / checkpoint / export defines them */
+  qz_eval_opts eo = {.progress = 1, .batch_windows = o.batch, .full_head = o.full_head};
+  if (cks.ck) {
+    eo.block_source = qz_ckpt_block_source;
+    eo.block_source_ctx = &cks;
+    eo.act_quant_bits = qz_ckpt_act_bits(cks.ck); /* SmoothQuant W8A8 */
+    if (eo.act_quant_bits)
+      qz_info("eval: checkpoint activations: int%d per token, dynamic, symmetric, "
+              "at the input of every linear", eo.act_quant_bits);
+  } else if (cfg->gptq_bits) {
+    qz_info("eval: GPTQ v1 model: %d-bit weights dequantized on load", cfg->gptq_bits);
+  } else if (cfg->ct_int8) {
+    eo.act_quant_bits = cfg->ct_act_bits; /* compressed-tensors W8A8 export */
+    qz_info("eval: compressed-tensors int-quantized model: int8 per-channel weights%s",
+            eo.act_quant_bits ? ", int8 per-token dynamic activations at every linear input"
+                              : " (W8A16)");
+  }
+  if (o.task.tasks) {
+    qz_task_model tm = {eo.block_source, eo.block_source_ctx, eo.act_quant_bits};
+    QZ_CALL_DONE(qz_task_eval(ctx, m, o.model, &o.task, &tm, report, o.json, tout));
+    goto done;
+  }
+
   /* rank 0 reads / tokenizes, everyone gets the stream */
   if (ctx->rank == 0) st = read_stream(&o, &ids, &n);
   QZ_CALL_DONE(qz_error_agree(ctx->comm, st));
@@ -189,6 +230,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
     L = cfg->max_position_embeddings < 2048 ? cfg->max_position_embeddings : 2048;
     if (L < 2) L = 2048;
   }
+  eo.seqlen = L;
   if (L > cfg->max_position_embeddings)
     qz_warn("eval: --seqlen %lld exceeds max_position_embeddings %lld of %s",
             (long long)L, (long long)cfg->max_position_embeddings, o.model);
@@ -198,23 +240,6 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
           o.model, o.tokens ? o.tokens : o.data, (long long)n, (long long)nwin,
           (long long)L, ctx->size);
 
-  qz_eval_opts eo = {.seqlen = L, .progress = 1, .batch_windows = o.batch,
-                     .full_head = o.full_head};
-  if (cks.ck) {
-    eo.block_source = qz_ckpt_block_source;
-    eo.block_source_ctx = &cks;
-    eo.act_quant_bits = qz_ckpt_act_bits(cks.ck); /* SmoothQuant W8A8 */
-    if (eo.act_quant_bits)
-      qz_info("eval: checkpoint activations: int%d per token, dynamic, symmetric, "
-              "at the input of every linear", eo.act_quant_bits);
-  } else if (cfg->gptq_bits) {
-    qz_info("eval: GPTQ v1 model: %d-bit weights dequantized on load", cfg->gptq_bits);
-  } else if (cfg->ct_int8) {
-    eo.act_quant_bits = cfg->ct_act_bits; /* compressed-tensors W8A8 export */
-    qz_info("eval: compressed-tensors int-quantized model: int8 per-channel weights%s",
-            eo.act_quant_bits ? ", int8 per-token dynamic activations at every linear input"
-                              : " (W8A16)");
-  }
   qz_eval_result r;
   QZ_CALL_DONE(qz_eval_ppl(m, ids, nwin, &eo, &r));
   if (out) *out = r;
@@ -255,9 +280,9 @@ int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {
     if (ctx->rank == 0) usage();
     return QZ_OK;
   }
-  return eval_main(ctx, argc, argv, 1, NULL);
+  return eval_main(ctx, argc, argv, 1, NULL, NULL);
 }
 
 int qz_eval_run(qz_ctx *ctx, int argc, char **argv, qz_eval_result *res) {
-  return eval_main(ctx, argc, argv, 0, res);
+  return eval_main(ctx, argc, argv, 0, res, NULL);
 }

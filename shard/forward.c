@@ -11,6 +11,7 @@
 #include "mpiquant/error.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/shard.h"
+#include "fwd_kernels.h"
 
 struct qz_fwd {
   qz_model_config cfg;
@@ -121,22 +122,33 @@ int qz_rope_tables(const qz_model_config *cfg, int64_t npos, float *cos_t,
   return QZ_OK;
 }
 
+/* Rotate the `nheads` heads of one row at position pos. */
+static inline void rope_row(float *x, int64_t nheads, int64_t hd, int64_t pos,
+                            const float *cos_t, const float *sin_t) {
+  int64_t half = hd / 2;
+  const float *c = cos_t + pos * half, *s = sin_t + pos * half;
+  for (int64_t h = 0; h < nheads; h++) {
+    float *a = x + h * hd, *b = a + half;
+    for (int64_t i = 0; i < half; i++) {
+      float x0 = a[i], x1 = b[i];
+      a[i] = x0 * c[i] - x1 * s[i];
+      b[i] = x1 * c[i] + x0 * s[i];
+    }
+  }
+}
+
 void qz_rope_apply(float *x, int64_t nrows, int64_t ld, int64_t nheads,
                    int64_t hd, int64_t seqlen, const float *cos_t,
                    const float *sin_t) {
-  int64_t half = hd / 2;
-  for (int64_t r = 0; r < nrows; r++) {
-    int64_t pos = r % seqlen;
-    const float *c = cos_t + pos * half, *s = sin_t + pos * half;
-    for (int64_t h = 0; h < nheads; h++) {
-      float *a = x + r * ld + h * hd, *b = a + half;
-      for (int64_t i = 0; i < half; i++) {
-        float x0 = a[i], x1 = b[i];
-        a[i] = x0 * c[i] - x1 * s[i];
-        b[i] = x1 * c[i] + x0 * s[i];
-      }
-    }
-  }
+  for (int64_t r = 0; r < nrows; r++)
+    rope_row(x + r * ld, nheads, hd, r % seqlen, cos_t, sin_t);
+}
+
+void qz_rope_apply_pos(float *x, int64_t nrows, int64_t ld, int64_t nheads,
+                       int64_t hd, const int32_t *pos, const float *cos_t,
+                       const float *sin_t) {
+  for (int64_t r = 0; r < nrows; r++)
+    rope_row(x + r * ld, nheads, hd, pos[r], cos_t, sin_t);
 }
 
 /* ---- workspace ------------------------------------------------------ */
@@ -685,4 +697,22 @@ double qz_fwd_block_flops(const qz_model_config *cfg, int64_t nwin,
   double pairs = (double)nwin * (double)seqlen * ((double)seqlen + 1.0) / 2.0;
   double att = 2.0 * 2.0 * hd * pairs * (double)cfg->num_attention_heads;
   return proj + att;
+}
+
+/* ---- kernels for the other forwards of this folder (fwd_kernels.h) --- */
+
+void qz_fwdk_rmsnorm(float *y, const float *x, const float *w, int64_t nrows,
+                     int64_t n, float eps) {
+  rmsnorm(y, x, w, nrows, n, eps);
+}
+
+void qz_fwdk_linear(float *y, const float *x, const float *W, const float *bias,
+                    int64_t T, int64_t rows, int64_t out, int64_t in) {
+  linear(y, x, W, bias, T, rows, out, in);
+}
+
+void qz_fwdk_softmax_row(float *s, int64_t nv, int64_t n) { softmax_row(s, nv, n); }
+
+void qz_fwdk_swiglu(float *g, const float *u, int64_t n) {
+  for (int64_t i = 0; i < n; i++) g[i] = silu(g[i]) * u[i];
 }

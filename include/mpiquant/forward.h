@@ -97,6 +97,12 @@ void qz_rope_apply(float *x, int64_t nrows, int64_t ld, int64_t nheads,
                    int64_t hd, int64_t seqlen, const float *cos_t,
                    const float *sin_t);
 
+/* Same with an explicit position per row (pos [nrows], each < the number
+ * of positions of the tables). Not collective. */
+void qz_rope_apply_pos(float *x, int64_t nrows, int64_t ld, int64_t nheads,
+                       int64_t hd, const int32_t *pos, const float *cos_t,
+                       const float *sin_t);
+
 /* ---- workspace ------------------------------------------------------ */
 
 typedef struct qz_fwd qz_fwd;
