@@ -24,6 +24,9 @@ typedef struct {
   const char *out_dir;
   int64_t max_shard_bytes;    /* 0: 4 GiB */
   const char *format;         /* "gptq" (NULL: gptq) or "compressed-tensors" */
+  /* appended: checkpoint 'method' attributes the format accepts, NULL-
+   * terminated (the methods' tables decide; NULL: any) */
+  const char *const *methods;
 } qz_export_opts;
 
 /* Checkpoint -> Hugging Face model directory in o->format:
