@@ -18,6 +18,7 @@
 
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/files.h"
 #include "mpiquant/h5zstd.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -54,37 +55,6 @@ static int fsync_path(const char *path, int dir) {
   return r;
 }
 
-/* Write text to path atomically. Not collective. */
-static int write_atomic(const char *path, const char *text) {
-  char tmp[PATH_MAX + 40];
-  snprintf(tmp, sizeof tmp, "%s.tmp", path);
-  FILE *f = fopen(tmp, "w");
-  QZ_CHECK(f, QZ_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-  size_t n = strlen(text);
-  int ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF;
-  ok = fflush(f) == 0 && ok;
-  ok = fsync(fileno(f)) == 0 && ok;
-  int err = errno;
-  ok = fclose(f) == 0 && ok;
-  if (!ok) {
-    unlink(tmp);
-    QZ_FAIL(QZ_ERR_IO, "cannot write %s: %s (disk full?)", tmp, strerror(err));
-  }
-  if (rename(tmp, path) != 0) {
-    err = errno;
-    unlink(tmp);
-    QZ_FAIL(QZ_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(err));
-  }
-  char dir[PATH_MAX];
-  snprintf(dir, sizeof dir, "%s", path);
-  char *slash = strrchr(dir, '/');
-  if (slash) {
-    *slash = '\0';
-    fsync_path(dir, 1);
-  }
-  return QZ_OK;
-}
-
 static int read_text(const char *path, char **out) {
   *out = NULL;
   FILE *f = fopen(path, "rb");
@@ -114,9 +84,15 @@ static int manifest_commit(qz_ckpt *ck) {
   char path[PATH_MAX + 16];
   snprintf(path, sizeof path, "%s/manifest.json", ck->dir);
   char *text = json_dumps(ck->manifest, JSON_INDENT(1) | JSON_SORT_KEYS);
-  if (!text) st = qz_error_set(QZ_ERR_MEM, __FILE__, __LINE__, __func__,
-                               "cannot serialise the manifest");
-  if (st == QZ_OK && ck->rank == 0) st = write_atomic(path, text);
+  size_t len = text ? strlen(text) : 0;
+  char *nl = text ? realloc(text, len + 2) : NULL; /* the file ends with a newline */
+  if (nl) {
+    text = nl;
+    memcpy(text + len, "\n", 2);
+  }
+  if (!nl) st = qz_error_set(QZ_ERR_MEM, __FILE__, __LINE__, __func__,
+                             "cannot serialise the manifest");
+  if (st == QZ_OK && ck->rank == 0) st = qz_write_atomic(path, text, len + 1);
   free(text);
   QZ_CALL(qz_error_agree(ck->comm, st));
   return QZ_OK;
@@ -208,21 +184,6 @@ static void json_first_diff(json_t *want, json_t *have, char *buf, size_t len) {
   snprintf(buf, len, "(no difference found)");
 }
 
-static int mkdir_p(const char *path) {
-  char buf[PATH_MAX];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-      QZ_FAIL(QZ_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
-    *p = '/';
-  }
-  if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-    QZ_FAIL(QZ_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
-  return QZ_OK;
-}
-
 static hid_t fapl_mpio(MPI_Comm comm) {
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
   if (fapl < 0) return fapl;
@@ -295,7 +256,7 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
   snprintf(mpath, sizeof mpath, "%s/manifest.json", ck->dir);
   int exists = 0;
   if (ck->rank == 0) {
-    st = mkdir_p(ck->dir);
+    st = qz_mkdir_p(ck->dir);
     if (st == QZ_OK) {
       exists = access(mpath, F_OK) == 0;
       if (exists && !resume)

@@ -19,6 +19,7 @@
 #include "mpiquant/ckpt.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/files.h"
 #include "mpiquant/export.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -115,9 +116,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
   /* rank 0 opens the source model and creates the output directory */
   if (rank == 0) {
     st = qz_st_open(mdir, &src);
-    if (st == QZ_OK && mkdir(o->out_dir, 0755) != 0 && errno != EEXIST)
-      st = qz_error_set(QZ_ERR_IO, __FILE__, __LINE__, __func__,
-                        "cannot create %s: %s", o->out_dir, strerror(errno));
+    if (st == QZ_OK) st = qz_mkdir_p(o->out_dir);
     if (st == QZ_OK) st = qz_st_shards_create(o->out_dir, "model", o->max_shard_bytes, 0, &ss);
   }
   QZ_CALL_DONE(qz_error_agree(comm, st));
