@@ -46,7 +46,7 @@ int qz_write_atomic(const char *path, const void *data, size_t len) {
   int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
   QZ_CHECK(n > 0 && (size_t)n < sizeof tmp, QZ_ERR_ARG, "path too long: %s", path);
   FILE *f = fopen(tmp, "wb");
-  QZ_CHECK(f, QZ_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
+  QZ_CHECK(f, QZ_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
   int ok = (len == 0 || fwrite(data, 1, len, f) == len) && fflush(f) == 0;
   ok = fsync(fileno(f)) == 0 && ok;
   int err = errno;
