@@ -1,8 +1,9 @@
 /* The plan model: per-rank memory of `quantize` by phase and time per phase.
  *
- * Memory follows the allocations of mpi_driver/cmd_quantize.c and what it
- * calls (shard/weights.c, shard/forward.c, linalg/hessian.c, linalg/chol.c,
- * methods/gptq.c), using their constants (QZ_HESSIAN_KCHUNK,
+ * Memory follows the allocations of mpi_driver/cmd_quantize.c (and
+ * quantize_block.c) and what it calls (shard/weights.c, shard/forward.c,
+ * linalg/hessian.c, linalg/chol.c; each method's own buffers come from its
+ * ops table's plan_linear / plan_block), using their constants (QZ_HESSIAN_KCHUNK,
  * QZ_HESSIAN_PANEL_BYTES, QZ_GPTQ_ROW_TILE, QZ_FWD_QBLOCK, the grid shape
  * and numroc) so the tests can compare the formulas with the real objects
  * (qz_fwd_bytes, qz_hessian_bytes, qz_block_weights_alloc).  Resident set =
