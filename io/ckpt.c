@@ -22,6 +22,7 @@
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
+#include "mpiquant/files.h"
 #include "mpiquant/h5zstd.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -141,6 +142,8 @@ static int manifest_commit(qz_ckpt *ck) {
   char *text = json_dumps(ck->manifest, JSON_INDENT(1) | JSON_SORT_KEYS);
   if (!text) st = qz_error_set(QZ_ERR_MEM, __FILE__, __LINE__, __func__,
                                "cannot serialise the manifest");
+  /* our own atomic write: its temporary name (manifest.json.tmp) is one
+   * that resume cleans up, and the kill tests' fault points are in it */
   if (st == QZ_OK && ck->rank == 0) st = write_atomic(path, text);
   free(text);
   QZ_CALL(qz_error_agree(ck->comm, st));
@@ -306,20 +309,6 @@ int qz_ckpt_check_source(const qz_ckpt *ck, const char *source_json, const char 
   return st;
 }
 
-static int mkdir_p(const char *path) {
-  char buf[PATH_MAX];
-  snprintf(buf, sizeof buf, "%s", path);
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = '\0';
-    if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-      QZ_FAIL(QZ_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
-    *p = '/';
-  }
-  if (mkdir(buf, 0755) != 0 && errno != EEXIST)
-    QZ_FAIL(QZ_ERR_IO, "cannot create directory %s: %s", buf, strerror(errno));
-  return QZ_OK;
-}
 
 static hid_t fapl_mpio(MPI_Comm comm) {
   hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
@@ -509,7 +498,7 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
   snprintf(mpath, sizeof mpath, "%s/manifest.json", ck->dir);
   int exists = 0;
   if (ck->rank == 0) {
-    st = mkdir_p(ck->dir);
+    st = qz_mkdir_p(ck->dir);
     if (st == QZ_OK) {
       exists = access(mpath, F_OK) == 0;
       st = lock_dir(ck);

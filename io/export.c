@@ -20,6 +20,7 @@
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
+#include "mpiquant/files.h"
 #include "mpiquant/export.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -77,6 +78,12 @@ void qz_export_rows_free(qz_export_rows *r) {
   qz_free(&r->scales);
   qz_free(&r->zeros);
   qz_free(&r->g_idx);
+}
+
+static int method_ok(const char *const *methods, const char *method) {
+  for (const char *const *m = methods; m && *m; m++)
+    if (strcmp(*m, method) == 0) return 1;
+  return methods == NULL;
 }
 
 static const qz_export_format *find_format(const char *name) {
@@ -145,6 +152,11 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
       QZ_CHECK_DONE(layer < nb, QZ_ERR_FORMAT, "%s: tensor %s but the "
                     "checkpoint has %d blocks", mdir, name, nb);
       qz_ckpt_linear_meta m;
+      int64_t o_, i_, g_;
+      QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, k_linears[lin], &o_, &i_, &g_, &m));
+      QZ_CHECK_DONE(method_ok(o->methods, m.method), QZ_ERR_UNSUPPORTED,
+                    "layer %d %s was quantized with '%s', which has no %s export", layer,
+                    k_linears[lin], m.method, fmt->title);
       st = fmt->linear(ck, rank, ss, layer, k_linears[lin], &m, &counts);
       QZ_CALL_DONE(qz_error_agree(comm, st));
       if (nlinear++ == 0) first = m;

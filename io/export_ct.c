@@ -263,6 +263,7 @@ static void ct_report(const qz_ckpt_linear_meta *first, const qz_export_counts *
 
 const qz_export_format qz_export_format_ct = {
     .name = "compressed-tensors",
+    .title = "compressed-tensors",
     .linear = ct_linear,
     .quant_config = ct_quant_config,
     .quantize_config_json = 0,

@@ -77,13 +77,6 @@ static int gptq_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
   int32_t *qw = NULL, *qz = NULL;
   uint16_t *s16 = NULL;
   QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, mod, &out, &in, &ng, &m));
-  QZ_CHECK_DONE(strcmp(m.method, "rtn") == 0 || strcmp(m.method, "gptq") == 0 ||
-                    strcmp(m.method, "awq") == 0 ||
-                    strcmp(m.method, "quantease") == 0 ||
-                    strcmp(m.method, "awq+gptq") == 0,
-                QZ_ERR_UNSUPPORTED,
-                "layer %d %s was quantized with '%s', which has no GPTQ export",
-                layer, mod, m.method);
   QZ_CHECK_DONE(m.bits == 2 || m.bits == 3 || m.bits == 4 || m.bits == 8,
                 QZ_ERR_UNSUPPORTED,
                 "model.layers.%d.%s: %d-bit codes cannot be exported in the "
@@ -144,6 +137,7 @@ static void gptq_report(const qz_ckpt_linear_meta *first, const qz_export_counts
 
 const qz_export_format qz_export_format_gptq = {
     .name = "gptq",
+    .title = "GPTQ",
     .linear = gptq_linear,
     .quant_config = gptq_quant_config,
     .quantize_config_json = 1,

@@ -17,6 +17,7 @@ typedef struct {
 
 typedef struct {
   const char *name;             /* --format value */
+  const char *title;            /* in messages */
   /* Read the linear `mod` of block `layer` from the checkpoint (collective:
    * every rank calls it; rank 0 receives the rows), convert it and add its
    * tensors with qz_st_shards_add on rank 0. Fails (on every rank, same

@@ -23,6 +23,7 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
+#include "st_impl.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; this reader assumes a little-endian host"
@@ -714,124 +715,18 @@ static void drop_pages(const st_file *f, const uint8_t *p, int64_t len) {
   if (b > a) (void)madvise((void *)a, b - a, MADV_DONTNEED);
 }
 
-/* compressed-tensors int-quantized: `X.weight` I8 [out, in] with a float
- * `X.weight_scale` of out elements ([out, 1] or [out]); the f32 weight is
- * q * scale[row]. Returns the scale's info, or NULL when `name` is not such
- * a tensor. Not collective. */
-static const qz_tensor_info *i8_scale_of(const qz_st *st, const qz_tensor_info *ti) {
-  if (ti->dtype != QZ_DT_I8 || ti->ndim != 2) return NULL;
-  char sn[512];
-  if (snprintf(sn, sizeof sn, "%s_scale", ti->name) >= (int)sizeof sn) return NULL;
-  const qz_tensor_info *si = qz_st_find(st, sn);
-  if (!si || !qz_dtype_is_float(si->dtype) || si->nelem != ti->shape[0] ||
-      si->shape[0] != ti->shape[0])
-    return NULL;
-  return si;
-}
+/* ---- for the decoders beside their encoders (st_impl.h) ------------------ */
 
-int qz_st_is_int8_scaled(const qz_st *st, const char *name) {
-  const qz_tensor_info *ti = qz_st_find(st, name);
-  return ti && i8_scale_of(st, ti) != NULL;
-}
-
-static int read_i8_scaled(qz_st *st, const qz_tensor_info *ti, const qz_tensor_info *si,
-                          int64_t row0, int64_t nrows, float *dst) {
-  int64_t rows = ti->shape[0], rowlen = ti->shape[1];
-  QZ_CHECK(row0 >= 0 && nrows >= 0 && row0 <= rows && nrows <= rows - row0,
-           QZ_ERR_ARG, "%s: tensor '%s': rows [%lld, %lld) requested, tensor "
-           "has %lld rows", ti->file, ti->name, (long long)row0,
-           (long long)(row0 + nrows), (long long)rows);
-  if (nrows == 0) return QZ_OK;
-  float *sc = NULL;
-  QZ_CALL(qz_alloc((size_t)nrows, sizeof(float), "weight_scale rows", &sc));
-  int rc = qz_st_read_f32(st, si->name, row0, nrows, sc);
-  if (rc != QZ_OK) {
-    free(sc);
-    QZ_CALL(rc);
-  }
+const uint8_t *qz_st_tensor_bytes(const qz_st *st, const qz_tensor_info *ti) {
   const st_tensor *t = (const st_tensor *)ti;
   const st_file *f = &st->files[t->file];
-  const int8_t *src = (const int8_t *)(f->base + f->data_start + t->begin) + row0 * rowlen;
-  for (int64_t r = 0; r < nrows; r++)
-    for (int64_t j = 0; j < rowlen; j++)
-      dst[r * rowlen + j] = (float)src[r * rowlen + j] * sc[r];
-  free(sc);
-  drop_pages(f, (const uint8_t *)src, nrows * rowlen);
-  __atomic_fetch_add(&st->bytes_read, nrows * rowlen, __ATOMIC_RELAXED);
-  return QZ_OK;
+  return f->base + f->data_start + t->begin;
 }
 
-/* GPTQ v1 linear "P.weight" stored as P.qweight I32 [in*bits/32, out]
- * (column o = the bitstream of codes W[o, 0..in), `bits` each, least
- * significant first), P.qzeros I32 [ng, out*bits/32] (row k = bitstream of
- * zero-1 over o), P.scales float [ng, out], P.g_idx I32 [in]. bits follows
- * from the shapes (qweight rows * 32 / in). */
-typedef struct {
-  const qz_tensor_info *qw, *qz, *sc, *gi;
-  int bits;
-  int64_t out, in, ng;
-} gptq_parts;
-
-/* 1: `name` is such a virtual weight (g filled); 0: no P.qweight;
- * -1: malformed (why says how). Not collective. */
-static int gptq_find(const qz_st *st, const char *name, gptq_parts *g, char *why,
-                     size_t len) {
-  size_t n = strlen(name);
-  if (n < 7 || strcmp(name + n - 7, ".weight") != 0 || n > 400) return 0;
-  char nm[512];
-  snprintf(nm, sizeof nm, "%.*s.qweight", (int)(n - 7), name);
-  g->qw = qz_st_find(st, nm);
-  if (!g->qw) return 0;
-  snprintf(nm, sizeof nm, "%.*s.qzeros", (int)(n - 7), name);
-  g->qz = qz_st_find(st, nm);
-  snprintf(nm, sizeof nm, "%.*s.scales", (int)(n - 7), name);
-  g->sc = qz_st_find(st, nm);
-  snprintf(nm, sizeof nm, "%.*s.g_idx", (int)(n - 7), name);
-  g->gi = qz_st_find(st, nm);
-  if (!g->qz || !g->sc || !g->gi) {
-    snprintf(why, len, "has qweight but lacks %s", !g->qz ? "qzeros" : !g->sc ? "scales" : "g_idx");
-    return -1;
-  }
-  if (g->qw->dtype != QZ_DT_I32 || g->qz->dtype != QZ_DT_I32 || g->gi->dtype != QZ_DT_I32 ||
-      !qz_dtype_is_float(g->sc->dtype) || g->qw->ndim != 2 || g->qz->ndim != 2 ||
-      g->sc->ndim != 2 || g->gi->ndim != 1) {
-    snprintf(why, len, "qweight/qzeros/g_idx must be 2-D/2-D/1-D I32 and scales 2-D float");
-    return -1;
-  }
-  g->in = g->gi->shape[0];
-  g->out = g->qw->shape[1];
-  g->ng = g->sc->shape[0];
-  int64_t bits = g->in > 0 && (g->qw->shape[0] * 32) % g->in == 0 ? g->qw->shape[0] * 32 / g->in : 0;
-  if (bits != 2 && bits != 3 && bits != 4 && bits != 8) {
-    snprintf(why, len, "qweight [%lld, %lld] with g_idx [%lld] implies %lld-bit codes (2/3/4/8)",
-             (long long)g->qw->shape[0], (long long)g->qw->shape[1], (long long)g->in,
-             (long long)bits);
-    return -1;
-  }
-  g->bits = (int)bits;
-  if (g->sc->shape[1] != g->out || g->qz->shape[0] != g->ng ||
-      g->qz->shape[1] * 32 != g->out * bits || g->ng < 1) {
-    snprintf(why, len, "scales [%lld, %lld] / qzeros [%lld, %lld] do not match %lld outputs "
-             "at %d bits", (long long)g->sc->shape[0], (long long)g->sc->shape[1],
-             (long long)g->qz->shape[0], (long long)g->qz->shape[1], (long long)g->out,
-             g->bits);
-    return -1;
-  }
-  return 1;
-}
-
-int qz_st_gptq_shape(const qz_st *st, const char *name, int64_t *out, int64_t *in,
-                     int *bits) {
-  gptq_parts g;
-  char why[256] = "";
-  int k = gptq_find(st, name, &g, why, sizeof why);
-  QZ_CHECK(k >= 0, QZ_ERR_FORMAT, "%s: GPTQ tensor '%s' %s", qz_st_origin(st), name, why);
-  QZ_CHECK(k == 1, QZ_ERR_FORMAT, "%s: tensor '%s' is missing (no .qweight either)",
-           qz_st_origin(st), name);
-  *out = g.out;
-  *in = g.in;
-  *bits = g.bits;
-  return QZ_OK;
+void qz_st_consumed(qz_st *st, const qz_tensor_info *ti, const uint8_t *p, int64_t len,
+                    int64_t bytes) {
+  if (p) drop_pages(&st->files[((const st_tensor *)ti)->file], p, len);
+  __atomic_fetch_add(&st->bytes_read, bytes, __ATOMIC_RELAXED);
 }
 
 int qz_st_rows(const qz_st *st, const char *name, int64_t *rows, int64_t *rowlen) {
@@ -845,78 +740,16 @@ int qz_st_rows(const qz_st *st, const char *name, int64_t *rows, int64_t *rowlen
   return qz_st_gptq_shape(st, name, rows, rowlen, &bits);
 }
 
-static uint32_t le32_at(const uint8_t *p) {
-  return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-/* `bits` bits at bit offset `bit` of the bitstream whose 32-bit words are
- * w[k * stride] (k = word index). */
-static uint32_t bits_at(const uint8_t *w, int64_t stride, int64_t bit, int bits) {
-  int64_t k = bit >> 5;
-  int sh = (int)(bit & 31);
-  uint64_t v = le32_at(w + 4 * k * stride) >> sh;
-  if (sh + bits > 32) v |= (uint64_t)le32_at(w + 4 * (k + 1) * stride) << (32 - sh);
-  return (uint32_t)v & ((1u << bits) - 1u);
-}
-
-static const uint8_t *tensor_bytes(const qz_st *st, const qz_tensor_info *ti) {
-  const st_tensor *t = (const st_tensor *)ti;
-  const st_file *f = &st->files[t->file];
-  return f->base + f->data_start + t->begin;
-}
-
-static float float_at(const qz_tensor_info *ti, const uint8_t *p, int64_t i) {
-  switch (ti->dtype) {
-  case QZ_DT_F16: { uint16_t h; memcpy(&h, p + 2 * i, 2); return qz_f16_to_f32(h); }
-  case QZ_DT_BF16: { uint16_t h; memcpy(&h, p + 2 * i, 2); return qz_bf16_to_f32(h); }
-  case QZ_DT_F64: { double d; memcpy(&d, p + 8 * i, 8); return (float)d; }
-  default: { float f; memcpy(&f, p + 4 * i, 4); return f; }
-  }
-}
-
-/* Rows [row0, row0 + nrows) (output channels) of a GPTQ v1 weight:
- * W[o, i] = scales[g, o] * (q[o, i] - (z[g, o] + 1)), g = g_idx[i]. */
-static int read_gptq(qz_st *st, const char *name, const gptq_parts *g, int64_t row0,
-                     int64_t nrows, float *dst) {
-  QZ_CHECK(row0 >= 0 && nrows >= 0 && row0 + nrows <= g->out, QZ_ERR_ARG,
-           "%s: GPTQ tensor '%s': rows [%lld, %lld) requested, it has %lld outputs",
-           g->qw->file, name, (long long)row0, (long long)(row0 + nrows), (long long)g->out);
-  const uint8_t *qw = tensor_bytes(st, g->qw), *qz = tensor_bytes(st, g->qz);
-  const uint8_t *sc = tensor_bytes(st, g->sc), *gi = tensor_bytes(st, g->gi);
-  const int64_t in = g->in, out = g->out, wz = g->qz->shape[1];
-  for (int64_t i = 0; i < in; i++) {
-    int32_t k = (int32_t)le32_at(gi + 4 * i);
-    QZ_CHECK(k >= 0 && k < g->ng, QZ_ERR_FORMAT,
-             "%s: GPTQ tensor '%s': g_idx[%lld] = %d outside the %lld groups", g->gi->file,
-             name, (long long)i, (int)k, (long long)g->ng);
-  }
-  for (int64_t r = 0; r < nrows; r++) {
-    const int64_t o = row0 + r;
-    float *d = dst + r * in;
-    for (int64_t i = 0; i < in; i++) {
-      int32_t k = (int32_t)le32_at(gi + 4 * i);
-      uint32_t q = bits_at(qw + 4 * o, out, i * g->bits, g->bits);
-      uint32_t z = bits_at(qz + 4 * (int64_t)k * wz, 1, o * g->bits, g->bits) + 1u;
-      d[i] = float_at(g->sc, sc, (int64_t)k * out + o) * ((float)q - (float)z);
-    }
-  }
-  __atomic_fetch_add(&st->bytes_read, nrows * in * g->bits / 8, __ATOMIC_RELAXED);
-  return QZ_OK;
-}
-
 int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
                    float *dst /* [nrows, rowlen] */) {
   if (!qz_st_find(st, name)) {
-    gptq_parts g;
-    char why[256] = "";
-    int k = gptq_find(st, name, &g, why, sizeof why);
-    QZ_CHECK(k >= 0, QZ_ERR_FORMAT, "%s: GPTQ tensor '%s' %s", qz_st_origin(st), name, why);
-    if (k == 1) return read_gptq(st, name, &g, row0, nrows, dst);
+    int k = 0;
+    QZ_CALL(qz_gptq_v1_read(st, name, row0, nrows, dst, &k));
+    if (k) return QZ_OK;
   }
   const qz_tensor_info *ti;
   QZ_CALL(qz_st_get(st, name, &ti));
-  const qz_tensor_info *si = i8_scale_of(st, ti);
-  if (si) return read_i8_scaled(st, ti, si, row0, nrows, dst);
+  if (qz_st_is_int8_scaled(st, name)) return qz_ct_int8_read(st, ti, row0, nrows, dst);
   const st_tensor *t = (const st_tensor *)ti;
   QZ_CHECK(qz_dtype_is_float(ti->dtype),
            ti->dtype == QZ_DT_F8_E4M3 || ti->dtype == QZ_DT_F8_E5M2

@@ -10,6 +10,7 @@
 
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
+#include "mpiquant/files.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/tokenizer.h"
 
@@ -60,33 +61,6 @@ int qz_tokens_read_bin(const char *path, int32_t **ids, int64_t *n) {
   return QZ_OK;
 }
 
-/* Write through PATH.tmp + rename so a reader never sees half a file. */
-static int write_atomic(const char *path, const void *data, size_t len) {
-  size_t pl = strlen(path) + 8;
-  char *tmp = malloc(pl);
-  QZ_CHECK(tmp, QZ_ERR_MEM, "out of memory");
-  snprintf(tmp, pl, "%s.tmp", path);
-  int st = QZ_OK;
-  FILE *f = fopen(tmp, "wb");
-  QZ_CHECK_DONE(f, QZ_ERR_IO, "cannot create %s: %s", tmp, strerror(errno));
-  size_t w = len ? fwrite(data, 1, len, f) : 0;
-  int rc = fclose(f);
-  if (w != len || rc != 0) {
-    unlink(tmp);
-    QZ_FAIL_DONE(QZ_ERR_IO, "writing %s failed (disk full?): %s", tmp,
-                 strerror(errno));
-  }
-  if (rename(tmp, path) != 0) {
-    int e = errno;
-    unlink(tmp);
-    QZ_FAIL_DONE(QZ_ERR_IO, "cannot rename %s to %s: %s", tmp, path,
-                 strerror(e));
-  }
-done:
-  free(tmp);
-  return st;
-}
-
 int qz_tokens_write_bin(const char *path, const int32_t *ids, int64_t n) {
   QZ_CHECK(n >= 0 && (ids || n == 0), QZ_ERR_ARG, "%s: bad id array", path);
   unsigned char *b = malloc((size_t)(n ? n : 1) * 4);
@@ -103,7 +77,7 @@ int qz_tokens_write_bin(const char *path, const int32_t *ids, int64_t n) {
     b[4 * i + 2] = (unsigned char)(v >> 16);
     b[4 * i + 3] = (unsigned char)(v >> 24);
   }
-  int st = write_atomic(path, b, (size_t)n * 4);
+  int st = qz_write_atomic(path, b, (size_t)n * 4);
   free(b);
   QZ_CALL(st);
   return QZ_OK;
@@ -190,7 +164,7 @@ int qz_windows_write_txt(const char *path, const int32_t *ids, int64_t nwin,
       o += (size_t)snprintf(b + o, cap - o, "%d%c", v,
                             i + 1 == winlen ? '\n' : ' ');
     }
-  int st = write_atomic(path, b, o);
+  int st = qz_write_atomic(path, b, o);
   free(b);
   QZ_CALL(st);
   return QZ_OK;

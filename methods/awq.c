@@ -4,15 +4,19 @@
 
 #include <cblas.h>
 #undef I
+#include <jansson.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "mpiquant/comm.h"
+#include "mpiquant/gptq.h"
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/shard.h"
+#include "mpiquant/timing.h"
 
 /* ---- quantizer ------------------------------------------------------- */
 
@@ -57,36 +61,6 @@ qz_awq_opts qz_awq_opts_default(int bits, int64_t group) {
                        .clip_tokens = 512, .clip_grid = 20, .max_shrink = 0.5};
 }
 
-/* ---- method ops (the final quantization of the folded, clipped W) ----- */
-
-static int awq_setup(const qz_method_opts *o, void **state) {
-  QZ_CALL(qz_quant_spec_check(&o->spec));
-  QZ_CHECK(!o->spec.sym, QZ_ERR_ARG, "awq uses the zero-point (asymmetric) quantizer; "
-           "--sym is not supported");
-  qz_method_opts *s = NULL;
-  QZ_CALL(qz_alloc(1, sizeof *s, "AWQ options", &s));
-  *s = *o;
-  *state = s;
-  return QZ_OK;
-}
-
-static int awq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
-  const qz_method_opts *o = state;
-  QZ_CALL(qz_layer_check_finite(L));
-  qz_awq_quantize_rows(o->spec.bits, o->spec.groupsize, L->nrows, L->in_features, L->w,
-                       res->codes, res->scale, res->zero, res->q);
-  qz_layer_result_plain(L, o->spec.groupsize, res);
-  return QZ_OK;
-}
-
-static void awq_destroy(void **state) { qz_free(state); }
-
-const qz_method_ops qz_method_awq = {.name = "awq",
-                                     .needs_hessian = 0,
-                                     .setup = awq_setup,
-                                     .quantize_layer = awq_layer,
-                                     .destroy = awq_destroy};
-
 /* ---- block search ----------------------------------------------------- */
 
 typedef struct {
@@ -95,7 +69,7 @@ typedef struct {
   const qz_awq_opts *o;
   qz_fwd *f;
   qz_block_weights *w;  /* current (candidate) weights */
-  qz_block_weights w0;  /* fp copy */
+  qz_block_weights *w0; /* fp copy (in the workspace) */
   int64_t T, L, nw, win0, nwin_total, H, I, qd;
   float *x1, *xo, *x3, *x4; /* recorded inputs [T, H], [T, qd], [T, H], [T, I] */
   float *y_attn, *y_mlp;    /* fp outputs of o_proj, down_proj [T, H] */
@@ -205,7 +179,7 @@ static int search_loss(awq_ctx *c, int k, double *loss) {
       qz_fwd_invalidate(c->f, QZ_STAGE_O_IN);
       QZ_CALL(qz_fwd_run(c->f, c->w, QZ_STAGE_O_IN));
       lin_windows(c, c->y, qz_fwd_stage_output(c->f, QZ_STAGE_O_IN, &nc),
-                  c->w0.w[QZ_LIN_O], c->H, c->qd);
+                  c->w0->w[QZ_LIN_O], c->H, c->qd);
       break;
     case QZ_AWQ_O:
       lin_windows(c, c->y, c->xo, c->w->w[QZ_LIN_O], c->H, c->qd);
@@ -214,7 +188,7 @@ static int search_loss(awq_ctx *c, int k, double *loss) {
       qz_fwd_invalidate(c->f, QZ_STAGE_DOWN_IN);
       QZ_CALL(qz_fwd_run(c->f, c->w, QZ_STAGE_DOWN_IN));
       lin_windows(c, c->y, qz_fwd_stage_output(c->f, QZ_STAGE_DOWN_IN, &nc),
-                  c->w0.w[QZ_LIN_DOWN], c->H, c->I);
+                  c->w0->w[QZ_LIN_DOWN], c->H, c->I);
       break;
     default:
       lin_windows(c, c->y, c->x4, c->w->w[QZ_LIN_DOWN], c->H, c->I);
@@ -235,7 +209,7 @@ static int search(awq_ctx *c, int k, const float *xbar, int64_t C, float *best,
       qz_linear l = k_scaled[k][m];
       int64_t out, in;
       lin_shape(c, l, &out, &in);
-      cand_weight(c, c->w0.w[l], out, in, s, c->w->w[l]);
+      cand_weight(c, c->w0->w[l], out, in, s, c->w->w[l]);
     }
     double loss = INFINITY;
     double t0 = MPI_Wtime();
@@ -252,7 +226,7 @@ static int search(awq_ctx *c, int k, const float *xbar, int64_t C, float *best,
     qz_linear l = k_scaled[k][m];
     int64_t out, in;
     lin_shape(c, l, &out, &in);
-    memcpy(c->w->w[l], c->w0.w[l], sizeof(float) * (size_t)(out * in));
+    memcpy(c->w->w[l], c->w0->w[l], sizeof(float) * (size_t)(out * in));
   }
   QZ_CHECK(best_i >= 0, QZ_ERR_NUMERIC, "AWQ scale search %d: no finite loss", k);
   res->ratio[k] = (double)best_i * 1.0 / (double)c->o->n_grid;
@@ -393,9 +367,84 @@ done:
   return st;
 }
 
+/* Buffers of the block search, allocated for the first block and reused
+ * while the shapes stay (every block of a model): no per-block allocation
+ * or first touch of the block copy and the token-sized buffers. */
+struct qz_awq_work {
+  int64_t T, H, I, qd, nwin_total, ns; /* the shapes they were made for */
+  qz_block_weights w0;                 /* fp copy of the block */
+  float *x1, *xo, *x3, *x4;            /* recorded inputs [T, H], [T, qd], [T, H], [T, I] */
+  float *y_attn, *y_mlp, *y;           /* [T, H] */
+  double *acc;                         /* [nwin_total * C] */
+  float *xbar, *s, *sc[QZ_AWQ_NSEARCH]; /* [C] */
+  float *xs;                           /* clip samples [ns, C] */
+};
+
+static void work_release(qz_awq_work *k) {
+  qz_block_weights_free(&k->w0);
+  qz_free(&k->x1); qz_free(&k->xo); qz_free(&k->x3); qz_free(&k->x4);
+  qz_free(&k->y_attn); qz_free(&k->y_mlp); qz_free(&k->y); qz_free(&k->acc);
+  qz_free(&k->xbar); qz_free(&k->s); qz_free(&k->xs);
+  for (int i = 0; i < QZ_AWQ_NSEARCH; i++) qz_free(&k->sc[i]);
+  memset(k, 0, sizeof *k);
+}
+
+int qz_awq_work_create(qz_awq_work **out) {
+  return qz_calloc(1, sizeof **out, "AWQ workspace", out);
+}
+
+void qz_awq_work_destroy(qz_awq_work **k) {
+  if (!k || !*k) return;
+  work_release(*k);
+  qz_free(k);
+}
+
+/* (Re)allocate k for these shapes unless it already fits. Not collective. */
+static int work_fit(qz_awq_work *k, const qz_model_config *cfg, const awq_ctx *c,
+                    int64_t ns) {
+  if (k->w0.mem && k->T == c->T && k->H == c->H && k->I == c->I && k->qd == c->qd &&
+      k->nwin_total == c->nwin_total && k->ns == ns)
+    return QZ_OK;
+  work_release(k);
+  int64_t C = c->H > c->qd ? c->H : c->qd;
+  C = C > c->I ? C : c->I;
+  size_t T = (size_t)(c->T > 0 ? c->T : 1);
+  int st = qz_block_weights_alloc(cfg, &k->w0);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c->H, 4, "AWQ inputs", &k->x1);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c->qd, 4, "AWQ inputs", &k->xo);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c->H, 4, "AWQ inputs", &k->x3);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c->I, 4, "AWQ inputs", &k->x4);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c->H, 4, "AWQ outputs", &k->y_attn);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c->H, 4, "AWQ outputs", &k->y_mlp);
+  if (st == QZ_OK) st = qz_alloc(T * (size_t)c->H, 4, "AWQ outputs", &k->y);
+  if (st == QZ_OK) st = qz_alloc((size_t)(c->nwin_total * C), 8, "AWQ sums", &k->acc);
+  if (st == QZ_OK) st = qz_alloc((size_t)C, 4, "AWQ scales", &k->xbar);
+  if (st == QZ_OK) st = qz_alloc((size_t)C, 4, "AWQ scales", &k->s);
+  for (int i = 0; i < QZ_AWQ_NSEARCH && st == QZ_OK; i++)
+    st = qz_alloc((size_t)C, 4, "AWQ scales", &k->sc[i]);
+  if (st == QZ_OK && ns > 0) st = qz_alloc((size_t)(ns * C), 4, "clip samples", &k->xs);
+  if (st != QZ_OK) {
+    work_release(k);
+    return st;
+  }
+  k->T = c->T; k->H = c->H; k->I = c->I; k->qd = c->qd;
+  k->nwin_total = c->nwin_total; k->ns = ns;
+  return QZ_OK;
+}
+
 int qz_awq_block(MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
                  qz_block_weights *w, const qz_awq_opts *o, int64_t win0,
                  int64_t nwin_total, qz_awq_block_result *res) {
+  qz_awq_work *k = NULL;
+  QZ_CALL(qz_awq_work_create(&k));
+  int st = qz_awq_block_work(k, comm, cfg, f, w, o, win0, nwin_total, res);
+  qz_awq_work_destroy(&k);
+  return st;
+}
+
+int qz_awq_block_work(qz_awq_work *k, MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
+                      qz_block_weights *w, const qz_awq_opts *o, int64_t win0,
+                      int64_t nwin_total, qz_awq_block_result *res) {
   awq_ctx c = {.comm = comm, .o = o, .f = f, .w = w, .win0 = win0,
                .nwin_total = nwin_total};
   MPI_Comm_rank(comm, &c.rank);
@@ -409,30 +458,23 @@ int qz_awq_block(MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
   memset(res, 0, sizeof *res);
   double t_all = MPI_Wtime();
   int st = QZ_OK;
-  float *xbar = NULL, *s = NULL, *sc[QZ_AWQ_NSEARCH] = {0}, *xs = NULL;
   QZ_CHECK(c.nw == 0 || qz_fwd_batch_max(f) >= c.nw, QZ_ERR_ARG,
            "AWQ needs all %lld local windows in one forward batch (batch %lld)",
            (long long)c.nw, (long long)qz_fwd_batch_max(f));
   QZ_CHECK(o->bits >= 2 && o->bits <= 8 && o->n_grid >= 1, QZ_ERR_ARG,
            "AWQ: bits %d, grid %d", o->bits, o->n_grid);
-  int64_t C = c.H > c.qd ? c.H : c.qd;
-  C = C > c.I ? C : c.I;
+  /* clip samples: tokens [0 :: stride] of the global index */
+  int64_t ntot = nwin_total * c.L;
+  int64_t stride = ntot / (o->clip_tokens > 0 ? o->clip_tokens : 512);
+  if (stride < 1) stride = 1;
+  int64_t ns = o->clip ? (ntot + stride - 1) / stride : 0;
+  QZ_CALL(qz_error_agree(comm, work_fit(k, cfg, &c, ns)));
+  c.w0 = &k->w0;
+  c.x1 = k->x1; c.xo = k->xo; c.x3 = k->x3; c.x4 = k->x4;
+  c.y_attn = k->y_attn; c.y_mlp = k->y_mlp; c.y = k->y; c.acc = k->acc;
+  float *xbar = k->xbar, *s = k->s, *const *sc = k->sc, *xs = k->xs;
   size_t T = (size_t)(c.T > 0 ? c.T : 1);
-  st = qz_block_weights_alloc(cfg, &c.w0);
-  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ inputs", &c.x1);
-  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.qd, 4, "AWQ inputs", &c.xo);
-  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ inputs", &c.x3);
-  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.I, 4, "AWQ inputs", &c.x4);
-  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ outputs", &c.y_attn);
-  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ outputs", &c.y_mlp);
-  if (st == QZ_OK) st = qz_alloc(T * (size_t)c.H, 4, "AWQ outputs", &c.y);
-  if (st == QZ_OK) st = qz_alloc((size_t)(nwin_total * C), 8, "AWQ sums", &c.acc);
-  if (st == QZ_OK) st = qz_alloc((size_t)C, 4, "AWQ scales", &xbar);
-  if (st == QZ_OK) st = qz_alloc((size_t)C, 4, "AWQ scales", &s);
-  for (int k = 0; k < QZ_AWQ_NSEARCH && st == QZ_OK; k++)
-    st = qz_alloc((size_t)C, 4, "AWQ scales", &sc[k]);
-  QZ_CALL_DONE(qz_error_agree(comm, st));
-  qz_block_weights_copy(&c.w0, w);
+  qz_block_weights_copy(c.w0, w);
 
   /* fp pass: inputs of all 7 linears, fp outputs of o_proj and down_proj */
   qz_fwd_block_begin(f);
@@ -508,11 +550,6 @@ int qz_awq_block(MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
 
   double tc = MPI_Wtime();
   if (o->clip) {
-    int64_t ntot = nwin_total * c.L;
-    int64_t stride = ntot / (o->clip_tokens > 0 ? o->clip_tokens : 512);
-    if (stride < 1) stride = 1;
-    int64_t ns = (ntot + stride - 1) / stride;
-    QZ_CALL_DONE(qz_error_agree(comm, qz_alloc((size_t)(ns * C), 4, "clip samples", &xs)));
     static const qz_linear clip_lin[] = {QZ_LIN_V, QZ_LIN_O, QZ_LIN_GATE, QZ_LIN_UP,
                                          QZ_LIN_DOWN};
     for (int i = 0; i < 5; i++) {
@@ -529,10 +566,184 @@ int qz_awq_block(MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
            c.t_loss[QZ_AWQ_QKV], c.t_loss[QZ_AWQ_GATEUP], c.t_loss[QZ_AWQ_DOWN],
            c.t_loss[QZ_AWQ_O], MPI_Wtime() - tc, MPI_Wtime() - t_all);
 done:
-  qz_block_weights_free(&c.w0);
-  free(c.x1); free(c.xo); free(c.x3); free(c.x4);
-  free(c.y_attn); free(c.y_mlp); free(c.y); free(c.acc);
-  free(xbar); free(s); free(xs);
-  for (int k = 0; k < QZ_AWQ_NSEARCH; k++) free(sc[k]);
   return st;
 }
+
+/* ---- method ops ------------------------------------------------------------ */
+
+typedef struct {
+  int clip;       /* run the clip search */
+  int then_gptq;  /* GPTQ (true-sequential) on the folded weights */
+} awq_cli;
+
+typedef struct {
+  qz_method_opts mo;
+  awq_cli cli;
+  qz_awq_opts awq;
+  qz_awq_work *work;
+} awq_state;
+
+static int awq_check(qz_method_opts *o) {
+  awq_cli a;
+  qz_method_ext_get(o, &a);
+  QZ_CHECK(!o->spec.sym, QZ_ERR_USAGE,
+           "--method awq uses the zero-point quantizer; --sym is not supported");
+  QZ_CHECK(a.then_gptq || !(o->act_order || o->static_groups), QZ_ERR_USAGE,
+           "--method awq: --act-order / --static-groups need --awq-then-gptq");
+  return QZ_OK;
+}
+
+/* plain AWQ calibrates on the fp model (block inputs = outputs of the
+ * unquantized blocks, llm-awq); GPTQ after AWQ sequentially */
+static unsigned awq_needs(const qz_method_opts *o) {
+  awq_cli a;
+  qz_method_ext_get(o, &a);
+  unsigned n = QZ_NEED_CALIB | QZ_NEED_ACT_STATS | QZ_CKPT_NORMS;
+  return n | (a.then_gptq ? QZ_NEED_HESSIAN : QZ_NEED_FP_STREAM);
+}
+
+static const char *awq_label(const qz_method_opts *o) {
+  awq_cli a;
+  qz_method_ext_get(o, &a);
+  return a.then_gptq ? "awq+gptq" : "awq";
+}
+
+static int awq_setup(const qz_method_opts *o, void **state) {
+  QZ_CALL(qz_quant_spec_check(&o->spec));
+  QZ_CHECK(!o->spec.sym, QZ_ERR_ARG, "awq uses the zero-point (asymmetric) quantizer; "
+           "--sym is not supported");
+  awq_state *s = NULL;
+  QZ_CALL(qz_calloc(1, sizeof *s, "AWQ state", &s));
+  s->mo = *o;
+  qz_method_ext_get(o, &s->cli);
+  s->awq = qz_awq_opts_default(o->spec.bits, o->spec.groupsize);
+  s->awq.clip = s->cli.clip;
+  *state = s;
+  return QZ_OK;
+}
+
+/* the final quantization of the folded, clipped W: llm-awq's quantizer, or
+ * GPTQ with --awq-then-gptq */
+static int awq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
+  const awq_state *s = state;
+  if (s->cli.then_gptq) return qz_gptq_quantize(&s->mo, L, res);
+  QZ_CALL(qz_layer_check_finite(L));
+  qz_awq_quantize_rows(s->mo.spec.bits, s->mo.spec.groupsize, L->nrows, L->in_features, L->w,
+                       res->codes, res->scale, res->zero, res->q);
+  qz_layer_result_plain(L, s->mo.spec.groupsize, res);
+  return QZ_OK;
+}
+
+static void awq_destroy(void **state) {
+  if (!state || !*state) return;
+  awq_state *s = *state;
+  qz_awq_work_destroy(&s->work);
+  qz_free(state);
+}
+
+static void awq_report(qz_block_ctx *b, const qz_awq_block_result *ar) {
+  char o_txt[32] = "skipped";
+  if (ar->applied[QZ_AWQ_O]) snprintf(o_txt, sizeof o_txt, "%.2f", ar->ratio[QZ_AWQ_O]);
+  qz_info("block %d awq ratios q/k/v %.2f / gate/up %.2f / down %.2f (o_proj %s); "
+          "loss vs ratio 0: %.4g/%.4g, %.4g/%.4g, %.4g/%.4g", b->layer,
+          ar->ratio[QZ_AWQ_QKV], ar->ratio[QZ_AWQ_GATEUP], ar->ratio[QZ_AWQ_DOWN], o_txt,
+          ar->loss[QZ_AWQ_QKV], ar->loss_r0[QZ_AWQ_QKV], ar->loss[QZ_AWQ_GATEUP],
+          ar->loss_r0[QZ_AWQ_GATEUP], ar->loss[QZ_AWQ_DOWN], ar->loss_r0[QZ_AWQ_DOWN]);
+  json_t *rat = json_array(), *los = json_array(), *clip = json_object();
+  for (int k = 0; k < QZ_AWQ_NSEARCH; k++) {
+    json_array_append_new(rat, ar->applied[k] ? json_real(ar->ratio[k]) : json_null());
+    json_array_append_new(los, ar->applied[k] ? json_real(ar->loss[k]) : json_null());
+  }
+  for (int l = 0; l < QZ_LIN_COUNT; l++)
+    if (l != QZ_LIN_Q && l != QZ_LIN_K)
+      json_object_set_new(clip, qz_linear_name((qz_linear)l), json_integer(ar->clipped[l]));
+  b->stat(b, "awq_ratios", rat); /* [qkv, o, gate/up, down] */
+  b->stat(b, "awq_loss", los);
+  b->stat(b, "awq_clipped", clip);
+}
+
+/* Scale + clip search on the fp block (llm-awq: the next block's input is
+ * this block's fp output), folded into w, then the 7 linears quantized
+ * (llm-awq quantizer, or GPTQ with --awq-then-gptq, whose calibration is
+ * then sequential). Collective on b->comm. */
+static int awq_block(void *state, qz_block_ctx *b) {
+  awq_state *s = state;
+  if (!s->work) QZ_CALL(qz_error_agree(b->comm, qz_awq_work_create(&s->work)));
+  qz_awq_block_result ar;
+  qz_timer_start(QZ_PHASE_FORWARD);
+  int st = qz_awq_block_work(s->work, b->comm, b->cfg, b->f, b->w, &s->awq, b->win0, b->nwin,
+                             &ar);
+  qz_timer_stop(QZ_PHASE_FORWARD);
+  QZ_CALL(qz_error_agree(b->comm, st));
+  awq_report(b, &ar);
+  if (s->cli.then_gptq) return b->sequential(b);
+  QZ_CALL(b->commit(b));
+  for (int l = 0; l < QZ_LIN_COUNT; l++) QZ_CALL(b->linear(b, (qz_linear)l, NULL));
+  return QZ_OK;
+}
+
+/* The search keeps a copy of the block, the inputs of every linear and
+ * three outputs of T tokens, per-window sums and the clip samples; it runs
+ * the attention and the MLP once per grid point (n_grid of each). */
+static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
+                           int64_t nwin_rank, int64_t seqlen, qz_plan_block *p) {
+  double T = (double)(nwin_rank * seqlen), H = (double)cfg->hidden_size;
+  double I = (double)cfg->intermediate_size;
+  double qd = (double)(cfg->num_attention_heads * cfg->head_dim);
+  double C = H > qd ? H : qd;
+  C = C > I ? C : I;
+  qz_awq_opts d = qz_awq_opts_default(4, 128);
+  double weights = 0.0;
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t out, in;
+    qz_linear_shape(cfg, (qz_linear)l, &out, &in);
+    weights += 4.0 * (double)out * (double)in;
+  }
+  p->bytes = weights + 4.0 * T * (2.0 * H + qd + I) + 4.0 * 3.0 * T * H + 4.0 * d.clip_tokens * C;
+  p->flops = (double)d.n_grid * qz_fwd_block_flops(cfg, nwin_rank, seqlen);
+}
+
+/* the final quantizer: GPTQ's model after the search, else memory bound
+ * like RTN */
+static void awq_plan_linear(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m,
+                            int64_t n, qz_plan_linear *p) {
+  awq_cli a;
+  qz_method_ext_get(o, &a);
+  if (a.then_gptq) {
+    qz_gptq_plan(o, mc, m, n, p);
+    return;
+  }
+  *p = (qz_plan_linear){.seconds = (double)m * (double)n * 20.0 / (mc->gemm * 0.05)};
+}
+
+#define AWQ_FIELD(f) .ext = 1, .offset = offsetof(awq_cli, f)
+static const qz_opt awq_rows[] = {
+    {.name = "no-clip", .type = QZ_OPT_FLAG, AWQ_FIELD(clip), .def = 1, .json = "awq_clip",
+     .help = "AWQ: scale search only, no clip search"},
+    {.name = "awq-then-gptq", .type = QZ_OPT_FLAG, AWQ_FIELD(then_gptq), .def = 0,
+     .json = "awq_then_gptq",
+     .help = "AWQ scales and clipping, then GPTQ (true-sequential) on the scaled weights"},
+    {.type = QZ_OPT_CONST, .def = 20, .json = "awq_grid"},
+};
+_Static_assert(sizeof(awq_cli) <= QZ_METHOD_EXT_BYTES, "AWQ options exceed the ext bytes");
+
+static const char *const awq_exports[] = {"gptq", "compressed-tensors", NULL};
+static const char *const awq_labels[] = {"awq", "awq+gptq", NULL};
+
+const qz_method_ops qz_method_awq = {
+    .name = "awq",
+    .summary = "AWQ (Lin et al.), activation-aware scales and clipping",
+    .options = awq_rows,
+    .noptions = (int)(sizeof awq_rows / sizeof awq_rows[0]),
+    .uses = QZ_USES_BITS | QZ_USES_GROUP,
+    .exports = awq_exports,
+    .labels = awq_labels,
+    .check = awq_check,
+    .needs = awq_needs,
+    .label = awq_label,
+    .setup = awq_setup,
+    .quantize_layer = awq_layer,
+    .destroy = awq_destroy,
+    .quantize_block = awq_block,
+    .plan_linear = awq_plan_linear,
+    .plan_block = awq_plan_block};

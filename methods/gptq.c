@@ -315,8 +315,31 @@ static int gptq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
 }
 static void gptq_destroy(void **state) { qz_free(state); }
 
+static unsigned gptq_needs(const qz_method_opts *o) { return QZ_NEED_CALIB | QZ_NEED_HESSIAN; }
+
+void qz_gptq_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m, int64_t n,
+                  qz_plan_linear *p) {
+  const double B = o->blocksize > 0 ? o->blocksize : 128;
+  /* working W, block + errors, params + losses, factor panel, edge tiles */
+  p->bytes = 4.0 * m * n + 2.0 * 4.0 * m * B + 16.0 * m + 8.0 * m + 4.0 * B * n +
+             4.0 * QZ_GPTQ_ROW_TILE * (B + n);
+  /* the m n^2 trailing update + the in-block work; the factor streamed to
+   * every rank (f32 rows of U) */
+  const double md = (double)m, nd = (double)n;
+  p->flops = md * nd * nd + 2.0 * md * nd * B;
+  p->seconds = p->flops / (mc->gemm * mc->gptq_frac) + mc->allgather(mc->ctx, 4.0 * nd * nd);
+  p->factor = 1;
+}
+
+static const char *const gptq_exports[] = {"gptq", "compressed-tensors", NULL};
+
 const qz_method_ops qz_method_gptq = {.name = "gptq",
-                                      .needs_hessian = 1,
+                                      .summary = "GPTQ (Frantar et al.), Hessian-based",
+                                      .uses = QZ_USES_BITS | QZ_USES_GROUP | QZ_USES_SYM |
+                                              QZ_USES_ACT_ORDER,
+                                      .exports = gptq_exports,
+                                      .needs = gptq_needs,
                                       .setup = gptq_setup,
                                       .quantize_layer = gptq_layer,
-                                      .destroy = gptq_destroy};
+                                      .destroy = gptq_destroy,
+                                      .plan_linear = qz_gptq_plan};

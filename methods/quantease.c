@@ -13,6 +13,7 @@
 #include "mpiquant/quantease.h"
 
 #include <cblas.h>
+#include <stddef.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -507,8 +508,60 @@ static int qe_layer(void *state, const qz_layer *L, qz_layer_result *res) {
 }
 static void qe_destroy(void **state) { qz_free(state); }
 
-const qz_method_ops qz_method_quantease = {.name = "quantease",
-                                           .needs_hessian = 1,
-                                           .setup = qe_setup,
-                                           .quantize_layer = qe_layer,
-                                           .destroy = qe_destroy};
+static unsigned qe_needs(const qz_method_opts *o) {
+  return QZ_NEED_CALIB | QZ_NEED_HESSIAN | QZ_OUT_OBJECTIVE |
+         (o->outlier_frac > 0 ? QZ_CKPT_OUTLIERS : 0u);
+}
+
+/* One linear: the result of the start (GPTQ's working buffers, or nothing
+ * for RTN) and the sweep state (Q, residual D on tile-padded rows, R panel,
+ * f64 + f32 Hessian panel, losses) are not alive at once; W' lives
+ * throughout; the outlier variant adds W', the sparse part, the IHT
+ * candidate and the selection keys. Time: the start, then iters sweeps + 2
+ * exact objective passes, each 2 m n^2 in sgemm with the Hessian streamed
+ * in row panels (an allreduce of the f64 panel: 8 n^2 bytes per pass). */
+static void qe_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m, int64_t n,
+                    qz_plan_linear *p) {
+  qz_plan_linear g = {0};
+  qz_gptq_plan(o, mc, m, n, &g);
+  const int from_gptq = o->qe_init == QZ_QE_INIT_GPTQ;
+  double start = from_gptq ? g.bytes : 0.0;
+  double mp = (double)(m + 2 * QZ_QE_ROW_TILE), B = QZ_QE_PANEL;
+  double sweep = 4.0 * m * n + 4.0 * mp * n + 4.0 * mp * B + 12.0 * B * n + 8.0 * m;
+  double outl = o->outlier_frac > 0 ? 20.0 * m * n : 0.0;
+  p->bytes = 4.0 * m * n + n + outl + (start > sweep ? start : sweep);
+  const double md = (double)m, nd = (double)n;
+  double passes = (double)o->iters + 2.0, fq = 2.0 * md * nd * nd;
+  p->flops = (from_gptq ? g.flops : 0.0) + passes * fq;
+  p->seconds = (from_gptq ? g.seconds : md * nd * 20.0 / (mc->gemm * 0.05)) +
+               passes * (fq / (mc->gemm * mc->qe_frac) + mc->allreduce(mc->ctx, 8.0 * nd * nd));
+  p->factor = from_gptq; /* from RTN: no factorization */
+}
+
+static const char *const qe_init_names[] = {"gptq", "rtn", NULL};
+#define QE_FIELD(f) .ext = 0, .offset = offsetof(qz_method_opts, f)
+static const qz_opt qe_rows[] = {
+    {.name = "iters", .type = QZ_OPT_INT, QE_FIELD(iters), .def = 30, .lo = 0, .hi = 1 << 20,
+     .json = "iters", .metavar = "N", .help = "QuantEase coordinate-descent sweeps (default 30)"},
+    {.name = "qe-init", .type = QZ_OPT_CHOICE, QE_FIELD(qe_init), .def = QZ_QE_INIT_GPTQ,
+     .choices = qe_init_names, .json = "init", .help = "QuantEase start and grid (default gptq)"},
+    {.name = "outlier-frac", .type = QZ_OPT_REAL, QE_FIELD(outlier_frac), .def = 0, .lo = 0,
+     .hi = 0.5, .json = "outlier_frac", .metavar = "F",
+     .help = "QuantEase: share of weights kept in f32 (sparse)"},
+};
+
+static const char *const qe_exports[] = {"gptq", "compressed-tensors", NULL};
+
+const qz_method_ops qz_method_quantease = {
+    .name = "quantease",
+    .summary = "QuantEase (Behdin et al.), coordinate descent on the GPTQ objective",
+    .options = qe_rows,
+    .noptions = (int)(sizeof qe_rows / sizeof qe_rows[0]),
+    .json_group = "quantease",
+    .uses = QZ_USES_BITS | QZ_USES_GROUP | QZ_USES_SYM | QZ_USES_ACT_ORDER,
+    .exports = qe_exports,
+    .needs = qe_needs,
+    .setup = qe_setup,
+    .quantize_layer = qe_layer,
+    .destroy = qe_destroy,
+    .plan_linear = qe_plan};

@@ -6,6 +6,7 @@
 #include "driver.h"
 #include "mpiquant/error.h"
 #include "mpiquant/export.h"
+#include "mpiquant/method.h"
 #include "mpiquant/timing.h"
 
 static void usage(FILE *f) {
@@ -66,10 +67,18 @@ int qz_cmd_export(qz_ctx *ctx, int argc, char **argv) {
   }
   QZ_CHECK(optind == argc, QZ_ERR_USAGE, "export: unexpected argument '%s'", argv[optind]);
   QZ_CHECK(o.ckpt_dir && o.out_dir, QZ_ERR_USAGE, "export needs --ckpt CKPT and --out DIR");
-  QZ_CHECK(strcmp(format, "gptq") == 0 || strcmp(format, "compressed-tensors") == 0,
-           QZ_ERR_USAGE,
-           "export: unknown --format '%s' (supported: gptq, compressed-tensors)", format);
+  /* the checkpoint labels of every method whose table accepts the format */
+  const char *methods[64];
+  int n = 0;
+  for (int m = 0; qz_method_at(m); m++) {
+    const qz_method_ops *ops = qz_method_at(m);
+    if (!qz_method_exports(ops, format)) continue;
+    if (!ops->labels && n < 63) methods[n++] = ops->name;
+    for (const char *const *l = ops->labels; l && *l && n < 63; l++) methods[n++] = *l;
+  }
+  methods[n] = NULL;
   o.format = format;
+  o.methods = methods;
   o.max_shard_bytes = (int64_t)(gb * 1073741824.0);
   qz_timer_start(QZ_PHASE_WRITE);
   int st = qz_export(ctx->comm, &o);

@@ -1,11 +1,13 @@
 /* mpiquant layer: quantize one matrix W (+ H or X) from a safetensors file.
  * W rows are split over ranks; H (given, or accumulated from X distributed
  * over ranks) lives block-cyclic on the grid; rank 0 writes the result. */
+#include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "driver.h"
+#include "method_cli.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/grid.h"
@@ -13,89 +15,70 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/method.h"
-#include "mpiquant/quantease.h"
 #include "mpiquant/safetensors.h"
 #include "mpiquant/timing.h"
 
 static void usage(void) {
   printf(
-      "usage: mpiquant layer --in CASE.safetensors --method rtn|gptq|quantease --bits B\n"
-      "         [--group G] [--sym] [--act-order] [--static-groups]\n"
-      "         [--damp 0.01] [--blocksize 128] [--from-x] [--nsamples N]\n"
-      "         [--nb 128] [--iters 30] [--qe-init gptq|rtn] [--outlier-frac F]\n"
+      "usage: mpiquant layer --in CASE.safetensors --method M --bits B\n"
+      "         [method options] [--from-x] [--nsamples N] [--nb 128]\n"
       "         --out RESULT.safetensors\n\n"
       "Reads W [out,in] and H [in,in] (or X [tokens,in] when H is absent or\n"
       "--from-x is given: H = 2/N X^T X accumulated over ranks, N = --nsamples,\n"
       "else the file's 'nsamples' metadata, else the number of rows of X).\n"
       "Writes Q, codes, scale, zero, perm, g_idx, losses and metadata\n"
-      "(loss_total, damp_used, options).  --group -1 = per channel (default).\n"
-      "--nb: ScaLAPACK block size of the distributed Hessian.\n"
-      "quantease: --iters coordinate-descent sweeps, --qe-init start\n"
-      "(objective per sweep in the 'objective' metadata), --outlier-frac\n"
-      "share of weights kept in f32 (tensors outliers_idx, outliers_val).\n");
+      "(loss_total, damp_used, the options).  --group -1 = per channel (the\n"
+      "default here).  --nb: ScaLAPACK block size of the distributed Hessian.\n"
+      "quantease: the objective per sweep in the 'objective' metadata;\n"
+      "--outlier-frac: tensors outliers_idx, outliers_val.\n\n");
+  qz_mcli_usage(stdout, NULL, NULL);
+  printf("  --from-x             H from X even when the file has H\n"
+         "  --nsamples N         sequences N of H = 2/N X^T X\n"
+         "  --nb NB              ScaLAPACK block size (default 128)\n");
 }
 
 typedef struct {
-  const char *in, *out, *method;
+  const char *in, *out;
   qz_method_opts mo;
   int from_x, nb;
   long nsamples;
 } layer_args;
 
 static int parse(int argc, char **argv, layer_args *a) {
-  a->mo = qz_method_opts_default();
-  a->mo.spec.groupsize = -1;
-  a->mo.spec.bits = 0;
+  static const struct option base[] = {
+      {"in", 1, 0, 'i'}, {"out", 1, 0, 'o'}, {"method", 1, 0, 'M'}, {"from-x", 0, 0, 'x'},
+      {"nb", 1, 0, 'b'}, {"nsamples", 1, 0, 'n'}, {0, 0, 0, 0}};
+  const char *method = qz_mcli_method_arg(argc, argv, NULL);
+  QZ_CHECK(method, QZ_ERR_USAGE, "layer: --in, --out, --method and --bits are required");
+  const qz_method_ops *ops;
+  QZ_CALL(qz_mcli_method("layer", method, &ops, &a->mo));
+  a->mo.spec.groupsize = -1; /* one matrix: per channel unless --group */
   a->nb = 0;
   a->nsamples = -1;
-  for (int i = 1; i < argc; i++) {
-    const char *o = argv[i];
-    const char *v = i + 1 < argc ? argv[i + 1] : NULL;
-    long l;
-    double dv;
-#define NEEDV() \
-  QZ_CHECK(v, QZ_ERR_USAGE, "layer: option %s needs a value", o); i++
-    if (!strcmp(o, "--in")) { NEEDV(); a->in = v; }
-    else if (!strcmp(o, "--out")) { NEEDV(); a->out = v; }
-    else if (!strcmp(o, "--method")) { NEEDV(); a->method = v; }
-    else if (!strcmp(o, "--bits")) {
-      NEEDV(); QZ_CALL(qz_cli_int(o, v, 2, 8, &l)); a->mo.spec.bits = (int)l;
-    } else if (!strcmp(o, "--group")) {
-      NEEDV(); QZ_CALL(qz_cli_int(o, v, -1, 1L << 30, &l));
-      QZ_CHECK(l != 0, QZ_ERR_USAGE, "layer: --group must be -1 or >= 1");
-      a->mo.spec.groupsize = l;
-    } else if (!strcmp(o, "--sym")) a->mo.spec.sym = 1;
-    else if (!strcmp(o, "--act-order")) a->mo.act_order = 1;
-    else if (!strcmp(o, "--static-groups")) a->mo.static_groups = 1;
-    else if (!strcmp(o, "--from-x")) a->from_x = 1;
-    else if (!strcmp(o, "--damp")) {
-      NEEDV(); QZ_CALL(qz_cli_double(o, v, 0, 1, &dv)); a->mo.percdamp = dv;
-    } else if (!strcmp(o, "--blocksize")) {
-      NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1 << 16, &l)); a->mo.blocksize = (int)l;
-    } else if (!strcmp(o, "--nb")) {
-      NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1 << 16, &l)); a->nb = (int)l;
-    } else if (!strcmp(o, "--iters")) {
-      NEEDV(); QZ_CALL(qz_cli_int(o, v, 0, 1 << 20, &l)); a->mo.iters = (int)l;
-    } else if (!strcmp(o, "--qe-init")) {
-      NEEDV();
-      QZ_CHECK(!strcmp(v, "gptq") || !strcmp(v, "rtn"), QZ_ERR_USAGE,
-               "layer: --qe-init must be gptq or rtn, got '%s'", v);
-      a->mo.qe_init = strcmp(v, "rtn") ? QZ_QE_INIT_GPTQ : QZ_QE_INIT_RTN;
-    } else if (!strcmp(o, "--outlier-frac")) {
-      NEEDV(); QZ_CALL(qz_cli_double(o, v, 0, 0.5, &dv)); a->mo.outlier_frac = dv;
-    } else if (!strcmp(o, "--nsamples")) {
-      NEEDV(); QZ_CALL(qz_cli_int(o, v, 1, 1L << 40, &l)); a->nsamples = l;
-    } else
-      QZ_FAIL(QZ_ERR_USAGE, "layer: unknown option '%s' (see mpiquant layer --help)", o);
-#undef NEEDV
+  struct option *opts = NULL;
+  QZ_CALL(qz_mcli_longopts(base, &a->mo, &opts));
+  int st = QZ_OK, c;
+  long l;
+  optind = 0;
+  opterr = 0;
+  while (st == QZ_OK && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    switch (c) {
+      case 'i': a->in = optarg; break;
+      case 'o': a->out = optarg; break;
+      case 'M': break;
+      case 'x': a->from_x = 1; break;
+      case 'b': st = qz_cli_int("--nb", optarg, 1, 1 << 16, &l); a->nb = (int)l; break;
+      case 'n': st = qz_cli_int("--nsamples", optarg, 1, 1L << 40, &a->nsamples); break;
+      case '?': st = qz_mcli_unknown("layer", &a->mo, argv[optind - 1]); break;
+      default: st = qz_mcli_handle("layer", &a->mo, c, optarg); break;
+    }
   }
-  QZ_CHECK(a->in && a->out && a->method && a->mo.spec.bits, QZ_ERR_USAGE,
+  free(opts);
+  QZ_CALL(st);
+  QZ_CHECK(optind == argc, QZ_ERR_USAGE, "layer: unexpected argument '%s'", argv[optind]);
+  QZ_CHECK(a->in && a->out && qz_method_opt_given(&a->mo, "bits"), QZ_ERR_USAGE,
            "layer: --in, --out, --method and --bits are required");
-  QZ_CHECK(qz_method_find(a->method), QZ_ERR_USAGE,
-           "layer: unknown method '%s' (known: %s)", a->method,
-           qz_method_names());
-  QZ_CHECK(a->mo.outlier_frac == 0 || !strcmp(a->method, "quantease"),
-           QZ_ERR_USAGE, "layer: --outlier-frac needs --method quantease");
+  QZ_CALL(qz_mcli_finish("layer", &a->mo));
   return QZ_OK;
 }
 
@@ -147,7 +130,8 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   }
   layer_args a = {0};
   QZ_CALL(parse(argc, argv, &a));
-  const qz_method_ops *ops = qz_method_find(a.method);
+  const qz_method_ops *ops = a.mo.ops;
+  const unsigned needs = qz_method_needs(&a.mo);
   MPI_Comm comm = ctx->comm;
   int st = QZ_OK;
   qz_st *in = NULL;
@@ -177,7 +161,7 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   if (!st) st = qz_alloc((size_t)(nrows * ng), sizeof(float), "scale", &res.scale);
   if (!st) st = qz_alloc((size_t)(nrows * ng), sizeof(float), "zero", &res.zero);
   if (!st) st = qz_alloc((size_t)nrows, sizeof(float), "losses", &res.losses);
-  if (!st && !strcmp(a.method, "quantease"))
+  if (!st && (needs & QZ_OUT_OBJECTIVE))
     st = qz_calloc((size_t)a.mo.iters + 1, sizeof(double), "objective",
                    &res.objective);
   if (!st) st = qz_alloc((size_t)in_f, sizeof(int32_t), "g_idx", &res.g_idx);
@@ -185,7 +169,7 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   qz_timer_stop(QZ_PHASE_LOAD);
   QZ_CALL_DONE(qz_error_agree(comm, st));
 
-  if (ops->needs_hessian) {
+  if (needs & QZ_NEED_HESSIAN) {
     QZ_CALL_DONE(qz_grid_create(comm, a.nb, &grid));
     QZ_CALL_DONE(qz_hessian_create(grid, in_f, &H));
     int use_x = a.from_x || !qz_st_find(in, "H");
@@ -244,7 +228,6 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   qz_timer_start(QZ_PHASE_WRITE);
   double loss_total = 0; /* summed in row order: the same at every np */
   QZ_CALL_DONE(qz_sum_rows_ordered(comm, nrows, res.losses, &loss_total));
-  int rc;
   if (ctx->rank == 0) {
     st = qz_alloc((size_t)(out_f * in_f), sizeof(float), "Q (all)", &all_q);
     if (!st) st = qz_alloc((size_t)(out_f * in_f), 1, "codes (all)", &all_codes);
@@ -260,11 +243,7 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   QZ_CALL_DONE(gather_rows(comm, res.losses, nrows, 1, MPI_FLOAT, all_loss));
   /* sparse outliers (QuantEase --outlier-frac): gathered in rank order */
   int64_t nout = res.noutliers;
-  rc = MPI_Allreduce(MPI_IN_PLACE, &nout, 1, MPI_INT64_T, MPI_SUM, comm);
-  if (rc != MPI_SUCCESS) {
-    st = qz_mpi_error(rc, "MPI_Allreduce(outliers)", __FILE__, __LINE__, __func__);
-    goto done;
-  }
+  QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, &nout, 1, MPI_INT64_T, MPI_SUM, comm));
   if (nout > 0) {
     if (ctx->rank == 0) {
       st = qz_alloc((size_t)nout, sizeof(int64_t), "outliers (all)", &all_oidx);
@@ -284,7 +263,7 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
     snprintf(buf, sizeof buf, __VA_ARGS__);                     \
     st = qz_st_writer_meta(wr, k, buf);                         \
   }
-    META("method", "%s", a.method);
+    META("method", "%s", qz_method_label(&a.mo));
     META("bits", "%d", a.mo.spec.bits);
     META("groupsize", "%lld", (long long)a.mo.spec.groupsize);
     META("sym", "%s", a.mo.spec.sym ? "true" : "false");
@@ -295,12 +274,20 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
     META("damp_used", "%.17g", res.percdamp_used);
     META("dead_columns", "%lld", (long long)res.ndead);
     META("loss_total", "%.9g", loss_total);
-    META("hessian", "%s", !ops->needs_hessian ? "none"
+    META("hessian", "%s", !(needs & QZ_NEED_HESSIAN) ? "none"
                           : (a.from_x || !qz_st_find(in, "H")) ? "X" : "H");
     META("nranks", "%d", ctx->size);
+    for (int i = qz_method_nrows(NULL); !st && i < qz_method_nrows(ops); i++) {
+      const qz_opt *r = qz_method_row(ops, i); /* the method's own options */
+      double v = qz_method_opt_value(&a.mo, i);
+      if (!r->json) continue;
+      const char *txt = r->type == QZ_OPT_FLAG     ? (v != 0 ? "true" : "false")
+                        : r->type == QZ_OPT_CHOICE ? r->choices[(int)v]
+                                                   : NULL;
+      if (txt) META(r->json, "%s", txt);
+      if (!txt) META(r->json, "%.17g", v);
+    }
     if (!st && res.objective) {
-      META("iters", "%d", a.mo.iters);
-      META("qe_init", "%s", a.mo.qe_init == QZ_QE_INIT_RTN ? "rtn" : "gptq");
       size_t cap = (size_t)(a.mo.iters + 1) * 26 + 1, len = 0;
       char *obj = malloc(cap);
       if (!obj)
@@ -319,7 +306,7 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
     if (!st) st = qz_st_writer_add(wr, "zero", QZ_DT_F32, 2, sg, all_zero);
     if (!st) st = qz_st_writer_add(wr, "perm", QZ_DT_I32, 1, s1, res.perm);
     if (!st) st = qz_st_writer_add(wr, "g_idx", QZ_DT_I32, 1, s1, res.g_idx);
-    if (!st && ops->needs_hessian)
+    if (!st && (needs & QZ_NEED_HESSIAN))
       st = qz_st_writer_add(wr, "losses", QZ_DT_F32, 1, so, all_loss);
     int64_t sn[1] = {nout};
     if (!st && nout > 0)
@@ -328,7 +315,7 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
       st = qz_st_writer_add(wr, "outliers_val", QZ_DT_F32, 1, sn, all_oval);
     if (!st) st = qz_st_writer_finish(&wr);
     if (!st)
-      qz_info("layer: %s %lld x %lld w%d -> %s (loss %.6g, damp %g)", a.method,
+      qz_info("layer: %s %lld x %lld w%d -> %s (loss %.6g, damp %g)", ops->name,
               (long long)out_f, (long long)in_f, a.mo.spec.bits, a.out,
               loss_total, res.percdamp_used);
   }

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "driver.h"
+#include "method_cli.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
@@ -17,11 +18,11 @@
 #include "plan.h"
 
 typedef struct {
-  const char *model, *rates, *out, *scratch, *method, *qe_init;
-  long np, nodes, rpn, threads, nsamples, seqlen, bits, group, blocksize, nb, dtype_bytes;
-  long iters;
-  double mem_rank, mem_node, core_scale, net_gbs, latency_us, outlier_frac;
+  const char *model, *rates, *out, *scratch;
+  long np, nodes, rpn, threads, nsamples, seqlen, nb, dtype_bytes;
+  double mem_rank, mem_node, core_scale, net_gbs, latency_us;
   int calibrate, json;
+  qz_method_opts mo; /* --method and its rows, as for quantize */
 } plan_opts;
 
 static void usage(void) {
@@ -39,10 +40,7 @@ static void usage(void) {
       "  --threads T           BLAS threads per rank (default 1)\n"
       "  --nsamples N          calibration windows (default 128)\n"
       "  --seqlen L            tokens per window (default 2048)\n"
-      "  --method M            gptq (default) | rtn | quantease\n"
-      "  --iters N --qe-init gptq|rtn --outlier-frac F   QuantEase, as for quantize\n"
-      "                        (defaults 30, gptq, 0)\n"
-      "  --bits B --group G --blocksize B --grid-nb NB   as for quantize\n"
+      "  --grid-nb NB          ScaLAPACK block size (default 128)\n"
       "  --dtype-bytes K       bytes per weight on disk (default from torch_dtype)\n"
       "  --mem-per-rank SIZE   refuse if a rank needs more (e.g. 10G, 512M)\n"
       "  --mem-per-node SIZE   refuse if R ranks need more\n"
@@ -57,7 +55,9 @@ static void usage(void) {
       "  --json                one JSON object on stdout instead of the tables\n"
       "  --calibrate           measure the rates here and write them (--out FILE,\n"
       "                        default location above); --scratch DIR for the\n"
-      "                        HDF5 test file (default .)\n");
+      "                        HDF5 test file (default .)\n"
+      "method options, as for quantize (the method's own plan model):\n");
+  qz_mcli_usage(stdout, NULL, "gptq");
 }
 
 static int parse_size(const char *opt, const char *v, double *out) {
@@ -80,67 +80,63 @@ static int parse_size(const char *opt, const char *v, double *out) {
   return QZ_OK;
 }
 
+static int parse_opt(int c, const char *arg, plan_opts *o) {
+  switch (c) {
+    case 'm': o->model = arg; break;
+    case 'p': QZ_CALL(qz_cli_int("--np", arg, 1, 1L << 24, &o->np)); break;
+    case 'N': QZ_CALL(qz_cli_int("--nodes", arg, 1, 1L << 20, &o->nodes)); break;
+    case 'R': QZ_CALL(qz_cli_int("--ranks-per-node", arg, 1, 1L << 16, &o->rpn)); break;
+    case 't': QZ_CALL(qz_cli_int("--threads", arg, 1, 1L << 12, &o->threads)); break;
+    case 'n': QZ_CALL(qz_cli_int("--nsamples", arg, 1, 1L << 30, &o->nsamples)); break;
+    case 'L': QZ_CALL(qz_cli_int("--seqlen", arg, 2, 1L << 24, &o->seqlen)); break;
+    case 'M': break; /* --method: read first */
+    case 'G': QZ_CALL(qz_cli_int("--grid-nb", arg, 8, 4096, &o->nb)); break;
+    case 'D': QZ_CALL(qz_cli_int("--dtype-bytes", arg, 1, 8, &o->dtype_bytes)); break;
+    case 'r': QZ_CALL(parse_size("--mem-per-rank", arg, &o->mem_rank)); break;
+    case 'e': QZ_CALL(parse_size("--mem-per-node", arg, &o->mem_node)); break;
+    case 'c': o->rates = arg; break;
+    case 's': QZ_CALL(qz_cli_double("--core-scale", arg, 1e-3, 1e3, &o->core_scale)); break;
+    case 'w': QZ_CALL(qz_cli_double("--net-gbs", arg, 1e-3, 1e6, &o->net_gbs)); break;
+    case 'l': QZ_CALL(qz_cli_double("--latency-us", arg, 0.0, 1e6, &o->latency_us)); break;
+    case 'j': o->json = 1; break;
+    case 'C': o->calibrate = 1; break;
+    case 'o': o->out = arg; break;
+    case 'S': o->scratch = arg; break;
+    default: QZ_FAIL(QZ_ERR_INTERNAL, "plan: option value %d", c);
+  }
+  return QZ_OK;
+}
+
 static int parse(int argc, char **argv, plan_opts *o) {
-  static const struct option opts[] = {
+  static const struct option base[] = {
       {"model", 1, 0, 'm'},        {"np", 1, 0, 'p'},          {"nodes", 1, 0, 'N'},
       {"ranks-per-node", 1, 0, 'R'}, {"threads", 1, 0, 't'},   {"nsamples", 1, 0, 'n'},
-      {"seqlen", 1, 0, 'L'},       {"method", 1, 0, 'M'},      {"bits", 1, 0, 'b'},
-      {"group", 1, 0, 'g'},        {"blocksize", 1, 0, 'B'},   {"grid-nb", 1, 0, 'G'},
+      {"seqlen", 1, 0, 'L'},       {"method", 1, 0, 'M'},      {"grid-nb", 1, 0, 'G'},
       {"dtype-bytes", 1, 0, 'D'},  {"mem-per-rank", 1, 0, 'r'}, {"mem-per-node", 1, 0, 'e'},
       {"calibration", 1, 0, 'c'},  {"core-scale", 1, 0, 's'},  {"net-gbs", 1, 0, 'w'},
       {"latency-us", 1, 0, 'l'},   {"json", 0, 0, 'j'},        {"calibrate", 0, 0, 'C'},
-      {"out", 1, 0, 'o'},          {"scratch", 1, 0, 'S'},     {"iters", 1, 0, 'I'},
-      {"qe-init", 1, 0, 'i'},      {"outlier-frac", 1, 0, 'F'}, {0, 0, 0, 0}};
-  *o = (plan_opts){.method = "gptq", .nodes = 1, .threads = 1, .nsamples = 128,
-                   .seqlen = 2048, .bits = 4, .group = 128, .blocksize = 128, .nb = 128,
-                   .core_scale = 1.0, .net_gbs = 12.5, .latency_us = 5.0, .scratch = ".",
-                   .iters = 30, .qe_init = "gptq"};
+      {"out", 1, 0, 'o'},          {"scratch", 1, 0, 'S'},     {0, 0, 0, 0}};
+  *o = (plan_opts){.nodes = 1, .threads = 1, .nsamples = 128, .seqlen = 2048, .nb = 128,
+                   .core_scale = 1.0, .net_gbs = 12.5, .latency_us = 5.0, .scratch = "."};
+  const qz_method_ops *ops;
+  QZ_CALL(qz_mcli_method("plan", qz_mcli_method_arg(argc, argv, "gptq"), &ops, &o->mo));
+  struct option *opts = NULL;
+  QZ_CALL(qz_mcli_longopts(base, &o->mo, &opts));
+  int st = QZ_OK, c;
   optind = 0;
   opterr = 0;
-  int c;
-  while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-    switch (c) {
-      case 'm': o->model = optarg; break;
-      case 'p': QZ_CALL(qz_cli_int("--np", optarg, 1, 1L << 24, &o->np)); break;
-      case 'N': QZ_CALL(qz_cli_int("--nodes", optarg, 1, 1L << 20, &o->nodes)); break;
-      case 'R': QZ_CALL(qz_cli_int("--ranks-per-node", optarg, 1, 1L << 16, &o->rpn)); break;
-      case 't': QZ_CALL(qz_cli_int("--threads", optarg, 1, 1L << 12, &o->threads)); break;
-      case 'n': QZ_CALL(qz_cli_int("--nsamples", optarg, 1, 1L << 30, &o->nsamples)); break;
-      case 'L': QZ_CALL(qz_cli_int("--seqlen", optarg, 2, 1L << 24, &o->seqlen)); break;
-      case 'M': o->method = optarg; break;
-      case 'b': QZ_CALL(qz_cli_int("--bits", optarg, 2, 8, &o->bits)); break;
-      case 'g': QZ_CALL(qz_cli_int("--group", optarg, -1, 1L << 30, &o->group)); break;
-      case 'B': QZ_CALL(qz_cli_int("--blocksize", optarg, 1, 1L << 20, &o->blocksize)); break;
-      case 'G': QZ_CALL(qz_cli_int("--grid-nb", optarg, 8, 4096, &o->nb)); break;
-      case 'D': QZ_CALL(qz_cli_int("--dtype-bytes", optarg, 1, 8, &o->dtype_bytes)); break;
-      case 'r': QZ_CALL(parse_size("--mem-per-rank", optarg, &o->mem_rank)); break;
-      case 'e': QZ_CALL(parse_size("--mem-per-node", optarg, &o->mem_node)); break;
-      case 'c': o->rates = optarg; break;
-      case 's': QZ_CALL(qz_cli_double("--core-scale", optarg, 1e-3, 1e3, &o->core_scale)); break;
-      case 'w': QZ_CALL(qz_cli_double("--net-gbs", optarg, 1e-3, 1e6, &o->net_gbs)); break;
-      case 'l': QZ_CALL(qz_cli_double("--latency-us", optarg, 0.0, 1e6, &o->latency_us)); break;
-      case 'j': o->json = 1; break;
-      case 'C': o->calibrate = 1; break;
-      case 'o': o->out = optarg; break;
-      case 'S': o->scratch = optarg; break;
-      case 'I': QZ_CALL(qz_cli_int("--iters", optarg, 1, 100000, &o->iters)); break;
-      case 'i': o->qe_init = optarg; break;
-      case 'F': QZ_CALL(qz_cli_double("--outlier-frac", optarg, 0.0, 0.5, &o->outlier_frac)); break;
-      default:
-        QZ_FAIL(QZ_ERR_USAGE, "plan: unknown or incomplete option '%s' (see mpiquant plan "
-                "--help)", argv[optind - 1]);
-    }
+  while (st == QZ_OK && (c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+    if (c >= QZ_MCLI_VAL) st = qz_mcli_handle("plan", &o->mo, c, optarg);
+    else if (c == '?') st = qz_mcli_unknown("plan", &o->mo, argv[optind - 1]);
+    else st = parse_opt(c, optarg, o);
   }
+  free(opts);
+  QZ_CALL(st);
   QZ_CHECK(optind == argc, QZ_ERR_USAGE, "plan: unexpected argument '%s'", argv[optind]);
   if (o->calibrate) return QZ_OK;
   QZ_CHECK(o->model, QZ_ERR_USAGE, "plan: --model DIR|CONFIG.json is required");
   QZ_CHECK(o->np > 0, QZ_ERR_USAGE, "plan: --np P is required");
-  QZ_CHECK(strcmp(o->method, "gptq") == 0 || strcmp(o->method, "rtn") == 0 ||
-               strcmp(o->method, "quantease") == 0, QZ_ERR_USAGE,
-           "plan: --method must be gptq, rtn or quantease, got '%s'", o->method);
-  QZ_CHECK(strcmp(o->qe_init, "gptq") == 0 || strcmp(o->qe_init, "rtn") == 0, QZ_ERR_USAGE,
-           "plan: --qe-init must be gptq or rtn, got '%s'", o->qe_init);
-  QZ_CHECK(o->group != 0, QZ_ERR_USAGE, "plan: --group must be -1 or >= 1");
+  QZ_CALL(qz_mcli_finish("plan", &o->mo));
   if (!o->rpn) o->rpn = (o->np + o->nodes - 1) / o->nodes;
   QZ_CHECK(o->rpn * o->nodes >= o->np, QZ_ERR_USAGE,
            "plan: %ld nodes x %ld ranks per node < --np %ld", o->nodes, o->rpn, o->np);
@@ -163,9 +159,10 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
          (long long)c->num_hidden_layers, (long long)c->hidden_size,
          (long long)c->intermediate_size, (long long)c->num_attention_heads,
          (long long)c->num_key_value_heads, (long long)c->vocab_size);
-  printf("      %s w%d g%d, %lld x %lld calibration tokens; %lld ranks = %lld node(s) x %lld, "
+  printf("      %s w%d g%lld, %lld x %lld calibration tokens; %lld ranks = %lld node(s) x %lld, "
          "%lld BLAS thread(s) per rank\n",
-         o->method, in->bits, in->group, (long long)in->nsamples, (long long)in->seqlen,
+         o->mo.ops->name, in->mo.spec.bits, (long long)in->mo.spec.groupsize,
+         (long long)in->nsamples, (long long)in->seqlen,
          (long long)in->P, (long long)in->nodes, (long long)in->ranks_per_node,
          (long long)in->threads);
   printf("rates: %s%s\n", r->source,
@@ -185,9 +182,12 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
   printf("  %-44s %12s\n", "transient: Hessian row buffer (widest)", gib(m->rows, a, sizeof a));
   printf("  %-44s %12s\n", "transient: Hessian panels + reduce-scatter", gib(m->flush, a, sizeof a));
   printf("  %-44s %12s\n", "transient: factor redistribution", gib(m->prepare, a, sizeof a));
-  printf("  %-44s %12s\n", in->quantease ? "transient: QuantEase buffers (largest linear)"
-                                          : "transient: GPTQ row buffers (largest linear)",
-         gib(m->gptq, a, sizeof a));
+  char what[64];
+  snprintf(what, sizeof what, "transient: %s buffers (largest linear)", o->mo.ops->name);
+  printf("  %-44s %12s\n", what, gib(m->gptq, a, sizeof a));
+  if (m->method_block > 0)
+    printf("  %-44s %12s\n", "method block state (held per block)",
+           gib(m->method_block, a, sizeof a));
   printf("  %-44s %12s\n", "peak while embedding (rows of own tokens)", gib(m->embed_phase, a, sizeof a));
   printf("  %-44s %12s\n", "peak while quantizing a block", gib(m->block_phase, a, sizeof a));
   printf("  %-44s %12s   per node %s\n", "PEAK per rank", gib(m->peak, a, sizeof a),
@@ -255,12 +255,8 @@ int qz_cmd_plan(qz_ctx *ctx, int argc, char **argv) {
   if (ctx->rank != 0) return QZ_OK; /* a dry run: rank 0 answers */
 
   qz_plan_in in = {.P = o.np, .nodes = o.nodes, .ranks_per_node = o.rpn, .threads = o.threads,
-                   .nsamples = o.nsamples, .seqlen = o.seqlen,
-                   .gptq = strcmp(o.method, "rtn") != 0,
-                   .quantease = strcmp(o.method, "quantease") == 0,
-                   .qe_iters = (int)o.iters, .qe_init_gptq = strcmp(o.qe_init, "gptq") == 0,
-                   .outlier_frac = o.outlier_frac, .bits = (int)o.bits,
-                   .group = (int)o.group, .blocksize = (int)o.blocksize, .nb = (int)o.nb,
+                   .nsamples = o.nsamples, .seqlen = o.seqlen, .mo = o.mo,
+                   .needs = qz_method_needs(&o.mo), .nb = (int)o.nb,
                    .core_scale = o.core_scale, .net_gbs = o.net_gbs,
                    .latency_s = o.latency_us * 1e-6};
   QZ_CALL(qz_config_load(o.model, &in.cfg));

@@ -20,6 +20,7 @@
 #include "driver.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/files.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/timing.h"
@@ -334,7 +335,7 @@ int qz_cmd_sweep(qz_ctx *ctx, int argc, char **argv) {
   if (ctx->rank == 0) {
     char d[PATH_MAX];
     snprintf(d, sizeof d, "%s/rows", out);
-    st = qz_sweep_mkdirs(d);
+    st = qz_mkdir_p(d);
   }
   QZ_CALL_DONE(qz_error_agree(ctx->comm, st));
   int ran = 0, skipped = 0;

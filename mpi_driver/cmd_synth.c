@@ -34,6 +34,7 @@
 #include "mpiquant/config.h"
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
+#include "mpiquant/files.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
@@ -242,8 +243,7 @@ static int synth_run(const synth_opts *o) {
   QZ_CALL(qz_config_load(o->config, &cfg));
   cfg.num_hidden_layers = o->layers;
   s.cfg = &cfg;
-  QZ_CHECK(mkdir(o->out, 0777) == 0 || errno == EEXIST, QZ_ERR_IO,
-           "cannot create %s: %s", o->out, strerror(errno));
+  QZ_CALL(qz_mkdir_p(o->out));
   QZ_CALL(write_config(o));
   if (o->tokenizer) {
     char a[PATH_MAX + 64], b[PATH_MAX + 64];

@@ -10,6 +10,7 @@
 #include <stdio.h>
 
 #include "mpiquant/config.h"
+#include "mpiquant/method.h"
 
 /* Machine rates.  Per-core rates are for one BLAS thread; collective
  * bandwidths are "bytes of the reduced object per second" measured within
@@ -51,11 +52,9 @@ typedef struct {
   int64_t P;               /* ranks */
   int64_t nodes, ranks_per_node, threads; /* threads = BLAS threads per rank */
   int64_t nsamples, seqlen;
-  int gptq;                /* 0: RTN (no calibration, no Hessian) */
-  int quantease;           /* with gptq = 1: QuantEase on the same Hessians */
-  int qe_iters, qe_init_gptq; /* sweeps; start from GPTQ (1) or RTN (0) */
-  double outlier_frac;     /* QuantEase --outlier-frac (0: none) */
-  int bits, group, blocksize, nb;
+  qz_method_opts mo;       /* the method and its options (its table's plan model) */
+  unsigned needs;          /* qz_method_needs(&mo) */
+  int nb;
   int disk_dtype_bytes;    /* bytes per weight in the safetensors files */
   double core_scale;       /* per-core rate of the target node / measured */
   double net_gbs;          /* per-node network bandwidth (nodes > 1) */
@@ -76,7 +75,9 @@ typedef struct {
   double rows;         /* Hessian row buffer of the widest group (transient) */
   double flush;        /* Hessian panel + reduce-scatter buffers (transient) */
   double prepare;      /* factor redistribution batch (transient) */
-  double gptq;         /* per-rank row buffers of the largest linear (transient) */
+  double gptq;         /* per-rank buffers of the largest linear: results + the
+                          method's working set (transient) */
+  double method_block; /* held through the method's block hook (AWQ search) */
   double io_pages;     /* mapped safetensors pages of the largest row slice being read */
   double embed_phase;  /* peak while embedding */
   double block_phase;  /* peak while quantizing a block */

@@ -1,8 +1,9 @@
 /* The plan model: per-rank memory of `quantize` by phase and time per phase.
  *
- * Memory follows the allocations of mpi_driver/cmd_quantize.c and what it
- * calls (shard/weights.c, shard/forward.c, linalg/hessian.c, linalg/chol.c,
- * methods/gptq.c), using their constants (QZ_HESSIAN_KCHUNK,
+ * Memory follows the allocations of mpi_driver/cmd_quantize.c (and
+ * quantize_block.c) and what it calls (shard/weights.c, shard/forward.c,
+ * linalg/hessian.c, linalg/chol.c; each method's own buffers come from its
+ * ops table's plan_linear / plan_block), using their constants (QZ_HESSIAN_KCHUNK,
  * QZ_HESSIAN_PANEL_BYTES, QZ_GPTQ_ROW_TILE, QZ_FWD_QBLOCK, the grid shape
  * and numroc) so the tests can compare the formulas with the real objects
  * (qz_fwd_bytes, qz_hessian_bytes, qz_block_weights_alloc).  Resident set =
@@ -89,38 +90,39 @@ static int64_t rows_cap(int64_t n) {
   return n > 0 ? cap : 0;
 }
 
-/* Transient bytes of one linear on a rank with m rows (quantize_linear +
- * qz_gptq_quantize). */
-static double gptq_bytes(const qz_plan_in *in, int64_t m, int64_t n) {
-  qz_quant_spec spec = {.bits = in->bits, .groupsize = in->group};
-  double ng = (double)qz_quant_ngroups(&spec, n), B = in->blocksize;
-  double res = (double)m * n            /* codes */
-               + 2.0 * 4.0 * m * ng     /* scales, zeros */
-               + 4.0 * m + 8.0 * n      /* losses, g_idx, perm */
-               + 4.0 * m * n;           /* dequantized rows */
-  if (!in->gptq) return res;
-  return res + 4.0 * m * n              /* working W */
-         + 2.0 * 4.0 * m * B            /* block + errors */
-         + 16.0 * m + 8.0 * m           /* params, losses */
-         + 4.0 * B * n                  /* factor panel */
-         + 4.0 * QZ_GPTQ_ROW_TILE * (B + n); /* tiles */
+/* The driver's result buffers of one linear on a rank with m rows
+ * (quantize_block.c: codes, scales, zeros, losses, g_idx, perm, dequantized
+ * rows). */
+static double result_bytes(const qz_plan_in *in, int64_t m, int64_t n) {
+  double ng = (double)qz_quant_ngroups(&in->mo.spec, n);
+  return (double)m * n            /* codes */
+         + 2.0 * 4.0 * m * ng     /* scales, zeros */
+         + 4.0 * m + 8.0 * n      /* losses, g_idx, perm */
+         + 4.0 * m * n;           /* dequantized rows */
 }
 
-/* Transient bytes of one QuantEase linear (qz_quantease_quantize): the
- * result buffers and W' throughout, then the larger of the start (GPTQ's
- * working buffers, or nothing for RTN) and the sweep state (Q, residual D on
- * tile-padded rows, R panel, f64 + f32 Hessian panel, losses); the outlier
- * variant adds W', the sparse part, the IHT candidate and the selection
- * keys. */
-static double quantease_bytes(const qz_plan_in *in, int64_t m, int64_t n) {
-  qz_plan_in g = *in;
-  g.gptq = 0;
-  double res = gptq_bytes(&g, m, n);                 /* codes, scales, zeros, rows */
-  double start = in->qe_init_gptq ? gptq_bytes(in, m, n) - res : 0.0;
-  double mp = (double)(m + 2 * QZ_QE_ROW_TILE), B = QZ_QE_PANEL;
-  double sweep = 4.0 * m * n + 4.0 * mp * n + 4.0 * mp * B + 12.0 * B * n + 8.0 * m;
-  double outl = in->outlier_frac > 0 ? 20.0 * m * n : 0.0;
-  return res + 4.0 * m * n + n + outl + (start > sweep ? start : sweep);
+typedef struct {
+  const qz_plan_in *in;
+  const qz_plan_rates *r;
+} coll_ctx;
+static double coll_ag(const void *ctx, double bytes);
+static double coll_ar(const void *ctx, double bytes);
+
+static qz_plan_machine machine(const qz_plan_in *in, const qz_plan_rates *r, coll_ctx *cc) {
+  *cc = (coll_ctx){in, r};
+  return (qz_plan_machine){.gemm = r->sgemm_gflops * 1e9 * in->core_scale * (double)in->threads,
+                           .gptq_frac = r->gptq_frac, .qe_frac = r->qe_frac,
+                           .allgather = coll_ag, .allreduce = coll_ar, .ctx = cc};
+}
+
+/* The method's model of one linear of m rows x n inputs on one rank. */
+static qz_plan_linear linear_model(const qz_plan_in *in, const qz_plan_rates *r, int64_t m,
+                                   int64_t n) {
+  coll_ctx cc;
+  qz_plan_machine mc = machine(in, r, &cc);
+  qz_plan_linear p = {0};
+  if (in->mo.ops && in->mo.ops->plan_linear) in->mo.ops->plan_linear(&in->mo, &mc, m, n, &p);
+  return p;
 }
 
 int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m) {
@@ -130,11 +132,12 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
   QZ_CHECK(P >= 1, QZ_ERR_ARG, "plan: --np must be >= 1");
   m->base = r->base_rss_bytes;
   m->weights = qz_plan_block_weight_bytes(c);
-  int64_t nw = in->gptq ? ceil_div(in->nsamples, P) : 0; /* rank 0 has the most */
-  if (in->gptq && nw > in->nsamples) nw = in->nsamples;
+  const int calib = (in->needs & QZ_NEED_CALIB) != 0, hess = (in->needs & QZ_NEED_HESSIAN) != 0;
+  int64_t nw = calib ? ceil_div(in->nsamples, P) : 0; /* rank 0 has the most */
+  if (calib && nw > in->nsamples) nw = in->nsamples;
   m->windows_rank = nw;
   m->tokens_rank = nw * in->seqlen;
-  if (in->gptq) {
+  if (calib) {
     m->fwd = qz_plan_fwd_bytes(c, nw, in->seqlen);
     m->fwd_hidden = 4.0 * (double)round16(nw * in->seqlen * c->hidden_size);
   }
@@ -152,7 +155,7 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
   double row_bytes = disk * H, pg = 4096.0;
   double row_pages = row_bytes < pg ? pg : row_bytes;
   double nrows_emb = (double)m->tokens_rank < V ? (double)m->tokens_rank : V;
-  double embed_pages = in->gptq ? (row_bytes < pg ? nrows_emb * row_pages : row_pages) : 0.0;
+  double embed_pages = calib ? (row_bytes < pg ? nrows_emb * row_pages : row_pages) : 0.0;
   double block_pages = 0.0;
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t o, i;
@@ -166,13 +169,19 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t o, i;
     lin_shape(c, l, &o, &i);
-    double g = in->quantease ? quantease_bytes(in, ceil_div(o, P), i)
-                             : gptq_bytes(in, ceil_div(o, P), i);
+    double g = result_bytes(in, ceil_div(o, P), i) +
+               linear_model(in, r, ceil_div(o, P), i).bytes;
     if (g > gmax) gmax = g;
   }
   m->gptq = gmax;
+  const int factor = linear_model(in, r, 1, c->hidden_size).factor;
+  if (in->mo.ops && in->mo.ops->plan_block) {
+    qz_plan_block pb = {0};
+    in->mo.ops->plan_block(&in->mo, c, nw, in->seqlen, &pb);
+    m->method_block = pb.bytes;
+  }
 
-  if (in->gptq) {
+  if (hess) {
     int64_t d[4], seen[4];
     int nseen = 0;
     group_widths(c, d);
@@ -186,8 +195,8 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
         seen[nseen++] = d[g];
         double hb = qz_plan_hessian_bytes(d[g], in->nb, P, 0);
         m->hessians += hb;
-        if (!in->quantease || in->qe_init_gptq) /* QuantEase from RTN: no factor */
-          m->factor_xbuf += 8.0 * (double)in->blocksize * (double)d[g];
+        if (factor) /* (QuantEase from RTN: no factor) */
+          m->factor_xbuf += 8.0 * (double)in->mo.blocksize * (double)d[g];
         if (hb > m->hessian_max) {
           m->hessian_max = hb;
           m->hessian_ideal = 8.0 * (double)d[g] * (double)d[g] / P;
@@ -199,8 +208,7 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
       if (W > d[g]) W = d[g];
       double ldrecv = (double)qz_bc_numroc(d[g], in->nb, 0, pr);
       double flush = 12.0 * d[g] * W + 8.0 * (ldrecv * W + 1);
-      double prep = P > 1 && (!in->quantease || in->qe_init_gptq)
-                        ? 2.0 * 8.0 * (double)d[g] * in->nb * pc : 0.0;
+      double prep = P > 1 && factor ? 2.0 * 8.0 * (double)d[g] * in->nb * pc : 0.0;
       if (rows > m->rows) m->rows = rows;
       if (flush > m->flush) m->flush = flush;
       if (prep > m->prepare) m->prepare = prep;
@@ -219,8 +227,10 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
                      (carved > m->embed ? carved : m->embed);
     m->embed_phase = m->base + m->fwd_hidden + m->embed + embed_pages;
   } else {
-    m->block_phase = m->base + m->weights + m->io_pages + gmax;
+    m->block_phase = m->base + m->weights + m->fwd + m->io_pages + gmax;
+    if (calib) m->embed_phase = m->base + m->fwd_hidden + m->embed + embed_pages;
   }
+  m->block_phase += m->method_block;
   m->peak = m->block_phase > m->embed_phase ? m->block_phase : m->embed_phase;
   return QZ_OK;
 }
@@ -249,6 +259,15 @@ static double coll(const qz_plan_in *in, const qz_plan_rates *r, coll_kind k, do
   return t;
 }
 
+static double coll_ag(const void *ctx, double bytes) {
+  const coll_ctx *c = ctx;
+  return coll(c->in, c->r, COLL_AG, bytes);
+}
+static double coll_ar(const void *ctx, double bytes) {
+  const coll_ctx *c = ctx;
+  return coll(c->in, c->r, COLL_AR, bytes);
+}
+
 int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_time *t) {
   const qz_model_config *c = &in->cfg;
   memset(t, 0, sizeof *t);
@@ -275,10 +294,20 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
 
   int64_t nw = ceil_div(in->nsamples, in->P);
   t->busy_ranks = in->P < in->nsamples ? in->P : in->nsamples;
-  if (in->gptq) {
+  const int calib = (in->needs & QZ_NEED_CALIB) != 0, hess = (in->needs & QZ_NEED_HESSIAN) != 0;
+  const int factor = linear_model(in, r, 1, c->hidden_size).factor;
+  if (calib) {
     double fpw = qz_fwd_block_flops(c, 1, in->seqlen);
     fl[QZ_PT_FORWARD] = fpw * (double)in->nsamples;
     blk[QZ_PT_FORWARD] = (double)nw * fpw / (gemm * r->fwd_frac);
+    if (in->mo.ops && in->mo.ops->plan_block) { /* the block hook's forward passes */
+      qz_plan_block pb = {0};
+      in->mo.ops->plan_block(&in->mo, c, nw, in->seqlen, &pb);
+      fl[QZ_PT_FORWARD] += pb.flops * P;
+      blk[QZ_PT_FORWARD] += pb.flops / (gemm * r->fwd_frac);
+    }
+  }
+  if (hess) {
     int64_t d[4];
     group_widths(c, d);
     double Tl = (double)(nw * in->seqlen);
@@ -293,7 +322,7 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
       /* potrf + trtri (2 d^3 / 3, f64) on the grid; redistribution of the
        * permuted upper triangle (alltoall of 8 d^2 / P per rank) and the
        * panel latency (d / nb steps, ~3 log2 P messages each) */
-      if (!in->quantease || in->qe_init_gptq) { /* QuantEase from RTN: no factor */
+      if (factor) { /* (QuantEase from RTN: no factor) */
         double ff = 2.0 * dd * dd * dd / 3.0;
         fl[QZ_PT_FACTOR] += ff;
         double eff = in->P > 1 ? r->pdpotrf_eff : 1.0;
@@ -302,34 +331,17 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
       }
     }
   }
-  /* quantize: the GPTQ sweep of a rank's rows (m n^2 trailing update + the
-   * in-block work), and the factor streamed to every rank per linear (f64) */
+  /* quantize: the method's model of each linear on the rank with the most
+   * rows (methods/<m>.c plan_linear) */
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t o, i;
     lin_shape(c, l, &o, &i);
-    double m = (double)ceil_div(o, in->P), n = (double)i;
-    if (in->gptq) {
-      double f = m * n * n + 2.0 * m * n * in->blocksize;
-      double t_gptq = f / (gemm * r->gptq_frac) + coll(in, r, COLL_AG, 4.0 * n * n);
-      if (!in->quantease) {
-        fl[QZ_PT_QUANTIZE] += f * P;
-        blk[QZ_PT_QUANTIZE] += t_gptq;
-      } else {
-        /* start (GPTQ or RTN), then iters sweeps + 2 exact objective passes,
-         * each 2 m n^2 in sgemm and the Hessian streamed in row panels
-         * (an allreduce of the f64 panel: 8 n^2 bytes per pass) */
-        double passes = (double)in->qe_iters + 2.0, fq = 2.0 * m * n * n;
-        fl[QZ_PT_QUANTIZE] += ((in->qe_init_gptq ? f : 0.0) + passes * fq) * P;
-        blk[QZ_PT_QUANTIZE] += (in->qe_init_gptq ? t_gptq : m * n * 20.0 / (gemm * 0.05)) +
-                               passes * (fq / (gemm * r->qe_frac) +
-                                         coll(in, r, COLL_AR, 8.0 * n * n));
-      }
-    } else {
-      blk[QZ_PT_QUANTIZE] += m * n * 20.0 / (gemm * 0.05); /* RTN: memory bound */
-    }
+    qz_plan_linear q = linear_model(in, r, ceil_div(o, in->P), i);
+    fl[QZ_PT_QUANTIZE] += q.flops * P;
+    blk[QZ_PT_QUANTIZE] += q.seconds;
   }
   /* checkpoint: codes (1 B) + f32 scale and zero per group, before zstd */
-  double g = in->group > 0 ? (double)in->group : 1e9;
+  double g = in->mo.spec.groupsize > 0 ? (double)in->mo.spec.groupsize : 1e9;
   blk[QZ_PT_WRITE] = params * (1.0 + 8.0 / g) / (r->hdf5_write_gbs * 1e9 * N);
 
   for (int p = 0; p < QZ_PT_COUNT; p++) {
@@ -338,7 +350,7 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
   }
   /* embedding: each rank reads the rows of its own tokens (at most V) */
   double V = (double)c->vocab_size, H = (double)c->hidden_size;
-  if (in->gptq) {
+  if (calib) {
     double rows = (double)in->nsamples * (double)in->seqlen / (double)in->P;
     if (rows > V) rows = V;
     t->t[QZ_PT_LOAD] += rows * H * in->disk_dtype_bytes / (r->read_gbs * 1e9);

@@ -37,6 +37,7 @@
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
+#include "mpiquant/files.h"
 #include "mpiquant/grid.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
@@ -119,19 +120,17 @@ int qz_plan_rates_save(const char *path, const qz_plan_rates *r) {
   RATE_FIELDS(SAVE)
 #undef SAVE
   json_object_set_new(j, "blas_kernel", json_string(r->blas_kernel));
-  /* make the parent directory (one level, for the default location) */
+  /* make the parent directories (for the default location) */
   char dir[PATH_MAX];
   snprintf(dir, sizeof dir, "%s", path);
   char *slash = strrchr(dir, '/');
   if (slash && slash != dir) {
     *slash = '\0';
-    char *up = strrchr(dir, '/');
-    if (up && up != dir) {
-      *up = '\0';
-      mkdir(dir, 0777);
-      *up = '/';
+    int st = qz_mkdir_p(dir);
+    if (st != QZ_OK) {
+      json_decref(j);
+      QZ_CALL(st);
     }
-    mkdir(dir, 0777);
   }
   int rc = json_dump_file(j, path, JSON_INDENT(2) | JSON_SORT_KEYS);
   json_decref(j);

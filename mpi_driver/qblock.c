@@ -9,6 +9,16 @@
 #include "mpiquant/mem.h"
 #include "mpiquant/timing.h"
 
+int qz_linear_assemble(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64_t r0,
+                       int64_t nr, const uint8_t *codes, const float *scale,
+                       const float *zero, const int32_t *g_idx, int64_t nnz,
+                       const int64_t *oidx, const float *oval, float *rows, float *full) {
+  qz_dequantize_rows(nr, in, ng, codes, scale, zero, g_idx, rows);
+  qz_outliers_add_rows(r0, nr, in, nnz, oidx, oval, rows);
+  QZ_CALL(qz_allgather_rows_f32(comm, out, in, rows, full));
+  return QZ_OK;
+}
+
 int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
                             int64_t out, int64_t in, float *w /* [out, in] */) {
   int rank, size, st = QZ_OK;
@@ -25,6 +35,8 @@ int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
   uint8_t *codes = NULL;
   float *sc = NULL, *z = NULL, *q = NULL;
   int32_t *gi = NULL;
+  int64_t nnz = 0, *oidx = NULL;
+  float *oval = NULL;
   size_t rows = (size_t)(nr > 0 ? nr : 1);
   st = qz_alloc(rows * (size_t)in, 1, "codes", &codes);
   if (st == QZ_OK) st = qz_alloc(rows * (size_t)ng, 4, "scales", &sc);
@@ -33,15 +45,12 @@ int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
   if (st == QZ_OK) st = qz_alloc((size_t)in, 4, "g_idx", &gi);
   QZ_CALL_DONE(qz_error_agree(comm, st));
   QZ_CALL_DONE(qz_ckpt_read_linear(ck, layer, mod, r0, nr, codes, sc, z, gi, NULL));
-  qz_dequantize_rows(nr, in, ng, codes, sc, z, gi, q);
-  int64_t nnz = 0, *oidx = NULL;
-  float *oval = NULL;
   QZ_CALL_DONE(qz_ckpt_read_outliers(ck, layer, mod, &nnz, &oidx, &oval));
-  qz_outliers_add_rows(r0, nr, in, nnz, oidx, oval, q);
+  QZ_CALL_DONE(qz_linear_assemble(comm, out, in, ng, r0, nr, codes, sc, z, gi, nnz, oidx,
+                                  oval, q, w));
+done:
   qz_free(&oidx);
   qz_free(&oval);
-  QZ_CALL_DONE(qz_allgather_rows_f32(comm, out, in, q, w));
-done:
   free(codes);
   free(sc);
   free(z);

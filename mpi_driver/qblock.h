@@ -10,6 +10,16 @@
 #include "mpiquant/forward.h"
 #include "mpiquant/model.h"
 
+/* The one "dequantize -> outliers -> gather" step: this rank's rows
+ * [r0, r0 + nr) of a stored linear (codes [nr, in], scale/zero [nr, ng],
+ * g_idx [in], plus the sparse fp part: nnz entries, flat global indices)
+ * into `rows` [nr, in], then every rank's rows into `full` [out, in] on
+ * every rank: the weights the checkpoint holds. Collective on comm. */
+int qz_linear_assemble(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64_t r0,
+                       int64_t nr, const uint8_t *codes, const float *scale,
+                       const float *zero, const int32_t *g_idx, int64_t nnz,
+                       const int64_t *oidx, const float *oval, float *rows, float *full);
+
 /* Dequantized f32 weight of one stored linear on every rank (each rank reads
  * and dequantizes 1/P of the rows). Collective on comm. */
 int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,

@@ -93,8 +93,6 @@ int qz_sweep_emit_slurm(const qz_sweep_spec *s, const char *out,
                         const char *dir, const char *exe);
 
 /* ---- small file helpers (not collective) ------------------------------ */
-int qz_sweep_mkdirs(const char *path);
-int qz_sweep_write_atomic(const char *path, const char *data, size_t len);
 int qz_sweep_rmtree(const char *path);
 int qz_sweep_exists(const char *path);
 

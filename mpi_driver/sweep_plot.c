@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "mpiquant/error.h"
+#include "mpiquant/files.h"
 #include "mpiquant/log.h"
 #include "sweep.h"
 
@@ -157,7 +158,7 @@ int qz_sweep_plot(const qz_sweep_spec *s, const char *out, json_t *const *rows) 
            "results.csv, results.jsonl and results.md are written without it");
   char dir[4096];
   snprintf(dir, sizeof dir, "%s/plot", out);
-  QZ_CALL(qz_sweep_mkdirs(dir));
+  QZ_CALL(qz_mkdir_p(dir));
   int n = 0;
   for (int m = 0; m < s->nmodels; m++)
     for (int e = 0; e < s->nevals; e++) {

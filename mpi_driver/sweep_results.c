@@ -16,6 +16,7 @@
 
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
+#include "mpiquant/files.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/timing.h"
@@ -26,43 +27,6 @@
 int qz_sweep_exists(const char *path) {
   struct stat sb;
   return stat(path, &sb) == 0;
-}
-
-int qz_sweep_mkdirs(const char *path) {
-  char buf[4096];
-  int n = snprintf(buf, sizeof buf, "%s", path);
-  QZ_CHECK(n > 0 && (size_t)n < sizeof buf, QZ_ERR_ARG, "path too long: %s", path);
-  for (char *p = buf + 1; *p; p++) {
-    if (*p != '/') continue;
-    *p = '\0';
-    QZ_CHECK(mkdir(buf, 0777) == 0 || errno == EEXIST, QZ_ERR_IO,
-             "cannot create directory %s: %s", buf, strerror(errno));
-    *p = '/';
-  }
-  QZ_CHECK(mkdir(buf, 0777) == 0 || errno == EEXIST, QZ_ERR_IO,
-           "cannot create directory %s: %s", buf, strerror(errno));
-  return QZ_OK;
-}
-
-int qz_sweep_write_atomic(const char *path, const char *data, size_t len) {
-  char tmp[4096];
-  int n = snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid());
-  QZ_CHECK(n > 0 && (size_t)n < sizeof tmp, QZ_ERR_ARG, "path too long: %s", path);
-  FILE *f = fopen(tmp, "wb");
-  QZ_CHECK(f, QZ_ERR_IO, "cannot write %s: %s", tmp, strerror(errno));
-  size_t w = fwrite(data, 1, len, f);
-  int ok = w == len && fflush(f) == 0 && fsync(fileno(f)) == 0;
-  ok &= fclose(f) == 0;
-  if (!ok) {
-    unlink(tmp);
-    QZ_FAIL(QZ_ERR_IO, "writing %s failed (disk full?)", tmp);
-  }
-  if (rename(tmp, path) != 0) {
-    int e = errno;
-    unlink(tmp);
-    QZ_FAIL(QZ_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(e));
-  }
-  return QZ_OK;
 }
 
 static int rm_one(const char *p, const struct stat *sb, int flag, struct FTW *ftw) {
@@ -298,7 +262,7 @@ static int write_sbuf(const char *out, const char *name, sbuf *b) {
   QZ_CHECK(!b->oom, QZ_ERR_MEM, "out of memory building %s", name);
   char path[4096];
   snprintf(path, sizeof path, "%s/%s", out, name);
-  QZ_CALL(qz_sweep_write_atomic(path, b->buf ? b->buf : "", b->len));
+  QZ_CALL(qz_write_atomic(path, b->buf ? b->buf : "", b->len));
   return QZ_OK;
 }
 
@@ -316,7 +280,7 @@ int qz_sweep_commit(const qz_sweep_spec *s, const char *out, const qz_sweep_poin
     int n = asprintf(&line, "%s\n", t);
     free(t);
     QZ_CHECK(n > 0, QZ_ERR_MEM, "out of memory");
-    st = qz_sweep_write_atomic(path, line, (size_t)n);
+    st = qz_write_atomic(path, line, (size_t)n);
     free(line);
     QZ_CALL(st);
   }

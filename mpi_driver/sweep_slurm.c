@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include "mpiquant/error.h"
+#include "mpiquant/files.h"
 #include "mpiquant/log.h"
 #include "sweep.h"
 #include "sweep_sbatch.h"
@@ -166,7 +167,7 @@ static int write_json(const char *path, json_t *j) {
   int n = asprintf(&line, "%s\n", t);
   free(t);
   QZ_CHECK(n > 0, QZ_ERR_MEM, "out of memory");
-  int st = qz_sweep_write_atomic(path, line, (size_t)n);
+  int st = qz_write_atomic(path, line, (size_t)n);
   free(line);
   return st;
 }
@@ -178,8 +179,8 @@ int qz_sweep_emit_slurm(const qz_sweep_spec *s, const char *out, const char *dir
   tbuf b = {0};
   json_t *idx = NULL;
   snprintf(path, sizeof path, "%s/logs", dir);
-  QZ_CALL(qz_sweep_mkdirs(path));
-  QZ_CALL(qz_sweep_mkdirs(out));
+  QZ_CALL(qz_mkdir_p(path));
+  QZ_CALL(qz_mkdir_p(out));
   QZ_CHECK(realpath(dir, adir) && realpath(out, aout), QZ_ERR_IO,
            "cannot resolve %s or %s", dir, out);
   snprintf(spec, sizeof spec, "%s/spec.json", adir);
@@ -189,7 +190,7 @@ int qz_sweep_emit_slurm(const qz_sweep_spec *s, const char *out, const char *dir
   QZ_CALL_DONE(write_json(path, idx));
   QZ_CALL_DONE(build_sbatch(s, spec, aout, adir, exe, &b));
   snprintf(path, sizeof path, "%s/sweep-array.sbatch", adir);
-  QZ_CALL_DONE(qz_sweep_write_atomic(path, b.buf, b.len));
+  QZ_CALL_DONE(qz_write_atomic(path, b.buf, b.len));
   qz_info("sweep: wrote %s (array 0-%d, one task per point), %s/spec.json and "
           "%s/points.json; submit with: sbatch %s",
           path, s->npoints - 1, adir, adir, path);

@@ -275,6 +275,34 @@ static int add_point(qz_sweep_spec *s, int cap, qz_sweep_point p) {
   return QZ_OK;
 }
 
+/* The points of one method: the axes of the common options it uses (its
+ * table's `uses`), its fixed values for the others (after its check), and
+ * every calibration set when it needs calibration. */
+static int method_points(qz_sweep_spec *s, int cap, int mo, const qz_method_ops *ops,
+                         const long *bits, int nb, const long *groups, int ng,
+                         const long *act, int na, const long *sym, int ns) {
+  qz_method_opts d = qz_method_opts_for(ops);
+  QZ_CALL(ops->check ? ops->check(&d) : QZ_OK);
+  const unsigned u = ops->uses;
+  const int calib = (qz_method_needs(&d) & QZ_NEED_CALIB) != 0;
+  const long d_bits = d.spec.bits, d_group = (long)d.spec.groupsize, d_act = 0,
+             d_sym = d.spec.sym;
+  for (int b = 0; b < (u & QZ_USES_BITS ? nb : 1); b++)
+    for (int g = 0; g < (u & QZ_USES_GROUP ? ng : 1); g++)
+      for (int a = 0; a < (u & QZ_USES_ACT_ORDER ? na : 1); a++)
+        for (int y = 0; y < (u & QZ_USES_SYM ? ns : 1); y++)
+          for (int c = 0; c < (calib ? s->ncalibs : 1); c++)
+            QZ_CALL(add_point(
+                s, cap,
+                (qz_sweep_point){.model = mo, .method = ops->name,
+                                 .bits = (int)(u & QZ_USES_BITS ? bits[b] : d_bits),
+                                 .group = u & QZ_USES_GROUP ? groups[g] : d_group,
+                                 .act_order = (int)(u & QZ_USES_ACT_ORDER ? act[a] : d_act),
+                                 .sym = (int)(u & QZ_USES_SYM ? sym[y] : d_sym),
+                                 .calib = calib ? c : -1}));
+  return QZ_OK;
+}
+
 static int enumerate(qz_sweep_spec *s) {
   int st = QZ_OK;
   long *bits = NULL, *groups = NULL, *act = NULL, *sym = NULL;
@@ -301,7 +329,8 @@ static int enumerate(qz_sweep_spec *s) {
     QZ_CHECK_DONE(name && strcmp(name, "fp32") != 0 && qz_method_find(name), QZ_ERR_FORMAT,
                   "sweep spec: methods[%d] is not a method (available: %s; the fp32 "
                   "baseline is \"baseline\": true)", m, qz_method_names());
-    need_calib |= qz_method_find(name)->needs_hessian;
+    qz_method_opts mo = qz_method_opts_for(qz_method_find(name));
+    need_calib |= (qz_method_needs(&mo) & QZ_NEED_CALIB) != 0;
   }
   QZ_CHECK_DONE(!need_calib || s->ncalibs > 0, QZ_ERR_FORMAT,
                 "sweep spec %s: a method needs calibration data: add \"calibration\": "
@@ -315,17 +344,7 @@ static int enumerate(qz_sweep_spec *s) {
                                                       .bits = 32, .calib = -1}));
     for (int m = 0; m < nm; m++) {
       const qz_method_ops *ops = qz_method_find(json_string_value(json_array_get(methods, (size_t)m)));
-      int hess = ops->needs_hessian;
-      for (int b = 0; b < nb; b++)
-        for (int g = 0; g < ng; g++)
-          for (int a = 0; a < (hess ? na : 1); a++)
-            for (int y = 0; y < ns; y++)
-              for (int c = 0; c < (hess ? s->ncalibs : 1); c++)
-                QZ_CALL_DONE(add_point(
-                    s, cap,
-                    (qz_sweep_point){.model = mo, .method = ops->name, .bits = (int)bits[b],
-                                     .group = groups[g], .act_order = hess ? (int)act[a] : 0,
-                                     .sym = (int)sym[y], .calib = hess ? c : -1}));
+      QZ_CALL_DONE(method_points(s, cap, mo, ops, bits, nb, groups, ng, act, na, sym, ns));
     }
   }
 done:

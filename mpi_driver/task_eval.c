@@ -10,6 +10,7 @@
 
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/files.h"
 #include "mpiquant/log.h"
 #include "mpiquant/loglik.h"
 #include "mpiquant/mem.h"
@@ -318,7 +319,7 @@ static int write_samples(const char *path, qz_task **tasks, const req_ref *ref, 
     n += l + 1;
     free(line);
   }
-  QZ_CALL_DONE(qz_sweep_write_atomic(path, buf ? buf : "", n));
+  QZ_CALL_DONE(qz_write_atomic(path, buf ? buf : "", n));
 done:
   free(buf);
   return st;

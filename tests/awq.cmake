@@ -82,9 +82,9 @@ qz_add_test(NAME awq_export_np2 TIMEOUT 900
 # option errors
 qz_add_test(NAME awq_opt_sym COMMAND ${QZ_EXPECT} 2 "awq uses the zero-point"
   -- ${M} quantize --model ${S}/models/stories260K-hf --out x --method awq --sym)
-qz_add_test(NAME awq_opt_alpha COMMAND ${QZ_EXPECT} 2 "--alpha and --no-smooth belong to --method smoothquant"
+qz_add_test(NAME awq_opt_alpha COMMAND ${QZ_EXPECT} 2 "--alpha needs --method smoothquant"
   -- ${M} quantize --model ${S}/models/stories260K-hf --out x --method awq --alpha 0.5)
-qz_add_test(NAME awq_opt_then_gptq COMMAND ${QZ_EXPECT} 2 "--awq-then-gptq belong to --method awq"
+qz_add_test(NAME awq_opt_then_gptq COMMAND ${QZ_EXPECT} 2 "--awq-then-gptq needs --method awq"
   -- ${M} quantize --model ${S}/models/stories260K-hf --out x --method gptq --awq-then-gptq)
 qz_add_test(NAME sq_opt_bits COMMAND ${QZ_EXPECT} 2 "smoothquant is W8A8"
   -- ${M} quantize --model ${S}/models/stories260K-hf --out x --method smoothquant --bits 4)

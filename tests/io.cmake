@@ -83,6 +83,8 @@ if(MPIQUANT_FUZZ)
       -fno-sanitize-recover=undefined -fno-omit-frame-pointer)
   file(GLOB QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/core/*.c)
   list(APPEND QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/io/safetensors.c
+       ${PROJECT_SOURCE_DIR}/io/export_gptq_read.c ${PROJECT_SOURCE_DIR}/io/export_ct_read.c
+       ${PROJECT_SOURCE_DIR}/io/files.c
        ${PROJECT_SOURCE_DIR}/io/config.c ${PROJECT_SOURCE_DIR}/io/tokenizer.c
        ${PROJECT_SOURCE_DIR}/io/tokens.c)
   add_library(qz_io_fuzzlib STATIC ${QZ_FUZZ_LIB_SRC})

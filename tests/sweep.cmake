@@ -15,3 +15,11 @@ qz_add_test(NAME slurm_local_sweep TIMEOUT 900
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/slurm/run.sh)
 set_tests_properties(slurm_local_sweep PROPERTIES PROCESSORS 2 LABELS "slurm"
   SKIP_RETURN_CODE 77)
+
+# Every method in one sweep (rtn, gptq, quantease, awq, smoothquant and the
+# hidden test-only testclip) on the tiny model at np 2, each row's ppl equal
+# to a direct quantize + eval; testclip's own option through quantize,
+# layer, plan and export. See tests/sweep_methods.sh.
+qz_add_test(NAME sweep_methods_np2 TIMEOUT 300
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/sweep_methods.sh)
+set_tests_properties(sweep_methods_np2 PROPERTIES PROCESSORS 2 LABELS "unit;sweep")

@@ -73,6 +73,17 @@ int qz_awq_block(MPI_Comm comm, const qz_model_config *cfg, qz_fwd *f,
                  qz_block_weights *w, const qz_awq_opts *o, int64_t win0,
                  int64_t nwin_total, qz_awq_block_result *res);
 
+/* The search's buffers (a copy of the block, the recorded inputs and
+ * outputs, the clip samples), kept from block to block while the shapes
+ * stay: qz_awq_block_work allocates them on first use. */
+typedef struct qz_awq_work qz_awq_work;
+int qz_awq_work_create(qz_awq_work **out);       /* Not collective. */
+void qz_awq_work_destroy(qz_awq_work **k);       /* accepts NULL, NULLs it */
+/* qz_awq_block with a reusable workspace. Collective on comm. */
+int qz_awq_block_work(qz_awq_work *k, MPI_Comm comm, const qz_model_config *cfg,
+                      qz_fwd *f, qz_block_weights *w, const qz_awq_opts *o,
+                      int64_t win0, int64_t nwin_total, qz_awq_block_result *res);
+
 extern const qz_method_ops qz_method_awq;
 
 #ifdef __cplusplus

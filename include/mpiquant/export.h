@@ -25,6 +25,9 @@ typedef struct {
   int64_t max_shard_bytes;    /* 0: 4 GiB */
   const char *format;         /* "gptq" (NULL: gptq) or "compressed-tensors" */
   int overwrite;              /* replace a previous export in out_dir */
+  /* appended: checkpoint 'method' attributes the format accepts, NULL-
+   * terminated (the methods' tables decide; NULL: any) */
+  const char *const *methods;
 } qz_export_opts;
 
 /* Checkpoint -> Hugging Face model directory in o->format:

@@ -24,6 +24,11 @@ extern "C" {
 int qz_gptq_quantize(const qz_method_opts *opts, const qz_layer *layer,
                      qz_layer_result *res);
 
+/* plan model of one GPTQ linear (m rows x n inputs on one rank); QuantEase
+ * starts from it. Not collective. */
+void qz_gptq_plan(const qz_method_opts *opts, const qz_plan_machine *mc, int64_t m,
+                  int64_t n, qz_plan_linear *out);
+
 #ifdef __cplusplus
 }
 #endif

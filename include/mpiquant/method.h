@@ -1,23 +1,70 @@
 /* Quantization methods plug in through one ops table each (methods/<m>.c)
- * and one line in the registry (methods/method.c).
+ * and one line in the registry (methods/method.c). The table is everything
+ * the rest of the program knows about a method: its options (rows that
+ * generate the parser, --help, validation, the options JSON of a checkpoint
+ * and the sweep axes), what it needs (calibration, Hessians, activation
+ * statistics), its per-linear and optional block-level hooks, the
+ * checkpoint datasets it writes, the export formats that accept it and its
+ * `plan` model. No file outside methods/ compares method names.
  *
  * Layer contract: output rows (output channels) are split over ranks in
  * contiguous blocks; each rank passes its rows of W and receives its rows of
  * codes/q/scale/zero/losses.  g_idx and perm are per input column and equal
- * on every rank.  A method that needs_hessian gets the layer input's ready
+ * on every rank.  A method that needs a Hessian gets the layer input's ready
  * qz_hessian (hessian.h) and is collective on the Hessian's grid
  * communicator; every rank calls it, also with nrows == 0. */
 #ifndef MPIQUANT_METHOD_H
 #define MPIQUANT_METHOD_H
 
+#include <mpi.h>
+#include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "mpiquant/config.h"
+#include "mpiquant/forward.h"
 #include "mpiquant/hessian.h"
+#include "mpiquant/model.h"
 #include "mpiquant/quant.h"
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+struct qz_method_ops;
+struct json_t;
+
+/* ---- options: one row per option (STYLE.md rule 12) -------------------- */
+
+typedef enum {
+  QZ_OPT_FLAG = 0, /* no value: sets its int field to !def */
+  QZ_OPT_INT,      /* int field */
+  QZ_OPT_INT64,    /* int64_t field */
+  QZ_OPT_REAL,     /* double field */
+  QZ_OPT_CHOICE,   /* one of `choices`; int field = its index */
+  QZ_OPT_CONST,    /* not on the command line: `def` recorded in the JSON */
+} qz_opt_type;
+
+enum {
+  QZ_OPT_NONZERO = 1u, /* INT/INT64: 0 is not a value (--group) */
+};
+
+typedef struct {
+  const char *name;            /* --name (NULL for QZ_OPT_CONST) */
+  qz_opt_type type;
+  int ext;                     /* 0: a field of qz_method_opts; 1: of its ext bytes */
+  size_t offset;               /* offsetof the field */
+  double def, lo, hi;          /* default; limits of INT, INT64, REAL */
+  const char *const *choices;  /* CHOICE: names, NULL-terminated */
+  const char *json;            /* key in the options JSON (NULL: not recorded) */
+  const char *metavar;         /* value placeholder in --help */
+  const char *help;
+  unsigned flags;              /* QZ_OPT_* */
+} qz_opt;
+
+/* Room for a method's own option struct (rows with ext = 1), read and
+ * written with memcpy (qz_method_ext_get / _set). */
+#define QZ_METHOD_EXT_BYTES 64
 
 typedef struct {
   qz_quant_spec spec;  /* bits, groupsize (-1 per channel), sym */
@@ -30,18 +77,68 @@ typedef struct {
   int iters;           /* coordinate-descent sweeps (default 30) */
   int qe_init;         /* QZ_QE_INIT_GPTQ (0, default) or QZ_QE_INIT_RTN */
   double outlier_frac; /* QuantEase: share of weights kept in fp (0: none) */
+  /* appended: the method these options were made for (qz_method_opts_for;
+   * NULL from qz_method_opts_default), which rows the user gave
+   * (bit i = row i of qz_method_row), and the method's own options */
+  const struct qz_method_ops *ops;
+  uint64_t given;
+  _Alignas(8) unsigned char ext[QZ_METHOD_EXT_BYTES];
 } qz_method_opts;
 
-/* Reference defaults: 4 bits, group 128, asym, blocksize 128, damp 0.01.
+/* Reference defaults: 4 bits, group 128, asym, blocksize 128, damp 0.01,
+ * and every registered method's defaults of its qz_method_opts fields.
  * Not collective. */
 qz_method_opts qz_method_opts_default(void);
+/* The defaults of every row of `ops` (common and its own). Not collective. */
+qz_method_opts qz_method_opts_for(const struct qz_method_ops *ops);
+
+/* Rows of a method: the common quantizer rows (bits, group, sym, act-order,
+ * static-groups, damp, blocksize: every method accepts and records them),
+ * then the method's own. Not collective. */
+int qz_method_nrows(const struct qz_method_ops *ops);
+const qz_opt *qz_method_row(const struct qz_method_ops *ops, int i);
+/* Row index of --name (-1 if the method has none). Not collective. */
+int qz_method_row_find(const struct qz_method_ops *ops, const char *name);
+/* Set row i from the command-line text `val` (NULL for a FLAG): type and
+ * limits checked, QZ_ERR_USAGE naming the option otherwise; marks it given.
+ * Not collective. */
+int qz_method_opt_set(qz_method_opts *o, int i, const char *val);
+/* 1 when the user gave --name. Not collective. */
+int qz_method_opt_given(const qz_method_opts *o, const char *name);
+/* Row i's value as a number (FLAG/INT/INT64/CHOICE/REAL; CONST: def).
+ * Not collective. */
+double qz_method_opt_value(const qz_method_opts *o, int i);
+/* The method's own options struct (ext bytes) in and out. */
+#define qz_method_ext_get(o, ptr) memcpy((ptr), (o)->ext, sizeof *(ptr))
+#define qz_method_ext_set(o, ptr) memcpy((o)->ext, (ptr), sizeof *(ptr))
+
+/* Common options a method honours (the sweep axes it has); the others are
+ * accepted and recorded but do not change its result. */
+enum {
+  QZ_USES_BITS = 1u, QZ_USES_GROUP = 2u, QZ_USES_SYM = 4u,
+  QZ_USES_ACT_ORDER = 8u, /* --act-order, --static-groups */
+};
+
+/* What a method needs and writes, from its options (ops->needs). */
+enum {
+  QZ_NEED_CALIB = 1u << 0,     /* calibration windows and the block forward */
+  QZ_NEED_HESSIAN = 1u << 1,   /* each linear's input Hessian (with CALIB) */
+  QZ_NEED_ACT_STATS = 1u << 2, /* per-channel statistics of block inputs (block hook) */
+  QZ_NEED_FP_STREAM = 1u << 3, /* block inputs from the unquantized model (resume
+                                  replays the fp blocks) */
+  QZ_CKPT_NORMS = 1u << 8,     /* writes the RMSNorm weights (folded scales) */
+  QZ_CKPT_OUTLIERS = 1u << 9,  /* writes each linear's sparse fp part */
+  QZ_OUT_OBJECTIVE = 1u << 16, /* fills res->objective [iters + 1] when given */
+};
+
+/* ---- one linear ---------------------------------------------------------- */
 
 typedef struct {
   const char *name;               /* layer name, for logs and errors */
   int64_t out_features, in_features;
   int64_t row0, nrows;            /* this rank's rows [row0, row0 + nrows) */
   const float *w;                 /* [nrows, in_features] */
-  qz_hessian *H;                  /* ready Hessian [in, in] (needs_hessian) */
+  qz_hessian *H;                  /* ready Hessian [in, in] (QZ_NEED_HESSIAN) */
 } qz_layer;
 
 /* Outputs for this rank's rows, allocated by the caller (ngroups from
@@ -69,16 +166,93 @@ typedef struct {
   float *outlier_val;   /* [noutliers] */
 } qz_layer_result;
 
+/* ---- one decoder block (the driver's services to a block hook) ---------- */
+
+typedef struct qz_block_ctx qz_block_ctx;
+struct qz_block_ctx {
+  MPI_Comm comm;
+  const qz_model_config *cfg;
+  int layer;
+  qz_fwd *f;               /* this rank's windows at the block input (QZ_NEED_CALIB) */
+  qz_block_weights *w;     /* the block's fp weights; a hook may fold scales into them */
+  int64_t win0, nwin;      /* this rank's first window; all windows */
+  /* Quantize linear l of w with the method's per-linear hook (H: its input
+   * Hessian, or NULL), replace w->w[l] by exactly what the checkpoint
+   * holds, write this rank's rows. Collective on comm. */
+  int (*linear)(qz_block_ctx *b, qz_linear l, qz_hessian *H);
+  /* The default block: true-sequential groups [q,k,v] -> [o] -> [gate,up]
+   * -> [down] (the group's Hessian when the method needs one), then the
+   * block output becomes the next input. Collective on comm. */
+  int (*sequential)(qz_block_ctx *b);
+  /* The current stage OUT of f becomes the next block's input. Collective. */
+  int (*commit)(qz_block_ctx *b);
+  /* Per-block statistics for the manifest (the hook keeps no reference). */
+  void (*stat)(qz_block_ctx *b, const char *key, struct json_t *value);
+  void *drv;               /* the driver's state */
+};
+
+/* ---- plan model ------------------------------------------------------------ */
+
+typedef struct {
+  double gemm;               /* f32 GEMM flop/s of one rank */
+  double gptq_frac, qe_frac; /* measured GPTQ / QuantEase sweep rates over gemm */
+  /* seconds of a collective over the run's ranks on an object of `bytes` */
+  double (*allgather)(const void *ctx, double bytes);
+  double (*allreduce)(const void *ctx, double bytes);
+  const void *ctx;
+} qz_plan_machine;
+
+typedef struct {
+  double bytes;   /* method working bytes of one linear (beyond the result buffers) */
+  double flops;   /* its quantize flops on one rank */
+  double seconds; /* its quantize seconds on one rank */
+  int factor;     /* uses the Cholesky factor of H^-1 (plan adds the factorization) */
+} qz_plan_linear;
+
+typedef struct {
+  double bytes;   /* per-rank bytes held through the block hook */
+  double flops;   /* its flops per block on one rank (forward passes) */
+} qz_plan_block;
+
+/* ---- the ops table ------------------------------------------------------- */
+
+enum { QZ_METHOD_HIDDEN = 1u }; /* not listed in --help (test-only methods) */
+
 typedef struct qz_method_ops {
   const char *name;
-  int needs_hessian;
+  const char *summary;           /* one line for --help */
+  unsigned flags;                /* QZ_METHOD_* */
+  const qz_opt *options;         /* the method's own rows */
+  int noptions;
+  const char *json_group;        /* its JSON keys nest under this key (NULL: top level) */
+  unsigned uses;                 /* QZ_USES_*: common options it honours */
+  const char *const *exports;    /* export formats that accept its checkpoints */
+  const char *const *labels;     /* checkpoint 'method' attributes it writes
+                                    (NULL: just its name) */
+  /* Cross-option rules and fixed values (QZ_ERR_USAGE naming the options);
+   * may normalise *o (e.g. W8A8's fixed bits). NULL: none. Not collective. */
+  int (*check)(qz_method_opts *o);
+  /* QZ_NEED_* | QZ_CKPT_* for these options. Not collective. */
+  unsigned (*needs)(const qz_method_opts *o);
+  /* Checkpoint 'method' attribute (one of labels; NULL hook: name). */
+  const char *(*label)(const qz_method_opts *o);
   /* Validate options, allocate per-run state. Not collective. */
   int (*setup)(const qz_method_opts *opts, void **state);
   /* Quantize one layer. Collective on the Hessian's grid communicator when
-   * needs_hessian; otherwise not collective. */
+   * it needs a Hessian; otherwise not collective. */
   int (*quantize_layer)(void *state, const qz_layer *layer,
                         qz_layer_result *res);
   void (*destroy)(void **state); /* accepts NULL state, NULLs it */
+  /* Optional: the whole block (NULL: b->sequential with calibration, else
+   * every linear in order). Must quantize all 7 linears through b->linear
+   * and leave b->f's next input committed. Collective on b->comm. */
+  int (*quantize_block)(void *state, qz_block_ctx *b);
+  /* plan: one linear of m rows x n inputs on one rank; the block hook's
+   * extra memory and work (optional). Not collective. */
+  void (*plan_linear)(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m,
+                      int64_t n, qz_plan_linear *out);
+  void (*plan_block)(const qz_method_opts *o, const qz_model_config *cfg,
+                     int64_t nwin_rank, int64_t seqlen, qz_plan_block *out);
 } qz_method_ops;
 
 /* QZ_ERR_NUMERIC naming the first non-finite weight of this rank's rows
@@ -90,11 +264,19 @@ int qz_layer_check_finite(const qz_layer *L);
  * damping, no dead columns; optional outputs may be NULL. Not collective. */
 void qz_layer_result_plain(const qz_layer *L, int groupsize, qz_layer_result *res);
 
-/* "rtn", "gptq", "quantease"; NULL if unknown. Not collective. */
+/* A registered method by name (hidden ones too); NULL if unknown. */
 const qz_method_ops *qz_method_find(const char *name);
-/* Comma-separated list of registered names (for usage text). Not
- * collective. */
+/* The method that writes checkpoint attribute `label`; NULL if none. */
+const qz_method_ops *qz_method_find_label(const char *label);
+/* i-th registered method (NULL past the end). Not collective. */
+const qz_method_ops *qz_method_at(int i);
+/* Comma-separated names of the listed methods (for usage text). */
 const char *qz_method_names(void);
+/* needs() of ops for o (0 without a hook); label() likewise. */
+unsigned qz_method_needs(const qz_method_opts *o);
+const char *qz_method_label(const qz_method_opts *o);
+/* 1 when `format` is in ops->exports. Not collective. */
+int qz_method_exports(const qz_method_ops *ops, const char *format);
 
 #ifdef __cplusplus
 }

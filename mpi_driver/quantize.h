@@ -1,0 +1,81 @@
+/* mpi_driver private: the parts of `mpiquant quantize` (DESIGN.md steps
+ * 1-7): the command line and resume identity (quantize_cli.c), the
+ * calibration stream (quantize_calib.c), the block loop's per-block and
+ * per-linear work (quantize_block.c); cmd_quantize.c is the layer loop. */
+#ifndef MPIQUANT_QUANTIZE_H
+#define MPIQUANT_QUANTIZE_H
+
+#include <jansson.h>
+#include <stdint.h>
+
+#include "driver.h"
+#include "mpiquant/ckpt.h"
+#include "mpiquant/config.h"
+#include "mpiquant/forward.h"
+#include "mpiquant/grid.h"
+#include "mpiquant/hessian.h"
+#include "mpiquant/method.h"
+#include "mpiquant/model.h"
+
+typedef struct {
+  const char *model, *calib, *calib_tokens, *out;
+  long nsamples, seqlen, nb;
+  long layer_begin, layer_end; /* [begin, end), end -1 = all */
+  long blocks_per_file, zstd_level, snapshot_every;
+  int true_sequential, resume;
+  qz_method_opts mo;           /* --method and its rows (method.h) */
+} qz_qopts;
+
+/* ---- quantize_cli.c (not collective) ---------------------------------------- */
+void qz_quantize_usage(void);
+int qz_quantize_parse(int argc, char **argv, qz_qopts *o);
+/* The options JSON that decides whether a resume is valid (malloc'd). */
+char *qz_quantize_options_json(const qz_qopts *o, int64_t nwin, int64_t L,
+                               uint64_t calib_hash);
+/* ~2 GiB checkpoint files, at most a tenth of the blocks, at least 1. */
+int qz_quantize_blocks_per_file(const qz_model_config *c);
+int64_t qz_quantize_dir_bytes(const char *dir);
+
+/* ---- quantize_calib.c (collective on comm) ---------------------------------- */
+/* The calibration windows [nwin, L] on every rank (rank 0 reads or
+ * tokenizes, then broadcasts) and their FNV-1a hash. */
+int qz_quantize_windows(MPI_Comm comm, const qz_qopts *o, const qz_model_config *cfg,
+                        int32_t **win, int64_t *nwin, int64_t *L, uint64_t *hash);
+/* The hidden states at the input of block b0 in f: from the checkpoint's
+ * snapshot when it has one, then the blocks before b0 replayed (from the
+ * fp model with QZ_NEED_FP_STREAM, else with the checkpoint's weights). */
+int qz_quantize_stream_to(MPI_Comm comm, qz_model *m, qz_ckpt *ck, qz_fwd *f,
+                          qz_block_weights *w, const int32_t *win, int64_t nwin, int64_t L,
+                          int64_t first, int64_t count, int b0, unsigned needs);
+
+/* ---- quantize_block.c ------------------------------------------------------- */
+/* Hessians by input width, reused across blocks (reset, not reallocated). */
+typedef struct {
+  int64_t d[3];
+  qz_hessian *h[3];
+} qz_hcache;
+
+typedef struct {
+  qz_ctx *ctx;
+  const qz_qopts *o;
+  const qz_model_config *cfg;
+  unsigned needs;          /* qz_method_needs(&o->mo) */
+  void *mstate;            /* the method's per-run state */
+  qz_ckpt *ck;
+  qz_grid *grid;           /* with QZ_NEED_HESSIAN */
+  qz_hcache hc;
+  json_t *stats;           /* per-block stats being built */
+  qz_fwd *f;               /* with QZ_NEED_CALIB */
+  int64_t win0, nwin;      /* this rank's first window, all windows */
+  /* per-linear result buffers, sized once for the largest linear */
+  struct qz_linear_bufs *bufs;
+} qz_qrun;
+
+/* Quantize block `layer` (weights in w) with the method: its block hook,
+ * the true-sequential default, or every linear in order; then the folded
+ * norms when the method writes them. Collective on r->ctx->comm. */
+int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w);
+/* Free what the block loop keeps from block to block. Not collective. */
+void qz_quantize_run_free(qz_qrun *r);
+
+#endif
