@@ -1,4 +1,5 @@
 /* Collective, read-once loading of a Hugging Face Llama model. */
+#include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -82,6 +83,15 @@ int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
   qz_split_even(nrows, size, rank, &r0, &cnt);
   if (rc == QZ_OK && cnt > 0)
     rc = qz_st_read_f32(st, name, r0, cnt, dst + r0 * rowlen);
+  /* weights as they are converted: a NaN/Inf is named here, not later as
+   * a degenerate Hessian or a NaN perplexity (one pass over this rank's rows) */
+  for (int64_t k = 0; rc == QZ_OK && k < cnt * rowlen; k++)
+    if (!isfinite(dst[r0 * rowlen + k]))
+      rc = qz_error_set(QZ_ERR_NUMERIC, __FILE__, __LINE__, __func__,
+                        "%s: tensor %s holds %g at row %lld, column %lld: the model's "
+                        "weights are damaged", qz_st_origin(st), name,
+                        (double)dst[r0 * rowlen + k], (long long)(r0 + k / rowlen),
+                        (long long)(k % rowlen));
   QZ_CALL(qz_error_agree(comm, rc));
   if (size == 1) return QZ_OK;
   int counts[size], displs[size];
