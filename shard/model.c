@@ -22,6 +22,12 @@ static int open_local(qz_model *m, const char *dir) {
   QZ_CALL(qz_config_load(dir, &m->cfg));
   QZ_CALL(qz_st_open(dir, &m->st));
   QZ_CALL(qz_config_check_tensors(&m->cfg, m->st));
+  char extra[512];
+  int n = qz_config_unused_tensors(&m->cfg, m->st, extra, sizeof extra);
+  if (n)
+    qz_warn("%s: %d tensor%s not used by its config.json (extra layers? biases the "
+            "config does not enable?): %s%s", dir, n, n == 1 ? " is" : "s are", extra,
+            strlen(extra) >= sizeof extra - 1 ? " ..." : "");
   return QZ_OK;
 }
 

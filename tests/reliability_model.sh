@@ -88,8 +88,25 @@ expect nan-weight 6 "tensor model.layers.1.self_attn.k_proj.weight holds nan at 
   -- quantize --model "$T/model3" --method rtn --out "$T/ck-nan"
 # token ids outside the vocabulary: file and position, exit 5 (input format)
 /usr/bin/python3 -c 'import struct,sys; open(sys.argv[1],"wb").write(struct.pack("<6I",1,2,3,99999,4,5))' "$T/ids.bin"
+/usr/bin/python3 -c 'import struct,sys; open(sys.argv[1],"wb").write(struct.pack("<8I",1,2,3,4,5,6,7,8))' "$T/ok.bin"
 expect token-range 5 "ids.bin: token 3 has id 99999, outside the model's vocabulary \[0, 105\)" \
   -- eval --model "$M" --tokens "$T/ids.bin" --seqlen 2
+# a tensor the config does not use (an extra layer): named in a warning
+cp -r "$M" "$T/model4"; chmod -R u+w "$T/model4"
+/usr/bin/python3 - "$T/model4/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+b = open(p, 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+data = b[8 + n:]
+h['model.layers.99.mlp.down_proj.weight'] = {'dtype': 'F32', 'shape': [2], 'data_offsets': [len(data), len(data) + 8]}
+hb = json.dumps(h).encode()
+hb += b' ' * ((8 - len(hb) % 8) % 8)
+open(p, 'wb').write(struct.pack('<Q', len(hb)) + hb + data + struct.pack('<2f', 1, 2))
+PY
+expect unused-tensor 0 "model4: 1 tensor is not used by its config.json \(extra layers\? biases the config does not enable\?\): model.layers.99.mlp.down_proj.weight" \
+  -- eval --model "$T/model4" --tokens "$T/ok.bin" --seqlen 4
 expect rtn-act-order 2 "--act-order and --static-groups are GPTQ options" \
   -- quantize --model "$M" --method rtn --act-order --out "$T/ck-ao"
 echo "reliability_model: $pass passed, $fail failed"
