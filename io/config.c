@@ -520,6 +520,52 @@ int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
   return QZ_OK;
 }
 
+/* Whether the config uses tensor `name`. */
+static int tensor_used(const qz_model_config *c, const char *name) {
+  if (!strcmp(name, "model.embed_tokens.weight") || !strcmp(name, "model.norm.weight") ||
+      !strcmp(name, "lm_head.weight"))
+    return 1;
+  int layer = -1, n = 0;
+  if (sscanf(name, "model.layers.%d.%n", &layer, &n) != 1 || n == 0 || layer < 0 ||
+      layer >= c->num_hidden_layers)
+    return 0;
+  const char *rest = name + n;
+  if (!strcmp(rest, "input_layernorm.weight") ||
+      !strcmp(rest, "post_attention_layernorm.weight") ||
+      !strcmp(rest, "self_attn.rotary_emb.inv_freq")) /* recomputed, as HF does */
+    return 1;
+  for (int k = 0; k < QZ_LIN_COUNT; k++) {
+    const char *ln = qz_linear_name((qz_linear)k);
+    size_t l = strlen(ln);
+    if (strncmp(rest, ln, l) != 0 || rest[l] != '.') continue;
+    const char *suf = rest + l + 1;
+    if (!strcmp(suf, "weight")) return 1;
+    if (!strcmp(suf, "bias")) return qz_linear_has_bias(c, (qz_linear)k);
+    if (c->gptq_bits && (!strcmp(suf, "qweight") || !strcmp(suf, "qzeros") ||
+                         !strcmp(suf, "scales") || !strcmp(suf, "g_idx")))
+      return 1;
+    if (c->ct_int8 && (!strcmp(suf, "weight_scale") || !strcmp(suf, "input_scale") ||
+                       !strcmp(suf, "weight_zero_point")))
+      return 1;
+  }
+  return 0;
+}
+
+int qz_config_unused_tensors(const qz_model_config *c, const qz_st *st, char *list,
+                             size_t len) {
+  int cnt = 0;
+  size_t o = 0;
+  if (len) list[0] = '\0';
+  for (int i = 0; i < qz_st_count(st); i++) {
+    const char *nm = qz_st_info_at(st, i)->name;
+    if (tensor_used(c, nm)) continue;
+    if (o < len)
+      o += (size_t)snprintf(list + o, len - o, "%s%s", cnt ? ", " : "", nm);
+    cnt++;
+  }
+  return cnt;
+}
+
 int64_t qz_config_param_count(const qz_model_config *c) {
   int64_t per = 2 * c->hidden_size; /* two norms */
   for (int k = 0; k < QZ_LIN_COUNT; k++) {

@@ -26,6 +26,15 @@ int qz_read_file(const char *path, char **data, size_t *len) {
   return QZ_OK;
 }
 
+int qz_tokens_check_vocab(const char *path, const int32_t *ids, int64_t n, int64_t vocab) {
+  for (int64_t i = 0; i < n; i++)
+    QZ_CHECK(ids[i] >= 0 && ids[i] < vocab, QZ_ERR_FORMAT,
+             "%s: token %lld has id %d, outside the model's vocabulary [0, %lld) "
+             "(tokenized for another model?)", path, (long long)i, (int)ids[i],
+             (long long)vocab);
+  return QZ_OK;
+}
+
 int qz_tokens_read_bin(const char *path, int32_t **ids, int64_t *n) {
   *ids = NULL;
   *n = 0;

@@ -6,6 +6,15 @@
 #include "mpiquant/mem.h"
 #include "mpiquant/method.h"
 
+/* RTN has no column order: refuse the GPTQ ordering options instead of
+ * ignoring them. Not collective. */
+static int rtn_check(qz_method_opts *o) {
+  QZ_CHECK(!o->act_order && !o->static_groups, QZ_ERR_USAGE,
+           "--method rtn: --act-order and --static-groups are GPTQ options (--method gptq, "
+           "or awq --awq-then-gptq); rtn would ignore them");
+  return QZ_OK;
+}
+
 static int rtn_setup(const qz_method_opts *o, void **state) {
   QZ_CALL(qz_quant_spec_check(&o->spec));
   qz_method_opts *s = NULL;
@@ -38,6 +47,7 @@ const qz_method_ops qz_method_rtn = {.name = "rtn",
                                      .summary = "round to nearest, no calibration",
                                      .uses = QZ_USES_BITS | QZ_USES_GROUP | QZ_USES_SYM,
                                      .exports = rtn_exports,
+                                     .check = rtn_check,
                                      .setup = rtn_setup,
                                      .quantize_layer = rtn_layer,
                                      .destroy = rtn_destroy,

@@ -212,6 +212,8 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
 
   /* rank 0 reads / tokenizes, everyone gets the stream */
   if (ctx->rank == 0) st = read_stream(&o, &ids, &n);
+  if (st == QZ_OK && ctx->rank == 0)
+    st = qz_tokens_check_vocab(o.tokens ? o.tokens : o.data, ids, n, cfg->vocab_size);
   QZ_CALL_DONE(qz_error_agree(ctx->comm, st));
   QZ_CALL_DONE(qz_allreduce_i64(ctx->comm, &n, 1, MPI_MAX));
   if (ctx->rank != 0)

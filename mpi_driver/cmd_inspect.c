@@ -3,6 +3,7 @@
  * a safetensors file / shard index (tensors, dtypes, shapes, metadata).
  * Rank 0 reads and prints; every rank returns the same status. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <getopt.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -322,8 +323,8 @@ static int inspect_file(const char *path, int as_json) {
 
 static int run(const char *path, int as_json) {
   struct stat sb;
-  QZ_CHECK(stat(path, &sb) == 0, QZ_ERR_IO, "inspect: cannot open %s: no such "
-           "file or directory", path);
+  QZ_CHECK(stat(path, &sb) == 0, QZ_ERR_IO, "inspect: cannot open %s: %s", path,
+           errno == ELOOP ? "a loop of symbolic links" : strerror(errno));
   if (S_ISDIR(sb.st_mode)) {
     char man[4096];
     snprintf(man, sizeof man, "%s/manifest.json", path);

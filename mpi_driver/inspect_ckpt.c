@@ -49,7 +49,12 @@ int qz_inspect_ckpt(const char *dir, int as_json) {
   char path[4200];
   snprintf(path, sizeof path, "%s/manifest.json", dir);
   json_error_t jerr;
-  QZ_CALL(qz_file_check_input(path));
+  /* what eval and export accept, inspect accepts: the same manifest checks */
+  {
+    qz_ckpt *ck = NULL;
+    QZ_CALL(qz_ckpt_open(MPI_COMM_SELF, dir, &ck));
+    qz_ckpt_close(&ck);
+  }
   json_t *m = json_load_file(path, 0, &jerr);
   QZ_CHECK(m, QZ_ERR_FORMAT, "%s: not valid JSON (line %d: %s)", path, jerr.line, jerr.text);
   const char *fmt = json_string_value(json_object_get(m, "format"));

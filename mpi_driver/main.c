@@ -204,6 +204,13 @@ int main(int argc, char **argv) {
   if (st != QZ_OK && st != QZ_ERR_REMOTE) qz_error_print(stderr, ctx.rank);
   int worst = st;
   if (!finish(ctx.comm, ctx.rank, st, &worst)) MPI_Abort(MPI_COMM_WORLD, st ? st : 1);
+  /* every rank's log ends saying why the job stopped (per-rank logs of a
+   * batch job would otherwise show nothing on the ranks that did not fail) */
+  if (st == QZ_ERR_REMOTE)
+    fprintf(stderr, "mpiquant: [rank %d] stopped: %s\n", ctx.rank, qz_error_message());
+  else if (st == QZ_OK && worst != QZ_OK)
+    fprintf(stderr, "mpiquant: [rank %d] stopped: another rank failed (%s; its message "
+            "is in its log)\n", ctx.rank, qz_status_name(worst));
   MPI_Comm_free(&ctx.comm);
   MPI_Finalize();
   return worst;

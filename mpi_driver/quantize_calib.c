@@ -21,7 +21,7 @@ static int ends_with(const char *s, const char *suf) {
 }
 
 /* Calibration windows [nwin, L] on rank 0 (not collective). */
-static int calib_windows(const qz_qopts *o, int64_t max_pos, int32_t **win,
+static int calib_windows(const qz_qopts *o, int64_t max_pos, int64_t vocab, int32_t **win,
                          int64_t *nwin, int64_t *L) {
   int st = QZ_OK;
   int32_t *ids = NULL;
@@ -33,6 +33,7 @@ static int calib_windows(const qz_qopts *o, int64_t max_pos, int32_t **win,
   if (o->calib_tokens && ends_with(o->calib_tokens, ".txt")) {
     int64_t lines, wl;
     QZ_CALL(qz_windows_read_txt(o->calib_tokens, &ids, &lines, &wl));
+    QZ_CALL_DONE(qz_tokens_check_vocab(o->calib_tokens, ids, lines * wl, vocab));
     QZ_CHECK_DONE(o->seqlen == 0 || o->seqlen == wl, QZ_ERR_USAGE,
                   "%s holds windows of %lld tokens but --seqlen is %ld",
                   o->calib_tokens, (long long)wl, o->seqlen);
@@ -47,6 +48,7 @@ static int calib_windows(const qz_qopts *o, int64_t max_pos, int32_t **win,
   }
   if (o->calib_tokens) {
     QZ_CALL_DONE(qz_tokens_read_bin(o->calib_tokens, &ids, &n));
+    QZ_CALL_DONE(qz_tokens_check_vocab(o->calib_tokens, ids, n, vocab));
   } else {
     size_t len = 0;
     QZ_CALL_DONE(qz_tokenizer_load(o->model, &tok));
@@ -58,6 +60,13 @@ static int calib_windows(const qz_qopts *o, int64_t max_pos, int32_t **win,
   *L = o->seqlen ? o->seqlen : (max_pos < 2048 ? max_pos : 2048);
   *nwin = o->nsamples;
   QZ_CALL_DONE(qz_alloc((size_t)*nwin, sizeof *starts, "calibration starts", &starts));
+  if (*L > max_pos)
+    qz_warn("quantize: --seqlen %lld exceeds max_position_embeddings %lld of %s",
+            (long long)*L, (long long)max_pos, o->model);
+  if (n / 2 < *nwin * *L) /* windows come from the second half of the stream */
+    qz_warn("calibration: %lld tokens give %lld in the second half, fewer than --nsamples "
+            "%lld x --seqlen %lld = %lld: the windows overlap", (long long)n,
+            (long long)(n / 2), (long long)*nwin, (long long)*L, (long long)(*nwin * *L));
   QZ_CALL_DONE(qz_windows_calib_starts(n, *L, *nwin, starts));
   QZ_CALL_DONE(qz_alloc((size_t)(*nwin * *L), sizeof **win, "calibration windows", win));
   QZ_CALL_DONE(qz_windows_gather(ids, n, starts, *nwin, *L, *win));
@@ -83,7 +92,8 @@ int qz_quantize_windows(MPI_Comm comm, const qz_qopts *o, const qz_model_config 
   MPI_Comm_rank(comm, &rank);
   *win = NULL;
   *nwin = *L = 0;
-  if (rank == 0) st = calib_windows(o, cfg->max_position_embeddings, win, nwin, L);
+  if (rank == 0)
+    st = calib_windows(o, cfg->max_position_embeddings, cfg->vocab_size, win, nwin, L);
   QZ_CALL(qz_error_agree(comm, st));
   int64_t v[2] = {*nwin, *L};
   QZ_CALL_MPI_DONE(MPI_Bcast(v, 2, MPI_INT64_T, 0, comm));

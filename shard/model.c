@@ -1,4 +1,5 @@
 /* Collective, read-once loading of a Hugging Face Llama model. */
+#include <math.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -21,6 +22,12 @@ static int open_local(qz_model *m, const char *dir) {
   QZ_CALL(qz_config_load(dir, &m->cfg));
   QZ_CALL(qz_st_open(dir, &m->st));
   QZ_CALL(qz_config_check_tensors(&m->cfg, m->st));
+  char extra[512];
+  int n = qz_config_unused_tensors(&m->cfg, m->st, extra, sizeof extra);
+  if (n)
+    qz_warn("%s: %d tensor%s not used by its config.json (extra layers? biases the "
+            "config does not enable?): %s%s", dir, n, n == 1 ? " is" : "s are", extra,
+            strlen(extra) >= sizeof extra - 1 ? " ..." : "");
   return QZ_OK;
 }
 
@@ -82,6 +89,15 @@ int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
   qz_split_even(nrows, size, rank, &r0, &cnt);
   if (rc == QZ_OK && cnt > 0)
     rc = qz_st_read_f32(st, name, r0, cnt, dst + r0 * rowlen);
+  /* weights as they are converted: a NaN/Inf is named here, not later as
+   * a degenerate Hessian or a NaN perplexity (one pass over this rank's rows) */
+  for (int64_t k = 0; rc == QZ_OK && k < cnt * rowlen; k++)
+    if (!isfinite(dst[r0 * rowlen + k]))
+      rc = qz_error_set(QZ_ERR_NUMERIC, __FILE__, __LINE__, __func__,
+                        "%s: tensor %s holds %g at row %lld, column %lld: the model's "
+                        "weights are damaged", qz_st_origin(st), name,
+                        (double)dst[r0 * rowlen + k], (long long)(r0 + k / rowlen),
+                        (long long)(k % rowlen));
   QZ_CALL(qz_error_agree(comm, rc));
   QZ_CALL(qz_allgather_rows_f32(comm, nrows, rowlen, NULL, dst));
   return QZ_OK;

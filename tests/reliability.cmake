@@ -21,9 +21,10 @@ qz_test_program(qzt_ckpt_manifest unit/test_ckpt_manifest.c)
 qz_add_test(NAME ckpt_manifest COMMAND qzt_ckpt_manifest TIMEOUT 60 LABELS io)
 
 # export --out: never an input, never a mix of two exports, nothing left
-# behind by a failure, another model refused.
-qz_add_test(NAME reliability_export TIMEOUT 120
-  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_export.sh)
+# behind by a failure; another model refused by export and resume; NaN
+# weights and out-of-vocabulary token ids named.
+qz_add_test(NAME reliability_model TIMEOUT 120
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_model.sh)
 
 # Source fingerprint: content digest, the same at np 1..4.
 qz_test_program(qzt_source_fingerprint mpi/test_source_fingerprint.c)

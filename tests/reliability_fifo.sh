@@ -20,7 +20,7 @@ run() {
   if [ "$np" = 1 ]; then timeout -k 5 "$LIMIT" "$B" "$@"
   else timeout -k 5 "$LIMIT" "${MPIEXEC:-mpiexec}" -n "$np" "$B" "$@"; fi
 }
-MPI_CASES=" quantize-model calib ckpt-block-fifo ckpt-block-dir manifest-eval "
+MPI_CASES=" quantize-model calib ckpt-block-fifo ckpt-block-dir manifest-eval inspect-manifest-v7 "
 expect() { # expect NAME CODE REGEX -- ARGS...
   local name=$1 code=$2 re=$3; shift 4
   [ "$np" = 1 ] || [[ "$MPI_CASES" == *" $name "* ]] || return 0
@@ -78,5 +78,16 @@ cp -r "$T/ck" "$T/ck-man"; rm "$T/ck-man/manifest.json"; mkfifo "$T/ck-man/manif
 expect manifest-eval 4 "manifest.json $FIFO_RE" -- eval --ckpt "$T/ck-man" --data "$TXT" --windows 1 --seqlen 64
 expect manifest-inspect 4 "manifest.json $FIFO_RE" -- inspect "$T/ck-man"
 expect manifest-export 4 "manifest.json $FIFO_RE" -- export --ckpt "$T/ck-man" --out "$T/exp"
+# inspect accepts only what eval accepts
+mkdir -p "$T/ck-v7"; sed 's/"version": [0-9]*/"version": 7/' "$T/ck/manifest.json" >"$T/ck-v7/manifest.json"
+expect inspect-manifest-v7 5 "not an mpiquant-ckpt version 1..2 manifest \(format 'mpiquant-ckpt', version 7\)" \
+  -- inspect "$T/ck-v7"
+# np > 1: every rank's log ends saying which rank failed and why
+if [ "$np" != 1 ]; then
+  out=$(run tokenize --model "$M" --text "$T/fifo" --count 2>&1)
+  grep -q "\[rank 1\] stopped: rank 0 failed (QZ_ERR_IO): $T/fifo is a FIFO" <<<"$out" \
+    && { echo "ok every rank says why"; pass=$((pass + 1)); } \
+    || { echo "FAIL rank 1 does not say why:"; echo "$out" | head -5; fail=$((fail + 1)); }
+fi
 echo "reliability_fifo: $pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -79,6 +79,12 @@ void qz_linear_tensor(char *buf, size_t len, int layer, qz_linear l,
  * The error names the first mismatch (file, tensor, expected, found). */
 int qz_config_check_tensors(const qz_model_config *cfg, const qz_st *st);
 
+/* Tensors of the file set that this config does not use (extra layers,
+ * biases it does not enable, unknown names): their count, and the first of
+ * them, comma-separated, in list (truncated to len). Not collective. */
+int qz_config_unused_tensors(const qz_model_config *cfg, const qz_st *st, char *list,
+                             size_t len);
+
 /* The lm_head tensor name to use ("lm_head.weight" if present, else the tied
  * embedding when tie_word_embeddings; NULL if neither). Not collective. */
 const char *qz_config_lm_head(const qz_model_config *cfg, const qz_st *st);

@@ -45,6 +45,9 @@ int qz_tokens_read_bin(const char *path, int32_t **ids, int64_t *n);
 int qz_tokens_write_bin(const char *path, const int32_t *ids, int64_t n);
 int qz_windows_read_txt(const char *path, int32_t **ids, int64_t *nwin,
                         int64_t *winlen);
+/* Every id of ids [n] (read from `path`) inside [0, vocab): else
+ * QZ_ERR_FORMAT naming the file, the position and the id. Not collective. */
+int qz_tokens_check_vocab(const char *path, const int32_t *ids, int64_t n, int64_t vocab);
 /* A whole file into a malloc'ed, NUL-terminated buffer. Not collective. */
 int qz_read_file(const char *path, char **data, size_t *len);
 int qz_windows_write_txt(const char *path, const int32_t *ids, int64_t nwin,

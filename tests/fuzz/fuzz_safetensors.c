@@ -1,7 +1,10 @@
 /* libFuzzer target: a whole safetensors file image (header parser, offset
- * validation, coverage check, conversions of whatever validated). A crash,
- * a sanitizer report or a read outside the image is a bug. */
+ * validation, coverage check, conversions of whatever validated, the GPTQ v1
+ * virtual weights P.weight of every P.qweight and compressed-tensors int8
+ * weights with their X_scale). A crash, a sanitizer report or a read outside
+ * the image is a bug. */
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,6 +40,30 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
       }
     }
+    /* quantized readers: P.qweight/qzeros/scales/g_idx -> P.weight, and
+     * I8 X + X_scale */
+    for (int i = 0; i < qz_st_count(st); i++) {
+      const char *nm = qz_st_info_at(st, i)->name;
+      size_t l = strlen(nm);
+      (void)qz_st_is_int8_scaled(st, nm);
+      if (l <= 8 || strcmp(nm + l - 8, ".qweight") != 0 || l > 400) continue;
+      char w[512];
+      snprintf(w, sizeof w, "%.*s.weight", (int)(l - 8), nm);
+      int64_t out = 0, in = 0, rows = 0, rowlen = 0;
+      int bits = 0;
+      if (qz_st_gptq_shape(st, w, &out, &in, &bits) != QZ_OK) continue;
+      if (qz_st_rows(st, w, &rows, &rowlen) != QZ_OK) abort(); /* shape ok => rows ok */
+      if (out > 0 && in > 0 && out * in <= (1 << 20)) {
+        float *dst = malloc((size_t)(out * in) * sizeof *dst);
+        if (dst) {
+          (void)qz_st_read_f32(st, w, 0, out, dst);
+          (void)qz_st_read_f32(st, w, out - 1, 1, dst);
+          (void)qz_st_read_f32(st, w, out, 1, dst); /* out of range */
+          free(dst);
+        }
+      }
+    }
+    qz_error_clear();
     for (int i = 0; i < qz_st_metadata_count(st); i++) {
       const char *k, *v;
       qz_st_metadata_at(st, i, &k, &v);

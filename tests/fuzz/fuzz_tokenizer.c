@@ -4,8 +4,10 @@
  *         one with merges, byte fallback and added tokens), a
  *         character-level one without byte fallback (unk, fuse_unk), and two
  *         byte-level ones (Llama-3 split regex; GPT-2 regex);
- *   odd:  the rest is a tokenizer.json; if it loads, a fixed text is
- *         encoded with it.
+ *   odd:  the rest is a tokenizer.json, optionally followed by a NUL byte and
+ *         a text; if it loads, that text (or a fixed one) is encoded with
+ *         it, so the added-token scan and the normalizer meet texts the
+ *         fuzzer chooses.
  * Every id produced must be inside the vocabulary. */
 #include <stdint.h>
 #include <stdio.h>
@@ -130,9 +132,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     encode_check(g_tok[3], copy, n, 0);
   } else {
     qz_tokenizer *t = NULL;
-    if (qz_tokenizer_load_json(copy, n, "fuzz.json", &t) == QZ_OK) {
+    const char *nul = memchr(copy, 0, n);
+    size_t jl = nul ? (size_t)(nul - copy) : n;
+    if (qz_tokenizer_load_json(copy, jl, "fuzz.json", &t) == QZ_OK) {
       static const char txt[] = "Once upon a time, ab ba \xe2\x98\x83 <s> x\n\n";
-      encode_check(t, txt, sizeof txt - 1, 1);
+      if (nul) encode_check(t, nul + 1, n - jl - 1, 1);
+      else encode_check(t, txt, sizeof txt - 1, 1);
       qz_tokenizer_free(&t);
     }
     qz_error_clear();

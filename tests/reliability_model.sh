@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
+# The model side of reliability.
 # export --out safety: an --out that is or contains an input is refused and
 # the input is left byte-identical; re-exporting into a directory holding an
 # older (sharded) export needs --overwrite and leaves exactly the new export
 # (no stale index.json or shards); user files are never deleted; a failed
-# export leaves nothing behind; --model of another model is refused.
-#   reliability_export.sh
+# export leaves nothing behind. Another model of the same shape is refused by
+# export --model and quantize --resume. A NaN weight is named; token ids
+# outside the vocabulary are named with file and position.
+#   reliability_model.sh
 set -uo pipefail
 S=${QZ_SHARED_DIR:?} B=${MPIQUANT_BIN:?} T=${QZ_TEST_TMP:?}
 rm -rf "$T"; mkdir -p "$T"
@@ -69,5 +72,42 @@ expect export-other-model 3 "export: the model is not the one checkpoint .* was 
 [ ! -e "$T/exp3" ] && ok "nothing exported from the other model" || bad "export of the other model wrote $T/exp3"
 expect resume-other-model 3 "cannot resume .*: the source model differs from the one it was made from: model.safetensors: 3750768 bytes, content digest" \
   -- quantize --model "$T/model2" --method rtn --bits 4 --group 32 --out "$T/ck" --resume
-echo "reliability_export: $pass passed, $fail failed"
+# a NaN in one weight: named with tensor, row and column (exit 6)
+cp -r "$M" "$T/model3"; chmod -R u+w "$T/model3"
+/usr/bin/python3 - "$T/model3/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+b = bytearray(open(p, 'rb').read())
+n = struct.unpack('<Q', b[:8])[0]
+t = json.loads(b[8:8 + n])['model.layers.1.self_attn.k_proj.weight']
+o = 8 + n + t['data_offsets'][0] + 4 * (3 * t['shape'][1] + 5)   # row 3, column 5
+b[o:o + 4] = struct.pack('<f', float('nan'))
+open(p, 'wb').write(b)
+PY
+expect nan-weight 6 "tensor model.layers.1.self_attn.k_proj.weight holds nan at row 3, column 5" \
+  -- quantize --model "$T/model3" --method rtn --out "$T/ck-nan"
+# token ids outside the vocabulary: file and position, exit 5 (input format)
+/usr/bin/python3 -c 'import struct,sys; open(sys.argv[1],"wb").write(struct.pack("<6I",1,2,3,99999,4,5))' "$T/ids.bin"
+/usr/bin/python3 -c 'import struct,sys; open(sys.argv[1],"wb").write(struct.pack("<8I",1,2,3,4,5,6,7,8))' "$T/ok.bin"
+expect token-range 5 "ids.bin: token 3 has id 99999, outside the model's vocabulary \[0, 105\)" \
+  -- eval --model "$M" --tokens "$T/ids.bin" --seqlen 2
+# a tensor the config does not use (an extra layer): named in a warning
+cp -r "$M" "$T/model4"; chmod -R u+w "$T/model4"
+/usr/bin/python3 - "$T/model4/model.safetensors" <<'PY'
+import json, struct, sys
+p = sys.argv[1]
+b = open(p, 'rb').read()
+n = struct.unpack('<Q', b[:8])[0]
+h = json.loads(b[8:8 + n])
+data = b[8 + n:]
+h['model.layers.99.mlp.down_proj.weight'] = {'dtype': 'F32', 'shape': [2], 'data_offsets': [len(data), len(data) + 8]}
+hb = json.dumps(h).encode()
+hb += b' ' * ((8 - len(hb) % 8) % 8)
+open(p, 'wb').write(struct.pack('<Q', len(hb)) + hb + data + struct.pack('<2f', 1, 2))
+PY
+expect unused-tensor 0 "model4: 1 tensor is not used by its config.json \(extra layers\? biases the config does not enable\?\): model.layers.99.mlp.down_proj.weight" \
+  -- eval --model "$T/model4" --tokens "$T/ok.bin" --seqlen 4
+expect rtn-act-order 2 "--act-order and --static-groups are GPTQ options" \
+  -- quantize --model "$M" --method rtn --act-order --out "$T/ck-ao"
+echo "reliability_model: $pass passed, $fail failed"
 [ $fail -eq 0 ]
