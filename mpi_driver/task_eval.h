@@ -41,7 +41,7 @@ typedef struct {
   long long ndocs, nreq, tokens;
 } qz_task_metrics;
 
-typedef struct {
+typedef struct qz_task_results {
   qz_task_metrics *task; /* [ntasks], malloc'ed */
   int ntasks;
   double seconds, tokens_per_s;
