@@ -288,3 +288,8 @@ int qz_cmd_eval(qz_ctx *ctx, int argc, char **argv) {
 int qz_eval_run(qz_ctx *ctx, int argc, char **argv, qz_eval_result *res) {
   return eval_main(ctx, argc, argv, 0, res, NULL);
 }
+
+int qz_eval_task_run(qz_ctx *ctx, int argc, char **argv, qz_task_results *res) {
+  memset(res, 0, sizeof *res);
+  return eval_main(ctx, argc, argv, 0, NULL, res);
+}

@@ -10,4 +10,9 @@
  * returned in *res on every rank. Collective on ctx->comm. */
 int qz_eval_run(qz_ctx *ctx, int argc, char **argv, qz_eval_result *res);
 
+/* The same for `eval --task ...`: the task results on every rank (free
+ * with qz_task_results_free). Collective on ctx->comm. */
+struct qz_task_results;
+int qz_eval_task_run(qz_ctx *ctx, int argc, char **argv, struct qz_task_results *res);
+
 #endif

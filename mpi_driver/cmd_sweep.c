@@ -9,6 +9,7 @@
  * eval` run by hand with the same options and rank count. */
 #define _GNU_SOURCE
 #include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 #include <unistd.h>
 
 #include "cmd_eval.h"
+#include "task_eval.h"
 #include "driver.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
@@ -182,10 +184,63 @@ static int eval_argv(const qz_sweep_spec *s, const qz_sweep_point *p, const qz_s
   return QZ_OK;
 }
 
+static int task_argv(const qz_sweep_spec *s, const qz_sweep_point *p, const char *ckpt,
+                     argvec *a) {
+  const qz_sweep_tasks *t = &s->tasks;
+  QZ_CALL(av_add(a, "eval"));
+  if (ckpt) {
+    QZ_CALL(av_add(a, "--ckpt"));
+    QZ_CALL(av_add(a, "%s", ckpt));
+  }
+  QZ_CALL(av_add(a, "--model"));
+  QZ_CALL(av_add(a, "%s", s->models[p->model].path));
+  QZ_CALL(av_add(a, "--task"));
+  size_t len = 1;
+  for (int i = 0; i < t->n; i++) len += strlen(t->names[i]) + 1;
+  char names[len];
+  names[0] = 0;
+  for (int i = 0; i < t->n; i++) {
+    if (i) strcat(names, ",");
+    strcat(names, t->names[i]);
+  }
+  QZ_CALL(av_add(a, "%s", names));
+  if (t->dir) {
+    QZ_CALL(av_add(a, "--task-dir"));
+    QZ_CALL(av_add(a, "%s", t->dir));
+  }
+  if (t->limit) {
+    QZ_CALL(av_add(a, "--limit"));
+    QZ_CALL(av_add(a, "%ld", t->limit));
+  }
+  if (t->num_fewshot) {
+    QZ_CALL(av_add(a, "--num-fewshot"));
+    QZ_CALL(av_add(a, "%ld", t->num_fewshot));
+  }
+  return QZ_OK;
+}
+
+/* {"task": {"acc": v, "acc_stderr": se, ..., "n": docs}, ...} */
+static json_t *tasks_json(const qz_task_results *tr) {
+  json_t *o = json_object();
+  for (int i = 0; o && i < tr->ntasks; i++) {
+    const qz_task_metrics *t = &tr->task[i];
+    json_t *m = json_pack("{s:I}", "n", (json_int_t)t->ndocs);
+    for (int k = 0; m && k < t->nmetrics; k++) {
+      char key[64];
+      json_object_set_new(m, t->metric[k], json_real(t->value[k]));
+      snprintf(key, sizeof key, "%s_stderr", t->metric[k]);
+      json_object_set_new(m, key, isfinite(t->stderr_[k]) ? json_real(t->stderr_[k]) : json_null());
+    }
+    json_object_set_new(o, t->name, m);
+  }
+  return o;
+}
+
 /* ---- one point ------------------------------------------------------------ */
 
 static json_t *row_json(const qz_sweep_spec *s, const qz_sweep_point *p, const double *ppl,
-                        const double *phase, const double *wall, int64_t rss, int np) {
+                        const qz_task_results *tr, const double *phase, const double *wall,
+                        int64_t rss, int np) {
   int fp = strcmp(p->method, "fp32") == 0;
   const qz_sweep_calib *c = p->calib >= 0 ? &s->calibs[p->calib] : NULL;
   json_t *jp = json_object(), *sec = json_object();
@@ -199,7 +254,7 @@ static json_t *row_json(const qz_sweep_spec *s, const qz_sweep_point *p, const d
   time_t now = time(NULL);
   struct tm tm;
   strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
-  return json_pack(
+  json_t *row = json_pack(
       "{s:s, s:s, s:s, s:i, s:o, s:b, s:b, s:o, s:o, s:o, s:o, s:o, s:I, s:i, s:s, s:s, "
       "s:s, s:s}",
       "key", p->key, "model", s->models[p->model].name, "method", p->method, "bits", p->bits,
@@ -210,6 +265,8 @@ static json_t *row_json(const qz_sweep_spec *s, const qz_sweep_point *p, const d
       "peak_rss_max_bytes", (json_int_t)rss, "np", np, "mpiquant_version", MPIQUANT_VERSION,
       "git_rev", MPIQUANT_GIT_REV, "finished_utc", when, "model_path",
       s->models[p->model].path);
+  if (row && tr->ntasks) json_object_set_new(row, "tasks", tasks_json(tr));
+  return row;
 }
 
 /* Runs point p; *row (rank 0 only) receives its result row. Collective. */
@@ -218,10 +275,11 @@ static int run_point(qz_ctx *ctx, const qz_sweep_spec *s, const qz_sweep_point *
   int st = QZ_OK, fp = strcmp(p->method, "fp32") == 0;
   argvec a = {0};
   double *ppl = NULL;
+  qz_task_results tr = {0};
   char ckpt[PATH_MAX];
   snprintf(ckpt, sizeof ckpt, "%s/ckpt/%s", out, p->key);
   *row = NULL;
-  QZ_CALL(qz_calloc((size_t)s->nevals, sizeof *ppl, "perplexities", &ppl));
+  QZ_CALL(qz_calloc((size_t)s->nevals + 1, sizeof *ppl, "perplexities", &ppl));
   qz_timer_reset();
   double t0 = qz_wtime(), wall[3] = {0.0, 0.0, 0.0};
   if (!fp) {
@@ -239,6 +297,12 @@ static int run_point(qz_ctx *ctx, const qz_sweep_spec *s, const qz_sweep_point *
     av_free(&a);
     ppl[e] = r.ppl;
   }
+  if (s->tasks.n) {
+    QZ_CALL_DONE(task_argv(s, p, fp ? NULL : ckpt, &a));
+    av_log(&a, p->key);
+    QZ_CALL_DONE(qz_eval_task_run(ctx, a.n, a.v, &tr));
+    av_free(&a);
+  }
   wall[1] = qz_wtime() - t0 - wall[0];
   wall[2] = qz_wtime() - t0;
   double phase[QZ_PHASE_COUNT];
@@ -250,10 +314,13 @@ static int run_point(qz_ctx *ctx, const qz_sweep_spec *s, const qz_sweep_point *
   int64_t rss = qz_peak_rss_bytes();
   QZ_CALL_DONE(qz_allreduce_i64(ctx->comm, &rss, 1, MPI_MAX));
   if (ctx->rank == 0) {
-    *row = row_json(s, p, ppl, phase, wall, rss, ctx->size);
+    *row = row_json(s, p, ppl, &tr, phase, wall, rss, ctx->size);
     QZ_CHECK_DONE(*row, QZ_ERR_MEM, "out of memory");
     for (int e = 0; e < s->nevals; e++)
       qz_info("sweep: %s: ppl %s %.5g", p->key, s->evals[e].name, ppl[e]);
+    for (int t = 0; t < tr.ntasks; t++)
+      qz_info("sweep: %s: %s %s %.4f", p->key, tr.task[t].name, tr.task[t].metric[0],
+              tr.task[t].value[0]);
     /* every rank is past its last read of the checkpoint (allreduce above) */
     if (!fp && !s->keep_checkpoints) st = qz_sweep_rmtree(ckpt);
   }
@@ -261,6 +328,7 @@ done:
   if (st != QZ_OK) qz_error_prefix("sweep point %d (%s): ", p->index, p->key);
   av_free(&a);
   qz_free(&ppl);
+  qz_task_results_free(&tr);
   return st;
 }
 

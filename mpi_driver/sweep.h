@@ -30,6 +30,15 @@ typedef struct {
   long max_tokens; /* 0: all */
 } qz_sweep_eval;
 
+/* "tasks": benchmark accuracy (eval --task) of every point */
+typedef struct {
+  char **names;    /* task names or .jsonl paths (absolute) */
+  int n;
+  char *dir;       /* --task-dir (absolute) or NULL */
+  long limit;      /* documents per task (0: all) */
+  long num_fewshot;
+} qz_sweep_tasks;
+
 typedef struct {
   int index;
   char key[QZ_SWEEP_KEY_MAX]; /* unique id; the row file is rows/<key>.json */
@@ -51,6 +60,7 @@ typedef struct {
   int ncalibs;
   qz_sweep_eval *evals;
   int nevals;
+  qz_sweep_tasks tasks;
   char **quantize_args;
   int nquantize_args;
   int keep_checkpoints;
@@ -70,8 +80,8 @@ void qz_sweep_spec_destroy(qz_sweep_spec **s);
 /* Row file of a point: OUT/rows/<key>.json. */
 void qz_sweep_row_path(const char *out, const qz_sweep_point *p, char *buf,
                        size_t len);
-/* 1 when the point's row exists and has a perplexity for every eval set of
- * the spec (so the point is done), 0 otherwise. */
+/* 1 when the point's row exists and has a perplexity for every eval set
+ * and a result for every task of the spec (so the point is done). */
 int qz_sweep_row_done(const qz_sweep_spec *s, const char *out,
                       const qz_sweep_point *p);
 /* Write the row file (temp + rename), then rebuild results.jsonl,

@@ -49,6 +49,30 @@ void qz_sweep_row_path(const char *out, const qz_sweep_point *p, char *buf, size
   snprintf(buf, len, "%s/rows/%s.json", out, p->key);
 }
 
+/* ---- task columns ----------------------------------------------------------- */
+
+/* A task's name in the results: eval --task names a task file by its base
+ * name without .jsonl. */
+static const char *task_label(const char *name) {
+  static _Thread_local char buf[256];
+  const char *b = strrchr(name, '/');
+  b = b ? b + 1 : name;
+  snprintf(buf, sizeof buf, "%s", b);
+  size_t n = strlen(buf);
+  if (n > 6 && strcmp(buf + n - 6, ".jsonl") == 0) buf[n - 6] = 0;
+  return buf;
+}
+
+static const char *const task_metrics[] = {"acc", "acc_norm", "perplexity", NULL};
+
+/* Does any row have metric m of task t? */
+static int task_has(json_t *const *rows, int n, const char *t, const char *m) {
+  for (int i = 0; i < n; i++)
+    if (rows[i] && json_object_get(json_object_get(json_object_get(rows[i], "tasks"), t), m))
+      return 1;
+  return 0;
+}
+
 static json_t *load_row(const qz_sweep_spec *s, const char *out, const qz_sweep_point *p) {
   char path[4096];
   qz_sweep_row_path(out, p, path, sizeof path);
@@ -67,6 +91,12 @@ static json_t *load_row(const qz_sweep_spec *s, const char *out, const qz_sweep_
     if (!json_is_number(json_object_get(ppl, s->evals[e].name))) {
       json_decref(r);
       return NULL; /* an eval set was added to the spec: run again */
+    }
+  json_t *tk = json_object_get(r, "tasks");
+  for (int t = 0; t < s->tasks.n; t++)
+    if (!json_object_get(tk, task_label(s->tasks.names[t]))) {
+      json_decref(r);
+      return NULL; /* a task was added to the spec: run again */
     }
   return r;
 }
@@ -146,6 +176,12 @@ static void build_csv(const qz_sweep_spec *s, json_t *const *rows, sbuf *b) {
   sb_add(b, "index");
   for (const char *const *c = csv_front; *c; c++) sb_add(b, ",%s", *c);
   for (int e = 0; e < s->nevals; e++) sb_add(b, ",ppl_%s", s->evals[e].name);
+  for (int t = 0; t < s->tasks.n; t++) {
+    char tl[256];
+    snprintf(tl, sizeof tl, "%s", task_label(s->tasks.names[t]));
+    for (const char *const *m = task_metrics; *m; m++)
+      if (task_has(rows, s->npoints, tl, *m)) sb_add(b, ",%s_%s,%s_%s_stderr", tl, *m, tl, *m);
+  }
   for (int ph = 0; ph < QZ_PHASE_COUNT; ph++) sb_add(b, ",sec_%s", qz_phase_name(ph));
   for (const char *const *c = csv_walls; *c; c++) sb_add(b, ",sec_%s", *c);
   for (const char *const *c = csv_back; *c; c++) sb_add(b, ",%s", *c);
@@ -162,6 +198,19 @@ static void build_csv(const qz_sweep_spec *s, json_t *const *rows, sbuf *b) {
     for (int e = 0; e < s->nevals; e++) {
       sb_add(b, ",");
       csv_value(b, json_object_get(ppl, s->evals[e].name), 1);
+    }
+    for (int t = 0; t < s->tasks.n; t++) {
+      char tl[256], se[64];
+      snprintf(tl, sizeof tl, "%s", task_label(s->tasks.names[t]));
+      json_t *tj = json_object_get(json_object_get(r, "tasks"), tl);
+      for (const char *const *m = task_metrics; *m; m++) {
+        if (!task_has(rows, s->npoints, tl, *m)) continue;
+        snprintf(se, sizeof se, "%s_stderr", *m);
+        sb_add(b, ",");
+        csv_value(b, json_object_get(tj, *m), 1);
+        sb_add(b, ",");
+        csv_value(b, json_object_get(tj, se), 1);
+      }
     }
     for (int ph = 0; ph < QZ_PHASE_COUNT; ph++) {
       sb_add(b, ",");
@@ -202,6 +251,65 @@ static int same_config(const qz_sweep_point *a, const qz_sweep_point *b) {
          a->act_order == b->act_order && a->sym == b->sym && a->calib == b->calib;
 }
 
+/* The metric a paper reports for a task: acc_norm where lm-eval has it
+ * (hellaswag, ARC, PIQA), else acc; perplexity-only tasks have none. */
+static const char *main_metric(json_t *const *rows, int n, const char *t) {
+  return task_has(rows, n, t, "acc_norm") ? "acc_norm" : task_has(rows, n, t, "acc") ? "acc" : NULL;
+}
+
+/* Paper-style accuracy table per model: rows method x bits x group (the
+ * fp32 baseline first, as the points are enumerated), one column per task
+ * (accuracy in % +- stderr) and their average. */
+static void build_md_tasks(const qz_sweep_spec *s, json_t *const *rows, sbuf *b) {
+  for (int m = 0; m < s->nmodels; m++) {
+    sb_add(b, "\n## Accuracy on %s (%%, +- standard error", s->models[m].name);
+    if (s->tasks.limit) sb_add(b, "; first %ld documents per task", s->tasks.limit);
+    if (s->tasks.num_fewshot) sb_add(b, "; %ld-shot", s->tasks.num_fewshot);
+    sb_add(b, ")\n\n| method | bits | group | act-order | calibration |");
+    for (int t = 0; t < s->tasks.n; t++) {
+      const char *tl = task_label(s->tasks.names[t]);
+      const char *mm = main_metric(rows, s->npoints, tl);
+      sb_add(b, " %s%s%s |", tl, mm ? " " : "", mm ? mm : "");
+    }
+    sb_add(b, " average |\n|---|--:|--:|:-:|---|");
+    for (int t = 0; t <= s->tasks.n; t++) sb_add(b, "--:|");
+    sb_add(b, "\n");
+    for (int i = 0; i < s->npoints; i++) {
+      const qz_sweep_point *p = &s->points[i];
+      if (p->model != m) continue;
+      int fp = strcmp(p->method, "fp32") == 0;
+      char g[32] = "";
+      if (!fp) snprintf(g, sizeof g, p->group < 0 ? "channel" : "%ld", p->group);
+      sb_add(b, "| %s | %d | %s | %s | %s |", p->method, p->bits, g, p->act_order ? "yes" : "",
+             p->calib >= 0 ? s->calibs[p->calib].name : "");
+      double sum = 0.0;
+      int cnt = 0;
+      for (int t = 0; t < s->tasks.n; t++) {
+        char tl[256];
+        snprintf(tl, sizeof tl, "%s", task_label(s->tasks.names[t]));
+        const char *mm = main_metric(rows, s->npoints, tl);
+        json_t *tj = rows[i] ? json_object_get(json_object_get(rows[i], "tasks"), tl) : NULL;
+        json_t *v = mm ? json_object_get(tj, mm) : NULL;
+        if (!v) {
+          sb_add(b, " - |");
+          continue;
+        }
+        char se[64];
+        snprintf(se, sizeof se, "%s_stderr", mm);
+        json_t *e = json_object_get(tj, se);
+        sum += json_number_value(v);
+        cnt++;
+        if (json_is_number(e))
+          sb_add(b, " %.1f +- %.1f |", 100.0 * json_number_value(v), 100.0 * json_number_value(e));
+        else
+          sb_add(b, " %.1f |", 100.0 * json_number_value(v));
+      }
+      if (cnt) sb_add(b, " %.1f |\n", 100.0 * sum / cnt);
+      else sb_add(b, " - |\n");
+    }
+  }
+}
+
 static void build_md(const qz_sweep_spec *s, json_t *const *rows, sbuf *b) {
   int done = 0;
   for (int i = 0; i < s->npoints; i++) done += rows[i] != NULL;
@@ -240,6 +348,7 @@ static void build_md(const qz_sweep_spec *s, json_t *const *rows, sbuf *b) {
       sb_add(b, "\n");
     }
   }
+  if (s->tasks.n) build_md_tasks(s, rows, b);
   sb_add(b, "\n## Runs\n\n| point | np | quantize (s) | eval (s) | peak RSS per rank |\n"
          "|---|--:|--:|--:|--:|\n");
   for (int i = 0; i < s->npoints; i++) {

@@ -12,7 +12,7 @@
 
 static const char *const top_keys[] = {
     "name", "description", "models", "baseline", "methods", "bits", "groups",
-    "act_order", "sym", "calibration", "eval", "quantize_args",
+    "act_order", "sym", "calibration", "eval", "tasks", "quantize_args",
     "keep_checkpoints", "slurm", NULL};
 
 static char *xstrdup(const char *s) {
@@ -192,10 +192,11 @@ static int parse_evals(qz_sweep_spec *s, const char *dir) {
   static const char *const allowed[] = {"name", "text", "tokens", "seqlen", "windows",
                                         "max_tokens", NULL};
   s->nevals = (int)json_array_size(a);
-  QZ_CHECK(s->nevals > 0, QZ_ERR_FORMAT,
+  QZ_CHECK(s->nevals > 0 || s->tasks.n > 0, QZ_ERR_FORMAT,
            "sweep spec %s: \"eval\" must list at least one evaluation set "
-           "({\"text\": FILE, \"seqlen\": L, \"windows\": K})", s->spec_path);
-  s->evals = calloc((size_t)s->nevals, sizeof *s->evals);
+           "({\"text\": FILE, \"seqlen\": L, \"windows\": K}) or give \"tasks\"",
+           s->spec_path);
+  s->evals = calloc((size_t)s->nevals + 1, sizeof *s->evals);
   QZ_CHECK(s->evals, QZ_ERR_MEM, "out of memory");
   for (int i = 0; i < s->nevals; i++) {
     json_t *e = json_array_get(a, (size_t)i);
@@ -210,6 +211,56 @@ static int parse_evals(qz_sweep_spec *s, const char *dir) {
     for (int j = 0; j < i; j++)
       QZ_CHECK(strcmp(s->evals[j].name, v->name) != 0, QZ_ERR_FORMAT,
                "sweep spec: two eval sets are named '%s'", v->name);
+  }
+  return QZ_OK;
+}
+
+/* "tasks": ["hellaswag", ...] or {"names": [...], "task_dir": DIR,
+ * "limit": N, "num_fewshot": K}; a name with '/' or ending in .jsonl is a
+ * path (relative to the spec), others are looked up like eval --task. */
+static int parse_tasks(qz_sweep_spec *s, const char *dir) {
+  json_t *t = json_object_get(s->doc, "tasks"), *names = t;
+  qz_sweep_tasks *k = &s->tasks;
+  if (!t) return QZ_OK;
+  if (json_is_object(t)) {
+    static const char *const allowed[] = {"names", "task_dir", "limit", "num_fewshot", NULL};
+    const char *key;
+    json_t *v;
+    json_object_foreach(t, key, v) {
+      int ok = 0;
+      for (const char *const *a = allowed; *a; a++) ok |= strcmp(*a, key) == 0;
+      QZ_CHECK(ok, QZ_ERR_FORMAT, "sweep spec: unknown key \"%s\" in \"tasks\" (known: names, "
+               "task_dir, limit, num_fewshot)", key);
+    }
+    names = json_object_get(t, "names");
+    json_t *d = json_object_get(t, "task_dir");
+    QZ_CHECK(!d || json_is_string(d), QZ_ERR_FORMAT, "sweep spec: tasks.task_dir must be a string");
+    if (d) {
+      k->dir = resolve(dir, json_string_value(d));
+      QZ_CHECK(k->dir, QZ_ERR_MEM, "out of memory");
+      json_object_set_new(t, "task_dir", json_string(k->dir));
+    }
+    QZ_CALL(get_long(t, "limit", "tasks", 1, LONG_MAX, 0, &k->limit));
+    QZ_CALL(get_long(t, "num_fewshot", "tasks", 0, 1000, 0, &k->num_fewshot));
+  }
+  QZ_CHECK(json_is_array(names) && json_array_size(names) > 0, QZ_ERR_FORMAT,
+           "sweep spec: \"tasks\" must be a list of task names or {\"names\": [...], "
+           "\"task_dir\": DIR, \"limit\": N, \"num_fewshot\": K}");
+  k->n = (int)json_array_size(names);
+  k->names = calloc((size_t)k->n, sizeof *k->names);
+  QZ_CHECK(k->names, QZ_ERR_MEM, "out of memory");
+  for (int i = 0; i < k->n; i++) {
+    json_t *v = json_array_get(names, (size_t)i);
+    QZ_CHECK(json_is_string(v) && json_string_length(v) > 0, QZ_ERR_FORMAT,
+             "sweep spec: tasks[%d] must be a non-empty string", i);
+    const char *n = json_string_value(v);
+    size_t l = strlen(n);
+    int path = strchr(n, '/') || (l > 6 && strcmp(n + l - 6, ".jsonl") == 0);
+    k->names[i] = path ? resolve(dir, n) : xstrdup(n);
+    QZ_CHECK(k->names[i], QZ_ERR_MEM, "out of memory");
+    json_array_set_new(names, (size_t)i, json_string(k->names[i])); /* absolute for Slurm */
+    QZ_CHECK(!strchr(k->names[i], ','), QZ_ERR_FORMAT, "sweep spec: tasks[%d] '%s' contains a ','",
+             i, n);
   }
   return QZ_OK;
 }
@@ -444,6 +495,7 @@ int qz_sweep_spec_parse(const char *path, const char *text, qz_sweep_spec **out)
   json_object_set_new(s->doc, "name", json_string(s->name));
   QZ_CALL_DONE(parse_models(s, dir));
   QZ_CALL_DONE(parse_calibs(s, dir));
+  QZ_CALL_DONE(parse_tasks(s, dir));
   QZ_CALL_DONE(parse_evals(s, dir));
   QZ_CALL_DONE(parse_rest(s));
   QZ_CALL_DONE(enumerate(s));
@@ -475,6 +527,9 @@ void qz_sweep_spec_destroy(qz_sweep_spec **sp) {
   free(s->models);
   free(s->calibs);
   free(s->evals);
+  for (int i = 0; i < s->tasks.n; i++) free(s->tasks.names[i]);
+  free(s->tasks.names);
+  free(s->tasks.dir);
   free(s->points);
   free(s->name);
   free(s->spec_path);

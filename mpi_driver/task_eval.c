@@ -54,6 +54,9 @@ static const struct {
     {"--batch-tokens", "N", OPT_INT, offsetof(qz_task_cli, batch_tokens), 1, 1L << 30,
      "rows per forward batch (default 512; results depend on it in the\n"
      "last bits only, never on the number of ranks)"},
+    {"--round-rows", "N", OPT_INT, offsetof(qz_task_cli, round_rows), 1, 1L << 40,
+     "rows of residual stream a rank holds at once (default 4 GiB worth);\n"
+     "more rows stream the weights once per round (same results)"},
     {"--no-prefix-reuse", NULL, OPT_FLAG, offsetof(qz_task_cli, no_prefix_reuse), 0, 0,
      "run every request's whole input (for checks; default: a document's\n"
      "shared context runs once and its keys/values serve every choice)"},
@@ -413,6 +416,7 @@ int qz_task_eval(qz_ctx *ctx, qz_model *m, const char *model_dir, const qz_task_
               : cfg->max_position_embeddings > 1 ? cfg->max_position_embeddings : 2048;
   qz_ll_opts lo = {.max_len = L, .batch_tokens = c->batch_tokens,
                    .no_prefix_reuse = c->no_prefix_reuse, .progress = 1,
+                   .round_rows = c->round_rows,
                    .block_source = tm ? tm->block_source : NULL,
                    .block_source_ctx = tm ? tm->block_source_ctx : NULL,
                    .act_quant_bits = tm ? tm->act_quant_bits : 0};
@@ -453,10 +457,11 @@ int qz_task_eval(qz_ctx *ctx, qz_model *m, const char *model_dir, const qz_task_
     char b[32];
     printf("tasks: %lld requests, %lld input tokens (%lld forward rows with prefix reuse), "
            "%lld truncated contexts, %lld continuations longer than %lld tokens; np %d, "
-           "%.2f s, %.0f tokens/s, weights read %s in total\n",
+           "%.2f s, %.0f tokens/s, weights read %s in total (%d pass%s)\n",
            (long long)nreq, (long long)ls.tokens_input, (long long)ls.tokens_forward,
            (long long)ls.ctx_truncated, (long long)ls.cont_truncated, (long long)L, ctx->size,
-           secs, R.tokens_per_s, qz_fmt_bytes((double)ls.bytes_read, b, sizeof b));
+           secs, R.tokens_per_s, qz_fmt_bytes((double)ls.bytes_read, b, sizeof b), ls.nrounds,
+           ls.nrounds > 1 ? "es" : "");
     if (json) {
       json_t *jt = json_object();
       for (int i = 0; i < ntasks && jt; i++) {

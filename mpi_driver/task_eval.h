@@ -20,6 +20,7 @@ typedef struct {
   const char *add_bos;      /* --add-bos yes|no (NULL: tokenizer default) */
   long max_length;          /* --max-length (0: max_position_embeddings) */
   long batch_tokens;        /* --batch-tokens */
+  long round_rows;          /* --round-rows */
   int no_prefix_reuse;      /* --no-prefix-reuse */
 } qz_task_cli;
 
@@ -41,7 +42,7 @@ typedef struct {
   long long ndocs, nreq, tokens;
 } qz_task_metrics;
 
-typedef struct {
+typedef struct qz_task_results {
   qz_task_metrics *task; /* [ntasks], malloc'ed */
   int ntasks;
   double seconds, tokens_per_s;

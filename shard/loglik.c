@@ -37,6 +37,7 @@ typedef struct {
   int64_t g0, g1; /* entries [g0, g1) of the sorted group order */
   int64_t rows;
   int owner;
+  int round;      /* pass over the weights that runs it */
   int64_t row0;   /* local first row */
 } batch;
 
@@ -58,7 +59,8 @@ typedef struct {
   float eps;
   int act_bits;
   int64_t bmax, max_len;
-  float *x;             /* [T_local, H] residual stream of all local rows */
+  float *x;             /* [rows of one round, H] residual stream */
+  int64_t r0;           /* local row of x[0] (the current round's first) */
   float *xn, *q, *k, *v, *h1, *h1n, *g, *u, *out; /* stage buffers [bmax, .] */
   float *aq;            /* [bmax, max(H, qd, I)] fake-quant input, or NULL */
   float *sc;            /* [QZ_FWD_QBLOCK, max_len] attention scores */
@@ -108,7 +110,7 @@ static void block_batch(ws *w, const qz_block_weights *bw, const batch *b,
                         const int64_t *order, const group *grp, const req_win *win,
                         const int32_t *pos) {
   const int64_t T = b->rows, H = w->H, I = w->I, qd = w->qd, kvd = w->kvd;
-  float *x = w->x + b->row0 * H;
+  float *x = w->x + (b->row0 - w->r0) * H;
   qz_fwdk_rmsnorm(w->xn, x, bw->attn_norm, T, H, w->eps);
   const float *xin = lin_in(w, w->xn, T, H);
   qz_fwdk_linear(w->q, xin, bw->w[QZ_LIN_Q], bw->b[QZ_LIN_Q], T, T, qd, H);
@@ -184,7 +186,7 @@ static int score_batch(ws *w, const qz_head_weights *hd, const batch *b, const i
         QZ_CHECK(tgt >= 0 && tgt < V, QZ_ERR_ARG,
                  "request %lld: token id %d outside the vocabulary [0, %lld)", (long long)r,
                  (int)tgt, (long long)V);
-        qz_fwdk_rmsnorm(hn + np * H, w->x + row * H, hd->norm, 1, H, w->eps);
+        qz_fwdk_rmsnorm(hn + np * H, w->x + (row - w->r0) * H, hd->norm, 1, H, w->eps);
         pr[np] = r;
         pt[np] = tgt;
         if (++np == chunk) {
@@ -310,6 +312,30 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
     }
     bmax = bat[b].rows > bmax ? bat[b].rows : bmax;
   }
+  /* rounds: a rank holds at most `cap` rows of residual stream; more rows
+   * stream the weights once per round (every rank runs nrounds passes) */
+  const int64_t H = cfg->hidden_size;
+  int64_t cap = o->round_rows > 0 ? o->round_rows : ((int64_t)4 << 30) / (4 * (H > 0 ? H : 1));
+  int nrounds = 1;
+  int64_t Tmax = 0;
+  {
+    int64_t cum[size];
+    int cur[size];
+    memset(cum, 0, sizeof cum);
+    memset(cur, 0, sizeof cur);
+    for (int64_t b = 0; b < nbat; b++) {
+      int p = bat[b].owner;
+      if (cum[p] > 0 && cum[p] + bat[b].rows > cap) {
+        cur[p]++;
+        cum[p] = 0;
+      }
+      bat[b].round = cur[p];
+      cum[p] += bat[b].rows;
+      nrounds = cur[p] + 1 > nrounds ? cur[p] + 1 : nrounds;
+      if (p == rank) Tmax = cum[p] > Tmax ? cum[p] : Tmax;
+    }
+  }
+  stats->nrounds = nrounds;
   stats->nreq = nreq;
   stats->ngroups = ngrp;
   stats->nbatches = nbat;
@@ -354,7 +380,7 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
     int64_t amax = w.H > w.qd ? w.H : w.qd;
     amax = amax > w.I ? amax : w.I;
     int64_t qb = L < QZ_FWD_QBLOCK ? L : QZ_FWD_QBLOCK;
-    int64_t sz[] = {T * w.H,        bmax * w.H,   bmax * w.qd, bmax * w.kvd,
+    int64_t sz[] = {Tmax * w.H,        bmax * w.H,   bmax * w.qd, bmax * w.kvd,
                     bmax * w.kvd,   bmax * w.H,   bmax * w.H,  bmax * w.I,
                     bmax * w.I,     bmax * w.H,   w.act_bits ? bmax * amax : 0,
                     qb * L,         L * w.hd / 2, L * w.hd / 2};
@@ -380,10 +406,10 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
     char b1[32];
     qz_info("tasks: %lld requests in %lld groups, %lld input tokens -> %lld forward rows "
             "(prefix reuse), %lld batches of <= %lld rows over %d ranks (this rank: %lld "
-            "rows, workspace %s)",
+            "rows in %d pass%s over the weights, workspace %s)",
             (long long)nreq, (long long)ngrp, (long long)stats->tokens_input,
             (long long)stats->tokens_forward, (long long)nbat, (long long)B, size, (long long)T,
-            qz_fmt_bytes((double)wbytes, b1, sizeof b1));
+            nrounds, nrounds > 1 ? "es" : "", qz_fmt_bytes((double)wbytes, b1, sizeof b1));
   }
   /* embedding: the whole table when small (and, when tied, it is the head:
    * read once); large vocabularies read only the rows of the local ids */
@@ -391,49 +417,61 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
   if (small_vocab) {
     QZ_CALL_DONE(qz_model_load_head(m, 1, 0, &head));
     if (head.tied) QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
-    for (int64_t t = 0; t < T; t++) {
-      QZ_CHECK_DONE(ids[t] >= 0 && ids[t] < w.V, QZ_ERR_ARG,
-                    "token id %d outside the vocabulary [0, %lld)", (int)ids[t], (long long)w.V);
-      memcpy(w.x + t * w.H, head.embed + (int64_t)ids[t] * w.H, (size_t)w.H * sizeof(float));
-    }
-    if (!head.tied) qz_free_big(&head.embed, 0);
-  } else {
-    st = T ? qz_model_embed_tokens(m, ids, T, w.x) : QZ_OK;
-    QZ_CALL_DONE(qz_error_agree(comm, st));
   }
+  int64_t chunk = (64 << 20) / (int64_t)sizeof(float) / (w.V > 0 ? w.V : 1);
+  chunk = chunk < 1 ? 1 : chunk > 256 ? 256 : chunk;
+  st = qz_alloc((size_t)(chunk * w.H), sizeof *hn, "head input rows", &hn);
+  if (st == QZ_OK) st = qz_alloc((size_t)(chunk * w.V), sizeof *lg, "logits chunk", &lg);
+  if (st == QZ_OK) st = qz_alloc((size_t)chunk, sizeof *pr, "scored rows", &pr);
+  if (st == QZ_OK) st = qz_alloc((size_t)chunk, sizeof *pt, "scored targets", &pt);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
 
-  /* ---- blocks, layer-major over all local rows */
   qz_progress prog;
-  int64_t nblocks = cfg->num_hidden_layers;
-  if (o->progress) qz_progress_begin(&prog, "task blocks", nblocks + 1);
-  for (int64_t l = 0; l < nblocks; l++) {
-    QZ_CALL_DONE(source(o->block_source_ctx, m, (int)l, &bw));
-    qz_timer_start(QZ_PHASE_FORWARD);
+  const int64_t nblocks = cfg->num_hidden_layers;
+  if (o->progress) qz_progress_begin(&prog, "task blocks", (nblocks + 1) * nrounds);
+  for (int rd = 0; rd < nrounds; rd++) {
+    /* this round's local rows [r0, r1): its batches are consecutive */
+    int64_t r0 = -1, r1 = 0;
     for (int64_t b = 0; b < nbat; b++)
-      if (bat[b].owner == rank) block_batch(&w, &bw, &bat[b], order, grp, win, pos);
-    qz_timer_stop(QZ_PHASE_FORWARD);
-    if (o->progress) qz_progress_update(&prog, l + 1);
-  }
-  qz_block_weights_free(&bw);
-
-  /* ---- head on the scored rows */
-  QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
-  {
-    int64_t chunk = (64 << 20) / (int64_t)sizeof(float) / (w.V > 0 ? w.V : 1);
-    chunk = chunk < 1 ? 1 : chunk > 256 ? 256 : chunk;
-    st = qz_alloc((size_t)(chunk * w.H), sizeof *hn, "head input rows", &hn);
-    if (st == QZ_OK) st = qz_alloc((size_t)(chunk * w.V), sizeof *lg, "logits chunk", &lg);
-    if (st == QZ_OK) st = qz_alloc((size_t)chunk, sizeof *pr, "scored rows", &pr);
-    if (st == QZ_OK) st = qz_alloc((size_t)chunk, sizeof *pt, "scored targets", &pt);
+      if (bat[b].owner == rank && bat[b].round == rd) {
+        if (r0 < 0) r0 = bat[b].row0;
+        r1 = bat[b].row0 + bat[b].rows;
+      }
+    if (r0 < 0) r0 = r1 = 0;
+    w.r0 = r0;
+    if (small_vocab) {
+      for (int64_t t = r0; t < r1; t++) {
+        QZ_CHECK_DONE(ids[t] >= 0 && ids[t] < w.V, QZ_ERR_ARG,
+                      "token id %d outside the vocabulary [0, %lld)", (int)ids[t], (long long)w.V);
+        memcpy(w.x + (t - r0) * w.H, head.embed + (int64_t)ids[t] * w.H,
+               (size_t)w.H * sizeof(float));
+      }
+    } else {
+      st = r1 > r0 ? qz_model_embed_tokens(m, ids + r0, r1 - r0, w.x) : QZ_OK;
+      QZ_CALL_DONE(qz_error_agree(comm, st));
+    }
+    /* blocks, layer-major over the round's rows */
+    for (int64_t l = 0; l < nblocks; l++) {
+      QZ_CALL_DONE(source(o->block_source_ctx, m, (int)l, &bw));
+      qz_timer_start(QZ_PHASE_FORWARD);
+      for (int64_t b = 0; b < nbat; b++)
+        if (bat[b].owner == rank && bat[b].round == rd)
+          block_batch(&w, &bw, &bat[b], order, grp, win, pos);
+      qz_timer_stop(QZ_PHASE_FORWARD);
+      if (o->progress) qz_progress_update(&prog, rd * (nblocks + 1) + l + 1);
+    }
+    /* head on the scored rows */
+    QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
     qz_timer_start(QZ_PHASE_EVAL);
     for (int64_t b = 0; st == QZ_OK && b < nbat; b++)
-      if (bat[b].owner == rank)
+      if (bat[b].owner == rank && bat[b].round == rd)
         st = score_batch(&w, &head, &bat[b], order, grp, win, req, chunk, hn, lg, pr, pt, ll,
                          greedy);
     qz_timer_stop(QZ_PHASE_EVAL);
     QZ_CALL_DONE(qz_error_agree(comm, st));
+    if (o->progress) qz_progress_update(&prog, (rd + 1) * (nblocks + 1));
   }
-  if (o->progress) qz_progress_update(&prog, nblocks + 1);
+  qz_block_weights_free(&bw);
 
   /* ---- every request has one owner: the sums below are exact */
   LL_MPI(MPI_Allreduce(MPI_IN_PLACE, ll, (int)nreq, MPI_DOUBLE, MPI_SUM, comm));

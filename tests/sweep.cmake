@@ -23,3 +23,7 @@ set_tests_properties(slurm_local_sweep PROPERTIES PROCESSORS 2 LABELS "slurm"
 qz_add_test(NAME sweep_methods_np2 TIMEOUT 300
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/sweep_methods.sh)
 set_tests_properties(sweep_methods_np2 PROPERTIES PROCESSORS 2 LABELS "unit;sweep")
+# "tasks" in a sweep: task columns in results.csv, the accuracy table in
+# results.md, rows equal to eval --task by hand (tests/sweep_tasks.sh).
+qz_add_test(NAME sweep_tasks_np2 TIMEOUT 240 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/sweep_tasks.sh)
+set_tests_properties(sweep_tasks_np2 PROPERTIES PROCESSORS 2 LABELS "unit;sweep")

@@ -3,7 +3,8 @@
 #   task_eval.sh np NP          stories260K, the five shared tasks (--limit 12):
 #                               samples and result lines at np NP identical to
 #                               np 1 (bit for bit); at np 1 also prefix reuse vs
-#                               --no-prefix-reuse within TOL_REUSE
+#                               --no-prefix-reuse within TOL_REUSE; at np 2 also
+#                               several passes over the weights (--round-rows)
 #   task_eval.sh check MODEL LIMIT NP
 #                               the five tasks at np NP vs the independent numpy
 #                               forward + tokenizer (tests/task_check.py)
@@ -43,6 +44,11 @@ np)
   cmp "$T/ref.jsonl" "$T/got.jsonl" || fail "log-samples at np $np differ from np 1"
   diff <(grep -v '^tasks:' "$T/ref.out") <(grep -v '^tasks:' "$T/got.out") \
     || fail "result lines at np $np differ from np 1"
+  if [ "$np" = 2 ]; then # several passes over the weights: the same bits
+    ev 2 rounds --round-rows 700
+    grep -Eq "in total \([2-9] passes\)" "$T/rounds.out" || { cat "$T/rounds.out"; fail "--round-rows 700: one pass"; }
+    cmp "$T/ref.jsonl" "$T/rounds.jsonl" || fail "--round-rows changed the results"
+  fi
   if [ "$np" = 1 ]; then
     # prefix reuse changes only the order of float32 operations: each
     # request's loglikelihood within TOL_REUSE = 3e-5 nats per scored token

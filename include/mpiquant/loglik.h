@@ -16,8 +16,9 @@
  * ranks balanced by rows (largest first, to the least loaded rank).  The
  * batches themselves do not depend on the number of ranks, so every
  * request's result is the same bits at any rank count.  The model is
- * streamed block by block (each block read once per job), layer-major
- * over all local rows, like qz_eval_ppl. */
+ * streamed block by block (each block read once per pass), layer-major
+ * over all local rows, like qz_eval_ppl; one pass unless the rows of a rank
+ * exceed round_rows. */
 #ifndef MPIQUANT_LOGLIK_H
 #define MPIQUANT_LOGLIK_H
 
@@ -53,6 +54,9 @@ typedef struct {
   int64_t batch_tokens; /* rows per forward batch (0 = 512); results
                            depend on it in the last bits, not on np */
   int no_prefix_reuse;  /* 1: every request alone (for checks) */
+  int64_t round_rows;   /* residual-stream rows a rank holds at once (0 =
+                           4 GiB worth); more rows take several passes over
+                           the weights (rounds); results do not change */
   int progress;         /* rank-0 progress line over blocks */
   qz_block_source_fn block_source; /* NULL: weights from the model files */
   void *block_source_ctx;
@@ -61,6 +65,7 @@ typedef struct {
 
 typedef struct {
   int64_t nreq, ngroups, nbatches;
+  int nrounds;            /* passes over the weights */
   int64_t tokens_input;   /* sum of the model inputs (what lm-eval runs) */
   int64_t tokens_forward; /* rows the forward ran (after prefix reuse) */
   int64_t tokens_scored;
