@@ -54,7 +54,8 @@ expect foreign-file 3 "holds NOTES.txt, which is not a file of an export" \
 [ -f "$T/exp/NOTES.txt" ] && [ -f "$T/exp/model.safetensors" ] && ok "user file kept" || bad "files were deleted"
 
 # a failed export (format the checkpoint cannot hold) leaves nothing
-expect failed 11 "compressed-tensors int-quantized export holds 8-bit" -- export --ckpt "$T/ck" --out "$T/exp2" --format compressed-tensors
+"$B" quantize --model "$M" --method rtn --bits 4 --group 48 --out "$T/ck48" -q || bad "quantize g48"
+expect failed 11 "is not a multiple of the group size 48" -- export --ckpt "$T/ck48" --out "$T/exp2" --format compressed-tensors
 [ ! -e "$T/exp2" ] && [ ! -e "$T/exp2.partial" ] && ok "failed export left nothing" \
   || bad "failed export left $(ls -d "$T"/exp2* 2>/dev/null)"
 # another model of the same shape (one weight changed): export --model and
