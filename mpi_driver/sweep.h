@@ -91,10 +91,17 @@ int qz_sweep_row_done(const qz_sweep_spec *s, const char *out,
 int qz_sweep_commit(const qz_sweep_spec *s, const char *out,
                     const qz_sweep_point *p, json_t *row, int plot);
 
+/* A task's name in rows and columns (a file's base name without .jsonl;
+ * a per-thread buffer), and the metric its tables and plots show:
+ * acc_norm where the rows have it, else acc (NULL: neither). */
+const char *qz_sweep_task_label(const char *name);
+const char *qz_sweep_task_metric(json_t *const *rows, int n, const char *task);
+
 /* gnuplot on PATH? (for an early, clear error) */
 int qz_sweep_have_gnuplot(void);
 /* Plots of perplexity vs bits per method, one per model and eval set:
- * OUT/ppl-<model>-<eval>.{png,svg} (data and scripts in OUT/plot/). */
+ * OUT/ppl-<model>-<eval>.{png,svg}, and of accuracy vs bits, one per model
+ * and task: OUT/acc-<model>-<task>.{png,svg} (data and scripts in OUT/plot/). */
 int qz_sweep_plot(const qz_sweep_spec *s, const char *out, json_t *const *rows);
 
 /* Slurm: DIR/sweep-array.sbatch (the built-in template with --array and

@@ -32,17 +32,25 @@ static void series_label(const qz_sweep_spec *s, const qz_sweep_point *p, char *
            s->ncalibs > 1 && p->calib >= 0 ? s->calibs[p->calib].name : "");
 }
 
-static double ppl_of(json_t *row, const char *eval) {
-  return json_number_value(json_object_get(json_object_get(row, "ppl"), eval));
+/* What a figure shows: perplexity on an eval set, or a task's metric. */
+typedef struct {
+  const char *name;   /* eval set or task */
+  const char *metric; /* NULL: perplexity; else the task metric ("acc") */
+} plot_what;
+
+static double ppl_of(json_t *row, const plot_what *w) {
+  if (!w->metric) return json_number_value(json_object_get(json_object_get(row, "ppl"), w->name));
+  json_t *t = json_object_get(json_object_get(row, "tasks"), w->name);
+  return 100.0 * json_number_value(json_object_get(t, w->metric));
 }
 
 /* one figure; *drawn = 0 when the model has no rows for this eval set */
 static int plot_one(const qz_sweep_spec *s, const char *out, json_t *const *rows, int m,
-                    int e, int *drawn) {
-  const char *ev = s->evals[e].name, *mn = s->models[m].name;
+                    const plot_what *w, int *drawn) {
+  const char *ev = w->name, *mn = s->models[m].name, *pre = w->metric ? "acc" : "ppl";
   char dat[4096], gp[4096], log[4096];
-  snprintf(dat, sizeof dat, "%s/plot/ppl-%s-%s.dat", out, mn, ev);
-  snprintf(gp, sizeof gp, "%s/plot/ppl-%s-%s.gp", out, mn, ev);
+  snprintf(dat, sizeof dat, "%s/plot/%s-%s-%s.dat", out, pre, mn, ev);
+  snprintf(gp, sizeof gp, "%s/plot/%s-%s-%s.gp", out, pre, mn, ev);
   snprintf(log, sizeof log, "%s/plot/gnuplot.log", out);
   *drawn = 0;
   int nseries = 0, bmin = 99, bmax = 0;
@@ -62,7 +70,7 @@ static int plot_one(const qz_sweep_spec *s, const char *out, json_t *const *rows
     const qz_sweep_point *p = &s->points[i];
     if (p->model != m || !rows[i]) continue;
     if (strcmp(p->method, "fp32") == 0) {
-      fp32 = ppl_of(rows[i], ev);
+      fp32 = ppl_of(rows[i], w);
       have_fp32 = 1;
       continue;
     }
@@ -84,7 +92,7 @@ static int plot_one(const qz_sweep_spec *s, const char *out, json_t *const *rows
         k--;
       }
       bits[k] = q->bits;
-      ppl[k] = ppl_of(rows[j], ev);
+      ppl[k] = ppl_of(rows[j], w);
     }
     char label[256];
     series_label(s, p, label, sizeof label);
@@ -119,24 +127,30 @@ static int plot_one(const qz_sweep_spec *s, const char *out, json_t *const *rows
     free(plotcmd);
     QZ_FAIL(QZ_ERR_IO, "cannot write %s", gp);
   }
+  char what[160];
+  if (w->metric)
+    snprintf(what, sizeof what, "%s on %s (%%) vs bits (higher is better)", w->metric, ev);
+  else
+    snprintf(what, sizeof what, "perplexity on %s vs bits (lower is better)", ev);
   fprintf(f,
           "# mpiquant sweep --plot: %s on %s (edit and run: gnuplot %s)\n"
           "set termoption noenhanced\n"
-          "set title \"%s: perplexity on %s vs bits (lower is better)\" noenhanced\n"
+          "set title \"%s: %s\" noenhanced\n"
           "set xlabel \"bits per weight\"\n"
-          "set ylabel \"perplexity\"\n"
+          "set ylabel \"%s\"\n"
           "set grid\n"
           "set key top right noenhanced\n"
           "set xtics 1\n"
           "set xrange [%g:%g]\n"
           "set terminal pngcairo size 900,560 noenhanced\n"
-          "set output '%s/ppl-%s-%s.png'\n"
+          "set output '%s/%s-%s-%s.png'\n"
           "%s\n"
           "set terminal svg size 900,560 dynamic noenhanced\n"
-          "set output '%s/ppl-%s-%s.svg'\n"
+          "set output '%s/%s-%s-%s.svg'\n"
           "replot\n"
           "unset output\n",
-          mn, ev, gp, mn, ev, bmin - 0.5, bmax + 0.5, out, mn, ev, plotcmd, out, mn, ev);
+          mn, ev, gp, mn, what, w->metric ? "accuracy (%)" : "perplexity", bmin - 0.5,
+          bmax + 0.5, out, pre, mn, ev, plotcmd, out, pre, mn, ev);
   free(plotcmd);
   ok = fclose(f) == 0;
   QZ_CHECK(ok, QZ_ERR_IO, "writing %s failed", gp);
@@ -161,11 +175,19 @@ int qz_sweep_plot(const qz_sweep_spec *s, const char *out, json_t *const *rows) 
   QZ_CALL(qz_mkdir_p(dir));
   int n = 0;
   for (int m = 0; m < s->nmodels; m++)
-    for (int e = 0; e < s->nevals; e++) {
+    for (int e = 0; e < s->nevals + s->tasks.n; e++) {
       int drawn = 0;
-      QZ_CALL(plot_one(s, out, rows, m, e, &drawn));
+      char task[256] = "";
+      plot_what w = {e < s->nevals ? s->evals[e].name : task, NULL};
+      if (e >= s->nevals) { /* accuracy of a task (perplexity-only tasks: none) */
+        snprintf(task, sizeof task, "%s", qz_sweep_task_label(s->tasks.names[e - s->nevals]));
+        w.metric = qz_sweep_task_metric(rows, s->npoints, task);
+        if (!w.metric) continue;
+      }
+      QZ_CALL(plot_one(s, out, rows, m, &w, &drawn));
       n += drawn;
     }
-  qz_info("sweep: %d plot%s in %s (ppl-<model>-<eval>.png/.svg)", n, n == 1 ? "" : "s", out);
+  qz_info("sweep: %d plot%s in %s (ppl-<model>-<eval>.png/.svg%s)", n, n == 1 ? "" : "s", out,
+          s->tasks.n ? ", acc-<model>-<task>.png/.svg" : "");
   return QZ_OK;
 }

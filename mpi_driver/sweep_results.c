@@ -53,7 +53,7 @@ void qz_sweep_row_path(const char *out, const qz_sweep_point *p, char *buf, size
 
 /* A task's name in the results: eval --task names a task file by its base
  * name without .jsonl. */
-static const char *task_label(const char *name) {
+const char *qz_sweep_task_label(const char *name) {
   static _Thread_local char buf[256];
   const char *b = strrchr(name, '/');
   b = b ? b + 1 : name;
@@ -94,7 +94,7 @@ static json_t *load_row(const qz_sweep_spec *s, const char *out, const qz_sweep_
     }
   json_t *tk = json_object_get(r, "tasks");
   for (int t = 0; t < s->tasks.n; t++)
-    if (!json_object_get(tk, task_label(s->tasks.names[t]))) {
+    if (!json_object_get(tk, qz_sweep_task_label(s->tasks.names[t]))) {
       json_decref(r);
       return NULL; /* a task was added to the spec: run again */
     }
@@ -178,7 +178,7 @@ static void build_csv(const qz_sweep_spec *s, json_t *const *rows, sbuf *b) {
   for (int e = 0; e < s->nevals; e++) sb_add(b, ",ppl_%s", s->evals[e].name);
   for (int t = 0; t < s->tasks.n; t++) {
     char tl[256];
-    snprintf(tl, sizeof tl, "%s", task_label(s->tasks.names[t]));
+    snprintf(tl, sizeof tl, "%s", qz_sweep_task_label(s->tasks.names[t]));
     for (const char *const *m = task_metrics; *m; m++)
       if (task_has(rows, s->npoints, tl, *m)) sb_add(b, ",%s_%s,%s_%s_stderr", tl, *m, tl, *m);
   }
@@ -201,7 +201,7 @@ static void build_csv(const qz_sweep_spec *s, json_t *const *rows, sbuf *b) {
     }
     for (int t = 0; t < s->tasks.n; t++) {
       char tl[256], se[64];
-      snprintf(tl, sizeof tl, "%s", task_label(s->tasks.names[t]));
+      snprintf(tl, sizeof tl, "%s", qz_sweep_task_label(s->tasks.names[t]));
       json_t *tj = json_object_get(json_object_get(r, "tasks"), tl);
       for (const char *const *m = task_metrics; *m; m++) {
         if (!task_has(rows, s->npoints, tl, *m)) continue;
@@ -253,7 +253,7 @@ static int same_config(const qz_sweep_point *a, const qz_sweep_point *b) {
 
 /* The metric a paper reports for a task: acc_norm where lm-eval has it
  * (hellaswag, ARC, PIQA), else acc; perplexity-only tasks have none. */
-static const char *main_metric(json_t *const *rows, int n, const char *t) {
+const char *qz_sweep_task_metric(json_t *const *rows, int n, const char *t) {
   return task_has(rows, n, t, "acc_norm") ? "acc_norm" : task_has(rows, n, t, "acc") ? "acc" : NULL;
 }
 
@@ -267,8 +267,8 @@ static void build_md_tasks(const qz_sweep_spec *s, json_t *const *rows, sbuf *b)
     if (s->tasks.num_fewshot) sb_add(b, "; %ld-shot", s->tasks.num_fewshot);
     sb_add(b, ")\n\n| method | bits | group | act-order | calibration |");
     for (int t = 0; t < s->tasks.n; t++) {
-      const char *tl = task_label(s->tasks.names[t]);
-      const char *mm = main_metric(rows, s->npoints, tl);
+      const char *tl = qz_sweep_task_label(s->tasks.names[t]);
+      const char *mm = qz_sweep_task_metric(rows, s->npoints, tl);
       sb_add(b, " %s%s%s |", tl, mm ? " " : "", mm ? mm : "");
     }
     sb_add(b, " average |\n|---|--:|--:|:-:|---|");
@@ -286,8 +286,8 @@ static void build_md_tasks(const qz_sweep_spec *s, json_t *const *rows, sbuf *b)
       int cnt = 0;
       for (int t = 0; t < s->tasks.n; t++) {
         char tl[256];
-        snprintf(tl, sizeof tl, "%s", task_label(s->tasks.names[t]));
-        const char *mm = main_metric(rows, s->npoints, tl);
+        snprintf(tl, sizeof tl, "%s", qz_sweep_task_label(s->tasks.names[t]));
+        const char *mm = qz_sweep_task_metric(rows, s->npoints, tl);
         json_t *tj = rows[i] ? json_object_get(json_object_get(rows[i], "tasks"), tl) : NULL;
         json_t *v = mm ? json_object_get(tj, mm) : NULL;
         if (!v) {

@@ -234,7 +234,7 @@ static int first_argmax(const double *v, int n) {
 static int task_metrics(const qz_task *t, const qz_ll_result *res, int64_t first,
                         qz_task_metrics *tm) {
   int64_t nd = qz_task_ndocs(t);
-  double *a = NULL, *b = NULL, *v = NULL;
+  double *a = NULL, *b = NULL;
   int st = QZ_OK;
   QZ_CALL(qz_calloc((size_t)nd, sizeof *a, "metric values", &a));
   QZ_CALL_DONE(qz_calloc((size_t)nd, sizeof *b, "metric values", &b));
@@ -278,7 +278,6 @@ static int task_metrics(const qz_task *t, const qz_ll_result *res, int64_t first
 done:
   free(a);
   free(b);
-  free(v);
   return st;
 }
 
@@ -328,6 +327,34 @@ done:
   return st;
 }
 
+/* Parse the comma-separated task list: tasks[i], first[i] = index of its
+ * first request, *nreq = all requests. Not collective. */
+static int load_tasks(const qz_task_cli *c, char *names, int ntasks, qz_task **tasks,
+                      int64_t *first, int64_t *nreq) {
+  qz_task_opts to = {.limit = c->limit, .num_fewshot = (int)c->num_fewshot,
+                     .fewshot_from = c->fewshot_from};
+  char *save = NULL, *nm = strtok_r(names, ",", &save);
+  *nreq = 0;
+  for (int i = 0; i < ntasks; i++, nm = strtok_r(NULL, ",", &save)) {
+    QZ_CHECK(nm && *nm, QZ_ERR_USAGE, "eval: empty name in --task '%s'", c->tasks);
+    char path[4096];
+    QZ_CALL(qz_task_resolve(nm, c->task_dir, path, sizeof path));
+    int named_file = strcmp(path, nm) == 0;
+    QZ_CALL(qz_task_load(path, named_file ? NULL : nm, &to, &tasks[i]));
+    for (int j = 0; j < i; j++)
+      QZ_CHECK(strcmp(qz_task_name(tasks[j]), qz_task_name(tasks[i])) != 0, QZ_ERR_USAGE,
+               "eval: task '%s' given twice", qz_task_name(tasks[i]));
+    first[i] = *nreq;
+    for (int64_t d = 0; d < qz_task_ndocs(tasks[i]); d++)
+      *nreq += qz_task_doc_at(tasks[i], d)->nreq;
+    qz_info("task %s: %s, %s layout, %lld of %lld documents, %lld-shot", qz_task_name(tasks[i]),
+            path, qz_task_layout(tasks[i]), (long long)qz_task_ndocs(tasks[i]),
+            (long long)qz_task_ndocs_file(tasks[i]), (long long)c->num_fewshot);
+  }
+  first[ntasks] = *nreq;
+  return QZ_OK;
+}
+
 /* ---- the command ---------------------------------------------------------------- */
 
 static void print_value(char *b, size_t len, const char *metric, double v, double se) {
@@ -359,34 +386,15 @@ int qz_task_eval(qz_ctx *ctx, qz_model *m, const char *model_dir, const qz_task_
   QZ_CHECK(!c->fewshot_from || c->num_fewshot > 0, QZ_ERR_USAGE,
            "eval: --fewshot-from needs --num-fewshot K > 0");
 
-  /* every rank parses every task file: bad input fails everywhere alike */
+  /* every rank parses every task file: bad input fails everywhere alike
+   * (and a file only some ranks can read fails on all of them) */
   QZ_CALL(qz_alloc(strlen(c->tasks) + 1, 1, "task names", &names));
   strcpy(names, c->tasks);
   for (char *p = names; p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL) ntasks++;
-  QZ_CALL_DONE(qz_calloc((size_t)ntasks, sizeof *tasks, "tasks", &tasks));
-  QZ_CALL_DONE(qz_calloc((size_t)ntasks + 1, sizeof *first, "task offsets", &first));
-  {
-    qz_task_opts to = {.limit = c->limit, .num_fewshot = (int)c->num_fewshot,
-                       .fewshot_from = c->fewshot_from};
-    char *save = NULL, *nm = strtok_r(names, ",", &save);
-    for (int i = 0; i < ntasks; i++, nm = strtok_r(NULL, ",", &save)) {
-      QZ_CHECK_DONE(nm && *nm, QZ_ERR_USAGE, "eval: empty name in --task '%s'", c->tasks);
-      char path[4096];
-      QZ_CALL_DONE(qz_task_resolve(nm, c->task_dir, path, sizeof path));
-      int named_file = strcmp(path, nm) == 0;
-      QZ_CALL_DONE(qz_task_load(path, named_file ? NULL : nm, &to, &tasks[i]));
-      for (int j = 0; j < i; j++)
-        QZ_CHECK_DONE(strcmp(qz_task_name(tasks[j]), qz_task_name(tasks[i])) != 0,
-                      QZ_ERR_USAGE, "eval: task '%s' given twice", qz_task_name(tasks[i]));
-      first[i] = nreq;
-      for (int64_t d = 0; d < qz_task_ndocs(tasks[i]); d++)
-        nreq += qz_task_doc_at(tasks[i], d)->nreq;
-      qz_info("task %s: %s, %s layout, %lld of %lld documents, %lld-shot", qz_task_name(tasks[i]),
-              path, qz_task_layout(tasks[i]), (long long)qz_task_ndocs(tasks[i]),
-              (long long)qz_task_ndocs_file(tasks[i]), (long long)c->num_fewshot);
-    }
-    first[ntasks] = nreq;
-  }
+  st = qz_calloc((size_t)ntasks, sizeof *tasks, "tasks", &tasks);
+  if (st == QZ_OK) st = qz_calloc((size_t)ntasks + 1, sizeof *first, "task offsets", &first);
+  if (st == QZ_OK) st = load_tasks(c, names, ntasks, tasks, first, &nreq);
+  QZ_CALL_DONE(qz_error_agree(ctx->comm, st));
   QZ_CALL_DONE(qz_calloc((size_t)nreq, sizeof *ref, "requests", &ref));
   {
     int64_t r = 0;
@@ -395,7 +403,6 @@ int qz_task_eval(qz_ctx *ctx, qz_model *m, const char *model_dir, const qz_task_
         for (int k = 0; k < qz_task_doc_at(tasks[i], d)->nreq; k++)
           ref[r++] = (req_ref){i, d, k};
   }
-  QZ_CALL_DONE(qz_error_agree(ctx->comm, QZ_OK));
 
   double t0 = MPI_Wtime();
   QZ_CALL_DONE(tokenize_all(ctx, model_dir, cfg, bos, tasks, ref, nreq, &len, &tok));

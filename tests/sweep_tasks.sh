@@ -14,7 +14,11 @@ cat > "$T/spec.json" <<J
  "baseline": true, "methods": ["rtn"], "bits": [4], "groups": [32],
  "tasks": {"names": ["hellaswag", "$S/tasks/winogrande.jsonl"], "task_dir": "$S/tasks", "limit": 6}}
 J
-run sweep --spec "$T/spec.json" --out "$T/out" -q || fail sweep
+plot=(); command -v gnuplot >/dev/null && plot=(--plot)
+run sweep --spec "$T/spec.json" --out "$T/out" -q "${plot[@]}" || fail sweep
+if [ ${#plot[@]} -gt 0 ]; then
+  for t in hellaswag winogrande; do [ -s "$T/out/acc-stories-$t.png" ] || fail "no accuracy plot for $t"; done
+fi
 head -1 "$T/out/results.csv" | grep -q "hellaswag_acc,hellaswag_acc_stderr,hellaswag_acc_norm,hellaswag_acc_norm_stderr,winogrande_acc,winogrande_acc_stderr" \
   || { head -1 "$T/out/results.csv"; fail "results.csv task columns"; }
 md=$T/out/results.md
