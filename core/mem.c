@@ -60,6 +60,15 @@ void qz_free(void *pp) {
   *p = NULL;
 }
 
+int qz_grow(size_t n, size_t size, const char *what, void *pp, size_t *cap) {
+  if (*(void **)pp && n <= *cap) return QZ_OK;
+  qz_free(pp);
+  *cap = 0;
+  QZ_CALL(alloc_impl(n ? n : 1, size, 0, what, pp));
+  *cap = n ? n : 1;
+  return QZ_OK;
+}
+
 #define QZ_HUGE_ALIGN ((size_t)2 << 20)
 
 int qz_alloc_big(size_t bytes, const char *what, void *out) {

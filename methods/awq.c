@@ -581,6 +581,7 @@ typedef struct {
   awq_cli cli;
   qz_awq_opts awq;
   qz_awq_work *work;
+  qz_gptq_ws *gptq; /* --awq-then-gptq */
 } awq_state;
 
 static int awq_check(qz_method_opts *o) {
@@ -619,6 +620,7 @@ static int awq_setup(const qz_method_opts *o, void **state) {
   s->awq = qz_awq_opts_default(o->spec.bits, o->spec.groupsize);
   s->awq.clip = s->cli.clip;
   *state = s;
+  if (s->cli.then_gptq) QZ_CALL(qz_gptq_ws_create(&s->gptq));
   return QZ_OK;
 }
 
@@ -626,7 +628,7 @@ static int awq_setup(const qz_method_opts *o, void **state) {
  * GPTQ with --awq-then-gptq */
 static int awq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
   const awq_state *s = state;
-  if (s->cli.then_gptq) return qz_gptq_quantize(&s->mo, L, res);
+  if (s->cli.then_gptq) return qz_gptq_quantize_ws(s->gptq, &s->mo, L, res);
   QZ_CALL(qz_layer_check_finite(L));
   qz_awq_quantize_rows(s->mo.spec.bits, s->mo.spec.groupsize, L->nrows, L->in_features, L->w,
                        res->codes, res->scale, res->zero, res->q);
@@ -638,6 +640,7 @@ static void awq_destroy(void **state) {
   if (!state || !*state) return;
   awq_state *s = *state;
   qz_awq_work_destroy(&s->work);
+  qz_gptq_ws_destroy(&s->gptq);
   qz_free(state);
 }
 

@@ -157,8 +157,57 @@ static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
   S->t_gemm += MPI_Wtime() - t0;
 }
 
+/* The sweep's buffers, kept from linear to linear and grown to the largest
+ * linear's (the linears of every block have the same shapes: allocated and
+ * first touched once per shape, not once per linear). */
+struct qz_gptq_ws {
+  float *wp, *w1, *e, *pcs, *panel, *gbuf, *te, *tw, *scratch;
+  double *loss;
+  size_t c_wp, c_w1, c_e, c_pcs, c_panel, c_gbuf, c_te, c_tw, c_scratch, c_loss;
+};
+
+int qz_gptq_ws_create(qz_gptq_ws **out) {
+  return qz_calloc(1, sizeof **out, "GPTQ workspace", out);
+}
+
+void qz_gptq_ws_destroy(qz_gptq_ws **pw) {
+  if (!pw || !*pw) return;
+  qz_gptq_ws *w = *pw;
+  qz_free(&w->wp); qz_free(&w->w1); qz_free(&w->e); qz_free(&w->pcs);
+  qz_free(&w->panel); qz_free(&w->gbuf); qz_free(&w->te); qz_free(&w->tw);
+  qz_free(&w->scratch); qz_free(&w->loss);
+  qz_free(pw);
+}
+
+/* Buffers for m rows x n inputs, block width B, group g. Not collective. */
+static int ws_fit(qz_gptq_ws *w, size_t m, size_t n, size_t B, size_t g) {
+  const size_t T = QZ_GPTQ_ROW_TILE;
+  QZ_CALL(qz_grow(m * n, sizeof(float), "GPTQ working W", &w->wp, &w->c_wp));
+  QZ_CALL(qz_grow(m * B, sizeof(float), "GPTQ block", &w->w1, &w->c_w1));
+  QZ_CALL(qz_grow(m * B, sizeof(float), "GPTQ errors", &w->e, &w->c_e));
+  QZ_CALL(qz_grow(m * 4, sizeof(float), "GPTQ params", &w->pcs, &w->c_pcs));
+  QZ_CALL(qz_grow(m, sizeof(double), "GPTQ losses", &w->loss, &w->c_loss));
+  QZ_CALL(qz_grow(B * n, sizeof(float), "factor panel", &w->panel, &w->c_panel));
+  QZ_CALL(qz_grow(g, sizeof(float), "group", &w->gbuf, &w->c_gbuf));
+  QZ_CALL(qz_grow(T * B, sizeof(float), "tile", &w->te, &w->c_te));
+  QZ_CALL(qz_grow(T * n, sizeof(float), "tile", &w->tw, &w->c_tw));
+  QZ_CALL(qz_grow(4 * B, sizeof(float), "scratch rows", &w->scratch, &w->c_scratch));
+  memset(w->loss, 0, m * sizeof(double));
+  memset(w->scratch, 0, 4 * B * sizeof(float)); /* zero error rows */
+  return QZ_OK;
+}
+
 int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
                      qz_layer_result *res) {
+  qz_gptq_ws *w = NULL;
+  QZ_CALL(qz_gptq_ws_create(&w));
+  int st = qz_gptq_quantize_ws(w, o, L, res);
+  qz_gptq_ws_destroy(&w);
+  return st;
+}
+
+int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer *L,
+                        qz_layer_result *res) {
   QZ_CHECK(L->H, QZ_ERR_ARG, "%s: GPTQ needs a Hessian",
            L->name ? L->name : "layer");
   qz_hessian *H = L->H;
@@ -197,24 +246,19 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
   S.perm = pi->perm;
   S.res = res;
   S.row0 = L->row0;
-  size_t mn = (size_t)m * (size_t)n;
-  st = qz_alloc(mn, sizeof(float), "GPTQ working W", &S.wp);
-  if (!st) st = qz_alloc((size_t)m * S.B, sizeof(float), "GPTQ block", &S.w1);
-  if (!st) st = qz_alloc((size_t)m * S.B, sizeof(float), "GPTQ errors", &S.e);
-  if (!st) st = qz_alloc((size_t)m * 4, sizeof(float), "GPTQ params", &pcs);
-  if (!st) st = qz_calloc((size_t)m, sizeof(double), "GPTQ losses", &S.loss);
-  if (!st)
-    st = qz_alloc((size_t)S.B * n, sizeof(float), "factor panel", &panel);
-  if (!st)
-    st = qz_alloc((size_t)(S.g > 0 ? S.g : 1), sizeof(float), "group", &gbuf);
-  if (!st)
-    st = qz_alloc((size_t)QZ_GPTQ_ROW_TILE * S.B, sizeof(float), "tile", &S.te);
-  if (!st)
-    st = qz_alloc((size_t)QZ_GPTQ_ROW_TILE * n, sizeof(float), "tile", &S.tw);
-  if (!st)
-    st = qz_calloc((size_t)4 * S.B, sizeof(float), "scratch rows", &S.scratch);
+  st = ws_fit(ws, (size_t)m, (size_t)n, (size_t)S.B, (size_t)(S.g > 0 ? S.g : 1));
   st = qz_error_agree(comm, st);
   if (st) goto done;
+  S.wp = ws->wp;
+  S.w1 = ws->w1;
+  S.e = ws->e;
+  pcs = ws->pcs;
+  S.loss = ws->loss;
+  panel = ws->panel;
+  gbuf = ws->gbuf;
+  S.te = ws->te;
+  S.tw = ws->tw;
+  S.scratch = ws->scratch;
   S.cur_s = pcs;
   S.cur_z = pcs + m;
   /* rule 3: per-channel parameters from the original W */
@@ -285,35 +329,38 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
   res->ndead = pi->ndead;
 done:
   qz_timer_stop(QZ_PHASE_QUANTIZE);
-  qz_free(&S.wp);
-  qz_free(&S.w1);
-  qz_free(&S.e);
-  qz_free(&pcs);
-  qz_free(&S.loss);
-  qz_free(&panel);
-  qz_free(&gbuf);
-  qz_free(&S.te);
-  qz_free(&S.tw);
-  qz_free(&S.scratch);
   return st;
 }
 
 /* ---- ops table ---------------------------------------------------------- */
+typedef struct {
+  qz_method_opts mo;
+  qz_gptq_ws *ws;
+} gptq_state;
+
 static int gptq_setup(const qz_method_opts *o, void **state) {
   QZ_CALL(qz_quant_spec_check(&o->spec));
   QZ_CHECK(o->percdamp >= 0 && isfinite(o->percdamp), QZ_ERR_ARG,
            "GPTQ damping must be >= 0, got %g", o->percdamp);
-  qz_method_opts *s = NULL;
-  QZ_CALL(qz_alloc(1, sizeof *s, "GPTQ options", &s));
-  *s = *o;
+  gptq_state *s = NULL;
+  QZ_CALL(qz_calloc(1, sizeof *s, "GPTQ state", &s));
+  s->mo = *o;
+  int st = qz_gptq_ws_create(&s->ws);
+  if (st != QZ_OK) qz_free(&s);
   *state = s;
-  return QZ_OK;
+  return st;
 }
 static int gptq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
-  QZ_CALL(qz_gptq_quantize((const qz_method_opts *)state, L, res));
+  gptq_state *s = state;
+  QZ_CALL(qz_gptq_quantize_ws(s->ws, &s->mo, L, res));
   return QZ_OK;
 }
-static void gptq_destroy(void **state) { qz_free(state); }
+static void gptq_destroy(void **state) {
+  if (!state || !*state) return;
+  gptq_state *s = *state;
+  qz_gptq_ws_destroy(&s->ws);
+  qz_free(state);
+}
 
 static unsigned gptq_needs(const qz_method_opts *o) { return QZ_NEED_CALIB | QZ_NEED_HESSIAN; }
 

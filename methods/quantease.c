@@ -371,8 +371,46 @@ static int init_rtn(const qz_method_opts *o, const qz_layer *L,
   return QZ_OK;
 }
 
+/* The buffers, kept from linear to linear and grown to the largest (once
+ * per shape); the GPTQ start's own. */
+struct qz_qe_ws {
+  qz_gptq_ws *gptq;
+  int32_t *gidx;
+  uint8_t *dead;
+  float *wp, *w0, *hs, *cand, *q, *d, *rj, *p;
+  uint64_t *keys;
+  double *hp, *loss;
+  size_t c_gidx, c_dead, c_wp, c_w0, c_hs, c_cand, c_q, c_d, c_rj, c_p, c_keys, c_hp, c_loss;
+};
+
+int qz_qe_ws_create(qz_qe_ws **out) {
+  QZ_CALL(qz_calloc(1, sizeof **out, "QuantEase workspace", out));
+  int st = qz_gptq_ws_create(&(*out)->gptq);
+  if (st != QZ_OK) qz_free(out);
+  return st;
+}
+
+void qz_qe_ws_destroy(qz_qe_ws **pw) {
+  if (!pw || !*pw) return;
+  qz_qe_ws *w = *pw;
+  qz_gptq_ws_destroy(&w->gptq);
+  qz_free(&w->gidx); qz_free(&w->dead); qz_free(&w->wp); qz_free(&w->w0);
+  qz_free(&w->hs); qz_free(&w->cand); qz_free(&w->q); qz_free(&w->d); qz_free(&w->rj);
+  qz_free(&w->p); qz_free(&w->keys); qz_free(&w->hp); qz_free(&w->loss);
+  qz_free(pw);
+}
+
 int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
                           qz_layer_result *res) {
+  qz_qe_ws *w = NULL;
+  QZ_CALL(qz_qe_ws_create(&w));
+  int st = qz_quantease_quantize_ws(w, o, L, res);
+  qz_qe_ws_destroy(&w);
+  return st;
+}
+
+int qz_quantease_quantize_ws(qz_qe_ws *ws, const qz_method_opts *o, const qz_layer *L,
+                             qz_layer_result *res) {
   QZ_CHECK(L->H, QZ_ERR_ARG, "%s: QuantEase needs a Hessian",
            L->name ? L->name : "layer");
   const char *name = L->name ? L->name : "layer";
@@ -383,13 +421,12 @@ int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
           .B = QZ_QE_PANEL, .T = QZ_QE_ROW_TILE,
           .ng = qz_quant_ngroups(&o->spec, n),
           .maxq = (float)((1 << o->spec.bits) - 1)};
-  int32_t *gidx = NULL;
   uint8_t *dead = NULL;
   float *wp = NULL;
   int st = QZ_OK;
   qz_layer_result r = *res; /* g_idx is needed even when the caller's is NULL */
-  if (!r.g_idx) st = qz_alloc((size_t)n, sizeof(int32_t), "group index", &gidx);
-  if (gidx) r.g_idx = gidx;
+  if (!r.g_idx) st = qz_grow((size_t)n, sizeof(int32_t), "group index", &ws->gidx, &ws->c_gidx);
+  if (!r.g_idx && !st) r.g_idx = ws->gidx;
   r.q = NULL;
   r.objective = NULL;
   QZ_CALL_DONE(qz_error_agree(comm, st));
@@ -404,20 +441,31 @@ int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
   S.s_out = o->outlier_frac > 0
                 ? llround(o->outlier_frac * (double)L->out_features * (double)n)
                 : 0;
-  st = qz_alloc((size_t)(m * n), sizeof(float), "QuantEase target", &wp);
+  const size_t mn = (size_t)(m * n);
+  st = qz_grow(mn, sizeof(float), "QuantEase target", &ws->wp, &ws->c_wp);
   if (!st && S.s_out > 0) {
     if (L->out_features * n > (int64_t)UINT32_MAX)
       st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
                         "%s: outlier selection supports layers of < 2^32 "
                         "weights, this one has %lld x %lld", name,
                         (long long)L->out_features, (long long)n);
-    if (!st) st = qz_alloc((size_t)(m * n), sizeof(float), "W'", &S.w0);
-    if (!st) st = qz_calloc((size_t)(m * n), sizeof(float), "outliers", &S.hs);
-    if (!st) st = qz_calloc((size_t)(m * n), sizeof(float), "IHT candidate", &S.cand);
-    if (!st) st = qz_alloc((size_t)(m * n) + 1, sizeof(uint64_t), "selection keys", &S.keys);
+    if (!st) st = qz_grow(mn, sizeof(float), "W'", &ws->w0, &ws->c_w0);
+    if (!st) st = qz_grow(mn, sizeof(float), "outliers", &ws->hs, &ws->c_hs);
+    if (!st) st = qz_grow(mn, sizeof(float), "IHT candidate", &ws->cand, &ws->c_cand);
+    if (!st) st = qz_grow(mn + 1, sizeof(uint64_t), "selection keys", &ws->keys, &ws->c_keys);
+    if (!st) {
+      memset(ws->hs, 0, mn * sizeof(float));
+      memset(ws->cand, 0, mn * sizeof(float));
+      S.w0 = ws->w0;
+      S.hs = ws->hs;
+      S.cand = ws->cand;
+      S.keys = ws->keys;
+    }
   }
-  if (!st) st = qz_alloc((size_t)n, 1, "dead columns", &dead);
+  if (!st) st = qz_grow((size_t)n, 1, "dead columns", &ws->dead, &ws->c_dead);
   QZ_CALL_DONE(qz_error_agree(comm, st));
+  wp = ws->wp;
+  dead = ws->dead;
   S.wp = wp;
   {
     const double *dg = qz_hessian_diag(L->H);
@@ -437,7 +485,7 @@ int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
 
   /* initial solution and its grid */
   if (o->qe_init == QZ_QE_INIT_GPTQ) {
-    QZ_CALL_DONE(qz_gptq_quantize(o, &L2, &r));
+    QZ_CALL_DONE(qz_gptq_quantize_ws(ws->gptq, o, &L2, &r));
     S.lambda = qz_hessian_prepared(L->H)->lambda;
   } else {
     QZ_CALL_DONE(qz_error_agree(comm, init_rtn(o, &L2, &r, dead, &S.lambda)));
@@ -451,14 +499,22 @@ int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
   S.scale = res->scale;
   S.zero = res->zero;
   S.codes = res->codes;
-  st = qz_alloc((size_t)(m * n), sizeof(float), "QuantEase Q", &S.q);
-  if (!st) st = qz_calloc((size_t)(S.mp * n), sizeof(float), "QuantEase residual", &S.d);
-  if (!st) st = qz_alloc((size_t)(S.mp * S.B), sizeof(float), "QuantEase R panel", &S.rj);
-  if (!st) st = qz_alloc((size_t)(S.B * n), sizeof(double), "Hessian panel", &S.hp);
-  if (!st) st = qz_alloc((size_t)(S.B * n), sizeof(float), "Hessian panel f32", &S.p);
-  if (!st) st = qz_calloc((size_t)m, sizeof(double), "QuantEase losses", &S.loss);
+  st = qz_grow(mn, sizeof(float), "QuantEase Q", &ws->q, &ws->c_q);
+  if (!st) st = qz_grow((size_t)(S.mp * n), sizeof(float), "QuantEase residual", &ws->d, &ws->c_d);
+  if (!st) st = qz_grow((size_t)(S.mp * S.B), sizeof(float), "QuantEase R panel", &ws->rj, &ws->c_rj);
+  if (!st) st = qz_grow((size_t)(S.B * n), sizeof(double), "Hessian panel", &ws->hp, &ws->c_hp);
+  if (!st) st = qz_grow((size_t)(S.B * n), sizeof(float), "Hessian panel f32", &ws->p, &ws->c_p);
+  if (!st) st = qz_grow((size_t)m, sizeof(double), "QuantEase losses", &ws->loss, &ws->c_loss);
   st = qz_error_agree(comm, st);
   if (st) goto stop;
+  S.q = ws->q;
+  S.d = ws->d;
+  S.rj = ws->rj;
+  S.hp = ws->hp;
+  S.p = ws->p;
+  S.loss = ws->loss;
+  memset(S.d, 0, (size_t)(S.mp * n) * sizeof(float)); /* padding rows stay 0 */
+  memset(S.loss, 0, (size_t)m * sizeof(double));
   for (int64_t i = 0; i < m; i++)
     for (int64_t j = 0; j < n; j++) {
       const int32_t g = S.gidx[j];
@@ -473,51 +529,51 @@ int qz_quantease_quantize(const qz_method_opts *o, const qz_layer *L,
 stop:
   qz_timer_stop(QZ_PHASE_QUANTIZE);
 done:
-  qz_free(&gidx);
-  qz_free(&dead);
-  qz_free(&wp);
-  qz_free(&S.q);
-  qz_free(&S.d);
-  qz_free(&S.rj);
-  qz_free(&S.hp);
-  qz_free(&S.p);
-  qz_free(&S.loss);
-  qz_free(&S.w0);
-  qz_free(&S.hs);
-  qz_free(&S.cand);
-  qz_free(&S.keys);
   return st;
 }
 
 /* ---- ops table ---------------------------------------------------------- */
+typedef struct {
+  qz_method_opts mo;
+  qz_qe_ws *ws;
+} qe_state;
+
 static int qe_setup(const qz_method_opts *o, void **state) {
   QZ_CALL(qz_quant_spec_check(&o->spec));
   QZ_CHECK(o->percdamp >= 0 && isfinite(o->percdamp), QZ_ERR_ARG,
            "QuantEase damping must be >= 0, got %g", o->percdamp);
   QZ_CHECK(o->iters >= 0, QZ_ERR_ARG, "QuantEase --iters must be >= 0, got %d",
            o->iters);
-  qz_method_opts *s = NULL;
-  QZ_CALL(qz_alloc(1, sizeof *s, "QuantEase options", &s));
-  *s = *o;
+  qe_state *s = NULL;
+  QZ_CALL(qz_calloc(1, sizeof *s, "QuantEase state", &s));
+  s->mo = *o;
+  int st = qz_qe_ws_create(&s->ws);
+  if (st != QZ_OK) qz_free(&s);
   *state = s;
-  return QZ_OK;
+  return st;
 }
 static int qe_layer(void *state, const qz_layer *L, qz_layer_result *res) {
-  QZ_CALL(qz_quantease_quantize((const qz_method_opts *)state, L, res));
+  qe_state *s = state;
+  QZ_CALL(qz_quantease_quantize_ws(s->ws, &s->mo, L, res));
   return QZ_OK;
 }
-static void qe_destroy(void **state) { qz_free(state); }
+static void qe_destroy(void **state) {
+  if (!state || !*state) return;
+  qe_state *s = *state;
+  qz_qe_ws_destroy(&s->ws);
+  qz_free(state);
+}
 
 static unsigned qe_needs(const qz_method_opts *o) {
   return QZ_NEED_CALIB | QZ_NEED_HESSIAN | QZ_OUT_OBJECTIVE |
          (o->outlier_frac > 0 ? QZ_CKPT_OUTLIERS : 0u);
 }
 
-/* One linear: the result of the start (GPTQ's working buffers, or nothing
- * for RTN) and the sweep state (Q, residual D on tile-padded rows, R panel,
- * f64 + f32 Hessian panel, losses) are not alive at once; W' lives
- * throughout; the outlier variant adds W', the sparse part, the IHT
- * candidate and the selection keys. Time: the start, then iters sweeps + 2
+/* One linear: the start's buffers (GPTQ's working set, or nothing for RTN)
+ * and the sweep state (Q, residual D on tile-padded rows, R panel, f64 +
+ * f32 Hessian panel, losses), both kept from linear to linear; W'; the
+ * outlier variant adds W', the sparse part, the IHT candidate and the
+ * selection keys. Time: the start, then iters sweeps + 2
  * exact objective passes, each 2 m n^2 in sgemm with the Hessian streamed
  * in row panels (an allreduce of the f64 panel: 8 n^2 bytes per pass). */
 static void qe_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m, int64_t n,
@@ -529,7 +585,7 @@ static void qe_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t 
   double mp = (double)(m + 2 * QZ_QE_ROW_TILE), B = QZ_QE_PANEL;
   double sweep = 4.0 * m * n + 4.0 * mp * n + 4.0 * mp * B + 12.0 * B * n + 8.0 * m;
   double outl = o->outlier_frac > 0 ? 20.0 * m * n : 0.0;
-  p->bytes = 4.0 * m * n + n + outl + (start > sweep ? start : sweep);
+  p->bytes = 4.0 * m * n + n + outl + start + sweep;
   const double md = (double)m, nd = (double)n;
   double passes = (double)o->iters + 2.0, fq = 2.0 * md * nd * nd;
   p->flops = (from_gptq ? g.flops : 0.0) + passes * fq;

@@ -123,6 +123,188 @@ static int gather_rows(MPI_Comm comm, const void *src, int64_t nrows,
   return st;
 }
 
+/* H from the file's H (row slabs: no rank holds the whole H) or
+ * accumulated from its X over the ranks. Collective on comm. */
+static int layer_hessian(qz_ctx *ctx, const layer_args *a, qz_st *in, int64_t in_f,
+                         qz_hessian *H) {
+  MPI_Comm comm = ctx->comm;
+  int st = QZ_OK;
+  float *buf = NULL;
+  if (!(a->from_x || !qz_st_find(in, "H"))) {
+    int64_t hr = 0;
+    st = tensor2d(in, a->in, "H", in_f, &hr);
+    if (!st && hr != in_f)
+      st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                        "%s: H is [%lld, %lld], W has %lld input columns",
+                        a->in, (long long)hr, (long long)in_f, (long long)in_f);
+    int64_t slab = in_f < 256 ? in_f : 256;
+    if (!st) st = qz_alloc((size_t)(slab * in_f), sizeof(float), "H rows", &buf);
+    for (int64_t r = 0; !st && r < in_f; r += slab) {
+      int64_t k = in_f - r < slab ? in_f - r : slab;
+      st = qz_st_read_f32(in, "H", r, k, buf);
+      if (!st) st = qz_hessian_set_rows(H, r, k, buf);
+    }
+    QZ_CALL_DONE(qz_error_agree(comm, st));
+    QZ_CALL_DONE(qz_hessian_set_finish(H));
+    goto done;
+  }
+  int64_t tok = 0, t0 = 0, tn = 0;
+  st = qz_st_find(in, "X")
+           ? tensor2d(in, a->in, "X", in_f, &tok)
+           : qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                          "%s: GPTQ needs tensor H [in,in] or X "
+                          "[tokens,in]; neither is present", a->in);
+  /* whole Hessian chunks per rank: H is then the same at every np */
+  int64_t G = QZ_HESSIAN_KCHUNK, g0 = 0, gn = 0;
+  qz_split_even((tok + G - 1) / G, ctx->size, ctx->rank, &g0, &gn);
+  t0 = g0 * G < tok ? g0 * G : tok;
+  tn = ((g0 + gn) * G < tok ? (g0 + gn) * G : tok) - t0;
+  qz_hessian_set_chunking(H, t0, G);
+  if (!st) st = qz_alloc((size_t)(tn * in_f), sizeof(float), "X rows", &buf);
+  if (!st) st = qz_st_read_f32(in, "X", t0, tn, buf);
+  if (!st) st = qz_hessian_add_rows(H, buf, tn);
+  long ns = a->nsamples;
+  const char *m = qz_st_metadata(in, "nsamples");
+  if (ns < 0 && m) ns = atol(m);
+  if (ns <= 0) ns = (long)tok;
+  if (ctx->rank == 0) qz_hessian_count_sequences(H, ns);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  qz_info("layer: H from X [%lld, %lld] over %d ranks, N = %ld sequences",
+          (long long)tok, (long long)in_f, ctx->size, ns);
+  QZ_CALL_DONE(qz_hessian_reduce(H));
+done:
+  qz_free(&buf);
+  return st;
+}
+
+/* Every rank's rows of the result, on rank 0. */
+typedef struct {
+  float *q, *scale, *zero, *loss; /* [out, in], [out, ng] x 2, [out] */
+  uint8_t *codes;                 /* [out, in] */
+  int64_t nout;                   /* sparse outliers, all ranks */
+  int64_t *oidx;                  /* [nout] */
+  float *oval;                    /* [nout] */
+  double loss_total;
+} layer_all;
+
+static void layer_all_free(layer_all *t) {
+  qz_free(&t->q); qz_free(&t->scale); qz_free(&t->zero); qz_free(&t->loss);
+  qz_free(&t->codes); qz_free(&t->oidx); qz_free(&t->oval);
+}
+
+/* Gather the result rows (and the outliers, in rank order) to rank 0.
+ * Collective on comm. */
+static int gather_all(qz_ctx *ctx, const qz_layer_result *res, int64_t out_f, int64_t in_f,
+                      int64_t nrows, int64_t ng, layer_all *t) {
+  MPI_Comm comm = ctx->comm;
+  int st = QZ_OK;
+  /* summed in row order: the same at every np */
+  QZ_CALL(qz_sum_rows_ordered(comm, nrows, res->losses, &t->loss_total));
+  if (ctx->rank == 0) {
+    st = qz_alloc((size_t)(out_f * in_f), sizeof(float), "Q (all)", &t->q);
+    if (!st) st = qz_alloc((size_t)(out_f * in_f), 1, "codes (all)", &t->codes);
+    if (!st) st = qz_alloc((size_t)(out_f * ng), sizeof(float), "scale (all)", &t->scale);
+    if (!st) st = qz_alloc((size_t)(out_f * ng), sizeof(float), "zero (all)", &t->zero);
+    if (!st) st = qz_alloc((size_t)out_f, sizeof(float), "losses (all)", &t->loss);
+  }
+  QZ_CALL(qz_error_agree(comm, st));
+  QZ_CALL(gather_rows(comm, res->q, nrows, in_f, MPI_FLOAT, t->q));
+  QZ_CALL(gather_rows(comm, res->codes, nrows, in_f, MPI_UINT8_T, t->codes));
+  QZ_CALL(gather_rows(comm, res->scale, nrows, ng, MPI_FLOAT, t->scale));
+  QZ_CALL(gather_rows(comm, res->zero, nrows, ng, MPI_FLOAT, t->zero));
+  QZ_CALL(gather_rows(comm, res->losses, nrows, 1, MPI_FLOAT, t->loss));
+  t->nout = res->noutliers;
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &t->nout, 1, MPI_INT64_T, MPI_SUM, comm));
+  if (t->nout == 0) return QZ_OK;
+  if (ctx->rank == 0) {
+    st = qz_alloc((size_t)t->nout, sizeof(int64_t), "outliers (all)", &t->oidx);
+    if (!st) st = qz_alloc((size_t)t->nout, sizeof(float), "outliers (all)", &t->oval);
+  }
+  QZ_CALL(qz_error_agree(comm, st));
+  QZ_CALL(gather_rows(comm, res->outlier_idx, res->noutliers, 1, MPI_INT64_T, t->oidx));
+  QZ_CALL(gather_rows(comm, res->outlier_val, res->noutliers, 1, MPI_FLOAT, t->oval));
+  return QZ_OK;
+}
+
+/* The options, the result's scalars and the method's own options (and a
+ * QuantEase objective) as safetensors metadata. Not collective. */
+static int write_meta(qz_st_writer *wr, const layer_args *a, const qz_layer_result *res,
+                      const layer_all *t, const char *hessian, int nranks) {
+  char buf[64];
+  int st = QZ_OK;
+  const qz_method_ops *ops = a->mo.ops;
+#define META(k, ...)                                            \
+  if (!st) {                                                    \
+    snprintf(buf, sizeof buf, __VA_ARGS__);                     \
+    st = qz_st_writer_meta(wr, k, buf);                         \
+  }
+  META("method", "%s", qz_method_label(&a->mo));
+  META("bits", "%d", a->mo.spec.bits);
+  META("groupsize", "%lld", (long long)a->mo.spec.groupsize);
+  META("sym", "%s", a->mo.spec.sym ? "true" : "false");
+  META("act_order", "%s", a->mo.act_order ? "true" : "false");
+  META("static_groups", "%s", a->mo.static_groups ? "true" : "false");
+  META("blocksize", "%d", a->mo.blocksize);
+  META("percdamp", "%.17g", a->mo.percdamp);
+  META("damp_used", "%.17g", res->percdamp_used);
+  META("dead_columns", "%lld", (long long)res->ndead);
+  META("loss_total", "%.9g", t->loss_total);
+  META("hessian", "%s", hessian);
+  META("nranks", "%d", nranks);
+  for (int i = qz_method_nrows(NULL); !st && i < qz_method_nrows(ops); i++) {
+    const qz_opt *r = qz_method_row(ops, i); /* the method's own options */
+    double v = qz_method_opt_value(&a->mo, i);
+    if (!r->json) continue;
+    const char *txt = r->type == QZ_OPT_FLAG     ? (v != 0 ? "true" : "false")
+                      : r->type == QZ_OPT_CHOICE ? r->choices[(int)v]
+                                                 : NULL;
+    if (txt) META(r->json, "%s", txt);
+    if (!txt) META(r->json, "%.17g", v);
+  }
+#undef META
+  if (!st && res->objective) {
+    size_t cap = (size_t)(a->mo.iters + 1) * 26 + 1, len = 0;
+    char *obj = malloc(cap);
+    QZ_CHECK(obj, QZ_ERR_MEM, "layer: no memory for the objective metadata");
+    for (int k = 0; k <= a->mo.iters; k++)
+      len += (size_t)snprintf(obj + len, cap - len, "%s%.17g", k ? "," : "",
+                              res->objective[k]);
+    st = qz_st_writer_meta(wr, "objective", obj);
+    free(obj);
+  }
+  return st;
+}
+
+/* Rank 0: the result file. Not collective. */
+static int write_result(const layer_args *a, const qz_layer_result *res, const layer_all *t,
+                        int64_t out_f, int64_t in_f, int64_t ng, const char *hessian,
+                        int nranks) {
+  qz_st_writer *wr = NULL;
+  int64_t s2[2] = {out_f, in_f}, sg[2] = {out_f, ng}, s1[1] = {in_f}, so[1] = {out_f};
+  int64_t sn[1] = {t->nout};
+  int st = qz_st_writer_create(a->out, &wr);
+  if (!st) st = write_meta(wr, a, res, t, hessian, nranks);
+  if (!st) st = qz_st_writer_add(wr, "Q", QZ_DT_F32, 2, s2, t->q);
+  if (!st) st = qz_st_writer_add(wr, "codes", QZ_DT_U8, 2, s2, t->codes);
+  if (!st) st = qz_st_writer_add(wr, "scale", QZ_DT_F32, 2, sg, t->scale);
+  if (!st) st = qz_st_writer_add(wr, "zero", QZ_DT_F32, 2, sg, t->zero);
+  if (!st) st = qz_st_writer_add(wr, "perm", QZ_DT_I32, 1, s1, res->perm);
+  if (!st) st = qz_st_writer_add(wr, "g_idx", QZ_DT_I32, 1, s1, res->g_idx);
+  if (!st && strcmp(hessian, "none") != 0)
+    st = qz_st_writer_add(wr, "losses", QZ_DT_F32, 1, so, t->loss);
+  if (!st && t->nout > 0)
+    st = qz_st_writer_add(wr, "outliers_idx", QZ_DT_I64, 1, sn, t->oidx);
+  if (!st && t->nout > 0)
+    st = qz_st_writer_add(wr, "outliers_val", QZ_DT_F32, 1, sn, t->oval);
+  if (!st) st = qz_st_writer_finish(&wr);
+  if (wr) qz_st_writer_abort(&wr);
+  if (!st)
+    qz_info("layer: %s %lld x %lld w%d -> %s (loss %.6g, damp %g)", a->mo.ops->name,
+            (long long)out_f, (long long)in_f, a->mo.spec.bits, a->out, t->loss_total,
+            res->percdamp_used);
+  return st;
+}
+
 int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   if (qz_cli_wants_help(argc, argv)) {
     if (ctx->rank == 0) usage();
@@ -138,13 +320,9 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   qz_grid *grid = NULL;
   qz_hessian *H = NULL;
   void *mstate = NULL;
-  float *w = NULL, *xrows = NULL, *hfull = NULL;
+  float *w = NULL;
   qz_layer_result res = {0};
-  float *all_q = NULL, *all_scale = NULL, *all_zero = NULL, *all_loss = NULL;
-  uint8_t *all_codes = NULL;
-  int64_t *all_oidx = NULL;
-  float *all_oval = NULL;
-  qz_st_writer *wr = NULL;
+  layer_all all = {0};
   int64_t out_f = 0, in_f = 0, row0 = 0, nrows = 0, ng = 0;
 
   qz_timer_start(QZ_PHASE_LOAD);
@@ -169,167 +347,30 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
   qz_timer_stop(QZ_PHASE_LOAD);
   QZ_CALL_DONE(qz_error_agree(comm, st));
 
+  const char *hessian = "none";
   if (needs & QZ_NEED_HESSIAN) {
+    hessian = a.from_x || !qz_st_find(in, "H") ? "X" : "H";
     QZ_CALL_DONE(qz_grid_create(comm, a.nb, &grid));
     QZ_CALL_DONE(qz_hessian_create(grid, in_f, &H));
-    int use_x = a.from_x || !qz_st_find(in, "H");
-    if (!use_x) {
-      int64_t hr = 0;
-      st = tensor2d(in, a.in, "H", in_f, &hr);
-      if (!st && hr != in_f)
-        st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
-                          "%s: H is [%lld, %lld], W has %lld input columns",
-                          a.in, (long long)hr, (long long)in_f, (long long)in_f);
-      /* slabs of rows: no rank holds the whole H */
-      int64_t slab = in_f < 256 ? in_f : 256;
-      if (!st) st = qz_alloc((size_t)(slab * in_f), sizeof(float), "H rows", &hfull);
-      for (int64_t r = 0; !st && r < in_f; r += slab) {
-        int64_t k = in_f - r < slab ? in_f - r : slab;
-        st = qz_st_read_f32(in, "H", r, k, hfull);
-        if (!st) st = qz_hessian_set_rows(H, r, k, hfull);
-      }
-      QZ_CALL_DONE(qz_error_agree(comm, st));
-      QZ_CALL_DONE(qz_hessian_set_finish(H));
-      qz_free(&hfull);
-    } else {
-      int64_t tok = 0, t0 = 0, tn = 0;
-      st = qz_st_find(in, "X")
-               ? tensor2d(in, a.in, "X", in_f, &tok)
-               : qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
-                              "%s: GPTQ needs tensor H [in,in] or X "
-                              "[tokens,in]; neither is present", a.in);
-      /* whole Hessian chunks per rank: H is then the same at every np */
-      int64_t G = QZ_HESSIAN_KCHUNK, g0 = 0, gn = 0;
-      qz_split_even((tok + G - 1) / G, ctx->size, ctx->rank, &g0, &gn);
-      t0 = g0 * G < tok ? g0 * G : tok;
-      tn = ((g0 + gn) * G < tok ? (g0 + gn) * G : tok) - t0;
-      qz_hessian_set_chunking(H, t0, G);
-      if (!st) st = qz_alloc((size_t)(tn * in_f), sizeof(float), "X rows", &xrows);
-      if (!st) st = qz_st_read_f32(in, "X", t0, tn, xrows);
-      if (!st) st = qz_hessian_add_rows(H, xrows, tn);
-      long ns = a.nsamples;
-      const char *m = qz_st_metadata(in, "nsamples");
-      if (ns < 0 && m) ns = atol(m);
-      if (ns <= 0) ns = (long)tok;
-      if (ctx->rank == 0) qz_hessian_count_sequences(H, ns);
-      qz_free(&xrows);
-      QZ_CALL_DONE(qz_error_agree(comm, st));
-      qz_info("layer: H from X [%lld, %lld] over %d ranks, N = %ld sequences",
-              (long long)tok, (long long)in_f, ctx->size, ns);
-      QZ_CALL_DONE(qz_hessian_reduce(H));
-    }
+    QZ_CALL_DONE(layer_hessian(ctx, &a, in, in_f, H));
   }
   qz_layer L = {.name = a.in, .out_features = out_f, .in_features = in_f,
                 .row0 = row0, .nrows = nrows, .w = w, .H = H};
   st = ops->quantize_layer(mstate, &L, &res);
   QZ_CALL_DONE(qz_error_agree(comm, st));
 
-  /* gather to rank 0 and write */
   qz_timer_start(QZ_PHASE_WRITE);
-  double loss_total = 0; /* summed in row order: the same at every np */
-  QZ_CALL_DONE(qz_sum_rows_ordered(comm, nrows, res.losses, &loss_total));
-  if (ctx->rank == 0) {
-    st = qz_alloc((size_t)(out_f * in_f), sizeof(float), "Q (all)", &all_q);
-    if (!st) st = qz_alloc((size_t)(out_f * in_f), 1, "codes (all)", &all_codes);
-    if (!st) st = qz_alloc((size_t)(out_f * ng), sizeof(float), "scale (all)", &all_scale);
-    if (!st) st = qz_alloc((size_t)(out_f * ng), sizeof(float), "zero (all)", &all_zero);
-    if (!st) st = qz_alloc((size_t)out_f, sizeof(float), "losses (all)", &all_loss);
-  }
-  QZ_CALL_DONE(qz_error_agree(comm, st));
-  QZ_CALL_DONE(gather_rows(comm, res.q, nrows, in_f, MPI_FLOAT, all_q));
-  QZ_CALL_DONE(gather_rows(comm, res.codes, nrows, in_f, MPI_UINT8_T, all_codes));
-  QZ_CALL_DONE(gather_rows(comm, res.scale, nrows, ng, MPI_FLOAT, all_scale));
-  QZ_CALL_DONE(gather_rows(comm, res.zero, nrows, ng, MPI_FLOAT, all_zero));
-  QZ_CALL_DONE(gather_rows(comm, res.losses, nrows, 1, MPI_FLOAT, all_loss));
-  /* sparse outliers (QuantEase --outlier-frac): gathered in rank order */
-  int64_t nout = res.noutliers;
-  QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, &nout, 1, MPI_INT64_T, MPI_SUM, comm));
-  if (nout > 0) {
-    if (ctx->rank == 0) {
-      st = qz_alloc((size_t)nout, sizeof(int64_t), "outliers (all)", &all_oidx);
-      if (!st) st = qz_alloc((size_t)nout, sizeof(float), "outliers (all)", &all_oval);
-    }
-    QZ_CALL_DONE(qz_error_agree(comm, st));
-    QZ_CALL_DONE(gather_rows(comm, res.outlier_idx, res.noutliers, 1, MPI_INT64_T, all_oidx));
-    QZ_CALL_DONE(gather_rows(comm, res.outlier_val, res.noutliers, 1, MPI_FLOAT, all_oval));
-  }
-  if (ctx->rank == 0) {
-    char buf[64];
-    int64_t s2[2] = {out_f, in_f}, sg[2] = {out_f, ng}, s1[1] = {in_f},
-            so[1] = {out_f};
-    st = qz_st_writer_create(a.out, &wr);
-#define META(k, ...)                                            \
-  if (!st) {                                                    \
-    snprintf(buf, sizeof buf, __VA_ARGS__);                     \
-    st = qz_st_writer_meta(wr, k, buf);                         \
-  }
-    META("method", "%s", qz_method_label(&a.mo));
-    META("bits", "%d", a.mo.spec.bits);
-    META("groupsize", "%lld", (long long)a.mo.spec.groupsize);
-    META("sym", "%s", a.mo.spec.sym ? "true" : "false");
-    META("act_order", "%s", a.mo.act_order ? "true" : "false");
-    META("static_groups", "%s", a.mo.static_groups ? "true" : "false");
-    META("blocksize", "%d", a.mo.blocksize);
-    META("percdamp", "%.17g", a.mo.percdamp);
-    META("damp_used", "%.17g", res.percdamp_used);
-    META("dead_columns", "%lld", (long long)res.ndead);
-    META("loss_total", "%.9g", loss_total);
-    META("hessian", "%s", !(needs & QZ_NEED_HESSIAN) ? "none"
-                          : (a.from_x || !qz_st_find(in, "H")) ? "X" : "H");
-    META("nranks", "%d", ctx->size);
-    for (int i = qz_method_nrows(NULL); !st && i < qz_method_nrows(ops); i++) {
-      const qz_opt *r = qz_method_row(ops, i); /* the method's own options */
-      double v = qz_method_opt_value(&a.mo, i);
-      if (!r->json) continue;
-      const char *txt = r->type == QZ_OPT_FLAG     ? (v != 0 ? "true" : "false")
-                        : r->type == QZ_OPT_CHOICE ? r->choices[(int)v]
-                                                   : NULL;
-      if (txt) META(r->json, "%s", txt);
-      if (!txt) META(r->json, "%.17g", v);
-    }
-    if (!st && res.objective) {
-      size_t cap = (size_t)(a.mo.iters + 1) * 26 + 1, len = 0;
-      char *obj = malloc(cap);
-      if (!obj)
-        st = qz_error_set(QZ_ERR_MEM, __FILE__, __LINE__, __func__,
-                          "layer: no memory for the objective metadata");
-      for (int k = 0; !st && k <= a.mo.iters; k++)
-        len += (size_t)snprintf(obj + len, cap - len, "%s%.17g", k ? "," : "",
-                                res.objective[k]);
-      if (!st) st = qz_st_writer_meta(wr, "objective", obj);
-      free(obj);
-    }
-#undef META
-    if (!st) st = qz_st_writer_add(wr, "Q", QZ_DT_F32, 2, s2, all_q);
-    if (!st) st = qz_st_writer_add(wr, "codes", QZ_DT_U8, 2, s2, all_codes);
-    if (!st) st = qz_st_writer_add(wr, "scale", QZ_DT_F32, 2, sg, all_scale);
-    if (!st) st = qz_st_writer_add(wr, "zero", QZ_DT_F32, 2, sg, all_zero);
-    if (!st) st = qz_st_writer_add(wr, "perm", QZ_DT_I32, 1, s1, res.perm);
-    if (!st) st = qz_st_writer_add(wr, "g_idx", QZ_DT_I32, 1, s1, res.g_idx);
-    if (!st && (needs & QZ_NEED_HESSIAN))
-      st = qz_st_writer_add(wr, "losses", QZ_DT_F32, 1, so, all_loss);
-    int64_t sn[1] = {nout};
-    if (!st && nout > 0)
-      st = qz_st_writer_add(wr, "outliers_idx", QZ_DT_I64, 1, sn, all_oidx);
-    if (!st && nout > 0)
-      st = qz_st_writer_add(wr, "outliers_val", QZ_DT_F32, 1, sn, all_oval);
-    if (!st) st = qz_st_writer_finish(&wr);
-    if (!st)
-      qz_info("layer: %s %lld x %lld w%d -> %s (loss %.6g, damp %g)", ops->name,
-              (long long)out_f, (long long)in_f, a.mo.spec.bits, a.out,
-              loss_total, res.percdamp_used);
-  }
+  st = gather_all(ctx, &res, out_f, in_f, nrows, ng, &all);
+  if (!st && ctx->rank == 0)
+    st = write_result(&a, &res, &all, out_f, in_f, ng, hessian, ctx->size);
   qz_timer_stop(QZ_PHASE_WRITE);
   st = qz_error_agree(comm, st);
 done:
-  if (wr) qz_st_writer_abort(&wr);
   if (mstate) ops->destroy(&mstate);
   qz_hessian_destroy(&H);
   qz_grid_destroy(&grid);
   qz_st_close(&in);
   qz_free(&w);
-  qz_free(&xrows);
-  qz_free(&hfull);
   qz_free(&res.codes);
   qz_free(&res.q);
   qz_free(&res.scale);
@@ -338,14 +379,8 @@ done:
   qz_free(&res.objective);
   qz_free(&res.outlier_idx);
   qz_free(&res.outlier_val);
-  qz_free(&all_oidx);
-  qz_free(&all_oval);
   qz_free(&res.g_idx);
   qz_free(&res.perm);
-  qz_free(&all_q);
-  qz_free(&all_codes);
-  qz_free(&all_scale);
-  qz_free(&all_zero);
-  qz_free(&all_loss);
+  layer_all_free(&all);
   return st;
 }

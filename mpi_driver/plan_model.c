@@ -212,17 +212,18 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
       if (rows > m->rows) m->rows = rows;
       if (flush > m->flush) m->flush = flush;
       if (prep > m->prepare) m->prepare = prep;
-      /* the row buffer lives through the flush; the linears run after it is freed */
+      /* the row buffer lives through the flush; the factorization after it */
       double t = rows + flush;
       if (prep > t) t = prep;
-      if (gmax > t) t = gmax;
       if (t > trans_max) trans_max = t;
     }
     /* (m->embed is 0 now that the embedding is read per token; when a
      * large buffer is freed before the blocks, the driver's malloc settings
      * (main.c: no mmap, no trimming below 1 GiB) keep its pages resident as
      * a hole the Hessians are carved from: the larger of the two counts.) */
-    double carved = m->hessians + m->factor_xbuf + trans_max;
+    /* the per-linear buffers (results and the method's working set) are
+     * kept from linear to linear once the first linear has run */
+    double carved = m->hessians + m->factor_xbuf + gmax + trans_max;
     m->block_phase = m->base + m->weights + m->fwd + m->io_pages +
                      (carved > m->embed ? carved : m->embed);
     m->embed_phase = m->base + m->fwd_hidden + m->embed + embed_pages;

@@ -46,12 +46,6 @@
 #include "plan.h"
 
 /* HDF5 call inside a function with `st` and a `done:` label */
-#define H5_DONE(expr)                                                        \
-  do {                                                                       \
-    if ((long long)(expr) < 0)                                               \
-      QZ_FAIL_DONE(QZ_ERR_HDF5, "calibration: HDF5 call failed: %s", #expr); \
-  } while (0)
-
 void qz_plan_rates_default(qz_plan_rates *r) {
   /* the 2-core AVX-512 VM of docs/performance.md when not shared, rounded
    * down: OpenBLAS 0.3.21 with Haswell kernels, 1 thread per rank (sgemm
@@ -274,15 +268,15 @@ static int rate_coll(MPI_Comm comm, double *ar, double *rs, double *ag) {
     double t0;
     MPI_Barrier(comm);
     t0 = qz_wtime();
-    QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, a, (int)n, MPI_DOUBLE, MPI_SUM, comm));
+    QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, a, (int)n, MPI_DOUBLE, MPI_SUM, comm));
     double t1 = qz_wtime() - t0;
     MPI_Barrier(comm);
     t0 = qz_wtime();
-    QZ_CALL_MPI(MPI_Reduce_scatter(a, b, cnt, MPI_DOUBLE, MPI_SUM, comm));
+    QZ_CALL_MPI_DONE(MPI_Reduce_scatter(a, b, cnt, MPI_DOUBLE, MPI_SUM, comm));
     double t2 = qz_wtime() - t0;
     MPI_Barrier(comm);
     t0 = qz_wtime();
-    QZ_CALL_MPI(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, a, (int)(n / P),
+    QZ_CALL_MPI_DONE(MPI_Allgather(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, a, (int)(n / P),
                               MPI_DOUBLE, comm));
     double t3 = qz_wtime() - t0;
     if (it > 0) {
@@ -291,7 +285,7 @@ static int rate_coll(MPI_Comm comm, double *ar, double *rs, double *ag) {
       if (t3 < best[2]) best[2] = t3;
     }
   }
-  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, best, 3, MPI_DOUBLE, MPI_MAX, comm));
+  QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, best, 3, MPI_DOUBLE, MPI_MAX, comm));
   *ar = n * 8.0 / best[0] / 1e9;
   *rs = n * 8.0 / best[1] / 1e9;
   *ag = n * 8.0 / best[2] / 1e9;
@@ -318,20 +312,20 @@ static int rate_hdf5(MPI_Comm comm, const char *dir, double *gbs) {
   hid_t fapl = -1, file = -1, space = -1, mspace = -1, dset = -1, dxpl = -1;
   MPI_Barrier(comm);
   double t0 = qz_wtime();
-  H5_DONE(fapl = H5Pcreate(H5P_FILE_ACCESS));
-  H5_DONE(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
+  QZ_CALL_H5_DONE(fapl = H5Pcreate(H5P_FILE_ACCESS));
+  QZ_CALL_H5_DONE(H5Pset_fapl_mpio(fapl, comm, MPI_INFO_NULL));
   file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
   QZ_CHECK_DONE(file >= 0, QZ_ERR_HDF5, "calibration: cannot create %s (use --scratch DIR)",
                 path);
-  H5_DONE(space = H5Screate_simple(1, &total, NULL));
-  H5_DONE(dset = H5Dcreate2(file, "x", H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT,
+  QZ_CALL_H5_DONE(space = H5Screate_simple(1, &total, NULL));
+  QZ_CALL_H5_DONE(dset = H5Dcreate2(file, "x", H5T_NATIVE_FLOAT, space, H5P_DEFAULT, H5P_DEFAULT,
                                H5P_DEFAULT));
   hsize_t off = mine * (hsize_t)rank;
-  H5_DONE(H5Sselect_hyperslab(space, H5S_SELECT_SET, &off, NULL, &mine, NULL));
-  H5_DONE(mspace = H5Screate_simple(1, &mine, NULL));
-  H5_DONE(dxpl = H5Pcreate(H5P_DATASET_XFER));
-  H5_DONE(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
-  H5_DONE(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, space, dxpl, buf));
+  QZ_CALL_H5_DONE(H5Sselect_hyperslab(space, H5S_SELECT_SET, &off, NULL, &mine, NULL));
+  QZ_CALL_H5_DONE(mspace = H5Screate_simple(1, &mine, NULL));
+  QZ_CALL_H5_DONE(dxpl = H5Pcreate(H5P_DATASET_XFER));
+  QZ_CALL_H5_DONE(H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE));
+  QZ_CALL_H5_DONE(H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, space, dxpl, buf));
   H5Dclose(dset);
   dset = -1;
   H5Fclose(file);

@@ -24,6 +24,15 @@ extern "C" {
 int qz_gptq_quantize(const qz_method_opts *opts, const qz_layer *layer,
                      qz_layer_result *res);
 
+/* The sweep's buffers, reused from linear to linear (grown to the largest
+ * one: once per shape). qz_gptq_quantize makes a temporary one. */
+typedef struct qz_gptq_ws qz_gptq_ws;
+int qz_gptq_ws_create(qz_gptq_ws **out);      /* Not collective. */
+void qz_gptq_ws_destroy(qz_gptq_ws **ws);     /* accepts NULL, NULLs it */
+/* qz_gptq_quantize with the buffers of ws. Collective as qz_gptq_quantize. */
+int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *opts, const qz_layer *layer,
+                        qz_layer_result *res);
+
 /* plan model of one GPTQ linear (m rows x n inputs on one rank); QuantEase
  * starts from it. Not collective. */
 void qz_gptq_plan(const qz_method_opts *opts, const qz_plan_machine *mc, int64_t m,

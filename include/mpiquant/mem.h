@@ -16,6 +16,10 @@ int qz_alloc(size_t n, size_t size, const char *what, void *out /* T** */);
 int qz_calloc(size_t n, size_t size, const char *what, void *out /* T** */);
 /* Free and NULL the caller's pointer (accepts NULL). */
 void qz_free(void *pp /* T** */);
+/* A buffer reused from call to call: when n elements exceed *cap, the old
+ * contents are freed and n (uninitialised) elements allocated; otherwise
+ * nothing happens. Not collective. */
+int qz_grow(size_t n, size_t size, const char *what, void *pp /* T** */, size_t *cap);
 
 /* Large buffer: 2 MiB aligned with transparent huge pages requested
  * (first touch of 4 KiB pages is slow on some VMs). Free with qz_free_big. */

@@ -47,6 +47,16 @@ enum { QZ_QE_INIT_GPTQ = 0, QZ_QE_INIT_RTN = 1 };
 int qz_quantease_quantize(const qz_method_opts *opts, const qz_layer *layer,
                           qz_layer_result *res);
 
+/* Its buffers (and its GPTQ start's), reused from linear to linear and
+ * grown to the largest one: once per shape. qz_quantease_quantize makes a
+ * temporary one. */
+typedef struct qz_qe_ws qz_qe_ws;
+int qz_qe_ws_create(qz_qe_ws **out);   /* Not collective. */
+void qz_qe_ws_destroy(qz_qe_ws **ws);  /* accepts NULL, NULLs it */
+/* qz_quantease_quantize with the buffers of ws. Collective likewise. */
+int qz_quantease_quantize_ws(qz_qe_ws *ws, const qz_method_opts *opts, const qz_layer *layer,
+                             qz_layer_result *res);
+
 #ifdef __cplusplus
 }
 #endif
