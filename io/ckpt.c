@@ -658,6 +658,9 @@ void qz_ckpt_close(qz_ckpt **pck) {
 }
 
 int qz_ckpt_nblocks(const qz_ckpt *ck) { return ck->nblocks; }
+int qz_ckpt_version(const qz_ckpt *ck) {
+  return (int)json_integer_value(json_object_get(ck->manifest, "version"));
+}
 int qz_ckpt_block_done(const qz_ckpt *ck, int b) {
   return b >= 0 && b < ck->nblocks && ck->done[b];
 }

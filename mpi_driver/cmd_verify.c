@@ -43,8 +43,11 @@ int qz_cmd_verify(qz_ctx *ctx, int argc, char **argv) {
   int done = 0;
   for (int b = 0; b < qz_ckpt_nblocks(ck); b++) done += qz_ckpt_block_done(ck, b);
   if (st == QZ_OK && bad == 0 && ctx->rank == 0)
-    printf("verify %s: ok (%d of %d blocks complete, %lld datasets checked)\n", dir, done,
-           qz_ckpt_nblocks(ck), (long long)nds);
+    printf("verify %s: ok (%d of %d blocks complete, %lld datasets checked%s)\n", dir, done,
+           qz_ckpt_nblocks(ck), (long long)nds,
+           qz_ckpt_version(ck) < 2 ? "; a version 1 checkpoint records no digests: "
+                                     "only that every dataset decodes was checked"
+                                   : "");
   if (st == QZ_OK && bad)
     st = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
                       "verify %s: %d damaged file%s (named above); quantize --resume "

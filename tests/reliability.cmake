@@ -9,11 +9,13 @@ qz_add_mpi_test(NAME hessian_empty_ranks COMMAND $<TARGET_FILE:qzt_hessian_empty
 
 # FIFOs, devices, directories and symlink loops as every input path: a clear
 # error, exit 4, never a hang.
-foreach(np 1 2)
-  qz_add_test(NAME reliability_fifo_np${np} TIMEOUT 300
-    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_fifo.sh ${np})
-  set_tests_properties(reliability_fifo_np${np} PROPERTIES PROCESSORS ${np})
-endforeach()
+# np 1 also runs in the sanitizer build (scripts/test.sh --sanitize); the
+# multi-rank variants and the kill loop are labelled e2e to keep that run short.
+qz_add_test(NAME reliability_fifo_np1 TIMEOUT 300
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_fifo.sh 1)
+qz_add_test(NAME reliability_fifo_np2 TIMEOUT 300 LABELS e2e
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_fifo.sh 2)
+set_tests_properties(reliability_fifo_np2 PROPERTIES PROCESSORS 2)
 
 # Damaged manifests (wrong version, 2^62 blocks, duplicates, FIFO): clear
 # errors; label unit, so scripts/test.sh --sanitize runs it under ASan.
@@ -35,20 +37,20 @@ qz_add_mpi_test(NAME source_fingerprint COMMAND $<TARGET_FILE:qzt_source_fingerp
 # snapshot write at np 1; at np 2 one drawn step, the collective snapshot
 # write and the manifest update after it), then --resume: the same directory as an
 # uninterrupted run, no temporary left.
-qz_add_test(NAME reliability_kill_np1 TIMEOUT 300
+qz_add_test(NAME reliability_kill_np1 TIMEOUT 300 LABELS e2e
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_kill.sh 1 15)
-qz_add_test(NAME reliability_kill_np2 TIMEOUT 300
+qz_add_test(NAME reliability_kill_np2 TIMEOUT 300 LABELS e2e
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_kill.sh 2 1)
 set_tests_properties(reliability_kill_np2 PROPERTIES PROCESSORS 2)
 
 # One flipped bit in a zstd chunk: verify, eval --ckpt and export name the
 # dataset (exit 5); --resume rewrites it, and deleted/truncated block files,
 # identically.
-foreach(np 1 2)
-  qz_add_test(NAME reliability_corrupt_np${np} TIMEOUT 300
-    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_corrupt.sh ${np})
-  set_tests_properties(reliability_corrupt_np${np} PROPERTIES PROCESSORS ${np})
-endforeach()
+qz_add_test(NAME reliability_corrupt_np1 TIMEOUT 300
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_corrupt.sh 1)
+qz_add_test(NAME reliability_corrupt_np2 TIMEOUT 300 LABELS e2e
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/reliability_corrupt.sh 2)
+set_tests_properties(reliability_corrupt_np2 PROPERTIES PROCESSORS 2)
 
 # Hostile tokenizer.json: sparse huge id, 100,000 added tokens, a Replace to
 # 64 KB (limits in mpiquant/tokenizer.h, docs/io.md).

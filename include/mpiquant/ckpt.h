@@ -86,6 +86,7 @@ int qz_ckpt_open(MPI_Comm comm, const char *dir, qz_ckpt **out);
 void qz_ckpt_close(qz_ckpt **ck);
 
 int qz_ckpt_nblocks(const qz_ckpt *ck);
+int qz_ckpt_version(const qz_ckpt *ck); /* the manifest's format version */
 int qz_ckpt_block_done(const qz_ckpt *ck, int block);  /* in a completed file */
 int qz_ckpt_first_missing(const qz_ckpt *ck);           /* nblocks if all done */
 const char *qz_ckpt_options_json(const qz_ckpt *ck);    /* from the manifest */
