@@ -62,6 +62,9 @@ int qz_cmd_export(qz_ctx *ctx, int argc, char **argv) {
   }
   QZ_CHECK(optind == argc, QZ_ERR_USAGE, "export: unexpected argument '%s'", argv[optind]);
   QZ_CHECK(o.ckpt_dir && o.out_dir, QZ_ERR_USAGE, "export needs --ckpt CKPT and --out DIR");
+  QZ_CHECK(strcmp(format, "gptq") == 0 || strcmp(format, "compressed-tensors") == 0,
+           QZ_ERR_USAGE,
+           "export: unknown --format '%s' (supported: gptq, compressed-tensors)", format);
   /* the checkpoint labels of every method whose table accepts the format */
   const char *methods[64];
   int n = 0;
