@@ -67,7 +67,8 @@ int qz_cmd_export(qz_ctx *ctx, int argc, char **argv) {
   }
   QZ_CHECK(optind == argc, QZ_ERR_USAGE, "export: unexpected argument '%s'", argv[optind]);
   QZ_CHECK(o.ckpt_dir && o.out_dir, QZ_ERR_USAGE, "export needs --ckpt CKPT and --out DIR");
-  QZ_CHECK(!strcmp(format, "gptq") || !strcmp(format, "compressed-tensors"), QZ_ERR_USAGE,
+  QZ_CHECK(strcmp(format, "gptq") == 0 || strcmp(format, "compressed-tensors") == 0,
+           QZ_ERR_USAGE,
            "export: unknown --format '%s' (supported: gptq, compressed-tensors)", format);
   /* the checkpoint labels of every method whose table accepts the format */
   const char *methods[64];

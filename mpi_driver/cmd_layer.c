@@ -31,7 +31,7 @@ static void usage(void) {
       "default here).  --nb: ScaLAPACK block size of the distributed Hessian.\n"
       "quantease: the objective per sweep in the 'objective' metadata;\n"
       "--outlier-frac: tensors outliers_idx, outliers_val.\n\n");
-  qz_mcli_usage(stdout, NULL, NULL);
+  qz_mcli_usage(stdout, NULL);
   printf("  --from-x             H from X even when the file has H\n"
          "  --nsamples N         sequences N of H = 2/N X^T X\n"
          "  --nb NB              ScaLAPACK block size (default 128)\n");

@@ -57,7 +57,7 @@ static void usage(void) {
       "                        default location above); --scratch DIR for the\n"
       "                        HDF5 test file (default .)\n"
       "method options, as for quantize (the method's own plan model):\n");
-  qz_mcli_usage(stdout, NULL, "gptq");
+  qz_mcli_usage(stdout, QZ_METHOD_DEFAULT);
 }
 
 static int parse_size(const char *opt, const char *v, double *out) {
@@ -119,7 +119,7 @@ static int parse(int argc, char **argv, plan_opts *o) {
   *o = (plan_opts){.nodes = 1, .threads = 1, .nsamples = 128, .seqlen = 2048, .nb = 128,
                    .core_scale = 1.0, .net_gbs = 12.5, .latency_us = 5.0, .scratch = "."};
   const qz_method_ops *ops;
-  QZ_CALL(qz_mcli_method("plan", qz_mcli_method_arg(argc, argv, "gptq"), &ops, &o->mo));
+  QZ_CALL(qz_mcli_method("plan", qz_mcli_method_arg(argc, argv, QZ_METHOD_DEFAULT), &ops, &o->mo));
   struct option *opts = NULL;
   QZ_CALL(qz_mcli_longopts(base, &o->mo, &opts));
   int st = QZ_OK, c;

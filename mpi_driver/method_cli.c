@@ -76,7 +76,7 @@ int qz_mcli_finish(const char *cmd, qz_method_opts *o) {
 
 /* One option's help: "  --name META" padded to 23 columns, the text
  * wrapped at 79. */
-static void usage_row(FILE *f, const qz_opt *r, double def_now) {
+static void usage_row(FILE *f, const qz_opt *r) {
   char head[96], meta[80] = "";
   if (r->type == QZ_OPT_CHOICE) {
     size_t len = 0;
@@ -94,7 +94,6 @@ static void usage_row(FILE *f, const qz_opt *r, double def_now) {
     col = 22;
   }
   const char *t = r->help ? r->help : "";
-  (void)def_now;
   while (*t) {
     const char *sp = strchr(t, ' ');
     int wl = sp ? (int)(sp - t) : (int)strlen(t);
@@ -110,22 +109,19 @@ static void usage_row(FILE *f, const qz_opt *r, double def_now) {
   fputc('\n', f);
 }
 
-void qz_mcli_usage(FILE *f, const qz_method_opts *o, const char *method_default) {
+void qz_mcli_usage(FILE *f, const char *method_default) {
   fprintf(f, "  --method M           ");
   for (int m = 0, k = 0; qz_method_at(m); m++)
     if (!(qz_method_at(m)->flags & QZ_METHOD_HIDDEN))
       fprintf(f, "%s%s", k++ ? " | " : "", qz_method_at(m)->name);
   if (method_default) fprintf(f, " (default %s)", method_default);
   fputc('\n', f);
-  for (int i = 0; i < qz_method_nrows(NULL); i++) {
-    const qz_opt *r = qz_method_row(NULL, i);
-    usage_row(f, r, o ? qz_method_opt_value(o, i) : r->def);
-  }
+  for (int i = 0; i < qz_method_nrows(NULL); i++) usage_row(f, qz_method_row(NULL, i));
   for (int m = 0; qz_method_at(m); m++) {
     const qz_method_ops *ops = qz_method_at(m);
     if (ops->flags & QZ_METHOD_HIDDEN) continue;
     for (int i = 0; i < ops->noptions; i++)
-      if (ops->options[i].name) usage_row(f, &ops->options[i], ops->options[i].def);
+      if (ops->options[i].name) usage_row(f, &ops->options[i]);
   }
 }
 
@@ -150,23 +146,4 @@ void qz_mcli_json(const qz_method_opts *o, json_t *j) {
     json_object_set_new(dst, r->json, row_json(o, i));
   }
   if (grp) json_object_set_new(j, o->ops->json_group, grp);
-}
-
-int qz_mcli_argv(const qz_method_opts *o, char **argv, int max) {
-  int n = 0;
-  for (int i = 0; i < qz_method_nrows(o->ops) && i < 64; i++) {
-    const qz_opt *r = qz_method_row(o->ops, i);
-    if (!r->name || !(o->given >> i & 1u) || n + 2 > max) continue;
-    char buf[64];
-    argv[n] = malloc(strlen(r->name) + 3);
-    if (!argv[n]) break;
-    sprintf(argv[n++], "--%s", r->name);
-    if (r->type == QZ_OPT_FLAG) continue;
-    double v = qz_method_opt_value(o, i);
-    if (r->type == QZ_OPT_CHOICE) snprintf(buf, sizeof buf, "%s", r->choices[(int)v]);
-    else if (r->type == QZ_OPT_REAL) snprintf(buf, sizeof buf, "%.17g", v);
-    else snprintf(buf, sizeof buf, "%lld", (long long)v);
-    argv[n++] = strdup(buf);
-  }
-  return n;
 }

@@ -38,18 +38,12 @@ int qz_mcli_unknown(const char *cmd, const qz_method_opts *o, const char *arg);
 /* After parsing: the method's cross-option rules and fixed values. */
 int qz_mcli_finish(const char *cmd, qz_method_opts *o);
 
-/* --help lines: "--method M" with the listed methods, the common rows with
- * the defaults of `o` (NULL: the rows' own), then every listed method's
- * rows. */
-void qz_mcli_usage(FILE *f, const qz_method_opts *o, const char *method_default);
+/* --help lines: "--method M" with the listed methods (and its default when
+ * given), the common rows, then every listed method's own rows. */
+void qz_mcli_usage(FILE *f, const char *method_default);
 
 /* Every row of o->ops with a JSON key: the common ones at the top of j,
  * the method's under ops->json_group (or at the top). */
 void qz_mcli_json(const qz_method_opts *o, json_t *j);
-
-/* "--name value" pairs that reproduce the given options of o (for a
- * command line written by sweep); returns the count added to argv (at most
- * max). Not collective. */
-int qz_mcli_argv(const qz_method_opts *o, char **argv, int max);
 
 #endif

@@ -26,7 +26,7 @@ void qz_quantize_usage(void) {
       "                       window per line: used as the windows, in order)\n"
       "  --nsamples N         calibration windows (default 128)\n"
       "  --seqlen L           tokens per window (default min(2048, max_position))\n");
-  qz_mcli_usage(stdout, NULL, "gptq");
+  qz_mcli_usage(stdout, QZ_METHOD_DEFAULT);
   printf(
       "  --no-true-sequential all groups of a block from the unquantized forward\n"
       "  --layers A:B         quantize blocks A..B-1 only (default all)\n"
@@ -88,7 +88,7 @@ int qz_quantize_parse(int argc, char **argv, qz_qopts *o) {
   *o = (qz_qopts){.nsamples = 128, .nb = 128, .layer_end = -1, .zstd_level = 3,
                   .true_sequential = 1};
   const qz_method_ops *ops;
-  QZ_CALL(qz_mcli_method("quantize", qz_mcli_method_arg(argc, argv, "gptq"), &ops, &o->mo));
+  QZ_CALL(qz_mcli_method("quantize", qz_mcli_method_arg(argc, argv, QZ_METHOD_DEFAULT), &ops, &o->mo));
   struct option *opts = NULL;
   QZ_CALL(qz_mcli_longopts(base, &o->mo, &opts));
   int st = QZ_OK, c;

@@ -264,6 +264,9 @@ int qz_layer_check_finite(const qz_layer *L);
  * damping, no dead columns; optional outputs may be NULL. Not collective. */
 void qz_layer_result_plain(const qz_layer *L, int groupsize, qz_layer_result *res);
 
+/* The method quantize and plan use without --method. */
+#define QZ_METHOD_DEFAULT "gptq"
+
 /* A registered method by name (hidden ones too); NULL if unknown. */
 const qz_method_ops *qz_method_find(const char *name);
 /* The method that writes checkpoint attribute `label`; NULL if none. */
