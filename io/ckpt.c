@@ -726,21 +726,6 @@ static int read_attr_num(hid_t obj, const char *name, hid_t type, void *v) {
   return QZ_OK;
 }
 
-static int read_attr_str(hid_t obj, const char *name, char *buf, size_t len) {
-  hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
-  QZ_CHECK(a >= 0, QZ_ERR_FORMAT, "attribute %s missing", name);
-  hid_t t = H5Aget_type(a);
-  size_t n = H5Tget_size(t);
-  char *tmp = calloc(n + 1, 1);
-  herr_t r = tmp ? H5Aread(a, t, tmp) : -1;
-  if (r >= 0) snprintf(buf, len, "%s", tmp);
-  free(tmp);
-  H5Tclose(t);
-  H5Aclose(a);
-  QZ_CHECK(r >= 0, QZ_ERR_FORMAT, "attribute %s unreadable", name);
-  return QZ_OK;
-}
-
 /* A string attribute of any length (free()). */
 static int read_attr_alloc(hid_t obj, const char *name, char **out) {
   *out = NULL;
@@ -757,6 +742,14 @@ static int read_attr_alloc(hid_t obj, const char *name, char **out) {
     QZ_FAIL(QZ_ERR_FORMAT, "attribute %s unreadable", name);
   }
   *out = tmp;
+  return QZ_OK;
+}
+
+static int read_attr_str(hid_t obj, const char *name, char *buf, size_t len) {
+  char *tmp = NULL;
+  QZ_CALL(read_attr_alloc(obj, name, &tmp));
+  snprintf(buf, len, "%s", tmp);
+  free(tmp);
   return QZ_OK;
 }
 

@@ -16,6 +16,7 @@
 
 #include "export_impl.h"
 #include "mpiquant/error.h"
+#include "mpiquant/files.h"
 
 /* A name an export writes (or a temporary of one). */
 static int is_export_file(const char *nm) {
@@ -68,20 +69,6 @@ static int remove_export_dir(const char *dir) {
   closedir(d);
   QZ_CHECK(rmdir(dir) == 0, QZ_ERR_IO, "cannot remove %s: %s", dir, strerror(errno));
   return QZ_OK;
-}
-
-static void fsync_parent(const char *path) {
-  char buf[PATH_MAX];
-  snprintf(buf, sizeof buf, "%s", path);
-  char *s = strrchr(buf, '/');
-  if (s == buf) s[1] = '\0';
-  else if (s) *s = '\0';
-  else snprintf(buf, sizeof buf, ".");
-  int fd = open(buf, O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    fsync(fd);
-    close(fd);
-  }
 }
 
 int qz_export_out_begin(const char *out, const char *const *inputs, int ninputs,
@@ -150,7 +137,7 @@ int qz_export_out_commit(const char *out, const char *tmp) {
   }
   QZ_CHECK(rename(tmp, o) == 0, QZ_ERR_IO, "export: cannot rename %s to %s: %s", tmp, o,
            strerror(errno));
-  fsync_parent(o);
+  qz_fsync_dir_of(o);
   if (old[0]) QZ_CALL(remove_export_dir(old));
   return QZ_OK;
 }

@@ -27,8 +27,7 @@ int qz_mkdir_p(const char *path) {
   return QZ_OK;
 }
 
-/* fsync of the directory holding `path` (the rename is durable). */
-static void fsync_dir_of(const char *path) {
+void qz_fsync_dir_of(const char *path) {
   char dir[PATH_MAX];
   snprintf(dir, sizeof dir, "%s", path);
   char *slash = strrchr(dir, '/');
@@ -60,6 +59,6 @@ int qz_write_atomic(const char *path, const void *data, size_t len) {
     unlink(tmp);
     QZ_FAIL(QZ_ERR_IO, "cannot rename %s to %s: %s", tmp, path, strerror(err));
   }
-  fsync_dir_of(path);
+  qz_fsync_dir_of(path);
   return QZ_OK;
 }

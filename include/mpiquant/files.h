@@ -19,6 +19,9 @@ int qz_mkdir_p(const char *path);
  * PATH, then the directory fsynced. QZ_ERR_IO (disk full, permissions)
  * leaves no temp file behind. Not collective. */
 int qz_write_atomic(const char *path, const void *data, size_t len);
+/* fsync of the directory holding `path`, so that a rename into it is
+ * durable (errors ignored: best effort). Not collective. */
+void qz_fsync_dir_of(const char *path);
 
 #ifdef __cplusplus
 }
