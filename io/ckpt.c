@@ -4,7 +4,9 @@
  * a block is never marked complete before its data is on disk. */
 #define _GNU_SOURCE
 #include "mpiquant/ckpt.h"
+#include "mpiquant/codes.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <hdf5.h>
@@ -922,6 +924,12 @@ int qz_ckpt_write_linear(qz_ckpt *ck, int block, const char *module,
   QZ_CALL_DONE(attr_int(g, "act_order", m->act_order));
   QZ_CALL_DONE(attr_int(g, "static_groups", m->static_groups));
   QZ_CALL_DONE(attr_str(g, "method", m->method));
+  /* the int grid is not recorded: such files are the same as before grids */
+  if (m->grid[0] && strcmp(m->grid, "int") != 0) {
+    QZ_CHECK_DONE(qz_vgrid_from_name(m->grid) > 0, QZ_ERR_INTERNAL,
+                  "%s: unknown value grid '%s'", path, m->grid);
+    QZ_CALL_DONE(attr_str(g, "grid", m->grid));
+  }
   QZ_CALL_DONE(attr_dbl(g, "damp_used", m->damp_used));
   QZ_CALL_DONE(attr_dbl(g, "loss", m->loss));
   /* no wall-clock time in the HDF5 files: a rerun or a resumed run must be
@@ -1160,6 +1168,13 @@ int qz_ckpt_linear_info(qz_ckpt *ck, int block, const char *module,
     QZ_CALL_DONE(read_attr_str(g, "method", m->method, sizeof m->method));
     QZ_CALL_DONE(read_attr_num(g, "damp_used", H5T_NATIVE_DOUBLE, &m->damp_used));
     QZ_CALL_DONE(read_attr_num(g, "loss", H5T_NATIVE_DOUBLE, &m->loss));
+    snprintf(m->grid, sizeof m->grid, "int");
+    if (H5Aexists(g, "grid") > 0) {
+      QZ_CALL_DONE(read_attr_str(g, "grid", m->grid, sizeof m->grid));
+      QZ_CHECK_DONE(qz_vgrid_from_name(m->grid) >= 0, QZ_ERR_FORMAT,
+                    "checkpoint %s: %s has value grid '%s' (known: int, nf4, fp4, "
+                    "fp8_e4m3; written by a newer mpiquant?)", ck->dir, path, m->grid);
+    }
   }
 done:
   H5Gclose(g);
@@ -1337,15 +1352,63 @@ int qz_ckpt_act_bits(const qz_ckpt *ck) {
 void qz_dequantize_rows(int64_t nrows, int64_t in, int64_t ngroups,
                         const uint8_t *codes, const float *scales,
                         const float *zeros, const int32_t *g_idx, float *q) {
-  for (int64_t r = 0; r < nrows; r++) {
-    const float *s = scales + r * ngroups, *z = zeros + r * ngroups;
-    const uint8_t *c = codes + r * in;
-    float *o = q + r * in;
-    for (int64_t j = 0; j < in; j++) {
-      int32_t g = g_idx[j];
-      o[j] = s[g] * ((float)c[j] - z[g]);
-    }
-  }
+  qz_dequantize_rows_grid(nrows, in, ngroups, codes, scales, zeros, g_idx, NULL, q);
+}
+
+/* ------------------------------------------------------- auxiliary data */
+
+/* "/aux/<block>" and a checked dataset name (letters, digits, '_', '.'). */
+static int aux_path(int block, const char *name, char *path, size_t len) {
+  QZ_CHECK(name && name[0] && strlen(name) < 128, QZ_ERR_INTERNAL, "bad aux name");
+  for (const char *c = name; *c; c++)
+    QZ_CHECK(isalnum((unsigned char)*c) || *c == '_' || *c == '.', QZ_ERR_INTERNAL,
+             "aux dataset name '%s': only letters, digits, '_' and '.'", name);
+  snprintf(path, len, "/aux/%d", block);
+  return QZ_OK;
+}
+
+int qz_ckpt_write_aux(qz_ckpt *ck, int block, const char *name, int64_t n0, int64_t n1,
+                      const float *v) {
+  QZ_CHECK(ck->file >= 0 && ck->file_index == block / ck->bpf, QZ_ERR_INTERNAL,
+           "qz_ckpt_begin_block(%d) was not called", block);
+  char path[64];
+  QZ_CALL(aux_path(block, name, path, sizeof path));
+  hid_t g = create_group(ck->file, path);
+  QZ_CHECK(g >= 0, QZ_ERR_HDF5, "cannot create group %s", path);
+  int st = QZ_OK;
+  hsize_t d[2] = {(hsize_t)n0, (hsize_t)(n1 > 0 ? n1 : 1)};
+  int64_t r = ck->rank == 0 ? n0 : 0; /* replicated: rank 0 writes */
+  st = write_ds(ck, g, name, H5T_NATIVE_FLOAT, H5T_IEEE_F32LE, 2, d, 0, r, v,
+                (size_t)d[1] * 4);
+  H5Gclose(g);
+  return st;
+}
+
+int qz_ckpt_read_aux(qz_ckpt *ck, int block, const char *name, int64_t n0, int64_t n1,
+                     float *v, int *found) {
+  *found = 0;
+  QZ_CALL(open_for_read(ck, block));
+  char path[64];
+  QZ_CALL(aux_path(block, name, path, sizeof path));
+  if (H5Lexists(ck->file, "/aux", H5P_DEFAULT) <= 0 ||
+      H5Lexists(ck->file, path, H5P_DEFAULT) <= 0)
+    return QZ_OK;
+  hid_t g = H5Gopen2(ck->file, path, H5P_DEFAULT);
+  QZ_CHECK(g >= 0, QZ_ERR_FORMAT, "checkpoint %s: %s unreadable", ck->dir, path);
+  int st = QZ_OK;
+  if (H5Lexists(g, name, H5P_DEFAULT) <= 0) goto done;
+  hsize_t d[2] = {0, 0};
+  QZ_CHECK_DONE(ds_dims(g, name, d) == 2 && d[0] == (hsize_t)n0 &&
+                d[1] == (hsize_t)(n1 > 0 ? n1 : 1), QZ_ERR_FORMAT,
+                "checkpoint %s: %s/%s is [%llu, %llu], expected [%lld, %lld]", ck->dir,
+                path, name, (unsigned long long)d[0], (unsigned long long)d[1],
+                (long long)n0, (long long)(n1 > 0 ? n1 : 1));
+  QZ_CALL_DONE(read_ds(g, name, H5T_NATIVE_FLOAT, 0, n0, v));
+  *found = 1;
+done:
+  H5Gclose(g);
+  if (st != QZ_OK) qz_error_prefix("checkpoint %s, %s/%s: ", ck->dir, path, name);
+  return st;
 }
 
 /* --------------------------------------------------------------- snapshot */

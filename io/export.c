@@ -86,6 +86,14 @@ static int method_ok(const char *const *methods, const char *method) {
   return methods == NULL;
 }
 
+/* 1 when the format holds codes on grid `grid` (checkpoint attribute). */
+static int grid_ok(const qz_export_format *fmt, const char *grid) {
+  if (!grid[0] || strcmp(grid, "int") == 0) return 1;
+  for (const char *const *g = fmt->grids; g && *g; g++)
+    if (strcmp(*g, grid) == 0) return 1;
+  return 0;
+}
+
 static const qz_export_format *find_format(const char *name) {
   static const qz_export_format *const all[] = {&qz_export_format_gptq,
                                                 &qz_export_format_ct};
@@ -157,6 +165,9 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
       QZ_CHECK_DONE(method_ok(o->methods, m.method), QZ_ERR_UNSUPPORTED,
                     "layer %d %s was quantized with '%s', which has no %s export", layer,
                     k_linears[lin], m.method, fmt->title);
+      QZ_CHECK_DONE(grid_ok(fmt, m.grid), QZ_ERR_UNSUPPORTED,
+                    "layer %d %s has codes on the %s grid, which the %s export cannot "
+                    "hold", layer, k_linears[lin], m.grid, fmt->title);
       st = fmt->linear(ck, rank, ss, layer, k_linears[lin], &m, &counts);
       QZ_CALL_DONE(qz_error_agree(comm, st));
       if (nlinear++ == 0) first = m;

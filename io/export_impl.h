@@ -31,6 +31,9 @@ typedef struct {
   int quantize_config_json;
   /* warnings after a successful export (rank 0) */
   void (*report)(const qz_ckpt_linear_meta *first, const qz_export_counts *n);
+  /* value grids (mpiquant/codes.h names) besides "int" the format holds;
+   * NULL: the integer grid only */
+  const char *const *grids;
 } qz_export_format;
 
 extern const qz_export_format qz_export_format_gptq;

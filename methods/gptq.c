@@ -378,6 +378,24 @@ void qz_gptq_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m,
   p->factor = 1;
 }
 
+/* Activations at evaluation: with --act-bits A every linear input is
+ * quantized per token (dynamic, symmetric; options.act_bits, which eval
+ * applies), e.g. W8A8-INT: --bits 8 --group -1 --sym --act-bits 8. */
+static const qz_opt gptq_rows[] = {
+    {.name = "act-bits", .type = QZ_OPT_INT, .ext = 1, .offset = 0, .def = 0, .lo = 0,
+     .hi = 16, .json = "act_bits", .metavar = "A",
+     .help = "quantize every linear input to A bits per token at evaluation (dynamic, "
+             "symmetric; 0 = off, default)"},
+};
+
+static int gptq_check_act(qz_method_opts *o) {
+  int act_bits = 0;
+  qz_method_ext_get(o, &act_bits);
+  QZ_CHECK(act_bits == 0 || act_bits >= 2, QZ_ERR_USAGE,
+           "--act-bits %d: 0 (off) or 2..16", act_bits);
+  return QZ_OK;
+}
+
 static const char *const gptq_exports[] = {"gptq", "compressed-tensors", NULL};
 
 const qz_method_ops qz_method_gptq = {.name = "gptq",
@@ -385,6 +403,9 @@ const qz_method_ops qz_method_gptq = {.name = "gptq",
                                       .uses = QZ_USES_BITS | QZ_USES_GROUP | QZ_USES_SYM |
                                               QZ_USES_ACT_ORDER,
                                       .exports = gptq_exports,
+                                      .options = gptq_rows,
+                                      .noptions = 1,
+                                      .check = gptq_check_act,
                                       .needs = gptq_needs,
                                       .setup = gptq_setup,
                                       .quantize_layer = gptq_layer,

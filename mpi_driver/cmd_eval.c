@@ -10,6 +10,7 @@
 #include "mpiquant/error.h"
 #include "mpiquant/forward.h"
 #include "mpiquant/log.h"
+#include "mpiquant/method.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/model.h"
 #include "mpiquant/tokenizer.h"
@@ -155,6 +156,23 @@ done:
   return st;
 }
 
+/* The activation hook of the method that wrote checkpoint ck (manifest
+ * options "method"), when it has one; *ops receives that method (to free
+ * the hook). Collective on comm. */
+static int ckpt_act_hook(qz_ckpt *ck, MPI_Comm comm, const qz_model_config *cfg,
+                         qz_act_hook *h, const qz_method_ops **ops) {
+  *ops = NULL;
+  json_t *j = json_loads(qz_ckpt_options_json(ck), 0, NULL);
+  const char *name = json_string_value(json_object_get(j, "method"));
+  const qz_method_ops *m = name ? qz_method_find(name) : NULL;
+  json_decref(j);
+  if (!m || !m->eval_act) return QZ_OK;
+  *ops = m;
+  QZ_CALL(m->eval_act(ck, comm, cfg, h));
+  if (h->fn) qz_info("eval: checkpoint activations as %s defines them", m->name);
+  return QZ_OK;
+}
+
 /* The command; `report` prints the result lines on rank 0's stdout, `out`
  * (may be NULL) receives the result on every rank. */
 static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
@@ -166,6 +184,8 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   int32_t *ids = NULL;
   int64_t n = 0;
   qz_ckpt_source cks = {0};
+  qz_act_hook hook = {0};
+  const qz_method_ops *hook_ops = NULL;
   if (o.ckpt) {
     QZ_CALL_DONE(qz_ckpt_open(ctx->comm, o.ckpt, &cks.ck));
     if (!o.model) o.model = qz_ckpt_model_dir(cks.ck);
@@ -193,6 +213,13 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
     eo.block_source = qz_ckpt_block_source;
     eo.block_source_ctx = &cks;
     eo.act_quant_bits = qz_ckpt_act_bits(cks.ck); /* SmoothQuant W8A8 */
+    QZ_CALL_DONE(ckpt_act_hook(cks.ck, ctx->comm, cfg, &hook, &hook_ops));
+    if (hook.fn) {
+      QZ_CHECK_DONE(!eo.act_quant_bits, QZ_ERR_FORMAT,
+                    "checkpoint %s: options give both act_bits and a method activation "
+                    "hook", o.ckpt);
+      eo.act_hook = &hook;
+    }
     if (eo.act_quant_bits)
       qz_info("eval: checkpoint activations: int%d per token, dynamic, symmetric, "
               "at the input of every linear", eo.act_quant_bits);
@@ -205,7 +232,8 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
                               : " (W8A16)");
   }
   if (o.task.tasks) {
-    qz_task_model tm = {eo.block_source, eo.block_source_ctx, eo.act_quant_bits};
+    qz_task_model tm = {eo.block_source, eo.block_source_ctx, eo.act_quant_bits,
+                        eo.act_hook};
     QZ_CALL_DONE(qz_task_eval(ctx, m, o.model, &o.task, &tm, report, o.json, tout));
     goto done;
   }
@@ -271,6 +299,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
     fflush(stdout);
   }
 done:
+  if (hook_ops && hook_ops->eval_act_free) hook_ops->eval_act_free(&hook);
   qz_free(&ids);
   qz_model_close(&m);
   qz_ckpt_close(&cks.ck);

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 
+#include "mpiquant/codes.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
@@ -10,10 +11,13 @@
 #include "mpiquant/timing.h"
 
 int qz_linear_assemble(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64_t r0,
-                       int64_t nr, const uint8_t *codes, const float *scale,
+                       int64_t nr, int grid, const uint8_t *codes, const float *scale,
                        const float *zero, const int32_t *g_idx, int64_t nnz,
                        const int64_t *oidx, const float *oval, float *rows, float *full) {
-  qz_dequantize_rows(nr, in, ng, codes, scale, zero, g_idx, rows);
+  float value[256];
+  if (grid != QZ_VGRID_INT) qz_vgrid_values((qz_vgrid)grid, value);
+  qz_dequantize_rows_grid(nr, in, ng, codes, scale, zero, g_idx,
+                          grid != QZ_VGRID_INT ? value : NULL, rows);
   qz_outliers_add_rows(r0, nr, in, nnz, oidx, oval, rows);
   QZ_CALL(qz_allgather_rows_f32(comm, out, in, rows, full));
   return QZ_OK;
@@ -26,7 +30,8 @@ int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
   MPI_Comm_size(comm, &size);
   int64_t o2, i2, ng, r0, nr;
   const char *mod = qz_linear_name(l);
-  QZ_CALL(qz_ckpt_linear_info(ck, layer, mod, &o2, &i2, &ng, NULL));
+  qz_ckpt_linear_meta meta;
+  QZ_CALL(qz_ckpt_linear_info(ck, layer, mod, &o2, &i2, &ng, &meta));
   QZ_CHECK(o2 == out && i2 == in, QZ_ERR_FORMAT,
            "checkpoint %s: layer %d %s is [%lld, %lld], the model says [%lld, %lld]",
            qz_ckpt_dir(ck), layer, mod, (long long)o2, (long long)i2,
@@ -46,7 +51,8 @@ int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
   QZ_CALL_DONE(qz_error_agree(comm, st));
   QZ_CALL_DONE(qz_ckpt_read_linear(ck, layer, mod, r0, nr, codes, sc, z, gi, NULL));
   QZ_CALL_DONE(qz_ckpt_read_outliers(ck, layer, mod, &nnz, &oidx, &oval));
-  QZ_CALL_DONE(qz_linear_assemble(comm, out, in, ng, r0, nr, codes, sc, z, gi, nnz, oidx,
+  QZ_CALL_DONE(qz_linear_assemble(comm, out, in, ng, r0, nr, qz_vgrid_from_name(meta.grid),
+                                  codes, sc, z, gi, nnz, oidx,
                                   oval, q, w));
 done:
   qz_free(&oidx);

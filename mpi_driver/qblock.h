@@ -11,12 +11,12 @@
 #include "mpiquant/model.h"
 
 /* The one "dequantize -> outliers -> gather" step: this rank's rows
- * [r0, r0 + nr) of a stored linear (codes [nr, in], scale/zero [nr, ng],
- * g_idx [in], plus the sparse fp part: nnz entries, flat global indices)
+ * [r0, r0 + nr) of a stored linear (codes [nr, in] on value grid `grid`
+ * (mpiquant/codes.h), scale/zero [nr, ng], g_idx [in], plus the sparse fp part: nnz entries, flat global indices)
  * into `rows` [nr, in], then every rank's rows into `full` [out, in] on
  * every rank: the weights the checkpoint holds. Collective on comm. */
 int qz_linear_assemble(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64_t r0,
-                       int64_t nr, const uint8_t *codes, const float *scale,
+                       int64_t nr, int grid, const uint8_t *codes, const float *scale,
                        const float *zero, const int32_t *g_idx, int64_t nnz,
                        const int64_t *oidx, const float *oval, float *rows, float *full);
 

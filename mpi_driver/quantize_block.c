@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpiquant/codes.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
@@ -108,6 +109,7 @@ static int record_linear(qz_qrun *r, int layer, qz_linear l, int64_t out, int64_
                               .damp_used = hess ? res->percdamp_used : 0.0,
                               .loss = loss, .seconds = secs};
   snprintf(meta.method, sizeof meta.method, "%s", qz_method_label(mo));
+  snprintf(meta.grid, sizeof meta.grid, "%s", qz_vgrid_name((qz_vgrid)res->grid));
   qz_timer_start(QZ_PHASE_WRITE);
   int st = qz_ckpt_write_linear(r->ck, layer, qz_linear_name(l), out, in, ng, r0, nr,
                                 res->codes, res->scale, res->zero, res->g_idx, res->perm,
@@ -151,7 +153,7 @@ static int quantize_linear(qz_qrun *r, int layer, qz_block_weights *w, qz_linear
   int st = r->o->mo.ops->quantize_layer(r->mstate, &layer_in, &res);
   QZ_CALL_DONE(qz_error_agree(comm, st));
   double secs = qz_wtime() - t0;
-  QZ_CALL_DONE(qz_linear_assemble(comm, out, in, ng, r0, nr, res.codes, res.scale, res.zero,
+  QZ_CALL_DONE(qz_linear_assemble(comm, out, in, ng, r0, nr, res.grid, res.codes, res.scale, res.zero,
                                   res.g_idx, res.noutliers, res.outlier_idx,
                                   res.outlier_val, r->bufs->q, w->w[l]));
   /* summed in row order: the attribute is the same at every np */

@@ -57,6 +57,7 @@ typedef struct {
   qz_block_source_fn block_source;
   void *block_source_ctx;
   int act_quant_bits;
+  const qz_act_hook *act_hook; /* NULL or the linear-input hook */
 } qz_task_model;
 
 /* Evaluate the tasks of `c` on model m (its dir `model_dir` holds the

@@ -53,6 +53,7 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
   st = qz_fwd_create_batched(cfg, count, L, bw, &f);
   if (st == QZ_OK && o->act_quant_bits > 0)
     st = qz_fwd_set_act_quant(f, o->act_quant_bits);
+  if (st == QZ_OK && o->act_hook) st = qz_fwd_set_act_hook(f, o->act_hook);
   if (st == QZ_OK) st = qz_block_weights_alloc(cfg, &w);
   if (st == QZ_OK) st = qz_calloc((size_t)(count > 0 ? count : 1), sizeof *nll,
                                   "window NLLs", &nll);

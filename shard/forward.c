@@ -39,6 +39,7 @@ struct qz_fwd {
   float *logits;        /* [chunk, vocab], allocated on first use of the head */
   int64_t logits_rows;
   int act_bits;  /* 0: off; else per-token dynamic symmetric fake-quant */
+  qz_act_hook hook; /* hook.fn NULL: none */
   float *aq;     /* [bmax*seqlen, max(H, qd, I)] quantized linear input */
   void *mem;
   size_t mem_bytes;
@@ -388,17 +389,35 @@ static void attention(qz_fwd *f) {
   }
 }
 
-int qz_fwd_set_act_quant(qz_fwd *f, int bits) {
-  QZ_CHECK(bits == 0 || (bits >= 2 && bits <= 16), QZ_ERR_ARG,
-           "activation quantization: bits must be 0 (off) or 2..16, got %d", bits);
-  if (bits && !f->aq) {
+/* The linear-input buffer f->aq (allocated once). */
+static int need_aq(qz_fwd *f) {
+  if (!f->aq) {
     int64_t c = f->H > f->qd ? f->H : f->qd;
     c = c > f->I ? c : f->I;
     size_t n = (size_t)(f->bmax * f->seqlen * c);
     QZ_CALL(qz_alloc_big((n ? n : 1) * sizeof(float), "activation fake-quant buffer",
                          (void **)&f->aq));
   }
+  return QZ_OK;
+}
+
+int qz_fwd_set_act_quant(qz_fwd *f, int bits) {
+  QZ_CHECK(bits == 0 || (bits >= 2 && bits <= 16), QZ_ERR_ARG,
+           "activation quantization: bits must be 0 (off) or 2..16, got %d", bits);
+  QZ_CHECK(!bits || !f->hook.fn, QZ_ERR_ARG,
+           "activation quantization and an activation hook are exclusive");
+  if (bits) QZ_CALL(need_aq(f));
   f->act_bits = bits;
+  f->done = QZ_STAGE_NONE;
+  return QZ_OK;
+}
+
+int qz_fwd_set_act_hook(qz_fwd *f, const qz_act_hook *h) {
+  QZ_CHECK(!h || !f->act_bits, QZ_ERR_ARG,
+           "activation quantization and an activation hook are exclusive");
+  QZ_CHECK(!h || h->fn, QZ_ERR_ARG, "activation hook without a function");
+  if (h) QZ_CALL(need_aq(f));
+  f->hook = h ? *h : (qz_act_hook){0};
   f->done = QZ_STAGE_NONE;
   return QZ_OK;
 }
@@ -418,8 +437,14 @@ void qz_act_fake_quant(const float *x, int64_t nrows, int64_t n, int bits,
   }
 }
 
-/* The input of a linear: x itself, or its fake-quantized copy in f->aq. */
-static const float *lin_in(qz_fwd *f, const float *x, int64_t n) {
+/* The input of linear group `lin` of block w: x itself, or its
+ * fake-quantized (hooked) copy in f->aq. */
+static const float *lin_in(qz_fwd *f, const qz_block_weights *w, qz_linear lin,
+                           const float *x, int64_t n) {
+  if (f->hook.fn) {
+    f->hook.fn(f->hook.ctx, w->layer, lin, x, f->ntok, n, f->aq);
+    return f->aq;
+  }
   if (!f->act_bits) return x;
   qz_act_fake_quant(x, f->ntok, n, f->act_bits, f->aq);
   return f->aq;
@@ -434,7 +459,7 @@ static void run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
       rmsnorm(f->xn, f->x, w->attn_norm, T, H, f->eps);
       break;
     case QZ_STAGE_O_IN: {
-      const float *xin = lin_in(f, f->xn, H);
+      const float *xin = lin_in(f, w, QZ_LIN_Q, f->xn, H);
       linear(f->q, xin, w->w[QZ_LIN_Q], w->b[QZ_LIN_Q], T, f->seqlen, f->qd, H);
       linear(f->k, xin, w->w[QZ_LIN_K], w->b[QZ_LIN_K], T, f->seqlen, f->kvd, H);
       linear(f->v, xin, w->w[QZ_LIN_V], w->b[QZ_LIN_V], T, f->seqlen, f->kvd, H);
@@ -445,19 +470,19 @@ static void run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
       break;
     }
     case QZ_STAGE_GATEUP_IN:
-      linear(f->h1, lin_in(f, f->q, f->qd), w->w[QZ_LIN_O], w->b[QZ_LIN_O], T, f->seqlen, H, f->qd);
+      linear(f->h1, lin_in(f, w, QZ_LIN_O, f->q, f->qd), w->w[QZ_LIN_O], w->b[QZ_LIN_O], T, f->seqlen, H, f->qd);
       for (int64_t i = 0; i < T * H; i++) f->h1[i] += f->x[i];
       rmsnorm(f->h1n, f->h1, w->ffn_norm, T, H, f->eps);
       break;
     case QZ_STAGE_DOWN_IN: {
-      const float *xin = lin_in(f, f->h1n, H);
+      const float *xin = lin_in(f, w, QZ_LIN_GATE, f->h1n, H);
       linear(f->g, xin, w->w[QZ_LIN_GATE], w->b[QZ_LIN_GATE], T, f->seqlen, I, H);
       linear(f->u, xin, w->w[QZ_LIN_UP], w->b[QZ_LIN_UP], T, f->seqlen, I, H);
       for (int64_t i = 0; i < T * I; i++) f->g[i] = silu(f->g[i]) * f->u[i];
       break;
     }
     case QZ_STAGE_OUT:
-      linear(f->out, lin_in(f, f->g, I), w->w[QZ_LIN_DOWN], w->b[QZ_LIN_DOWN], T, f->seqlen, H, I);
+      linear(f->out, lin_in(f, w, QZ_LIN_DOWN, f->g, I), w->w[QZ_LIN_DOWN], w->b[QZ_LIN_DOWN], T, f->seqlen, H, I);
       for (int64_t i = 0; i < T * H; i++) f->out[i] += f->h1[i];
       break;
     default:

@@ -58,6 +58,7 @@ typedef struct {
   int64_t H, I, nq, nkv, hd, qd, kvd, V;
   float eps;
   int act_bits;
+  const qz_act_hook *hook; /* NULL: none */
   int64_t bmax, max_len;
   float *x;             /* [rows of one round, H] residual stream */
   int64_t r0;           /* local row of x[0] (the current round's first) */
@@ -67,7 +68,12 @@ typedef struct {
   float *cos_t, *sin_t; /* [max_len, hd/2] */
 } ws;
 
-static const float *lin_in(ws *w, const float *x, int64_t nrows, int64_t n) {
+static const float *lin_in(ws *w, int layer, qz_linear lin, const float *x, int64_t nrows,
+                           int64_t n) {
+  if (w->hook) {
+    w->hook->fn(w->hook->ctx, layer, lin, x, nrows, n, w->aq);
+    return w->aq;
+  }
   if (!w->act_bits) return x;
   qz_act_fake_quant(x, nrows, n, w->act_bits, w->aq);
   return w->aq;
@@ -112,7 +118,7 @@ static void block_batch(ws *w, const qz_block_weights *bw, const batch *b,
   const int64_t T = b->rows, H = w->H, I = w->I, qd = w->qd, kvd = w->kvd;
   float *x = w->x + (b->row0 - w->r0) * H;
   qz_fwdk_rmsnorm(w->xn, x, bw->attn_norm, T, H, w->eps);
-  const float *xin = lin_in(w, w->xn, T, H);
+  const float *xin = lin_in(w, bw->layer, QZ_LIN_Q, w->xn, T, H);
   qz_fwdk_linear(w->q, xin, bw->w[QZ_LIN_Q], bw->b[QZ_LIN_Q], T, T, qd, H);
   qz_fwdk_linear(w->k, xin, bw->w[QZ_LIN_K], bw->b[QZ_LIN_K], T, T, kvd, H);
   qz_fwdk_linear(w->v, xin, bw->w[QZ_LIN_V], bw->b[QZ_LIN_V], T, T, kvd, H);
@@ -127,14 +133,14 @@ static void block_batch(ws *w, const qz_block_weights *bw, const batch *b,
       if (own > 0) attend(w, win[r].own - b->row0, own, sr, gp->S);
     }
   }
-  qz_fwdk_linear(w->h1, lin_in(w, w->q, T, qd), bw->w[QZ_LIN_O], bw->b[QZ_LIN_O], T, T, H, qd);
+  qz_fwdk_linear(w->h1, lin_in(w, bw->layer, QZ_LIN_O, w->q, T, qd), bw->w[QZ_LIN_O], bw->b[QZ_LIN_O], T, T, H, qd);
   for (int64_t i = 0; i < T * H; i++) w->h1[i] += x[i];
   qz_fwdk_rmsnorm(w->h1n, w->h1, bw->ffn_norm, T, H, w->eps);
-  xin = lin_in(w, w->h1n, T, H);
+  xin = lin_in(w, bw->layer, QZ_LIN_GATE, w->h1n, T, H);
   qz_fwdk_linear(w->g, xin, bw->w[QZ_LIN_GATE], bw->b[QZ_LIN_GATE], T, T, I, H);
   qz_fwdk_linear(w->u, xin, bw->w[QZ_LIN_UP], bw->b[QZ_LIN_UP], T, T, I, H);
   qz_fwdk_swiglu(w->g, w->u, T * I);
-  qz_fwdk_linear(w->out, lin_in(w, w->g, T, I), bw->w[QZ_LIN_DOWN], bw->b[QZ_LIN_DOWN], T, T,
+  qz_fwdk_linear(w->out, lin_in(w, bw->layer, QZ_LIN_DOWN, w->g, T, I), bw->w[QZ_LIN_DOWN], bw->b[QZ_LIN_DOWN], T, T,
                  H, I);
   for (int64_t i = 0; i < T * H; i++) x[i] = w->out[i] + w->h1[i];
 }
@@ -371,6 +377,9 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
   w.V = cfg->vocab_size;
   w.eps = (float)cfg->rms_norm_eps;
   w.act_bits = o->act_quant_bits;
+  w.hook = o->act_hook;
+  QZ_CHECK_DONE(!(w.hook && w.act_bits), QZ_ERR_ARG,
+                "activation quantization and an activation hook are exclusive");
   w.bmax = bmax;
   w.max_len = L;
   QZ_CHECK_DONE(w.nq > 0 && w.nkv > 0 && w.nq % w.nkv == 0 && w.hd % 2 == 0, QZ_ERR_ARG,
@@ -382,7 +391,7 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
     int64_t qb = L < QZ_FWD_QBLOCK ? L : QZ_FWD_QBLOCK;
     int64_t sz[] = {Tmax * w.H,        bmax * w.H,   bmax * w.qd, bmax * w.kvd,
                     bmax * w.kvd,   bmax * w.H,   bmax * w.H,  bmax * w.I,
-                    bmax * w.I,     bmax * w.H,   w.act_bits ? bmax * amax : 0,
+                    bmax * w.I,     bmax * w.H,   (w.act_bits || w.hook) ? bmax * amax : 0,
                     qb * L,         L * w.hd / 2, L * w.hd / 2};
     float **dst[] = {&w.x, &w.xn, &w.q,  &w.k,  &w.v,  &w.h1,    &w.h1n,
                      &w.g, &w.u,  &w.out, &w.aq, &w.sc, &w.cos_t, &w.sin_t};

@@ -119,6 +119,7 @@ int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
            (long long)c->num_hidden_layers);
   QZ_CHECK(w->mem && w->hidden == c->hidden_size && w->inter == c->intermediate_size,
            QZ_ERR_ARG, "block weights not allocated for this model");
+  w->layer = layer;
   qz_timer_start(QZ_PHASE_LOAD);
   char name[256];
   int st = QZ_OK;

@@ -29,6 +29,7 @@ static int has_bias(const qz_model_config *c, int l) {
 
 int qz_block_weights_alloc(const qz_model_config *cfg, qz_block_weights *w) {
   memset(w, 0, sizeof *w);
+  w->layer = -1;
   w->hidden = cfg->hidden_size;
   w->inter = cfg->intermediate_size;
   w->nq = cfg->num_attention_heads;

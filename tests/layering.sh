@@ -7,11 +7,11 @@ cd "${QZ_SOURCE_DIR:?}"
 layer_of_header() {
   local h=$1
   case "$h" in
-    error.h|comm.h|log.h|timing.h|mem.h|file.h) echo 0 ;;
-    files.h|h5zstd.h|safetensors.h|config.h|tokenizer.h|ckpt.h|export.h|fp8.h|tasks.h) echo 1 ;;
+    error.h|comm.h|log.h|timing.h|mem.h|file.h|fp8.h|codebook.h|codes.h) echo 0 ;;
+    files.h|h5zstd.h|safetensors.h|config.h|tokenizer.h|ckpt.h|export.h|tasks.h) echo 1 ;;
     shard.h|forward.h|model.h|windows.h|eval.h|loglik.h) echo 2 ;;
     blas.h|scalapack.h|grid.h|hessian.h|chol.h|hadamard.h) echo 3 ;;
-    quant.h|gptq.h|method.h|rtn.h|awq.h|smoothquant.h|quantease.h|codebook.h) echo 4 ;;
+    quant.h|gptq.h|method.h|rtn.h|awq.h|smoothquant.h|quantease.h) echo 4 ;;
     *) echo 9 ;;
   esac
 }

@@ -6,6 +6,8 @@
  *                        written collectively with parallel HDF5, zstd filter
  *                        32015; a group file is written as blocks-NNN.h5.tmp
  *                        and renamed when its last block is complete
+ *   (blocks-NNN.h5 may also hold /norms/{i} (folded RMSNorm weights) and
+ *   /aux/{i}/{name} (f32 data a method needs at evaluation))
  *   act-snapshot.h5      hidden states at the input of one block (resume)
  * Datasets per quantized linear, /layers/{i}/{module}/:
  *   codes  u8  [out, in]        integer codes, original column order
@@ -13,7 +15,8 @@
  *   zeros  f32 [out, ngroups]
  *   g_idx  i32 [in], perm i32 [in]
  * with attributes bits, group_size, sym, act_order, static_groups, method,
- * damp_used, loss; optionally (QuantEase --outlier-frac) a sparse f32 part
+ * damp_used, loss, and grid when the codes are not on the integer grid
+ * (mpiquant/codes.h: nf4, fp4, fp8_e4m3; Q = scales * (value[code] - zeros)); optionally (QuantEase --outlier-frac) a sparse f32 part
  *   outliers_idx i64 [nnz]   flat index row * in + col
  *   outliers_val f32 [nnz]   added to the dequantized weight
  * (timings are in manifest.json, so that reruns and resumes
@@ -48,6 +51,8 @@ typedef struct {
   int sym, act_order, static_groups;
   char method[32];
   double damp_used, loss, seconds; /* seconds: manifest only */
+  char grid[16];   /* value grid of the codes (mpiquant/codes.h): "int" (or
+                      empty: not recorded), "nf4", "fp4", "fp8_e4m3" */
 } qz_ckpt_linear_meta;
 
 typedef struct {
@@ -149,6 +154,19 @@ void qz_dequantize_rows(int64_t nrows, int64_t in, int64_t ngroups,
                         const uint8_t *codes, const float *scales,
                         const float *zeros, const int32_t *g_idx,
                         float *q /* [nrows, in] */);
+
+/* Auxiliary f32 data of block `block` that a method or transform needs at
+ * evaluation (static activation scales, outlier column sets, rotations):
+ * /aux/{block}/{name} f32 [n0, max(n1, 1)], replicated (rank 0's v is
+ * written; every rank passes a buffer of that size). `name`: letters,
+ * digits, '_' and '.', e.g. "q_proj.input_scale". Collective on comm. */
+int qz_ckpt_write_aux(qz_ckpt *ck, int block, const char *name, int64_t n0, int64_t n1,
+                      const float *v);
+/* Read it into v [n0, max(n1, 1)] when present (*found = 1; a different
+ * shape is QZ_ERR_FORMAT); absent: *found = 0, v untouched.
+ * Collective on comm. */
+int qz_ckpt_read_aux(qz_ckpt *ck, int block, const char *name, int64_t n0, int64_t n1,
+                     float *v, int *found);
 
 /* Sparse full-precision part of a linear already written with
  * qz_ckpt_write_linear: this rank's nlocal entries (any split; stored in

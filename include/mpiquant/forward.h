@@ -135,6 +135,28 @@ int qz_fwd_act_quant(const qz_fwd *f); /* current bits (0 = off) */
 void qz_act_fake_quant(const float *x, int64_t nrows, int64_t n, int bits,
                        float *y);
 
+/* Activation hook: what a quantized model computes at a linear's input
+ * beyond (or instead of) the symmetric int quantizer above -- FP8 per-token
+ * or static scales, LLM.int8() outlier decomposition, online rotations
+ * (Hadamard) followed by a quantizer, ...  fn writes y [nrows, n], the input
+ * the linears of group `lin` of block `layer` multiply with, from their
+ * exact input x [nrows, n]; lin is the group's first linear (QZ_LIN_Q for
+ * q/k/v, QZ_LIN_O, QZ_LIN_GATE for gate/up, QZ_LIN_DOWN).  It must be
+ * deterministic per row (a row's result may not depend on the other rows
+ * of the call, so batching and np do not change results) unless the
+ * method's definition says otherwise (and its docs say so).  It cannot
+ * fail: everything it needs is prepared before the forward runs.  Runs on
+ * every rank on that rank's rows; not collective. */
+typedef struct qz_act_hook {
+  void (*fn)(void *ctx, int layer, qz_linear lin, const float *x, int64_t nrows,
+             int64_t n, float *y);
+  void *ctx;
+} qz_act_hook;
+/* Install (h != NULL: copied) or remove (NULL) the hook; exclusive with
+ * qz_fwd_set_act_quant (QZ_ERR_ARG when both are on). Allocates the input
+ * buffer on first use; forgets cached stages. Not collective. */
+int qz_fwd_set_act_hook(qz_fwd *f, const qz_act_hook *h);
+
 /* Accessors, not collective. */
 int64_t qz_fwd_ntok(const qz_fwd *f);     /* all local tokens nwin*seqlen */
 int64_t qz_fwd_nwin(const qz_fwd *f);     /* all local windows */
@@ -239,6 +261,9 @@ typedef struct {
   qz_block_source_fn block_source; /* NULL: weights from the model files */
   int act_quant_bits;       /* > 0: per-token dynamic fake-quant of every
                                linear input (qz_fwd_set_act_quant) */
+  const qz_act_hook *act_hook; /* NULL or the linear-input hook
+                                  (qz_fwd_set_act_hook); exclusive with
+                                  act_quant_bits */
   void *block_source_ctx;
   int full_head;            /* 1: every rank holds the whole [V, H] head (the
                                unsharded path, for checks); 0: vocabularies

@@ -61,6 +61,8 @@ typedef struct {
   qz_block_source_fn block_source; /* NULL: weights from the model files */
   void *block_source_ctx;
   int act_quant_bits;   /* > 0: per-token fake-quant of every linear input */
+  const qz_act_hook *act_hook; /* NULL or the linear-input hook (forward.h);
+                                  exclusive with act_quant_bits */
 } qz_ll_opts;
 
 typedef struct {

@@ -33,6 +33,7 @@ extern "C" {
 
 struct qz_method_ops;
 struct json_t;
+struct qz_ckpt;
 
 /* ---- options: one row per option (STYLE.md rule 12) -------------------- */
 
@@ -164,6 +165,9 @@ typedef struct {
   int64_t noutliers;
   int64_t *outlier_idx; /* [noutliers] flat index row * in + col (global row) */
   float *outlier_val;   /* [noutliers] */
+  /* appended: the value grid of the codes (qz_vgrid, mpiquant/codes.h; the
+   * caller sets 0 = int): Q = scale * (value[code] - zero) */
+  int grid;
 } qz_layer_result;
 
 /* ---- one decoder block (the driver's services to a block hook) ---------- */
@@ -253,6 +257,15 @@ typedef struct qz_method_ops {
                       int64_t n, qz_plan_linear *out);
   void (*plan_block)(const qz_method_opts *o, const qz_model_config *cfg,
                      int64_t nwin_rank, int64_t seqlen, qz_plan_block *out);
+  /* Optional: what evaluation must do at the linear inputs of a model this
+   * method quantized (FP8 activations with static scales, LLM.int8()
+   * decomposition, ...): *h from the checkpoint `ck` (its manifest options
+   * and /aux data, qz_ckpt_read_aux) for a model of `cfg`; h->ctx is owned
+   * by the hook and released with eval_act_free. Leaving h->fn NULL means
+   * none (the options' act_bits still applies). Collective on comm. */
+  int (*eval_act)(struct qz_ckpt *ck, MPI_Comm comm, const qz_model_config *cfg,
+                  qz_act_hook *h);
+  void (*eval_act_free)(qz_act_hook *h); /* accepts a zeroed hook */
 } qz_method_ops;
 
 /* QZ_ERR_NUMERIC naming the first non-finite weight of this rank's rows

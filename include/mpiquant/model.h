@@ -37,6 +37,7 @@ typedef struct {
   float *b[QZ_LIN_COUNT];     /* [out] or NULL */
   void *mem;                  /* one allocation holding all of the above */
   size_t mem_bytes;
+  int layer;                  /* block index of the loaded weights (-1: none yet) */
 } qz_block_weights;
 
 /* Allocate (uninitialised) storage for one block of `cfg`. Not collective. */
