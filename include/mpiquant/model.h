@@ -35,6 +35,18 @@ typedef struct {
   float *ffn_norm;            /* [H] post_attention_layernorm.weight */
   float *w[QZ_LIN_COUNT];     /* see above */
   float *b[QZ_LIN_COUNT];     /* [out] or NULL */
+  float *q_norm, *k_norm;     /* [hd] per-head RMSNorm of q / k (Qwen3), or NULL */
+  /* Mixture of experts (qz_config_layer_moe): set by the loader per block.
+   * moe = 0: the FFN is w[GATE/UP/DOWN]; 1: the experts below (the dense
+   * w[GATE/UP/DOWN] are then unused and may be NULL when no block of the
+   * config is dense). E experts of I_e, top-k routing. */
+  int moe;
+  int64_t nexp, topk, einter, sinter; /* E, k, I_e, shared I_s (0: none) */
+  int norm_topk;              /* renormalise the top-k weights */
+  float *router;              /* [E, H] router (gate) weight, kept in f32 */
+  float *ew[3];               /* [E, I_e, H] gate, [E, I_e, H] up, [E, H, I_e] down */
+  float *sw[3];               /* shared expert: [I_s, H] x2, [H, I_s]; or NULL */
+  float *shared_gate;         /* [H] shared expert gate (sigmoid), or NULL */
   void *mem;                  /* one allocation holding all of the above */
   size_t mem_bytes;
   int layer;                  /* block index of the loaded weights (-1: none yet) */
