@@ -74,15 +74,3 @@ qz_eval_text(stories_bf16 stories260K-hf-bf16 ${TS} 8 3.7524 ${QZ_TOL_BF16_PPL} 
 qz_add_test(NAME eval_vocab_shard TIMEOUT 300
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/eval_vocab_shard.sh)
 
-# New architectures (Qwen3, Mixtral, Qwen2-MoE, Qwen3-MoE) on tiny synthetic
-# models: logits and routing vs an independent numpy forward (moe_ref.py).
-qz_test_program(qzt_arch_dump mpi/test_arch_dump.c)
-foreach(arch qwen3 mixtral qwen3-moe qwen2-moe)
-  foreach(np 1 2 3 4)
-    qz_add_test(NAME arch_fwd_${arch}_np${np} TIMEOUT 120
-      COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/arch_fwd.sh
-              ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/configs/${arch}-tiny.json ${np}
-      ENV QZT_ARCH_DUMP=$<TARGET_FILE:qzt_arch_dump>)
-    set_tests_properties(arch_fwd_${arch}_np${np} PROPERTIES PROCESSORS ${np})
-  endforeach()
-endforeach()
