@@ -41,7 +41,9 @@ static int open_ckpt(qz_qrun *r, qrun_io *io) {
   int st = QZ_OK;
   /* config, files and a digest of their content: resume refuses another model */
   QZ_CALL_DONE(qz_ckpt_source_fingerprint(comm, o->model, &src));
-  opt = qz_quantize_options_json(o, io->nwin, io->L, io->calib_hash);
+  qz_qopts oj = *o;
+  oj.is_moe = qz_config_any_moe(r->cfg);
+  opt = qz_quantize_options_json(&oj, io->nwin, io->L, io->calib_hash);
   QZ_CHECK_DONE(opt, QZ_ERR_MEM, "cannot serialise the options");
   char absdir[4096];
   if (!realpath(o->model, absdir)) snprintf(absdir, sizeof absdir, "%s", o->model);
@@ -89,6 +91,7 @@ static int setup(qz_qrun *r, qrun_io *io) {
   const qz_qopts *o = r->o;
   QZ_CALL(qz_model_open(comm, o->model, &io->m));
   r->cfg = qz_model_config_of(io->m);
+  r->m = io->m;
   QZ_CHECK(!qz_config_quantized(r->cfg), QZ_ERR_ARG,
            "%s is already quantized (%s); quantize the unquantized source model", o->model,
            qz_config_quantized(r->cfg));
@@ -111,7 +114,8 @@ static int setup(qz_qrun *r, qrun_io *io) {
   qz_shard_windows(io->nwin, r->ctx->size, r->ctx->rank, &io->first, &io->count);
   r->win0 = io->first;
   r->nwin = io->nwin;
-  QZ_CALL(qz_error_agree(comm, qz_block_weights_alloc(r->cfg, &io->w)));
+  /* MoE experts are streamed one at a time (quantize_moe.c), never all in f32 */
+  QZ_CALL(qz_error_agree(comm, qz_block_weights_alloc_ex(r->cfg, 0, &io->w)));
   if (r->needs & QZ_NEED_CALIB)
     QZ_CALL(qz_error_agree(comm, qz_fwd_create(r->cfg, io->count, io->L, &r->f)));
   if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(qz_grid_create(comm, (int)o->nb, &r->grid));
@@ -127,7 +131,13 @@ static int setup(qz_qrun *r, qrun_io *io) {
 static int run_block(qz_qrun *r, qrun_io *io, int b, int snap_every) {
   double tb = qz_wtime();
   r->stats = json_object();
-  QZ_CALL(qz_model_load_block(io->m, b, &io->w));
+  /* MoE blocks: norms, attention, routers; experts are read one at a time */
+  QZ_CALL(qz_model_load_block_mask(io->m, b, qz_config_layer_moe(r->cfg, b)
+                                                 ? QZ_LIN_ALL & ~((1u << QZ_LIN_GATE) |
+                                                                  (1u << QZ_LIN_UP) |
+                                                                  (1u << QZ_LIN_DOWN))
+                                                 : QZ_LIN_ALL,
+                                   &io->w));
   QZ_CALL(qz_ckpt_begin_block(r->ck, b));
   QZ_CALL(qz_quantize_block(r, b, &io->w));
   json_object_set_new(r->stats, "seconds", json_real(qz_wtime() - tb));

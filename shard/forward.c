@@ -554,6 +554,15 @@ int qz_fwd_block_commit(qz_fwd *f) {
   return QZ_OK;
 }
 
+int qz_fwd_commit_ffn(qz_fwd *f, const float *ffn) {
+  QZ_CHECK(f->done >= QZ_STAGE_GATEUP_IN, QZ_ERR_INTERNAL,
+           "FFN commit before the FFN input stage (last stage: %s)",
+           qz_fwd_stage_name(f->done));
+  for (int64_t i = 0; i < f->ntok * f->H; i++) f->x[i] = f->h1[i] + ffn[i];
+  f->done = QZ_STAGE_NONE;
+  return QZ_OK;
+}
+
 int qz_fwd_block(qz_fwd *f, const qz_block_weights *w) {
   for (int64_t b0 = 0; b0 < f->nwin_all; b0 += f->bmax) {
     int64_t nb = f->nwin_all - b0 < f->bmax ? f->nwin_all - b0 : f->bmax;

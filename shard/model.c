@@ -120,18 +120,27 @@ static int load_moe(qz_model *m, int layer, int experts, qz_block_weights *w) {
     qz_shared_gate_tensor(name, sizeof name, layer);
     QZ_CALL(qz_st_read_f32_allgather(m->comm, m->st, name, 1, H, w->shared_gate));
   }
-  if (!experts) return QZ_OK;
+  if (Is > 0) QZ_CALL(qz_model_load_expert(m, layer, -1, w->sw[0], w->sw[1], w->sw[2]));
+  if (!experts || !w->ew[0]) return QZ_OK; /* streamed one at a time */
+  for (int e = 0; e < (int)E; e++)
+    QZ_CALL(qz_model_load_expert(m, layer, e, w->ew[0] + e * Ie * H, w->ew[1] + e * Ie * H,
+                                 w->ew[2] + e * H * Ie));
+  return QZ_OK;
+}
+
+int qz_model_load_expert(qz_model *m, int layer, int e, float *gate, float *up,
+                         float *down) {
+  const qz_model_config *c = &m->cfg;
+  const int64_t H = c->hidden_size;
+  const int64_t I = e < 0 ? c->shared_expert_intermediate_size : c->moe_intermediate_size;
+  QZ_CHECK(qz_config_layer_moe(c, layer) && e < c->num_experts && I > 0, QZ_ERR_ARG,
+           "block %d has no expert %d", layer, e);
+  float *dst[3] = {gate, up, down};
+  char name[256];
   for (int k = 0; k < 3; k++) {
-    for (int e = 0; e < (int)E; e++) {
-      qz_expert_tensor(name, sizeof name, c, layer, e, k);
-      QZ_CALL(qz_st_read_f32_allgather(m->comm, m->st, name, k == 2 ? H : Ie,
-                                       k == 2 ? Ie : H, w->ew[k] + e * Ie * H));
-    }
-    if (Is > 0) {
-      qz_expert_tensor(name, sizeof name, c, layer, -1, k);
-      QZ_CALL(qz_st_read_f32_allgather(m->comm, m->st, name, k == 2 ? H : Is,
-                                       k == 2 ? Is : H, w->sw[k]));
-    }
+    qz_expert_tensor(name, sizeof name, c, layer, e, k);
+    QZ_CALL(qz_st_read_f32_allgather(m->comm, m->st, name, k == 2 ? H : I, k == 2 ? I : H,
+                                     dst[k]));
   }
   return QZ_OK;
 }

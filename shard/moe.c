@@ -119,6 +119,23 @@ static void expert_mlp(qz_moe_ws *ws, const float *wg, const float *wu, const fl
   qz_fwdk_linear(ws->ye, ws->g, wd, NULL, n, n, H, I);
 }
 
+void qz_moe_expert_rows(const float *wg, const float *wu, const float *wd, int64_t I,
+                        int64_t H, const float *x, int64_t n, const int64_t *ends,
+                        int64_t nch, float *g, float *act, float *y) {
+  int64_t a = 0;
+  for (int64_t c = 0; c <= nch && a < n; c++) {
+    int64_t b = c < nch ? (ends[c] < n ? ends[c] : n) : n;
+    int64_t m = b - a;
+    if (m <= 0) continue;
+    qz_fwdk_linear(g + a * I, x + a * H, wg, NULL, m, m, I, H);
+    qz_fwdk_linear(act + a * I, x + a * H, wu, NULL, m, m, I, H);
+    qz_fwdk_swiglu(g + a * I, act + a * I, m * I);
+    memcpy(act + a * I, g + a * I, sizeof(float) * (size_t)(m * I));
+    if (y && wd) qz_fwdk_linear(y + a * H, act + a * I, wd, NULL, m, m, H, I);
+    a = b;
+  }
+}
+
 /* One chunk of n rows. */
 static void ffn_chunk(qz_moe_ws *ws, const qz_block_weights *w, const float *x, int64_t n,
                       float *out) {

@@ -29,6 +29,10 @@ static int has_bias(const qz_model_config *c, int l) {
 }
 
 int qz_block_weights_alloc(const qz_model_config *cfg, qz_block_weights *w) {
+  return qz_block_weights_alloc_ex(cfg, 1, w);
+}
+
+int qz_block_weights_alloc_ex(const qz_model_config *cfg, int experts, qz_block_weights *w) {
   memset(w, 0, sizeof *w);
   w->layer = -1;
   w->hidden = cfg->hidden_size;
@@ -62,7 +66,7 @@ int qz_block_weights_alloc(const qz_model_config *cfg, qz_block_weights *w) {
     SLOT(&w->b[l], has_bias(cfg, l) && !unused ? o : 0);
   }
   SLOT(&w->router, E * H);
-  for (int k = 0; k < 3; k++) SLOT(&w->ew[k], E * Ie * H);
+  for (int k = 0; k < 3; k++) SLOT(&w->ew[k], experts ? E * Ie * H : 0);
   for (int k = 0; k < 3; k++) SLOT(&w->sw[k], Is * H);
   SLOT(&w->shared_gate, Is > 0 ? H : 0);
 #undef SLOT

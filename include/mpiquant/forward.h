@@ -200,6 +200,10 @@ const float *qz_fwd_linear_input(const qz_fwd *f, qz_linear l, int64_t *ncols);
 /* The batch's rows of x <- out (after run(OUT)); starts the next block on
  * the same batch. Not collective. */
 int qz_fwd_block_commit(qz_fwd *f);
+/* The batch's rows of x <- h1 + ffn (ffn [batch tokens, H]: an FFN output
+ * computed outside, e.g. a mixture of experts streamed expert by expert);
+ * needs run(GATEUP_IN); starts the next block. Not collective. */
+int qz_fwd_commit_ffn(qz_fwd *f, const float *ffn);
 /* Whole block on every batch: batch, run(OUT), commit. Not collective. */
 int qz_fwd_block(qz_fwd *f, const qz_block_weights *w);
 

@@ -46,6 +46,15 @@ size_t qz_moe_ws_bytes(const qz_model_config *cfg, int64_t rows);
 int qz_moe_ffn(qz_moe_ws *ws, const qz_block_weights *w, const float *x, int64_t T,
                int64_t rows, float *out);
 
+/* One expert on rows x [n, H] cut in chunks at ends[0..nch) (rows
+ * [ends[c-1], ends[c]); each chunk its own sgemms, the way qz_moe_ffn
+ * computes a window's rows routed to one expert): act [n, I] =
+ * silu(x Wg') * (x Wu') (g [n, I] scratch), and y [n, H] = act Wd' when y
+ * and wd are not NULL. Not collective. */
+void qz_moe_expert_rows(const float *wg, const float *wu, const float *wd, int64_t I,
+                        int64_t H, const float *x, int64_t n, const int64_t *ends,
+                        int64_t nch, float *g, float *act, float *y);
+
 #ifdef __cplusplus
 }
 #endif
