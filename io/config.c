@@ -496,6 +496,16 @@ void qz_expert_tensor(char *buf, size_t len, const qz_model_config *c, int layer
     snprintf(buf, len, "model.layers.%d.mlp.experts.%d.%s.weight", layer, e, qwen[which]);
 }
 
+void qz_expert_module(char *buf, size_t len, const qz_model_config *c, int layer, int e,
+                      int which) {
+  char t[256], pre[64];
+  qz_expert_tensor(t, sizeof t, c, layer, e, which);
+  snprintf(pre, sizeof pre, "model.layers.%d.", layer);
+  size_t n = strlen(t), p = strlen(pre);
+  t[n - strlen(".weight")] = '\0';
+  snprintf(buf, len, "%s", t + p);
+}
+
 void qz_router_tensor(char *buf, size_t len, const qz_model_config *c, int layer) {
   snprintf(buf, len, "model.layers.%d.%s.gate.weight", layer,
            c->moe == QZ_MOE_MIXTRAL ? "block_sparse_moe" : "mlp");
@@ -574,6 +584,23 @@ const char *qz_config_lm_head(const qz_model_config *c, const qz_st *st) {
   return NULL;
 }
 
+/* A linear's weight [o, i]: float, or (a GPTQ export) its qweight set, or
+ * (compressed-tensors int8) I8 with a scale. */
+static int expect_linear(const qz_model_config *c, const qz_st *st, const char *name,
+                         int64_t o, int64_t i, const char *why) {
+  if (c->gptq_bits && !qz_st_find(st, name)) {
+    int64_t go = 0, gi = 0;
+    int gb = 0;
+    QZ_CALL(qz_st_gptq_shape(st, name, &go, &gi, &gb));
+    QZ_CHECK(go == o && gi == i && gb == c->gptq_bits, QZ_ERR_FORMAT,
+             "%s: GPTQ tensor '%s' is [%lld, %lld] at %d bits, config.json implies "
+             "[%lld, %lld] (%s) at %d bits", qz_st_origin(st), name, (long long)go,
+             (long long)gi, gb, (long long)o, (long long)i, why, c->gptq_bits);
+    return QZ_OK;
+  }
+  return expect_q(st, name, 2, o, i, why, c->ct_int8);
+}
+
 /* Router, experts and shared expert of MoE block l. */
 static int check_moe(const qz_model_config *c, const qz_st *st, int l) {
   char name[256], why[256];
@@ -588,7 +615,7 @@ static int check_moe(const qz_model_config *c, const qz_st *st, int l) {
   for (int e = 0; e < (int)E; e++)
     for (int w = 0; w < 3; w++) {
       qz_expert_tensor(name, sizeof name, c, l, e, w);
-      QZ_CALL(expect(st, name, 2, w == 2 ? H : Ie, w == 2 ? Ie : H, why));
+      QZ_CALL(expect_linear(c, st, name, w == 2 ? H : Ie, w == 2 ? Ie : H, why));
     }
   const int64_t Is = c->shared_expert_intermediate_size;
   if (c->moe == QZ_MOE_QWEN2 && Is > 0) {
@@ -596,7 +623,7 @@ static int check_moe(const qz_model_config *c, const qz_st *st, int l) {
              "hidden_size %lld", (long long)Is, (long long)H);
     for (int w = 0; w < 3; w++) {
       qz_expert_tensor(name, sizeof name, c, l, -1, w);
-      QZ_CALL(expect(st, name, 2, w == 2 ? H : Is, w == 2 ? Is : H, why));
+      QZ_CALL(expect_linear(c, st, name, w == 2 ? H : Is, w == 2 ? Is : H, why));
     }
     qz_shared_gate_tensor(name, sizeof name, l);
     QZ_CALL(expect(st, name, 2, 1, H, "shared expert gate [1, hidden_size]"));
@@ -660,8 +687,22 @@ int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
 
 /* Whether `name` is the router, an expert or the shared expert of MoE
  * block `layer`. */
-static int moe_tensor_used(const qz_model_config *c, int layer, const char *name) {
-  char t[256];
+static int moe_tensor_used(const qz_model_config *c, int layer, const char *full) {
+  char t[256], name[256];
+  snprintf(name, sizeof name, "%s", full);
+  { /* quantized exports: the linear's other tensors stand for its weight */
+    static const char *const suf[] = {".qweight", ".qzeros", ".scales", ".g_idx",
+                                      ".weight_scale", ".input_scale", ".weight_zero_point"};
+    size_t n = strlen(name);
+    for (size_t k = 0; k < sizeof suf / sizeof *suf; k++) {
+      size_t m = strlen(suf[k]);
+      int on = k < 4 ? c->gptq_bits != 0 : c->ct_int8 != 0;
+      if (on && n > m && strcmp(name + n - m, suf[k]) == 0) {
+        snprintf(name + n - m, sizeof name - (n - m), ".weight");
+        break;
+      }
+    }
+  }
   qz_router_tensor(t, sizeof t, c, layer);
   if (!strcmp(name, t)) return 1;
   int e = -1, n = 0;

@@ -111,18 +111,6 @@ static int moe_fit(qz_qrun *r, int64_t T, int64_t nw) {
   return qz_error_agree(r->ctx->comm, st);
 }
 
-/* "block_sparse_moe.experts.3.w1" / "mlp.experts.3.gate_proj" /
- * "mlp.shared_expert.gate_proj": the checkpoint module of an expert linear. */
-static void expert_module(const qz_model_config *c, int layer, int e, int k, char *buf,
-                          size_t len) {
-  char t[256], pre[64];
-  qz_expert_tensor(t, sizeof t, c, layer, e, k);
-  snprintf(pre, sizeof pre, "model.layers.%d.", layer);
-  size_t n = strlen(t), p = strlen(pre);
-  t[n - strlen(".weight")] = '\0';
-  snprintf(buf, len, "%s", t + p);
-}
-
 /* The Hessian of rows x [n, d] (chunks at ends[0..nends)) over all ranks. */
 static int rows_hessian(qz_qrun *r, int64_t d, const float *x, int64_t n,
                         const int64_t *ends, int64_t nends, int64_t nwin, qz_hessian **H) {
@@ -150,7 +138,7 @@ static int quantize_expert(qz_qrun *r, int layer, int e, int64_t I, float *eg, f
   const qz_method_opts *mo = rtn ? &m->rtn_mo : NULL;
   void *ms = rtn ? m->rtn_state : NULL;
   char mod[3][160];
-  for (int k = 0; k < 3; k++) expert_module(c, layer, e, k, mod[k], sizeof mod[k]);
+  for (int k = 0; k < 3; k++) qz_expert_module(mod[k], sizeof mod[k], c, layer, e, k);
   qz_hessian *Hx = NULL;
   if (hess) QZ_CALL(rows_hessian(r, H, xh, nh, ends, nends, m->nw, &Hx));
   QZ_CALL(qz_quantize_module(r, layer, mod[0], I, H, eg, Hx, mo, ms));

@@ -41,6 +41,34 @@ TOL_WEIGHT = 1e-5
 TOL_LL_TOKEN = 3e-5  # as task_check.py: f32 logits rounding, 10x measured
 
 
+def layer_is_moe(c, l):
+    """Hugging Face's rule: Mixtral every layer; Qwen2/3-MoE unless in
+    mlp_only_layers, every decoder_sparse_step-th layer."""
+    arch = c["architectures"][0]
+    if arch == "MixtralForCausalLM":
+        return True
+    if arch in ("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM"):
+        return (l not in (c.get("mlp_only_layers") or []) and c.get("num_experts", 0) > 0
+                and (l + 1) % c.get("decoder_sparse_step", 1) == 0)
+    return False
+
+
+def expected_linears(c, nblocks):
+    """Quantized linears of blocks [0, nblocks): 7 per dense block; an MoE
+    block has q/k/v/o, 3 per expert and 3 for a Qwen2-MoE shared expert."""
+    n = 0
+    for l in range(nblocks):
+        if layer_is_moe(c, l):
+            e = c.get("num_local_experts", 8) if c["architectures"][0] == "MixtralForCausalLM" \
+                else c["num_experts"]
+            sh = c["architectures"][0] == "Qwen2MoeForCausalLM" and \
+                c.get("shared_expert_intermediate_size", 5632) > 0
+            n += 4 + 3 * e + (3 if sh else 0)
+        else:
+            n += 7
+    return n
+
+
 def load_tensors(d):
     T = {}
     for f in sorted(glob.glob(d + "/*.safetensors")):
@@ -104,13 +132,7 @@ class Model:
         return y
 
     def is_moe(self, l):
-        c = self.c
-        if self.arch == "MixtralForCausalLM":
-            return True
-        if self.arch in ("Qwen3MoeForCausalLM", "Qwen2MoeForCausalLM"):
-            return (l not in (c.get("mlp_only_layers") or []) and c.get("num_experts", 0) > 0
-                    and (l + 1) % c.get("decoder_sparse_step", 1) == 0)
-        return False
+        return layer_is_moe(self.c, l)
 
     def attn(self, x, l):
         p = "model.layers.%d.self_attn." % l

@@ -86,6 +86,11 @@ int qz_config_all_moe(const qz_model_config *cfg);
  * shared expert ("mlp.shared_expert.gate_proj.weight").  Not collective. */
 void qz_expert_tensor(char *buf, size_t len, const qz_model_config *cfg, int layer,
                       int e, int which);
+/* The same without "model.layers.{layer}." and ".weight": the checkpoint
+ * module ("block_sparse_moe.experts.3.w1", "mlp.shared_expert.down_proj").
+ * Not collective. */
+void qz_expert_module(char *buf, size_t len, const qz_model_config *cfg, int layer, int e,
+                      int which);
 /* The router [E, H] ("block_sparse_moe.gate.weight" / "mlp.gate.weight") and
  * the Qwen2-MoE shared expert gate [1, H]. Not collective. */
 void qz_router_tensor(char *buf, size_t len, const qz_model_config *cfg, int layer);
