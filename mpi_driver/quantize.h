@@ -115,5 +115,10 @@ int qz_quantize_forward_to(qz_block_ctx *b, qz_fwd_stage stage);
  * (see docs/moe.md). Collective. */
 int qz_quantize_moe_block(qz_qrun *r, qz_block_ctx *b);
 void qz_quantize_moe_free(qz_qrun *r);
+/* Replay MoE block `layer` on f (resume): attention and experts from the
+ * checkpoint when it holds the block (ck not NULL), else from the model;
+ * experts read one at a time into w's storage-less block. Collective. */
+int qz_quantize_moe_replay(qz_model *m, qz_ckpt *ck, qz_fwd *f, qz_block_weights *w,
+                           int layer);
 
 #endif

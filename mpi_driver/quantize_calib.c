@@ -125,6 +125,10 @@ int qz_quantize_stream_to(MPI_Comm comm, qz_model *m, qz_ckpt *ck, qz_fwd *f,
   }
   qz_ckpt_source cs = {.ck = ck};
   for (int b = s; b < b0; b++) { /* completed (or unselected) blocks */
+    if (qz_config_layer_moe(cfg, b) && !w->ew[0]) { /* experts one at a time */
+      QZ_CALL(qz_quantize_moe_replay(m, (needs & QZ_NEED_FP_STREAM) ? NULL : ck, f, w, b));
+      continue;
+    }
     if (needs & QZ_NEED_FP_STREAM) /* the calibration stream is the fp model's */
       QZ_CALL(qz_model_load_block(m, b, w));
     else

@@ -33,6 +33,7 @@
 #include "mpiquant/mem.h"
 #include "mpiquant/moe.h"
 #include "mpiquant/timing.h"
+#include "qblock.h"
 #include "quantize.h"
 
 struct qz_moe_run {
@@ -53,18 +54,25 @@ struct qz_moe_run {
   size_t bytes;
 };
 
+static void scratch_free(struct qz_moe_run **pm);
+
 void qz_quantize_moe_free(qz_qrun *r) {
   struct qz_moe_run *m = r->moe;
   if (!m) return;
   if (m->rtn_state) m->rtn_mo.ops->destroy(&m->rtn_state);
-  qz_free_big(&m->mem, m->bytes);
-  qz_free(&r->moe);
+  scratch_free(&r->moe);
 }
 
-/* Scratch for this run's shapes, allocated once. Collective (agreement). */
-static int moe_fit(qz_qrun *r, int64_t T, int64_t nw) {
-  if (r->moe) return QZ_OK;
-  const qz_model_config *c = r->cfg;
+static void scratch_free(struct qz_moe_run **pm) {
+  if (!*pm) return;
+  qz_free_big(&(*pm)->mem, (*pm)->bytes);
+  qz_free(pm);
+}
+
+/* Scratch for T local tokens in nw windows of cfg's MoE blocks. Not
+ * collective. */
+static int scratch_alloc(const qz_model_config *c, int64_t T, int64_t nw,
+                         struct qz_moe_run **out) {
   const int64_t H = c->hidden_size, k = c->num_experts_per_tok, E = c->num_experts;
   int64_t I = c->moe_intermediate_size;
   if (c->shared_expert_intermediate_size > I) I = c->shared_expert_intermediate_size;
@@ -95,6 +103,16 @@ static int moe_fit(qz_qrun *r, int64_t T, int64_t nw) {
       p += (sz[i] + 63) / 64 * 64;
     }
   }
+  if (st != QZ_OK) scratch_free(&m);
+  *out = m;
+  return st;
+}
+
+/* Scratch for this run's shapes, allocated once. Collective (agreement). */
+static int moe_fit(qz_qrun *r, int64_t T, int64_t nw) {
+  if (r->moe) return QZ_OK;
+  struct qz_moe_run *m = NULL;
+  int st = scratch_alloc(r->cfg, T, nw, &m);
   if (st == QZ_OK && r->o->expert_fallback == QZ_EXPERT_FALLBACK_RTN &&
       (r->needs & QZ_NEED_HESSIAN)) {
     const qz_method_ops *rtn = qz_method_find("rtn");
@@ -107,7 +125,7 @@ static int moe_fit(qz_qrun *r, int64_t T, int64_t nw) {
     }
   }
   r->moe = m;
-  if (st != QZ_OK) qz_quantize_moe_free(r);
+  if (st != QZ_OK && m) qz_quantize_moe_free(r);
   return qz_error_agree(r->ctx->comm, st);
 }
 
@@ -276,4 +294,96 @@ int qz_quantize_moe_block(qz_qrun *r, qz_block_ctx *b) {
   QZ_CALL(quantize_experts(r, b->layer, b->w, x, T, L));
   if (calib) QZ_CALL(qz_error_agree(b->comm, qz_fwd_commit_ffn(b->f, r->moe->acc)));
   return QZ_OK;
+}
+
+/* Routed + shared experts of block `layer` (router and shared expert in w)
+ * on x [T, H] into m->acc, each routed expert read by `load` in turn. */
+typedef int (*expert_loader)(void *ctx, int layer, int e, float *g, float *u, float *d);
+
+static int forward_experts(struct qz_moe_run *m, const qz_model_config *c, int layer,
+                           const qz_block_weights *w, const float *x, int64_t T, int64_t L,
+                           expert_loader load, void *ctx) {
+  const int64_t H = c->hidden_size, E = w->nexp, k = w->topk, Ie = w->einter, nw = m->nw;
+  memset(m->acc, 0, sizeof(float) * (size_t)(T * H));
+  qz_moe_route(w, x, T, m->idx, m->wt);
+  for (int64_t e = 0; e < E; e++) {
+    QZ_CALL(load(ctx, layer, (int)e, m->eg, m->eu, m->ed));
+    int64_t n = 0;
+    for (int64_t wi = 0; wi < nw; wi++) {
+      for (int64_t t = wi * L; t < (wi + 1) * L && t < T; t++)
+        for (int64_t j = 0; j < k; j++)
+          if (m->idx[t * k + j] == (int32_t)e) m->sel[n++] = t * k + j;
+      m->ends_o[wi] = n;
+    }
+    for (int64_t i = 0; i < n; i++)
+      memcpy(m->xo + i * H, x + (m->sel[i] / k) * H, sizeof(float) * (size_t)H);
+    qz_moe_expert_rows(m->eg, m->eu, m->ed, Ie, H, m->xo, n, m->ends_o, nw, m->gs, m->ao,
+                       m->yo);
+    for (int64_t i = 0; i < n; i++) {
+      float cw = m->wt[m->sel[i]];
+      float *o = m->acc + (m->sel[i] / k) * H;
+      for (int64_t h = 0; h < H; h++) o[h] += cw * m->yo[i * H + h];
+    }
+  }
+  if (w->sinter > 0) {
+    for (int64_t wi = 0; wi < nw; wi++) m->ends_h[wi] = (wi + 1) * L;
+    qz_moe_expert_rows(w->sw[0], w->sw[1], w->sw[2], w->sinter, H, x, T, m->ends_h, nw,
+                       m->gs, m->ah, m->xh);
+    for (int64_t t = 0; t < T; t++) {
+      double s = 0.0;
+      for (int64_t h = 0; h < H; h++) s += (double)x[t * H + h] * (double)w->shared_gate[h];
+      float cg = (float)(1.0 / (1.0 + exp(-s)));
+      for (int64_t h = 0; h < H; h++) m->acc[t * H + h] += cg * m->xh[t * H + h];
+    }
+  }
+  return QZ_OK;
+}
+
+typedef struct {
+  qz_model *m;
+  qz_ckpt *ck; /* NULL: the model's weights */
+} replay_src;
+
+static int load_replay(void *vctx, int layer, int e, float *g, float *u, float *d) {
+  replay_src *s = vctx;
+  if (!s->ck) return qz_model_load_expert(s->m, layer, e, g, u, d);
+  const qz_model_config *c = qz_model_config_of(s->m);
+  const int64_t H = c->hidden_size, I = c->moe_intermediate_size;
+  float *dst[3] = {g, u, d};
+  for (int k = 0; k < 3; k++) {
+    char mod[160];
+    qz_expert_module(mod, sizeof mod, c, layer, e, k);
+    QZ_CALL(qz_ckpt_load_module_f32(s->ck, qz_model_comm(s->m), layer, mod, k == 2 ? H : I,
+                                    k == 2 ? I : H, dst[k]));
+  }
+  return QZ_OK;
+}
+
+int qz_quantize_moe_replay(qz_model *m, qz_ckpt *ck, qz_fwd *f, qz_block_weights *w,
+                           int layer) {
+  MPI_Comm comm = qz_model_comm(m);
+  const qz_model_config *c = qz_model_config_of(m);
+  const unsigned attn = QZ_LIN_ALL & ~((1u << QZ_LIN_GATE) | (1u << QZ_LIN_UP) |
+                                       (1u << QZ_LIN_DOWN));
+  replay_src src = {.m = m, .ck = ck && qz_ckpt_block_done(ck, layer) ? ck : NULL};
+  if (src.ck) {
+    qz_ckpt_source cs = {.ck = ck};
+    QZ_CALL(qz_ckpt_block_source(&cs, m, layer, w)); /* attention, norms, shared */
+  } else {
+    QZ_CALL(qz_model_load_block_mask(m, layer, attn, w));
+  }
+  const int64_t T = qz_fwd_ntok(f), nw = qz_fwd_nwin(f), L = qz_fwd_seqlen(f);
+  struct qz_moe_run *sc = NULL;
+  int st = scratch_alloc(c, T, nw, &sc);
+  QZ_CALL(qz_error_agree(comm, st));
+  qz_fwd_block_begin(f);
+  st = qz_fwd_run(f, w, QZ_STAGE_GATEUP_IN);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  int64_t nc;
+  const float *x = qz_fwd_stage_output(f, QZ_STAGE_GATEUP_IN, &nc);
+  QZ_CALL_DONE(forward_experts(sc, c, layer, w, x, T, L, load_replay, &src));
+  QZ_CALL_DONE(qz_error_agree(comm, qz_fwd_commit_ffn(f, sc->acc)));
+done:
+  scratch_free(&sc);
+  return st;
 }

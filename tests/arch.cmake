@@ -27,3 +27,32 @@ foreach(np 1 3)
     ENV QZT_ARCH_DUMP=$<TARGET_FILE:qzt_arch_dump>)
   set_tests_properties(arch_quant_qwen3_awq_np${np} PROPERTIES PROCESSORS ${np})
 endforeach()
+# MoE quantize (tests/moe_quant.sh): np identity, per-expert token counts vs
+# numpy routing, exports vs independent readers, starved experts with each
+# fallback, kill + resume with an expert-streamed replay
+set(QZ_MOEQ ${CMAKE_CURRENT_SOURCE_DIR}/moe_quant.sh)
+foreach(case "mixtral;1" "mixtral;2" "mixtral;3" "mixtral;4" "qwen3-moe;1" "qwen3-moe;3"
+        "qwen2-moe;1" "qwen2-moe;2")
+  list(GET case 0 arch)
+  list(GET case 1 np)
+  qz_add_test(NAME moe_quant_${arch}_gptq_np${np} TIMEOUT 180
+    COMMAND ${QZ_MOEQ} np ${QZ_ARCH_CFG}/${arch}-tiny.json ${np} --act-order
+    ENV QZT_ARCH_DUMP=$<TARGET_FILE:qzt_arch_dump>)
+  set_tests_properties(moe_quant_${arch}_gptq_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
+foreach(np 1 3)
+  qz_add_test(NAME moe_quant_mixtral_rtn_np${np} TIMEOUT 180
+    COMMAND ${QZ_MOEQ} np ${QZ_ARCH_CFG}/mixtral-tiny.json ${np} --method rtn
+    ENV QZT_ARCH_DUMP=$<TARGET_FILE:qzt_arch_dump>)
+  set_tests_properties(moe_quant_mixtral_rtn_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
+foreach(case "route-all;4" "pooled;2" "rtn;3")
+  list(GET case 0 fb)
+  list(GET case 1 np)
+  qz_add_test(NAME moe_starve_${fb}_np${np} TIMEOUT 180
+    COMMAND ${QZ_MOEQ} starve ${QZ_ARCH_CFG}/mixtral-tiny.json ${np} ${fb})
+  set_tests_properties(moe_starve_${fb}_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
+qz_add_test(NAME moe_resume_np2 TIMEOUT 180
+  COMMAND ${QZ_MOEQ} resume ${QZ_ARCH_CFG}/qwen3-moe-tiny.json 2)
+set_tests_properties(moe_resume_np2 PROPERTIES PROCESSORS 2)

@@ -110,7 +110,8 @@ def main():
     if nlin != expected_linears(cfg, man["nblocks"]):
         fail("%d linears in the checkpoint, the config implies %d" % (nlin, expected_linears(cfg, man["nblocks"])))
     lin_like = lambda k: any(s in k for s in LINEARS) or ".experts." in k or ".shared_expert." in k
-    stray = [k for k in T if k.startswith("model.layers.") and lin_like(k) and k not in seen]
+    stray = [k for k in T if k.startswith("model.layers.") and lin_like(k) and k not in seen
+             and not k.endswith(".bias")]  # biases stay unquantized
     if stray: fail("stray linear tensors: %r" % stray[:4])
     print("pack-quantized W%dA16 %s%s%s: %d linears dequantize exactly to the checkpoint"
           % (b, "g%d" % gs if gs else "per-channel", " sym" if sym else " asym",

@@ -5,6 +5,13 @@ mixtral / qwen2_moe / qwen3_moe), checked against mpiquant's dump
 (tests/mpi/test_arch_dump.c): logits and MoE routing.
 
   moe_ref.py MODEL_DIR IDS_FILE DUMP_DIR
+  moe_ref.py --counts MODEL_DIR CALIB_IDS CKPT_DIR
+      the per-expert routed-token counts of `quantize` (manifest.json,
+      block stats "expert_tokens") equal the routing of the calibration
+      windows through the model with every quantized linear replaced by the
+      checkpoint's dequantized weight, scale * (code - zero) per group
+      (read with h5py; the routers see the quantized blocks the quantizer
+      did), up to tokens whose k-th/(k+1)-th probabilities are within TOL_TIE
   moe_ref.py --samples MODEL_DIR SAMPLES.jsonl
       the ragged task forward: every request of `eval --task --log-samples`
       (its ctx_tokens + cont_tokens, ctx not truncated) rescored here;
@@ -232,7 +239,50 @@ def check_samples(mdir, path):
     sys.exit(0 if ok else 1)
 
 
+def load_ckpt_weights(m, ck):
+    import h5py
+    man = json.load(open(ck + "/manifest.json"))
+    n = 0
+    for fe in man["files"]:
+        with h5py.File(ck + "/" + fe["file"], "r") as h:
+            for blk in range(fe["first_block"], fe["first_block"] + fe["nblocks"]):
+                g = h["layers"][str(blk)]
+                for mod in g.keys():
+                    c, s = g[mod]["codes"][...].astype(np.float32), g[mod]["scales"][...]
+                    z, gi = g[mod]["zeros"][...], g[mod]["g_idx"][...]
+                    w = (s[:, gi] * (c - z[:, gi])).astype(np.float32)
+                    m.T["model.layers.%d.%s.weight" % (blk, mod)] = w.astype(np.float64)
+                    n += 1
+    return n
+
+
+def check_counts(mdir, idsf, ck):
+    m = Model(mdir)
+    print("%d linears from the checkpoint" % load_ckpt_weights(m, ck))
+    wins = [list(map(int, ln.split())) for ln in open(idsf) if ln.strip()]
+    man = json.load(open(ck + "/manifest.json"))
+    stats = {b["block"]: b["stats"] for b in man["completed_blocks"]}
+    E = m.c.get("num_local_experts", 8) if m.arch == "MixtralForCausalLM" else m.c.get("num_experts", 0)
+    cnt, near = {}, {}
+    for w in wins:
+        _, routes = m.forward(np.array(w))
+        blocks = [l for l in range(m.L) if m.is_moe(l)]
+        for b, (idx, wt, margin) in zip(blocks, routes):
+            cnt[b] = cnt.get(b, 0) + np.bincount(idx.reshape(-1), minlength=E)
+            near[b] = near.get(b, 0) + int((margin <= TOL_TIE).sum())
+    ok = len(cnt) > 0
+    for b in sorted(cnt):
+        got = np.array(stats[b]["expert_tokens"])
+        d = int(np.abs(got - cnt[b]).sum())
+        print("block %d: quantize %s, numpy %s, %d near-ties" % (b, got.tolist(), cnt[b].tolist(), near[b]))
+        ok &= d <= 2 * near[b]
+    print("PASS" if ok else "FAIL")
+    sys.exit(0 if ok else 1)
+
+
 def main():
+    if sys.argv[1] == "--counts":
+        return check_counts(sys.argv[2], sys.argv[3], sys.argv[4])
     if sys.argv[1] == "--samples":
         return check_samples(sys.argv[2], sys.argv[3])
     mdir, idsf, dump = sys.argv[1:4]
