@@ -53,7 +53,7 @@ np)
   run 1 export --ckpt ck1 --out exp -q || fail "export gptq"
   py "$SRC/tests/export_check.py" exp ck1 || fail "GPTQ export vs checkpoint"
   py "$SRC/tests/export_dense.py" exp dense || fail export_dense
-  if grep -q expert_tokens ck1/manifest.json; then # methods with calibration
+  if grep -q '"expert_tokens"' ck1/manifest.json; then # methods with calibration
     py "$SRC/tests/moe_ref.py" --counts m calib.txt ck1 || fail "per-expert token counts vs numpy routing"
   fi
   mkdir d; "${MPIEXEC:-mpiexec}" -n 1 "$QZT_ARCH_DUMP" exp ids.txt d || fail "forward of the export"
