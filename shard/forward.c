@@ -189,10 +189,12 @@ int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
   f->eps = (float)cfg->rms_norm_eps;
   f->done = QZ_STAGE_NONE;
   int64_t T = (nwin > 0 ? f->bmax : 0) * seqlen, half = f->hd / 2;
+  /* the dense FFN buffers g, u: none when every block is MoE */
+  const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * f->I;
   int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
   /* sizes in floats, each rounded to 16 floats (64 B) */
   int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
-                  T * f->H, T * f->H, T * f->I,  T * f->I,   T * f->H,
+                  T * f->H, T * f->H, TI,        TI,         T * f->H,
                   qb * seqlen, seqlen * half, seqlen * half};
   float **dst[] = {&f->xall, &f->xn, &f->q, &f->k, &f->v, &f->h1, &f->h1n,
                    &f->g, &f->u, &f->out, &f->s, &f->cos_t, &f->sin_t};

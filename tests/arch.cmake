@@ -56,3 +56,6 @@ endforeach()
 qz_add_test(NAME moe_resume_np2 TIMEOUT 180
   COMMAND ${QZ_MOEQ} resume ${QZ_ARCH_CFG}/qwen3-moe-tiny.json 2)
 set_tests_properties(moe_resume_np2 PROPERTIES PROCESSORS 2)
+# plan vs the measured peak RSS of a Qwen3-MoE-shaped block at np 2 (10 %)
+qz_add_test(NAME moe_plan_synth_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/moe_plan.sh)
+set_tests_properties(moe_plan_synth_np2 PROPERTIES PROCESSORS 2)
