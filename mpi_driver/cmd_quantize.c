@@ -101,6 +101,11 @@ static int setup(qz_qrun *r, qrun_io *io) {
   QZ_CHECK(io->lb < nblocks && io->le <= nblocks, QZ_ERR_USAGE,
            "--layers %d:%d outside the model's %d blocks", io->lb, io->le, nblocks);
   r->needs = qz_method_needs(&o->mo);
+  for (int l = io->lb; l < io->le; l++) /* refuse before any file is written */
+    QZ_CHECK(!qz_config_layer_moe(r->cfg, l) || !o->mo.ops->quantize_block,
+             QZ_ERR_UNSUPPORTED, "quantize --method %s: %s has mixture-of-experts blocks "
+             "(block %d), which this method does not support yet (gptq, rtn and quantease "
+             "do; docs/moe.md)", o->mo.ops->name, o->model, l);
   QZ_CALL(o->mo.ops->setup(&o->mo, &r->mstate));
   QZ_CHECK(!(r->needs & QZ_NEED_CALIB) || o->calib || o->calib_tokens, QZ_ERR_USAGE,
            "quantize --method %s needs calibration data: --calib TEXT or "

@@ -59,3 +59,9 @@ set_tests_properties(moe_resume_np2 PROPERTIES PROCESSORS 2)
 # plan vs the measured peak RSS of a Qwen3-MoE-shaped block at np 2 (10 %)
 qz_add_test(NAME moe_plan_synth_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/moe_plan.sh)
 set_tests_properties(moe_plan_synth_np2 PROPERTIES PROCESSORS 2)
+qz_add_test(NAME moe_quant_mixtral_quantease_np2 TIMEOUT 180
+  COMMAND ${QZ_MOEQ} np ${QZ_ARCH_CFG}/mixtral-tiny.json 2 --method quantease --iters 3)
+set_tests_properties(moe_quant_mixtral_quantease_np2 PROPERTIES PROCESSORS 2)
+# methods with a block hook refuse MoE models before writing anything
+qz_add_test(NAME moe_awq_refused TIMEOUT 60
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/moe_quant.sh refuse ${QZ_ARCH_CFG}/qwen3-moe-tiny.json 1 awq)

@@ -15,6 +15,9 @@
 #     finishes (no hang: the test's timeout), records 0 tokens and the
 #     fallback count, stores every expert quantized (rtn: method rtn), and
 #     is identical to np 1.
+#   moe_quant.sh refuse CONFIG NP METHOD
+#     a method without MoE support (a block hook: awq) fails with a clear
+#     message before writing a checkpoint.
 #   moe_quant.sh resume CONFIG NP
 #     kill rank 0 in block 1 (no snapshot: block 0 is replayed expert by
 #     expert from the checkpoint), --resume: identical to an uninterrupted run.
@@ -131,6 +134,12 @@ resume)
   QUIET= q "$np" k --snapshot-every 5 --resume >r.log 2>&1 || { cat r.log; fail "resume"; }
   grep -q "resume: replayed blocks 0..0" r.log || { cat r.log; fail "block 0 not replayed"; }
   same full k "resumed vs uninterrupted"; echo "kill in block 1 + resume (block 0 replayed): identical"
+  ;;
+refuse) # a method without MoE support: a clear error, no checkpoint written
+  out=$(q "$np" ck --method "$1" 2>&1); rc=$?
+  [ $rc -ne 0 ] && grep -q "mixture-of-experts blocks (block 0), which this method does not support" <<<"$out" \
+    || { echo "$out"; fail "--method $1 on an MoE model: rc $rc"; }
+  [ ! -e ck/manifest.json ] || fail "a refused run wrote a checkpoint"
   ;;
 *) fail "mode $mode" ;;
 esac
