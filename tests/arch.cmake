@@ -65,3 +65,6 @@ set_tests_properties(moe_quant_mixtral_quantease_np2 PROPERTIES PROCESSORS 2)
 # methods with a block hook refuse MoE models before writing anything
 qz_add_test(NAME moe_awq_refused TIMEOUT 60
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/moe_quant.sh refuse ${QZ_ARCH_CFG}/qwen3-moe-tiny.json 1 awq)
+qz_add_test(NAME moe_quant_empty_rank_np4 TIMEOUT 180
+  COMMAND ${QZ_MOEQ} fewwin ${QZ_ARCH_CFG}/qwen2-moe-tiny.json 4)
+set_tests_properties(moe_quant_empty_rank_np4 PROPERTIES PROCESSORS 4)

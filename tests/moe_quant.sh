@@ -15,6 +15,9 @@
 #     finishes (no hang: the test's timeout), records 0 tokens and the
 #     fallback count, stores every expert quantized (rtn: method rtn), and
 #     is identical to np 1.
+#   moe_quant.sh fewwin CONFIG NP
+#     3 calibration windows at NP = 4: one rank routes no token at all; the
+#     checkpoint equals np 1's.
 #   moe_quant.sh refuse CONFIG NP METHOD
 #     a method without MoE support (a block hook: awq) fails with a clear
 #     message before writing a checkpoint.
@@ -38,7 +41,7 @@ r = np.random.default_rng(2)
 open("calib.txt", "w").write("\n".join(" ".join(map(str, r.integers(3, 512, 64))) for _ in range(16)) + "\n")
 open("ids.txt", "w").write("\n".join(" ".join(map(str, r.integers(3, 512, 48))) for _ in range(3)) + "\n")
 PY
-q() { local n=$1 out=$2; shift 2; run "$n" quantize --model m --calib-tokens calib.txt --nsamples 16 \
+q() { local n=$1 out=$2; shift 2; run "$n" quantize --model m --calib-tokens calib.txt --nsamples ${NS:-16} \
         --seqlen 64 --bits 4 --group 32 --out "$out" ${QUIET--q} "$@"; }
 same() { # checkpoint $2 identical to $1
   for f in "$1"/*.h5; do
@@ -134,6 +137,12 @@ resume)
   QUIET= q "$np" k --snapshot-every 5 --resume >r.log 2>&1 || { cat r.log; fail "resume"; }
   grep -q "resume: replayed blocks 0..0" r.log || { cat r.log; fail "block 0 not replayed"; }
   same full k "resumed vs uninterrupted"; echo "kill in block 1 + resume (block 0 replayed): identical"
+  ;;
+fewwin) # 3 windows at np NP > 3: a rank without calibration tokens at all
+  head -3 calib.txt > c3 && mv c3 calib.txt
+  NS=3 q 1 ck1 || fail "quantize np 1"
+  NS=3 q "$np" ck || fail "quantize np $np with a rank without windows"
+  same ck1 ck "np $np (a rank without windows) vs np 1"; echo "np $np, 3 windows: identical to np 1"
   ;;
 refuse) # a method without MoE support: a clear error, no checkpoint written
   out=$(q "$np" ck --method "$1" 2>&1); rc=$?
