@@ -12,6 +12,7 @@ PKGS=(
   libjansson-dev                        # JSON
   python3 python3-numpy python3-h5py   # golden checks, independent dequantizer
   gnuplot-nox                           # mpiquant sweep --plot
+  unicode-data bzip2                    # NormalizationTest.txt (io_unicode_norm), UCD for io/gen_unicode_tables.py
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

@@ -125,3 +125,10 @@ qz_test_program(qzt_fp8 unit/test_fp8.c)
 qz_add_test(NAME fp8_codec COMMAND qzt_fp8 TIMEOUT 60 LABELS io)
 qz_add_test(NAME fp8_spec TIMEOUT 60 LABELS io
   COMMAND sh -c "$<TARGET_FILE:qzt_fp8> >/dev/null && /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fp8_check.py \"$QZ_TEST_TMP/fp8.bin\"")
+
+# NFC/NFD against Unicode's NormalizationTest.txt (package unicode-data, the
+# same UCD version the tables in io/unicode_tables.h are generated from)
+qz_test_program(qzt_unicode_norm unit/test_unicode_norm.c)
+qz_add_test(NAME io_unicode_norm TIMEOUT 120 LABELS io COMMAND
+  sh ${CMAKE_CURRENT_SOURCE_DIR}/unicode_norm.sh $<TARGET_FILE:qzt_unicode_norm>)
+set_tests_properties(io_unicode_norm PROPERTIES SKIP_RETURN_CODE 77)
