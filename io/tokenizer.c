@@ -1,10 +1,14 @@
 /* tokenizer.json encoder: the BPE model of Hugging Face tokenizers with the
- * pipelines of Llama-2-family (SentencePiece-style) and Llama-3-family
- * (byte-level) models.
+ * pipelines of Llama-2-family (SentencePiece-style), Llama-3-family and
+ * Qwen2/Qwen3-family (byte-level) models.
  *
  * Pipeline, as in the reference implementation:
- *   1. split the raw text on added tokens (matched literally, longest first);
- *   2. normalize each remaining segment (Prepend, Replace; Sequence of them);
+ *   1. split the raw text on the added tokens with normalized=false, then
+ *      normalize each piece between them and split it on the added tokens
+ *      with normalized=true (by their normalized content); both splits
+ *      follow the reference's leftmost-longest matching and its lstrip,
+ *      rstrip and single_word rules (split_added);
+ *   2. normalizers: Prepend, Replace, NFC, NFD (unicode_norm.c); Sequence;
  *   3. pre-tokenize into words: none, Metaspace, or byte-level (a split
  *      regex -- the Llama-3, Qwen2 or GPT-2 pattern, hand-compiled here with
  *      Unicode L/N tables from unicode_tables.h -- then each byte mapped to
