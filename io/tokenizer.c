@@ -8,7 +8,8 @@
  *      with normalized=true (by their normalized content); both splits
  *      follow the reference's leftmost-longest matching and its lstrip,
  *      rstrip and single_word rules (split_added);
- *   2. normalizers: Prepend, Replace, NFC, NFD (unicode_norm.c); Sequence;
+ *   2. normalizers: Prepend, Replace, NFC, NFD, NFKC, NFKD (unicode_norm.c);
+ *      Sequence;
  *   3. pre-tokenize into words: none, Metaspace, or byte-level (a split
  *      regex -- the Llama-3, Qwen2 or GPT-2 pattern, hand-compiled here with
  *      Unicode L/N tables from unicode_tables.h -- then each byte mapped to
@@ -59,9 +60,10 @@ typedef struct {
   size_t mask;
 } pair_map;
 
-typedef enum { NORM_PREPEND, NORM_REPLACE, NORM_NFC, NORM_NFD } norm_kind;
+typedef enum { NORM_PREPEND, NORM_REPLACE, NORM_UNICODE } norm_kind;
 typedef struct {
   norm_kind kind;
+  qz_uni_form form; /* NORM_UNICODE: NFC, NFD, NFKC or NFKD */
   char *a, *b; /* prepend: a; replace: a -> b */
   size_t la, lb;
 } norm_step;
@@ -288,11 +290,17 @@ static int parse_normalizer(qz_tokenizer *t, json_t *n, int depth) {
              "%s: Replace normalizer with an empty pattern", o);
     return add_norm(t, NORM_REPLACE, json_string_value(s), json_string_value(c));
   }
-  if (strcmp(type, "NFC") == 0) return add_norm(t, NORM_NFC, "", NULL);
-  if (strcmp(type, "NFD") == 0) return add_norm(t, NORM_NFD, "", NULL);
+  static const char *forms[] = {"NFC", "NFD", "NFKC", "NFKD"};
+  static const qz_uni_form form_of[] = {QZ_UNI_NFC, QZ_UNI_NFD, QZ_UNI_NFKC, QZ_UNI_NFKD};
+  for (int i = 0; i < 4; i++)
+    if (strcmp(type, forms[i]) == 0) {
+      QZ_CALL(add_norm(t, NORM_UNICODE, "", NULL));
+      t->norm[t->nnorm - 1].form = form_of[i];
+      return QZ_OK;
+    }
   QZ_FAIL(QZ_ERR_UNSUPPORTED,
           "%s: normalizer type '%s' is not supported (supported: Sequence, "
-          "Prepend, Replace, NFC, NFD)", o, type);
+          "Prepend, Replace, NFC, NFD, NFKC, NFKD)", o, type);
 }
 
 /* Regex strings of the split pre-tokenizers we implement, as they appear in
@@ -1034,15 +1042,15 @@ static int normalize(const qz_tokenizer *t, const char *seg, size_t n,
   memcpy(cur, seg, n);
   for (int k = 0; k < t->nnorm; k++) {
     const norm_step *s = &t->norm[k];
-    if (s->kind == NORM_NFC || s->kind == NORM_NFD) {
-      size_t nl = 0;
-      int st = qz_uni_normalize(cur, cl, s->kind == NORM_NFC, &nxt, &nl);
+    if (s->kind == NORM_UNICODE) {
+      size_t nl = 0, lim = QZ_TOK_NORM_GROWTH * n + QZ_TOK_NORM_SLACK;
+      int st = qz_uni_normalize(cur, cl, s->form, lim, &nxt, &nl);
       free(cur);
       if (st) {
         qz_error_trace(__FILE__, __LINE__, __func__);
         return st;
       }
-      if (nl > QZ_TOK_NORM_GROWTH * n + QZ_TOK_NORM_SLACK) {
+      if (nl > lim) {
         free(nxt);
         QZ_FAIL(QZ_ERR_FORMAT, "%s: the normalizer expands a %zu-byte piece of text "
                 "to %zu bytes; more than %d x + %d is refused", t->origin, n, nl,

@@ -1,7 +1,8 @@
-/* NFC and NFD (UAX #15: full canonical decomposition, canonical ordering,
- * canonical composition with the composition exclusions, Hangul syllables
- * decomposed and composed algorithmically), as Qwen2/Qwen3 tokenizer.json
- * files ask for with {"type": "NFC"}. Tables: unicode_tables.h, generated
+/* NFC, NFD, NFKC and NFKD (UAX #15: full canonical or compatibility
+ * decomposition, canonical ordering, canonical composition with the
+ * composition exclusions, Hangul syllables decomposed and composed
+ * algorithmically), as Qwen2/Qwen3 tokenizer.json files ask for with
+ * {"type": "NFC"}. Tables: unicode_tables.h, generated
  * by gen_unicode_tables.py from the Unicode Character Database. */
 #include <stdlib.h>
 #include <string.h>
@@ -92,8 +93,11 @@ static unsigned ccc(uint32_t c) {
   return 0;
 }
 
-/* Full canonical decomposition of c into d (room for QZ_UNI_DECOMP_MAX). */
-static size_t decompose(uint32_t c, uint32_t *d) {
+/* Full canonical (compat = 0) or compatibility decomposition of c into d
+ * (room for QZ_UNI_KDECOMP_MAX; d = NULL: only the length). */
+static size_t decompose(uint32_t c, int compat, uint32_t *d) {
+  uint32_t h[3];
+  if (!d) d = h;
   if (c >= H_SBASE && c < H_SBASE + H_SCOUNT) {
     uint32_t s = c - H_SBASE, t = s % H_TCOUNT;
     d[0] = H_LBASE + s / H_NCOUNT;
@@ -102,16 +106,17 @@ static size_t decompose(uint32_t c, uint32_t *d) {
     d[2] = H_TBASE + t;
     return 3;
   }
-  if (c >= 0xC0) {
-    size_t lo = 0, hi = NELEM(qz_uni_decomp);
+  if (c >= 0xA0) {
+    const uint32_t(*tab)[3] = compat ? qz_uni_kdecomp : qz_uni_decomp;
+    const uint32_t *pool = compat ? qz_uni_kdecomp_pool : qz_uni_decomp_pool;
+    size_t lo = 0, hi = compat ? NELEM(qz_uni_kdecomp) : NELEM(qz_uni_decomp);
     while (lo < hi) {
       size_t mid = (lo + hi) / 2;
-      if (c < qz_uni_decomp[mid][0]) hi = mid;
-      else if (c > qz_uni_decomp[mid][0]) lo = mid + 1;
+      if (c < tab[mid][0]) hi = mid;
+      else if (c > tab[mid][0]) lo = mid + 1;
       else {
-        memcpy(d, qz_uni_decomp_pool + qz_uni_decomp[mid][1],
-               qz_uni_decomp[mid][2] * sizeof *d);
-        return qz_uni_decomp[mid][2];
+        if (d != h) memcpy(d, pool + tab[mid][1], tab[mid][2] * sizeof *d);
+        return tab[mid][2];
       }
     }
   }
@@ -178,36 +183,44 @@ static size_t recompose(uint32_t *c, const unsigned char *k, size_t n) {
   return out;
 }
 
-int qz_uni_normalize(const char *in, size_t n, int compose_, char **out,
-                     size_t *outlen) {
+int qz_uni_normalize(const char *in, size_t n, qz_uni_form form, size_t max_cp,
+                     char **out, size_t *outlen) {
   *out = NULL;
   *outlen = 0;
-  int st = QZ_OK;
-  /* each byte is at most one character, each character at most
-   * QZ_UNI_DECOMP_MAX after decomposition */
-  size_t cap = n * QZ_UNI_DECOMP_MAX + 1;
-  uint32_t *c = malloc(cap * sizeof *c), *tmp = malloc(cap * sizeof *tmp);
-  unsigned char *k = malloc(cap);
-  char *o = NULL;
-  QZ_CHECK_DONE(c && tmp && k, QZ_ERR_MEM, "out of memory normalizing %zu bytes", n);
+  int compat = form == QZ_UNI_NFKC || form == QZ_UNI_NFKD;
+  /* pass 1: validate and count the decomposed code points */
   size_t m = 0;
   for (size_t i = 0; i < n;) {
     uint32_t cp;
     size_t l = qz_uni_decode((const unsigned char *)in + i, n - i, &cp);
-    QZ_CHECK_DONE(l > 0, QZ_ERR_FORMAT, "text to normalize is not valid UTF-8 at "
-                  "byte %zu", i);
+    QZ_CHECK(l > 0, QZ_ERR_FORMAT, "text to normalize is not valid UTF-8 at byte %zu", i);
     i += l;
+    m += cp < 0xA0 ? 1 : decompose(cp, compat, NULL);
+  }
+  QZ_CHECK(m <= max_cp, QZ_ERR_FORMAT, "normalizing %zu bytes of text would "
+           "decompose them into %zu characters, more than the %zu allowed", n, m,
+           max_cp);
+  int st = QZ_OK;
+  uint32_t *c = malloc((m + 1) * sizeof *c), *tmp = malloc((m + 1) * sizeof *tmp);
+  unsigned char *k = malloc(m + 1);
+  char *o = NULL;
+  QZ_CHECK_DONE(c && tmp && k, QZ_ERR_MEM, "out of memory normalizing %zu bytes", n);
+  /* pass 2: decompose */
+  m = 0;
+  for (size_t i = 0; i < n;) {
+    uint32_t cp = 0;
+    i += qz_uni_decode((const unsigned char *)in + i, n - i, &cp);
     if (cp < 0x80) { /* ASCII: its own decomposition, class 0 */
       c[m] = cp;
       k[m++] = 0;
       continue;
     }
-    size_t d = decompose(cp, c + m);
+    size_t d = decompose(cp, compat, c + m);
     for (size_t q = 0; q < d; q++) k[m + q] = (unsigned char)ccc(c[m + q]);
     m += d;
   }
   reorder(c, k, m, tmp);
-  if (compose_) m = recompose(c, k, m);
+  if (form == QZ_UNI_NFC || form == QZ_UNI_NFKC) m = recompose(c, k, m);
   o = malloc(4 * m + 1);
   QZ_CHECK_DONE(o, QZ_ERR_MEM, "out of memory normalizing %zu bytes", n);
   size_t ol = 0;

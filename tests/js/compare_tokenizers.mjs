@@ -46,7 +46,9 @@ const sharedTexts = ['tinystories_valid_head.txt', 'wikitext2_raw_test_gptq_join
 const cases = [
   { tok: fx('hf_qwen_nfc.json'), texts: [...small, ...sharedTexts], refs: ['rust', 'js'] },
   { tok: fx('hf_flags.json'), texts: small, refs: ['rust'], info: ['js'] },
-  { tok: fx('hf_gpt2_nfd.json'), texts: [...small, data('tinyshakespeare.txt')], refs: ['rust', 'js'] },
+  { tok: fx('hf_gpt2_nfd.json'), texts: [...small, sharedTexts[4]], refs: ['rust', 'js'] },
+  { tok: fx('hf_nfkc.json'), texts: [...small, sharedTexts[1]], refs: ['rust', 'js'] },
+  { tok: fx('hf_nfkd.json'), texts: small, refs: ['rust', 'js'] },
   { tok: model('stories260K-hf'), texts: small, refs: ['rust', 'js'] },
   { tok: model('babyllama-tok105-hf'), texts: small, refs: ['rust', 'js'] },
 ];

@@ -9,7 +9,8 @@ const require = createRequire(import.meta.url);
 const { Tokenizer } = require('tokenizers');
 const dir = path.join(path.dirname(new URL(import.meta.url).pathname), '../fixtures/tokenizers');
 const cases = [];
-for (const tok of ['hf_qwen_nfc.json', 'hf_flags.json', 'hf_gpt2_nfd.json'])
+for (const tok of ['hf_qwen_nfc.json', 'hf_flags.json', 'hf_gpt2_nfd.json', 'hf_nfkc.json',
+  'hf_nfkd.json'])
   for (const text of ['unicode_stress.txt', 'added_tokens.txt']) {
     const t = Tokenizer.fromString(fs.readFileSync(path.join(dir, tok), 'utf8'));
     const e = await t.encode(fs.readFileSync(path.join(dir, text), 'utf8'), null,

@@ -70,14 +70,17 @@ int main(int argc, char **argv) {
   for (size_t i = 0; i < json_array_size(cases); i++) check_case(json_array_get(cases, i));
   json_decref(root);
 
-  QZT_FAILS(load_mini("", "{\"type\":\"NFKC\"}"), QZ_ERR_UNSUPPORTED,
-            "normalizer type 'NFKC' is not supported");
+  QZT_FAILS(load_mini("", "{\"type\":\"Precompiled\"}"), QZ_ERR_UNSUPPORTED,
+            "normalizer type 'Precompiled' is not supported (supported: Sequence, "
+            "Prepend, Replace, NFC, NFD, NFKC, NFKD)");
   QZT_FAILS(load_mini("", "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFC\"},"
-                          "{\"type\":\"NFKD\"}]}"),
-            QZ_ERR_UNSUPPORTED, "normalizer type 'NFKD' is not supported");
+                          "{\"type\":\"Lowercase\"}]}"),
+            QZ_ERR_UNSUPPORTED, "normalizer type 'Lowercase' is not supported");
   QZT_FAILS(load_mini("{\"id\":2,\"content\":\"x\",\"lstrip\":1}", "null"), QZ_ERR_FORMAT,
             "added_tokens[0] 'x': 'lstrip' must be true or false");
   QZT_OK(load_mini("{\"id\":2,\"content\":\"x\",\"single_word\":true}",
                    "{\"type\":\"NFD\"}"));
+  QZT_OK(load_mini("", "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFKC\"},"
+                       "{\"type\":\"NFKD\"}]}"));
   return qzt_finish("tokenizer_hf_golden");
 }
