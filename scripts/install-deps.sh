@@ -12,18 +12,37 @@ PKGS=(
   libjansson-dev                        # JSON
   python3 python3-numpy python3-h5py   # golden checks, independent dequantizer
   gnuplot-nox                           # mpiquant sweep --plot
+  unicode-data bzip2                    # NormalizationTest.txt (io_unicode_norm), UCD for io/gen_unicode_tables.py
 )
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Hugging Face's reference tokenizers for the tokenizer_hf test (tests/js:
+# package.json + package-lock.json; about 64 MB, a few seconds). Optional:
+# without node/npm or the registry the test is skipped, not failed.
+npm_refs() {
+  local js
+  js="$(cd "$(dirname "$0")/.." && pwd)/tests/js"
+  if ! command -v npm >/dev/null 2>&1; then
+    echo "install-deps: npm not found: test tokenizer_hf will be skipped (apt-get install nodejs npm to run it)"
+  elif [ -d "$js/node_modules/tokenizers" ] && [ -d "$js/node_modules/@huggingface/tokenizers" ]; then
+    echo "install-deps: reference tokenizers present in tests/js"
+  elif ! npm ci --prefix "$js" --no-audit --no-fund --loglevel=error; then
+    echo "install-deps: npm ci in tests/js failed: test tokenizer_hf will be skipped"
+  fi
+}
+
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PKGS[@]} packages present"
+  npm_refs
   exit 0
 fi
 echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 $SUDO apt-get update -q
 $SUDO apt-get install -y -q --no-install-recommends "${missing[@]}"
+npm_refs
