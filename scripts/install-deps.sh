@@ -27,7 +27,7 @@ npm_refs() {
     echo "install-deps: npm not found: test tokenizer_hf will be skipped (apt-get install nodejs npm to run it)"
   elif [ -d "$js/node_modules/tokenizers" ] && [ -d "$js/node_modules/@huggingface/tokenizers" ]; then
     echo "install-deps: reference tokenizers present in tests/js"
-  elif ! npm ci --prefix "$js" --no-audit --no-fund --loglevel=error; then
+  elif ! timeout 300 npm ci --prefix "$js" --no-audit --no-fund --loglevel=error; then
     echo "install-deps: npm ci in tests/js failed: test tokenizer_hf will be skipped"
   fi
 }
