@@ -673,11 +673,11 @@ static int tensor_used(const qz_model_config *c, const char *name) {
     if (c->gptq_bits && (!strcmp(suf, "qweight") || !strcmp(suf, "qzeros") ||
                          !strcmp(suf, "scales") || !strcmp(suf, "g_idx")))
       return 1;
-    if ((c->ct_int8 || c->fp8 || c->ct_packed_bits) &&
-        (!strcmp(suf, "weight_scale") || !strcmp(suf, "input_scale") ||
-         !strcmp(suf, "weight_zero_point")))
+    /* scales of stored-quantized weights (an FP8 weight needs no config) */
+    if (!strcmp(suf, "weight_scale") || !strcmp(suf, "input_scale") ||
+        !strcmp(suf, "weight_scale_inv"))
       return 1;
-    if (c->fp8 && !strcmp(suf, "weight_scale_inv")) return 1;
+    if ((c->ct_int8 || c->ct_packed_bits) && !strcmp(suf, "weight_zero_point")) return 1;
     if (c->ct_packed_bits && (!strcmp(suf, "weight_packed") || !strcmp(suf, "weight_shape") ||
                               !strcmp(suf, "weight_g_idx")))
       return 1;

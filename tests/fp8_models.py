@@ -26,6 +26,7 @@ The dequantized model ("<kind>-f32") holds w = decode(q) * scale in float32
 (decode is exact; the product one float32 rounding).
 
 usage: fp8_models.py SRC_MODEL_DIR OUT_DIR   (writes OUT_DIR/<kind>{,-f32})
+       fp8_models.py --broken FP8_MODEL_DIR OUT_DIR  (damaged copies, see broken())
 """
 import json, os, shutil, struct, sys
 
@@ -91,7 +92,8 @@ def read_st(path):
     n = struct.unpack("<Q", b[:8])[0]
     hdr = json.loads(b[8:8 + n])
     meta = hdr.pop("__metadata__", None)
-    dt = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16}
+    dt = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I32": np.int32,
+          "F8_E4M3": np.uint8, "F8_E5M2": np.uint8}
     out = {}
     for k, v in hdr.items():
         s, e = v["data_offsets"]
@@ -176,7 +178,28 @@ def qconfig(kind):
                                           "input_activations": a}}}
 
 
+def broken(src, out):
+    """damaged copies of the FP8 model SRC for the error tests:
+    noscale (q_proj's scale removed), i32scale (scale dtype I32),
+    badshape (a [3, 1] scale for a [64, 64] weight)"""
+    T, _ = read_st(os.path.join(src, "model.safetensors"))
+    sn = "model.layers.1.self_attn.q_proj.weight_scale"
+    for kind in ("noscale", "i32scale", "badshape"):
+        t = dict(T)
+        if kind == "noscale":
+            del t[sn]
+        elif kind == "i32scale":
+            t[sn] = ("I32", np.ones(t[sn][1].shape, np.int32))
+        else:
+            t[sn] = ("F32", np.ones((3, 1), np.float32))
+        p = os.path.join(out, kind)
+        shutil.copytree(src, p)
+        write_st(os.path.join(p, "model.safetensors"), t)
+
+
 def main():
+    if sys.argv[1] == "--broken":
+        return broken(*sys.argv[2:4])
     self_test()
     src, out = sys.argv[1:3]
     T, _ = read_st(os.path.join(src, "model.safetensors"))

@@ -125,3 +125,11 @@ qz_test_program(qzt_fp8 unit/test_fp8.c)
 qz_add_test(NAME fp8_codec COMMAND qzt_fp8 TIMEOUT 60 LABELS io)
 qz_add_test(NAME fp8_spec TIMEOUT 60 LABELS io
   COMMAND sh -c "$<TARGET_FILE:qzt_fp8> >/dev/null && /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fp8_check.py \"$QZ_TEST_TMP/fp8.bin\"")
+
+# FP8 models as other tools ship them (tests/fp8_models.py, from the OCP
+# spec): eval equals the numpy-dequantized f32 model, quantize --model works
+foreach(np 1 3)
+  qz_add_test(NAME fp8_read_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fp8_read.sh ${np})
+  set_tests_properties(fp8_read_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
