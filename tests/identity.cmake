@@ -6,6 +6,7 @@ qz_add_test(NAME np_identity_gptq TIMEOUT 300 COMMAND ${NPID} gptq --bits 4 --gr
 qz_add_test(NAME np_identity_quantease TIMEOUT 300 COMMAND ${NPID} quantease --bits 3 --group 32)
 qz_add_test(NAME np_identity_awq TIMEOUT 600 COMMAND ${NPID} awq --bits 4 --group 32)
 qz_add_test(NAME np_identity_smoothquant TIMEOUT 300 COMMAND ${NPID} smoothquant --alpha 0.5)
-foreach(m rtn gptq quantease awq smoothquant)
+qz_add_test(NAME np_identity_sq_gptq TIMEOUT 300 COMMAND ${NPID} smoothquant --smooth-then-gptq)
+foreach(m rtn gptq quantease awq smoothquant sq_gptq)
   set_tests_properties(np_identity_${m} PROPERTIES PROCESSORS 4)
 endforeach()

@@ -144,3 +144,11 @@ set_tests_properties(tokenizer_hf PROPERTIES SKIP_RETURN_CODE 77)
 # (tests/fixtures/tokenizers/hf_golden_ids.json)
 qz_test_program(qzt_tokenizer_hf_golden unit/test_tokenizer_hf_golden.c)
 qz_add_test(NAME io_tokenizer_hf_golden COMMAND qzt_tokenizer_hf_golden TIMEOUT 60 LABELS io)
+
+# FP8 models as other tools ship them (tests/fp8_models.py, from the OCP
+# spec): eval equals the numpy-dequantized f32 model, quantize --model works
+foreach(np 1 3)
+  qz_add_test(NAME fp8_read_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fp8_read.sh ${np})
+  set_tests_properties(fp8_read_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
