@@ -248,33 +248,18 @@ typedef struct {
   float *scale;    /* static: [nblocks, 4], 0 = block not in the checkpoint */
 } fp8_eval;
 
-static void fq_row(const float *x, int64_t n, float s, float inv, float *y) {
-  for (int64_t j = 0; j < n; j++)
-    y[j] = qz_fp8_e4m3_to_f32(qz_f32_to_fp8_e4m3(inv != 0.0f ? x[j] * inv : x[j] / s)) * s;
-}
-
+/* qz_act_hook: the kernels' quantizers (mpiquant/fp8.h); a block the
+ * checkpoint lacks (scale 0) keeps its fp inputs. */
 static void fp8_act_fn(void *ctx, int layer, qz_linear lin, const float *x, int64_t nrows,
                        int64_t n, float *y) {
   const fp8_eval *e = ctx;
-  const float mn = 1.0f / (QZ_FP8_E4M3_MAX * 512.0f);
-  for (int64_t r = 0; r < nrows; r++) {
-    const float *xr = x + r * n;
-    float *yr = y + r * n;
-    if (e->act == FP8_ACT_STATIC) {
-      float s = layer < e->nblocks ? e->scale[layer * FP8_NGROUPS + group_of(lin)] : 0.0f;
-      if (s > 0.0f) fq_row(xr, n, s, 1.0f / s, yr);
-      else if (yr != xr) memcpy(yr, xr, sizeof(float) * (size_t)n);
-    } else if (e->group > 0) {
-      for (int64_t c0 = 0; c0 < n; c0 += e->group) {
-        int64_t len = n - c0 < e->group ? n - c0 : e->group;
-        float m = absmax(xr + c0, len);
-        fq_row(xr + c0, len, (m > 1e-10f ? m : 1e-10f) / QZ_FP8_E4M3_MAX, 0.0f, yr + c0);
-      }
-    } else {
-      float s = absmax(xr, n) / QZ_FP8_E4M3_MAX;
-      fq_row(xr, n, s > mn ? s : mn, 0.0f, yr);
-    }
+  if (e->act != FP8_ACT_STATIC) {
+    qz_fp8_e4m3_act_dynamic(x, (size_t)nrows, (size_t)n, (size_t)e->group, y);
+    return;
   }
+  float s = layer < e->nblocks ? e->scale[layer * FP8_NGROUPS + group_of(lin)] : 0.0f;
+  if (s > 0.0f) qz_fp8_e4m3_act_static(x, (size_t)(nrows * n), s, y);
+  else if (y != x) memcpy(y, x, sizeof(float) * (size_t)(nrows * n));
 }
 
 static void fp8_eval_free(qz_act_hook *h) {

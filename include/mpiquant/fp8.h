@@ -29,6 +29,19 @@ uint8_t qz_f32_to_fp8_e5m2(float x);
 void qz_fp8_e4m3_decode(const uint8_t *in, size_t n, float scale, float *out);
 void qz_fp8_e5m2_decode(const uint8_t *in, size_t n, float scale, float *out);
 
+/* Activation fake-quantization to E4M3 as the serving kernels compute it
+ * (f32; y [nrows, n] may alias x):
+ *   dynamic, group <= 0: per row (token) s = max(absmax / 448, 1/(448*512)),
+ *     y = e4m3(x / s) * s  (vLLM's dynamic per-token FP8 quantization)
+ *   dynamic, group > 0: per row and group of `group` consecutive features
+ *     (the last one partial) s = max(absmax, 1e-10) / 448, y = e4m3(x / s) * s
+ *     (per-token-group quantization of DeepSeek-V3-style block FP8)
+ *   static: one scale s > 0 for everything, y = e4m3(x * (1 / s)) * s (the
+ *     static kernel multiplies by the inverted scale). */
+void qz_fp8_e4m3_act_dynamic(const float *x, size_t nrows, size_t n, size_t group,
+                             float *y);
+void qz_fp8_e4m3_act_static(const float *x, size_t count, float s, float *y);
+
 #ifdef __cplusplus
 }
 #endif
