@@ -45,8 +45,8 @@ enum { FP8_ACT_DYNAMIC = 0, FP8_ACT_STATIC = 1, FP8_ACT_NONE = 2 };
 static const char *const k_act_names[] = {"dynamic", "static", "none", NULL};
 
 /* the aux dataset of static scales: one per input group of a block */
-#define FP8_AUX_INPUT_SCALE "fp8.input_scale"
-enum { FP8_NGROUPS = 4 };
+#define FP8_AUX_INPUT_SCALE QZ_FP8_AUX_INPUT_SCALE
+enum { FP8_NGROUPS = QZ_FP8_AUX_NGROUPS };
 
 typedef struct {
   int act;   /* FP8_ACT_* */
@@ -272,8 +272,8 @@ static void fp8_eval_free(qz_act_hook *h) {
 /* The recorded act scheme and block width of checkpoint ck. */
 static int recorded_cli(const qz_ckpt *ck, fp8_cli *c) {
   json_t *j = json_loads(qz_ckpt_options_json(ck), 0, NULL);
-  const char *act = json_string_value(json_object_get(j, "fp8_act"));
-  json_t *blk = json_object_get(j, "weight_block");
+  const char *act = json_string_value(json_object_get(j, QZ_FP8_OPT_ACT));
+  json_t *blk = json_object_get(j, QZ_FP8_OPT_BLOCK);
   c->act = -1;
   for (int k = 0; act && k_act_names[k]; k++)
     if (strcmp(act, k_act_names[k]) == 0) c->act = k;
@@ -335,12 +335,12 @@ static void fp8_plan_linear(const qz_method_opts *o, const qz_plan_machine *mc, 
 #define FP8_FIELD(f) .ext = 1, .offset = offsetof(fp8_cli, f)
 static const qz_opt fp8_rows[] = {
     {.name = "act", .type = QZ_OPT_CHOICE, FP8_FIELD(act), .def = FP8_ACT_DYNAMIC,
-     .choices = k_act_names, .json = "fp8_act", .metavar = "dynamic|static|none",
+     .choices = k_act_names, .json = QZ_FP8_OPT_ACT, .metavar = "dynamic|static|none",
      .help = "FP8 activations at evaluation: dynamic per-token scales (default; per token "
              "and group of B with --weight-block B), static per-tensor scales from the "
              "calibration maxima (needs --calib), none = weight-only (W8A16)"},
     {.name = "weight-block", .type = QZ_OPT_INT, FP8_FIELD(block), .def = 0, .lo = 0,
-     .hi = 1 << 16, .json = "weight_block", .metavar = "B",
+     .hi = 1 << 16, .json = QZ_FP8_OPT_BLOCK, .metavar = "B",
      .help = "FP8 weight scales per B x B block (128: DeepSeek-V3, FP8_BLOCK); 0 = per "
              "output channel (default)"},
 };

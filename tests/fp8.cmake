@@ -28,3 +28,10 @@ qz_add_test(NAME fp8_usage_static_calib COMMAND ${QZ_EXPECT} 2 "needs calibratio
   -- ${M} quantize --model ${SM} --method fp8 --act static --out x)
 qz_add_test(NAME fp8_usage_act COMMAND ${QZ_EXPECT} 2 "--act must be dynamic, static or none"
   -- ${M} quantize --model ${SM} --method fp8 --act fp16 --out x)
+# FP8 checkpoints -> compressed-tensors float-quantized, decoded exactly by an
+# independent numpy reader (tests/export_ct_fp8_check.py)
+foreach(np 1 3)
+  qz_add_test(NAME export_ct_fp8_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/export_ct_fp8.sh ${np})
+  set_tests_properties(export_ct_fp8_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()

@@ -20,6 +20,16 @@ extern "C" {
 #define QZ_FP8_E4M3_MAX 448.0f
 #define QZ_FP8_E5M2_MAX 57344.0f
 
+/* What an FP8 checkpoint (--method fp8) records beyond its linears, for
+ * evaluation and export: manifest options "fp8_act" ("dynamic", "static",
+ * "none") and "weight_block" (B, 0 = per output channel), and with static
+ * activations the aux dataset /aux/{block}/fp8.input_scale f32 [4, 1]: the
+ * input scales of the q/k/v, o, gate/up and down inputs, in that order. */
+#define QZ_FP8_OPT_ACT "fp8_act"
+#define QZ_FP8_OPT_BLOCK "weight_block"
+#define QZ_FP8_AUX_INPUT_SCALE "fp8.input_scale"
+#define QZ_FP8_AUX_NGROUPS 4
+
 float qz_fp8_e4m3_to_f32(uint8_t v);
 float qz_fp8_e5m2_to_f32(uint8_t v);
 uint8_t qz_f32_to_fp8_e4m3(float x);
