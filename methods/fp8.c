@@ -146,18 +146,20 @@ static int fp8_layer(void *state, const qz_layer *L, qz_layer_result *res) {
 static int fp8_check(qz_method_opts *o) {
   fp8_cli c;
   qz_method_ext_get(o, &c);
+  const int64_t group = c.block > 0 ? c.block : -1;
   QZ_CHECK(!(qz_method_opt_given(o, "bits") && o->spec.bits != 8) &&
-               !qz_method_opt_given(o, "group") && !o->act_order && !o->static_groups,
+               !(qz_method_opt_given(o, "group") && o->spec.groupsize != group) &&
+               !o->act_order && !o->static_groups,
            QZ_ERR_USAGE, "--method fp8 stores 8-bit E4M3 weights per output channel or in "
-           "--weight-block B x B blocks (no --bits other than 8, --group, --act-order or "
-           "--static-groups)");
+           "--weight-block B x B blocks (no --bits other than 8, --group other than the "
+           "block (-1 without), --act-order or --static-groups)");
   QZ_CHECK(!(c.block > 0 && c.act == FP8_ACT_STATIC), QZ_ERR_USAGE,
            "--method fp8 --weight-block %d: block weights go with dynamic per-token-group "
            "activations (--act dynamic, FP8_BLOCK) or none (--act none); vLLM's block "
            "kernels have no static activation scales", c.block);
   o->spec.bits = 8;
   o->spec.sym = 1;
-  o->spec.groupsize = c.block > 0 ? c.block : -1;
+  o->spec.groupsize = group;
   return QZ_OK;
 }
 

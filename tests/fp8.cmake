@@ -35,3 +35,7 @@ foreach(np 1 3)
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/export_ct_fp8.sh ${np})
   set_tests_properties(export_ct_fp8_np${np} PROPERTIES PROCESSORS ${np})
 endforeach()
+# layer (np 1, 3; per channel and 32x32 blocks) vs numpy; a sweep row equals
+# quantize + eval (tests/fp8_layer_sweep.sh)
+qz_add_test(NAME fp8_layer_sweep TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fp8_layer_sweep.sh)
+set_tests_properties(fp8_layer_sweep PROPERTIES PROCESSORS 3 LABELS "unit;sweep")
