@@ -152,3 +152,8 @@ foreach(np 1 3)
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fp8_read.sh ${np})
   set_tests_properties(fp8_read_np${np} PROPERTIES PROCESSORS ${np})
 endforeach()
+# FP8 activation quantizers (dynamic per token / per token-group, static)
+# bit for bit against tests/fp8_ref.py's numpy quantizers
+qz_test_program(qzt_fp8_act unit/test_fp8_act.c)
+qz_add_test(NAME fp8_act_spec TIMEOUT 60 LABELS io
+  COMMAND sh -c "$<TARGET_FILE:qzt_fp8_act> >/dev/null && /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fp8_ref.py --act-bin \"$QZ_TEST_TMP/fp8_act.bin\"")

@@ -140,6 +140,11 @@ typedef struct {
   int64_t row0, nrows;            /* this rank's rows [row0, row0 + nrows) */
   const float *w;                 /* [nrows, in_features] */
   qz_hessian *H;                  /* ready Hessian [in, in] (QZ_NEED_HESSIAN) */
+  /* appended: the communicator the rows are split over (every rank of it
+   * calls quantize_layer, also with nrows == 0); a method whose parameters
+   * span rows of several ranks (FP8 128x128 block scales) reduces over it.
+   * Callers always set it. */
+  MPI_Comm comm;
 } qz_layer;
 
 /* Outputs for this rank's rows, allocated by the caller (ngroups from
@@ -193,6 +198,10 @@ struct qz_block_ctx {
   /* Per-block statistics for the manifest (the hook keeps no reference). */
   void (*stat)(qz_block_ctx *b, const char *key, struct json_t *value);
   void *drv;               /* the driver's state */
+  /* appended: store f32 data [n0, max(n1, 1)] the method needs at
+   * evaluation (static activation scales, ...) as /aux/{layer}/{name} of
+   * this block (qz_ckpt_write_aux: rank 0's v is written). Collective. */
+  int (*aux)(qz_block_ctx *b, const char *name, int64_t n0, int64_t n1, const float *v);
 };
 
 /* ---- plan model ------------------------------------------------------------ */
