@@ -34,8 +34,8 @@ const data = (f) => path.join(shared, 'data', f);
 const model = (m) => path.join(shared, 'models', m, 'tokenizer.json');
 const small = [fx('unicode_stress.txt'), fx('added_tokens.txt')];
 // The shared texts are cut to their first QZ_TOK_HF_BYTES bytes (default
-// 256 KiB, at a line end) to keep the test short; QZ_TOK_HF_BYTES=0 = whole.
-const limit = Number(process.env.QZ_TOK_HF_BYTES ?? 262144);
+// 128 KiB, at a line end) to keep the test short; QZ_TOK_HF_BYTES=0 = whole.
+const limit = Number(process.env.QZ_TOK_HF_BYTES ?? 131072);
 function head(file) {
   const b = fs.readFileSync(file);
   if (!limit || b.length <= limit) return file;
