@@ -30,3 +30,7 @@ qz_add_test(NAME grids_dq_needs_grid COMMAND ${QZ_EXPECT} 2
 qz_add_test(NAME grids_keep_needs_gptq COMMAND ${QZ_EXPECT} 2
   "--keep-columns needs --method gptq"
   -- $<TARGET_FILE:mpiquant> quantize --model m --out o --method rtn --keep-columns 4)
+# Sweep: the "grids" axis and the bits_per_param column (np 2, tiny model).
+qz_add_test(NAME grids_sweep_np2 TIMEOUT 300
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/grids_sweep.sh)
+set_tests_properties(grids_sweep_np2 PROPERTIES PROCESSORS 2 LABELS "e2e")
