@@ -203,6 +203,16 @@ static void svc_stat(qz_block_ctx *b, const char *key, struct json_t *value) {
   json_object_set_new(r->stats, key, value);
 }
 
+static int svc_aux(qz_block_ctx *b, const char *name, int64_t n0, int64_t n1,
+                   const float *v) {
+  qz_qrun *r = b->drv;
+  qz_timer_start(QZ_PHASE_WRITE);
+  int st = qz_ckpt_write_aux(r->ck, b->layer, name, n0, n1, v);
+  qz_timer_stop(QZ_PHASE_WRITE);
+  QZ_CALL(qz_error_agree(r->ctx->comm, st));
+  return QZ_OK;
+}
+
 /* One group's input on every rank's windows. Collective. */
 static int forward_to(qz_block_ctx *b, qz_fwd_stage stage) {
   qz_timer_start(QZ_PHASE_FORWARD);
@@ -233,7 +243,7 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   qz_block_ctx b = {.comm = r->ctx->comm, .cfg = r->cfg, .layer = layer, .f = r->f, .w = w,
                     .win0 = r->win0, .nwin = r->nwin, .linear = svc_linear,
                     .sequential = svc_sequential, .commit = svc_commit, .stat = svc_stat,
-                    .drv = r};
+                    .drv = r, .aux = svc_aux};
   const qz_method_ops *ops = r->o->mo.ops;
   if (ops->quantize_block) {
     QZ_CALL(ops->quantize_block(r->mstate, &b));

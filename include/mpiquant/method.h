@@ -193,6 +193,10 @@ struct qz_block_ctx {
   /* Per-block statistics for the manifest (the hook keeps no reference). */
   void (*stat)(qz_block_ctx *b, const char *key, struct json_t *value);
   void *drv;               /* the driver's state */
+  /* appended: store replicated f32 data v [n0, max(n1, 1)] the model needs
+   * at evaluation as /aux/{layer}/{name} of the checkpoint
+   * (qz_ckpt_write_aux; rank 0's v is written). Collective on comm. */
+  int (*aux)(qz_block_ctx *b, const char *name, int64_t n0, int64_t n1, const float *v);
 };
 
 /* ---- plan model ------------------------------------------------------------ */
