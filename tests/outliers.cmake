@@ -22,3 +22,6 @@ qz_add_test(NAME llm_int8_opt_bits COMMAND ${QZ_EXPECT} 2
 qz_add_test(NAME llm_int8_opt_threshold COMMAND ${QZ_EXPECT} 2 "--threshold must be > 0"
   -- $<TARGET_FILE:mpiquant> quantize --model ${MPIQUANT_SHARED_DIR}/models/stories260K-hf
   --calib-tokens x.txt --method llm-int8 --threshold 0 --out ${CMAKE_BINARY_DIR}/test-tmp/li_opt)
+
+qz_add_test(NAME llm_int8_sweep_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/llm_int8_sweep.sh)
+set_tests_properties(llm_int8_sweep_np2 PROPERTIES PROCESSORS 2)
