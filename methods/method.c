@@ -17,6 +17,7 @@
   X(awq)                  \
   X(smoothquant)          \
   X(llm_int8)             \
+  X(spqr)                 \
   X(testclip)
 
 #define QZ_DECLARE(m) extern const qz_method_ops qz_method_##m;
