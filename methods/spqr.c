@@ -15,8 +15,10 @@
  *   column j:  q = s (clamp(rint(w / s + z), 0, maxq) - z);
  *     (w - q)^2 / d_j^2 > tau m_r  ->  kept: q = fp16(w) (sparse part);
  *     error feedback as GPTQ: e = (w - q) / d_j, later columns -= e U_j.
- * Min/max here is over the values themselves (the zero is real-valued,
- * SpQR's round_zero=False), not the reference GPTQ range that contains 0.
+ * The first level is the reference GPTQ min/max (the range contains 0)
+ * with a real-valued zero (SpQR's round_zero=False), so zeros stay in
+ * [0, maxq] and quantize well; the second level is min/max over the values
+ * themselves (a range from 0 would round small scales to 0).
  *
  * A second-level group needs the statistics of all its rows at once: each
  * rank extends its rows to whole second-level groups with the neighbours'
@@ -68,10 +70,12 @@ typedef struct {
 
 static float fp16(float x) { return qz_f16_to_f32(qz_f32_to_f16(x)); }
 
-/* Min/max parameters of the values of x[0..n) not skipped, real zero. */
+/* Min/max parameters of the values of x[0..n) not skipped, with 0 in the
+ * range as the reference GPTQ quantizer ([-1, 1] when all are 0), zero
+ * real-valued (in [0, maxq]). Returns how many values were used. */
 static int minmax(const float *x, const uint8_t *skip, int64_t n, float maxq, float *s,
                   float *z) {
-  float mn = INFINITY, mx = -INFINITY;
+  float mn = 0.0f, mx = 0.0f;
   int cnt = 0;
   for (int64_t i = 0; i < n; i++) {
     if (skip && skip[i]) continue;
@@ -79,10 +83,11 @@ static int minmax(const float *x, const uint8_t *skip, int64_t n, float maxq, fl
     mx = x[i] > mx ? x[i] : mx;
     cnt++;
   }
-  if (!cnt) return 0;
-  float r = mx - mn;
-  if (!(r > 0.0f)) r = fabsf(mn) > 0.0f ? fabsf(mn) : 1.0f; /* constant group */
-  *s = r / maxq;
+  if (mn == 0.0f && mx == 0.0f) {
+    mn = -1.0f;
+    mx = 1.0f;
+  }
+  *s = (mx - mn) / maxq;
   *z = -mn / *s;
   return cnt;
 }

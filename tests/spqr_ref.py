@@ -9,9 +9,9 @@
   factor of H^-1 (float64, used in float32).
   Columns in order, blocks of 128 (in-block updates per column, the rest
   after each block), float32 like the reference GPTQ:
-    group start (every g columns), per row: min/max (s0, z0 = -min/s0) of the
-    row's current group weights; e_j = (x_j - q0(x_j))^2 / U_jj^2,
-    m = mean e_j; s, z = min/max of the x_j with e_j <= tau m; then the
+    group start (every g columns), per row: min/max with 0 in the range
+    (s0, z0 = -min/s0, real-valued) of the row's current group weights; e_j = (x_j - q0(x_j))^2 / U_jj^2,
+    m = mean e_j; s, z = the same over the x_j with e_j <= tau m; then the
     scales (and the zeros) of every 16 consecutive rows quantized to 3 bits
     over their min/max: lo + rint((v - lo) / step) step.
     column j: q = s (clamp(rint(w / s + z), 0, 2^b - 1) - z); an outlier when
@@ -52,14 +52,13 @@ def read(path):
 
 
 def minmax(x, keep, maxq):
-    """Per row of x [r, c] over the kept entries: scale, real zero."""
-    big = np.float32(np.inf)
-    mn = np.where(keep, x, big).min(1)
-    mx = np.where(keep, x, -big).max(1)
-    rng = (mx - mn).astype(f32)
-    bad = ~(rng > 0)
-    rng = np.where(bad, np.where(np.abs(mn) > 0, np.abs(mn), f32(1)), rng).astype(f32)
-    s = (rng / f32(maxq)).astype(f32)
+    """Per row of x [r, c] over the kept entries and 0 ([-1, 1] when all
+    are 0): scale, real-valued zero."""
+    mn = np.minimum(np.where(keep, x, f32(0)).min(1), f32(0))
+    mx = np.maximum(np.where(keep, x, f32(0)).max(1), f32(0))
+    both = (mn == 0) & (mx == 0)
+    mn, mx = np.where(both, f32(-1), mn), np.where(both, f32(1), mx)
+    s = ((mx - mn) / f32(maxq)).astype(f32)
     return s, (-mn / s).astype(f32)
 
 
