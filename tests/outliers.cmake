@@ -23,8 +23,10 @@ qz_add_test(NAME llm_int8_opt_threshold COMMAND ${QZ_EXPECT} 2 "--threshold must
   -- $<TARGET_FILE:mpiquant> quantize --model ${MPIQUANT_SHARED_DIR}/models/stories260K-hf
   --calib-tokens x.txt --method llm-int8 --threshold 0 --out ${CMAKE_BINARY_DIR}/test-tmp/li_opt)
 
-qz_add_test(NAME llm_int8_sweep_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/llm_int8_sweep.sh)
-set_tests_properties(llm_int8_sweep_np2 PROPERTIES PROCESSORS 2)
+set(OSW ${CMAKE_CURRENT_SOURCE_DIR}/outlier_sweep.sh)
+qz_add_test(NAME llm_int8_sweep_np2 TIMEOUT 300 COMMAND ${OSW} llm-int8 8 -1)
+qz_add_test(NAME spqr_sweep_np2 TIMEOUT 300 COMMAND ${OSW} spqr 3 16)
+set_tests_properties(llm_int8_sweep_np2 spqr_sweep_np2 PROPERTIES PROCESSORS 2)
 
 # SpQR: layer results on golden cases vs numpy from the paper
 # (tests/spqr_ref.py): dead columns, odd shapes, a rank-deficient Hessian,
@@ -47,3 +49,5 @@ qz_add_test(NAME spqr_opt_sym COMMAND ${QZ_EXPECT} 2 "asymmetric groups in colum
 qz_add_test(NAME spqr_opt_group COMMAND ${QZ_EXPECT} 2 "must divide --blocksize"
   -- $<TARGET_FILE:mpiquant> quantize --model ${MPIQUANT_SHARED_DIR}/models/stories260K-hf
   --calib-tokens x.txt --method spqr --group 24 --out ${CMAKE_BINARY_DIR}/test-tmp/sp_opt)
+qz_add_test(NAME spqr_model_stories_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/spqr_model.sh 2)
+set_tests_properties(spqr_model_stories_np2 PROPERTIES PROCESSORS 2)
