@@ -16,6 +16,7 @@
   X(quantease)            \
   X(awq)                  \
   X(smoothquant)          \
+  X(none)                 \
   X(testclip)
 
 #define QZ_DECLARE(m) extern const qz_method_ops qz_method_##m;

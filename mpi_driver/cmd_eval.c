@@ -17,6 +17,7 @@
 #include "mpiquant/windows.h"
 #include "cmd_eval.h"
 #include "qblock.h"
+#include "rotate_cli.h"
 #include "task_eval.h"
 
 static void usage(void) {
@@ -186,6 +187,8 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   qz_ckpt_source cks = {0};
   qz_act_hook hook = {0};
   const qz_method_ops *hook_ops = NULL;
+  qz_rot *rot = NULL;
+  qz_model_hook mhook = {0};
   if (o.ckpt) {
     QZ_CALL_DONE(qz_ckpt_open(ctx->comm, o.ckpt, &cks.ck));
     if (!o.model) o.model = qz_ckpt_model_dir(cks.ck);
@@ -220,6 +223,21 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
                     "hook", o.ckpt);
       eo.act_hook = &hook;
     }
+    QZ_CALL_DONE(qz_error_agree(ctx->comm, qz_rotcli_from_ckpt(cks.ck, cfg, &rot)));
+    if (rot) { /* rotations, activation and KV quantizers in one pair of hooks */
+      QZ_CHECK_DONE(!hook.fn, QZ_ERR_FORMAT,
+                    "checkpoint %s: options give both a rotation and a method activation "
+                    "hook", o.ckpt);
+      const qz_rot_params *rp = qz_rot_params_of(rot);
+      hook = qz_rot_act_hook(rot, 1);
+      eo.act_hook = &hook;
+      eo.act_quant_bits = 0;
+      mhook = qz_rot_model_hook(rot);
+      eo.model_hook = &mhook;
+      qz_info("eval: rotations %s; activations %s%d%s, KV cache %d bits", qz_rot_describe(rot),
+              rp->act_bits ? (rp->act_asym ? "asymmetric int" : "symmetric int") : "fp (",
+              rp->act_bits, rp->act_bits ? "" : ")", rp->kv_bits);
+    } else
     if (eo.act_quant_bits)
       qz_info("eval: checkpoint activations: int%d per token, dynamic, symmetric, "
               "at the input of every linear", eo.act_quant_bits);
@@ -233,7 +251,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   }
   if (o.task.tasks) {
     qz_task_model tm = {eo.block_source, eo.block_source_ctx, eo.act_quant_bits,
-                        eo.act_hook};
+                        eo.act_hook, eo.model_hook};
     QZ_CALL_DONE(qz_task_eval(ctx, m, o.model, &o.task, &tm, report, o.json, tout));
     goto done;
   }
@@ -300,6 +318,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   }
 done:
   if (hook_ops && hook_ops->eval_act_free) hook_ops->eval_act_free(&hook);
+  qz_rot_destroy(&rot);
   qz_free(&ids);
   qz_model_close(&m);
   qz_ckpt_close(&cks.ck);

@@ -173,9 +173,20 @@ static const qz_fwd_stage k_group_stage[4] = {QZ_STAGE_QKV_IN, QZ_STAGE_O_IN,
                                               QZ_STAGE_GATEUP_IN, QZ_STAGE_DOWN_IN};
 
 /* Hessian of one group's input from this rank's tokens. Collective. */
-static int group_hessian(qz_qrun *r, qz_fwd *f, int g, qz_hessian **H) {
+static int group_hessian(qz_qrun *r, qz_fwd *f, int b_layer, int g, qz_hessian **H) {
   int64_t ncols;
   const float *x = qz_fwd_stage_output(f, k_group_stage[g], &ncols);
+  if (r->rot_hook.fn) { /* what the linears multiply: the rotated input (R4) */
+    if (!r->hx) {
+      int64_t c = r->cfg->hidden_size > r->cfg->intermediate_size ? r->cfg->hidden_size
+                                                                   : r->cfg->intermediate_size;
+      QZ_CALL(qz_error_agree(r->ctx->comm,
+                             qz_alloc_big((size_t)(qz_fwd_ntok(f) * c + 1) * sizeof(float),
+                                          "rotated group input", (void **)&r->hx)));
+    }
+    r->rot_hook.fn(r->rot_hook.ctx, b_layer, k_groups[g][0], x, qz_fwd_ntok(f), ncols, r->hx);
+    x = r->hx;
+  }
   QZ_CALL(hessian_for(&r->hc, r->grid, ncols, H));
   qz_timer_start(QZ_PHASE_HESSIAN);
   int st = qz_hessian_add_rows(*H, x, qz_fwd_ntok(f));
@@ -220,7 +231,7 @@ static int svc_sequential(qz_block_ctx *b) {
   for (int g = 0; g < 4; g++) {
     if (r->o->true_sequential) QZ_CALL(forward_to(b, k_group_stage[g]));
     qz_hessian *H = NULL;
-    if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, g, &H));
+    if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, b->layer, g, &H));
     for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++)
       QZ_CALL(quantize_linear(r, b->layer, b->w, k_groups[g][k], H));
   }
@@ -242,7 +253,7 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   } else {
     for (int l = 0; l < QZ_LIN_COUNT; l++) QZ_CALL(quantize_linear(r, layer, w, (qz_linear)l, NULL));
   }
-  if (r->needs & QZ_CKPT_NORMS) /* folded scales */
+  if ((r->needs & QZ_CKPT_NORMS) || r->rot) /* folded scales; rotation: unit norms */
     QZ_CALL(qz_ckpt_write_norms(r->ck, layer, w->hidden, w->attn_norm, w->ffn_norm));
   return QZ_OK;
 }
@@ -250,4 +261,5 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
 void qz_quantize_run_free(qz_qrun *r) {
   for (int i = 0; i < 3; i++) qz_hessian_destroy(&r->hc.h[i]);
   bufs_free(&r->bufs);
+  qz_free_big((void **)&r->hx, 0);
 }
