@@ -1,0 +1,13 @@
+# Rotations (issue 19): invariance of the fused/online rotations (unit, random
+# weights with massive activations), a rotated unquantized checkpoint against
+# the unrotated model (both tiny models and a synthetic massive-activation
+# model), W4A4KV4 GPTQ with Hadamard rotations identical at np 1-4.
+qz_test_program(qzt_rotate unit/test_rotate.c)
+qz_add_test(NAME rotate_fuse COMMAND qzt_rotate TIMEOUT 60)
+set(ROTINV ${CMAKE_CURRENT_SOURCE_DIR}/rotate_invariance.sh)
+foreach(model stories babyllama synth)
+  qz_add_test(NAME rotate_invariance_${model}_np2 TIMEOUT 120 COMMAND ${ROTINV} 2 ${model})
+  set_tests_properties(rotate_invariance_${model}_np2 PROPERTIES PROCESSORS 2)
+endforeach()
+qz_add_test(NAME rotate_invariance_stories_np3 TIMEOUT 120 COMMAND ${ROTINV} 3 stories)
+set_tests_properties(rotate_invariance_stories_np3 PROPERTIES PROCESSORS 3)
