@@ -11,3 +11,8 @@ foreach(model stories babyllama synth)
 endforeach()
 qz_add_test(NAME rotate_invariance_stories_np3 TIMEOUT 120 COMMAND ${ROTINV} 3 stories)
 set_tests_properties(rotate_invariance_stories_np3 PROPERTIES PROCESSORS 3)
+# W4A4KV4 GPTQ on Hadamard-rotated weights: the same checkpoint at np 1-4
+# (the Hessian of down_proj is the one of its rotated input)
+qz_add_test(NAME np_identity_gptq_rotate TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/np_identity.sh
+  gptq --bits 4 --group -1 --act-bits 4 --act-asym --kv-bits 4 --rotate hadamard --rotate-seed 1)
+set_tests_properties(np_identity_gptq_rotate PROPERTIES PROCESSORS 4)

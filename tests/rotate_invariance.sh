@@ -41,3 +41,22 @@ d = abs(a["nll_mean"] - b["nll_mean"])
 print(f"{sys.argv[4]}: mean NLL {a['nll_mean']:.9f} unrotated, {b['nll_mean']:.9f} rotated, |d| {d:.3g} (tol {tol})")
 sys.exit(0 if d <= tol else 1)
 PY
+# the task (loglikelihood) path: the same accuracy, task perplexity within
+# TOL_TASK_PPL relative (lambada's perplexity is exp(-mean loglikelihood) of
+# ~1e6: 1e-6 of relative change measured)
+if [ "$model" = stories ]; then
+  TOL_TASK_PPL=2e-5
+  tr=$(run eval --model "$M" --task lambada_openai,piqa --task-dir "$S/tasks" --limit 20 --json -q | grep '^{')
+  tq=$(run eval --ckpt "$T/ck" --task lambada_openai,piqa --task-dir "$S/tasks" --limit 20 --json -q | grep '^{')
+  /usr/bin/python3 - "$tr" "$tq" "$TOL_TASK_PPL" <<'PY'
+import json, sys
+a, b, tol = json.loads(sys.argv[1])["tasks"], json.loads(sys.argv[2])["tasks"], float(sys.argv[3])
+for t in a:
+    assert a[t]["acc"] == b[t]["acc"], (t, a[t], b[t])
+    if "perplexity" in a[t]:
+        r = abs(a[t]["perplexity"] / b[t]["perplexity"] - 1)
+        print(f"task {t}: acc {a[t]['acc']} both, perplexity rel diff {r:.3g} (tol {tol})")
+        assert r <= tol, (t, r)
+PY
+fi
+echo "rotate_invariance: 1 passed, 0 failed"
