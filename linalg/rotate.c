@@ -9,34 +9,12 @@
 #include "mpiquant/error.h"
 #include "mpiquant/hadamard.h"
 #include "mpiquant/mem.h"
+#include "rotate_impl.h"
 
-/* A seeded sign diagonal times a normalized Hadamard-type rotation. */
-typedef struct {
-  qz_rotation *h;
-  float *sign; /* [d] +-1, or NULL (no signs) */
-} orth;
-
-#define COLS 64 /* columns per transposed panel */
-
-struct qz_rot;
-typedef struct {
-  struct qz_rot *r;
-  int quantize;
-} hook_ctx;
-
-struct qz_rot {
-  qz_rot_params p;
-  int64_t H, I, nq, nkv, hd;
-  orth q1, r2, r3, r4;
-  float *tmp; /* [COLS, max(H, hd)] column panels of weights */
-  hook_ctx hq, hc;
-  char desc[512];
-};
-
-static const char *const kind_names[] = {"none", "hadamard", NULL};
+static const char *const kind_names[] = {"none", "hadamard", "duquant", NULL};
 
 const char *qz_rot_kind_name(int kind) {
-  return kind >= 0 && kind <= QZ_ROT_HADAMARD ? kind_names[kind] : NULL;
+  return kind >= 0 && kind <= QZ_ROT_DUQUANT ? kind_names[kind] : NULL;
 }
 
 int qz_rot_kind_find(const char *name) {
@@ -87,13 +65,18 @@ void qz_rot_destroy(qz_rot **pr) {
   orth_free(&r->r3);
   orth_free(&r->r4);
   qz_free(&r->tmp);
+  qz_duq_free(r);
   qz_free(pr);
 }
 
 int qz_rot_create(const qz_model_config *cfg, const qz_rot_params *p, qz_rot **out) {
   *out = NULL;
-  QZ_CHECK(p->kind == QZ_ROT_NONE || p->kind == QZ_ROT_HADAMARD, QZ_ERR_ARG,
+  QZ_CHECK(p->kind >= QZ_ROT_NONE && p->kind <= QZ_ROT_DUQUANT, QZ_ERR_ARG,
            "rotation kind %d unknown", p->kind);
+  QZ_CHECK(p->kind != QZ_ROT_DUQUANT || (p->block >= 1 && p->block <= 4096 &&
+                                         p->smooth >= 0 && p->smooth <= 1),
+           QZ_ERR_ARG, "DuQuant: block %d must be in 1..4096 and smooth %g in [0, 1]",
+           p->block, p->smooth);
   QZ_CHECK(p->act_bits == 0 || (p->act_bits >= 2 && p->act_bits <= 16), QZ_ERR_ARG,
            "activation bits %d: 0 (off) or 2..16", p->act_bits);
   QZ_CHECK(p->kv_bits == 0 || (p->kv_bits >= 2 && p->kv_bits <= 16), QZ_ERR_ARG,
@@ -128,6 +111,14 @@ int qz_rot_create(const qz_model_config *cfg, const qz_rot_params *p, qz_rot **o
                qz_rotation_kind(r->q1.h), qz_rotation_kind(r->r2.h),
                qz_rotation_kind(r->r4.h), (unsigned long long)p->seed);
   }
+  if (!st && p->kind == QZ_ROT_DUQUANT) {
+    st = qz_duq_alloc(r, cfg);
+    if (!st)
+      snprintf(r->desc, sizeof r->desc,
+               "DuQuant blocks q/k/v %lld, o %lld, gate/up %lld, down %lld, %s, smooth %g",
+               (long long)r->dq[0].b, (long long)r->dq[1].b, (long long)r->dq[2].b,
+               (long long)r->dq[3].b, p->perm ? "zigzag" : "no permutation", p->smooth);
+  }
   if (st) {
     qz_rot_destroy(&r);
     return st;
@@ -160,7 +151,7 @@ static void fuse_reader(qz_rot *r, float *w, int64_t out, const float *norm) {
 }
 
 void qz_rot_fuse_block(qz_rot *r, qz_block_weights *w) {
-  if (r->p.kind == QZ_ROT_NONE) return;
+  if (r->p.kind != QZ_ROT_HADAMARD) return; /* DuQuant: per group, qz_rot_duq_fuse */
   const int64_t H = r->H, I = r->I, hd = r->hd, qd = r->nq * hd, kvd = r->nkv * hd;
   fuse_reader(r, w->w[QZ_LIN_Q], qd, w->attn_norm);
   fuse_reader(r, w->w[QZ_LIN_K], kvd, w->attn_norm);
@@ -179,7 +170,7 @@ void qz_rot_fuse_block(qz_rot *r, qz_block_weights *w) {
 }
 
 void qz_rot_stream(qz_rot *r, float *x, int64_t n, int inverse) {
-  if (r->p.kind == QZ_ROT_NONE) return;
+  if (r->p.kind != QZ_ROT_HADAMARD) return;
   orth_rows(&r->q1, x, n, inverse);
 }
 
@@ -225,11 +216,13 @@ void qz_act_fake_quant_ex(const float *x, int64_t nrows, int64_t n, int bits, in
 
 static void act_fn(void *ctx, int layer, qz_linear lin, const float *x, int64_t nrows,
                    int64_t n, float *y) {
-  (void)layer;
   const hook_ctx *c = ctx;
   qz_rot *r = c->r;
   if (y != x) memcpy(y, x, (size_t)(nrows * n) * sizeof *y);
-  if (lin == QZ_LIN_DOWN && r->p.kind != QZ_ROT_NONE) orth_rows(&r->r4, y, nrows, 0);
+  if (lin == QZ_LIN_DOWN && r->p.kind == QZ_ROT_HADAMARD) orth_rows(&r->r4, y, nrows, 0);
+  int g = qz_duq_group_of(lin);
+  if (r->p.kind == QZ_ROT_DUQUANT && g >= 0 && r->dq[g].layer == layer)
+    qz_duq_rows(r, g, y, nrows, 0);
   if (c->quantize && r->p.act_bits)
     qz_act_fake_quant_ex(y, nrows, n, r->p.act_bits, r->p.act_asym, r->p.act_clip, y);
 }
@@ -250,7 +243,7 @@ static void attn_fn(void *ctx, int layer, float *q, float *k, float *v, int64_t 
   (void)layer;
   qz_rot *r = ctx;
   if (!r->p.kv_bits) return;
-  if (r->p.kind != QZ_ROT_NONE) {
+  if (r->p.kind == QZ_ROT_HADAMARD) {
     orth_rows(&r->r3, q, nrows * nq, 0);
     orth_rows(&r->r3, k, nrows * nkv, 0);
   }
@@ -259,7 +252,7 @@ static void attn_fn(void *ctx, int layer, float *q, float *k, float *v, int64_t 
 }
 
 qz_model_hook qz_rot_model_hook(qz_rot *r) {
-  return (qz_model_hook){.stream = r->p.kind != QZ_ROT_NONE ? stream_fn : NULL,
+  return (qz_model_hook){.stream = r->p.kind == QZ_ROT_HADAMARD ? stream_fn : NULL,
                          .attn = r->p.kv_bits ? attn_fn : NULL,
                          .ctx = r};
 }

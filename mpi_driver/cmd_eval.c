@@ -174,6 +174,19 @@ static int ckpt_act_hook(qz_ckpt *ck, MPI_Comm comm, const qz_model_config *cfg,
   return QZ_OK;
 }
 
+/* A rotated checkpoint's blocks: the checkpoint's weights and, for
+ * DuQuant, the block's transforms into the rotation. Collective. */
+typedef struct {
+  qz_ckpt_source *cks;
+  qz_rot *rot;
+} rot_source;
+
+static int rot_block_source(void *vctx, qz_model *m, int layer, qz_block_weights *w) {
+  rot_source *s = vctx;
+  QZ_CALL(qz_ckpt_block_source(s->cks, m, layer, w));
+  return qz_rotcli_load_block(s->cks->ck, layer, s->rot);
+}
+
 /* The command; `report` prints the result lines on rank 0's stdout, `out`
  * (may be NULL) receives the result on every rank. */
 static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
@@ -189,6 +202,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   const qz_method_ops *hook_ops = NULL;
   qz_rot *rot = NULL;
   qz_model_hook mhook = {0};
+  rot_source rsrc = {&cks, NULL};
   if (o.ckpt) {
     QZ_CALL_DONE(qz_ckpt_open(ctx->comm, o.ckpt, &cks.ck));
     if (!o.model) o.model = qz_ckpt_model_dir(cks.ck);
@@ -234,6 +248,9 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
       eo.act_quant_bits = 0;
       mhook = qz_rot_model_hook(rot);
       eo.model_hook = &mhook;
+      rsrc.rot = rot;
+      eo.block_source = rot_block_source;
+      eo.block_source_ctx = &rsrc;
       qz_info("eval: rotations %s; activations %s%d%s, KV cache %d bits", qz_rot_describe(rot),
               rp->act_bits ? (rp->act_asym ? "asymmetric int" : "symmetric int") : "fp (",
               rp->act_bits, rp->act_bits ? "" : ")", rp->kv_bits);

@@ -98,6 +98,8 @@ static int setup(qz_qrun *r, qrun_io *io) {
   QZ_CHECK(io->lb < nblocks && io->le <= nblocks, QZ_ERR_USAGE,
            "--layers %d:%d outside the model's %d blocks", io->lb, io->le, nblocks);
   r->needs = qz_method_needs(&o->mo);
+  if (o->rot.kind == QZ_ROT_DUQUANT) /* statistics of the calibration inputs */
+    r->needs |= QZ_NEED_CALIB;
   if (o->rot.kind != QZ_ROT_NONE) {
     QZ_CALL(qz_rot_create(r->cfg, &o->rot, &r->rot));
     qz_info("quantize: rotations %s", qz_rot_describe(r->rot));

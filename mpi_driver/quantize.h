@@ -27,6 +27,7 @@ typedef struct {
   qz_method_opts mo;           /* --method and its rows (method.h) */
   qz_rot_params rot;           /* --rotate, --kv-bits, --act-asym, ... */
   int rot_given;               /* any of them given (recorded in the JSON) */
+  int duq_given;               /* --block, --perm or --smooth given */
 } qz_qopts;
 
 /* ---- quantize_cli.c (not collective) ---------------------------------------- */

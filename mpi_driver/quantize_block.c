@@ -5,6 +5,7 @@
  * rows, the dequantized rows gathered back into the block (the forward
  * continues with exactly the weights the checkpoint holds) and this rank's
  * rows written collectively. */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,6 +19,7 @@
 #include "mpiquant/timing.h"
 #include "qblock.h"
 #include "quantize.h"
+#include "rotate_cli.h"
 
 static int hessian_for(qz_hcache *c, qz_grid *g, int64_t d, qz_hessian **out) {
   for (int i = 0; i < 3; i++)
@@ -197,6 +199,43 @@ static int group_hessian(qz_qrun *r, qz_fwd *f, int b_layer, int g, qz_hessian *
   return QZ_OK;
 }
 
+/* DuQuant: group g's transform from its calibration input (per-channel
+ * max |x| over every rank's tokens: an exact MAX reduction) and its
+ * weights' column maxima, fused into the group's linears and written to
+ * the checkpoint; the forward's hook applies it from now on. Collective. */
+static int duquant_group(qz_qrun *r, qz_block_ctx *b, int g) {
+  int64_t n, bs, ncols;
+  qz_rot_duq_shape(r->rot, g, &n, &bs);
+  const float *x = qz_fwd_stage_output(b->f, k_group_stage[g], &ncols);
+  QZ_CHECK(x && ncols == n, QZ_ERR_INTERNAL, "DuQuant group %d: input of %lld columns",
+           g, (long long)ncols);
+  float *amax = NULL, *wmax = NULL;
+  int st = qz_calloc((size_t)n, sizeof *amax, "DuQuant amax", &amax);
+  if (!st) st = qz_calloc((size_t)n, sizeof *wmax, "DuQuant wmax", &wmax);
+  QZ_CALL_DONE(qz_error_agree(b->comm, st));
+  for (int64_t t = 0, T = qz_fwd_ntok(b->f); t < T; t++)
+    for (int64_t j = 0; j < n; j++) amax[j] = fmaxf(amax[j], fabsf(x[t * n + j]));
+  QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, amax, (int)n, MPI_FLOAT, MPI_MAX, b->comm));
+  for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
+    int64_t out, in;
+    qz_linear_shape(r->cfg, k_groups[g][k], &out, &in);
+    const float *w = b->w->w[k_groups[g][k]];
+    for (int64_t i = 0; i < out; i++)
+      for (int64_t j = 0; j < n; j++) wmax[j] = fmaxf(wmax[j], fabsf(w[i * n + j]));
+  }
+  qz_rot_duq_build(r->rot, b->layer, g, amax, wmax);
+  for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
+    int64_t out, in;
+    qz_linear_shape(r->cfg, k_groups[g][k], &out, &in);
+    qz_rot_duq_fuse(r->rot, g, b->w->w[k_groups[g][k]], out);
+  }
+  QZ_CALL_DONE(qz_rotcli_write_group(r->ck, b->layer, g, r->rot));
+done:
+  qz_free(&amax);
+  qz_free(&wmax);
+  return st;
+}
+
 /* ---- the services a method's block hook gets (method.h qz_block_ctx) ---- */
 
 static int svc_linear(qz_block_ctx *b, qz_linear l, qz_hessian *H) {
@@ -230,6 +269,8 @@ static int svc_sequential(qz_block_ctx *b) {
     QZ_CALL(forward_to(b, QZ_STAGE_DOWN_IN));
   for (int g = 0; g < 4; g++) {
     if (r->o->true_sequential) QZ_CALL(forward_to(b, k_group_stage[g]));
+    if (r->rot && qz_rot_params_of(r->rot)->kind == QZ_ROT_DUQUANT)
+      QZ_CALL(duquant_group(r, b, g));
     qz_hessian *H = NULL;
     if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, b->layer, g, &H));
     for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++)

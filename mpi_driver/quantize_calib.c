@@ -14,6 +14,7 @@
 #include "mpiquant/windows.h"
 #include "qblock.h"
 #include "quantize.h"
+#include "rotate_cli.h"
 
 static int ends_with(const char *s, const char *suf) {
   size_t n = strlen(s), m = strlen(suf);
@@ -130,8 +131,10 @@ int qz_quantize_stream_to(MPI_Comm comm, qz_model *m, qz_ckpt *ck, qz_fwd *f,
     if (needs & QZ_NEED_FP_STREAM) { /* the calibration stream is the fp model's */
       QZ_CALL(qz_model_load_block(m, b, w));
       if (rot) qz_rot_fuse_block(rot, w);
-    } else
+    } else {
       QZ_CALL(qz_ckpt_block_source(&cs, m, b, w));
+      QZ_CALL(qz_rotcli_load_block(ck, b, rot)); /* DuQuant's transforms */
+    }
     qz_timer_start(QZ_PHASE_FORWARD);
     int st = qz_fwd_block(f, w);
     qz_timer_stop(QZ_PHASE_FORWARD);

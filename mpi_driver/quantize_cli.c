@@ -77,6 +77,9 @@ static int parse_driver_opt(int c, const char *arg, qz_qopts *o) {
     case 'V': QZ_CALL(qz_rotcli_option("kv-bits", arg, &o->rot, &o->rot_given)); break;
     case 'A': QZ_CALL(qz_rotcli_option("act-asym", arg, &o->rot, &o->rot_given)); break;
     case 'C': QZ_CALL(qz_rotcli_option("act-clip", arg, &o->rot, &o->rot_given)); break;
+    case 'b': QZ_CALL(qz_rotcli_option("block", arg, &o->rot, &o->duq_given)); break;
+    case 'p': QZ_CALL(qz_rotcli_option("perm", arg, &o->rot, &o->duq_given)); break;
+    case 's': QZ_CALL(qz_rotcli_option("smooth", arg, &o->rot, &o->duq_given)); break;
     default: QZ_FAIL(QZ_ERR_INTERNAL, "quantize: option value %d", c);
   }
   return QZ_OK;
@@ -93,10 +96,11 @@ int qz_quantize_parse(int argc, char **argv, qz_qopts *o) {
       {"zstd-level", 1, 0, 'z'},     {"grid-nb", 1, 0, 'G'},
       {"rotate", 1, 0, 'R'},         {"rotate-seed", 1, 0, 'S'},
       {"kv-bits", 1, 0, 'V'},        {"act-asym", 0, 0, 'A'},
-      {"act-clip", 1, 0, 'C'},
+      {"act-clip", 1, 0, 'C'},       {"block", 1, 0, 'b'},
+      {"perm", 1, 0, 'p'},           {"smooth", 1, 0, 's'},
       {0, 0, 0, 0}};
   *o = (qz_qopts){.nsamples = 128, .nb = 128, .layer_end = -1, .zstd_level = 3,
-                  .true_sequential = 1, .rot = {.act_clip = 1.0}};
+                  .true_sequential = 1, .rot = {.act_clip = 1.0, .block = 128, .perm = 1, .smooth = 0.5}};
   const qz_method_ops *ops;
   QZ_CALL(qz_mcli_method("quantize", qz_mcli_method_arg(argc, argv, QZ_METHOD_DEFAULT), &ops, &o->mo));
   struct option *opts = NULL;
@@ -117,7 +121,8 @@ int qz_quantize_parse(int argc, char **argv, qz_qopts *o) {
   QZ_CHECK(!(o->calib && o->calib_tokens), QZ_ERR_USAGE,
            "quantize: give only one of --calib and --calib-tokens");
   QZ_CALL(qz_mcli_finish("quantize", &o->mo));
-  QZ_CALL(qz_rotcli_finish(&o->mo, qz_method_needs(&o->mo), &o->rot, o->rot_given));
+  QZ_CALL(qz_rotcli_finish(&o->mo, qz_method_needs(&o->mo), &o->rot, o->rot_given,
+                           o->duq_given));
   return QZ_OK;
 }
 

@@ -13,12 +13,20 @@
 
 void qz_rotcli_usage(FILE *out) {
   fprintf(out,
-          "  --rotate R           none (default) or hadamard: QuaRot-style rotations\n"
+          "  --rotate R           none (default), hadamard: QuaRot-style rotations\n"
           "                       (norms folded, R1 on the residual stream, R2 per\n"
           "                       head on v/o, R4 online before down_proj, R3 on q/k\n"
-          "                       after RoPE with --kv-bits); the method quantizes the\n"
-          "                       rotated weights (--method none: no quantization)\n"
-          "  --rotate-seed S      seed of the random signs (default 0)\n"
+          "                       after RoPE with --kv-bits), or duquant: per linear\n"
+          "                       input smoothing + block rotations + zigzag\n"
+          "                       permutation + rotation from the calibration data;\n"
+          "                       the method quantizes the transformed weights\n"
+          "                       (--method none: no quantization)\n"
+          "  --rotate-seed S      hadamard: seed of the random signs (default 0)\n"
+          "  --block B            duquant: rotation block, a power of two (default 128;\n"
+          "                       per input the largest power of two <= B dividing it)\n"
+          "  --perm P             duquant: zigzag (default) or none\n"
+          "  --smooth A           duquant: smoothing exponent alpha in [0, 1] (default\n"
+          "                       0.5; 0 = no smoothing)\n"
           "  --kv-bits K          evaluate keys/values quantized per token and head\n"
           "                       (asymmetric, K bits; default 0 = off)\n"
           "  --act-asym           --act-bits quantizes activations asymmetrically\n"
@@ -39,6 +47,20 @@ int qz_rotcli_option(const char *name, const char *val, qz_rot_params *p, int *g
   } else if (strcmp(name, "kv-bits") == 0) {
     QZ_CALL(qz_cli_int("--kv-bits", val, 2, 16, &v));
     p->kv_bits = (int)v;
+  } else if (strcmp(name, "block") == 0) {
+    QZ_CALL(qz_cli_int("--block", val, 1, 4096, &v));
+    QZ_CHECK((v & (v - 1)) == 0, QZ_ERR_USAGE, "--block %ld: a power of two", v);
+    p->block = (int)v;
+  } else if (strcmp(name, "perm") == 0) {
+    QZ_CHECK(strcmp(val, "zigzag") == 0 || strcmp(val, "none") == 0, QZ_ERR_USAGE,
+             "--perm '%s': zigzag or none", val);
+    p->perm = strcmp(val, "zigzag") == 0;
+  } else if (strcmp(name, "smooth") == 0) {
+    char *end = NULL;
+    double a = strtod(val, &end);
+    QZ_CHECK(end && *end == '\0' && a >= 0 && a <= 1, QZ_ERR_USAGE,
+             "--smooth '%s': alpha in [0, 1]", val);
+    p->smooth = a;
   } else if (strcmp(name, "act-asym") == 0) {
     p->act_asym = 1;
   } else if (strcmp(name, "act-clip") == 0) {
@@ -54,10 +76,16 @@ int qz_rotcli_option(const char *name, const char *val, qz_rot_params *p, int *g
   return QZ_OK;
 }
 
-int qz_rotcli_finish(const qz_method_opts *mo, unsigned needs, qz_rot_params *p, int given) {
+int qz_rotcli_finish(const qz_method_opts *mo, unsigned needs, qz_rot_params *p, int given,
+                     int duq_given) {
   int row = qz_method_row_find(mo->ops, "act-bits");
   p->act_bits = row >= 0 ? (int)qz_method_opt_value(mo, row) : 0;
+  QZ_CHECK(!duq_given || p->kind == QZ_ROT_DUQUANT, QZ_ERR_USAGE,
+           "--block, --perm and --smooth are options of --rotate duquant");
   if (!given) return QZ_OK;
+  QZ_CHECK(p->kind != QZ_ROT_DUQUANT || !mo->ops->quantize_block, QZ_ERR_USAGE,
+           "--rotate duquant with --method %s: DuQuant builds its transforms in the "
+           "true-sequential block, which this method replaces", mo->ops->name);
   QZ_CHECK(p->act_bits || (!p->act_asym && p->act_clip == 1.0), QZ_ERR_USAGE,
            "--act-asym and --act-clip shape the activation quantizer of --act-bits A "
            "(methods gptq, rtn)");
@@ -70,10 +98,15 @@ int qz_rotcli_finish(const qz_method_opts *mo, unsigned needs, qz_rot_params *p,
 
 void qz_rotcli_json(const qz_rot_params *p, int given, json_t *j) {
   if (!given) return; /* checkpoints without rotations keep their options */
-  json_object_set_new(j, "rotate",
-                      json_pack("{s:s, s:I, s:i, s:b, s:f}", "kind", qz_rot_kind_name(p->kind),
-                                "seed", (json_int_t)p->seed, "kv_bits", p->kv_bits,
-                                "act_asym", p->act_asym, "act_clip", p->act_clip));
+  json_t *r = json_pack("{s:s, s:I, s:i, s:b, s:f}", "kind", qz_rot_kind_name(p->kind),
+                        "seed", (json_int_t)p->seed, "kv_bits", p->kv_bits, "act_asym",
+                        p->act_asym, "act_clip", p->act_clip);
+  if (p->kind == QZ_ROT_DUQUANT) {
+    json_object_set_new(r, "block", json_integer(p->block));
+    json_object_set_new(r, "perm", json_string(p->perm ? "zigzag" : "none"));
+    json_object_set_new(r, "smooth", json_real(p->smooth));
+  }
+  json_object_set_new(j, "rotate", r);
 }
 
 int qz_rotcli_from_ckpt(qz_ckpt *ck, const qz_model_config *cfg, qz_rot **out) {
@@ -90,6 +123,10 @@ int qz_rotcli_from_ckpt(qz_ckpt *ck, const qz_model_config *cfg, qz_rot **out) {
   p.act_asym = json_is_true(json_object_get(r, "act_asym"));
   p.act_clip = json_number_value(json_object_get(r, "act_clip"));
   p.act_bits = qz_ckpt_act_bits(ck);
+  p.block = (int)json_integer_value(json_object_get(r, "block"));
+  const char *perm = json_string_value(json_object_get(r, "perm"));
+  p.perm = perm && strcmp(perm, "zigzag") == 0;
+  p.smooth = json_number_value(json_object_get(r, "smooth"));
   QZ_CHECK_DONE(p.kind >= 0, QZ_ERR_FORMAT,
                 "checkpoint %s: options.rotate.kind '%s' is not a rotation this version "
                 "knows", qz_ckpt_dir(ck), kind ? kind : "(missing)");
@@ -102,4 +139,31 @@ int qz_rotcli_from_ckpt(qz_ckpt *ck, const qz_model_config *cfg, qz_rot **out) {
 done:
   json_decref(j);
   return st;
+}
+
+int qz_rotcli_load_block(qz_ckpt *ck, int layer, qz_rot *rot) {
+  if (!rot || qz_rot_params_of(rot)->kind != QZ_ROT_DUQUANT) return QZ_OK;
+  for (int g = 0; g < QZ_DUQ_GROUPS; g++) {
+    for (int i = 0; i < QZ_DUQ_ARRAYS; i++) {
+      char name[64];
+      int64_t n0, n1;
+      float *v = qz_rot_duq_array(rot, g, i, name, sizeof name, &n0, &n1);
+      int found = 0;
+      QZ_CALL(qz_ckpt_read_aux(ck, layer, name, n0, n1, v, &found));
+      QZ_CHECK(found, QZ_ERR_FORMAT, "checkpoint %s: block %d has no aux %s (a DuQuant "
+               "checkpoint stores its transforms per block)", qz_ckpt_dir(ck), layer, name);
+    }
+    QZ_CALL(qz_rot_duq_loaded(rot, layer, g));
+  }
+  return QZ_OK;
+}
+
+int qz_rotcli_write_group(qz_ckpt *ck, int layer, int g, qz_rot *rot) {
+  for (int i = 0; i < QZ_DUQ_ARRAYS; i++) {
+    char name[64];
+    int64_t n0, n1;
+    float *v = qz_rot_duq_array(rot, g, i, name, sizeof name, &n0, &n1);
+    QZ_CALL(qz_ckpt_write_aux(ck, layer, name, n0, n1, v));
+  }
+  return QZ_OK;
 }

@@ -19,7 +19,8 @@ void qz_rotcli_usage(FILE *out);
 int qz_rotcli_option(const char *name, const char *val, qz_rot_params *p, int *given);
 /* Cross-checks with the method's options (act_bits from its --act-bits row).
  * Not collective. */
-int qz_rotcli_finish(const qz_method_opts *mo, unsigned needs, qz_rot_params *p, int given);
+int qz_rotcli_finish(const qz_method_opts *mo, unsigned needs, qz_rot_params *p, int given,
+                     int duq_given);
 /* options JSON "rotate": {kind, seed, kv_bits, act_asym, act_clip} when
  * any rotation option was given (else nothing: old identities stay). */
 void qz_rotcli_json(const qz_rot_params *p, int given, json_t *j);
@@ -27,5 +28,12 @@ void qz_rotcli_json(const qz_rot_params *p, int given, json_t *j);
  * rotated checkpoint must be complete. Not collective (the manifest is the
  * same on every rank; errors agree). */
 int qz_rotcli_from_ckpt(qz_ckpt *ck, const qz_model_config *cfg, qz_rot **out);
+
+/* DuQuant: block `layer`'s transforms from the checkpoint's aux data into
+ * rot (nothing for other kinds). Collective on the checkpoint's comm. */
+int qz_rotcli_load_block(qz_ckpt *ck, int layer, qz_rot *rot);
+/* DuQuant: group g's transform of block `layer` into the checkpoint's aux
+ * data (rank 0's values). Collective. */
+int qz_rotcli_write_group(qz_ckpt *ck, int layer, int g, qz_rot *rot);
 
 #endif

@@ -39,7 +39,7 @@ extern "C" {
 #endif
 
 /* Append-only. */
-typedef enum { QZ_ROT_NONE = 0, QZ_ROT_HADAMARD = 1 } qz_rot_kind;
+typedef enum { QZ_ROT_NONE = 0, QZ_ROT_HADAMARD = 1, QZ_ROT_DUQUANT = 2 } qz_rot_kind;
 
 typedef struct {
   int kind;          /* qz_rot_kind */
@@ -48,6 +48,11 @@ typedef struct {
   int act_asym;      /* 1: asymmetric (min/max) per token, else symmetric */
   double act_clip;   /* (0, 1]: the range used is clip * (max |x| or min/max) */
   int kv_bits;       /* keys/values after RoPE per token and head: 0 = off */
+  /* DuQuant (QZ_ROT_DUQUANT) */
+  int block;         /* rotation block (a power of two; per group the largest
+                        power of two <= block dividing its width) */
+  int perm;          /* 1: zigzag permutation between the two rotations */
+  double smooth;     /* alpha of the smoothing s = amax^a / wmax^(1-a); 0: none */
 } qz_rot_params;
 
 /* "none", "hadamard" (NULL for other values); kind by name (-1: unknown). */
@@ -84,6 +89,49 @@ void qz_act_fake_quant_ex(const float *x, int64_t nrows, int64_t n, int bits, in
  * into r. Not collective. */
 qz_act_hook qz_rot_act_hook(qz_rot *r, int quantize);
 qz_model_hook qz_rot_model_hook(qz_rot *r);
+
+/* ---- DuQuant (linalg/duquant.c) -----------------------------------------
+ * Per block and linear-input group g (0 = q/k/v input [H], 1 = o input
+ * [nq*hd], 2 = gate/up input [H], 3 = down input [I]) an orthogonal
+ * transform after a smoothing: x -> (x / s) T with T = R1 P R2, R1 and R2
+ * block-diagonal (blocks of b), P the zigzag permutation; the group's
+ * weights W -> (W diag(s)) T, so the product is unchanged.  Built from the
+ * calibration inputs' per-channel max |x| (amax) and the group's per-column
+ * max |W| (wmax):
+ *   s_j = max(amax_j^a / wmax_j^(1-a), 1e-5) (a = smooth; a = 0: s = 1);
+ *   R1: per block, from u = (amax / s) of the block, greedily: j = the
+ *     channel of max |u| (ties: the first within a relative 1e-9), R_j =
+ *     E_j H_b E_j (E_j swaps channels 0 and j; H_b the normalized
+ *     Sylvester matrix, whose first row spreads channel 0 evenly), u <- u
+ *     R_j, up to b steps; the prefix of steps with the smallest peak max|u|
+ *     (ties: the shortest) is kept;
+ *   P: channels by |u R1| descending dealt to the blocks in zigzag order
+ *     0, 1, .., K-1, K-1, .., 0, 0, 1, ... (each block then sorted by the
+ *     value, descending), so every block gets a share of the large ones;
+ *   R2: the greedy rotation again on u R1 P.
+ * All sums in index order, in double. */
+#define QZ_DUQ_GROUPS 4
+int qz_duq_group_of(qz_linear l);      /* -1 for none */
+const char *qz_duq_group_name(int g);  /* "qkv", "o", "gateup", "down" */
+/* Width n and block b of group g. Not collective. */
+void qz_rot_duq_shape(const qz_rot *r, int g, int64_t *n, int64_t *b);
+/* Build group g's transform for block `layer` from amax [n] and wmax [n]
+ * (identical on every rank: the result is). Not collective. */
+void qz_rot_duq_build(qz_rot *r, int layer, int g, const float *amax, const float *wmax);
+/* W [rows, n] of a linear of group g <- (W diag(s)) T. Not collective. */
+void qz_rot_duq_fuse(qz_rot *r, int g, float *w, int64_t rows);
+/* The arrays a checkpoint stores for group g: i = 0 smooth [n, 1], 1 perm
+ * [n, 1] (channel indices as f32, exact below 2^24), 2 r1 [n, b], 3 r2 [n, b]
+ * (block k: rows k b.. (k+1) b - 1, a b x b matrix), 4 amax [n, 1], 5 wmax
+ * [n, 1]; name "duquant.<group>.<array>". Returns the array (writable, to
+ * read a checkpoint into), NULL past the end. Not collective. */
+#define QZ_DUQ_ARRAYS 6
+float *qz_rot_duq_array(qz_rot *r, int g, int i, char *name, size_t len, int64_t *n0,
+                        int64_t *n1);
+/* After the arrays were filled from a checkpoint: group g applies to block
+ * `layer` (its permutation is checked: QZ_ERR_FORMAT when not one).
+ * Not collective. */
+int qz_rot_duq_loaded(qz_rot *r, int layer, int g);
 
 #ifdef __cplusplus
 }
