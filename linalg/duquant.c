@@ -80,72 +80,90 @@ void qz_rot_duq_shape(const qz_rot *r, int g, int64_t *n, int64_t *b) {
 
 /* ---- building --------------------------------------------------------- */
 
-/* First index of the largest |u| (within TIE). */
-static int64_t argmax_abs(const double *u, int64_t b) {
+/* First index of the largest u (>= 0; within TIE). */
+static int64_t first_max(const double *u, int64_t b) {
   double m = 0;
-  for (int64_t i = 0; i < b; i++) m = fabs(u[i]) > m ? fabs(u[i]) : m;
+  for (int64_t i = 0; i < b; i++) m = u[i] > m ? u[i] : m;
   for (int64_t i = 0; i < b; i++)
-    if (fabs(u[i]) >= m * (1 - TIE)) return i;
+    if (u[i] >= m * (1 - TIE)) return i;
   return 0;
 }
 
-static double peak(const double *u, int64_t b) {
-  double m = 0;
-  for (int64_t i = 0; i < b; i++) m = fabs(u[i]) > m ? fabs(u[i]) : m;
-  return m;
+/* Column maxima of |X| [m, b] into cm [b]; returns the largest. */
+static double col_absmax(const double *X, int64_t m, int64_t b, double *cm) {
+  double p = 0;
+  for (int64_t j = 0; j < b; j++) cm[j] = 0;
+  for (int64_t r = 0; r < m; r++)
+    for (int64_t j = 0; j < b; j++) cm[j] = fmax(cm[j], fabs(X[r * b + j]));
+  for (int64_t j = 0; j < b; j++) p = fmax(p, cm[j]);
+  return p;
 }
 
-/* Normalized Sylvester Hadamard entry (i, j) of order b. */
-static double had(int64_t i, int64_t j, int64_t b) {
-  return (__builtin_popcountll((unsigned long long)(i & j)) & 1 ? -1.0 : 1.0) / sqrt((double)b);
-}
-
-/* Entry (i, j) of E_k H E_k (E_k swaps 0 and k). */
-static double step_entry(int64_t i, int64_t j, int64_t k, int64_t b) {
-  int64_t a = i == 0 ? k : i == k ? 0 : i, c = j == 0 ? k : j == k ? 0 : j;
-  return had(a, c, b);
-}
-
-/* M [b, b] <- M R_k (sums in index order). */
-static void mul_step(double *M, int64_t rows, int64_t k, int64_t b, double *t) {
-  for (int64_t r = 0; r < rows; r++) {
-    for (int64_t j = 0; j < b; j++) {
-      double s = 0;
-      for (int64_t i = 0; i < b; i++) s += M[r * b + i] * step_entry(i, j, k, b);
-      t[j] = s;
-    }
-    memcpy(M + r * b, t, (size_t)b * sizeof *t);
+/* Rows of X [m, b] <- X E_k H E_k: swap 0 and k, normalized Walsh-Hadamard
+ * transform (Sylvester order), swap back. */
+static void apply_step(double *X, int64_t m, int64_t k, int64_t b) {
+  const double nrm = 1.0 / sqrt((double)b);
+  for (int64_t r = 0; r < m; r++) {
+    double *v = X + r * b, t = v[0];
+    v[0] = v[k];
+    v[k] = t;
+    qz_fwht(v, b);
+    for (int64_t i = 0; i < b; i++) v[i] *= nrm;
+    t = v[0];
+    v[0] = v[k];
+    v[k] = t;
   }
 }
 
-/* The greedy rotation of one block from u [b] (u is left as u R) into
- * R [b, b] (float). */
-static void greedy_block(double *u, int64_t b, float *R) {
-  double *work = malloc((size_t)(b * (b + 2) + b + 1) * sizeof *work);
-  int64_t *ids = malloc((size_t)(b + 1) * sizeof *ids);
-  if (!work || !ids) abort(); /* b <= 4096: tiny; see qz_rot_create's checks */
-  double *v = work, *t = work + b, *M = work + 2 * b, *peaks = M + b * b;
-  memcpy(v, u, (size_t)b * sizeof *v);
-  peaks[0] = peak(v, b);
-  int64_t best = 0;
-  for (int64_t s = 0; s < b && b > 1; s++) {
-    ids[s] = argmax_abs(v, b);
-    mul_step(v, 1, ids[s], b, t);
-    peaks[s + 1] = peak(v, b);
-    if (peaks[s + 1] < peaks[best] * (1 - TIE)) best = s + 1;
+/* Scratch of a build (allocated once per build). */
+typedef struct {
+  double *S;      /* [m, n] the sample */
+  double *X, *Y;  /* [m, b] one block of it */
+  double *M;      /* [b, b] */
+  double *cm;     /* [max(n, b)] column maxima */
+  double *t;      /* [max(n, b)] */
+  int64_t *ids;   /* [b] greedy steps */
+  int32_t *order; /* [n] */
+  int64_t *fill;  /* [n / b] */
+} scratch;
+
+/* The greedy rotation of one block from the sample X [m, b] (double,
+ * contiguous) into R [b, b] (float); X is left as X R (with the float R). */
+static void greedy_block(scratch *w, double *X, int64_t m, int64_t b, float *R) {
+  double *Y = w->Y, *M = w->M, *cm = w->cm, *t = w->t;
+  int64_t *ids = w->ids;
+  memcpy(Y, X, (size_t)(m * b) * sizeof *Y);
+  double best_peak = col_absmax(Y, m, b, cm);
+  int64_t best = 0, nsteps = b > 1 ? b : 0;
+  for (int64_t s = 0; s < nsteps; s++) {
+    ids[s] = first_max(cm, b);
+    apply_step(Y, m, ids[s], b);
+    double pk = col_absmax(Y, m, b, cm);
+    if (pk < best_peak * (1 - TIE)) best_peak = pk, best = s + 1;
   }
   for (int64_t i = 0; i < b * b; i++) M[i] = i / b == i % b ? 1.0 : 0.0;
-  for (int64_t s = 0; s < best; s++) mul_step(M, b, ids[s], b, t);
+  for (int64_t s = 0; s < best; s++) apply_step(M, b, ids[s], b);
   for (int64_t i = 0; i < b * b; i++) R[i] = (float)M[i];
-  /* u <- u R with the float R (what the model applies) */
-  for (int64_t j = 0; j < b; j++) {
-    double s = 0;
-    for (int64_t i = 0; i < b; i++) s += u[i] * (double)R[i * b + j];
-    t[j] = s;
+  for (int64_t r = 0; r < m; r++) { /* X <- X R, sums in index order */
+    for (int64_t j = 0; j < b; j++) {
+      double acc = 0;
+      for (int64_t i = 0; i < b; i++) acc += X[r * b + i] * (double)R[i * b + j];
+      t[j] = acc;
+    }
+    memcpy(X + r * b, t, (size_t)b * sizeof *t);
   }
-  memcpy(u, t, (size_t)b * sizeof *t);
-  free(work);
-  free(ids);
+}
+
+/* Greedy rotations of every block of the sample S [m, n] into R [n, b]. */
+static void greedy_all(scratch *w, double *S, int64_t m, int64_t n, int64_t b, float *R) {
+  double *X = w->X;
+  for (int64_t k = 0; k < n / b; k++) {
+    for (int64_t r = 0; r < m; r++)
+      memcpy(X + r * b, S + r * n + k * b, (size_t)b * sizeof *X);
+    greedy_block(w, X, m, b, R + k * b * b);
+    for (int64_t r = 0; r < m; r++)
+      memcpy(S + r * n + k * b, X + r * b, (size_t)b * sizeof *X);
+  }
 }
 
 static const double *sort_vals;
@@ -158,11 +176,11 @@ static int cmp_desc(const void *a, const void *b) {
 }
 
 /* The zigzag order of u [n] in blocks of b into perm. */
-static void zigzag(const double *u, int64_t n, int64_t b, int32_t *perm) {
+static void zigzag(scratch *w, const double *u, int64_t n, int64_t b, int32_t *perm) {
   const int64_t K = n / b;
-  int32_t *order = malloc((size_t)n * sizeof *order);
-  int64_t *fill = calloc(K > 0 ? (size_t)K : 1u, sizeof *fill);
-  if (!order || !fill) abort();
+  int32_t *order = w->order;
+  int64_t *fill = w->fill;
+  for (int64_t k = 0; k < K; k++) fill[k] = 0;
   for (int64_t i = 0; i < n; i++) order[i] = (int32_t)i;
   sort_vals = u;
   qsort(order, (size_t)n, sizeof *order, cmp_desc);
@@ -176,30 +194,59 @@ static void zigzag(const double *u, int64_t n, int64_t b, int32_t *perm) {
   }
   for (int64_t k = 0; k < K; k++) qsort(perm + k * b, (size_t)b, sizeof *perm, cmp_desc);
   sort_vals = NULL;
-  free(order);
-  free(fill);
 }
 
-void qz_rot_duq_build(qz_rot *r, int layer, int g, const float *amax, const float *wmax) {
+int qz_rot_duq_build(qz_rot *r, int layer, int g, const float *amax, const float *wmax,
+                     const float *sample, int64_t m) {
   duq_group *d = &r->dq[g];
-  const int64_t n = d->n, b = d->b;
+  const int64_t n = d->n, b = d->b, nb = n > b ? n : b, mm = m > 0 ? m : 1;
   const double a = r->p.smooth;
-  double *u = r->drow, *t = r->drow + n;
+  scratch w = {0};
+  int st = qz_alloc((size_t)(mm * n), sizeof(double), "DuQuant sample", &w.S);
+  if (!st) st = qz_alloc((size_t)(mm * b), sizeof(double), "DuQuant block", &w.X);
+  if (!st) st = qz_alloc((size_t)(mm * b), sizeof(double), "DuQuant block", &w.Y);
+  if (!st) st = qz_alloc((size_t)(b * b), sizeof(double), "DuQuant rotation", &w.M);
+  if (!st) st = qz_alloc((size_t)nb, sizeof(double), "DuQuant maxima", &w.cm);
+  if (!st) st = qz_alloc((size_t)nb, sizeof(double), "DuQuant row", &w.t);
+  if (!st) st = qz_alloc((size_t)b, sizeof(int64_t), "DuQuant steps", &w.ids);
+  if (!st) st = qz_alloc((size_t)n, sizeof(int32_t), "DuQuant order", &w.order);
+  if (!st) st = qz_alloc((size_t)(n / b), sizeof(int64_t), "DuQuant blocks", &w.fill);
+  QZ_CALL_DONE(st);
   for (int64_t j = 0; j < n; j++) {
     d->amax[j] = amax[j];
     d->wmax[j] = wmax[j];
     double s = 1.0;
     if (a > 0) s = pow(fmax(amax[j], 1e-5), a) / pow(fmax(wmax[j], 1e-5), 1 - a);
     d->s[j] = (float)fmax(s, 1e-5);
-    u[j] = (double)amax[j] / d->s[j];
   }
-  for (int64_t k = 0; k < n / b; k++) greedy_block(u + k * b, b, d->r1 + k * b * b);
+  for (int64_t i = 0; i < m * n; i++) w.S[i] = (double)sample[i] / d->s[i % n];
+  greedy_all(&w, w.S, m, n, b, d->r1);
   for (int64_t i = 0; i < n; i++) d->perm[i] = (int32_t)i;
-  if (r->p.perm) zigzag(u, n, b, d->perm);
-  for (int64_t i = 0; i < n; i++) t[i] = u[d->perm[i]];
-  for (int64_t k = 0; k < n / b; k++) greedy_block(t + k * b, b, d->r2 + k * b * b);
+  if (r->p.perm) {
+    double *cm = w.cm;
+    for (int64_t j = 0; j < n; j++) cm[j] = 0;
+    for (int64_t t = 0; t < m; t++)
+      for (int64_t j = 0; j < n; j++) cm[j] = fmax(cm[j], fabs(w.S[t * n + j]));
+    zigzag(&w, cm, n, b, d->perm);
+    for (int64_t t = 0; t < m; t++) {
+      for (int64_t i = 0; i < n; i++) w.t[i] = w.S[t * n + d->perm[i]];
+      memcpy(w.S + t * n, w.t, (size_t)n * sizeof *w.t);
+    }
+  }
+  greedy_all(&w, w.S, m, n, b, d->r2);
   for (int64_t i = 0; i < n; i++) d->permf[i] = (float)d->perm[i];
   d->layer = layer;
+done:
+  qz_free(&w.S);
+  qz_free(&w.X);
+  qz_free(&w.Y);
+  qz_free(&w.M);
+  qz_free(&w.cm);
+  qz_free(&w.t);
+  qz_free(&w.ids);
+  qz_free(&w.order);
+  qz_free(&w.fill);
+  return st;
 }
 
 /* ---- applying ---------------------------------------------------------- */

@@ -16,6 +16,7 @@
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/shard.h"
 #include "mpiquant/timing.h"
 #include "qblock.h"
 #include "quantize.h"
@@ -199,23 +200,53 @@ static int group_hessian(qz_qrun *r, qz_fwd *f, int b_layer, int g, qz_hessian *
   return QZ_OK;
 }
 
+/* DuQuant's activation sample: per calibration window the token of the
+ * largest max |x| (rows [nwin, n] in window order on every rank, whatever
+ * the split of the windows). Collective. */
+static int duquant_sample(qz_qrun *r, qz_block_ctx *b, const float *x, int64_t n, float *smp) {
+  const int64_t L = qz_fwd_seqlen(b->f), mine = qz_fwd_nwin(b->f);
+  for (int64_t w = 0; w < mine; w++) {
+    int64_t best = 0;
+    float bv = -1.0f;
+    for (int64_t t = 0; t < L; t++) {
+      float mx = 0.0f;
+      for (int64_t j = 0; j < n; j++) mx = fmaxf(mx, fabsf(x[(w * L + t) * n + j]));
+      if (mx > bv) bv = mx, best = t;
+    }
+    memcpy(smp + (b->win0 + w) * n, x + (w * L + best) * n, (size_t)n * sizeof *smp);
+  }
+  int size = r->ctx->size, counts[size], displs[size];
+  for (int p = 0; p < size; p++) {
+    int64_t f0, c;
+    qz_shard_windows(b->nwin, size, p, &f0, &c);
+    counts[p] = (int)(c * n);
+    displs[p] = (int)(f0 * n);
+  }
+  QZ_CALL_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, smp, counts, displs, MPI_FLOAT,
+                             b->comm));
+  return QZ_OK;
+}
+
 /* DuQuant: group g's transform from its calibration input (per-channel
- * max |x| over every rank's tokens: an exact MAX reduction) and its
- * weights' column maxima, fused into the group's linears and written to
- * the checkpoint; the forward's hook applies it from now on. Collective. */
+ * max |x| over every rank's tokens: an exact MAX reduction; the sample of
+ * duquant_sample) and its weights' column maxima, fused into the group's
+ * linears and written to the checkpoint (with the sample); the forward's
+ * hook applies it from now on. Collective. */
 static int duquant_group(qz_qrun *r, qz_block_ctx *b, int g) {
   int64_t n, bs, ncols;
   qz_rot_duq_shape(r->rot, g, &n, &bs);
   const float *x = qz_fwd_stage_output(b->f, k_group_stage[g], &ncols);
   QZ_CHECK(x && ncols == n, QZ_ERR_INTERNAL, "DuQuant group %d: input of %lld columns",
            g, (long long)ncols);
-  float *amax = NULL, *wmax = NULL;
+  float *amax = NULL, *wmax = NULL, *smp = NULL;
   int st = qz_calloc((size_t)n, sizeof *amax, "DuQuant amax", &amax);
   if (!st) st = qz_calloc((size_t)n, sizeof *wmax, "DuQuant wmax", &wmax);
+  if (!st) st = qz_calloc((size_t)(b->nwin * n), sizeof *smp, "DuQuant sample", &smp);
   QZ_CALL_DONE(qz_error_agree(b->comm, st));
   for (int64_t t = 0, T = qz_fwd_ntok(b->f); t < T; t++)
     for (int64_t j = 0; j < n; j++) amax[j] = fmaxf(amax[j], fabsf(x[t * n + j]));
   QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, amax, (int)n, MPI_FLOAT, MPI_MAX, b->comm));
+  QZ_CALL_DONE(duquant_sample(r, b, x, n, smp));
   for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
     int64_t out, in;
     qz_linear_shape(r->cfg, k_groups[g][k], &out, &in);
@@ -223,16 +254,21 @@ static int duquant_group(qz_qrun *r, qz_block_ctx *b, int g) {
     for (int64_t i = 0; i < out; i++)
       for (int64_t j = 0; j < n; j++) wmax[j] = fmaxf(wmax[j], fabsf(w[i * n + j]));
   }
-  qz_rot_duq_build(r->rot, b->layer, g, amax, wmax);
+  st = qz_rot_duq_build(r->rot, b->layer, g, amax, wmax, smp, b->nwin);
+  QZ_CALL_DONE(qz_error_agree(b->comm, st));
   for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
     int64_t out, in;
     qz_linear_shape(r->cfg, k_groups[g][k], &out, &in);
     qz_rot_duq_fuse(r->rot, g, b->w->w[k_groups[g][k]], out);
   }
   QZ_CALL_DONE(qz_rotcli_write_group(r->ck, b->layer, g, r->rot));
+  char name[64];
+  snprintf(name, sizeof name, "duquant.%s.sample", qz_duq_group_name(g));
+  QZ_CALL_DONE(qz_ckpt_write_aux(r->ck, b->layer, name, b->nwin, n, smp));
 done:
   qz_free(&amax);
   qz_free(&wmax);
+  qz_free(&smp);
   return st;
 }
 

@@ -96,28 +96,33 @@ qz_model_hook qz_rot_model_hook(qz_rot *r);
  * transform after a smoothing: x -> (x / s) T with T = R1 P R2, R1 and R2
  * block-diagonal (blocks of b), P the zigzag permutation; the group's
  * weights W -> (W diag(s)) T, so the product is unchanged.  Built from the
- * calibration inputs' per-channel max |x| (amax) and the group's per-column
- * max |W| (wmax):
- *   s_j = max(amax_j^a / wmax_j^(1-a), 1e-5) (a = smooth; a = 0: s = 1);
- *   R1: per block, from u = (amax / s) of the block, greedily: j = the
- *     channel of max |u| (ties: the first within a relative 1e-9), R_j =
- *     E_j H_b E_j (E_j swaps channels 0 and j; H_b the normalized
- *     Sylvester matrix, whose first row spreads channel 0 evenly), u <- u
- *     R_j, up to b steps; the prefix of steps with the smallest peak max|u|
- *     (ties: the shortest) is kept;
- *   P: channels by |u R1| descending dealt to the blocks in zigzag order
- *     0, 1, .., K-1, K-1, .., 0, 0, 1, ... (each block then sorted by the
- *     value, descending), so every block gets a share of the large ones;
- *   R2: the greedy rotation again on u R1 P.
- * All sums in index order, in double. */
+ * calibration inputs' per-channel max |x| (amax, every token), the group's
+ * per-column max |W| (wmax) and a sample of input rows X [m, n] (the
+ * driver's: per calibration window its token of largest max |x|):
+ *   s_j = max(max(amax_j, 1e-5)^a / max(wmax_j, 1e-5)^(1-a), 1e-5)
+ *     (a = smooth; a = 0: s = 1); X <- X / s;
+ *   R1: per block of b channels, greedily: k = the channel of the largest
+ *     max_t |X_tk| (ties: the first within a relative 1e-9), R_k = E_k H_b
+ *     E_k (E_k swaps channels 0 and k; H_b the normalized Sylvester
+ *     matrix, whose first row spreads channel 0 evenly), X <- X R_k, b
+ *     steps; the prefix of steps with the smallest peak max |X| (a later
+ *     peak must be lower by a relative 1e-9) is kept;
+ *   P: channels by max_t |(X R1)_tj| descending (ties: lower index) dealt
+ *     to the K = n / b blocks in zigzag order 0, 1, .., K-1, K-1, .., 0, 0,
+ *     1, ... (each block then sorted the same way), so every block gets a
+ *     share of the large ones;
+ *   R2: the greedy rotation again on X R1 P.
+ * Products in double, sums in index order. */
 #define QZ_DUQ_GROUPS 4
 int qz_duq_group_of(qz_linear l);      /* -1 for none */
 const char *qz_duq_group_name(int g);  /* "qkv", "o", "gateup", "down" */
 /* Width n and block b of group g. Not collective. */
 void qz_rot_duq_shape(const qz_rot *r, int g, int64_t *n, int64_t *b);
-/* Build group g's transform for block `layer` from amax [n] and wmax [n]
- * (identical on every rank: the result is). Not collective. */
-void qz_rot_duq_build(qz_rot *r, int layer, int g, const float *amax, const float *wmax);
+/* Build group g's transform for block `layer` from amax [n], wmax [n] and
+ * the sample [m, n] (identical on every rank: the result is).
+ * Not collective. */
+int qz_rot_duq_build(qz_rot *r, int layer, int g, const float *amax, const float *wmax,
+                     const float *sample, int64_t m);
 /* W [rows, n] of a linear of group g <- (W diag(s)) T. Not collective. */
 void qz_rot_duq_fuse(qz_rot *r, int g, float *w, int64_t rows);
 /* The arrays a checkpoint stores for group g: i = 0 smooth [n, 1], 1 perm
