@@ -16,3 +16,19 @@ set_tests_properties(rotate_invariance_stories_np3 PROPERTIES PROCESSORS 3)
 qz_add_test(NAME np_identity_gptq_rotate TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/np_identity.sh
   gptq --bits 4 --group -1 --act-bits 4 --act-asym --kv-bits 4 --rotate hadamard --rotate-seed 1)
 set_tests_properties(np_identity_gptq_rotate PROPERTIES PROCESSORS 4)
+foreach(model stories synth)
+  qz_add_test(NAME rotate_invariance_duquant_${model}_np2 TIMEOUT 120 COMMAND ${ROTINV} 2 ${model} duquant)
+  set_tests_properties(rotate_invariance_duquant_${model}_np2 PROPERTIES PROCESSORS 2)
+endforeach()
+# DuQuant's statistics, sample, rotations and zigzag permutation against an
+# independent numpy implementation of the paper's algorithm
+foreach(np 1 3)
+  qz_add_test(NAME duquant_ref_np${np} TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/duquant_ref.sh ${np})
+  set_tests_properties(duquant_ref_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
+qz_add_test(NAME np_identity_gptq_duquant TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/np_identity.sh
+  gptq --bits 4 --group -1 --act-bits 4 --kv-bits 4 --rotate duquant --block 16)
+set_tests_properties(np_identity_gptq_duquant PROPERTIES PROCESSORS 4)
+# model level: rotations recover W4A4 perplexity
+qz_add_test(NAME rotate_w4a4_stories_np2 TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_w4a4.sh 2)
+set_tests_properties(rotate_w4a4_stories_np2 PROPERTIES PROCESSORS 2)
