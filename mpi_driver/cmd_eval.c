@@ -34,8 +34,10 @@ static void usage(void) {
       "  --model DIR        Hugging Face model dir (config.json, safetensors,\n"
       "                     tokenizer.json for --data)\n"
       "  --ckpt CKPT        a quantize checkpoint: its dequantized (fake-quant)\n"
-      "                     weights, folded norms and activation quantization\n"
-      "                     (SmoothQuant); the model dir is the one it records\n"
+      "                     weights, folded norms, activation quantization\n"
+      "                     (SmoothQuant, --act-bits) and rotations / KV-cache\n"
+      "                     quantization (--rotate, --kv-bits); the model dir is\n"
+      "                     the one it records\n"
       "                     unless --model is given\n"
       "  --data FILE        UTF-8 text, tokenized with DIR/tokenizer.json\n"
       "  --tokens FILE      pre-tokenized ids: .bin (uint32 LE stream) or .txt\n"
@@ -251,9 +253,9 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
       rsrc.rot = rot;
       eo.block_source = rot_block_source;
       eo.block_source_ctx = &rsrc;
-      qz_info("eval: rotations %s; activations %s%d%s, KV cache %d bits", qz_rot_describe(rot),
-              rp->act_bits ? (rp->act_asym ? "asymmetric int" : "symmetric int") : "fp (",
-              rp->act_bits, rp->act_bits ? "" : ")", rp->kv_bits);
+      qz_info("eval: transform %s; activations: %d bits (0 = fp) per token, %s, clip %g; "
+              "KV cache: %d bits (0 = fp)", qz_rot_describe(rot), rp->act_bits,
+              rp->act_asym ? "asymmetric" : "symmetric", rp->act_clip, rp->kv_bits);
     } else
     if (eo.act_quant_bits)
       qz_info("eval: checkpoint activations: int%d per token, dynamic, symmetric, "
