@@ -32,3 +32,21 @@ set_tests_properties(np_identity_gptq_duquant PROPERTIES PROCESSORS 4)
 # model level: rotations recover W4A4 perplexity
 qz_add_test(NAME rotate_w4a4_stories_np2 TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_w4a4.sh 2)
 set_tests_properties(rotate_w4a4_stories_np2 PROPERTIES PROCESSORS 2)
+# SIGKILL in block 3 + --resume: identical to an uninterrupted run
+foreach(rot hadamard duquant)
+  qz_add_test(NAME rotate_resume_${rot}_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_resume.sh 2 ${rot})
+  set_tests_properties(rotate_resume_${rot}_np2 PROPERTIES PROCESSORS 2 LABELS "e2e")
+endforeach()
+# usage errors name the option
+set(M $<TARGET_FILE:mpiquant>)
+set(SM ${MPIQUANT_SHARED_DIR}/models/stories260K-hf)
+qz_add_test(NAME rotate_usage_kind COMMAND ${QZ_EXPECT} 2 "--rotate 'quarot': one of none, hadamard"
+  -- ${M} quantize --model ${SM} --out x --method rtn --rotate quarot)
+qz_add_test(NAME rotate_usage_asym COMMAND ${QZ_EXPECT} 2 "--act-asym and --act-clip shape the activation quantizer of --act-bits"
+  -- ${M} quantize --model ${SM} --out x --method rtn --act-asym)
+qz_add_test(NAME rotate_usage_block COMMAND ${QZ_EXPECT} 2 "--block, --perm and --smooth are options of --rotate duquant"
+  -- ${M} quantize --model ${SM} --out x --method rtn --rotate hadamard --block 64)
+qz_add_test(NAME rotate_usage_awq COMMAND ${QZ_EXPECT} 2 "a method that folds scales into the norms"
+  -- ${M} quantize --model ${SM} --out x --method awq --rotate hadamard)
+qz_add_test(NAME rotate_usage_none_bits COMMAND ${QZ_EXPECT} 2 "--method none keeps the weights exactly"
+  -- ${M} quantize --model ${SM} --out x --method none --bits 4)
