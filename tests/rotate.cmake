@@ -50,3 +50,8 @@ qz_add_test(NAME rotate_usage_awq COMMAND ${QZ_EXPECT} 2 "a method that folds sc
   -- ${M} quantize --model ${SM} --out x --method awq --rotate hadamard)
 qz_add_test(NAME rotate_usage_none_bits COMMAND ${QZ_EXPECT} 2 "--method none keeps the weights exactly"
   -- ${M} quantize --model ${SM} --out x --method none --bits 4)
+# a rotated checkpoint is not exported as if its weights were the model
+add_test(NAME rotate_export_refused COMMAND sh -c
+  "rm -rf \"$QZ_TEST_TMP\" && mkdir -p \"$QZ_TEST_TMP\" && \"$MPIQUANT_BIN\" quantize --model \"$QZ_SHARED_DIR/models/stories260K-hf\" --method rtn --bits 4 --group 32 --rotate hadamard --out \"$QZ_TEST_TMP/ck\" -q && \"$QZ_EXPECT\" 11 'was made with --rotate hadamard' 'no export format' -- \"$MPIQUANT_BIN\" export --ckpt \"$QZ_TEST_TMP/ck\" --format gptq --out \"$QZ_TEST_TMP/ex\" && test ! -e \"$QZ_TEST_TMP/ex\"")
+set_tests_properties(rotate_export_refused PROPERTIES TIMEOUT 60 LABELS "unit"
+  ENVIRONMENT "${QZ_TEST_ENV};QZ_EXPECT=${QZ_EXPECT};QZ_TEST_TMP=${CMAKE_BINARY_DIR}/test-tmp/rotate_export_refused")
