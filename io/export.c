@@ -142,6 +142,20 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
                 "checkpoint %s is incomplete (%d of %d blocks); finish it with "
                 "quantize --resume before exporting",
                 o->ckpt_dir, qz_ckpt_first_missing(ck), nb);
+  { /* rotations and their activation/KV quantizers have no export format yet:
+     * the weights alone would be a different model (docs/methods.md) */
+    json_t *opts = json_loads(qz_ckpt_options_json(ck), 0, NULL);
+    json_t *rot = json_object_get(opts, "rotate");
+    const char *kind = json_string_value(json_object_get(rot, "kind"));
+    int refused = rot != NULL;
+    char what[64];
+    snprintf(what, sizeof what, "%s", kind ? kind : "?");
+    json_decref(opts);
+    QZ_CHECK_DONE(!refused, QZ_ERR_UNSUPPORTED,
+                  "checkpoint %s was made with --rotate %s (or --kv-bits / --act-asym / "
+                  "--act-clip): its online rotations and quantizers have no export format "
+                  "yet; evaluate it with eval --ckpt", o->ckpt_dir, what);
+  }
   /* rank 0 opens the source model and creates the output directory */
   if (rank == 0) {
     const char *inputs[2] = {mdir, o->ckpt_dir};

@@ -100,6 +100,12 @@ static int setup(qz_qrun *r, qrun_io *io) {
   QZ_CHECK(io->lb < nblocks && io->le <= nblocks, QZ_ERR_USAGE,
            "--layers %d:%d outside the model's %d blocks", io->lb, io->le, nblocks);
   r->needs = qz_method_needs(&o->mo);
+  if (o->rot.kind == QZ_ROT_DUQUANT) /* statistics of the calibration inputs */
+    r->needs |= QZ_NEED_CALIB;
+  if (o->rot.kind != QZ_ROT_NONE) {
+    QZ_CALL(qz_rot_create(r->cfg, &o->rot, &r->rot));
+    qz_info("quantize: rotations %s", qz_rot_describe(r->rot));
+  }
   QZ_CALL(o->mo.ops->setup(&o->mo, &r->mstate));
   QZ_CHECK(!(r->needs & QZ_NEED_CALIB) || o->calib || o->calib_tokens, QZ_ERR_USAGE,
            "quantize --method %s needs calibration data: --calib TEXT or "
@@ -116,11 +122,15 @@ static int setup(qz_qrun *r, qrun_io *io) {
   QZ_CALL(qz_error_agree(comm, qz_block_weights_alloc(r->cfg, &io->w)));
   if (r->needs & QZ_NEED_CALIB)
     QZ_CALL(qz_error_agree(comm, qz_fwd_create(r->cfg, io->count, io->L, &r->f)));
+  if (r->f && r->rot) { /* R4 online in the calibration forward (unquantized) */
+    r->rot_hook = qz_rot_act_hook(r->rot, 0);
+    QZ_CALL(qz_error_agree(comm, qz_fwd_set_act_hook(r->f, &r->rot_hook)));
+  }
   if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(qz_grid_create(comm, (int)o->nb, &r->grid));
   log_plan(r, io);
   if (r->needs & QZ_NEED_CALIB)
     QZ_CALL(qz_quantize_stream_to(comm, io->m, r->ck, r->f, &io->w, io->win, io->nwin, io->L,
-                                  io->first, io->count, io->b0, r->needs));
+                                  io->first, io->count, io->b0, r->needs, r->rot));
   return QZ_OK;
 }
 
@@ -130,6 +140,7 @@ static int run_block(qz_qrun *r, qrun_io *io, int b, int snap_every) {
   double tb = qz_wtime();
   r->stats = json_object();
   QZ_CALL(qz_model_load_block(io->m, b, &io->w));
+  if (r->rot) qz_rot_fuse_block(r->rot, &io->w); /* the method sees rotated weights */
   QZ_CALL(qz_ckpt_begin_block(r->ck, b));
   QZ_CALL(qz_quantize_block(r, b, &io->w));
   json_object_set_new(r->stats, "seconds", json_real(qz_wtime() - tb));
@@ -201,6 +212,7 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
 done:
   json_decref(r.stats);
   qz_quantize_run_free(&r);
+  qz_rot_destroy(&r.rot);
   if (r.grid) qz_grid_destroy(&r.grid);
   if (r.mstate) o.mo.ops->destroy(&r.mstate);
   qz_ckpt_close(&r.ck);

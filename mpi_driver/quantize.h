@@ -16,6 +16,7 @@
 #include "mpiquant/hessian.h"
 #include "mpiquant/method.h"
 #include "mpiquant/model.h"
+#include "mpiquant/rotate.h"
 
 typedef struct {
   const char *model, *calib, *calib_tokens, *out;
@@ -24,6 +25,9 @@ typedef struct {
   long blocks_per_file, zstd_level, snapshot_every;
   int true_sequential, resume;
   qz_method_opts mo;           /* --method and its rows (method.h) */
+  qz_rot_params rot;           /* --rotate, --kv-bits, --act-asym, ... */
+  int rot_given;               /* any of them given (recorded in the JSON) */
+  int duq_given;               /* --block, --perm or --smooth given */
 } qz_qopts;
 
 /* ---- quantize_cli.c (not collective) ---------------------------------------- */
@@ -46,7 +50,8 @@ int qz_quantize_windows(MPI_Comm comm, const qz_qopts *o, const qz_model_config 
  * fp model with QZ_NEED_FP_STREAM, else with the checkpoint's weights). */
 int qz_quantize_stream_to(MPI_Comm comm, qz_model *m, qz_ckpt *ck, qz_fwd *f,
                           qz_block_weights *w, const int32_t *win, int64_t nwin, int64_t L,
-                          int64_t first, int64_t count, int b0, unsigned needs);
+                          int64_t first, int64_t count, int b0, unsigned needs,
+                          qz_rot *rot);
 
 /* ---- quantize_block.c ------------------------------------------------------- */
 /* Hessians by input width, reused across blocks (reset, not reallocated). */
@@ -69,6 +74,10 @@ typedef struct {
   int64_t win0, nwin;      /* this rank's first window, all windows */
   /* per-linear result buffers, sized once for the largest linear */
   struct qz_linear_bufs *bufs;
+  qz_rot *rot;             /* rotations (NULL: none) */
+  qz_act_hook rot_hook;    /* the rotation's online part at linear inputs
+                              (no quantization; .fn NULL: none) */
+  float *hx;               /* [ntok, max(H, I)] a group input through rot_hook */
 } qz_qrun;
 
 /* Quantize block `layer` (weights in w) with the method: its block hook,
