@@ -92,20 +92,31 @@ static int setup(qz_qrun *r, qrun_io *io) {
   QZ_CALL(qz_model_open(comm, o->model, &io->m));
   r->cfg = qz_model_config_of(io->m);
   r->m = io->m;
-  QZ_CHECK(!qz_config_quantized(r->cfg), QZ_ERR_ARG,
-           "%s is already quantized (%s); quantize the unquantized source model", o->model,
-           qz_config_quantized(r->cfg));
+  /* an already-quantized model (FP8, compressed-tensors, GPTQ v1) is read
+   * dequantized, one block at a time, and quantized again */
+  if (qz_config_quantized(r->cfg))
+    qz_info("quantize: %s is stored quantized (%s): its linears are dequantized on read",
+            o->model, qz_config_quantized(r->cfg));
   int nblocks = (int)r->cfg->num_hidden_layers;
   io->lb = (int)o->layer_begin;
   io->le = o->layer_end < 0 ? nblocks : (int)o->layer_end;
   QZ_CHECK(io->lb < nblocks && io->le <= nblocks, QZ_ERR_USAGE,
            "--layers %d:%d outside the model's %d blocks", io->lb, io->le, nblocks);
   r->needs = qz_method_needs(&o->mo);
+  QZ_CHECK(!qz_config_any_moe(r->cfg) || o->rot.kind == QZ_ROT_NONE, QZ_ERR_UNSUPPORTED,
+           "quantize --rotate: %s is a mixture-of-experts model; rotations of MoE blocks "
+           "are not supported yet", o->model);
   for (int l = io->lb; l < io->le; l++) /* refuse before any file is written */
     QZ_CHECK(!qz_config_layer_moe(r->cfg, l) || !o->mo.ops->quantize_block,
              QZ_ERR_UNSUPPORTED, "quantize --method %s: %s has mixture-of-experts blocks "
              "(block %d), which this method does not support yet (gptq, rtn and quantease "
              "do; docs/moe.md)", o->mo.ops->name, o->model, l);
+  if (o->rot.kind == QZ_ROT_DUQUANT) /* statistics of the calibration inputs */
+    r->needs |= QZ_NEED_CALIB;
+  if (o->rot.kind != QZ_ROT_NONE) {
+    QZ_CALL(qz_rot_create(r->cfg, &o->rot, &r->rot));
+    qz_info("quantize: rotations %s", qz_rot_describe(r->rot));
+  }
   QZ_CALL(o->mo.ops->setup(&o->mo, &r->mstate));
   QZ_CHECK(!(r->needs & QZ_NEED_CALIB) || o->calib || o->calib_tokens, QZ_ERR_USAGE,
            "quantize --method %s needs calibration data: --calib TEXT or "
@@ -123,11 +134,15 @@ static int setup(qz_qrun *r, qrun_io *io) {
   QZ_CALL(qz_error_agree(comm, qz_block_weights_alloc_ex(r->cfg, 0, &io->w)));
   if (r->needs & QZ_NEED_CALIB)
     QZ_CALL(qz_error_agree(comm, qz_fwd_create(r->cfg, io->count, io->L, &r->f)));
+  if (r->f && r->rot) { /* R4 online in the calibration forward (unquantized) */
+    r->rot_hook = qz_rot_act_hook(r->rot, 0);
+    QZ_CALL(qz_error_agree(comm, qz_fwd_set_act_hook(r->f, &r->rot_hook)));
+  }
   if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(qz_grid_create(comm, (int)o->nb, &r->grid));
   log_plan(r, io);
   if (r->needs & QZ_NEED_CALIB)
     QZ_CALL(qz_quantize_stream_to(comm, io->m, r->ck, r->f, &io->w, io->win, io->nwin, io->L,
-                                  io->first, io->count, io->b0, r->needs));
+                                  io->first, io->count, io->b0, r->needs, r->rot));
   return QZ_OK;
 }
 
@@ -143,6 +158,7 @@ static int run_block(qz_qrun *r, qrun_io *io, int b, int snap_every) {
                                                                   (1u << QZ_LIN_DOWN))
                                                  : QZ_LIN_ALL,
                                    &io->w));
+  if (r->rot) qz_rot_fuse_block(r->rot, &io->w); /* the method sees rotated weights */
   QZ_CALL(qz_ckpt_begin_block(r->ck, b));
   QZ_CALL(qz_quantize_block(r, b, &io->w));
   json_object_set_new(r->stats, "seconds", json_real(qz_wtime() - tb));
@@ -172,6 +188,9 @@ static int report(const qz_qrun *r, const qrun_io *io, double t_start) {
           qz_fmt_bytes((double)qz_model_bytes_on_disk(io->m), b, sizeof b), r->o->out,
           qz_fmt_bytes(r->ctx->rank == 0 ? (double)qz_quantize_dir_bytes(r->o->out) : 0.0,
                        c, sizeof c));
+  double bpp = 0;
+  if (r->ctx->rank == 0 && qz_quantize_ckpt_bits(r->o->out, &bpp) == QZ_OK && bpp > 0)
+    qz_info("quantize: %.4f bits per parameter over the quantized linears", bpp);
   return QZ_OK;
 }
 
@@ -211,6 +230,7 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
 done:
   json_decref(r.stats);
   qz_quantize_run_free(&r);
+  qz_rot_destroy(&r.rot);
   if (r.grid) qz_grid_destroy(&r.grid);
   if (r.mstate) o.mo.ops->destroy(&r.mstate);
   qz_ckpt_close(&r.ck);

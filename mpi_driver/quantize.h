@@ -16,6 +16,7 @@
 #include "mpiquant/hessian.h"
 #include "mpiquant/method.h"
 #include "mpiquant/model.h"
+#include "mpiquant/rotate.h"
 
 typedef struct {
   const char *model, *calib, *calib_tokens, *out;
@@ -30,6 +31,9 @@ typedef struct {
   long min_expert_tokens;
   int expert_fallback;         /* QZ_EXPERT_FALLBACK_* */
   int is_moe;
+  qz_rot_params rot;           /* --rotate, --kv-bits, --act-asym, ... */
+  int rot_given;               /* any of them given (recorded in the JSON) */
+  int duq_given;               /* --block, --perm or --smooth given */
 } qz_qopts;
 
 /* Append-only. */
@@ -57,7 +61,8 @@ int qz_quantize_windows(MPI_Comm comm, const qz_qopts *o, const qz_model_config 
  * fp model with QZ_NEED_FP_STREAM, else with the checkpoint's weights). */
 int qz_quantize_stream_to(MPI_Comm comm, qz_model *m, qz_ckpt *ck, qz_fwd *f,
                           qz_block_weights *w, const int32_t *win, int64_t nwin, int64_t L,
-                          int64_t first, int64_t count, int b0, unsigned needs);
+                          int64_t first, int64_t count, int b0, unsigned needs,
+                          qz_rot *rot);
 
 /* ---- quantize_block.c ------------------------------------------------------- */
 /* Hessians by input width, reused across blocks (reset, not reallocated):
@@ -86,12 +91,23 @@ typedef struct {
   struct qz_linear_bufs *bufs;
   struct qz_moe_run *moe;  /* MoE scratch (quantize_moe.c), or NULL */
   qz_model *m;             /* the source model (MoE experts are read one at a time) */
+  qz_rot *rot;             /* rotations (NULL: none) */
+  qz_act_hook rot_hook;    /* the rotation's online part at linear inputs
+                              (no quantization; .fn NULL: none) */
+  float *hx;               /* [ntok, max(H, I)] a group input through rot_hook */
 } qz_qrun;
 
 /* Quantize block `layer` (weights in w) with the method: its block hook,
  * the true-sequential default, or every linear in order; then the folded
  * norms when the method writes them. Collective on r->ctx->comm. */
 int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w);
+/* Sum bits_per_param * params over the per-linear entries of one block's
+ * stats object into *bits and *params. Not collective. */
+void qz_stats_bits(json_t *stats, double *bits, double *params);
+/* Average bits per parameter of the quantized linears of the completed
+ * blocks in checkpoint `dir` (its manifest's stats; 0 when none records
+ * it). Not collective. */
+int qz_quantize_ckpt_bits(const char *dir, double *bpp);
 /* Free what the block loop keeps from block to block. Not collective. */
 void qz_quantize_run_free(qz_qrun *r);
 

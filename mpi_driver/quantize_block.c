@@ -5,6 +5,7 @@
  * rows, the dequantized rows gathered back into the block (the forward
  * continues with exactly the weights the checkpoint holds) and this rank's
  * rows written collectively. */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,9 +16,11 @@
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/shard.h"
 #include "mpiquant/timing.h"
 #include "qblock.h"
 #include "quantize.h"
+#include "rotate_cli.h"
 
 int qz_quantize_hessian_for(qz_hcache *c, qz_grid *g, int64_t d, qz_hessian **out) {
   for (int i = 0; i < QZ_HCACHE_N; i++)
@@ -131,15 +134,24 @@ static int record_linear(qz_qrun *r, int layer, const char *module,
   qz_timer_stop(QZ_PHASE_WRITE);
   QZ_CALL(qz_error_agree(comm, st));
   kill_hook(r->ctx->rank, layer);
+  /* storage cost: the method's layout (or the uniform int one) */
+  qz_storage_bits sb = res->storage;
+  if (sb.out == 0) qz_storage_bits_uniform(&mo->spec, out, in, &sb);
+  int64_t nout = res->noutliers;
+  QZ_CALL(qz_allreduce_i64(comm, &nout, 1, MPI_SUM));
+  sb.noutliers = nout;
+  const double bpp = qz_layer_bits_per_param(&sb);
   if (hess)
-    qz_info("block %d %-17s loss %-12.6g damp %-8.3g dead %-4lld %.3f s", layer,
-            module, loss, res->percdamp_used, (long long)res->ndead, secs);
+    qz_info("block %d %-17s loss %-12.6g damp %-8.3g dead %-4lld %.3f bit/param %.3f s",
+            layer, module, loss, res->percdamp_used, (long long)res->ndead, bpp,
+            secs);
   else
-    qz_debug("block %d %-17s %.3f s", layer, module, secs);
+    qz_debug("block %d %-17s %.3f bit/param %.3f s", layer, module, bpp, secs);
   json_object_set_new(r->stats, module,
-                      json_pack("{s:f, s:f, s:f, s:I}", "loss", loss, "damp",
+                      json_pack("{s:f, s:f, s:f, s:I, s:f, s:I, s:I}", "loss", loss, "damp",
                                 meta.damp_used, "seconds", secs, "dead",
-                                (json_int_t)res->ndead));
+                                (json_int_t)res->ndead, "bits_per_param", bpp, "params",
+                                (json_int_t)(out * in), "outliers", (json_int_t)nout));
   return QZ_OK;
 }
 
@@ -158,7 +170,8 @@ int qz_quantize_module(qz_qrun *r, int layer, const char *module, int64_t out, i
   snprintf(name, sizeof name, "model.layers.%d.%s", layer, module);
   qz_layer_result res = r->bufs->res; /* the buffers; the method fills the rest */
   qz_layer layer_in = {.name = name, .out_features = out, .in_features = in,
-                       .row0 = r0, .nrows = nr, .w = W + r0 * in, .H = H};
+                       .row0 = r0, .nrows = nr, .w = W + r0 * in, .H = H,
+                       .comm = comm};
   double t0 = qz_wtime();
   int st = mo->ops->quantize_layer(mstate, &layer_in, &res);
   QZ_CALL_DONE(qz_error_agree(comm, st));
@@ -192,9 +205,20 @@ static const qz_fwd_stage k_group_stage[4] = {QZ_STAGE_QKV_IN, QZ_STAGE_O_IN,
                                               QZ_STAGE_GATEUP_IN, QZ_STAGE_DOWN_IN};
 
 /* Hessian of one group's input from this rank's tokens. Collective. */
-static int group_hessian(qz_qrun *r, qz_fwd *f, int g, qz_hessian **H) {
+static int group_hessian(qz_qrun *r, qz_fwd *f, int b_layer, int g, qz_hessian **H) {
   int64_t ncols;
   const float *x = qz_fwd_stage_output(f, k_group_stage[g], &ncols);
+  if (r->rot_hook.fn) { /* what the linears multiply: the rotated input (R4) */
+    if (!r->hx) {
+      int64_t c = r->cfg->hidden_size > r->cfg->intermediate_size ? r->cfg->hidden_size
+                                                                   : r->cfg->intermediate_size;
+      QZ_CALL(qz_error_agree(r->ctx->comm,
+                             qz_alloc_big((size_t)(qz_fwd_ntok(f) * c + 1) * sizeof(float),
+                                          "rotated group input", (void **)&r->hx)));
+    }
+    r->rot_hook.fn(r->rot_hook.ctx, b_layer, k_groups[g][0], x, qz_fwd_ntok(f), ncols, r->hx);
+    x = r->hx;
+  }
   QZ_CALL(qz_quantize_hessian_for(&r->hc, r->grid, ncols, H));
   qz_timer_start(QZ_PHASE_HESSIAN);
   int st = qz_hessian_add_rows(*H, x, qz_fwd_ntok(f));
@@ -203,6 +227,78 @@ static int group_hessian(qz_qrun *r, qz_fwd *f, int g, qz_hessian **H) {
   QZ_CALL(qz_error_agree(r->ctx->comm, st));
   QZ_CALL(qz_hessian_reduce(*H));
   return QZ_OK;
+}
+
+/* DuQuant's activation sample: per calibration window the token of the
+ * largest max |x| (rows [nwin, n] in window order on every rank, whatever
+ * the split of the windows). Collective. */
+static int duquant_sample(qz_qrun *r, qz_block_ctx *b, const float *x, int64_t n, float *smp) {
+  const int64_t L = qz_fwd_seqlen(b->f), mine = qz_fwd_nwin(b->f);
+  for (int64_t w = 0; w < mine; w++) {
+    int64_t best = 0;
+    float bv = -1.0f;
+    for (int64_t t = 0; t < L; t++) {
+      float mx = 0.0f;
+      for (int64_t j = 0; j < n; j++) mx = fmaxf(mx, fabsf(x[(w * L + t) * n + j]));
+      if (mx > bv) bv = mx, best = t;
+    }
+    memcpy(smp + (b->win0 + w) * n, x + (w * L + best) * n, (size_t)n * sizeof *smp);
+  }
+  int size = r->ctx->size, counts[size], displs[size];
+  for (int p = 0; p < size; p++) {
+    int64_t f0, c;
+    qz_shard_windows(b->nwin, size, p, &f0, &c);
+    counts[p] = (int)(c * n);
+    displs[p] = (int)(f0 * n);
+  }
+  QZ_CALL_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, smp, counts, displs, MPI_FLOAT,
+                             b->comm));
+  return QZ_OK;
+}
+
+/* DuQuant: group g's transform from its calibration input (per-channel
+ * max |x| over every rank's tokens: an exact MAX reduction; the sample of
+ * duquant_sample) and its weights' column maxima, fused into the group's
+ * linears and written to the checkpoint (with the sample); the forward's
+ * hook applies it from now on. Collective. */
+static int duquant_group(qz_qrun *r, qz_block_ctx *b, int g) {
+  int64_t n, bs, ncols;
+  qz_rot_duq_shape(r->rot, g, &n, &bs);
+  const float *x = qz_fwd_stage_output(b->f, k_group_stage[g], &ncols);
+  QZ_CHECK(x && ncols == n, QZ_ERR_INTERNAL, "DuQuant group %d: input of %lld columns",
+           g, (long long)ncols);
+  float *amax = NULL, *wmax = NULL, *smp = NULL;
+  int st = qz_calloc((size_t)n, sizeof *amax, "DuQuant amax", &amax);
+  if (!st) st = qz_calloc((size_t)n, sizeof *wmax, "DuQuant wmax", &wmax);
+  if (!st) st = qz_calloc((size_t)(b->nwin * n), sizeof *smp, "DuQuant sample", &smp);
+  QZ_CALL_DONE(qz_error_agree(b->comm, st));
+  for (int64_t t = 0, T = qz_fwd_ntok(b->f); t < T; t++)
+    for (int64_t j = 0; j < n; j++) amax[j] = fmaxf(amax[j], fabsf(x[t * n + j]));
+  QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, amax, (int)n, MPI_FLOAT, MPI_MAX, b->comm));
+  QZ_CALL_DONE(duquant_sample(r, b, x, n, smp));
+  for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
+    int64_t out, in;
+    qz_linear_shape(r->cfg, k_groups[g][k], &out, &in);
+    const float *w = b->w->w[k_groups[g][k]];
+    for (int64_t i = 0; i < out; i++)
+      for (int64_t j = 0; j < n; j++) wmax[j] = fmaxf(wmax[j], fabsf(w[i * n + j]));
+  }
+  st = qz_rot_duq_build(r->rot, b->layer, g, amax, wmax, smp, b->nwin);
+  QZ_CALL_DONE(qz_error_agree(b->comm, st));
+  for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
+    int64_t out, in;
+    qz_linear_shape(r->cfg, k_groups[g][k], &out, &in);
+    qz_rot_duq_fuse(r->rot, g, b->w->w[k_groups[g][k]], out);
+  }
+  QZ_CALL_DONE(qz_rotcli_write_group(r->ck, b->layer, g, r->rot));
+  char name[64];
+  snprintf(name, sizeof name, "duquant.%s.sample", qz_duq_group_name(g));
+  QZ_CALL_DONE(qz_ckpt_write_aux(r->ck, b->layer, name, b->nwin, n, smp));
+done:
+  qz_free(&amax);
+  qz_free(&wmax);
+  qz_free(&smp);
+  return st;
 }
 
 /* ---- the services a method's block hook gets (method.h qz_block_ctx) ---- */
@@ -222,6 +318,16 @@ static void svc_stat(qz_block_ctx *b, const char *key, struct json_t *value) {
   json_object_set_new(r->stats, key, value);
 }
 
+static int svc_aux(qz_block_ctx *b, const char *name, int64_t n0, int64_t n1,
+                   const float *v) {
+  qz_qrun *r = b->drv;
+  qz_timer_start(QZ_PHASE_WRITE);
+  int st = qz_ckpt_write_aux(r->ck, b->layer, name, n0, n1, v);
+  qz_timer_stop(QZ_PHASE_WRITE);
+  QZ_CALL(qz_error_agree(r->ctx->comm, st));
+  return QZ_OK;
+}
+
 /* One group's input on every rank's windows. Collective. */
 static int forward_to(qz_block_ctx *b, qz_fwd_stage stage) {
   qz_timer_start(QZ_PHASE_FORWARD);
@@ -239,7 +345,7 @@ int qz_quantize_groups(qz_block_ctx *b, int ngroups) {
   for (int g = 0; g < ngroups; g++) {
     if (r->o->true_sequential) QZ_CALL(forward_to(b, k_group_stage[g]));
     qz_hessian *H = NULL;
-    if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, g, &H));
+    if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, b->layer, g, &H));
     for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++)
       QZ_CALL(quantize_linear(r, b->layer, b->w, k_groups[g][k], H));
   }
@@ -258,8 +364,10 @@ static int svc_sequential(qz_block_ctx *b) {
     QZ_CALL(forward_to(b, QZ_STAGE_DOWN_IN));
   for (int g = 0; g < 4; g++) {
     if (r->o->true_sequential) QZ_CALL(forward_to(b, k_group_stage[g]));
+    if (r->rot && qz_rot_params_of(r->rot)->kind == QZ_ROT_DUQUANT)
+      QZ_CALL(duquant_group(r, b, g));
     qz_hessian *H = NULL;
-    if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, g, &H));
+    if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, b->layer, g, &H));
     for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++)
       QZ_CALL(quantize_linear(r, b->layer, b->w, k_groups[g][k], H));
   }
@@ -272,7 +380,7 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   qz_block_ctx b = {.comm = r->ctx->comm, .cfg = r->cfg, .layer = layer, .f = r->f, .w = w,
                     .win0 = r->win0, .nwin = r->nwin, .linear = svc_linear,
                     .sequential = svc_sequential, .commit = svc_commit, .stat = svc_stat,
-                    .drv = r};
+                    .drv = r, .aux = svc_aux};
   const qz_method_ops *ops = r->o->mo.ops;
   if (w->moe) {
     QZ_CALL(qz_quantize_moe_block(r, &b));
@@ -283,8 +391,41 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   } else {
     for (int l = 0; l < QZ_LIN_COUNT; l++) QZ_CALL(quantize_linear(r, layer, w, (qz_linear)l, NULL));
   }
-  if (r->needs & QZ_CKPT_NORMS) /* folded scales */
+  if ((r->needs & QZ_CKPT_NORMS) || r->rot) /* folded scales; rotation: unit norms */
     QZ_CALL(qz_ckpt_write_norms(r->ck, layer, w->hidden, w->attn_norm, w->ffn_norm));
+  double bits = 0, params = 0;
+  qz_stats_bits(r->stats, &bits, &params);
+  if (params > 0) {
+    json_object_set_new(r->stats, "bits_per_param", json_real(bits / params));
+    qz_info("block %d: %.4f bits per parameter", layer, bits / params);
+  }
+  return QZ_OK;
+}
+
+void qz_stats_bits(json_t *stats, double *bits, double *params) {
+  const char *k;
+  json_t *v;
+  json_object_foreach(stats, k, v) {
+    json_t *b = json_object_get(v, "bits_per_param"), *p = json_object_get(v, "params");
+    if (!json_is_object(v) || !json_is_number(b) || !json_is_integer(p)) continue;
+    *bits += json_number_value(b) * (double)json_integer_value(p);
+    *params += (double)json_integer_value(p);
+  }
+}
+
+int qz_quantize_ckpt_bits(const char *dir, double *bpp) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/manifest.json", dir);
+  json_error_t je;
+  json_t *m = json_load_file(path, 0, &je);
+  QZ_CHECK(m, QZ_ERR_FORMAT, "%s: %s (line %d)", path, je.text, je.line);
+  double bits = 0, params = 0;
+  size_t i;
+  json_t *b;
+  json_array_foreach(json_object_get(m, "completed_blocks"), i, b)
+    qz_stats_bits(json_object_get(b, "stats"), &bits, &params);
+  json_decref(m);
+  *bpp = params > 0 ? bits / params : 0.0;
   return QZ_OK;
 }
 
@@ -292,4 +433,5 @@ void qz_quantize_run_free(qz_qrun *r) {
   for (int i = 0; i < QZ_HCACHE_N; i++) qz_hessian_destroy(&r->hc.h[i]);
   qz_quantize_moe_free(r);
   bufs_free(&r->bufs);
+  qz_free_big((void **)&r->hx, 0);
 }

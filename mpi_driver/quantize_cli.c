@@ -10,6 +10,7 @@
 #include "method_cli.h"
 #include "mpiquant/error.h"
 #include "quantize.h"
+#include "rotate_cli.h"
 
 void qz_quantize_usage(void) {
   printf(
@@ -27,6 +28,7 @@ void qz_quantize_usage(void) {
       "  --nsamples N         calibration windows (default 128)\n"
       "  --seqlen L           tokens per window (default min(2048, max_position))\n");
   qz_mcli_usage(stdout, QZ_METHOD_DEFAULT);
+  qz_rotcli_usage(stdout);
   printf(
       "  --no-true-sequential all groups of a block from the unquantized forward\n"
       "  --layers A:B         quantize blocks A..B-1 only (default all)\n"
@@ -85,6 +87,14 @@ static int parse_driver_opt(int c, const char *arg, qz_qopts *o) {
       o->expert_fallback = k;
       break;
     }
+    case 'R': QZ_CALL(qz_rotcli_option("rotate", arg, &o->rot, &o->rot_given)); break;
+    case 'S': QZ_CALL(qz_rotcli_option("rotate-seed", arg, &o->rot, &o->rot_given)); break;
+    case 'V': QZ_CALL(qz_rotcli_option("kv-bits", arg, &o->rot, &o->rot_given)); break;
+    case 'A': QZ_CALL(qz_rotcli_option("act-asym", arg, &o->rot, &o->rot_given)); break;
+    case 'C': QZ_CALL(qz_rotcli_option("act-clip", arg, &o->rot, &o->rot_given)); break;
+    case 'b': QZ_CALL(qz_rotcli_option("block", arg, &o->rot, &o->duq_given)); break;
+    case 'p': QZ_CALL(qz_rotcli_option("perm", arg, &o->rot, &o->duq_given)); break;
+    case 's': QZ_CALL(qz_rotcli_option("smooth", arg, &o->rot, &o->duq_given)); break;
     default: QZ_FAIL(QZ_ERR_INTERNAL, "quantize: option value %d", c);
   }
   return QZ_OK;
@@ -100,9 +110,14 @@ int qz_quantize_parse(int argc, char **argv, qz_qopts *o) {
       {"blocks-per-file", 1, 0, 'K'}, {"snapshot-every", 1, 0, 'E'},
       {"zstd-level", 1, 0, 'z'},     {"grid-nb", 1, 0, 'G'},
       {"min-expert-tokens", 1, 0, 'x'}, {"expert-fallback", 1, 0, 'X'},
+      {"rotate", 1, 0, 'R'},         {"rotate-seed", 1, 0, 'S'},
+      {"kv-bits", 1, 0, 'V'},        {"act-asym", 0, 0, 'A'},
+      {"act-clip", 1, 0, 'C'},       {"block", 1, 0, 'b'},
+      {"perm", 1, 0, 'p'},           {"smooth", 1, 0, 's'},
       {0, 0, 0, 0}};
   *o = (qz_qopts){.nsamples = 128, .nb = 128, .layer_end = -1, .zstd_level = 3,
-                  .true_sequential = 1, .min_expert_tokens = 16};
+                  .true_sequential = 1, .min_expert_tokens = 16,
+                  .rot = {.act_clip = 1.0, .block = 128, .perm = 1, .smooth = 0.5}};
   const qz_method_ops *ops;
   QZ_CALL(qz_mcli_method("quantize", qz_mcli_method_arg(argc, argv, QZ_METHOD_DEFAULT), &ops, &o->mo));
   struct option *opts = NULL;
@@ -123,6 +138,8 @@ int qz_quantize_parse(int argc, char **argv, qz_qopts *o) {
   QZ_CHECK(!(o->calib && o->calib_tokens), QZ_ERR_USAGE,
            "quantize: give only one of --calib and --calib-tokens");
   QZ_CALL(qz_mcli_finish("quantize", &o->mo));
+  QZ_CALL(qz_rotcli_finish(&o->mo, qz_method_needs(&o->mo), &o->rot, o->rot_given,
+                           o->duq_given));
   return QZ_OK;
 }
 
@@ -142,6 +159,7 @@ char *qz_quantize_options_json(const qz_qopts *o, int64_t nwin, int64_t L,
                         json_string(qz_expert_fallback_names[o->expert_fallback]));
   }
   qz_mcli_json(&o->mo, j); /* the method's rows: bits, group, ..., its own */
+  qz_rotcli_json(&o->rot, o->rot_given, j);
   char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(j);
   return s;

@@ -41,6 +41,7 @@ struct qz_fwd {
   int64_t logits_rows;
   int act_bits;  /* 0: off; else per-token dynamic symmetric fake-quant */
   qz_act_hook hook; /* hook.fn NULL: none */
+  qz_model_hook mhook; /* mhook.attn NULL: none */
   float *aq;     /* [bmax*seqlen, max(H, qd, I)] quantized linear input */
   qz_moe_ws *moe; /* MoE FFN scratch (chunks of one window), or NULL */
   void *mem;
@@ -432,6 +433,11 @@ int qz_fwd_set_act_hook(qz_fwd *f, const qz_act_hook *h) {
 
 int qz_fwd_act_quant(const qz_fwd *f) { return f->act_bits; }
 
+void qz_fwd_set_model_hook(qz_fwd *f, const qz_model_hook *h) {
+  f->mhook = h ? *h : (qz_model_hook){0};
+  f->done = QZ_STAGE_NONE;
+}
+
 void qz_act_fake_quant(const float *x, int64_t nrows, int64_t n, int bits,
                        float *y) {
   const float qmax = (float)((1 << (bits - 1)) - 1);
@@ -478,6 +484,8 @@ static int run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
       qz_rope_apply(f->q, T, f->qd, f->nq, f->hd, f->seqlen, f->cos_t, f->sin_t);
       qz_rope_apply(f->k, T, f->kvd, f->nkv, f->hd, f->seqlen, f->cos_t,
                     f->sin_t);
+      if (f->mhook.attn)
+        f->mhook.attn(f->mhook.ctx, w->layer, f->q, f->k, f->v, T, f->nq, f->nkv, f->hd);
       attention(f);
       break;
     }

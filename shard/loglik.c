@@ -60,6 +60,7 @@ typedef struct {
   float eps;
   int act_bits;
   const qz_act_hook *hook; /* NULL: none */
+  const qz_model_hook *mhook; /* NULL: none */
   int64_t bmax, max_len;
   float *x;             /* [rows of one round, H] residual stream */
   int64_t r0;           /* local row of x[0] (the current round's first) */
@@ -130,6 +131,8 @@ static int block_batch(ws *w, const qz_block_weights *bw, const batch *b,
   }
   qz_rope_apply_pos(w->q, T, qd, w->nq, w->hd, pos + b->row0, w->cos_t, w->sin_t);
   qz_rope_apply_pos(w->k, T, kvd, w->nkv, w->hd, pos + b->row0, w->cos_t, w->sin_t);
+  if (w->mhook && w->mhook->attn)
+    w->mhook->attn(w->mhook->ctx, bw->layer, w->q, w->k, w->v, T, w->nq, w->nkv, w->hd);
   for (int64_t e = b->g0; e < b->g1; e++) {
     const group *gp = &grp[order[e]];
     int64_t sr = gp->row - b->row0;
@@ -391,6 +394,7 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
   w.eps = (float)cfg->rms_norm_eps;
   w.act_bits = o->act_quant_bits;
   w.hook = o->act_hook;
+  w.mhook = o->model_hook;
   QZ_CHECK_DONE(!(w.hook && w.act_bits), QZ_ERR_ARG,
                 "activation quantization and an activation hook are exclusive");
   w.bmax = bmax;
@@ -477,6 +481,7 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
       st = r1 > r0 ? qz_model_embed_tokens(m, ids + r0, r1 - r0, w.x) : QZ_OK;
       QZ_CALL_DONE(qz_error_agree(comm, st));
     }
+    if (w.mhook && w.mhook->stream) w.mhook->stream(w.mhook->ctx, w.x, r1 - r0, w.H, 0);
     /* blocks, layer-major over the round's rows */
     for (int64_t l = 0; l < nblocks; l++) {
       QZ_CALL_DONE(source(o->block_source_ctx, m, (int)l, &bw));
@@ -488,6 +493,7 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
       QZ_CALL_DONE(qz_error_agree(comm, st));
       if (o->progress) qz_progress_update(&prog, rd * (nblocks + 1) + l + 1);
     }
+    if (w.mhook && w.mhook->stream) w.mhook->stream(w.mhook->ctx, w.x, r1 - r0, w.H, 1);
     /* head on the scored rows */
     QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
     qz_timer_start(QZ_PHASE_EVAL);
