@@ -84,6 +84,7 @@ if(MPIQUANT_FUZZ)
   file(GLOB QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/core/*.c)
   list(APPEND QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/io/safetensors.c
        ${PROJECT_SOURCE_DIR}/io/export_gptq_read.c ${PROJECT_SOURCE_DIR}/io/export_ct_read.c
+       ${PROJECT_SOURCE_DIR}/io/fp8_read.c
        ${PROJECT_SOURCE_DIR}/io/files.c
        ${PROJECT_SOURCE_DIR}/io/config.c ${PROJECT_SOURCE_DIR}/io/tokenizer.c
        ${PROJECT_SOURCE_DIR}/io/tokens.c ${PROJECT_SOURCE_DIR}/io/ckpt.c
