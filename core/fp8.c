@@ -83,3 +83,38 @@ void qz_fp8_e5m2_decode(const uint8_t *in, size_t n, float scale, float *out) {
   for (int i = 0; i < 256; i++) t[i] = qz_fp8_e5m2_to_f32((uint8_t)i);
   for (size_t i = 0; i < n; i++) out[i] = t[in[i]] * scale;
 }
+
+static float absmax_f(const float *x, size_t n) {
+  float m = 0.0f;
+  for (size_t i = 0; i < n; i++) m = fabsf(x[i]) > m ? fabsf(x[i]) : m;
+  return m;
+}
+
+static void fq_div(const float *x, size_t n, float s, float *y) {
+  for (size_t j = 0; j < n; j++) y[j] = qz_fp8_e4m3_to_f32(qz_f32_to_fp8_e4m3(x[j] / s)) * s;
+}
+
+void qz_fp8_e4m3_act_dynamic(const float *x, size_t nrows, size_t n, size_t group,
+                             float *y) {
+  const float mn = 1.0f / (QZ_FP8_E4M3_MAX * 512.0f);
+  for (size_t r = 0; r < nrows; r++) {
+    const float *xr = x + r * n;
+    float *yr = y + r * n;
+    if (group == 0) {
+      float s = absmax_f(xr, n) / QZ_FP8_E4M3_MAX;
+      fq_div(xr, n, s > mn ? s : mn, yr);
+      continue;
+    }
+    for (size_t c0 = 0; c0 < n; c0 += group) {
+      size_t len = n - c0 < group ? n - c0 : group;
+      float m = absmax_f(xr + c0, len);
+      fq_div(xr + c0, len, (m > 1e-10f ? m : 1e-10f) / QZ_FP8_E4M3_MAX, yr + c0);
+    }
+  }
+}
+
+void qz_fp8_e4m3_act_static(const float *x, size_t count, float s, float *y) {
+  const float inv = 1.0f / s;
+  for (size_t i = 0; i < count; i++)
+    y[i] = qz_fp8_e4m3_to_f32(qz_f32_to_fp8_e4m3(x[i] * inv)) * s;
+}

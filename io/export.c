@@ -255,7 +255,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
                           "%s: %s", from, jerr.text);
     }
     if (st == QZ_OK) {
-      json_t *q = fmt->quant_config(&first, qz_ckpt_act_bits(ck));
+      json_t *q = fmt->quant_config(&first, &counts);
       json_object_set(cfg, "quantization_config", q);
       snprintf(to, sizeof to, "%s/config.json", tmpdir);
       if (json_dump_file(cfg, to, JSON_INDENT(2)) != 0)

@@ -87,7 +87,9 @@ static json_t *packed_qargs(const qz_ckpt_linear_meta *m) {
   return a;
 }
 
-static json_t *ct_quant_config(const qz_ckpt_linear_meta *m, int act_bits) {
+static json_t *ct_quant_config(const qz_ckpt_linear_meta *m, const qz_export_counts *n) {
+  if (qz_ct_is_fp8(m)) return qz_ct_fp8_quant_config(m, n);
+  const int act_bits = n->act_bits;
   int packed = !is_int_quantized(m);
   json_t *g = json_object();
   json_t *targets = json_array();
@@ -200,6 +202,10 @@ static int ct_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
   qz_ckpt_linear_meta m;
   qz_export_rows R = {0};
   QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, mod, &out, &in, &ng, &m));
+  if (qz_ct_is_fp8(&m)) { /* float-quantized */
+    *meta_out = m;
+    return qz_ct_fp8_linear(ck, rank, ss, layer, mod, &m, out, in, ng, n);
+  }
   const int packed = !is_int_quantized(&m);
   if (packed) {
     QZ_CHECK_DONE(m.bits >= 2 && m.bits <= 8, QZ_ERR_UNSUPPORTED,
@@ -247,7 +253,9 @@ done:
 }
 
 static void ct_report(const qz_ckpt_linear_meta *first, const qz_export_counts *n) {
-  if (!is_int_quantized(first))
+  if (qz_ct_is_fp8(first))
+    qz_ct_fp8_report(first, n);
+  else if (!is_int_quantized(first))
     qz_info("export: W%dA16 (%s) pack-quantized: %s, %s%s", first->bits, first->method,
             first->group_size > 0 ? "group-wise scales" : "per-channel scales",
             first->sym ? "symmetric" : "with zero points",
@@ -261,6 +269,8 @@ static void ct_report(const qz_ckpt_linear_meta *first, const qz_export_counts *
             "quantization, so input_activations is null", first->method);
 }
 
+static const char *const k_ct_grids[] = {"fp8_e4m3", NULL}; /* float-quantized */
+
 const qz_export_format qz_export_format_ct = {
     .name = "compressed-tensors",
     .title = "compressed-tensors",
@@ -268,4 +278,5 @@ const qz_export_format qz_export_format_ct = {
     .quant_config = ct_quant_config,
     .quantize_config_json = 0,
     .report = ct_report,
+    .grids = k_ct_grids,
 };

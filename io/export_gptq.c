@@ -45,8 +45,8 @@ void qz_gptq_pack(int bits, int64_t nvec, int64_t len, const uint8_t *codes,
 }
 
 /* quantization_config from the checkpoint's options and its first linear */
-static json_t *gptq_quant_config(const qz_ckpt_linear_meta *m, int act_bits) {
-  (void)act_bits; /* GPTQ has no activation quantization: gptq_linear refuses act_bits */
+static json_t *gptq_quant_config(const qz_ckpt_linear_meta *m, const qz_export_counts *n) {
+  (void)n; /* GPTQ has no activation quantization: gptq_linear refuses act_bits */
   json_t *q = json_object();
   json_object_set_new(q, "quant_method", json_string("gptq"));
   json_object_set_new(q, "bits", json_integer(m->bits));

@@ -13,6 +13,12 @@
 typedef struct {
   int64_t zero_zero;   /* GPTQ: (row, group) zero points of 0 */
   int act_bits;        /* activation bits the checkpoint expects (0: none) */
+  /* float-quantized FP8 (grid fp8_e4m3; set by its linear hook): the
+   * checkpoint's activations "dynamic", "static" or "none" and weight block
+   * edge (0: per output channel) */
+  char fp8_act[16];
+  int fp8_block;
+  int64_t fp8_partial; /* linears whose shape is not a multiple of the block */
 } qz_export_counts;
 
 typedef struct {
@@ -24,9 +30,9 @@ typedef struct {
    * message) when the format cannot hold it. *meta receives its attributes. */
   int (*linear)(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
                 const char *mod, qz_ckpt_linear_meta *meta, qz_export_counts *n);
-  /* quantization_config from the first linear's attributes and the
-   * checkpoint's activation bits (new reference). */
-  json_t *(*quant_config)(const qz_ckpt_linear_meta *first, int act_bits);
+  /* quantization_config from the first linear's attributes and what the
+   * walk counted (activation bits, FP8 scheme) (new reference). */
+  json_t *(*quant_config)(const qz_ckpt_linear_meta *first, const qz_export_counts *n);
   /* also write quantization_config as quantize_config.json (AutoGPTQ) */
   int quantize_config_json;
   /* warnings after a successful export (rank 0) */
@@ -55,6 +61,17 @@ int qz_export_read_rows(qz_ckpt *ck, int rank, int layer, const char *mod,
                         const char *format, int64_t out, int64_t in, int64_t ng,
                         qz_export_rows *r);
 void qz_export_rows_free(qz_export_rows *r); /* accepts a zeroed struct */
+
+/* compressed-tensors "float-quantized" (io/export_ct_fp8.c): a linear on the
+ * fp8_e4m3 grid (hook of qz_export_format.linear, called by the ct format's
+ * hook with the linear's shape), its quantization_config and report line. */
+int qz_ct_fp8_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer, const char *mod,
+                     const qz_ckpt_linear_meta *m, int64_t out, int64_t in, int64_t ng,
+                     qz_export_counts *n);
+json_t *qz_ct_fp8_quant_config(const qz_ckpt_linear_meta *first, const qz_export_counts *n);
+void qz_ct_fp8_report(const qz_ckpt_linear_meta *first, const qz_export_counts *n);
+/* 1 when a linear's grid attribute is fp8_e4m3 */
+int qz_ct_is_fp8(const qz_ckpt_linear_meta *m);
 
 /* Output directory (rank 0; io/export_out.c).  begin: refuse an --out
  * that is or contains one of `inputs`, or that is not empty (without

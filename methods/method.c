@@ -16,6 +16,9 @@
   X(quantease)            \
   X(awq)                  \
   X(smoothquant)          \
+  X(fp8)                  \
+  X(llm_int8)             \
+  X(spqr)                 \
   X(testclip)
 
 #define QZ_DECLARE(m) extern const qz_method_ops qz_method_##m;
@@ -233,4 +236,8 @@ void qz_layer_result_plain(const qz_layer *L, int groupsize, qz_layer_result *re
   res->loss_local = 0;
   res->percdamp_used = 0;
   res->ndead = 0;
+}
+
+MPI_Comm qz_layer_comm(const qz_layer *L) {
+  return L->comm == (MPI_Comm)0 || L->comm == MPI_COMM_NULL ? MPI_COMM_SELF : L->comm;
 }

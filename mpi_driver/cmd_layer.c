@@ -355,7 +355,7 @@ int qz_cmd_layer(qz_ctx *ctx, int argc, char **argv) {
     QZ_CALL_DONE(layer_hessian(ctx, &a, in, in_f, H));
   }
   qz_layer L = {.name = a.in, .out_features = out_f, .in_features = in_f,
-                .row0 = row0, .nrows = nrows, .w = w, .H = H};
+                .row0 = row0, .nrows = nrows, .w = w, .H = H, .comm = comm};
   st = ops->quantize_layer(mstate, &L, &res);
   QZ_CALL_DONE(qz_error_agree(comm, st));
 

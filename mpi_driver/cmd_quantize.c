@@ -159,6 +159,9 @@ static int report(const qz_qrun *r, const qrun_io *io, double t_start) {
           qz_fmt_bytes((double)qz_model_bytes_on_disk(io->m), b, sizeof b), r->o->out,
           qz_fmt_bytes(r->ctx->rank == 0 ? (double)qz_quantize_dir_bytes(r->o->out) : 0.0,
                        c, sizeof c));
+  double bpp = 0;
+  if (r->ctx->rank == 0 && qz_quantize_ckpt_bits(r->o->out, &bpp) == QZ_OK && bpp > 0)
+    qz_info("quantize: %.4f bits per parameter over the quantized linears", bpp);
   return QZ_OK;
 }
 

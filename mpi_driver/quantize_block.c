@@ -121,15 +121,24 @@ static int record_linear(qz_qrun *r, int layer, qz_linear l, int64_t out, int64_
   qz_timer_stop(QZ_PHASE_WRITE);
   QZ_CALL(qz_error_agree(comm, st));
   kill_hook(r->ctx->rank, layer);
+  /* storage cost: the method's layout (or the uniform int one) */
+  qz_storage_bits sb = res->storage;
+  if (sb.out == 0) qz_storage_bits_uniform(&mo->spec, out, in, &sb);
+  int64_t nout = res->noutliers;
+  QZ_CALL(qz_allreduce_i64(comm, &nout, 1, MPI_SUM));
+  sb.noutliers = nout;
+  const double bpp = qz_layer_bits_per_param(&sb);
   if (hess)
-    qz_info("block %d %-17s loss %-12.6g damp %-8.3g dead %-4lld %.3f s", layer,
-            qz_linear_name(l), loss, res->percdamp_used, (long long)res->ndead, secs);
+    qz_info("block %d %-17s loss %-12.6g damp %-8.3g dead %-4lld %.3f bit/param %.3f s",
+            layer, qz_linear_name(l), loss, res->percdamp_used, (long long)res->ndead, bpp,
+            secs);
   else
-    qz_debug("block %d %-17s %.3f s", layer, qz_linear_name(l), secs);
+    qz_debug("block %d %-17s %.3f bit/param %.3f s", layer, qz_linear_name(l), bpp, secs);
   json_object_set_new(r->stats, qz_linear_name(l),
-                      json_pack("{s:f, s:f, s:f, s:I}", "loss", loss, "damp",
+                      json_pack("{s:f, s:f, s:f, s:I, s:f, s:I, s:I}", "loss", loss, "damp",
                                 meta.damp_used, "seconds", secs, "dead",
-                                (json_int_t)res->ndead));
+                                (json_int_t)res->ndead, "bits_per_param", bpp, "params",
+                                (json_int_t)(out * in), "outliers", (json_int_t)nout));
   return QZ_OK;
 }
 
@@ -148,7 +157,8 @@ static int quantize_linear(qz_qrun *r, int layer, qz_block_weights *w, qz_linear
   snprintf(name, sizeof name, "model.layers.%d.%s", layer, qz_linear_name(l));
   qz_layer_result res = r->bufs->res; /* the buffers; the method fills the rest */
   qz_layer layer_in = {.name = name, .out_features = out, .in_features = in,
-                       .row0 = r0, .nrows = nr, .w = w->w[l] + r0 * in, .H = H};
+                       .row0 = r0, .nrows = nr, .w = w->w[l] + r0 * in, .H = H,
+                       .comm = comm};
   double t0 = qz_wtime();
   int st = r->o->mo.ops->quantize_layer(r->mstate, &layer_in, &res);
   QZ_CALL_DONE(qz_error_agree(comm, st));
@@ -203,6 +213,16 @@ static void svc_stat(qz_block_ctx *b, const char *key, struct json_t *value) {
   json_object_set_new(r->stats, key, value);
 }
 
+static int svc_aux(qz_block_ctx *b, const char *name, int64_t n0, int64_t n1,
+                   const float *v) {
+  qz_qrun *r = b->drv;
+  qz_timer_start(QZ_PHASE_WRITE);
+  int st = qz_ckpt_write_aux(r->ck, b->layer, name, n0, n1, v);
+  qz_timer_stop(QZ_PHASE_WRITE);
+  QZ_CALL(qz_error_agree(r->ctx->comm, st));
+  return QZ_OK;
+}
+
 /* One group's input on every rank's windows. Collective. */
 static int forward_to(qz_block_ctx *b, qz_fwd_stage stage) {
   qz_timer_start(QZ_PHASE_FORWARD);
@@ -233,7 +253,7 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   qz_block_ctx b = {.comm = r->ctx->comm, .cfg = r->cfg, .layer = layer, .f = r->f, .w = w,
                     .win0 = r->win0, .nwin = r->nwin, .linear = svc_linear,
                     .sequential = svc_sequential, .commit = svc_commit, .stat = svc_stat,
-                    .drv = r};
+                    .drv = r, .aux = svc_aux};
   const qz_method_ops *ops = r->o->mo.ops;
   if (ops->quantize_block) {
     QZ_CALL(ops->quantize_block(r->mstate, &b));
@@ -244,6 +264,39 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   }
   if (r->needs & QZ_CKPT_NORMS) /* folded scales */
     QZ_CALL(qz_ckpt_write_norms(r->ck, layer, w->hidden, w->attn_norm, w->ffn_norm));
+  double bits = 0, params = 0;
+  qz_stats_bits(r->stats, &bits, &params);
+  if (params > 0) {
+    json_object_set_new(r->stats, "bits_per_param", json_real(bits / params));
+    qz_info("block %d: %.4f bits per parameter", layer, bits / params);
+  }
+  return QZ_OK;
+}
+
+void qz_stats_bits(json_t *stats, double *bits, double *params) {
+  const char *k;
+  json_t *v;
+  json_object_foreach(stats, k, v) {
+    json_t *b = json_object_get(v, "bits_per_param"), *p = json_object_get(v, "params");
+    if (!json_is_object(v) || !json_is_number(b) || !json_is_integer(p)) continue;
+    *bits += json_number_value(b) * (double)json_integer_value(p);
+    *params += (double)json_integer_value(p);
+  }
+}
+
+int qz_quantize_ckpt_bits(const char *dir, double *bpp) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/manifest.json", dir);
+  json_error_t je;
+  json_t *m = json_load_file(path, 0, &je);
+  QZ_CHECK(m, QZ_ERR_FORMAT, "%s: %s (line %d)", path, je.text, je.line);
+  double bits = 0, params = 0;
+  size_t i;
+  json_t *b;
+  json_array_foreach(json_object_get(m, "completed_blocks"), i, b)
+    qz_stats_bits(json_object_get(b, "stats"), &bits, &params);
+  json_decref(m);
+  *bpp = params > 0 ? bits / params : 0.0;
   return QZ_OK;
 }
 

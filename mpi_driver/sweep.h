@@ -48,6 +48,7 @@ typedef struct {
   long group;                 /* -1 per channel; 0 for fp32 */
   int act_order, sym;
   int calib;                  /* into spec->calibs, -1 when not used */
+  int grid;                   /* value grid (qz_vgrid of mpiquant/codes.h): 0 = int */
 } qz_sweep_point;
 
 typedef struct {

@@ -140,6 +140,13 @@ typedef struct {
   int64_t row0, nrows;            /* this rank's rows [row0, row0 + nrows) */
   const float *w;                 /* [nrows, in_features] */
   qz_hessian *H;                  /* ready Hessian [in, in] (QZ_NEED_HESSIAN) */
+  /* appended: the communicator the rows are split over (every rank of it
+   * calls quantize_layer, also with nrows == 0); a method whose parameters
+   * span rows of several ranks (FP8 128x128 block scales, OWQ's column
+   * choice) reduces over it. The quantize driver sets it; left zero (or
+   * MPI_COMM_NULL) when this rank holds all rows. Methods reach it through
+   * qz_layer_comm. */
+  MPI_Comm comm;
 } qz_layer;
 
 /* Outputs for this rank's rows, allocated by the caller (ngroups from
@@ -168,6 +175,11 @@ typedef struct {
   /* appended: the value grid of the codes (qz_vgrid, mpiquant/codes.h; the
    * caller sets 0 = int): Q = scale * (value[code] - zero) */
   int grid;
+  /* appended: what the linear costs in storage (qz_layer_bits_per_param);
+   * the caller zeroes it, a method that leaves out == 0 gets the uniform
+   * int layout of its spec (qz_storage_bits_uniform). noutliers is filled
+   * by the caller (all ranks' res->noutliers). */
+  qz_storage_bits storage;
 } qz_layer_result;
 
 /* ---- one decoder block (the driver's services to a block hook) ---------- */
@@ -193,6 +205,10 @@ struct qz_block_ctx {
   /* Per-block statistics for the manifest (the hook keeps no reference). */
   void (*stat)(qz_block_ctx *b, const char *key, struct json_t *value);
   void *drv;               /* the driver's state */
+  /* appended: store f32 data [n0, max(n1, 1)] the method needs at
+   * evaluation (static activation scales, ...) as /aux/{layer}/{name} of
+   * this block (qz_ckpt_write_aux: rank 0's v is written). Collective. */
+  int (*aux)(qz_block_ctx *b, const char *name, int64_t n0, int64_t n1, const float *v);
 };
 
 /* ---- plan model ------------------------------------------------------------ */
@@ -271,6 +287,9 @@ typedef struct qz_method_ops {
 /* QZ_ERR_NUMERIC naming the first non-finite weight of this rank's rows
  * (global row, column, value). Not collective. */
 int qz_layer_check_finite(const qz_layer *L);
+/* L->comm, or MPI_COMM_SELF when it is unset (all rows on this rank).
+ * Not collective. */
+MPI_Comm qz_layer_comm(const qz_layer *L);
 /* The rest of a result for methods without a Hessian (RTN, AWQ's and
  * SmoothQuant's final quantization): g_idx of contiguous groups of
  * `groupsize` (<= 0: one group), identity perm, zero losses and loss, no

@@ -163,7 +163,7 @@ static void run_case(qz_grid *grid, qz_hessian *H, const char *name, int bits,
   qz_split_even(OUT, size, rank, &r0, &nr);
   int64_t ng = qz_quant_ngroups(&o.spec, IN);
   qz_layer L = {.name = name, .out_features = OUT, .in_features = IN,
-                .row0 = r0, .nrows = nr, .w = W0 + r0 * IN, .H = H};
+                .row0 = r0, .nrows = nr, .w = W0 + r0 * IN, .H = H, .comm = MPI_COMM_WORLD};
   qz_layer_result res = {0};
   res.codes = malloc((size_t)(nr * IN) + 1);
   res.q = malloc(sizeof(float) * (size_t)(nr * IN + 1));
@@ -231,7 +231,7 @@ int main(int argc, char **argv) {
   if (rank == size - 1 && nr > 0) w[IN / 2] = NAN;
   qz_method_opts o = qz_method_opts_default();
   qz_layer L = {.name = "nan.layer", .out_features = OUT, .in_features = IN,
-                .row0 = r0, .nrows = nr, .w = w, .H = H};
+                .row0 = r0, .nrows = nr, .w = w, .H = H, .comm = MPI_COMM_WORLD};
   qz_layer_result res = {0};
   int st = qz_gptq_quantize(&o, &L, &res);
   if (rank == size - 1)

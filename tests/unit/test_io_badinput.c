@@ -319,8 +319,8 @@ static void tokenizer_cases(void) {
             "\"Split\",\"pattern\":{\"String\":\" \"},\"behavior\":\"Removed\"}]}}",
             QZ_ERR_UNSUPPORTED, "Split pre-tokenizer without a Regex pattern");
   tok_fails("{\"model\":{\"type\":\"BPE\"," VOCAB ",\"merges\":[]},"
-            "\"normalizer\":{\"type\":\"NFKC\"}}", QZ_ERR_UNSUPPORTED,
-            "normalizer type 'NFKC' is not supported");
+            "\"normalizer\":{\"type\":\"Lowercase\"}}", QZ_ERR_UNSUPPORTED,
+            "normalizer type 'Lowercase' is not supported");
   tok_fails("{\"model\":{\"type\":\"BPE\"," VOCAB ",\"merges\":[\"a c\"]}}",
             QZ_ERR_FORMAT, "merge 0 'a' + 'c': piece 'c' is not in the vocabulary");
   tok_fails("{\"model\":{\"type\":\"BPE\"," VOCAB ",\"merges\":[\"b a\"]}}",
