@@ -1,7 +1,7 @@
 /* eval --model of an FP8 model: the activation quantization its
  * quantization_config declares (compressed-tensors float-quantized
  * input_activations, quant_method fp8 activation_scheme), as the serving
- * kernels compute it, at every linear input:
+ * kernels compute it (qz_fp8_e4m3_act_*), at every linear input:
  *   dynamic per token:  s = max(absmax / 448, 1/(448*512)), x' = e4m3(x/s)*s
  *   dynamic per token and group of G features (DeepSeek-V3 block FP8):
  *                       s = max(absmax, 1e-10) / 448, x' = e4m3(x/s)*s
@@ -10,7 +10,6 @@
  *                       does), x' = e4m3(x * (1/s)) * s.
  * The arithmetic is --method fp8's (methods/fp8.c), so an FP8 export
  * evaluates as its checkpoint does. */
-#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -38,30 +37,15 @@ static int group_of(qz_linear l) {
   return l <= QZ_LIN_V ? 0 : l == QZ_LIN_O ? 1 : l == QZ_LIN_DOWN ? 3 : 2;
 }
 
-static float fq(float v, float s, float inv, int mul) {
-  return qz_fp8_e4m3_to_f32(qz_f32_to_fp8_e4m3(mul ? v * inv : v / s)) * s;
-}
-
+/* the kernels' quantizers (mpiquant/fp8.h), as --method fp8's eval uses them */
 static void act_fn(void *ctx, int layer, qz_linear lin, const float *x, int64_t nrows,
                    int64_t n, float *y) {
   const model_act *a = ctx;
-  if (a->act == 2) {
-    const float s = a->scale[layer * NGROUPS + group_of(lin)], inv = 1.0f / s;
-    for (int64_t i = 0; i < nrows * n; i++) y[i] = fq(x[i], s, inv, 1);
-    return;
-  }
-  const float mn = 1.0f / (QZ_FP8_E4M3_MAX * 512.0f);
-  const int64_t G = a->group > 0 ? a->group : n;
-  for (int64_t r = 0; r < nrows; r++)
-    for (int64_t c0 = 0; c0 < n; c0 += G) {
-      const int64_t len = n - c0 < G ? n - c0 : G;
-      const float *xr = x + r * n + c0;
-      float m = 0.0f;
-      for (int64_t j = 0; j < len; j++) m = fabsf(xr[j]) > m ? fabsf(xr[j]) : m;
-      float s = a->group > 0 ? (m > 1e-10f ? m : 1e-10f) / QZ_FP8_E4M3_MAX
-                             : (m / QZ_FP8_E4M3_MAX > mn ? m / QZ_FP8_E4M3_MAX : mn);
-      for (int64_t j = 0; j < len; j++) y[r * n + c0 + j] = fq(xr[j], s, 0.0f, 0);
-    }
+  if (a->act == 2)
+    qz_fp8_e4m3_act_static(x, (size_t)(nrows * n), a->scale[layer * NGROUPS + group_of(lin)],
+                           y);
+  else
+    qz_fp8_e4m3_act_dynamic(x, (size_t)nrows, (size_t)n, (size_t)a->group, y);
 }
 
 /* input_scale of every linear, the max over each group; positive, finite. */

@@ -16,7 +16,8 @@ equals mpiquant's f32 eval to 1e-8, but perturbing every weight by 1e-7
 relative moves the FP8-activation perplexity by up to 8.9e-4 (3 draws);
 mpiquant vs numpy 3.3e-4; the activation quantization itself +3.9e-3
 (channel, per token: +2.3e-3). So this bounds the convention (scale, max,
-rounding, grouping) coarsely; the exact arithmetic is --method fp8's.
+rounding, grouping) coarsely; the arithmetic is --method fp8's, whose exports
+evaluate exactly like their checkpoints (fp8_export_read.sh).
 usage: fp8_act_check.py F32_MODEL_DIR IDS_TXT NWIN EVAL_JSON token|group:G
 """
 import json, os, sys

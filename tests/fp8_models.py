@@ -95,7 +95,7 @@ def read_st(path):
     n = struct.unpack("<Q", b[:8])[0]
     hdr = json.loads(b[8:8 + n])
     meta = hdr.pop("__metadata__", None)
-    dt = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I32": np.int32,
+    dt = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I32": np.int32, "I64": np.int64,
           "F8_E4M3": np.uint8, "F8_E5M2": np.uint8}
     out = {}
     for k, v in hdr.items():
