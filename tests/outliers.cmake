@@ -58,3 +58,10 @@ qz_add_test(NAME spqr_opt_group COMMAND ${QZ_EXPECT} 2 "must divide --blocksize"
   --calib-tokens x.txt --method spqr --group 24 --out ${CMAKE_BINARY_DIR}/test-tmp/sp_opt)
 qz_add_test(NAME spqr_model_stories_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/spqr_model.sh 2)
 set_tests_properties(spqr_model_stories_np2 PROPERTIES PROCESSORS 2)
+
+# crash in block 3 and --resume: identical to an uninterrupted run
+set(ORS ${CMAKE_CURRENT_SOURCE_DIR}/outlier_resume.sh)
+qz_add_test(NAME llm_int8_resume_np2 TIMEOUT 300 COMMAND ${ORS} 2 llm-int8 --threshold 3)
+qz_add_test(NAME spqr_resume_np3 TIMEOUT 300 COMMAND ${ORS} 3 spqr --bits 3 --group 16)
+set_tests_properties(llm_int8_resume_np2 PROPERTIES PROCESSORS 2)
+set_tests_properties(spqr_resume_np3 PROPERTIES PROCESSORS 3)
