@@ -169,6 +169,17 @@ void qz_rot_fuse_block(qz_rot *r, qz_block_weights *w) {
   rotate_cols(&r->q1, w->w[QZ_LIN_DOWN], H, I, r->tmp);
 }
 
+int qz_rot_probe(qz_rot *r, int i, float *row, int64_t *n) {
+  if (r->p.kind != QZ_ROT_HADAMARD || i < 0 || i > 3) return 0;
+  const orth *o[4] = {&r->q1, &r->r2, &r->r3, &r->r4};
+  *n = qz_rotation_dim(o[i]->h);
+  if (row) {
+    for (int64_t j = 0; j < *n; j++) row[j] = j == 0 ? 1.0f : 0.0f;
+    orth_rows(o[i], row, 1, 0);
+  }
+  return 1;
+}
+
 void qz_rot_stream(qz_rot *r, float *x, int64_t n, int inverse) {
   if (r->p.kind != QZ_ROT_HADAMARD) return;
   orth_rows(&r->q1, x, n, inverse);

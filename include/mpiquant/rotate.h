@@ -72,6 +72,12 @@ const char *qz_rot_describe(const qz_rot *r);
 /* Fold the norms and fuse Q1, R2, R4 into a block's fp weights in place
  * (norms become ones). Identity for QZ_ROT_NONE. Not collective. */
 void qz_rot_fuse_block(qz_rot *r, qz_block_weights *w);
+/* Hadamard: the first row of rotation i (0 = Q1 [H], 1 = R2 [hd], 2 = R3
+ * [hd], 3 = R4 [I]) into row (e_0 Q), its size into *n; returns 0 past
+ * the end or for other kinds.  A checkpoint stores them so that eval can
+ * tell a build that makes other rotations from the same seed.
+ * Not collective. */
+int qz_rot_probe(qz_rot *r, int i, float *row, int64_t *n);
 /* Residual rows x [n, H]: x <- x Q1 (inverse = 1: x Q1^T). */
 void qz_rot_stream(qz_rot *r, float *x, int64_t n, int inverse);
 
