@@ -83,10 +83,11 @@ int qz_rot_create(const qz_model_config *cfg, const qz_rot_params *p, qz_rot **o
            "KV-cache bits %d: 0 (off) or 2..16", p->kv_bits);
   QZ_CHECK(p->act_clip > 0 && p->act_clip <= 1, QZ_ERR_ARG,
            "activation clip ratio %g: must be in (0, 1]", p->act_clip);
-  if (p->kind != QZ_ROT_NONE)
+  if (p->kind == QZ_ROT_HADAMARD) /* output-side rotations would move the biases */
     QZ_CHECK(!cfg->qkv_bias && !cfg->o_bias && !cfg->mlp_bias, QZ_ERR_UNSUPPORTED,
-             "rotation of a model with linear biases (config.json attention_bias / "
-             "mlp_bias) is not supported yet");
+             "Hadamard rotation of a model with linear biases (config.json attention_bias "
+             "/ mlp_bias) is not supported yet (--rotate duquant transforms inputs only and "
+             "works)");
   qz_rot *r = NULL;
   QZ_CALL(qz_calloc(1, sizeof *r, "rotation", &r));
   r->p = *p;

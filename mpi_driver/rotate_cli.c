@@ -43,7 +43,7 @@ int qz_rotcli_option(const char *name, const char *val, qz_rot_params *p, int *g
   long v = 0;
   if (strcmp(name, "rotate") == 0) {
     int k = qz_rot_kind_find(val);
-    QZ_CHECK(k >= 0, QZ_ERR_USAGE, "--rotate '%s': one of none, hadamard", val);
+    QZ_CHECK(k >= 0, QZ_ERR_USAGE, "--rotate '%s': one of none, hadamard, duquant", val);
     p->kind = k;
   } else if (strcmp(name, "rotate-seed") == 0) {
     QZ_CALL(qz_cli_int("--rotate-seed", val, 0, 1L << 62, &v));

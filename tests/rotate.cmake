@@ -40,7 +40,7 @@ endforeach()
 # usage errors name the option
 set(M $<TARGET_FILE:mpiquant>)
 set(SM ${MPIQUANT_SHARED_DIR}/models/stories260K-hf)
-qz_add_test(NAME rotate_usage_kind COMMAND ${QZ_EXPECT} 2 "--rotate 'quarot': one of none, hadamard"
+qz_add_test(NAME rotate_usage_kind COMMAND ${QZ_EXPECT} 2 "--rotate 'quarot': one of none, hadamard, duquant"
   -- ${M} quantize --model ${SM} --out x --method rtn --rotate quarot)
 qz_add_test(NAME rotate_usage_asym COMMAND ${QZ_EXPECT} 2 "--act-asym and --act-clip shape the activation quantizer of --act-bits"
   -- ${M} quantize --model ${SM} --out x --method rtn --act-asym)

@@ -62,7 +62,8 @@ int qz_rot_kind_find(const char *name);
 typedef struct qz_rot qz_rot;
 /* The rotations of a model of `cfg` (built from p->seed; identical on every
  * rank for the same parameters).  QZ_ERR_UNSUPPORTED naming the config
- * field when the model has biases (not rotated yet).  Not collective. */
+ * field when a Hadamard-rotated model has biases (not rotated yet).
+ * Not collective. */
 int qz_rot_create(const qz_model_config *cfg, const qz_rot_params *p, qz_rot **out);
 void qz_rot_destroy(qz_rot **r); /* accepts NULL, NULLs *r */
 const qz_rot_params *qz_rot_params_of(const qz_rot *r);
