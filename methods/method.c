@@ -19,6 +19,7 @@
   X(fp8)                  \
   X(llm_int8)             \
   X(spqr)                 \
+  X(none)                 \
   X(testclip)
 
 #define QZ_DECLARE(m) extern const qz_method_ops qz_method_##m;
