@@ -161,13 +161,142 @@ static int ct_args(json_t *a, const char *origin, const char *where, const char 
   return QZ_OK;
 }
 
-/* quantization_config: absent (plain model) or compressed-tensors
- * int-quantized with int8 per-channel weights and optional dynamic per-token
- * int activations; anything else is refused with what is supported. */
+static const char *jstr(json_t *o, const char *key) {
+  json_t *v = json_object_get(o, key);
+  return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+static int streq(const char *a, const char *b) { return a && !strcmp(a, b); }
+
+/* A [rows, cols] pair of positive integers (block_structure, weight_block_size). */
+static int block_pair(json_t *v, const char *origin, const char *key, int64_t *blk) {
+  int ok = json_is_array(v) && json_array_size(v) == 2;
+  for (int k = 0; ok && k < 2; k++) {
+    json_t *e = json_array_get(v, (size_t)k);
+    ok = json_is_integer(e) && json_integer_value(e) > 0;
+    if (ok) blk[k] = json_integer_value(e);
+  }
+  QZ_CHECK(ok, QZ_ERR_FORMAT, "%s: quantization_config %s must be [rows, cols] of positive "
+           "integers", origin, key);
+  return QZ_OK;
+}
+
+/* pack-quantized weights: int, 2..8 bits, group or channel, any symmetry,
+ * not dynamic; weight-only (W4A16 / W8A16). */
+static int ct_packed_group(json_t *g, const char *origin, int *bits) {
+  json_t *w = json_object_get(g, "weights"), *ia = json_object_get(g, "input_activations");
+  json_t *nb = json_object_get(w, "num_bits");
+  const char *str = jstr(w, "strategy");
+  int b = json_is_integer(nb) ? (int)json_integer_value(nb) : 0;
+  QZ_CHECK(streq(jstr(w, "type"), "int") && b >= 2 && b <= 8 &&
+               (streq(str, "group") || streq(str, "channel")) &&
+               !json_is_true(json_object_get(w, "dynamic")),
+           QZ_ERR_UNSUPPORTED, "%s: pack-quantized weights must be 2..8-bit int with "
+           "strategy 'group' or 'channel' (found %d-bit %s, strategy '%s')", origin, b,
+           jstr(w, "type") ? jstr(w, "type") : "?", str ? str : "?");
+  QZ_CHECK(!ia || json_is_null(ia), QZ_ERR_UNSUPPORTED,
+           "%s: pack-quantized with input_activations is not supported (W4A16 / W8A16 "
+           "are weight-only)", origin);
+  QZ_CHECK(!*bits || *bits == b, QZ_ERR_UNSUPPORTED,
+           "%s: pack-quantized config groups with different num_bits (%d, %d)", origin,
+           *bits, b);
+  *bits = b;
+  return QZ_OK;
+}
+
+/* float-quantized: FP8 weights per tensor / channel / block; activations
+ * none, dynamic per token or static per tensor (input_scale). */
+static int ct_float_group(json_t *g, const char *origin, qz_model_config *c) {
+  json_t *w = json_object_get(g, "weights"), *ia = json_object_get(g, "input_activations");
+  json_t *nb = json_object_get(w, "num_bits");
+  const char *str = jstr(w, "strategy");
+  QZ_CHECK(streq(jstr(w, "type"), "float") && json_is_integer(nb) &&
+               json_integer_value(nb) == 8 &&
+               (streq(str, "tensor") || streq(str, "channel") || streq(str, "block")),
+           QZ_ERR_UNSUPPORTED, "%s: float-quantized weights must be 8-bit float with "
+           "strategy 'tensor', 'channel' or 'block' (found strategy '%s')", origin,
+           str ? str : "?");
+  if (streq(str, "block"))
+    QZ_CALL(block_pair(json_object_get(w, "block_structure"), origin,
+                       "weights.block_structure", c->fp8_block));
+  int act = 0;
+  if (ia && !json_is_null(ia)) {
+    json_t *an = json_object_get(ia, "num_bits");
+    const char *as = jstr(ia, "strategy");
+    int dyn = json_is_true(json_object_get(ia, "dynamic"));
+    act = streq(as, "token") && dyn ? 1 : streq(as, "tensor") && !dyn ? 2 : 0;
+    QZ_CHECK(act && streq(jstr(ia, "type"), "float") && json_is_integer(an) &&
+                 json_integer_value(an) == 8,
+             QZ_ERR_UNSUPPORTED, "%s: float-quantized input_activations must be 8-bit "
+             "float, dynamic per token or static per tensor (found strategy '%s'%s)",
+             origin, as ? as : "?", dyn ? ", dynamic" : "");
+  }
+  QZ_CHECK(!c->fp8 || c->fp8_act == act, QZ_ERR_UNSUPPORTED,
+           "%s: config groups with different activation quantization", origin);
+  c->fp8 = 1;
+  c->fp8_act = act;
+  return QZ_OK;
+}
+
+/* compressed-tensors: int-quantized (int8 per-channel weights, optional
+ * dynamic per-token int activations), pack-quantized, float-quantized. */
+static int parse_ct(json_t *q, const char *origin, qz_model_config *c) {
+  const char *fs = jstr(q, "format");
+  fs = fs ? fs : "?";
+  int fmt = streq(fs, "int-quantized") ? 0 : streq(fs, "pack-quantized") ? 1
+            : streq(fs, "float-quantized") ? 2 : -1;
+  QZ_CHECK(fmt >= 0, QZ_ERR_UNSUPPORTED,
+           "%s: compressed-tensors format '%s' is not supported (int-quantized, "
+           "pack-quantized and float-quantized are read)", origin, fs);
+  json_t *groups = json_object_get(q, "config_groups");
+  QZ_CHECK(json_is_object(groups) && json_object_size(groups) > 0, QZ_ERR_FORMAT,
+           "%s: quantization_config.config_groups is missing", origin);
+  const char *gk;
+  json_t *g;
+  int act = -1, bits = 0;
+  json_object_foreach(groups, gk, g) {
+    if (fmt == 1) {
+      QZ_CALL(ct_packed_group(g, origin, &bits));
+      continue;
+    }
+    if (fmt == 2) {
+      QZ_CALL(ct_float_group(g, origin, c));
+      continue;
+    }
+    int wb = 8, ab = 0;
+    QZ_CALL(ct_args(json_object_get(g, "weights"), origin, "weights", "channel", 0, &wb));
+    json_t *ia = json_object_get(g, "input_activations");
+    if (ia && !json_is_null(ia))
+      QZ_CALL(ct_args(ia, origin, "input_activations", "token", 1, &ab));
+    QZ_CHECK(act < 0 || act == ab, QZ_ERR_UNSUPPORTED,
+             "%s: config groups with different activation quantization", origin);
+    act = ab;
+  }
+  if (fmt == 0) c->ct_int8 = 1, c->ct_act_bits = act;
+  if (fmt == 1) c->ct_packed_bits = bits;
+  return QZ_OK;
+}
+
+/* quant_method "fp8" (transformers' FP8 / DeepSeek-V3 config): e4m3
+ * weights, optional weight_block_size; activations are not emulated. */
+static int parse_fp8(json_t *q, const char *origin, qz_model_config *c) {
+  const char *fmt = jstr(q, "fmt");
+  QZ_CHECK(!fmt || streq(fmt, "e4m3"), QZ_ERR_UNSUPPORTED,
+           "%s: quantization_config.fmt '%s' is not supported (e4m3)", origin, fmt);
+  json_t *b = json_object_get(q, "weight_block_size");
+  if (b && !json_is_null(b))
+    QZ_CALL(block_pair(b, origin, "weight_block_size", c->fp8_block));
+  c->fp8 = 1;
+  return QZ_OK;
+}
+
+/* quantization_config: absent (plain model), GPTQ v1, compressed-tensors
+ * (int-, pack-, float-quantized) or fp8; anything else is refused with what
+ * is supported. */
 static int parse_quant(json_t *root, const char *origin, qz_model_config *c) {
   json_t *q = json_object_get(root, "quantization_config");
   if (!q || json_is_null(q)) return QZ_OK;
-  json_t *m = json_object_get(q, "quant_method"), *f = json_object_get(q, "format");
+  json_t *m = json_object_get(q, "quant_method");
   const char *ms = json_is_string(m) ? json_string_value(m) : "?";
   if (!strcmp(ms, "gptq")) {
     json_t *b = json_object_get(q, "bits"), *cf = json_object_get(q, "checkpoint_format");
@@ -181,33 +310,12 @@ static int parse_quant(json_t *root, const char *origin, qz_model_config *c) {
     c->gptq_bits = bits;
     return QZ_OK;
   }
+  if (!strcmp(ms, "fp8")) return parse_fp8(q, origin, c);
   QZ_CHECK(!strcmp(ms, "compressed-tensors"), QZ_ERR_UNSUPPORTED,
            "%s: quantization_config.quant_method is '%s'; mpiquant reads unquantized "
-           "models, GPTQ v1 and compressed-tensors int-quantized exports (evaluate a "
-           "mpiquant checkpoint with eval --ckpt)", origin, ms);
-  const char *fs = json_is_string(f) ? json_string_value(f) : "?";
-  QZ_CHECK(!strcmp(fs, "int-quantized"), QZ_ERR_UNSUPPORTED,
-           "%s: compressed-tensors format '%s' is not supported (only int-quantized)",
-           origin, fs);
-  json_t *groups = json_object_get(q, "config_groups");
-  QZ_CHECK(json_is_object(groups) && json_object_size(groups) > 0, QZ_ERR_FORMAT,
-           "%s: quantization_config.config_groups is missing", origin);
-  const char *gk;
-  json_t *g;
-  int act = -1;
-  json_object_foreach(groups, gk, g) {
-    int wb = 8, ab = 0;
-    QZ_CALL(ct_args(json_object_get(g, "weights"), origin, "weights", "channel", 0, &wb));
-    json_t *ia = json_object_get(g, "input_activations");
-    if (ia && !json_is_null(ia))
-      QZ_CALL(ct_args(ia, origin, "input_activations", "token", 1, &ab));
-    QZ_CHECK(act < 0 || act == ab, QZ_ERR_UNSUPPORTED,
-             "%s: config groups with different activation quantization", origin);
-    act = ab;
-  }
-  c->ct_int8 = 1;
-  c->ct_act_bits = act;
-  return QZ_OK;
+           "models, GPTQ v1, compressed-tensors (int-, pack-, float-quantized) and fp8 "
+           "(evaluate a mpiquant checkpoint with eval --ckpt)", origin, ms);
+  return parse_ct(q, origin, c);
 }
 
 static int parse_root(json_t *root, const char *origin, qz_model_config *c) {
@@ -466,7 +574,14 @@ static void linear_why(const qz_model_config *c, qz_linear l, char *buf,
 const char *qz_config_quantized(const qz_model_config *c) {
   if (c->gptq_bits) return "GPTQ";
   if (c->ct_int8) return "compressed-tensors int-quantized";
+  if (c->ct_packed_bits) return "compressed-tensors pack-quantized";
+  if (c->fp8) return "FP8";
   return NULL;
+}
+
+void qz_config_st_quant(const qz_model_config *c, qz_st_quant *q) {
+  *q = (qz_st_quant){.packed_bits = c->ct_packed_bits,
+                     .block = {c->fp8_block[0], c->fp8_block[1]}};
 }
 
 const char *qz_config_lm_head(const qz_model_config *c, const qz_st *st) {
@@ -500,6 +615,20 @@ int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
                  "%s: GPTQ tensor '%s' is [%lld, %lld] at %d bits, config.json implies "
                  "[%lld, %lld] (%s) at %d bits", qz_st_origin(st), name, (long long)go,
                  (long long)gi, gb, (long long)o, (long long)i, why, c->gptq_bits);
+      } else if (!qz_st_find(st, name) || c->ct_packed_bits || c->fp8 ||
+                 qz_st_find(st, name)->dtype == QZ_DT_F8_E4M3 ||
+                 qz_st_find(st, name)->dtype == QZ_DT_F8_E5M2) {
+        /* stored quantized (pack-quantized, FP8, int8): dequantized on read */
+        int64_t wo = 0, wi = 0;
+        const char *kind = NULL;
+        QZ_CHECK(qz_st_find(st, name) || c->ct_packed_bits || c->gptq_bits,
+                 QZ_ERR_FORMAT, "%s: tensor '%s' is missing (config.json implies it: %s)",
+                 qz_st_origin(st), name, why);
+        QZ_CALL(qz_st_weight_shape(st, name, &wo, &wi, &kind));
+        QZ_CHECK(wo == o && wi == i, QZ_ERR_FORMAT,
+                 "%s: tensor '%s' (%s) is [%lld, %lld], config.json implies [%lld,%lld] (%s)",
+                 qz_st_origin(st), name, kind, (long long)wo, (long long)wi, (long long)o,
+                 (long long)i, why);
       } else {
         QZ_CALL(expect_q(st, name, 2, o, i, why, c->ct_int8));
       }
@@ -544,8 +673,13 @@ static int tensor_used(const qz_model_config *c, const char *name) {
     if (c->gptq_bits && (!strcmp(suf, "qweight") || !strcmp(suf, "qzeros") ||
                          !strcmp(suf, "scales") || !strcmp(suf, "g_idx")))
       return 1;
-    if (c->ct_int8 && (!strcmp(suf, "weight_scale") || !strcmp(suf, "input_scale") ||
-                       !strcmp(suf, "weight_zero_point")))
+    /* scales of stored-quantized weights (an FP8 weight needs no config) */
+    if (!strcmp(suf, "weight_scale") || !strcmp(suf, "input_scale") ||
+        !strcmp(suf, "weight_scale_inv"))
+      return 1;
+    if ((c->ct_int8 || c->ct_packed_bits) && !strcmp(suf, "weight_zero_point")) return 1;
+    if (c->ct_packed_bits && (!strcmp(suf, "weight_packed") || !strcmp(suf, "weight_shape") ||
+                              !strcmp(suf, "weight_g_idx")))
       return 1;
   }
   return 0;

@@ -33,15 +33,28 @@ static const char *const k_linears[] = {
     "mlp.down_proj"};
 enum { NLIN = 7 };
 
-/* "model.layers.{i}.{linear}.weight" -> layer, linear index; else -1 */
-static int parse_linear(const char *name, int *layer) {
+/* A source model stored quantized (FP8, compressed-tensors, GPTQ v1) holds
+ * each linear's weight as "weight" or as one anchor part, plus parts the
+ * export replaces. */
+static const char *const k_anchor[] = {"weight", "weight_packed", "qweight"};
+static const char *const k_parts[] = {"weight_scale", "weight_scale_inv", "input_scale",
+                                      "weight_zero_point", "weight_shape", "weight_g_idx",
+                                      "qzeros", "scales", "g_idx"};
+
+/* "model.layers.{i}.{linear}.{suffix}" -> layer, linear index; *part = 1
+ * when suffix is a quantization part to drop, 0 for the weight (or its
+ * anchor); -1 when not a linear's weight or part. */
+static int parse_linear(const char *name, int *layer, int *part) {
   int n = 0;
   if (sscanf(name, "model.layers.%d.%n", layer, &n) != 1 || n == 0) return -1;
   for (int l = 0; l < NLIN; l++) {
     size_t k = strlen(k_linears[l]);
-    if (strncmp(name + n, k_linears[l], k) == 0 &&
-        strcmp(name + n + k, ".weight") == 0)
-      return l;
+    if (strncmp(name + n, k_linears[l], k) != 0 || name[n + k] != '.') continue;
+    const char *suf = name + n + k + 1;
+    for (size_t a = 0; a < sizeof k_anchor / sizeof *k_anchor; a++)
+      if (!strcmp(suf, k_anchor[a])) return *part = 0, l;
+    for (size_t a = 0; a < sizeof k_parts / sizeof *k_parts; a++)
+      if (!strcmp(suf, k_parts[a])) return *part = 1, l;
   }
   return -1;
 }
@@ -155,7 +168,8 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
       snprintf(name, sizeof name, "%s", ti->name);
     }
     QZ_CALL_MPI(MPI_Bcast(name, sizeof name, MPI_CHAR, 0, comm));
-    int layer = -1, lin = parse_linear(name, &layer);
+    int layer = -1, part = 0, lin = parse_linear(name, &layer, &part);
+    if (lin >= 0 && part) continue; /* the source's scales & co.: replaced */
     if (lin >= 0) {
       QZ_CHECK_DONE(layer < nb, QZ_ERR_FORMAT, "%s: tensor %s but the "
                     "checkpoint has %d blocks", mdir, name, nb);

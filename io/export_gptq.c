@@ -46,7 +46,7 @@ void qz_gptq_pack(int bits, int64_t nvec, int64_t len, const uint8_t *codes,
 
 /* quantization_config from the checkpoint's options and its first linear */
 static json_t *gptq_quant_config(const qz_ckpt_linear_meta *m, const qz_export_counts *n) {
-  (void)n; /* GPTQ has no activation quantization: smoothquant linears are refused */
+  (void)n; /* GPTQ has no activation quantization: gptq_linear refuses act_bits */
   json_t *q = json_object();
   json_object_set_new(q, "quant_method", json_string("gptq"));
   json_object_set_new(q, "bits", json_integer(m->bits));
@@ -77,6 +77,14 @@ static int gptq_linear(qz_ckpt *ck, int rank, qz_st_shards *ss, int layer,
   int32_t *qw = NULL, *qz = NULL;
   uint16_t *s16 = NULL;
   QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, mod, &out, &in, &ng, &m));
+  /* GPTQ v1 loaders run the dequantized weights on unquantized activations:
+   * exporting a checkpoint evaluated with int activations would silently
+   * change what the model computes */
+  QZ_CHECK_DONE(n->act_bits == 0, QZ_ERR_UNSUPPORTED,
+                "model.layers.%d.%s: the checkpoint expects int%d activations "
+                "(act_bits %d), which the GPTQ v1 format cannot express; export it "
+                "with --format compressed-tensors (int-quantized W8A8 for 8-bit "
+                "symmetric per-channel weights)", layer, mod, n->act_bits, n->act_bits);
   QZ_CHECK_DONE(m.bits == 2 || m.bits == 3 || m.bits == 4 || m.bits == 8,
                 QZ_ERR_UNSUPPORTED,
                 "model.layers.%d.%s: %d-bit codes cannot be exported in the "

@@ -147,6 +147,7 @@ struct qz_st {
   char **meta_k, **meta_v;
   int nmeta;
   int64_t bytes_read;
+  qz_st_quant quant; /* hints from the model's quantization_config */
 };
 
 static int st_add_tensor(qz_st *st, st_tensor *out) {
@@ -729,6 +730,12 @@ void qz_st_consumed(qz_st *st, const qz_tensor_info *ti, const uint8_t *p, int64
   __atomic_fetch_add(&st->bytes_read, bytes, __ATOMIC_RELAXED);
 }
 
+void qz_st_set_quant(qz_st *st, const qz_st_quant *q) {
+  if (st) st->quant = q ? *q : (qz_st_quant){0};
+}
+
+const qz_st_quant *qz_st_quant_of(const qz_st *st) { return &st->quant; }
+
 int qz_st_rows(const qz_st *st, const char *name, int64_t *rows, int64_t *rowlen) {
   const qz_tensor_info *ti = qz_st_find(st, name);
   if (ti) {
@@ -736,27 +743,63 @@ int qz_st_rows(const qz_st *st, const char *name, int64_t *rows, int64_t *rowlen
     *rowlen = *rows ? ti->nelem / *rows : 0;
     return QZ_OK;
   }
-  int bits;
+  int bits, found = 0;
+  QZ_CALL(qz_ct_packed_shape(st, name, rows, rowlen, &found));
+  if (found) return QZ_OK;
   return qz_st_gptq_shape(st, name, rows, rowlen, &bits);
+}
+
+int qz_st_weight_shape(const qz_st *st, const char *name, int64_t *out, int64_t *in,
+                       const char **kind) {
+  const char *k = "float";
+  const qz_tensor_info *ti = qz_st_find(st, name);
+  int found = 0, bits = 0;
+  if (!ti) {
+    QZ_CALL(qz_ct_packed_shape(st, name, out, in, &found));
+    if (found) {
+      k = "packed";
+    } else {
+      QZ_CALL(qz_st_gptq_shape(st, name, out, in, &bits));
+      k = "gptq";
+    }
+  } else {
+    QZ_CHECK(ti->ndim == 2, QZ_ERR_FORMAT, "%s: tensor '%s' has %d dimensions, expected a "
+             "2-D [out, in] weight", ti->file, name, ti->ndim);
+    *out = ti->shape[0];
+    *in = ti->shape[1];
+    qz_fp8_scale sc;
+    QZ_CALL(qz_fp8_scale_of(st, ti, &sc));
+    if (sc.t) k = "fp8";
+    else if (qz_st_is_int8_scaled(st, name)) k = "int8";
+    else
+      QZ_CHECK(qz_dtype_is_float(ti->dtype), QZ_ERR_FORMAT,
+               "%s: tensor '%s' has dtype %s, expected a float dtype (F32, F16, BF16, "
+               "F64), I8 with a '%s_scale' or F8 with a scale", ti->file, name,
+               qz_dtype_name(ti->dtype), name);
+  }
+  if (kind) *kind = k;
+  return QZ_OK;
 }
 
 int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
                    float *dst /* [nrows, rowlen] */) {
   if (!qz_st_find(st, name)) {
     int k = 0;
+    QZ_CALL(qz_ct_packed_read(st, name, row0, nrows, dst, &k));
+    if (k) return QZ_OK;
     QZ_CALL(qz_gptq_v1_read(st, name, row0, nrows, dst, &k));
     if (k) return QZ_OK;
   }
   const qz_tensor_info *ti;
   QZ_CALL(qz_st_get(st, name, &ti));
   if (qz_st_is_int8_scaled(st, name)) return qz_ct_int8_read(st, ti, row0, nrows, dst);
+  if (ti->dtype == QZ_DT_F8_E4M3 || ti->dtype == QZ_DT_F8_E5M2)
+    return qz_fp8_read(st, ti, row0, nrows, dst);
   const st_tensor *t = (const st_tensor *)ti;
-  QZ_CHECK(qz_dtype_is_float(ti->dtype),
-           ti->dtype == QZ_DT_F8_E4M3 || ti->dtype == QZ_DT_F8_E5M2
-               ? QZ_ERR_UNSUPPORTED : QZ_ERR_FORMAT,
+  QZ_CHECK(qz_dtype_is_float(ti->dtype), QZ_ERR_FORMAT,
            "%s: tensor '%s' has dtype %s, which cannot be converted to f32 "
-           "(supported: F64, F32, F16, BF16; I8 with a '%s_scale' tensor)", ti->file, name,
-           qz_dtype_name(ti->dtype), name);
+           "(supported: F64, F32, F16, BF16; I8 with a '%s_scale' tensor; F8 with a "
+           "scale)", ti->file, name, qz_dtype_name(ti->dtype), name);
   int64_t rows = ti->ndim == 0 ? 1 : ti->shape[0];
   int64_t rowlen = rows ? ti->nelem / rows : 0;
   QZ_CHECK(row0 >= 0 && nrows >= 0 && row0 <= rows && nrows <= rows - row0,

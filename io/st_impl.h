@@ -27,4 +27,26 @@ int qz_gptq_v1_read(qz_st *st, const char *name, int64_t row0, int64_t nrows, fl
 int qz_ct_int8_read(qz_st *st, const qz_tensor_info *ti, int64_t row0, int64_t nrows,
                     float *dst);
 
+/* FP8 (fp8_read.c): the scale of an F8 tensor, checked against it (NULL
+ * *scale and QZ_OK when ti is not F8), and its rows as f32. Not collective. */
+typedef struct {
+  const qz_tensor_info *t;   /* X_scale or X_scale_inv */
+  int kind;                  /* 0 tensor, 1 channel, 2 block */
+  int64_t br, bc;            /* block (kind 2) */
+} qz_fp8_scale;
+int qz_fp8_scale_of(const qz_st *st, const qz_tensor_info *ti, qz_fp8_scale *sc);
+int qz_fp8_read(qz_st *st, const qz_tensor_info *ti, int64_t row0, int64_t nrows,
+                float *dst);
+/* The reader's quantization hints (qz_st_set_quant). */
+const qz_st_quant *qz_st_quant_of(const qz_st *st);
+
+/* compressed-tensors pack-quantized (export_ct_read.c): "P.weight" stored as
+ * P.weight_packed & co. *found = 0 when there is no P.weight_packed; shape
+ * (may be NULL) or rows as f32. QZ_ERR_FORMAT naming the tensor when
+ * malformed. Not collective. */
+int qz_ct_packed_shape(const qz_st *st, const char *name, int64_t *out, int64_t *in,
+                       int *found);
+int qz_ct_packed_read(qz_st *st, const char *name, int64_t row0, int64_t nrows,
+                      float *dst, int *found);
+
 #endif

@@ -1,10 +1,15 @@
 /* tokenizer.json encoder: the BPE model of Hugging Face tokenizers with the
- * pipelines of Llama-2-family (SentencePiece-style) and Llama-3-family
- * (byte-level) models.
+ * pipelines of Llama-2-family (SentencePiece-style), Llama-3-family and
+ * Qwen2/Qwen3-family (byte-level) models.
  *
  * Pipeline, as in the reference implementation:
- *   1. split the raw text on added tokens (matched literally, longest first);
- *   2. normalize each remaining segment (Prepend, Replace; Sequence of them);
+ *   1. split the raw text on the added tokens with normalized=false, then
+ *      normalize each piece between them and split it on the added tokens
+ *      with normalized=true (by their normalized content); both splits
+ *      follow the reference's leftmost-longest matching and its lstrip,
+ *      rstrip and single_word rules (split_added);
+ *   2. normalizers: Prepend, Replace, NFC, NFD, NFKC, NFKD (unicode_norm.c);
+ *      Sequence;
  *   3. pre-tokenize into words: none, Metaspace, or byte-level (a split
  *      regex -- the Llama-3, Qwen2 or GPT-2 pattern, hand-compiled here with
  *      Unicode L/N tables from unicode_tables.h -- then each byte mapped to
@@ -26,6 +31,7 @@
 
 #include "mpiquant/error.h"
 #include "mpiquant/tokenizer.h"
+#include "unicode_norm.h"
 #include "unicode_tables.h"
 
 /* ---- hash maps -------------------------------------------------------------*/
@@ -54,9 +60,10 @@ typedef struct {
   size_t mask;
 } pair_map;
 
-typedef enum { NORM_PREPEND, NORM_REPLACE } norm_kind;
+typedef enum { NORM_PREPEND, NORM_REPLACE, NORM_UNICODE } norm_kind;
 typedef struct {
   norm_kind kind;
+  qz_uni_form form; /* NORM_UNICODE: NFC, NFD, NFKC or NFKD */
   char *a, *b; /* prepend: a; replace: a -> b */
   size_t la, lb;
 } norm_step;
@@ -67,10 +74,29 @@ typedef enum { PRE_NONE, PRE_METASPACE, PRE_BYTELEVEL } pretok_kind;
 typedef enum { SPLIT_NONE, SPLIT_GPT2, SPLIT_LLAMA3, SPLIT_QWEN2 } split_kind;
 
 typedef struct {
-  char *s;
+  char *s;        /* content as written in tokenizer.json */
   size_t len;
+  char *ns;       /* normalized content (normalized tokens only) */
+  size_t nlen;
   int32_t id;
+  /* flags, as Hugging Face tokenizers applies them when splitting the text
+   * on added tokens (docs/io.md) */
+  int lstrip, rstrip, single_word, normalized, special;
 } added_tok;
+
+/* Trie of added-token contents: edge (node, byte) -> child in an
+ * open-addressed table; node_tok[node] = added token ending there or -1.
+ * Matching at a text position costs at most the longest token's length,
+ * whatever the number of added tokens. */
+typedef struct {
+  uint64_t *key;  /* (node + 1) << 8 | byte, 0 = empty */
+  int32_t *child;
+  size_t mask;
+  int32_t *node_tok;
+  int32_t nnodes;
+  size_t maxlen;  /* longest content */
+  unsigned char first[256]; /* some content starts with this byte */
+} tok_trie;
 
 struct qz_tokenizer {
   char *origin;
@@ -95,16 +121,9 @@ struct qz_tokenizer {
   unsigned char bl_len[256];
   added_tok *added;
   int nadded;
-  unsigned char added_first[256]; /* some added token starts with this byte */
-  /* trie of the added tokens: edge (node, byte) -> child in an open-addressed
-   * table; node_tok[node] = added token ending there or -1.  Matching at a
-   * text position costs at most the longest token's length, whatever the
-   * number of added tokens. */
-  uint64_t *trie_key;  /* (node + 1) << 8 | byte, 0 = empty */
-  int32_t *trie_child;
-  size_t trie_mask;
-  int32_t *node_tok;
-  int32_t nnodes;
+  /* tokens with normalized=false are matched on the raw text, the others
+   * (by their normalized content) on the normalized pieces between them */
+  tok_trie raw_trie, norm_trie;
   int32_t prefix[8], suffix[8];
   int nprefix, nsuffix;
 };
@@ -201,11 +220,17 @@ void qz_tokenizer_free(qz_tokenizer **pt) {
     free(t->norm[i].b);
   }
   free(t->norm);
-  for (int i = 0; i < t->nadded; i++) free(t->added[i].s);
+  for (int i = 0; i < t->nadded; i++) {
+    free(t->added[i].s);
+    free(t->added[i].ns);
+  }
   free(t->added);
-  free(t->trie_key);
-  free(t->trie_child);
-  free(t->node_tok);
+  tok_trie *tries[2] = {&t->raw_trie, &t->norm_trie};
+  for (int i = 0; i < 2; i++) {
+    free(tries[i]->key);
+    free(tries[i]->child);
+    free(tries[i]->node_tok);
+  }
   free(t->origin);
   free(t);
   *pt = NULL;
@@ -265,9 +290,17 @@ static int parse_normalizer(qz_tokenizer *t, json_t *n, int depth) {
              "%s: Replace normalizer with an empty pattern", o);
     return add_norm(t, NORM_REPLACE, json_string_value(s), json_string_value(c));
   }
+  static const char *forms[] = {"NFC", "NFD", "NFKC", "NFKD"};
+  static const qz_uni_form form_of[] = {QZ_UNI_NFC, QZ_UNI_NFD, QZ_UNI_NFKC, QZ_UNI_NFKD};
+  for (int i = 0; i < 4; i++)
+    if (strcmp(type, forms[i]) == 0) {
+      QZ_CALL(add_norm(t, NORM_UNICODE, "", NULL));
+      t->norm[t->nnorm - 1].form = form_of[i];
+      return QZ_OK;
+    }
   QZ_FAIL(QZ_ERR_UNSUPPORTED,
           "%s: normalizer type '%s' is not supported (supported: Sequence, "
-          "Prepend, Replace)", o, type);
+          "Prepend, Replace, NFC, NFD, NFKC, NFKD)", o, type);
 }
 
 /* Regex strings of the split pre-tokenizers we implement, as they appear in
@@ -458,64 +491,86 @@ static int set_piece(qz_tokenizer *t, int64_t id, const char *s, size_t n) {
 }
 
 /* Room for every node of `bytes` bytes of added tokens (+ the root). */
-static int trie_init(qz_tokenizer *t, size_t bytes) {
+static int trie_init(tok_trie *tr, size_t bytes) {
   size_t cap = 16;
   while (cap < 2 * bytes + 16) cap <<= 1;
-  t->trie_key = calloc(cap, sizeof *t->trie_key);
-  t->trie_child = malloc(cap * sizeof *t->trie_child);
-  t->node_tok = malloc((bytes + 1) * sizeof *t->node_tok);
-  QZ_CHECK(t->trie_key && t->trie_child && t->node_tok, QZ_ERR_MEM,
+  tr->key = calloc(cap, sizeof *tr->key);
+  tr->child = malloc(cap * sizeof *tr->child);
+  tr->node_tok = malloc((bytes + 1) * sizeof *tr->node_tok);
+  QZ_CHECK(tr->key && tr->child && tr->node_tok, QZ_ERR_MEM,
            "out of memory for the added-token index");
-  t->trie_mask = cap - 1;
-  t->node_tok[0] = -1;
-  t->nnodes = 1;
+  tr->mask = cap - 1;
+  tr->node_tok[0] = -1;
+  tr->nnodes = 1;
   return QZ_OK;
 }
 
-static size_t trie_slot(const qz_tokenizer *t, uint64_t key) {
+static size_t trie_slot(const tok_trie *tr, uint64_t key) {
   uint64_t h = key * 0x9E3779B97F4A7C15ULL;
-  return (size_t)(h >> 17) & t->trie_mask;
+  return (size_t)(h >> 17) & tr->mask;
 }
 
 /* Child of node on byte c, or -1. */
-static int32_t trie_next(const qz_tokenizer *t, int32_t node, unsigned char c) {
+static int32_t trie_next(const tok_trie *tr, int32_t node, unsigned char c) {
   uint64_t key = ((uint64_t)node + 1) << 8 | c;
-  for (size_t i = trie_slot(t, key);; i = (i + 1) & t->trie_mask) {
-    if (t->trie_key[i] == key) return t->trie_child[i];
-    if (t->trie_key[i] == 0) return -1;
+  for (size_t i = trie_slot(tr, key);; i = (i + 1) & tr->mask) {
+    if (tr->key[i] == key) return tr->child[i];
+    if (tr->key[i] == 0) return -1;
   }
 }
 
-/* Insert token k (s, n); a duplicate content keeps the first token. */
-static void trie_add(qz_tokenizer *t, const char *s, size_t n, int k) {
+/* Insert token k (s, n > 0); a duplicate content keeps the first token. */
+static void trie_add(tok_trie *tr, const char *s, size_t n, int k) {
   int32_t node = 0;
   for (size_t j = 0; j < n; j++) {
     unsigned char c = (unsigned char)s[j];
-    int32_t nx = trie_next(t, node, c);
+    int32_t nx = trie_next(tr, node, c);
     if (nx < 0) {
       uint64_t key = ((uint64_t)node + 1) << 8 | c;
-      size_t i = trie_slot(t, key);
-      while (t->trie_key[i]) i = (i + 1) & t->trie_mask;
-      nx = t->nnodes++;
-      t->node_tok[nx] = -1;
-      t->trie_key[i] = key;
-      t->trie_child[i] = nx;
+      size_t i = trie_slot(tr, key);
+      while (tr->key[i]) i = (i + 1) & tr->mask;
+      nx = tr->nnodes++;
+      tr->node_tok[nx] = -1;
+      tr->key[i] = key;
+      tr->child[i] = nx;
     }
     node = nx;
   }
-  if (t->node_tok[node] < 0) t->node_tok[node] = k;
+  if (tr->node_tok[node] < 0) tr->node_tok[node] = k;
+  if (n > tr->maxlen) tr->maxlen = n;
+  tr->first[(unsigned char)s[0]] = 1;
 }
 
-/* The longest added token at text[0..len), or -1. */
-static int trie_match(const qz_tokenizer *t, const char *text, size_t len) {
+/* The longest added token at text[0..len), or -1; *mlen its length. */
+static int trie_match(const tok_trie *tr, const char *text, size_t len,
+                      size_t *mlen) {
   int best = -1;
   int32_t node = 0;
-  for (size_t j = 0; j < len && j < QZ_TOK_ADDED_MAX_BYTES; j++) {
-    node = trie_next(t, node, (unsigned char)text[j]);
+  for (size_t j = 0; j < len && j < tr->maxlen; j++) {
+    node = trie_next(tr, node, (unsigned char)text[j]);
     if (node < 0) break;
-    if (t->node_tok[node] >= 0) best = t->node_tok[node];
+    if (tr->node_tok[node] >= 0) {
+      best = tr->node_tok[node];
+      *mlen = j + 1;
+    }
   }
   return best;
+}
+
+/* lstrip / rstrip / single_word / special default to false; normalized to
+ * !special (as Hugging Face's AddedToken::from does). */
+static int added_flags(const qz_tokenizer *t, json_t *a, size_t i, added_tok *at) {
+  const char *names[] = {"lstrip", "rstrip", "single_word", "special", "normalized"};
+  int *dst[] = {&at->lstrip, &at->rstrip, &at->single_word, &at->special,
+                &at->normalized};
+  for (int k = 0; k < 5; k++) {
+    json_t *v = json_object_get(a, names[k]);
+    QZ_CHECK(!v || json_is_boolean(v), QZ_ERR_FORMAT,
+             "%s: added_tokens[%zu] '%s': '%s' must be true or false",
+             t->origin, i, at->s, names[k]);
+    *dst[k] = v ? json_is_true(v) : k == 4 ? !at->special : 0;
+  }
+  return QZ_OK;
 }
 
 static int parse_model(qz_tokenizer *t, json_t *root) {
@@ -593,18 +648,15 @@ static int parse_model(qz_tokenizer *t, json_t *root) {
              "'%s'", o, (long long)id, t->piece[id], k);
     vocab_put(t, (int32_t)id);
   }
-  /* added tokens: literal matches on the raw text */
+  /* added tokens (their tries are built once the normalizer is known) */
   t->added = calloc(json_array_size(added) + 1, sizeof *t->added);
   QZ_CHECK(t->added, QZ_ERR_MEM, "out of memory");
-  size_t tbytes = 1;
   for (size_t i = 0; i < json_array_size(added); i++) {
     size_t n = json_string_length(json_object_get(json_array_get(added, i), "content"));
     QZ_CHECK(n <= QZ_TOK_ADDED_MAX_BYTES, QZ_ERR_FORMAT,
              "%s: added_tokens[%zu] is %zu bytes long (at most %d)", o, i, n,
              QZ_TOK_ADDED_MAX_BYTES);
-    tbytes += n;
   }
-  QZ_CALL(trie_init(t, tbytes));
   for (size_t i = 0; i < json_array_size(added); i++) {
     json_t *a = json_array_get(added, i);
     int64_t id = json_integer_value(json_object_get(a, "id"));
@@ -618,8 +670,7 @@ static int parse_model(qz_tokenizer *t, json_t *root) {
     at->len = n;
     at->id = (int32_t)id;
     QZ_CHECK(at->s, QZ_ERR_MEM, "out of memory");
-    t->added_first[(unsigned char)c[0]] = 1;
-    trie_add(t, c, n, t->nadded - 1);
+    QZ_CALL(added_flags(t, a, i, at));
   }
   json_t *unk = json_object_get(m, "unk_token");
   t->unk_id = -1;
@@ -692,6 +743,32 @@ done:
   return st;
 }
 
+static int normalize(const qz_tokenizer *t, const char *seg, size_t n,
+                     char **buf, size_t *cap, size_t *outlen);
+
+/* The raw and the normalized trie of added tokens; normalized tokens are
+ * matched by their content passed through the normalizer (so with NFC a
+ * decomposed "e\u0301" token matches a precomposed one in the text). */
+static int build_added_tries(qz_tokenizer *t) {
+  size_t bytes[2] = {1, 1};
+  for (int i = 0; i < t->nadded; i++) {
+    added_tok *a = &t->added[i];
+    if (a->normalized) {
+      size_t cap = 0;
+      QZ_CALL(normalize(t, a->s, a->len, &a->ns, &cap, &a->nlen));
+    }
+    bytes[a->normalized] += a->normalized ? a->nlen : a->len;
+  }
+  QZ_CALL(trie_init(&t->raw_trie, bytes[0]));
+  QZ_CALL(trie_init(&t->norm_trie, bytes[1]));
+  for (int i = 0; i < t->nadded; i++) {
+    added_tok *a = &t->added[i];
+    if (!a->normalized) trie_add(&t->raw_trie, a->s, a->len, i);
+    else if (a->nlen > 0) trie_add(&t->norm_trie, a->ns, a->nlen, i);
+  }
+  return QZ_OK;
+}
+
 static int parse_tokenizer(qz_tokenizer *t, const char *json, size_t len) {
   json_error_t e;
   json_t *root = json_loadb(json, len, 0, &e);
@@ -702,6 +779,7 @@ static int parse_tokenizer(qz_tokenizer *t, const char *json, size_t len) {
                 "%s: tokenizer.json must be a JSON object", t->origin);
   QZ_CALL_DONE(parse_model(t, root));
   QZ_CALL_DONE(parse_normalizer(t, json_object_get(root, "normalizer"), 0));
+  QZ_CALL_DONE(build_added_tries(t));
   QZ_CALL_DONE(parse_pretokenizer(t, json_object_get(root, "pre_tokenizer")));
   QZ_CALL_DONE(parse_post(t, json_object_get(root, "post_processor"), 0));
 done:
@@ -964,6 +1042,26 @@ static int normalize(const qz_tokenizer *t, const char *seg, size_t n,
   memcpy(cur, seg, n);
   for (int k = 0; k < t->nnorm; k++) {
     const norm_step *s = &t->norm[k];
+    if (s->kind == NORM_UNICODE) {
+      size_t nl = 0, lim = QZ_TOK_NORM_GROWTH * n + QZ_TOK_NORM_SLACK;
+      int st = qz_uni_normalize(cur, cl, s->form, lim, &nxt, &nl);
+      free(cur);
+      if (st) {
+        qz_error_prefix("%s: the normalizer: ", t->origin);
+        qz_error_trace(__FILE__, __LINE__, __func__);
+        return st;
+      }
+      if (nl > lim) {
+        free(nxt);
+        QZ_FAIL(QZ_ERR_FORMAT, "%s: the normalizer expands a %zu-byte piece of text "
+                "to %zu bytes; more than %d x + %d is refused", t->origin, n, nl,
+                QZ_TOK_NORM_GROWTH, QZ_TOK_NORM_SLACK);
+      }
+      cur = nxt;
+      nxt = NULL;
+      cl = nl;
+      continue;
+    }
     if (s->kind == NORM_PREPEND) {
       if (cl == 0) continue; /* the reference skips empty strings */
       if (cl + s->la > QZ_TOK_NORM_GROWTH * n + QZ_TOK_NORM_SLACK) {
@@ -1198,12 +1296,11 @@ done:
   return st;
 }
 
-static int encode_segment(const qz_tokenizer *t, const char *seg, size_t n,
-                          int first, bpe_scratch *s, id_vec *out) {
-  char *nb = NULL;
-  size_t cap = 0, nl = 0;
+/* One piece of normalized text between added tokens: pre-tokenizer, then
+ * BPE per word. `first`: the piece starts the text (Metaspace "first"). */
+static int encode_piece(const qz_tokenizer *t, const char *nb, size_t nl,
+                        int first, bpe_scratch *s, id_vec *out) {
   int st = QZ_OK;
-  QZ_CALL_DONE(normalize(t, seg, n, &nb, &cap, &nl));
   if (t->pretok == PRE_NONE) {
     QZ_CALL_DONE(bpe_word(t, nb, nl, s, out));
   } else if (t->pretok == PRE_BYTELEVEL) {
@@ -1242,7 +1339,99 @@ static int encode_segment(const qz_tokenizer *t, const char *seg, size_t n,
     if (st) qz_error_trace(__FILE__, __LINE__, __func__);
   }
 done:
+  return st;
+}
+
+/* ---- added tokens ----------------------------------------------------------*/
+
+typedef struct {
+  size_t a, b; /* byte range */
+  int tok;     /* added token index, -1 for text */
+} span;
+typedef struct {
+  span *v;
+  size_t n, cap;
+} span_vec;
+
+static int span_push(span_vec *sv, size_t a, size_t b, int tok) {
+  if (sv->n == sv->cap) {
+    size_t cap = sv->cap ? 2 * sv->cap : 64;
+    span *v = realloc(sv->v, cap * sizeof *v);
+    QZ_CHECK(v, QZ_ERR_MEM, "out of memory splitting on added tokens");
+    sv->v = v;
+    sv->cap = cap;
+  }
+  sv->v[sv->n++] = (span){a, b, tok};
+  return QZ_OK;
+}
+
+/* Splits s[0..n) on the added tokens of trie tr as Hugging Face tokenizers
+ * does (AddedVocabulary::find_matches): leftmost-longest non-overlapping
+ * matches, the search going on after each match's own end; a single_word
+ * match with a word character (\w) just before or after it is dropped (its
+ * bytes stay text and no shorter token is tried inside them); lstrip takes
+ * the whitespace (\s) before the token into it, not beyond the previous
+ * split; rstrip the whitespace after it. The spans cover s. */
+static int split_added(const qz_tokenizer *t, const tok_trie *tr, const char *s,
+                       size_t n, span_vec *out) {
+  out->n = 0;
+  size_t done = 0, p = 0;
+  while (p < n && tr->maxlen > 0) {
+    size_t mlen = 0;
+    int k = tr->first[(unsigned char)s[p]] ? trie_match(tr, s + p, n - p, &mlen) : -1;
+    if (k < 0) {
+      p++;
+      continue;
+    }
+    size_t start = p, stop = p + mlen;
+    p = stop;
+    const added_tok *a = &t->added[k];
+    if (a->single_word) {
+      uint32_t c = 0;
+      int word_before = start > 0 && qz_uni_is_word(qz_uni_last(s, start));
+      int word_after = stop < n && qz_uni_decode((const unsigned char *)s + stop,
+                                                 n - stop, &c) && qz_uni_is_word(c);
+      if (word_before || word_after) continue;
+    }
+    if (a->lstrip) {
+      size_t ns = start;
+      while (ns > 0 && is_WS(qz_uni_last(s, ns)))
+        do ns--; while (ns > 0 && ((unsigned char)s[ns] & 0xc0) == 0x80);
+      start = ns > done ? ns : done;
+    }
+    if (a->rstrip) {
+      uint32_t c = 0;
+      size_t l;
+      while (stop < n && (l = qz_uni_decode((const unsigned char *)s + stop, n - stop, &c)) &&
+             is_WS(c))
+        stop += l;
+    }
+    if (done < start) QZ_CALL(span_push(out, done, start, -1));
+    QZ_CALL(span_push(out, start, stop, k));
+    done = stop;
+  }
+  if (done < n) QZ_CALL(span_push(out, done, n, -1));
+  return QZ_OK;
+}
+
+/* One piece of raw text between raw-matched added tokens: normalize, split
+ * on the normalized added tokens, encode the pieces between them. */
+static int encode_segment(const qz_tokenizer *t, const char *seg, size_t n,
+                          int first, bpe_scratch *s, id_vec *out) {
+  char *nb = NULL;
+  size_t cap = 0, nl = 0;
+  span_vec sv = {0};
+  int st = QZ_OK;
+  QZ_CALL_DONE(normalize(t, seg, n, &nb, &cap, &nl));
+  QZ_CALL_DONE(split_added(t, &t->norm_trie, nb, nl, &sv));
+  for (size_t i = 0; i < sv.n; i++) {
+    const span *p = &sv.v[i];
+    if (p->tok >= 0) QZ_CALL_DONE(push(out, t->added[p->tok].id));
+    else QZ_CALL_DONE(encode_piece(t, nb + p->a, p->b - p->a, first && p->a == 0, s, out));
+  }
+done:
   free(nb);
+  free(sv.v);
   return st;
 }
 
@@ -1264,27 +1453,17 @@ int qz_tokenizer_encode(const qz_tokenizer *t, const char *text, size_t len,
     i += cl;
   }
   id_vec out = {0};
+  span_vec raw = {0};
   bpe_scratch s;
   memset(&s, 0, sizeof s);
   int st = QZ_OK;
   if (add_special)
     for (int i = 0; i < t->nprefix; i++) QZ_CALL_DONE(push(&out, t->prefix[i]));
-  size_t seg0 = 0;
-  int first = 1;
-  for (size_t i = 0; i <= len;) {
-    int best = -1;
-    if (i < len && t->added_first[(unsigned char)text[i]])
-      best = trie_match(t, text + i, len - i);
-    if (best < 0 && i < len) {
-      i++;
-      continue;
-    }
-    if (i > seg0) QZ_CALL_DONE(encode_segment(t, text + seg0, i - seg0, first, &s, &out));
-    first = 0;
-    if (best < 0) break; /* end of text */
-    QZ_CALL_DONE(push(&out, t->added[best].id));
-    i += t->added[best].len;
-    seg0 = i;
+  QZ_CALL_DONE(split_added(t, &t->raw_trie, text, len, &raw));
+  for (size_t i = 0; i < raw.n; i++) {
+    const span *p = &raw.v[i];
+    if (p->tok >= 0) QZ_CALL_DONE(push(&out, t->added[p->tok].id));
+    else QZ_CALL_DONE(encode_segment(t, text + p->a, p->b - p->a, p->a == 0, &s, &out));
   }
   if (add_special)
     for (int i = 0; i < t->nsuffix; i++) QZ_CALL_DONE(push(&out, t->suffix[i]));
@@ -1294,6 +1473,7 @@ int qz_tokenizer_encode(const qz_tokenizer *t, const char *text, size_t len,
   *n = out.n;
 done:
   free(out.v);
+  free(raw.v);
   free(s.c);
   free(s.prev);
   free(s.next);

@@ -247,6 +247,30 @@ static int cmp_desc(const void *pa, const void *pb) {
   return (a->i > b->i) - (a->i < b->i); /* ties: original order */
 }
 
+/* perm [d] with the columns last[0..nlast) moved to its end, in that
+ * order; the others keep their relative order. Not collective. */
+static int move_last(int32_t *perm, int64_t d, const int32_t *last, int64_t nlast) {
+  QZ_CHECK(last && nlast < d, QZ_ERR_ARG,
+           "qz_hessian_prepare: %lld columns to process last of %lld", (long long)nlast,
+           (long long)d);
+  uint8_t *mark = NULL;
+  QZ_CALL(qz_calloc((size_t)d, 1, "column marks", &mark));
+  int st = QZ_OK;
+  for (int64_t k = 0; k < nlast; k++) {
+    QZ_CHECK_DONE(last[k] >= 0 && last[k] < d && !mark[last[k]], QZ_ERR_ARG,
+                  "qz_hessian_prepare: column %d to process last is out of range or repeated",
+                  (int)last[k]);
+    mark[last[k]] = 1;
+  }
+  int64_t w = 0;
+  for (int64_t j = 0; j < d; j++)
+    if (!mark[perm[j]]) perm[w++] = perm[j];
+  for (int64_t k = 0; k < nlast; k++) perm[w++] = last[k];
+done:
+  qz_free(&mark);
+  return st;
+}
+
 int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
   QZ_CHECK(H->ready, QZ_ERR_ARG,
            "qz_hessian_prepare: Hessian not reduced/set yet");
@@ -255,7 +279,7 @@ int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
   double pmax = o->percdamp_max > 0 ? o->percdamp_max : 1.0;
   if (H->prepared && H->popts.percdamp == o->percdamp &&
       H->popts.percdamp_max == pmax &&
-      !H->popts.act_order == !o->act_order)
+      !H->popts.act_order == !o->act_order && H->popts.nlast == 0 && o->nlast == 0)
     return QZ_OK;
   const char *name = o->name ? o->name : "layer";
   const int64_t d = H->d;
@@ -284,6 +308,7 @@ int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
   } else {
     for (int64_t j = 0; j < d; j++) H->perm[j] = (int32_t)j;
   }
+  if (o->nlast > 0) QZ_CALL_DONE(move_last(H->perm, d, o->last, o->nlast));
   QZ_CALL_DONE(tables_make(H, &t));
   QZ_CALL_DONE(qz_alloc((size_t)d, sizeof(int32_t), "storage order", &sperm));
   for (int64_t j = 0; j < d; j++) sperm[j] = H->perm[d - 1 - j];
@@ -321,6 +346,7 @@ int qz_hessian_prepare(qz_hessian *H, const qz_prepare_opts *o) {
                               .ladder_steps = steps};
   H->popts = *o;
   H->popts.name = NULL;
+  H->popts.last = NULL; /* the caller's array; nlast stays for the reuse test */
   H->popts.percdamp_max = pmax;
   H->prepared = 1;
   if (steps && H->rank == 0)

@@ -15,6 +15,72 @@
 #include "mpiquant/scalapack.h"
 #include "mpiquant/timing.h"
 
+/* Ranks per node for the two-level reduction: MPIQUANT_HESSIAN_NODE=off
+ * (flat), =K (emulate nodes of K consecutive ranks: tests and benchmarks
+ * on one machine), unset or auto (the MPI shared-memory split). */
+static int node_split(MPI_Comm comm, int rank, MPI_Comm *node) {
+  const char *e = getenv("MPIQUANT_HESSIAN_NODE");
+  *node = MPI_COMM_NULL;
+  if (e && strcmp(e, "off") == 0) return QZ_OK;
+  int k = e && strcmp(e, "auto") != 0 ? atoi(e) : 0;
+  if (e && strcmp(e, "auto") != 0)
+    QZ_CHECK(k >= 1, QZ_ERR_USAGE,
+             "MPIQUANT_HESSIAN_NODE='%s': off, auto or a rank count >= 1", e);
+  if (k > 0) QZ_CALL_MPI(MPI_Comm_split(comm, rank / k, rank, node));
+  else QZ_CALL_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank,
+                                       MPI_INFO_NULL, node));
+  return QZ_OK;
+}
+
+/* Node structure of H->comm (see hessian_impl.h). Collective. */
+static int node_topology(qz_hessian *H) {
+  MPI_Comm node;
+  QZ_CALL(node_split(H->comm, H->rank, &node));
+  int nrank = 0, nsize = 1, leader = H->rank;
+  if (node != MPI_COMM_NULL) {
+    MPI_Comm_rank(node, &nrank);
+    MPI_Comm_size(node, &nsize);
+    MPI_Bcast(&leader, 1, MPI_INT, 0, node); /* node rank 0 = lowest rank */
+  }
+  int *lead = NULL;
+  QZ_CALL(qz_alloc((size_t)H->size, sizeof(int), "node leaders", &lead));
+  QZ_CALL_MPI(MPI_Allgather(&leader, 1, MPI_INT, lead, 1, MPI_INT, H->comm));
+  int nn = 0, maxsz = 0;
+  for (int r = 0; r < H->size; r++) nn += lead[r] == r;
+  QZ_CALL_MPI(MPI_Allreduce(&nsize, &maxsz, 1, MPI_INT, MPI_MAX, H->comm));
+  H->hier = nn > 1 && maxsz > 1;
+  if (!H->hier) {
+    if (node != MPI_COMM_NULL) MPI_Comm_free(&node);
+    free(lead);
+    return QZ_OK;
+  }
+  H->node = node;
+  H->node_rank = nrank;
+  H->node_size = nsize;
+  H->nnodes = nn;
+  int st = qz_alloc((size_t)H->size, sizeof(int), "packing order", &H->ord);
+  if (!st) st = qz_alloc((size_t)H->size, sizeof(int), "node of rank", &H->node_of);
+  if (!st) {
+    /* nodes numbered by their lowest rank; packing order node by node,
+     * ranks ascending inside a node (= node comm order, key = rank) */
+    int pos = 0, idx = 0;
+    for (int l = 0; l < H->size; l++) {
+      if (lead[l] != l) continue;
+      for (int r = 0; r < H->size; r++)
+        if (lead[r] == l) {
+          H->ord[pos++] = r;
+          H->node_of[r] = idx;
+        }
+      idx++;
+    }
+  }
+  free(lead);
+  QZ_CALL(st);
+  QZ_CALL_MPI(MPI_Comm_split(H->comm, nrank == 0 ? 0 : MPI_UNDEFINED, H->rank,
+                             &H->leaders));
+  return QZ_OK;
+}
+
 int qz_hessian_create(qz_grid *grid, int64_t d, qz_hessian **out) {
   *out = NULL;
   QZ_CHECK(grid, QZ_ERR_ARG, "qz_hessian_create: no grid");
@@ -23,6 +89,7 @@ int qz_hessian_create(qz_grid *grid, int64_t d, qz_hessian **out) {
            (long long)d);
   qz_hessian *H = NULL;
   QZ_CALL(qz_calloc(1, sizeof *H, "Hessian handle", &H));
+  H->node = H->leaders = MPI_COMM_NULL;
   int st = QZ_OK;
   H->grid = grid;
   H->comm = qz_grid_comm(grid);
@@ -48,6 +115,7 @@ int qz_hessian_create(qz_grid *grid, int64_t d, qz_hessian **out) {
                          &H->diag));
   QZ_CALL_DONE(qz_alloc((size_t)d, sizeof(int32_t), "permutation", &H->perm));
   QZ_CALL_DONE(qz_calloc((size_t)d, 1, "dead-column flags", &H->dead));
+  st = node_topology(H);
 done:
   st = qz_error_agree(H->comm, st);
   if (st) {
@@ -67,6 +135,10 @@ void qz_hessian_destroy(qz_hessian **Hp) {
   qz_free(&H->perm);
   qz_free(&H->dead);
   qz_free(&H->xbuf);
+  qz_free(&H->ord);
+  qz_free(&H->node_of);
+  if (H->node != MPI_COMM_NULL) MPI_Comm_free(&H->node);
+  if (H->leaders != MPI_COMM_NULL) MPI_Comm_free(&H->leaders);
   free(H);
   *Hp = NULL;
 }
@@ -103,6 +175,9 @@ int64_t qz_hessian_bytes(const qz_hessian *H) {
 int64_t qz_hessian_peak_transient_bytes(const qz_hessian *H) {
   return H->peak_transient;
 }
+
+int64_t qz_hessian_reduce_bytes(const qz_hessian *H) { return H->xnode_bytes; }
+int qz_hessian_nodes(const qz_hessian *H) { return H->hier ? H->nnodes : 0; }
 
 int qz_hessian_add_rows(qz_hessian *H, const float *x, int64_t n) {
   QZ_CHECK(n >= 0, QZ_ERR_ARG, "qz_hessian_add_rows: negative row count %lld",
@@ -154,8 +229,8 @@ static inline int64_t fx(float v, double sc) {
   return (int64_t)y;
 }
 
-/* Destination order of a wide panel [j0, j0 + W): ranks ascending; for a
- * rank (p, q) its columns j (ocol == q) ascending, then the rows i >= start
+/* Destination order of a wide panel [j0, j0 + W): ranks ascending (two-level
+ * reduction: in H->ord order, node by node); for a rank (p, q) its columns j (ocol == q) ascending, then the rows i >= start
  * of j's block column with orow == p, ascending.  mode 0: sendbuf = c32,
  * mode 1: sendbuf += c32 (exact integer accumulation over chunks), mode 2:
  * sendbuf = 0 (a rank without rows); counts set. */
@@ -166,8 +241,9 @@ static void pack_panel(const qz_hessian *H, int64_t j0, int64_t W,
   const int nb = H->nb, pr = H->pr, pc = H->pc;
   const double k = ldexp(1.0, H->fx_k);
   int64_t pos = 0;
-  for (int p = 0; p < pr; p++)
-    for (int q = 0; q < pc; q++) {
+  for (int t = 0; t < pr * pc; t++) {
+    const int rk = H->hier ? H->ord[t] : t, p = rk / pc, q = rk % pc;
+    {
       int64_t start = pos;
       for (int64_t j = j0; j < j0 + W; j++) {
         if (qz_bc_owner(j, nb, pc) != q) continue;
@@ -190,6 +266,45 @@ static void pack_panel(const qz_hessian *H, int64_t j0, int64_t W,
       }
       counts[p * pc + q] = (int)(pos - start);
     }
+  }
+}
+
+/* The two-level reduce-scatter of a packed panel (sendbuf in H->ord order,
+ * counts per rank): sum over the node into the node leader's sendbuf, a
+ * reduce-scatter of whole nodes' shares among the leaders into nodebuf,
+ * then each leader scatters its node's share to the node's ranks.
+ * Integer sums: the result is the flat reduce-scatter's, to the bit.
+ * Collective on H->comm. */
+static int reduce_scatter_nodes(qz_hessian *H, int64_t *sendbuf, int64_t *nodebuf,
+                                int64_t *recvbuf, const int *counts) {
+  int total = 0, ncnt[H->nnodes > 0 ? H->nnodes : 1];
+  int mcnt[H->node_size], mdsp[H->node_size];
+  for (int n = 0; n < H->nnodes; n++) ncnt[n] = 0;
+  for (int r = 0; r < H->size; r++) {
+    total += counts[r];
+    ncnt[H->node_of[r]] += counts[r];
+  }
+  const int me = H->node_of[H->rank];
+  int k = 0, off = 0;
+  for (int t = 0; t < H->size; t++) { /* my node's ranks in node-rank order */
+    int r = H->ord[t];
+    if (H->node_of[r] != me) continue;
+    mcnt[k] = counts[r];
+    mdsp[k++] = off;
+    off += counts[r];
+  }
+  if (H->node_rank == 0)
+    QZ_CALL_MPI(MPI_Reduce(MPI_IN_PLACE, sendbuf, total, MPI_INT64_T, MPI_SUM, 0, H->node));
+  else
+    QZ_CALL_MPI(MPI_Reduce(sendbuf, NULL, total, MPI_INT64_T, MPI_SUM, 0, H->node));
+  if (H->node_rank == 0) {
+    QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, nodebuf, ncnt, MPI_INT64_T, MPI_SUM,
+                                   H->leaders));
+    H->xnode_bytes += (int64_t)total * 8;
+  }
+  QZ_CALL_MPI(MPI_Scatterv(nodebuf, mcnt, mdsp, MPI_INT64_T, recvbuf,
+                           counts[H->rank], MPI_INT64_T, 0, H->node));
+  return QZ_OK;
 }
 
 /* Rows of this rank in chunk order: [*r0, *r0 + *k) is the chunk after
@@ -206,7 +321,7 @@ static int64_t chunk_len(const qz_hessian *H, int64_t G, int64_t r, int64_t nrow
  * owners. */
 static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows, int64_t G,
                        int64_t j0, int64_t W, float *c32, int64_t *sendbuf,
-                       int64_t *recvbuf, int *counts) {
+                       int64_t *nodebuf, int64_t *recvbuf, int *counts) {
   const int64_t d = H->d, M = d - j0;
   const int nb = H->nb, pr = H->pr, pc = H->pc;
   for (int64_t r0 = 0; r0 < nrows;) {
@@ -222,8 +337,15 @@ static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows, int64_t 
     r0 += k;
   }
   if (nrows == 0) pack_panel(H, j0, W, c32, sendbuf, counts, 2);
-  QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, recvbuf, counts, MPI_INT64_T, MPI_SUM,
-                                 H->comm));
+  if (H->hier) {
+    QZ_CALL(reduce_scatter_nodes(H, sendbuf, nodebuf, recvbuf, counts));
+  } else {
+    QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, recvbuf, counts, MPI_INT64_T, MPI_SUM,
+                                   H->comm));
+    int total = 0;
+    for (int r = 0; r < H->size; r++) total += counts[r];
+    H->xnode_bytes += (int64_t)total * 8;
+  }
   int64_t q = 0;
   for (int64_t j = j0; j < j0 + W; j++) {
     if (qz_bc_owner(j, nb, pc) != H->myc) continue;
@@ -329,7 +451,7 @@ static int fold_scale(qz_hessian *H, const float *rows, int64_t nrows) {
 static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
   int st = QZ_OK;
   float *c32 = NULL;
-  int64_t *sendbuf = NULL, *recvbuf = NULL;
+  int64_t *sendbuf = NULL, *recvbuf = NULL, *nodebuf = NULL;
   int *counts = NULL;
   const int64_t d = H->d;
   const int nb = H->nb;
@@ -360,7 +482,11 @@ static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
     st = qz_alloc((size_t)(ldrecv * W + 1), sizeof(int64_t),
                   "reduce-scatter receive", &recvbuf);
   if (!st) st = qz_alloc((size_t)H->size, sizeof(int), "counts", &counts);
-  note_transient(H, d * W * 12 + ldrecv * W * 8);
+  /* a node leader receives its node's share: at most the whole panel */
+  if (!st && H->hier && H->node_rank == 0)
+    st = qz_alloc((size_t)(d * W), sizeof(int64_t), "node share", &nodebuf);
+  note_transient(H, d * W * 12 + ldrecv * W * 8 +
+                        (H->hier && H->node_rank == 0 ? d * W * 8 : 0));
   st = qz_error_agree(H->comm, st);
   if (st) {
     qz_timer_stop(QZ_PHASE_REDUCE);
@@ -368,7 +494,7 @@ static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
   }
   for (int64_t j0 = 0; j0 < d; j0 += W) {
     int64_t w = d - j0 < W ? d - j0 : W;
-    st = flush_panel(H, rows, nrows, G, j0, w, c32, sendbuf, recvbuf, counts);
+    st = flush_panel(H, rows, nrows, G, j0, w, c32, sendbuf, nodebuf, recvbuf, counts);
     if (st) break;
   }
   qz_timer_stop(QZ_PHASE_REDUCE);
@@ -380,6 +506,7 @@ done:
   qz_free(&c32);
   qz_free(&sendbuf);
   qz_free(&recvbuf);
+  qz_free(&nodebuf);
   qz_free(&counts);
   return st;
 }

@@ -41,6 +41,16 @@ struct qz_hessian {
   int32_t *perm;  /* [d] */
   uint8_t *dead;  /* [d] */
   int64_t peak_transient;
+  /* two-level reduction (fold_rows): ranks of a node sum their panel
+   * contributions first, one contribution per node enters the reduce-
+   * scatter among node leaders, each leader scatters its node's share.
+   * hier = 0: one flat reduce-scatter (one node, or one rank per node). */
+  int hier;
+  MPI_Comm node, leaders; /* MPI_COMM_NULL when flat / not a leader */
+  int node_rank, node_size, nnodes;
+  int *ord;               /* [size] ranks in packing order: node by node */
+  int *node_of;           /* [size] node index of each rank */
+  int64_t xnode_bytes;    /* bytes this rank sent into the inter-node phase */
   /* factor_rows exchange buffer, grown once and reused per panel */
   double *xbuf;
   size_t xbuf_n;

@@ -102,7 +102,7 @@ static int weight_scales(fp8_state *S, const qz_layer *L, int64_t ng, float *sca
     st = qz_alloc((size_t)(nbr * nbc), sizeof(float), "FP8 block maxima", &S->bmax);
     if (st == QZ_OK) S->nbmax = nbr * nbc;
   }
-  QZ_CALL(qz_error_agree(L->comm, st));
+  QZ_CALL(qz_error_agree(qz_layer_comm(L), st));
   memset(S->bmax, 0, sizeof(float) * (size_t)(nbr * nbc));
   for (int64_t r = 0; r < L->nrows; r++) {
     float *bm = S->bmax + ((L->row0 + r) / B) * nbc;
@@ -113,7 +113,7 @@ static int weight_scales(fp8_state *S, const qz_layer *L, int64_t ng, float *sca
     }
   }
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, S->bmax, (int)(nbr * nbc), MPI_FLOAT, MPI_MAX,
-                            L->comm));
+                            qz_layer_comm(L)));
   for (int64_t r = 0; r < L->nrows; r++)
     for (int64_t c = 0; c < nbc; c++)
       scale[r * ng + c] = weight_scale(S->bmax[((L->row0 + r) / B) * nbc + c]);
@@ -126,7 +126,7 @@ static int fp8_layer(void *state, const qz_layer *L, qz_layer_result *res) {
   const int64_t n = L->in_features, B = S->cli.block;
   const int64_t ng = B > 0 ? (n + B - 1) / B : 1;
   /* a bad weight on one rank must not leave the others in the reduction */
-  QZ_CALL(qz_error_agree(L->comm, qz_layer_check_finite(L)));
+  QZ_CALL(qz_error_agree(qz_layer_comm(L), qz_layer_check_finite(L)));
   QZ_CALL(weight_scales(S, L, ng, res->scale));
   for (int64_t r = 0; r < L->nrows; r++) {
     for (int64_t g = 0; g < ng; g++) {

@@ -7,18 +7,32 @@
 #include <string.h>
 
 #include "mpiquant/chol.h"
+#include "mpiquant/codebook.h"
+#include "mpiquant/codes.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/safetensors.h"
 #include "mpiquant/timing.h"
+#include "wq.h"
 
 /* In-block part of one lazy batch: columns [i1, i2) of the processing order
  * for m rows; W1/E are [m, B] row-major, panel = U[i1:i2, :] [bk, n]. */
 typedef struct {
   int64_t m, n, B, g, ng;
   int bits, sym, act, stat;
+  int permuted;     /* perm is not the identity (act-order or kept columns) */
   float maxq;
+  /* the per-column quantizer (sweep_params / sweep_quant): the reference
+   * uniform grid, or a codebook with absmax block scales (cb != NULL) */
+  const float *cb;  /* [ncb] sorted codebook values, NULL: int grid */
+  int ncb;
+  uint8_t cb_zero;  /* code of the value 0 */
+  /* OWQ: positions [nq, n) of the processing order are kept columns, stored
+   * as fp16 values (kept [m, n - nq]) with the code of 0 */
+  int64_t nq;
+  float *kept;
   const int32_t *perm;
   float *wp;        /* [m, n] working W, processing order */
   float *w1, *e;    /* [m, B] */
@@ -31,6 +45,28 @@ typedef struct {
   float *scratch; /* [4, B] rows of a short group */
   qz_layer_result *res;
 } sweep;
+
+/* Group parameters of n values x[0..n) (per channel: a whole row). */
+static inline void sweep_params(const sweep *S, const float *x, int64_t n, float *sc,
+                                float *z) {
+  if (!S->cb) {
+    qz_quant_params(x, n, 1, S->bits, S->sym, sc, z);
+    return;
+  }
+  float a = 0.0f;
+  for (int64_t i = 0; i < n; i++) a = fmaxf(a, fabsf(x[i]));
+  *sc = a;
+  *z = 0.0f;
+}
+
+/* One column value: its code, *q the dequantized value (what the stored
+ * code, scale and zero give back). */
+static inline uint8_t sweep_quant(const sweep *S, float w, float sc, float z, float *q) {
+  if (!S->cb) return qz_quant_one(w, sc, z, S->maxq, q);
+  uint8_t c = sc > 0.0f ? qz_codebook_nearest(S->cb, S->ncb, w / sc) : S->cb_zero;
+  *q = sc * S->cb[c];
+  return c;
+}
 
 /* Four rows at once (rows are independent): the four dependency chains
  * (divide, round, divide, update) overlap, and each U row is read once.
@@ -87,19 +123,25 @@ static void sweep_rows(sweep *S, int64_t r, int nr, int64_t i1, int64_t i2,
       const int64_t rr = r + g;
       if (S->g > 0) {
         if (S->stat) {
-          int64_t k = (S->act ? oc : c) / S->g;
+          int64_t k = (S->permuted ? oc : c) / S->g;
           sc[g] = S->res->scale[rr * S->ng + k];
           z[g] = S->res->zero[rr * S->ng + k];
-        } else if (c % S->g == 0) {
+        } else if (c % S->g == 0 && c < S->nq) {
           /* rule 9: from the outer W (earlier blocks' updates only) */
-          int64_t cnt = S->g < n - c ? S->g : n - c, k = c / S->g;
-          qz_quant_params(wr[g] + c, cnt, 1, S->bits, S->sym, &sc[g], &z[g]);
+          int64_t cnt = S->g < S->nq - c ? S->g : S->nq - c, k = c / S->g;
+          sweep_params(S, wr[g] + c, cnt, &sc[g], &z[g]);
           S->res->scale[rr * S->ng + k] = sc[g];
           S->res->zero[rr * S->ng + k] = z[g];
         }
       }
       float w = w1[g][i], q;
-      S->res->codes[rr * n + oc] = qz_quant_one(w, sc[g], z[g], S->maxq, &q);
+      if (c < S->nq) {
+        S->res->codes[rr * n + oc] = sweep_quant(S, w, sc[g], z[g], &q);
+      } else { /* kept column: fp16, the code of 0 (Q + outlier = fp16(w)) */
+        q = qz_f16_to_f32(qz_f32_to_f16(w));
+        S->res->codes[rr * n + oc] = S->cb ? S->cb_zero : (uint8_t)z[g];
+        S->kept[rr * (n - S->nq) + (c - S->nq)] = q;
+      }
       if (S->res->q) S->res->q[rr * n + oc] = q;
       float diff = w - q;
       float l = diff * diff / (dd * dd);
@@ -206,6 +248,98 @@ int qz_gptq_quantize(const qz_method_opts *o, const qz_layer *L,
   return st;
 }
 
+extern const qz_method_ops qz_method_gptq;
+
+/* OWQ: the K input columns with the largest diag(H)_j * sum_r W[r, j]^2
+ * over all rows of all ranks, ascending in keep [K]. The column sums run
+ * through the ranks in row order (a chain: rank p adds its rows to rank
+ * p-1's sums), so they and the choice are the same at every np; score
+ * ties go to the lower column. Collective on comm. */
+typedef struct {
+  double v;
+  int32_t i;
+} col_score;
+
+static int score_desc(const void *pa, const void *pb) {
+  const col_score *a = pa, *b = pb;
+  if (a->v != b->v) return a->v > b->v ? -1 : 1;
+  return (a->i > b->i) - (a->i < b->i);
+}
+
+static int int32_asc(const void *pa, const void *pb) {
+  int32_t a = *(const int32_t *)pa, b = *(const int32_t *)pb;
+  return (a > b) - (a < b);
+}
+
+static int owq_columns(MPI_Comm comm, const qz_layer *L, const double *diag, int64_t K,
+                       int32_t *keep) {
+  const int64_t n = L->in_features;
+  int rank, size, st = QZ_OK;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  double *acc = NULL;
+  col_score *sc = NULL;
+  st = qz_calloc((size_t)n, sizeof(double), "OWQ column sums", &acc);
+  if (!st) st = qz_alloc((size_t)n, sizeof *sc, "OWQ scores", &sc);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  if (rank > 0)
+    QZ_CALL_MPI_DONE(MPI_Recv(acc, (int)n, MPI_DOUBLE, rank - 1, 0, comm, MPI_STATUS_IGNORE));
+  for (int64_t r = 0; r < L->nrows; r++)
+    for (int64_t j = 0; j < n; j++) {
+      double w = L->w[r * n + j];
+      acc[j] += w * w;
+    }
+  if (rank + 1 < size) QZ_CALL_MPI_DONE(MPI_Send(acc, (int)n, MPI_DOUBLE, rank + 1, 0, comm));
+  QZ_CALL_MPI_DONE(MPI_Bcast(acc, (int)n, MPI_DOUBLE, size - 1, comm));
+  for (int64_t j = 0; j < n; j++) sc[j] = (col_score){diag[j] * acc[j], (int32_t)j};
+  qsort(sc, (size_t)n, sizeof *sc, score_desc);
+  for (int64_t k = 0; k < K; k++) keep[k] = sc[k].i;
+  qsort(keep, (size_t)K, sizeof *keep, int32_asc);
+done:
+  qz_free(&acc);
+  qz_free(&sc);
+  return st;
+}
+
+/* The options' quantizer in S: grid codebook, kept columns. */
+static void sweep_grid(sweep *S, int grid) {
+  S->cb = qz_wq_codebook(grid, &S->ncb);
+  S->cb_zero = S->cb ? qz_codebook_nearest(S->cb, S->ncb, 0.0f) : 0;
+}
+
+/* After the sweep: the kept columns as this rank's sparse fp part (sorted
+ * by row, then column), Q + outliers = fp16(updated W). Not collective. */
+static int kept_outliers(const sweep *S, qz_layer_result *res) {
+  const int64_t K = S->n - S->nq, cnt = S->m * K;
+  QZ_CALL(qz_alloc((size_t)cnt + 1, sizeof(int64_t), "kept column index", &res->outlier_idx));
+  QZ_CALL(qz_alloc((size_t)cnt + 1, sizeof(float), "kept column values", &res->outlier_val));
+  for (int64_t r = 0; r < S->m; r++)
+    for (int64_t k = 0; k < K; k++) {
+      res->outlier_idx[r * K + k] = (S->row0 + r) * S->n + S->perm[S->nq + k];
+      res->outlier_val[r * K + k] = S->kept[r * K + k];
+    }
+  res->noutliers = cnt;
+  return QZ_OK;
+}
+
+/* --double-quant after the sweep (the codes stay; QLoRA quantizes the
+ * statistics after the weights), and q follows the stored scales.
+ * Collective on comm. */
+static int sweep_double_quant(const sweep *S, MPI_Comm comm, const qz_layer *L, int grid,
+                              qz_layer_result *res) {
+  QZ_CALL(qz_wq_double_quant(comm, L->out_features, L->row0, S->m, S->ng, res->scale));
+  if (!res->q) return QZ_OK;
+  float value[256];
+  qz_vgrid_values((qz_vgrid)grid, value);
+  for (int64_t i = 0; i < S->m * S->n; i++) {
+    int64_t r = i / S->n, c = i % S->n;
+    res->q[i] = res->scale[r * S->ng + res->g_idx[c]] * value[res->codes[i]];
+  }
+  for (int64_t k = 0; k < res->noutliers; k++)
+    res->q[res->outlier_idx[k] - S->row0 * S->n] += res->outlier_val[k];
+  return QZ_OK;
+}
+
 int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer *L,
                         qz_layer_result *res) {
   QZ_CHECK(L->H, QZ_ERR_ARG, "%s: GPTQ needs a Hessian",
@@ -214,23 +348,40 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
   MPI_Comm comm = qz_grid_comm(qz_hessian_grid(H));
   const int64_t m = L->nrows, n = L->in_features;
   const char *name = L->name ? L->name : "layer";
+  qz_wq_ext ext = {0};
+  int timing = 0;
+  if (o->ops == &qz_method_gptq) qz_method_ext_get(o, &ext);
+  const int64_t K = ext.keep_columns;
+  int32_t *keep = NULL;
+  float *kept = NULL;
   int st = qz_quant_spec_check(&o->spec);
   if (!st && qz_hessian_dim(H) != n)
     st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
                       "%s: Hessian is %lld x %lld, W has %lld input columns",
                       name, (long long)qz_hessian_dim(H),
                       (long long)qz_hessian_dim(H), (long long)n);
+  if (!st && K >= n)
+    st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
+                      "%s: --keep-columns %lld must be below the layer's %lld input columns",
+                      name, (long long)K, (long long)n);
   if (!st) st = qz_layer_check_finite(L);
-  QZ_CALL(qz_error_agree(comm, st));
+  if (!st && K > 0) st = qz_alloc((size_t)K, sizeof(int32_t), "kept columns", &keep);
+  if (!st && K > 0)
+    st = qz_alloc((size_t)(m * K > 0 ? m * K : 1), sizeof(float), "kept values", &kept);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  if (K > 0) QZ_CALL_DONE(owq_columns(comm, L, qz_hessian_diag(H), K, keep));
 
   qz_prepare_opts po = {.percdamp = o->percdamp,
                         .percdamp_max = o->percdamp_max,
                         .act_order = o->act_order,
-                        .name = name};
-  QZ_CALL(qz_hessian_prepare(H, &po));
+                        .name = name,
+                        .last = keep,
+                        .nlast = K};
+  QZ_CALL_DONE(qz_hessian_prepare(H, &po));
   const qz_prepare_info *pi = qz_hessian_prepared(H);
 
   qz_timer_start(QZ_PHASE_QUANTIZE);
+  timing = 1;
   sweep S = {0};
   float *panel = NULL, *pcs = NULL, *gbuf = NULL;
   S.m = m;
@@ -241,8 +392,12 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
   S.bits = o->spec.bits;
   S.sym = o->spec.sym;
   S.act = o->act_order;
+  S.permuted = o->act_order || K > 0;
   S.stat = o->static_groups && S.g > 0;
   S.maxq = (float)((1 << S.bits) - 1);
+  sweep_grid(&S, ext.grid);
+  S.nq = n - K;
+  S.kept = kept;
   S.perm = pi->perm;
   S.res = res;
   S.row0 = L->row0;
@@ -263,8 +418,7 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
   S.cur_z = pcs + m;
   /* rule 3: per-channel parameters from the original W */
   for (int64_t r = 0; r < m; r++)
-    qz_quant_params(L->w + r * n, n, 1, S.bits, S.sym, &pcs[2 * m + r],
-                    &pcs[3 * m + r]);
+    sweep_params(&S, L->w + r * n, n, &pcs[2 * m + r], &pcs[3 * m + r]);
   S.pc_s = pcs + 2 * m;
   S.pc_z = pcs + 3 * m;
   /* rules 4 and 6: dead columns zeroed, columns in processing order */
@@ -288,9 +442,13 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
         int64_t c0 = k * S.g, c1 = c0 + S.g < n ? c0 + S.g : n;
         for (int64_t c = c0; c < c1; c++)
           gbuf[c - c0] = pi->dead[c] ? 0.0f : L->w[r * n + c];
-        qz_quant_params(gbuf, c1 - c0, 1, S.bits, S.sym,
-                        &res->scale[r * S.ng + k], &res->zero[r * S.ng + k]);
+        sweep_params(&S, gbuf, c1 - c0, &res->scale[r * S.ng + k], &res->zero[r * S.ng + k]);
       }
+  } else if (S.nq < n) {
+    /* groups that only kept columns would open hold nothing */
+    for (int64_t r = 0; r < m; r++)
+      for (int64_t k = (S.nq + S.g - 1) / S.g; k < S.ng; k++)
+        res->scale[r * S.ng + k] = res->zero[r * S.ng + k] = 0.0f;
   }
   double t_panel = 0, t_sweep = 0;
   for (int64_t i1 = 0; i1 < n; i1 += S.B) {
@@ -311,13 +469,14 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
   qz_debug("%s: GPTQ sweep of %lld rows: factor panels %.3f s, columns + "
            "trailing sgemm %.3f s (of which sgemm %.3f s)", name, (long long)m,
            t_panel, t_sweep, S.t_gemm);
-  /* rule 15 */
+  /* rule 15 (kept columns: the group whose zero their code holds) */
   if (res->g_idx)
     for (int64_t i = 0; i < n; i++) {
       int32_t oc = S.perm[i];
+      int64_t pos = i < S.nq ? i : S.nq - 1;
       res->g_idx[oc] = S.g <= 0 ? 0
-                       : (S.act && !S.stat) ? (int32_t)(i / S.g)
-                                            : (int32_t)(oc / S.g);
+                       : (S.permuted && !S.stat) ? (int32_t)(pos / S.g)
+                                                 : (int32_t)(oc / S.g);
     }
   if (res->perm) memcpy(res->perm, S.perm, (size_t)n * sizeof(int32_t));
   res->loss_local = 0;
@@ -327,8 +486,15 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
   }
   res->percdamp_used = pi->percdamp_used;
   res->ndead = pi->ndead;
+  res->grid = ext.grid;
+  if (K > 0) st = kept_outliers(&S, res);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  if (ext.double_quant) QZ_CALL_DONE(sweep_double_quant(&S, comm, L, ext.grid, res));
+  qz_wq_storage(o, L->out_features, n, K, &res->storage);
 done:
-  qz_timer_stop(QZ_PHASE_QUANTIZE);
+  if (timing) qz_timer_stop(QZ_PHASE_QUANTIZE);
+  qz_free(&keep);
+  qz_free(&kept);
   return st;
 }
 
@@ -362,7 +528,11 @@ static void gptq_destroy(void **state) {
   qz_free(state);
 }
 
-static unsigned gptq_needs(const qz_method_opts *o) { return QZ_NEED_CALIB | QZ_NEED_HESSIAN; }
+static unsigned gptq_needs(const qz_method_opts *o) {
+  qz_wq_ext e;
+  qz_method_ext_get(o, &e);
+  return QZ_NEED_CALIB | QZ_NEED_HESSIAN | (e.keep_columns > 0 ? QZ_CKPT_OUTLIERS : 0u);
+}
 
 void qz_gptq_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m, int64_t n,
                   qz_plan_linear *p) {
@@ -381,20 +551,8 @@ void qz_gptq_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m,
 /* Activations at evaluation: with --act-bits A every linear input is
  * quantized per token (dynamic, symmetric; options.act_bits, which eval
  * applies), e.g. W8A8-INT: --bits 8 --group -1 --sym --act-bits 8. */
-static const qz_opt gptq_rows[] = {
-    {.name = "act-bits", .type = QZ_OPT_INT, .ext = 1, .offset = 0, .def = 0, .lo = 0,
-     .hi = 16, .json = "act_bits", .metavar = "A",
-     .help = "quantize every linear input to A bits per token at evaluation (dynamic, "
-             "symmetric; 0 = off, default)"},
-};
-
-static int gptq_check_act(qz_method_opts *o) {
-  int act_bits = 0;
-  qz_method_ext_get(o, &act_bits);
-  QZ_CHECK(act_bits == 0 || act_bits >= 2, QZ_ERR_USAGE,
-           "--act-bits %d: 0 (off) or 2..16", act_bits);
-  return QZ_OK;
-}
+static const qz_opt gptq_rows[] = {QZ_WQ_ROW_ACT_BITS, QZ_WQ_ROW_GRID, QZ_WQ_ROW_DOUBLE_QUANT,
+                                    QZ_WQ_ROW_KEEP_COLUMNS};
 
 static const char *const gptq_exports[] = {"gptq", "compressed-tensors", NULL};
 
@@ -404,8 +562,8 @@ const qz_method_ops qz_method_gptq = {.name = "gptq",
                                               QZ_USES_ACT_ORDER,
                                       .exports = gptq_exports,
                                       .options = gptq_rows,
-                                      .noptions = 1,
-                                      .check = gptq_check_act,
+                                      .noptions = 4,
+                                      .check = qz_wq_check,
                                       .needs = gptq_needs,
                                       .setup = gptq_setup,
                                       .quantize_layer = gptq_layer,

@@ -235,3 +235,7 @@ void qz_layer_result_plain(const qz_layer *L, int groupsize, qz_layer_result *re
   res->percdamp_used = 0;
   res->ndead = 0;
 }
+
+MPI_Comm qz_layer_comm(const qz_layer *L) {
+  return L->comm == (MPI_Comm)0 || L->comm == MPI_COMM_NULL ? MPI_COMM_SELF : L->comm;
+}

@@ -68,3 +68,20 @@ int qz_rtn_quantize(const qz_quant_spec *s, int64_t rows, int64_t in,
       g_idx[j] = s->groupsize <= 0 ? 0 : (int32_t)(j / s->groupsize);
   return QZ_OK;
 }
+
+void qz_storage_bits_uniform(const qz_quant_spec *s, int64_t out, int64_t in,
+                             qz_storage_bits *b) {
+  *b = (qz_storage_bits){.out = out, .in = in, .dense = out * in, .code_bits = s->bits,
+                         .nstats = out * qz_quant_ngroups(s, in), .scale_bits = 16.0,
+                         .zero_bits = s->sym ? 0.0 : s->bits,
+                         .outlier_bits = QZ_OUTLIER_BITS};
+}
+
+double qz_layer_bits_per_param(const qz_storage_bits *b) {
+  const double params = (double)b->out * (double)b->in;
+  if (params <= 0) return 0.0;
+  double bits = (double)b->dense * b->code_bits +
+                (double)b->nstats * (b->scale_bits + b->zero_bits) + b->extra_bits +
+                (double)b->noutliers * b->outlier_bits;
+  return bits / params;
+}

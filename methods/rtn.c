@@ -2,16 +2,17 @@
 #include <math.h>
 #include <string.h>
 
+#include "mpiquant/codes.h"
+#include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/method.h"
+#include "wq.h"
 
 /* RTN has no column order: refuse the GPTQ ordering options instead of
  * ignoring them. Not collective. */
-static int rtn_check_act(qz_method_opts *o);
-
 static int rtn_check(qz_method_opts *o) {
-  QZ_CALL(rtn_check_act(o));
+  QZ_CALL(qz_wq_check(o));
   QZ_CHECK(!o->act_order && !o->static_groups, QZ_ERR_USAGE,
            "--method rtn: --act-order and --static-groups are GPTQ options (--method gptq, "
            "or awq --awq-then-gptq); rtn would ignore them");
@@ -27,12 +28,34 @@ static int rtn_setup(const qz_method_opts *o, void **state) {
   return QZ_OK;
 }
 
+/* Collective on L's communicator with --double-quant (not collective
+ * otherwise): every rank calls it. */
 static int rtn_layer(void *state, const qz_layer *L, qz_layer_result *res) {
   const qz_method_opts *o = state;
-  QZ_CALL(qz_layer_check_finite(L));
-  QZ_CALL(qz_rtn_quantize(&o->spec, L->nrows, L->in_features, L->w, res->codes, res->q,
-                          res->scale, res->zero, NULL));
+  qz_wq_ext e;
+  qz_method_ext_get(o, &e);
+  const int64_t n = L->in_features, ng = qz_quant_ngroups(&o->spec, n);
+  MPI_Comm comm = qz_layer_comm(L);
+  QZ_CALL(qz_error_agree(comm, qz_layer_check_finite(L)));
+  if (e.grid == QZ_VGRID_INT)
+    QZ_CALL(qz_rtn_quantize(&o->spec, L->nrows, n, L->w, res->codes, res->q, res->scale,
+                            res->zero, NULL));
+  else
+    qz_wq_rtn_grid(e.grid, o->spec.groupsize, L->nrows, n, L->w, res->codes, res->q,
+                   res->scale, res->zero);
   qz_layer_result_plain(L, o->spec.groupsize, res);
+  res->grid = e.grid;
+  if (e.double_quant) {
+    QZ_CALL(qz_wq_double_quant(comm, L->out_features, L->row0, L->nrows, ng, res->scale));
+    if (res->q) { /* the dequantized rows follow the stored scales */
+      float value[256];
+      qz_vgrid_values((qz_vgrid)e.grid, value);
+      const int64_t g = o->spec.groupsize > 0 ? o->spec.groupsize : n;
+      for (int64_t i = 0; i < L->nrows * n; i++)
+        res->q[i] = res->scale[(i / n) * ng + (i % n) / g] * value[res->codes[i]];
+    }
+  }
+  qz_wq_storage(o, L->out_features, n, 0, &res->storage);
   return QZ_OK;
 }
 
@@ -47,20 +70,8 @@ static void rtn_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t
 /* Activations at evaluation: with --act-bits A every linear input is
  * quantized per token (dynamic, symmetric; options.act_bits, which eval
  * applies), e.g. W8A8-INT: --bits 8 --group -1 --sym --act-bits 8. */
-static const qz_opt rtn_rows[] = {
-    {.name = "act-bits", .type = QZ_OPT_INT, .ext = 1, .offset = 0, .def = 0, .lo = 0,
-     .hi = 16, .json = "act_bits", .metavar = "A",
-     .help = "quantize every linear input to A bits per token at evaluation (dynamic, "
-             "symmetric; 0 = off, default)"},
-};
-
-static int rtn_check_act(qz_method_opts *o) {
-  int act_bits = 0;
-  qz_method_ext_get(o, &act_bits);
-  QZ_CHECK(act_bits == 0 || act_bits >= 2, QZ_ERR_USAGE,
-           "--act-bits %d: 0 (off) or 2..16", act_bits);
-  return QZ_OK;
-}
+static const qz_opt rtn_rows[] = {QZ_WQ_ROW_ACT_BITS, QZ_WQ_ROW_GRID,
+                                   QZ_WQ_ROW_DOUBLE_QUANT};
 
 static const char *const rtn_exports[] = {"gptq", "compressed-tensors", NULL};
 
@@ -69,7 +80,7 @@ const qz_method_ops qz_method_rtn = {.name = "rtn",
                                      .uses = QZ_USES_BITS | QZ_USES_GROUP | QZ_USES_SYM,
                                      .exports = rtn_exports,
                                      .options = rtn_rows,
-                                     .noptions = 1,
+                                     .noptions = 3,
                                      .check = rtn_check,
                                      .setup = rtn_setup,
                                      .quantize_layer = rtn_layer,

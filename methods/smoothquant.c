@@ -8,6 +8,7 @@
 
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/gptq.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/timing.h"
@@ -61,12 +62,15 @@ void qz_sq_quantize_rows(int64_t rows, int64_t in, const float *w,
 }
 
 typedef struct {
-  double alpha; /* migration strength (0 with --no-smooth) */
-  int smooth;   /* fold smoothing factors into the RMSNorms */
+  double alpha;   /* migration strength (0 with --no-smooth) */
+  int smooth;     /* fold smoothing factors into the RMSNorms */
+  int then_gptq;  /* GPTQ (true-sequential) on the smoothed weights */
 } sq_cli;
 
 typedef struct {
   sq_cli cli;
+  qz_method_opts mo; /* --smooth-then-gptq: GPTQ's damping, block size */
+  qz_gptq_ws *gptq;
   int64_t H;    /* hidden size the buffers were made for */
   float *a;     /* [2, H] activation maxima of the q/k/v and gate/up inputs */
   float *s;     /* [H] smoothing factors */
@@ -93,9 +97,19 @@ static int sq_check(qz_method_opts *o) {
 }
 
 /* statistics and smoothing on the fp block; its fp output is the next
- * block's input */
+ * block's input, unless GPTQ follows (then calibration is sequential, as
+ * for GPTQ alone) */
 static unsigned sq_needs(const qz_method_opts *o) {
-  return QZ_NEED_CALIB | QZ_NEED_ACT_STATS | QZ_NEED_FP_STREAM | QZ_CKPT_NORMS;
+  sq_cli c;
+  qz_method_ext_get(o, &c);
+  return QZ_NEED_CALIB | QZ_NEED_ACT_STATS | QZ_CKPT_NORMS |
+         (c.then_gptq ? QZ_NEED_HESSIAN : QZ_NEED_FP_STREAM);
+}
+
+static const char *sq_label(const qz_method_opts *o) {
+  sq_cli c;
+  qz_method_ext_get(o, &c);
+  return c.then_gptq ? "smoothquant+gptq" : "smoothquant";
 }
 
 static int sq_setup(const qz_method_opts *o, void **state) {
@@ -106,12 +120,17 @@ static int sq_setup(const qz_method_opts *o, void **state) {
   sq_state *s = NULL;
   QZ_CALL(qz_calloc(1, sizeof *s, "SmoothQuant state", &s));
   qz_method_ext_get(o, &s->cli);
+  s->mo = *o;
   *state = s;
+  if (s->cli.then_gptq) QZ_CALL(qz_gptq_ws_create(&s->gptq));
   return QZ_OK;
 }
 
+/* int8 per channel: round to nearest, or GPTQ (8-bit channel symmetric,
+ * the same grid) with --smooth-then-gptq */
 static int sq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
-  (void)state;
+  sq_state *s = state;
+  if (s->cli.then_gptq) return qz_gptq_quantize_ws(s->gptq, &s->mo, L, res);
   QZ_CALL(qz_layer_check_finite(L));
   qz_sq_quantize_rows(L->nrows, L->in_features, L->w, res->codes, res->scale, res->zero,
                       res->q);
@@ -122,6 +141,7 @@ static int sq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
 static void sq_destroy(void **state) {
   if (!state || !*state) return;
   sq_state *s = *state;
+  qz_gptq_ws_destroy(&s->gptq);
   qz_free(&s->a);
   qz_free(&s->s);
   qz_free(state);
@@ -195,6 +215,10 @@ static int sq_block(void *state, qz_block_ctx *b) {
     QZ_CALL(qz_error_agree(b->comm, st));
   }
   QZ_CALL(act_maxima(S, b));
+  if (S->cli.then_gptq) { /* Hessians of the smoothed inputs, group by group */
+    if (S->cli.smooth) smooth_block(S, b);
+    return b->sequential(b);
+  }
   QZ_CALL(b->commit(b)); /* next input: the fp block's output */
   if (S->cli.smooth) smooth_block(S, b);
   for (int l = 0; l < QZ_LIN_COUNT; l++) QZ_CALL(b->linear(b, (qz_linear)l, NULL));
@@ -203,6 +227,12 @@ static int sq_block(void *state, qz_block_ctx *b) {
 
 static void sq_plan_linear(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m,
                            int64_t n, qz_plan_linear *p) {
+  sq_cli c;
+  qz_method_ext_get(o, &c);
+  if (c.then_gptq) {
+    qz_gptq_plan(o, mc, m, n, p);
+    return;
+  }
   *p = (qz_plan_linear){.seconds = (double)m * (double)n * 20.0 / (mc->gemm * 0.05)};
 }
 
@@ -218,11 +248,16 @@ static const qz_opt sq_rows[] = {
     {.name = "no-smooth", .type = QZ_OPT_FLAG, SQ_FIELD(smooth), .def = 1, .json = "smooth",
      .help = "SmoothQuant: W8A8 without the smoothing step (smoothquant is always w8 per "
              "channel sym, and records int8 per-token activations for eval)"},
+    {.name = "smooth-then-gptq", .type = QZ_OPT_FLAG, SQ_FIELD(then_gptq), .def = 0,
+     .json = "sq_then_gptq",
+     .help = "SmoothQuant's smoothing, then GPTQ (int8 per channel, true-sequential) on "
+             "the smoothed weights: W8A8-INT with GPTQ weights"},
     {.type = QZ_OPT_CONST, .def = 8, .json = "act_bits"},
 };
 _Static_assert(sizeof(sq_cli) <= QZ_METHOD_EXT_BYTES, "SmoothQuant options exceed the ext bytes");
 
 static const char *const sq_exports[] = {"compressed-tensors", NULL};
+static const char *const sq_labels[] = {"smoothquant", "smoothquant+gptq", NULL};
 
 const qz_method_ops qz_method_smoothquant = {
     .name = "smoothquant",
@@ -230,8 +265,10 @@ const qz_method_ops qz_method_smoothquant = {
     .options = sq_rows,
     .noptions = (int)(sizeof sq_rows / sizeof sq_rows[0]),
     .exports = sq_exports,
+    .labels = sq_labels,
     .check = sq_check,
     .needs = sq_needs,
+    .label = sq_label,
     .setup = sq_setup,
     .quantize_layer = sq_layer,
     .destroy = sq_destroy,

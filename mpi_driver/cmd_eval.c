@@ -197,9 +197,6 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
             done_blocks, qz_ckpt_nblocks(cks.ck), o.model);
   }
   QZ_CALL_DONE(qz_model_open(ctx->comm, o.model, &m));
-  QZ_CHECK_DONE(!cks.ck || !qz_config_quantized(qz_model_config_of(m)), QZ_ERR_ARG,
-                "eval --ckpt needs the unquantized source model, but %s is an export",
-                o.model);
   if (cks.ck)
     QZ_CHECK_DONE(qz_ckpt_nblocks(cks.ck) == qz_model_config_of(m)->num_hidden_layers,
                   QZ_ERR_ARG, "checkpoint %s has %d blocks, model %s has %lld",
@@ -230,6 +227,15 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
     qz_info("eval: compressed-tensors int-quantized model: int8 per-channel weights%s",
             eo.act_quant_bits ? ", int8 per-token dynamic activations at every linear input"
                               : " (W8A16)");
+  } else if (cfg->ct_packed_bits) {
+    qz_info("eval: compressed-tensors pack-quantized model: %d-bit weights dequantized "
+            "on load (W%dA16)", cfg->ct_packed_bits, cfg->ct_packed_bits);
+  } else if (cfg->fp8) {
+    qz_info("eval: FP8 model: weights dequantized on load (codes x scale)");
+    if (cfg->fp8_act)
+      qz_warn("eval: the model's quantization_config quantizes activations to FP8 (%s); "
+              "this evaluation runs them unquantized (weights only)",
+              cfg->fp8_act == 1 ? "dynamic per token" : "static per tensor");
   }
   if (o.task.tasks) {
     qz_task_model tm = {eo.block_source, eo.block_source_ctx, eo.act_quant_bits,

@@ -178,6 +178,9 @@ static int inspect_model(const char *dir, int as_json) {
   int st = QZ_OK;
   QZ_CALL(qz_config_load(dir, &c));
   QZ_CALL(qz_st_open(dir, &sf));
+  qz_st_quant qh;
+  qz_config_st_quant(&c, &qh);
+  qz_st_set_quant(sf, &qh);
   totals t;
   sum_up(sf, &t);
   /* config check: report, and fail at the end, but still print everything */

@@ -89,9 +89,11 @@ static int setup(qz_qrun *r, qrun_io *io) {
   const qz_qopts *o = r->o;
   QZ_CALL(qz_model_open(comm, o->model, &io->m));
   r->cfg = qz_model_config_of(io->m);
-  QZ_CHECK(!qz_config_quantized(r->cfg), QZ_ERR_ARG,
-           "%s is already quantized (%s); quantize the unquantized source model", o->model,
-           qz_config_quantized(r->cfg));
+  /* an already-quantized model (FP8, compressed-tensors, GPTQ v1) is read
+   * dequantized, one block at a time, and quantized again */
+  if (qz_config_quantized(r->cfg))
+    qz_info("quantize: %s is stored quantized (%s): its linears are dequantized on read",
+            o->model, qz_config_quantized(r->cfg));
   int nblocks = (int)r->cfg->num_hidden_layers;
   io->lb = (int)o->layer_begin;
   io->le = o->layer_end < 0 ? nblocks : (int)o->layer_end;
@@ -157,6 +159,9 @@ static int report(const qz_qrun *r, const qrun_io *io, double t_start) {
           qz_fmt_bytes((double)qz_model_bytes_on_disk(io->m), b, sizeof b), r->o->out,
           qz_fmt_bytes(r->ctx->rank == 0 ? (double)qz_quantize_dir_bytes(r->o->out) : 0.0,
                        c, sizeof c));
+  double bpp = 0;
+  if (r->ctx->rank == 0 && qz_quantize_ckpt_bits(r->o->out, &bpp) == QZ_OK && bpp > 0)
+    qz_info("quantize: %.4f bits per parameter over the quantized linears", bpp);
   return QZ_OK;
 }
 

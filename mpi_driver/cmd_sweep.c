@@ -20,6 +20,7 @@
 #include "cmd_eval.h"
 #include "task_eval.h"
 #include "driver.h"
+#include "mpiquant/codes.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/files.h"
@@ -27,6 +28,7 @@
 #include "mpiquant/mem.h"
 #include "mpiquant/timing.h"
 #include "mpiquant/tokenizer.h"
+#include "quantize.h"
 #include "sweep.h"
 
 static void usage(void) {
@@ -151,6 +153,10 @@ static int quantize_argv(const qz_sweep_spec *s, const qz_sweep_point *p,
   QZ_CALL(av_add(a, "%ld", p->group));
   if (p->sym) QZ_CALL(av_add(a, "--sym"));
   if (p->act_order) QZ_CALL(av_add(a, "--act-order"));
+  if (p->grid) {
+    QZ_CALL(av_add(a, "--grid"));
+    QZ_CALL(av_add(a, "%s", qz_vgrid_name((qz_vgrid)p->grid)));
+  }
   for (int i = 0; i < s->nquantize_args; i++) QZ_CALL(av_add(a, "%s", s->quantize_args[i]));
   QZ_CALL(av_add(a, "--out"));
   QZ_CALL(av_add(a, "%s", ckpt));
@@ -242,7 +248,7 @@ static json_t *tasks_json(const qz_task_results *tr) {
 
 static json_t *row_json(const qz_sweep_spec *s, const qz_sweep_point *p, const double *ppl,
                         const qz_task_results *tr, const double *phase, const double *wall,
-                        int64_t rss, int np) {
+                        int64_t rss, int np, double bpp) {
   int fp = strcmp(p->method, "fp32") == 0;
   const qz_sweep_calib *c = p->calib >= 0 ? &s->calibs[p->calib] : NULL;
   json_t *jp = json_object(), *sec = json_object();
@@ -267,6 +273,9 @@ static json_t *row_json(const qz_sweep_spec *s, const qz_sweep_point *p, const d
       "peak_rss_max_bytes", (json_int_t)rss, "np", np, "mpiquant_version", MPIQUANT_VERSION,
       "git_rev", MPIQUANT_GIT_REV, "finished_utc", when, "model_path",
       s->models[p->model].path);
+  if (row) json_object_set_new(row, "grid", fp ? json_null()
+                                               : json_string(qz_vgrid_name((qz_vgrid)p->grid)));
+  if (row) json_object_set_new(row, "bits_per_param", fp || !(bpp > 0) ? json_null() : json_real(bpp));
   if (row && tr->ntasks) json_object_set_new(row, "tasks", tasks_json(tr));
   return row;
 }
@@ -316,7 +325,9 @@ static int run_point(qz_ctx *ctx, const qz_sweep_spec *s, const qz_sweep_point *
   int64_t rss = qz_peak_rss_bytes();
   QZ_CALL_DONE(qz_allreduce_i64(ctx->comm, &rss, 1, MPI_MAX));
   if (ctx->rank == 0) {
-    *row = row_json(s, p, ppl, &tr, phase, wall, rss, ctx->size);
+    double bpp = 0; /* from the checkpoint's manifest (before it is removed) */
+    if (!fp) QZ_CALL_DONE(qz_quantize_ckpt_bits(ckpt, &bpp));
+    *row = row_json(s, p, ppl, &tr, phase, wall, rss, ctx->size, bpp);
     QZ_CHECK_DONE(*row, QZ_ERR_MEM, "out of memory");
     for (int e = 0; e < s->nevals; e++)
       qz_info("sweep: %s: ppl %s %.5g", p->key, s->evals[e].name, ppl[e]);

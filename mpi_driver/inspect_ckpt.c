@@ -11,7 +11,7 @@
 #include "mpiquant/file.h"
 #include "mpiquant/h5zstd.h"
 
-static void print_linear(hid_t f, int block, const char *mod) {
+static void print_linear(hid_t f, int block, const char *mod, json_t *stats) {
   char path[256];
   snprintf(path, sizeof path, "/layers/%d/%s", block, mod);
   hid_t g = H5Gopen2(f, path, H5P_DEFAULT);
@@ -36,10 +36,13 @@ static void print_linear(hid_t f, int block, const char *mod) {
   if ((a = H5Aopen(g, "loss", H5P_DEFAULT)) >= 0) { H5Aread(a, H5T_NATIVE_DOUBLE, &loss); H5Aclose(a); }
   if ((a = H5Aopen(g, "damp_used", H5P_DEFAULT)) >= 0) { H5Aread(a, H5T_NATIVE_DOUBLE, &damp); H5Aclose(a); }
   hsize_t stored = d >= 0 ? H5Dget_storage_size(d) : 0;
-  printf("    %-18s codes [%llu, %llu] u8 (%.1fx zstd)  groups %llu  w%d g%d  loss %.6g  damp %.3g\n",
+  printf("    %-18s codes [%llu, %llu] u8 (%.1fx zstd)  groups %llu  w%d g%d  loss %.6g  damp %.3g",
          mod, (unsigned long long)dims[0], (unsigned long long)dims[1],
          stored ? (double)(dims[0] * dims[1]) / (double)stored : 0.0,
          (unsigned long long)gd[1], bits, group, loss, damp);
+  json_t *bpp = json_object_get(json_object_get(stats, mod), "bits_per_param");
+  if (json_is_number(bpp)) printf("  %.3f bit/param", json_number_value(bpp));
+  printf("\n");
   if (d >= 0) H5Dclose(d);
   if (d2 >= 0) H5Dclose(d2);
   H5Gclose(g);
@@ -103,7 +106,7 @@ int qz_inspect_ckpt(const char *dir, int as_json) {
       printf("    (cannot open %s)\n", path);
       continue;
     }
-    for (int k = 0; k < 7; k++) print_linear(f, blk, mods[k]);
+    for (int k = 0; k < 7; k++) print_linear(f, blk, mods[k], json_object_get(b, "stats"));
     H5Fclose(f);
   }
   json_decref(m);

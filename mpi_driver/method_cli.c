@@ -109,6 +109,17 @@ static void usage_row(FILE *f, const qz_opt *r) {
   fputc('\n', f);
 }
 
+/* 1 when a listed method before the m-th has a row --name (rows several
+ * methods share, e.g. --grid of rtn and gptq, are listed once). */
+static int listed_before(int m, const char *name) {
+  for (int k = 0; k < m; k++) {
+    const qz_method_ops *o = qz_method_at(k);
+    for (int i = 0; !(o->flags & QZ_METHOD_HIDDEN) && i < o->noptions; i++)
+      if (o->options[i].name && strcmp(o->options[i].name, name) == 0) return 1;
+  }
+  return 0;
+}
+
 void qz_mcli_usage(FILE *f, const char *method_default) {
   fprintf(f, "  --method M           ");
   for (int m = 0, k = 0; qz_method_at(m); m++)
@@ -121,7 +132,8 @@ void qz_mcli_usage(FILE *f, const char *method_default) {
     const qz_method_ops *ops = qz_method_at(m);
     if (ops->flags & QZ_METHOD_HIDDEN) continue;
     for (int i = 0; i < ops->noptions; i++)
-      if (ops->options[i].name) usage_row(f, &ops->options[i]);
+      if (ops->options[i].name && !listed_before(m, ops->options[i].name))
+        usage_row(f, &ops->options[i]);
   }
 }
 

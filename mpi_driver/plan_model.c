@@ -318,7 +318,9 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
       double dd = (double)d[g];
       fl[QZ_PT_HESSIAN] += (double)in->nsamples * in->seqlen * dd * dd;
       blk[QZ_PT_HESSIAN] += Tl * dd * dd / syrk;
-      /* the lower triangle in f64 is reduce-scattered (+ the N allreduce) */
+      /* the lower triangle in f64 is reduce-scattered (+ the N allreduce);
+       * two-level (hessian.h): summed within the node, then one
+       * contribution per node crosses the network, as coll() models it */
       blk[QZ_PT_REDUCE] += coll(in, r, COLL_RS, 4.0 * dd * dd);
       /* potrf + trtri (2 d^3 / 3, f64) on the grid; redistribution of the
        * permuted upper triangle (alltoall of 8 d^2 / P per rank) and the

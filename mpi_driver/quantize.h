@@ -75,6 +75,13 @@ typedef struct {
  * the true-sequential default, or every linear in order; then the folded
  * norms when the method writes them. Collective on r->ctx->comm. */
 int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w);
+/* Sum bits_per_param * params over the per-linear entries of one block's
+ * stats object into *bits and *params. Not collective. */
+void qz_stats_bits(json_t *stats, double *bits, double *params);
+/* Average bits per parameter of the quantized linears of the completed
+ * blocks in checkpoint `dir` (its manifest's stats; 0 when none records
+ * it). Not collective. */
+int qz_quantize_ckpt_bits(const char *dir, double *bpp);
 /* Free what the block loop keeps from block to block. Not collective. */
 void qz_quantize_run_free(qz_qrun *r);
 

@@ -121,15 +121,24 @@ static int record_linear(qz_qrun *r, int layer, qz_linear l, int64_t out, int64_
   qz_timer_stop(QZ_PHASE_WRITE);
   QZ_CALL(qz_error_agree(comm, st));
   kill_hook(r->ctx->rank, layer);
+  /* storage cost: the method's layout (or the uniform int one) */
+  qz_storage_bits sb = res->storage;
+  if (sb.out == 0) qz_storage_bits_uniform(&mo->spec, out, in, &sb);
+  int64_t nout = res->noutliers;
+  QZ_CALL(qz_allreduce_i64(comm, &nout, 1, MPI_SUM));
+  sb.noutliers = nout;
+  const double bpp = qz_layer_bits_per_param(&sb);
   if (hess)
-    qz_info("block %d %-17s loss %-12.6g damp %-8.3g dead %-4lld %.3f s", layer,
-            qz_linear_name(l), loss, res->percdamp_used, (long long)res->ndead, secs);
+    qz_info("block %d %-17s loss %-12.6g damp %-8.3g dead %-4lld %.3f bit/param %.3f s",
+            layer, qz_linear_name(l), loss, res->percdamp_used, (long long)res->ndead, bpp,
+            secs);
   else
-    qz_debug("block %d %-17s %.3f s", layer, qz_linear_name(l), secs);
+    qz_debug("block %d %-17s %.3f bit/param %.3f s", layer, qz_linear_name(l), bpp, secs);
   json_object_set_new(r->stats, qz_linear_name(l),
-                      json_pack("{s:f, s:f, s:f, s:I}", "loss", loss, "damp",
+                      json_pack("{s:f, s:f, s:f, s:I, s:f, s:I, s:I}", "loss", loss, "damp",
                                 meta.damp_used, "seconds", secs, "dead",
-                                (json_int_t)res->ndead));
+                                (json_int_t)res->ndead, "bits_per_param", bpp, "params",
+                                (json_int_t)(out * in), "outliers", (json_int_t)nout));
   return QZ_OK;
 }
 
@@ -255,6 +264,39 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   }
   if (r->needs & QZ_CKPT_NORMS) /* folded scales */
     QZ_CALL(qz_ckpt_write_norms(r->ck, layer, w->hidden, w->attn_norm, w->ffn_norm));
+  double bits = 0, params = 0;
+  qz_stats_bits(r->stats, &bits, &params);
+  if (params > 0) {
+    json_object_set_new(r->stats, "bits_per_param", json_real(bits / params));
+    qz_info("block %d: %.4f bits per parameter", layer, bits / params);
+  }
+  return QZ_OK;
+}
+
+void qz_stats_bits(json_t *stats, double *bits, double *params) {
+  const char *k;
+  json_t *v;
+  json_object_foreach(stats, k, v) {
+    json_t *b = json_object_get(v, "bits_per_param"), *p = json_object_get(v, "params");
+    if (!json_is_object(v) || !json_is_number(b) || !json_is_integer(p)) continue;
+    *bits += json_number_value(b) * (double)json_integer_value(p);
+    *params += (double)json_integer_value(p);
+  }
+}
+
+int qz_quantize_ckpt_bits(const char *dir, double *bpp) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/manifest.json", dir);
+  json_error_t je;
+  json_t *m = json_load_file(path, 0, &je);
+  QZ_CHECK(m, QZ_ERR_FORMAT, "%s: %s (line %d)", path, je.text, je.line);
+  double bits = 0, params = 0;
+  size_t i;
+  json_t *b;
+  json_array_foreach(json_object_get(m, "completed_blocks"), i, b)
+    qz_stats_bits(json_object_get(b, "stats"), &bits, &params);
+  json_decref(m);
+  *bpp = params > 0 ? bits / params : 0.0;
   return QZ_OK;
 }
 

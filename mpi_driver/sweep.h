@@ -49,6 +49,7 @@ typedef struct {
   long group;                 /* -1 per channel; 0 for fp32 */
   int act_order, sym;
   int calib;                  /* into spec->calibs, -1 when not used */
+  int grid;                   /* value grid (qz_vgrid of mpiquant/codes.h): 0 = int */
   /* appended: a variant of a method ("methods": [{"name", "method",
    * "args"}]): the registered method quantize runs (NULL: `method`) and its
    * own options (a JSON array of strings in the spec document, or NULL) */

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpiquant/codes.h"
 #include "mpiquant/error.h"
 #include "mpiquant/files.h"
 #include "mpiquant/log.h"
@@ -19,7 +20,8 @@ int qz_sweep_have_gnuplot(void) {
 /* same line in a figure: all but bits (and the model) equal */
 static int same_series(const qz_sweep_point *a, const qz_sweep_point *b) {
   return strcmp(a->method, b->method) == 0 && a->group == b->group &&
-         a->act_order == b->act_order && a->sym == b->sym && a->calib == b->calib;
+         a->act_order == b->act_order && a->sym == b->sym && a->calib == b->calib &&
+         a->grid == b->grid;
 }
 
 static void series_label(const qz_sweep_spec *s, const qz_sweep_point *p, char *buf,
@@ -27,7 +29,8 @@ static void series_label(const qz_sweep_spec *s, const qz_sweep_point *p, char *
   char g[32];
   if (p->group < 0) snprintf(g, sizeof g, " per-channel");
   else snprintf(g, sizeof g, " g%ld", p->group);
-  snprintf(buf, len, "%s%s%s%s%s%s", p->method, g, p->act_order ? " act-order" : "",
+  snprintf(buf, len, "%s%s%s%s%s%s%s%s", p->method, p->grid ? " " : "", p->grid ? qz_vgrid_name((qz_vgrid)p->grid) : "", g,
+           p->act_order ? " act-order" : "",
            p->sym ? " sym" : "", s->ncalibs > 1 && p->calib >= 0 ? " calib " : "",
            s->ncalibs > 1 && p->calib >= 0 ? s->calibs[p->calib].name : "");
 }

@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "mpiquant/codes.h"
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
 #include "mpiquant/files.h"
@@ -168,7 +169,7 @@ static void csv_value(sbuf *b, json_t *v, int precise) {
 static const char *const csv_front[] = {"key", "model", "method", "bits", "group",
                                         "act_order", "sym", "calibration", "nsamples",
                                         "calib_seqlen", NULL};
-static const char *const csv_back[] = {"peak_rss_max_bytes", "np", "mpiquant_version",
+static const char *const csv_back[] = {"grid", "bits_per_param", "peak_rss_max_bytes", "np", "mpiquant_version",
                                        "git_rev", "finished_utc", "model_path", NULL};
 static const char *const csv_walls[] = {"quantize_wall", "eval_wall", "total", NULL};
 
@@ -248,7 +249,8 @@ static int build_jsonl(const qz_sweep_spec *s, json_t *const *rows, sbuf *b) {
 /* Two points share a table row when they differ only in the model. */
 static int same_config(const qz_sweep_point *a, const qz_sweep_point *b) {
   return strcmp(a->method, b->method) == 0 && a->bits == b->bits && a->group == b->group &&
-         a->act_order == b->act_order && a->sym == b->sym && a->calib == b->calib;
+         a->act_order == b->act_order && a->sym == b->sym && a->calib == b->calib &&
+         a->grid == b->grid;
 }
 
 /* The metric a paper reports for a task: acc_norm where lm-eval has it
@@ -280,7 +282,8 @@ static void build_md_tasks(const qz_sweep_spec *s, json_t *const *rows, sbuf *b)
       int fp = strcmp(p->method, "fp32") == 0;
       char g[32] = "";
       if (!fp) snprintf(g, sizeof g, p->group < 0 ? "channel" : "%ld", p->group);
-      sb_add(b, "| %s | %d | %s | %s | %s |", p->method, p->bits, g, p->act_order ? "yes" : "",
+      sb_add(b, "| %s%s%s | %d | %s | %s | %s |", p->method, p->grid ? " " : "", p->grid ? qz_vgrid_name((qz_vgrid)p->grid) : "", p->bits, g,
+             p->act_order ? "yes" : "",
              p->calib >= 0 ? s->calibs[p->calib].name : "");
       double sum = 0.0;
       int cnt = 0;
@@ -334,7 +337,7 @@ static void build_md(const qz_sweep_spec *s, json_t *const *rows, sbuf *b) {
       int fp = strcmp(p->method, "fp32") == 0;
       char g[32] = "";
       if (!fp) snprintf(g, sizeof g, p->group < 0 ? "channel" : "%ld", p->group);
-      sb_add(b, "| %s | %d | %s | %s | %s | %s |", p->method, p->bits, g,
+      sb_add(b, "| %s%s%s | %d | %s | %s | %s | %s |", p->method, p->grid ? " " : "", p->grid ? qz_vgrid_name((qz_vgrid)p->grid) : "", p->bits, g,
              p->act_order ? "yes" : "", p->sym ? "yes" : "",
              p->calib >= 0 ? s->calibs[p->calib].name : "");
       for (int m = 0; m < s->nmodels; m++) {

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpiquant/codes.h"
 #include "mpiquant/error.h"
 #include "mpiquant/files.h"
 #include "mpiquant/log.h"
@@ -150,6 +151,7 @@ static json_t *points_index(const qz_sweep_spec *s, const char *spec, const char
       json_object_set_new(o, "group", json_integer(p->group));
       json_object_set_new(o, "act_order", json_boolean(p->act_order));
       json_object_set_new(o, "sym", json_boolean(p->sym));
+      json_object_set_new(o, "grid", json_string(qz_vgrid_name((qz_vgrid)p->grid)));
     }
     if (p->calib >= 0)
       json_object_set_new(o, "calibration", json_string(s->calibs[p->calib].name));

@@ -6,13 +6,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpiquant/codes.h"
 #include "mpiquant/error.h"
 #include "mpiquant/method.h"
 #include "sweep.h"
 
 static const char *const top_keys[] = {
     "name", "description", "models", "baseline", "methods", "bits", "groups",
-    "act_order", "sym", "calibration", "eval", "tasks", "quantize_args",
+    "act_order", "sym", "grids", "calibration", "eval", "tasks", "quantize_args",
     "keep_checkpoints", "slurm", NULL};
 
 static char *xstrdup(const char *s) {
@@ -311,7 +312,8 @@ static int add_point(qz_sweep_spec *s, int cap, qz_sweep_point p) {
     char g[32];
     if (p.group < 0) snprintf(g, sizeof g, "gch");
     else snprintf(g, sizeof g, "g%ld", p.group);
-    n = snprintf(p.key, sizeof p.key, "%s__%s-w%d-%s%s%s%s%s", model, p.method, p.bits, g,
+    n = snprintf(p.key, sizeof p.key, "%s__%s-w%d-%s%s%s%s%s%s%s", model, p.method, p.bits, g,
+                 p.grid ? "-" : "", p.grid ? qz_vgrid_name((qz_vgrid)p.grid) : "",
                  p.act_order ? "-act" : "", p.sym ? "-sym" : "", p.calib >= 0 ? "__" : "",
                  p.calib >= 0 ? s->calibs[p.calib].name : "");
   }
@@ -345,10 +347,12 @@ static int variant_args(int m, method_entry *e) {
     QZ_CHECK(a, QZ_ERR_FORMAT, "sweep spec: methods[%d].args[%zu] must be a string", m, i);
     int r = strncmp(a, "--", 2) == 0 ? qz_method_row_find(ops, a + 2) : -1;
     const qz_opt *row = r >= 0 ? qz_method_row(ops, r) : NULL;
-    QZ_CHECK(row && row >= ops->options && row < ops->options + ops->noptions, QZ_ERR_FORMAT,
-             "sweep spec: methods[%d] (%s): '%s' is not an option of --method %s (the "
-             "common options --bits, --group, --sym, --act-order are the sweep's axes)",
-             m, e->label, a, ops->name);
+    QZ_CHECK(row && row >= ops->options && row < ops->options + ops->noptions &&
+                 strcmp(row->name, "grid") != 0,
+             QZ_ERR_FORMAT,
+             "sweep spec: methods[%d] (%s): '%s' is not an option of --method %s that a "
+             "variant may set (the common options --bits, --group, --sym, --act-order and --grid "
+             "are the sweep's axes)", m, e->label, a, ops->name);
     const char *v = NULL;
     if (row->type != QZ_OPT_FLAG) {
       v = json_string_value(json_array_get(e->args, ++i));
@@ -391,12 +395,25 @@ static int parse_method_entry(json_t *j, int m, method_entry *e) {
   return QZ_OK;
 }
 
+/* 1 when the method has a --grid row accepting grid `name`. */
+static int method_has_grid(const qz_method_ops *ops, const char *name) {
+  int i = qz_method_row_find(ops, "grid");
+  const qz_opt *r = i >= 0 ? qz_method_row(ops, i) : NULL;
+  for (int k = 0; r && r->type == QZ_OPT_CHOICE && r->choices[k]; k++)
+    if (strcmp(r->choices[k], name) == 0) return 1;
+  return 0;
+}
+
 /* The points of one method: the axes of the common options it uses (its
  * table's `uses`), its fixed values for the others (after its check), and
- * every calibration set when it needs calibration. */
+ * every calibration set when it needs calibration. Methods with a --grid
+ * row get one set of points per entry of the "grids" axis (the others
+ * theirs once); a codebook grid has 4-bit symmetric codes: its points take
+ * no bits or sym axis. */
 static int method_points(qz_sweep_spec *s, int cap, int mo, const method_entry *e,
                          const long *bits, int nb, const long *groups, int ng,
-                         const long *act, int na, const long *sym, int ns) {
+                         const long *act, int na, const long *sym, int ns,
+                         const long *grids, int ngr) {
   const qz_method_ops *ops = e->ops;
   qz_method_opts d = e->o;
   QZ_CALL(ops->check ? ops->check(&d) : QZ_OK);
@@ -404,28 +421,57 @@ static int method_points(qz_sweep_spec *s, int cap, int mo, const method_entry *
   const int calib = (qz_method_needs(&d) & QZ_NEED_CALIB) != 0;
   const long d_bits = d.spec.bits, d_group = (long)d.spec.groupsize, d_act = 0,
              d_sym = d.spec.sym;
-  for (int b = 0; b < (u & QZ_USES_BITS ? nb : 1); b++)
-    for (int g = 0; g < (u & QZ_USES_GROUP ? ng : 1); g++)
-      for (int a = 0; a < (u & QZ_USES_ACT_ORDER ? na : 1); a++)
-        for (int y = 0; y < (u & QZ_USES_SYM ? ns : 1); y++)
-          for (int c = 0; c < (calib ? s->ncalibs : 1); c++)
-            QZ_CALL(add_point(
-                s, cap,
-                (qz_sweep_point){.model = mo, .method = e->label,
-                                 .run_method = strcmp(e->label, ops->name) ? ops->name : NULL,
-                                 .args = e->args,
-                                 .bits = (int)(u & QZ_USES_BITS ? bits[b] : d_bits),
-                                 .group = u & QZ_USES_GROUP ? groups[g] : d_group,
-                                 .act_order = (int)(u & QZ_USES_ACT_ORDER ? act[a] : d_act),
-                                 .sym = (int)(u & QZ_USES_SYM ? sym[y] : d_sym),
-                                 .calib = calib ? c : -1}));
+  const int has_grids = method_has_grid(ops, "int"); /* else: its own points once */
+  for (int gr = 0; gr < (has_grids ? ngr : 1); gr++) {
+    const int grid = has_grids ? (int)grids[gr] : 0;
+    if (grid && !method_has_grid(ops, qz_vgrid_name((qz_vgrid)grid))) continue;
+    for (int b = 0; b < (u & QZ_USES_BITS && !grid ? nb : 1); b++)
+      for (int g = 0; g < (u & QZ_USES_GROUP ? ng : 1); g++)
+        for (int a = 0; a < (u & QZ_USES_ACT_ORDER ? na : 1); a++)
+          for (int y = 0; y < (u & QZ_USES_SYM && !grid ? ns : 1); y++)
+            for (int c = 0; c < (calib ? s->ncalibs : 1); c++)
+              QZ_CALL(add_point(
+                  s, cap,
+                  (qz_sweep_point){.model = mo, .method = e->label,
+                                   .run_method = strcmp(e->label, ops->name) ? ops->name
+                                                                            : NULL,
+                                   .args = e->args,
+                                   .bits = grid ? 4 : (int)(u & QZ_USES_BITS ? bits[b] : d_bits),
+                                   .group = u & QZ_USES_GROUP ? groups[g] : d_group,
+                                   .act_order = (int)(u & QZ_USES_ACT_ORDER ? act[a] : d_act),
+                                   .sym = grid ? 0 : (int)(u & QZ_USES_SYM ? sym[y] : d_sym),
+                                   .calib = calib ? c : -1, .grid = grid}));
+  }
   return QZ_OK;
+}
+
+/* "grids": a name or an array of value grids (default ["int"]). */
+static int grid_axis(json_t *doc, long **vals, int *n) {
+  json_t *a = as_array(json_object_get(doc, "grids"), one(json_string("int")));
+  int st = QZ_OK;
+  *n = (int)json_array_size(a);
+  *vals = calloc((size_t)*n + 1, sizeof **vals);
+  QZ_CHECK_DONE(*vals, QZ_ERR_MEM, "out of memory");
+  QZ_CHECK_DONE(*n > 0, QZ_ERR_FORMAT, "sweep spec: \"grids\" is empty");
+  for (int i = 0; i < *n; i++) {
+    const char *g = json_string_value(json_array_get(a, (size_t)i));
+    int v = g ? qz_vgrid_from_name(g) : -1;
+    QZ_CHECK_DONE(g && *g && (v == QZ_VGRID_INT || v == QZ_VGRID_NF4 || v == QZ_VGRID_FP4),
+                  QZ_ERR_FORMAT, "sweep spec: \"grids\" entries must be \"int\", \"nf4\" or "
+                  "\"fp4\", got %s", g ? g : "a non-string");
+    for (int k = 0; k < i; k++)
+      QZ_CHECK_DONE((*vals)[k] != v, QZ_ERR_FORMAT, "sweep spec: \"grids\" repeats \"%s\"", g);
+    (*vals)[i] = v;
+  }
+done:
+  json_decref(a);
+  return st;
 }
 
 static int enumerate(qz_sweep_spec *s) {
   int st = QZ_OK;
-  long *bits = NULL, *groups = NULL, *act = NULL, *sym = NULL;
-  int nb = 0, ng = 0, na = 0, ns = 0;
+  long *bits = NULL, *groups = NULL, *act = NULL, *sym = NULL, *grids = NULL;
+  int nb = 0, ng = 0, na = 0, ns = 0, ngr = 0;
   json_t *methods = json_object_get(s->doc, "methods");
   int baseline = json_is_true(json_object_get(s->doc, "baseline"));
   json_t *bl = json_object_get(s->doc, "baseline");
@@ -442,6 +488,7 @@ static int enumerate(qz_sweep_spec *s) {
   QZ_CALL_DONE(int_axis(s->doc, "groups", one(json_integer(128)), -1, 1L << 30, &groups, &ng));
   QZ_CALL_DONE(int_axis(s->doc, "act_order", one(json_false()), 0, 1, &act, &na));
   QZ_CALL_DONE(int_axis(s->doc, "sym", one(json_false()), 0, 1, &sym, &ns));
+  QZ_CALL_DONE(grid_axis(s->doc, &grids, &ngr));
   int need_calib = 0;
   for (int m = 0; m < nm; m++) {
     method_entry e;
@@ -451,7 +498,7 @@ static int enumerate(qz_sweep_spec *s) {
   QZ_CHECK_DONE(!need_calib || s->ncalibs > 0, QZ_ERR_FORMAT,
                 "sweep spec %s: a method needs calibration data: add \"calibration\": "
                 "{\"text\": FILE, \"nsamples\": N, \"seqlen\": L}", s->spec_path);
-  int cap = s->nmodels * (1 + nm * (s->ncalibs + 1) * nb * ng * na * ns);
+  int cap = s->nmodels * (1 + nm * (s->ncalibs + 1) * nb * ng * na * ns * ngr);
   s->points = calloc((size_t)cap, sizeof *s->points);
   QZ_CHECK_DONE(s->points, QZ_ERR_MEM, "out of memory (%d points)", cap);
   for (int mo = 0; mo < s->nmodels; mo++) {
@@ -461,7 +508,8 @@ static int enumerate(qz_sweep_spec *s) {
     for (int m = 0; m < nm; m++) {
       method_entry e;
       QZ_CALL_DONE(parse_method_entry(json_array_get(methods, (size_t)m), m, &e));
-      QZ_CALL_DONE(method_points(s, cap, mo, &e, bits, nb, groups, ng, act, na, sym, ns));
+      QZ_CALL_DONE(method_points(s, cap, mo, &e, bits, nb, groups, ng, act, na, sym, ns, grids,
+                                 ngr));
     }
   }
 done:
@@ -469,6 +517,7 @@ done:
   free(groups);
   free(act);
   free(sym);
+  free(grids);
   return st;
 }
 

@@ -21,6 +21,9 @@ struct qz_model {
 static int open_local(qz_model *m, const char *dir) {
   QZ_CALL(qz_config_load(dir, &m->cfg));
   QZ_CALL(qz_st_open(dir, &m->st));
+  qz_st_quant q;
+  qz_config_st_quant(&m->cfg, &q);
+  qz_st_set_quant(m->st, &q);
   QZ_CALL(qz_config_check_tensors(&m->cfg, m->st));
   char extra[512];
   int n = qz_config_unused_tensors(&m->cfg, m->st, extra, sizeof extra);

@@ -19,3 +19,11 @@ foreach(np 1 3)
     COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/export_ct_packed.sh ${np})
   set_tests_properties(export_ct_packed_np${np} PROPERTIES PROCESSORS ${np})
 endforeach()
+
+# the W8A8-INT row (GPTQ w8 channel sym, --act-bits 8) -> int-quantized,
+# independent numpy W8A8 forward and reader (tests/export_ct_check.py)
+foreach(np 1 3)
+  qz_add_test(NAME w8a8_int_gptq_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/w8a8_int.sh ${np})
+  set_tests_properties(w8a8_int_gptq_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()

@@ -6,10 +6,11 @@ qz_add_test(NAME np_identity_gptq TIMEOUT 300 COMMAND ${NPID} gptq --bits 4 --gr
 qz_add_test(NAME np_identity_quantease TIMEOUT 300 COMMAND ${NPID} quantease --bits 3 --group 32)
 qz_add_test(NAME np_identity_awq TIMEOUT 600 COMMAND ${NPID} awq --bits 4 --group 32)
 qz_add_test(NAME np_identity_smoothquant TIMEOUT 300 COMMAND ${NPID} smoothquant --alpha 0.5)
+qz_add_test(NAME np_identity_sq_gptq TIMEOUT 300 COMMAND ${NPID} smoothquant --smooth-then-gptq)
 # fp8: 32x32 weight blocks span the ranks' rows (block maxima reduced over
 # ranks); static activation scales (maxima reduced over ranks, aux data)
 qz_add_test(NAME np_identity_fp8_block TIMEOUT 300 COMMAND ${NPID} fp8 --weight-block 32)
 qz_add_test(NAME np_identity_fp8_static TIMEOUT 300 COMMAND ${NPID} fp8 --act static)
-foreach(m rtn gptq quantease awq smoothquant fp8_block fp8_static)
+foreach(m rtn gptq quantease awq smoothquant sq_gptq fp8_block fp8_static)
   set_tests_properties(np_identity_${m} PROPERTIES PROCESSORS 4)
 endforeach()

@@ -86,6 +86,7 @@ if(MPIQUANT_FUZZ)
        ${PROJECT_SOURCE_DIR}/io/export_gptq_read.c ${PROJECT_SOURCE_DIR}/io/export_ct_read.c
        ${PROJECT_SOURCE_DIR}/io/files.c
        ${PROJECT_SOURCE_DIR}/io/config.c ${PROJECT_SOURCE_DIR}/io/tokenizer.c
+       ${PROJECT_SOURCE_DIR}/io/unicode_norm.c
        ${PROJECT_SOURCE_DIR}/io/tokens.c ${PROJECT_SOURCE_DIR}/io/ckpt.c
        ${PROJECT_SOURCE_DIR}/io/fingerprint.c ${PROJECT_SOURCE_DIR}/io/h5zstd.c)
   add_library(qz_io_fuzzlib STATIC ${QZ_FUZZ_LIB_SRC})
@@ -125,6 +126,32 @@ qz_test_program(qzt_fp8 unit/test_fp8.c)
 qz_add_test(NAME fp8_codec COMMAND qzt_fp8 TIMEOUT 60 LABELS io)
 qz_add_test(NAME fp8_spec TIMEOUT 60 LABELS io
   COMMAND sh -c "$<TARGET_FILE:qzt_fp8> >/dev/null && /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fp8_check.py \"$QZ_TEST_TMP/fp8.bin\"")
+
+# NFC/NFD against Unicode's NormalizationTest.txt (package unicode-data, the
+# same UCD version the tables in io/unicode_tables.h are generated from)
+qz_test_program(qzt_unicode_norm unit/test_unicode_norm.c)
+qz_add_test(NAME io_unicode_norm TIMEOUT 120 LABELS io COMMAND
+  sh ${CMAKE_CURRENT_SOURCE_DIR}/unicode_norm.sh $<TARGET_FILE:qzt_unicode_norm>)
+set_tests_properties(io_unicode_norm PROPERTIES SKIP_RETURN_CODE 77)
+
+# mpiquant tokenize vs Hugging Face's tokenizers (Rust crate via Node, and
+# tokenizers.js) id for id: NFC/NFD, added-token flags, Unicode stress text,
+# the shared texts (docs/io.md). Skips without node or tests/js/node_modules.
+qz_add_test(NAME tokenizer_hf TIMEOUT 300 LABELS io COMMAND
+  sh ${CMAKE_CURRENT_SOURCE_DIR}/tokenizer_hf.sh)
+set_tests_properties(tokenizer_hf PROPERTIES SKIP_RETURN_CODE 77)
+# The same fixtures without node: ids the Rust reference wrote once
+# (tests/fixtures/tokenizers/hf_golden_ids.json)
+qz_test_program(qzt_tokenizer_hf_golden unit/test_tokenizer_hf_golden.c)
+qz_add_test(NAME io_tokenizer_hf_golden COMMAND qzt_tokenizer_hf_golden TIMEOUT 60 LABELS io)
+
+# FP8 models as other tools ship them (tests/fp8_models.py, from the OCP
+# spec): eval equals the numpy-dequantized f32 model, quantize --model works
+foreach(np 1 3)
+  qz_add_test(NAME fp8_read_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fp8_read.sh ${np})
+  set_tests_properties(fp8_read_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
 # FP8 activation quantizers (dynamic per token / per token-group, static)
 # bit for bit against tests/fp8_ref.py's numpy quantizers
 qz_test_program(qzt_fp8_act unit/test_fp8_act.c)

@@ -1,6 +1,9 @@
 # linalg + methods: distributed Hessian, factorization, RTN, GPTQ, layer.
 qz_test_program(qzt_linalg_hessian mpi/test_linalg_hessian.c)
 qz_add_mpi_test(NAME linalg_hessian COMMAND $<TARGET_FILE:qzt_linalg_hessian> TIMEOUT 120)
+# two-level (node-local first) reduction == flat reduction, to the bit
+qz_test_program(qzt_hessian_nodes mpi/test_hessian_nodes.c)
+qz_add_mpi_test(NAME hessian_nodes COMMAND $<TARGET_FILE:qzt_hessian_nodes> TIMEOUT 120)
 
 # Golden parity of `mpiquant layer` at np 1..4 (+ H from X), np > 1 identical to np 1.
 qz_add_test(NAME linalg_golden_layer TIMEOUT 600

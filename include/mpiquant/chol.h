@@ -35,6 +35,11 @@ typedef struct {
   double percdamp_max; /* ladder cap (<= 0: 1.0) */
   int act_order;       /* permute by descending diag(H) */
   const char *name;    /* layer name for log lines, may be NULL */
+  /* appended: columns processed last, in this order, after all others
+   * (OWQ's kept columns; distinct, in [0, d)); the other columns keep their
+   * order (act-order or natural). nlast > 0 always factors again. */
+  const int32_t *last;
+  int64_t nlast;
 } qz_prepare_opts;
 
 typedef struct {

@@ -47,6 +47,15 @@ typedef struct {
    * checkpoint_format gptq): linear weights may be qweight/qzeros/scales/
    * g_idx (read dequantized); 0 for a plain model */
   int gptq_bits;
+  /* compressed-tensors pack-quantized (W4A16 / W8A16): num_bits of linear
+   * weights stored as weight_packed & co. (read dequantized); 0 otherwise */
+  int ct_packed_bits;
+  /* FP8 weights (compressed-tensors float-quantized, quant_method fp8):
+   * fp8 = 1; fp8_block = rows x cols of 2-D (block) weight scales (0: 128);
+   * fp8_act = activations at every linear input of a float-quantized
+   * export: 0 none, 1 dynamic per token, 2 static per tensor (input_scale) */
+  int fp8, fp8_act;
+  int64_t fp8_block[2];
 } qz_model_config;
 
 /* Parse `path` (config.json, or a directory holding it). Missing required
@@ -88,9 +97,13 @@ int qz_config_unused_tensors(const qz_model_config *cfg, const qz_st *st, char *
 /* The lm_head tensor name to use ("lm_head.weight" if present, else the tied
  * embedding when tie_word_embeddings; NULL if neither). Not collective. */
 const char *qz_config_lm_head(const qz_model_config *cfg, const qz_st *st);
-/* "GPTQ" or "compressed-tensors int-quantized" for an already-quantized
- * export (its quantization_config), NULL for a plain model. Not collective. */
+/* "GPTQ", "compressed-tensors int-quantized", "compressed-tensors
+ * pack-quantized" or "FP8" for an already-quantized model (its
+ * quantization_config), NULL for a plain model. Not collective. */
 const char *qz_config_quantized(const qz_model_config *cfg);
+/* The hints the safetensors reader needs for this config's quantized
+ * linears (qz_st_set_quant). Not collective. */
+void qz_config_st_quant(const qz_model_config *cfg, qz_st_quant *q);
 
 #ifdef __cplusplus
 }

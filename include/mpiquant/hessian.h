@@ -40,6 +40,17 @@
  * that is itself exact (powers of two summed as integers): entries keep
  * ~60 bits relative to the largest diagonal entry (more than f64 sums).
  * Only the lower triangle is formed: n*d^2 flops instead of 2*n*d^2.
+ *
+ * Two-level reduction: when the ranks span several nodes with more than one
+ * rank on some node (MPI_COMM_TYPE_SHARED split), the ranks of a node first
+ * sum their packed panel (integer MPI_Reduce to the node's lowest rank, over
+ * shared memory), only the node leaders take part in the reduce-scatter
+ * (one contribution per node crosses the network instead of one per rank),
+ * and each leader scatters its node's share to the node's ranks. Integer
+ * sums: H is the same bits as with the flat reduce-scatter. A leader holds
+ * one more panel (d * W * 8 bytes) during a flush. MPIQUANT_HESSIAN_NODE=off
+ * forces the flat path, =K emulates nodes of K consecutive ranks (tests,
+ * benchmarks on one machine).
  */
 #ifndef MPIQUANT_HESSIAN_H
 #define MPIQUANT_HESSIAN_H
@@ -124,6 +135,13 @@ int64_t qz_hessian_nsequences(const qz_hessian *H);
  * and the largest transient working set of a flush/prepare so far. */
 int64_t qz_hessian_bytes(const qz_hessian *H);
 int64_t qz_hessian_peak_transient_bytes(const qz_hessian *H);
+/* Bytes this rank sent into the (inter-node) reduce-scatter so far: its
+ * packed panels (flat), its node's summed panels (a node leader), 0 (other
+ * ranks of a node). Not collective. */
+int64_t qz_hessian_reduce_bytes(const qz_hessian *H);
+/* Nodes of the two-level reduction; 0 when the reduction is flat.
+ * Not collective. */
+int qz_hessian_nodes(const qz_hessian *H);
 
 /* H[i, j] of the ready matrix gathered into `out` [nrows, d] row-major for
  * rows [r0, r0 + nrows) (tests; QuantEase streams H in such panels).

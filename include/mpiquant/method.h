@@ -142,8 +142,10 @@ typedef struct {
   qz_hessian *H;                  /* ready Hessian [in, in] (QZ_NEED_HESSIAN) */
   /* appended: the communicator the rows are split over (every rank of it
    * calls quantize_layer, also with nrows == 0); a method whose parameters
-   * span rows of several ranks (FP8 128x128 block scales) reduces over it.
-   * Callers always set it. */
+   * span rows of several ranks (FP8 128x128 block scales, OWQ's column
+   * choice) reduces over it. The quantize driver sets it; left zero (or
+   * MPI_COMM_NULL) when this rank holds all rows. Methods reach it through
+   * qz_layer_comm. */
   MPI_Comm comm;
 } qz_layer;
 
@@ -173,6 +175,11 @@ typedef struct {
   /* appended: the value grid of the codes (qz_vgrid, mpiquant/codes.h; the
    * caller sets 0 = int): Q = scale * (value[code] - zero) */
   int grid;
+  /* appended: what the linear costs in storage (qz_layer_bits_per_param);
+   * the caller zeroes it, a method that leaves out == 0 gets the uniform
+   * int layout of its spec (qz_storage_bits_uniform). noutliers is filled
+   * by the caller (all ranks' res->noutliers). */
+  qz_storage_bits storage;
 } qz_layer_result;
 
 /* ---- one decoder block (the driver's services to a block hook) ---------- */
@@ -280,6 +287,9 @@ typedef struct qz_method_ops {
 /* QZ_ERR_NUMERIC naming the first non-finite weight of this rank's rows
  * (global row, column, value). Not collective. */
 int qz_layer_check_finite(const qz_layer *L);
+/* L->comm, or MPI_COMM_SELF when it is unset (all rows on this rank).
+ * Not collective. */
+MPI_Comm qz_layer_comm(const qz_layer *L);
 /* The rest of a result for methods without a Hessian (RTN, AWQ's and
  * SmoothQuant's final quantization): g_idx of contiguous groups of
  * `groupsize` (<= 0: one group), identity perm, zero losses and loss, no

@@ -69,6 +69,42 @@ int qz_rtn_quantize(const qz_quant_spec *s, int64_t rows, int64_t in,
                     float *zero /* [rows, ngroups] */,
                     int32_t *g_idx /* [in] */);
 
+
+/* ---- storage cost: average bits per parameter ----------------------------
+ * What one quantized linear costs in a packed layout (the checkpoint holds
+ * the same information in wider types): dense codes, per-group statistics,
+ * further per-layer constants and a sparse full-precision part:
+ *
+ *   bits = dense * code_bits + nstats * (scale_bits + zero_bits)
+ *          + extra_bits + noutliers * outlier_bits
+ *   bits per parameter = bits / (out * in)
+ *
+ * Conventions (docs/methods.md): scales fp16 (16), zeros of asymmetric int
+ * grids at the code width and none for symmetric ones and the absmax grids;
+ * a sparse entry is an fp16 value plus a 32-bit position (48). */
+typedef struct {
+  int64_t out, in;     /* layer shape */
+  int64_t dense;       /* weights stored as dense codes (usually out * in) */
+  double code_bits;    /* bits per dense code */
+  int64_t nstats;      /* stored groups (scale + zero each), out * ngroups */
+  double scale_bits;   /* bits per group scale */
+  double zero_bits;    /* bits per group zero (0: not stored) */
+  double extra_bits;   /* other bits of the layer (second-level statistics, column lists) */
+  int64_t noutliers;   /* sparse full-precision entries of the whole layer */
+  double outlier_bits; /* bits per sparse entry, value and position */
+} qz_storage_bits;
+
+#define QZ_OUTLIER_BITS 48.0 /* fp16 value + 32-bit position */
+
+/* The uniform int quantizer's storage of an [out, in] linear with spec s:
+ * dense = out * in codes of s->bits, fp16 scales, zeros of s->bits unless
+ * s->sym, no outliers (outlier_bits = QZ_OUTLIER_BITS). Not collective. */
+void qz_storage_bits_uniform(const qz_quant_spec *s, int64_t out, int64_t in,
+                             qz_storage_bits *b);
+/* Average bits per parameter (formula above); 0 for an empty layer.
+ * Not collective. */
+double qz_layer_bits_per_param(const qz_storage_bits *b);
+
 #ifdef __cplusplus
 }
 #endif

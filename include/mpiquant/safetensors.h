@@ -26,7 +26,7 @@ typedef enum {
   QZ_DT_U16,
   QZ_DT_U32,
   QZ_DT_U64,
-  QZ_DT_F8_E4M3, /* recognised, reported as unsupported for conversion */
+  QZ_DT_F8_E4M3, /* converted only as a scaled weight (qz_st_weight_shape) */
   QZ_DT_F8_E5M2,
   QZ_DT_COUNT
 } qz_dtype;
@@ -97,6 +97,39 @@ int qz_st_rows(const qz_st *st, const char *name, int64_t *rows, int64_t *rowlen
 /* 1 when `name` is an I8 [out, in] tensor with a float `name_scale` of out
  * elements (read by qz_st_read_f32 as q * scale). Not collective. */
 int qz_st_is_int8_scaled(const qz_st *st, const char *name);
+
+/* What the tensors of a quantized model do not say by themselves, from its
+ * config.json quantization_config (io/config.c fills a qz_model_config; the
+ * model loader passes it on). Zeroed: derive from the shapes. */
+typedef struct {
+  int packed_bits;   /* compressed-tensors pack-quantized num_bits (0: 2/4/8 from shapes) */
+  int64_t block[2];  /* FP8 block of a 2-D weight scale, rows x cols (0: 128 x 128) */
+} qz_st_quant;
+/* Not collective. */
+void qz_st_set_quant(qz_st *st, const qz_st_quant *q);
+
+/* Stored-quantized linear weights qz_st_read_f32 dequantizes on read (every
+ * kind is checked completely: dtypes, shapes, scale layout; QZ_ERR_FORMAT
+ * naming the tensor and what was expected):
+ *  - FP8 "X" (F8_E4M3 / F8_E5M2, 2-D [out, in]) with a float "X_scale" that
+ *    is per tensor ([] or [1]), per output channel ([out] or [out, 1]) or per
+ *    block ([ceil(out/br), ceil(in/bc)], compressed-tensors float-quantized
+ *    block strategy), or a DeepSeek-V3 block "X_scale_inv"
+ *    [ceil(out/br), ceil(in/bc)]: w = fp8(X) * scale (the _inv scale is also
+ *    a multiplier, as in DeepSeek's own dequantization);
+ *  - compressed-tensors pack-quantized "P.weight" absent, stored as
+ *    P.weight_packed I32 [out, ceil(in / (32/bits))] (unsigned codes, value k
+ *    of a word at bits [k*bits, (k+1)*bits)), P.weight_shape I32/I64 [2] =
+ *    {out, in}, P.weight_scale float [out, ngroups], optional
+ *    P.weight_zero_point I32 [ceil(out / (32/bits)), ngroups] (packed along
+ *    the output dim; absent: symmetric, zero 2^(bits-1)) and optional
+ *    P.weight_g_idx I32 [in] (act-order): w = (q - z) * scale[o, g];
+ *  - GPTQ v1 and compressed-tensors int-quantized (below).
+ * The logical [out, in] shape of `name` (stored or virtual), validating its
+ * parts; `kind` (may be NULL) receives "float", "int8", "fp8", "packed" or
+ * "gptq". Not collective. */
+int qz_st_weight_shape(const qz_st *st, const char *name, int64_t *out, int64_t *in,
+                       const char **kind);
 
 /* Bytes of tensor data converted/copied out so far (for "read once" checks). */
 int64_t qz_st_bytes_read(const qz_st *st);

@@ -146,9 +146,39 @@ static void test_quant_config(void) {
   QZT_FAILS(qz_config_parse(j, strlen(j), "awq", &c), QZ_ERR_UNSUPPORTED,
             "quantization_config.quant_method is 'awq'; mpiquant reads unquantized");
   snprintf(j, sizeof j, base, "{\"quant_method\":\"compressed-tensors\",\"format\":"
-           "\"pack-quantized\"}");
-  QZT_FAILS(qz_config_parse(j, strlen(j), "pack", &c), QZ_ERR_UNSUPPORTED,
-            "compressed-tensors format 'pack-quantized' is not supported");
+           "\"marlin-24\"}");
+  QZT_FAILS(qz_config_parse(j, strlen(j), "marlin", &c), QZ_ERR_UNSUPPORTED,
+            "compressed-tensors format 'marlin-24' is not supported (int-quantized, "
+            "pack-quantized and float-quantized are read)");
+  snprintf(q, sizeof q, "{\"quant_method\":\"compressed-tensors\",\"format\":"
+           "\"pack-quantized\",\"config_groups\":{\"g\":{\"weights\":{\"num_bits\":4,"
+           "\"type\":\"int\",\"symmetric\":false,\"strategy\":\"group\",\"group_size\":128,"
+           "\"dynamic\":false},\"input_activations\":null}}}");
+  snprintf(j, sizeof j, base, q);
+  if (QZT_OK(qz_config_parse(j, strlen(j), "w4a16", &c)))
+    QZT_CHECK(c.ct_packed_bits == 4 && !c.ct_int8 && !c.fp8, "pack-quantized W4A16");
+  snprintf(q, sizeof q, "{\"quant_method\":\"compressed-tensors\",\"format\":"
+           "\"pack-quantized\",\"config_groups\":{\"g\":{\"weights\":{\"num_bits\":4,"
+           "\"type\":\"int\",\"strategy\":\"tensor\"}}}}");
+  snprintf(j, sizeof j, base, q);
+  QZT_FAILS(qz_config_parse(j, strlen(j), "w4t", &c), QZ_ERR_UNSUPPORTED,
+            "strategy 'group' or 'channel' (found 4-bit int, strategy 'tensor')");
+  snprintf(q, sizeof q, "{\"quant_method\":\"compressed-tensors\",\"format\":"
+           "\"float-quantized\",\"config_groups\":{\"g\":{\"weights\":{\"num_bits\":8,"
+           "\"type\":\"float\",\"strategy\":\"block\",\"block_structure\":[64,32]},"
+           "\"input_activations\":{\"num_bits\":8,\"type\":\"float\",\"strategy\":"
+           "\"tensor\",\"dynamic\":false}}}}");
+  snprintf(j, sizeof j, base, q);
+  if (QZT_OK(qz_config_parse(j, strlen(j), "fp8blk", &c)))
+    QZT_CHECK(c.fp8 && c.fp8_act == 2 && c.fp8_block[0] == 64 && c.fp8_block[1] == 32,
+              "float-quantized block 64x32, static activations");
+  snprintf(j, sizeof j, base, "{\"quant_method\":\"fp8\",\"fmt\":\"e4m3\","
+           "\"activation_scheme\":\"dynamic\",\"weight_block_size\":[128,128]}");
+  if (QZT_OK(qz_config_parse(j, strlen(j), "deepseek", &c)))
+    QZT_CHECK(c.fp8 && c.fp8_block[0] == 128 && c.fp8_block[1] == 128, "fp8 (DeepSeek-V3)");
+  snprintf(j, sizeof j, base, "{\"quant_method\":\"fp8\",\"weight_block_size\":[128]}");
+  QZT_FAILS(qz_config_parse(j, strlen(j), "fp8bad", &c), QZ_ERR_FORMAT,
+            "weight_block_size must be [rows, cols] of positive integers");
   snprintf(q, sizeof q, "{\"quant_method\":\"compressed-tensors\",\"format\":"
            "\"int-quantized\",\"config_groups\":{\"g\":{\"weights\":{\"num_bits\":8,"
            "\"type\":\"int\",\"symmetric\":false,\"strategy\":\"channel\"}}}}");
