@@ -16,6 +16,7 @@
 #include "mpiquant/tokenizer.h"
 #include "mpiquant/windows.h"
 #include "cmd_eval.h"
+#include "eval_fp8.h"
 #include "qblock.h"
 #include "task_eval.h"
 
@@ -186,6 +187,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   qz_ckpt_source cks = {0};
   qz_act_hook hook = {0};
   const qz_method_ops *hook_ops = NULL;
+  qz_act_hook fp8_hook = {0}; /* an FP8 export's activations */
   if (o.ckpt) {
     QZ_CALL_DONE(qz_ckpt_open(ctx->comm, o.ckpt, &cks.ck));
     if (!o.model) o.model = qz_ckpt_model_dir(cks.ck);
@@ -232,10 +234,12 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
             "on load (W%dA16)", cfg->ct_packed_bits, cfg->ct_packed_bits);
   } else if (cfg->fp8) {
     qz_info("eval: FP8 model: weights dequantized on load (codes x scale)");
-    if (cfg->fp8_act)
-      qz_warn("eval: the model's quantization_config quantizes activations to FP8 (%s); "
-              "this evaluation runs them unquantized (weights only)",
-              cfg->fp8_act == 1 ? "dynamic per token" : "static per tensor");
+    QZ_CALL_DONE(qz_eval_fp8_hook(m, &fp8_hook));
+    if (fp8_hook.fn) {
+      eo.act_hook = &fp8_hook;
+      qz_info("eval: FP8 activations at every linear input (%s)",
+              cfg->fp8_act == 1 ? "dynamic per token" : "static per tensor, input_scale");
+    }
   }
   if (o.task.tasks) {
     qz_task_model tm = {eo.block_source, eo.block_source_ctx, eo.act_quant_bits,
@@ -306,6 +310,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   }
 done:
   if (hook_ops && hook_ops->eval_act_free) hook_ops->eval_act_free(&hook);
+  qz_eval_fp8_hook_free(&fp8_hook);
   qz_free(&ids);
   qz_model_close(&m);
   qz_ckpt_close(&cks.ck);
