@@ -1373,7 +1373,11 @@ int qz_ckpt_write_aux(qz_ckpt *ck, int block, const char *name, int64_t n0, int6
            "qz_ckpt_begin_block(%d) was not called", block);
   char path[64];
   QZ_CALL(aux_path(block, name, path, sizeof path));
-  hid_t g = create_group(ck->file, path);
+  /* the block's group exists after its first aux dataset */
+  hid_t g = H5Lexists(ck->file, "/aux", H5P_DEFAULT) > 0 &&
+                    H5Lexists(ck->file, path, H5P_DEFAULT) > 0
+                ? H5Gopen2(ck->file, path, H5P_DEFAULT)
+                : create_group(ck->file, path);
   QZ_CHECK(g >= 0, QZ_ERR_HDF5, "cannot create group %s", path);
   int st = QZ_OK;
   hsize_t d[2] = {(hsize_t)n0, (hsize_t)(n1 > 0 ? n1 : 1)};

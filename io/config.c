@@ -15,9 +15,23 @@
 #include "mpiquant/file.h"
 #include "mpiquant/log.h"
 
-static const char *const supported_arch[] = {
-    "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM"};
-#define N_ARCH (int)(sizeof supported_arch / sizeof *supported_arch)
+/* The architectures read, with what each implies beyond the Llama block
+ * (transformers' modeling code of each family): q/k/v biases always on
+ * (Qwen2, Qwen2-MoE), per-head q/k RMSNorm (Qwen3, Qwen3-MoE), MoE kind. */
+static const struct {
+  const char *arch, *model_type;
+  int qkv_bias, qk_norm;
+  qz_moe_kind moe;
+} arch_table[] = {
+    {"LlamaForCausalLM", "llama", 0, 0, QZ_MOE_NONE},
+    {"MistralForCausalLM", "mistral", 0, 0, QZ_MOE_NONE},
+    {"Qwen2ForCausalLM", "qwen2", 1, 0, QZ_MOE_NONE},
+    {"Qwen3ForCausalLM", "qwen3", 0, 1, QZ_MOE_NONE},
+    {"MixtralForCausalLM", "mixtral", 0, 0, QZ_MOE_MIXTRAL},
+    {"Qwen3MoeForCausalLM", "qwen3_moe", 0, 1, QZ_MOE_QWEN3},
+    {"Qwen2MoeForCausalLM", "qwen2_moe", 1, 0, QZ_MOE_QWEN2},
+};
+#define N_ARCH (int)(sizeof arch_table / sizeof *arch_table)
 
 /* Integer key: absent (or null) -> *out = dflt unless required. */
 static int get_int(json_t *root, const char *origin, const char *key,
@@ -131,11 +145,12 @@ static int parse_rope_scaling(json_t *root, const char *origin,
 }
 
 static int arch_from_model_type(const char *mt, char *arch, size_t len) {
-  if (strcmp(mt, "llama") == 0) snprintf(arch, len, "LlamaForCausalLM");
-  else if (strcmp(mt, "mistral") == 0) snprintf(arch, len, "MistralForCausalLM");
-  else if (strcmp(mt, "qwen2") == 0) snprintf(arch, len, "Qwen2ForCausalLM");
-  else return 0;
-  return 1;
+  for (int i = 0; i < N_ARCH; i++)
+    if (strcmp(mt, arch_table[i].model_type) == 0) {
+      snprintf(arch, len, "%s", arch_table[i].arch);
+      return 1;
+    }
+  return 0;
 }
 
 /* One quantization args object (weights or input_activations) of a
@@ -318,6 +333,47 @@ static int parse_quant(json_t *root, const char *origin, qz_model_config *c) {
   return parse_ct(q, origin, c);
 }
 
+/* Mixture-of-experts keys (transformers' MixtralConfig, Qwen2MoeConfig,
+ * Qwen3MoeConfig defaults for omitted ones). */
+static int parse_moe(json_t *root, const char *origin, qz_model_config *c) {
+  if (c->moe == QZ_MOE_NONE) return QZ_OK;
+  if (c->moe == QZ_MOE_MIXTRAL) {
+    QZ_CALL(get_pos(root, origin, "num_local_experts", 0, 8, &c->num_experts));
+    QZ_CALL(get_pos(root, origin, "num_experts_per_tok", 0, 2, &c->num_experts_per_tok));
+    c->moe_intermediate_size = c->intermediate_size;
+    c->norm_topk_prob = 1; /* MixtralSparseMoeBlock always renormalises */
+    c->decoder_sparse_step = 1;
+  } else {
+    QZ_CALL(get_pos(root, origin, "num_experts", 0, 60, &c->num_experts));
+    QZ_CALL(get_pos(root, origin, "num_experts_per_tok", 0, 4, &c->num_experts_per_tok));
+    QZ_CALL(get_pos(root, origin, "moe_intermediate_size", 0, 1408,
+                    &c->moe_intermediate_size));
+    QZ_CALL(get_bool(root, origin, "norm_topk_prob", 0, &c->norm_topk_prob));
+    QZ_CALL(get_pos(root, origin, "decoder_sparse_step", 0, 1, &c->decoder_sparse_step));
+    if (c->moe == QZ_MOE_QWEN2)
+      QZ_CALL(get_int(root, origin, "shared_expert_intermediate_size", 0, 5632,
+                      &c->shared_expert_intermediate_size));
+    QZ_CHECK(c->shared_expert_intermediate_size >= 0, QZ_ERR_FORMAT,
+             "%s: 'shared_expert_intermediate_size' must be >= 0", origin);
+    json_t *mo = json_object_get(root, "mlp_only_layers");
+    QZ_CHECK(!mo || json_is_null(mo) || json_is_array(mo), QZ_ERR_FORMAT,
+             "%s: 'mlp_only_layers' must be a list of layer indices", origin);
+    for (size_t i = 0; mo && i < json_array_size(mo); i++) {
+      json_t *v = json_array_get(mo, i);
+      QZ_CHECK(json_is_integer(v) && json_integer_value(v) >= 0 &&
+                   json_integer_value(v) < QZ_MAX_LAYERS_BITMAP,
+               QZ_ERR_FORMAT, "%s: mlp_only_layers[%zu] must be a layer index in "
+               "[0, %d)", origin, i, QZ_MAX_LAYERS_BITMAP);
+      int64_t l = json_integer_value(v);
+      c->mlp_only[l / 8] |= (unsigned char)(1u << (l % 8));
+    }
+  }
+  QZ_CHECK(c->num_experts_per_tok <= c->num_experts, QZ_ERR_FORMAT,
+           "%s: num_experts_per_tok %lld exceeds the %lld experts", origin,
+           (long long)c->num_experts_per_tok, (long long)c->num_experts);
+  return QZ_OK;
+}
+
 static int parse_root(json_t *root, const char *origin, qz_model_config *c) {
   QZ_CHECK(json_is_object(root), QZ_ERR_FORMAT,
            "%s: config must be a JSON object", origin);
@@ -339,18 +395,18 @@ static int parse_root(json_t *root, const char *origin, qz_model_config *c) {
              "%s: required key 'architectures' is missing (and model_type "
              "'%s' does not imply one)", origin, c->model_type);
   }
-  int known = 0;
+  int ai = -1;
   for (int i = 0; i < N_ARCH; i++)
-    known |= strcmp(c->architecture, supported_arch[i]) == 0;
-  QZ_CHECK(known, QZ_ERR_UNSUPPORTED,
+    if (strcmp(c->architecture, arch_table[i].arch) == 0) ai = i;
+  QZ_CHECK(ai >= 0, QZ_ERR_UNSUPPORTED,
            "%s: unsupported architecture '%s' (supported: LlamaForCausalLM, "
-           "MistralForCausalLM, Qwen2ForCausalLM)", origin, c->architecture);
-  int qwen2 = strcmp(c->architecture, "Qwen2ForCausalLM") == 0;
+           "MistralForCausalLM, Qwen2ForCausalLM, Qwen3ForCausalLM, MixtralForCausalLM, "
+           "Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)", origin, c->architecture);
+  const int qwen_bias = arch_table[ai].qkv_bias;
+  c->qk_norm = arch_table[ai].qk_norm;
+  c->moe = arch_table[ai].moe;
   if (!c->model_type[0])
-    snprintf(c->model_type, sizeof c->model_type, "%s",
-             qwen2 ? "qwen2"
-                   : strcmp(c->architecture, "MistralForCausalLM") == 0 ? "mistral"
-                                                                      : "llama");
+    snprintf(c->model_type, sizeof c->model_type, "%s", arch_table[ai].model_type);
 
   json_t *act = json_object_get(root, "hidden_act");
   QZ_CHECK(!act || json_is_null(act) ||
@@ -397,9 +453,10 @@ static int parse_root(json_t *root, const char *origin, qz_model_config *c) {
   int attn_bias = 0;
   QZ_CALL(get_bool(root, origin, "attention_bias", 0, &attn_bias));
   QZ_CALL(get_bool(root, origin, "mlp_bias", 0, &c->mlp_bias));
-  c->qkv_bias = qwen2 ? 1 : attn_bias; /* Qwen2: q/k/v always biased */
-  c->o_bias = qwen2 ? 0 : attn_bias;
-  if (qwen2) c->mlp_bias = 0;
+  c->qkv_bias = qwen_bias ? 1 : attn_bias; /* Qwen2(-MoE): q/k/v always biased */
+  c->o_bias = qwen_bias ? 0 : attn_bias;
+  if (qwen_bias || c->qk_norm || c->moe) c->mlp_bias = 0; /* no mlp_bias key there */
+  QZ_CALL(parse_moe(root, origin, c));
   json_t *dt = json_object_get(root, "torch_dtype");
   if (!json_is_string(dt)) dt = json_object_get(root, "dtype");
   snprintf(c->torch_dtype, sizeof c->torch_dtype, "%s",
@@ -514,6 +571,58 @@ int qz_linear_has_bias(const qz_model_config *c, qz_linear l) {
   }
 }
 
+int qz_config_layer_moe(const qz_model_config *c, int layer) {
+  if (c->moe == QZ_MOE_NONE || c->num_experts <= 0 || layer < 0) return 0;
+  if (layer < QZ_MAX_LAYERS_BITMAP && (c->mlp_only[layer / 8] >> (layer % 8) & 1)) return 0;
+  int64_t step = c->decoder_sparse_step > 0 ? c->decoder_sparse_step : 1;
+  return (layer + 1) % step == 0;
+}
+
+int qz_config_any_moe(const qz_model_config *c) {
+  for (int l = 0; l < c->num_hidden_layers; l++)
+    if (qz_config_layer_moe(c, l)) return 1;
+  return 0;
+}
+
+int qz_config_all_moe(const qz_model_config *c) {
+  for (int l = 0; l < c->num_hidden_layers; l++)
+    if (!qz_config_layer_moe(c, l)) return 0;
+  return c->num_hidden_layers > 0;
+}
+
+void qz_expert_tensor(char *buf, size_t len, const qz_model_config *c, int layer, int e,
+                      int which) {
+  static const char *const mixtral[3] = {"w1", "w3", "w2"};
+  static const char *const qwen[3] = {"gate_proj", "up_proj", "down_proj"};
+  which = which < 0 ? 0 : which > 2 ? 2 : which;
+  if (c->moe == QZ_MOE_MIXTRAL)
+    snprintf(buf, len, "model.layers.%d.block_sparse_moe.experts.%d.%s.weight", layer, e,
+             mixtral[which]);
+  else if (e < 0)
+    snprintf(buf, len, "model.layers.%d.mlp.shared_expert.%s.weight", layer, qwen[which]);
+  else
+    snprintf(buf, len, "model.layers.%d.mlp.experts.%d.%s.weight", layer, e, qwen[which]);
+}
+
+void qz_expert_module(char *buf, size_t len, const qz_model_config *c, int layer, int e,
+                      int which) {
+  char t[256], pre[64];
+  qz_expert_tensor(t, sizeof t, c, layer, e, which);
+  snprintf(pre, sizeof pre, "model.layers.%d.", layer);
+  size_t n = strlen(t), p = strlen(pre);
+  t[n - strlen(".weight")] = '\0';
+  snprintf(buf, len, "%s", t + p);
+}
+
+void qz_router_tensor(char *buf, size_t len, const qz_model_config *c, int layer) {
+  snprintf(buf, len, "model.layers.%d.%s.gate.weight", layer,
+           c->moe == QZ_MOE_MIXTRAL ? "block_sparse_moe" : "mlp");
+}
+
+void qz_shared_gate_tensor(char *buf, size_t len, int layer) {
+  snprintf(buf, len, "model.layers.%d.mlp.shared_expert_gate.weight", layer);
+}
+
 static int expect_q(const qz_st *st, const char *name, int ndim, int64_t d0,
                     int64_t d1, const char *why, int allow_i8) {
   const qz_tensor_info *ti = qz_st_find(st, name);
@@ -590,6 +699,53 @@ const char *qz_config_lm_head(const qz_model_config *c, const qz_st *st) {
   return NULL;
 }
 
+/* A linear's weight [o, i]: float, or (a GPTQ export) its qweight set, or
+ * (compressed-tensors int8) I8 with a scale. */
+static int expect_linear(const qz_model_config *c, const qz_st *st, const char *name,
+                         int64_t o, int64_t i, const char *why) {
+  if (c->gptq_bits && !qz_st_find(st, name)) {
+    int64_t go = 0, gi = 0;
+    int gb = 0;
+    QZ_CALL(qz_st_gptq_shape(st, name, &go, &gi, &gb));
+    QZ_CHECK(go == o && gi == i && gb == c->gptq_bits, QZ_ERR_FORMAT,
+             "%s: GPTQ tensor '%s' is [%lld, %lld] at %d bits, config.json implies "
+             "[%lld, %lld] (%s) at %d bits", qz_st_origin(st), name, (long long)go,
+             (long long)gi, gb, (long long)o, (long long)i, why, c->gptq_bits);
+    return QZ_OK;
+  }
+  return expect_q(st, name, 2, o, i, why, c->ct_int8);
+}
+
+/* Router, experts and shared expert of MoE block l. */
+static int check_moe(const qz_model_config *c, const qz_st *st, int l) {
+  char name[256], why[256];
+  const int64_t H = c->hidden_size, E = c->num_experts, Ie = c->moe_intermediate_size;
+  qz_router_tensor(name, sizeof name, c, l);
+  snprintf(why, sizeof why, "router: %lld experts, hidden_size %lld", (long long)E,
+           (long long)H);
+  QZ_CALL(expect(st, name, 2, E, H, why));
+  snprintf(why, sizeof why, "expert of %s %lld, hidden_size %lld",
+           c->moe == QZ_MOE_MIXTRAL ? "intermediate_size" : "moe_intermediate_size",
+           (long long)Ie, (long long)H);
+  for (int e = 0; e < (int)E; e++)
+    for (int w = 0; w < 3; w++) {
+      qz_expert_tensor(name, sizeof name, c, l, e, w);
+      QZ_CALL(expect_linear(c, st, name, w == 2 ? H : Ie, w == 2 ? Ie : H, why));
+    }
+  const int64_t Is = c->shared_expert_intermediate_size;
+  if (c->moe == QZ_MOE_QWEN2 && Is > 0) {
+    snprintf(why, sizeof why, "shared expert of shared_expert_intermediate_size %lld, "
+             "hidden_size %lld", (long long)Is, (long long)H);
+    for (int w = 0; w < 3; w++) {
+      qz_expert_tensor(name, sizeof name, c, l, -1, w);
+      QZ_CALL(expect_linear(c, st, name, w == 2 ? H : Is, w == 2 ? Is : H, why));
+    }
+    qz_shared_gate_tensor(name, sizeof name, l);
+    QZ_CALL(expect(st, name, 2, 1, H, "shared expert gate [1, hidden_size]"));
+  }
+  return QZ_OK;
+}
+
 int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
   char name[256], why[256];
   snprintf(why, sizeof why, "vocab_size %lld, hidden_size %lld",
@@ -602,7 +758,16 @@ int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
     QZ_CALL(expect(st, name, 1, c->hidden_size, 0, "hidden_size"));
     snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", l);
     QZ_CALL(expect(st, name, 1, c->hidden_size, 0, "hidden_size"));
+    if (c->qk_norm) {
+      snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", l);
+      QZ_CALL(expect(st, name, 1, c->head_dim, 0, "head_dim (per-head q RMSNorm)"));
+      snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", l);
+      QZ_CALL(expect(st, name, 1, c->head_dim, 0, "head_dim (per-head k RMSNorm)"));
+    }
+    const int moe = qz_config_layer_moe(c, l);
+    if (moe) QZ_CALL(check_moe(c, st, l));
     for (int k = 0; k < QZ_LIN_COUNT; k++) {
+      if (moe && k >= QZ_LIN_GATE) continue; /* experts instead of one mlp */
       int64_t o, i;
       qz_linear_shape(c, (qz_linear)k, &o, &i);
       linear_why(c, (qz_linear)k, why, sizeof why);
@@ -649,6 +814,46 @@ int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
   return QZ_OK;
 }
 
+/* Whether `name` is the router, an expert or the shared expert of MoE
+ * block `layer`. */
+static int moe_tensor_used(const qz_model_config *c, int layer, const char *full) {
+  char t[256], name[256];
+  snprintf(name, sizeof name, "%s", full);
+  { /* quantized exports: the linear's other tensors stand for its weight */
+    static const char *const suf[] = {".qweight", ".qzeros", ".scales", ".g_idx",
+                                      ".weight_scale", ".input_scale", ".weight_zero_point"};
+    size_t n = strlen(name);
+    for (size_t k = 0; k < sizeof suf / sizeof *suf; k++) {
+      size_t m = strlen(suf[k]);
+      int on = k < 4 ? c->gptq_bits != 0 : c->ct_int8 != 0;
+      if (on && n > m && strcmp(name + n - m, suf[k]) == 0) {
+        snprintf(name + n - m, sizeof name - (n - m), ".weight");
+        break;
+      }
+    }
+  }
+  qz_router_tensor(t, sizeof t, c, layer);
+  if (!strcmp(name, t)) return 1;
+  int e = -1, n = 0;
+  char pre[128];
+  snprintf(pre, sizeof pre, "model.layers.%d.%s.experts.%%d.%%n", layer,
+           c->moe == QZ_MOE_MIXTRAL ? "block_sparse_moe" : "mlp");
+  if (sscanf(name, pre, &e, &n) == 1 && n > 0 && e >= 0 && e < c->num_experts)
+    for (int w = 0; w < 3; w++) {
+      qz_expert_tensor(t, sizeof t, c, layer, e, w);
+      if (!strcmp(name, t)) return 1;
+    }
+  if (c->moe == QZ_MOE_QWEN2 && c->shared_expert_intermediate_size > 0) {
+    qz_shared_gate_tensor(t, sizeof t, layer);
+    if (!strcmp(name, t)) return 1;
+    for (int w = 0; w < 3; w++) {
+      qz_expert_tensor(t, sizeof t, c, layer, -1, w);
+      if (!strcmp(name, t)) return 1;
+    }
+  }
+  return 0;
+}
+
 /* Whether the config uses tensor `name`. */
 static int tensor_used(const qz_model_config *c, const char *name) {
   if (!strcmp(name, "model.embed_tokens.weight") || !strcmp(name, "model.norm.weight") ||
@@ -663,6 +868,13 @@ static int tensor_used(const qz_model_config *c, const char *name) {
       !strcmp(rest, "post_attention_layernorm.weight") ||
       !strcmp(rest, "self_attn.rotary_emb.inv_freq")) /* recomputed, as HF does */
     return 1;
+  if (c->qk_norm && (!strcmp(rest, "self_attn.q_norm.weight") ||
+                     !strcmp(rest, "self_attn.k_norm.weight")))
+    return 1;
+  if (qz_config_layer_moe(c, layer)) {
+    if (moe_tensor_used(c, layer, name)) return 1;
+    if (!strncmp(rest, "mlp.", 4) || !strncmp(rest, "block_sparse_moe.", 17)) return 0;
+  }
   for (int k = 0; k < QZ_LIN_COUNT; k++) {
     const char *ln = qz_linear_name((qz_linear)k);
     size_t l = strlen(ln);
@@ -701,13 +913,21 @@ int qz_config_unused_tensors(const qz_model_config *c, const qz_st *st, char *li
 }
 
 int64_t qz_config_param_count(const qz_model_config *c) {
-  int64_t per = 2 * c->hidden_size; /* two norms */
+  const int64_t H = c->hidden_size;
+  int64_t per = 2 * H + (c->qk_norm ? 2 * c->head_dim : 0); /* norms */
   for (int k = 0; k < QZ_LIN_COUNT; k++) {
     int64_t o, i;
     qz_linear_shape(c, (qz_linear)k, &o, &i);
     per += o * i + (qz_linear_has_bias(c, (qz_linear)k) ? o : 0);
   }
-  int64_t emb = c->vocab_size * c->hidden_size;
+  int64_t dense_mlp = 3 * H * c->intermediate_size;
+  int64_t moe_mlp = c->num_experts * (3 * H * c->moe_intermediate_size + H) +
+                    (c->moe == QZ_MOE_QWEN2 && c->shared_expert_intermediate_size > 0
+                         ? 3 * H * c->shared_expert_intermediate_size + H
+                         : 0);
+  int64_t nmoe = 0;
+  for (int l = 0; l < c->num_hidden_layers; l++) nmoe += qz_config_layer_moe(c, l);
+  int64_t emb = c->vocab_size * H;
   return emb * (c->tie_word_embeddings ? 1 : 2) + c->num_hidden_layers * per +
-         c->hidden_size;
+         nmoe * (moe_mlp - dense_mlp) + H;
 }

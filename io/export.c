@@ -18,6 +18,7 @@
 
 #include "mpiquant/ckpt.h"
 #include "mpiquant/comm.h"
+#include "mpiquant/config.h"
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
 #include "mpiquant/files.h"
@@ -33,6 +34,23 @@ static const char *const k_linears[] = {
     "mlp.down_proj"};
 enum { NLIN = 7 };
 
+/* Whether `m` is an expert linear of an MoE block: "block_sparse_moe.
+ * experts.{e}.w1|w2|w3", "mlp.experts.{e}.gate_proj|up_proj|down_proj",
+ * "mlp.shared_expert.gate_proj|up_proj|down_proj". */
+static int expert_module(const char *m) {
+  static const char *const lin[] = {"w1", "w2", "w3", "gate_proj", "up_proj", "down_proj"};
+  int e = -1, n = 0;
+  const char *rest = NULL;
+  if ((sscanf(m, "block_sparse_moe.experts.%d.%n", &e, &n) == 1 ||
+       sscanf(m, "mlp.experts.%d.%n", &e, &n) == 1) && n > 0 && e >= 0)
+    rest = m + n;
+  else if (strncmp(m, "mlp.shared_expert.", 18) == 0)
+    rest = m + 18;
+  for (size_t k = 0; rest && k < sizeof lin / sizeof *lin; k++)
+    if (strcmp(rest, lin[k]) == 0 && (k >= 3 || m[0] == 'b')) return 1;
+  return 0;
+}
+
 /* A source model stored quantized (FP8, compressed-tensors, GPTQ v1) holds
  * each linear's weight as "weight" or as one anchor part, plus parts the
  * export replaces. */
@@ -41,22 +59,61 @@ static const char *const k_parts[] = {"weight_scale", "weight_scale_inv", "input
                                       "weight_zero_point", "weight_shape", "weight_g_idx",
                                       "qzeros", "scales", "g_idx"};
 
-/* "model.layers.{i}.{linear}.{suffix}" -> layer, linear index; *part = 1
- * when suffix is a quantization part to drop, 0 for the weight (or its
- * anchor); -1 when not a linear's weight or part. */
-static int parse_linear(const char *name, int *layer, int *part) {
+/* "model.layers.{i}.{module}.{suffix}" of a quantized linear (the 7 of a
+ * block, or an MoE expert's) -> layer, module (into mod) and the linear
+ * index (NLIN for an expert); *part = 1 when suffix is a quantization part
+ * to drop, 0 for the weight (or its anchor); -1 when not a linear's weight
+ * or part. */
+static int parse_linear(const char *name, int *layer, int *part, char *mod, size_t len) {
   int n = 0;
   if (sscanf(name, "model.layers.%d.%n", layer, &n) != 1 || n == 0) return -1;
-  for (int l = 0; l < NLIN; l++) {
-    size_t k = strlen(k_linears[l]);
-    if (strncmp(name + n, k_linears[l], k) != 0 || name[n + k] != '.') continue;
-    const char *suf = name + n + k + 1;
-    for (size_t a = 0; a < sizeof k_anchor / sizeof *k_anchor; a++)
-      if (!strcmp(suf, k_anchor[a])) return *part = 0, l;
-    for (size_t a = 0; a < sizeof k_parts / sizeof *k_parts; a++)
-      if (!strcmp(suf, k_parts[a])) return *part = 1, l;
+  const char *dot = strrchr(name + n, '.');
+  if (!dot) return -1;
+  const char *suf = dot + 1;
+  int pt = -1;
+  for (size_t a = 0; a < sizeof k_anchor / sizeof *k_anchor; a++)
+    if (!strcmp(suf, k_anchor[a])) pt = 0;
+  for (size_t a = 0; a < sizeof k_parts / sizeof *k_parts; a++)
+    if (!strcmp(suf, k_parts[a])) pt = 1;
+  if (pt < 0) return -1;
+  snprintf(mod, len, "%.*s", (int)(dot - (name + n)), name + n);
+  *part = pt;
+  for (int l = 0; l < NLIN; l++)
+    if (strcmp(mod, k_linears[l]) == 0) return l;
+  return expert_module(mod) ? NLIN : -1;
+}
+
+/* MoE routers (and the Qwen2-MoE shared expert gate) are nn.Linear in
+ * transformers but stay unquantized: a format that lists ignored modules
+ * names them (compressed-tensors "ignore", the regex form vLLM matches). */
+static void moe_ignore(json_t *q, const char *mdir) {
+  json_t *ign = json_object_get(q, "ignore");
+  qz_model_config c;
+  if (!json_is_array(ign)) return;
+  if (qz_config_load(mdir, &c) != QZ_OK) {
+    qz_error_clear();
+    return;
   }
-  return -1;
+  if (!qz_config_any_moe(&c)) return;
+  json_array_append_new(ign, json_string(c.moe == QZ_MOE_MIXTRAL ? "re:.*block_sparse_moe.gate$"
+                                                                  : "re:.*mlp.gate$"));
+  if (c.moe == QZ_MOE_QWEN2) json_array_append_new(ign, json_string("re:.*shared_expert_gate$"));
+}
+
+/* Quantized linears the source model's config implies in blocks [0, nb). */
+static int64_t expected_linears(const char *mdir, int nb) {
+  qz_model_config c;
+  if (qz_config_load(mdir, &c) != QZ_OK) {
+    qz_error_clear();
+    return (int64_t)nb * NLIN;
+  }
+  int64_t n = 0;
+  for (int l = 0; l < nb; l++)
+    n += qz_config_layer_moe(&c, l)
+             ? 4 + 3 * c.num_experts +
+                   (c.moe == QZ_MOE_QWEN2 && c.shared_expert_intermediate_size > 0 ? 3 : 0)
+             : NLIN;
+  return n;
 }
 
 
@@ -142,6 +199,20 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
                 "checkpoint %s is incomplete (%d of %d blocks); finish it with "
                 "quantize --resume before exporting",
                 o->ckpt_dir, qz_ckpt_first_missing(ck), nb);
+  { /* rotations and their activation/KV quantizers have no export format yet:
+     * the weights alone would be a different model (docs/methods.md) */
+    json_t *opts = json_loads(qz_ckpt_options_json(ck), 0, NULL);
+    json_t *rot = json_object_get(opts, "rotate");
+    const char *kind = json_string_value(json_object_get(rot, "kind"));
+    int refused = rot != NULL;
+    char what[64];
+    snprintf(what, sizeof what, "%s", kind ? kind : "?");
+    json_decref(opts);
+    QZ_CHECK_DONE(!refused, QZ_ERR_UNSUPPORTED,
+                  "checkpoint %s was made with --rotate %s (or --kv-bits / --act-asym / "
+                  "--act-clip): its online rotations and quantizers have no export format "
+                  "yet; evaluate it with eval --ckpt", o->ckpt_dir, what);
+  }
   /* rank 0 opens the source model and creates the output directory */
   if (rank == 0) {
     const char *inputs[2] = {mdir, o->ckpt_dir};
@@ -168,21 +239,22 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
       snprintf(name, sizeof name, "%s", ti->name);
     }
     QZ_CALL_MPI(MPI_Bcast(name, sizeof name, MPI_CHAR, 0, comm));
-    int layer = -1, part = 0, lin = parse_linear(name, &layer, &part);
+    char mod[256] = "";
+    int layer = -1, part = 0, lin = parse_linear(name, &layer, &part, mod, sizeof mod);
     if (lin >= 0 && part) continue; /* the source's scales & co.: replaced */
     if (lin >= 0) {
       QZ_CHECK_DONE(layer < nb, QZ_ERR_FORMAT, "%s: tensor %s but the "
                     "checkpoint has %d blocks", mdir, name, nb);
       qz_ckpt_linear_meta m;
       int64_t o_, i_, g_;
-      QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, k_linears[lin], &o_, &i_, &g_, &m));
+      QZ_CALL_DONE(qz_ckpt_linear_info(ck, layer, mod, &o_, &i_, &g_, &m));
       QZ_CHECK_DONE(method_ok(o->methods, m.method), QZ_ERR_UNSUPPORTED,
                     "layer %d %s was quantized with '%s', which has no %s export", layer,
-                    k_linears[lin], m.method, fmt->title);
+                    mod, m.method, fmt->title);
       QZ_CHECK_DONE(grid_ok(fmt, m.grid), QZ_ERR_UNSUPPORTED,
                     "layer %d %s has codes on the %s grid, which the %s export cannot "
-                    "hold", layer, k_linears[lin], m.grid, fmt->title);
-      st = fmt->linear(ck, rank, ss, layer, k_linears[lin], &m, &counts);
+                    "hold", layer, mod, m.grid, fmt->title);
+      st = fmt->linear(ck, rank, ss, layer, mod, &m, &counts);
       QZ_CALL_DONE(qz_error_agree(comm, st));
       if (nlinear++ == 0) first = m;
       /* quantization_config describes one scheme for every linear */
@@ -192,7 +264,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
                     QZ_ERR_UNSUPPORTED,
                     "%s: model.layers.%d.%s is %d-bit group %d %s%s, the first linear "
                     "%d-bit group %d %s%s: an export's quantization_config describes one "
-                    "scheme for every linear", o->ckpt_dir, layer, k_linears[lin], m.bits,
+                    "scheme for every linear", o->ckpt_dir, layer, mod, m.bits,
                     m.group_size, m.sym ? "sym" : "asym", m.act_order ? " act-order" : "",
                     first.bits, first.group_size, first.sym ? "sym" : "asym",
                     first.act_order ? " act-order" : "");
@@ -235,9 +307,10 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
     }
     QZ_CALL_DONE(qz_error_agree(comm, st));
   }
-  QZ_CHECK_DONE(nlinear == (int64_t)nb * NLIN, QZ_ERR_FORMAT,
-                "%s: found %lld quantizable linears, expected %d blocks x 7",
-                mdir, (long long)nlinear, nb);
+  const int64_t nexpect = expected_linears(mdir, nb);
+  QZ_CHECK_DONE(nlinear == nexpect, QZ_ERR_FORMAT,
+                "%s: found %lld quantizable linears, expected %lld (%d blocks)",
+                mdir, (long long)nlinear, (long long)nexpect, nb);
   if (rank == 0) {
     int nshards = qz_st_shards_count(ss);
     int64_t total = qz_st_shards_bytes(ss);
@@ -256,6 +329,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
     }
     if (st == QZ_OK) {
       json_t *q = fmt->quant_config(&first, &counts);
+      moe_ignore(q, mdir);
       json_object_set(cfg, "quantization_config", q);
       snprintf(to, sizeof to, "%s/config.json", tmpdir);
       if (json_dump_file(cfg, to, JSON_INDENT(2)) != 0)

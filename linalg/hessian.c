@@ -152,12 +152,19 @@ void qz_hessian_reset(qz_hessian *H) {
   H->fx_k = 0;
   H->fx_used = 0;
   H->chunk_first = H->chunk_rows = 0;
+  H->chunk_ends = NULL;
+  H->nchunk_ends = 0;
   memset(H->diag, 0, (size_t)H->d * sizeof(double));
 }
 
 void qz_hessian_set_chunking(qz_hessian *H, int64_t first_row, int64_t chunk_rows) {
   H->chunk_first = first_row > 0 ? first_row : 0;
   H->chunk_rows = chunk_rows > 0 ? chunk_rows : 0;
+}
+
+void qz_hessian_set_chunk_ends(qz_hessian *H, const int64_t *ends, int64_t n) {
+  H->chunk_ends = n > 0 ? ends : NULL;
+  H->nchunk_ends = n > 0 ? n : 0;
 }
 
 int64_t qz_hessian_dim(const qz_hessian *H) { return H->d; }
@@ -310,6 +317,11 @@ static int reduce_scatter_nodes(qz_hessian *H, int64_t *sendbuf, int64_t *nodebu
 /* Rows of this rank in chunk order: [*r0, *r0 + *k) is the chunk after
  * row r; chunks end at global multiples of the chunk length. */
 static int64_t chunk_len(const qz_hessian *H, int64_t G, int64_t r, int64_t nrows) {
+  if (H->chunk_ends) { /* explicit ends; empty chunks skipped */
+    for (int64_t i = 0; i < H->nchunk_ends; i++)
+      if (H->chunk_ends[i] > r) return (H->chunk_ends[i] < nrows ? H->chunk_ends[i] : nrows) - r;
+    return nrows - r;
+  }
   int64_t g = H->chunk_first + r;
   int64_t end = (g / G + 1) * G - H->chunk_first;
   return (end < nrows ? end : nrows) - r;

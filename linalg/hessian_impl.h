@@ -26,6 +26,10 @@ struct qz_hessian {
    * [c * chunk_rows, (c + 1) * chunk_rows); this rank's first row is global
    * row chunk_first (set by qz_hessian_set_chunking; 0 = per sequence) */
   int64_t chunk_first, chunk_rows;
+  /* explicit chunk ends of the rows folded next (qz_hessian_set_chunk_ends;
+   * caller-owned), or NULL */
+  const int64_t *chunk_ends;
+  int64_t nchunk_ends;
   /* exact accumulation: while fx_on, `a` holds int64 sums of the chunks'
    * f32 products in units of 2^-fx_k (see fold_rows); fx_used bounds the
    * magnitude of any accumulated entry in those units */

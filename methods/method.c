@@ -17,6 +17,9 @@
   X(awq)                  \
   X(smoothquant)          \
   X(fp8)                  \
+  X(llm_int8)             \
+  X(spqr)                 \
+  X(none)                 \
   X(testclip)
 
 #define QZ_DECLARE(m) extern const qz_method_ops qz_method_##m;

@@ -18,6 +18,7 @@
 #include "cmd_eval.h"
 #include "eval_fp8.h"
 #include "qblock.h"
+#include "rotate_cli.h"
 #include "task_eval.h"
 
 static void usage(void) {
@@ -34,8 +35,10 @@ static void usage(void) {
       "  --model DIR        Hugging Face model dir (config.json, safetensors,\n"
       "                     tokenizer.json for --data)\n"
       "  --ckpt CKPT        a quantize checkpoint: its dequantized (fake-quant)\n"
-      "                     weights, folded norms and activation quantization\n"
-      "                     (SmoothQuant); the model dir is the one it records\n"
+      "                     weights, folded norms, activation quantization\n"
+      "                     (SmoothQuant, --act-bits) and rotations / KV-cache\n"
+      "                     quantization (--rotate, --kv-bits); the model dir is\n"
+      "                     the one it records\n"
       "                     unless --model is given\n"
       "  --data FILE        UTF-8 text, tokenized with DIR/tokenizer.json\n"
       "  --tokens FILE      pre-tokenized ids: .bin (uint32 LE stream) or .txt\n"
@@ -174,6 +177,19 @@ static int ckpt_act_hook(qz_ckpt *ck, MPI_Comm comm, const qz_model_config *cfg,
   return QZ_OK;
 }
 
+/* A rotated checkpoint's blocks: the checkpoint's weights and, for
+ * DuQuant, the block's transforms into the rotation. Collective. */
+typedef struct {
+  qz_ckpt_source *cks;
+  qz_rot *rot;
+} rot_source;
+
+static int rot_block_source(void *vctx, qz_model *m, int layer, qz_block_weights *w) {
+  rot_source *s = vctx;
+  QZ_CALL(qz_ckpt_block_source(s->cks, m, layer, w));
+  return qz_rotcli_load_block(s->cks->ck, layer, s->rot);
+}
+
 /* The command; `report` prints the result lines on rank 0's stdout, `out`
  * (may be NULL) receives the result on every rank. */
 static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
@@ -188,6 +204,9 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   qz_act_hook hook = {0};
   const qz_method_ops *hook_ops = NULL;
   qz_act_hook fp8_hook = {0}; /* an FP8 export's activations */
+  qz_rot *rot = NULL;
+  qz_model_hook mhook = {0};
+  rot_source rsrc = {&cks, NULL};
   if (o.ckpt) {
     QZ_CALL_DONE(qz_ckpt_open(ctx->comm, o.ckpt, &cks.ck));
     if (!o.model) o.model = qz_ckpt_model_dir(cks.ck);
@@ -219,6 +238,24 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
                     "hook", o.ckpt);
       eo.act_hook = &hook;
     }
+    QZ_CALL_DONE(qz_error_agree(ctx->comm, qz_rotcli_from_ckpt(cks.ck, cfg, &rot)));
+    if (rot) { /* rotations, activation and KV quantizers in one pair of hooks */
+      QZ_CHECK_DONE(!hook.fn, QZ_ERR_FORMAT,
+                    "checkpoint %s: options give both a rotation and a method activation "
+                    "hook", o.ckpt);
+      const qz_rot_params *rp = qz_rot_params_of(rot);
+      hook = qz_rot_act_hook(rot, 1);
+      eo.act_hook = &hook;
+      eo.act_quant_bits = 0;
+      mhook = qz_rot_model_hook(rot);
+      eo.model_hook = &mhook;
+      rsrc.rot = rot;
+      eo.block_source = rot_block_source;
+      eo.block_source_ctx = &rsrc;
+      qz_info("eval: transform %s; activations: %d bits (0 = fp) per token, %s, clip %g; "
+              "KV cache: %d bits (0 = fp)", qz_rot_describe(rot), rp->act_bits,
+              rp->act_asym ? "asymmetric" : "symmetric", rp->act_clip, rp->kv_bits);
+    } else
     if (eo.act_quant_bits)
       qz_info("eval: checkpoint activations: int%d per token, dynamic, symmetric, "
               "at the input of every linear", eo.act_quant_bits);
@@ -243,7 +280,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   }
   if (o.task.tasks) {
     qz_task_model tm = {eo.block_source, eo.block_source_ctx, eo.act_quant_bits,
-                        eo.act_hook};
+                        eo.act_hook, eo.model_hook};
     QZ_CALL_DONE(qz_task_eval(ctx, m, o.model, &o.task, &tm, report, o.json, tout));
     goto done;
   }
@@ -311,6 +348,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
 done:
   if (hook_ops && hook_ops->eval_act_free) hook_ops->eval_act_free(&hook);
   qz_eval_fp8_hook_free(&fp8_hook);
+  qz_rot_destroy(&rot);
   qz_free(&ids);
   qz_model_close(&m);
   qz_ckpt_close(&cks.ck);

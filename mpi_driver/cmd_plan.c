@@ -165,6 +165,21 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
          (long long)in->nsamples, (long long)in->seqlen,
          (long long)in->P, (long long)in->nodes, (long long)in->ranks_per_node,
          (long long)in->threads);
+  if (qz_config_any_moe(c)) {
+    qz_plan_moe ms;
+    qz_plan_moe_summary(c, in->nsamples * in->seqlen, &ms);
+    printf("      MoE: %lld of %lld blocks, %lld experts (I_e %lld), top-%lld%s; parameters "
+           "%.3g total, %.3g active per token\n",
+           (long long)ms.moe_blocks, (long long)c->num_hidden_layers,
+           (long long)c->num_experts, (long long)c->moe_intermediate_size,
+           (long long)c->num_experts_per_tok,
+           c->moe == QZ_MOE_QWEN2 && c->shared_expert_intermediate_size > 0 ? " + shared" : "",
+           ms.total, ms.active);
+    printf("      expert Hessians: %.0f (2 per expert per block, widths H and I_e, one at a "
+           "time); all-to-all volume of routed hidden states %s per run -- not moved: each "
+           "rank's partial expert Hessians are reduced instead (docs/moe.md)\n",
+           ms.hessians, gib(ms.alltoall_bytes, a, sizeof a));
+  }
   printf("rates: %s%s\n", r->source,
          r->measured ? "" : " (no rates file: built-in defaults; run `mpiquant plan "
                             "--calibrate` for this machine)");
@@ -177,6 +192,8 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
          qz_fmt_bytes(m->hessian_ideal, (char[32]){0}, 32));
   printf("  %-44s %12s\n", "factor panel exchange (kept per Hessian)",
          gib(m->factor_xbuf, a, sizeof a));
+  if (m->moe > 0)
+    printf("  %-44s %12s\n", "MoE: one expert f32 + routed rows + FFN out", gib(m->moe, a, sizeof a));
   printf("  %-44s %12s\n", "mapped safetensors pages (largest slice read)",
          gib(m->io_pages, a, sizeof a));
   printf("  %-44s %12s\n", "transient: Hessian row buffer (widest)", gib(m->rows, a, sizeof a));

@@ -41,7 +41,9 @@ static int open_ckpt(qz_qrun *r, qrun_io *io) {
   int st = QZ_OK;
   /* config, files and a digest of their content: resume refuses another model */
   QZ_CALL_DONE(qz_ckpt_source_fingerprint(comm, o->model, &src));
-  opt = qz_quantize_options_json(o, io->nwin, io->L, io->calib_hash);
+  qz_qopts oj = *o;
+  oj.is_moe = qz_config_any_moe(r->cfg);
+  opt = qz_quantize_options_json(&oj, io->nwin, io->L, io->calib_hash);
   QZ_CHECK_DONE(opt, QZ_ERR_MEM, "cannot serialise the options");
   char absdir[4096];
   if (!realpath(o->model, absdir)) snprintf(absdir, sizeof absdir, "%s", o->model);
@@ -89,6 +91,7 @@ static int setup(qz_qrun *r, qrun_io *io) {
   const qz_qopts *o = r->o;
   QZ_CALL(qz_model_open(comm, o->model, &io->m));
   r->cfg = qz_model_config_of(io->m);
+  r->m = io->m;
   /* an already-quantized model (FP8, compressed-tensors, GPTQ v1) is read
    * dequantized, one block at a time, and quantized again */
   if (qz_config_quantized(r->cfg))
@@ -100,6 +103,20 @@ static int setup(qz_qrun *r, qrun_io *io) {
   QZ_CHECK(io->lb < nblocks && io->le <= nblocks, QZ_ERR_USAGE,
            "--layers %d:%d outside the model's %d blocks", io->lb, io->le, nblocks);
   r->needs = qz_method_needs(&o->mo);
+  QZ_CHECK(!qz_config_any_moe(r->cfg) || o->rot.kind == QZ_ROT_NONE, QZ_ERR_UNSUPPORTED,
+           "quantize --rotate: %s is a mixture-of-experts model; rotations of MoE blocks "
+           "are not supported yet", o->model);
+  for (int l = io->lb; l < io->le; l++) /* refuse before any file is written */
+    QZ_CHECK(!qz_config_layer_moe(r->cfg, l) || !o->mo.ops->quantize_block,
+             QZ_ERR_UNSUPPORTED, "quantize --method %s: %s has mixture-of-experts blocks "
+             "(block %d), which this method does not support yet (gptq, rtn and quantease "
+             "do; docs/moe.md)", o->mo.ops->name, o->model, l);
+  if (o->rot.kind == QZ_ROT_DUQUANT) /* statistics of the calibration inputs */
+    r->needs |= QZ_NEED_CALIB;
+  if (o->rot.kind != QZ_ROT_NONE) {
+    QZ_CALL(qz_rot_create(r->cfg, &o->rot, &r->rot));
+    qz_info("quantize: rotations %s", qz_rot_describe(r->rot));
+  }
   QZ_CALL(o->mo.ops->setup(&o->mo, &r->mstate));
   QZ_CHECK(!(r->needs & QZ_NEED_CALIB) || o->calib || o->calib_tokens, QZ_ERR_USAGE,
            "quantize --method %s needs calibration data: --calib TEXT or "
@@ -113,14 +130,19 @@ static int setup(qz_qrun *r, qrun_io *io) {
   qz_shard_windows(io->nwin, r->ctx->size, r->ctx->rank, &io->first, &io->count);
   r->win0 = io->first;
   r->nwin = io->nwin;
-  QZ_CALL(qz_error_agree(comm, qz_block_weights_alloc(r->cfg, &io->w)));
+  /* MoE experts are streamed one at a time (quantize_moe.c), never all in f32 */
+  QZ_CALL(qz_error_agree(comm, qz_block_weights_alloc_ex(r->cfg, 0, &io->w)));
   if (r->needs & QZ_NEED_CALIB)
     QZ_CALL(qz_error_agree(comm, qz_fwd_create(r->cfg, io->count, io->L, &r->f)));
+  if (r->f && r->rot) { /* R4 online in the calibration forward (unquantized) */
+    r->rot_hook = qz_rot_act_hook(r->rot, 0);
+    QZ_CALL(qz_error_agree(comm, qz_fwd_set_act_hook(r->f, &r->rot_hook)));
+  }
   if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(qz_grid_create(comm, (int)o->nb, &r->grid));
   log_plan(r, io);
   if (r->needs & QZ_NEED_CALIB)
     QZ_CALL(qz_quantize_stream_to(comm, io->m, r->ck, r->f, &io->w, io->win, io->nwin, io->L,
-                                  io->first, io->count, io->b0, r->needs));
+                                  io->first, io->count, io->b0, r->needs, r->rot));
   return QZ_OK;
 }
 
@@ -129,7 +151,14 @@ static int setup(qz_qrun *r, qrun_io *io) {
 static int run_block(qz_qrun *r, qrun_io *io, int b, int snap_every) {
   double tb = qz_wtime();
   r->stats = json_object();
-  QZ_CALL(qz_model_load_block(io->m, b, &io->w));
+  /* MoE blocks: norms, attention, routers; experts are read one at a time */
+  QZ_CALL(qz_model_load_block_mask(io->m, b, qz_config_layer_moe(r->cfg, b)
+                                                 ? QZ_LIN_ALL & ~((1u << QZ_LIN_GATE) |
+                                                                  (1u << QZ_LIN_UP) |
+                                                                  (1u << QZ_LIN_DOWN))
+                                                 : QZ_LIN_ALL,
+                                   &io->w));
+  if (r->rot) qz_rot_fuse_block(r->rot, &io->w); /* the method sees rotated weights */
   QZ_CALL(qz_ckpt_begin_block(r->ck, b));
   QZ_CALL(qz_quantize_block(r, b, &io->w));
   json_object_set_new(r->stats, "seconds", json_real(qz_wtime() - tb));
@@ -201,6 +230,7 @@ int qz_cmd_quantize(qz_ctx *ctx, int argc, char **argv) {
 done:
   json_decref(r.stats);
   qz_quantize_run_free(&r);
+  qz_rot_destroy(&r.rot);
   if (r.grid) qz_grid_destroy(&r.grid);
   if (r.mstate) o.mo.ops->destroy(&r.mstate);
   qz_ckpt_close(&r.ck);

@@ -218,6 +218,33 @@ static int gen(synth *s, const char *name, gen_kind kind, int64_t rows,
                           (int64_t)bytes);
 }
 
+/* Router, experts and shared expert of MoE block b: experts like the dense
+ * MLP (no super weights); the router N(0, 0.02) like the other readers of
+ * the residual stream, so every expert gets tokens; the shared expert gate
+ * N(0, 0.02). */
+static int gen_moe(synth *s, int b, double std_in, double std_out) {
+  const qz_model_config *c = s->cfg;
+  const int64_t H = c->hidden_size, Ie = c->moe_intermediate_size;
+  const int64_t Is = c->moe == QZ_MOE_QWEN2 ? c->shared_expert_intermediate_size : 0;
+  char name[256];
+  qz_router_tensor(name, sizeof name, c, b);
+  QZ_CALL(gen(s, name, GEN_MATRIX, c->num_experts, H, std_in, 0));
+  for (int e = -1; e < (int)c->num_experts; e++) {
+    int64_t I = e < 0 ? Is : Ie;
+    if (I <= 0) continue;
+    for (int k = 0; k < 3; k++) {
+      qz_expert_tensor(name, sizeof name, c, b, e, k);
+      QZ_CALL(gen(s, name, GEN_MATRIX, k == 2 ? H : I, k == 2 ? I : H,
+                  k == 2 ? std_out : std_in, 0));
+    }
+  }
+  if (Is > 0) {
+    qz_shared_gate_tensor(name, sizeof name, b);
+    QZ_CALL(gen(s, name, GEN_MATRIX, 1, H, std_in, 0));
+  }
+  return QZ_OK;
+}
+
 /* config.json: the input config with num_hidden_layers and torch_dtype set. */
 static int write_config(const synth_opts *o) {
   json_error_t jerr;
@@ -277,8 +304,17 @@ static int synth_run(const synth_opts *o) {
     QZ_CALL_DONE(gen(&s, name, GEN_NORM, H, 0, 0, 0));
     snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight", b);
     QZ_CALL_DONE(gen(&s, name, GEN_NORM, H, 0, 0, 0));
+    if (cfg.qk_norm) { /* per-head q/k RMSNorm weights ~1 */
+      snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", b);
+      QZ_CALL_DONE(gen(&s, name, GEN_FINAL_NORM, cfg.head_dim, 0, 0, 0));
+      snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", b);
+      QZ_CALL_DONE(gen(&s, name, GEN_FINAL_NORM, cfg.head_dim, 0, 0, 0));
+    }
+    const int moe = qz_config_layer_moe(&cfg, b);
+    if (moe) QZ_CALL_DONE(gen_moe(&s, b, std_in, std_out));
     for (int l = 0; l < QZ_LIN_COUNT; l++) {
       int64_t out, in;
+      if (moe && l >= QZ_LIN_GATE) continue;
       qz_linear_shape(&cfg, (qz_linear)l, &out, &in);
       int resid = l == QZ_LIN_O || l == QZ_LIN_DOWN;
       qz_linear_tensor(name, sizeof name, b, (qz_linear)l, "weight");

@@ -48,6 +48,23 @@ static void print_linear(hid_t f, int block, const char *mod, json_t *stats) {
   H5Gclose(g);
 }
 
+typedef struct {
+  int blk;
+  json_t *stats;
+} expert_ctx;
+
+static herr_t print_expert(hid_t g, const char *name, const H5L_info_t *info, void *vctx) {
+  (void)g;
+  (void)info;
+  expert_ctx *c = vctx;
+  if (strstr(name, "experts.") || strstr(name, "shared_expert.")) {
+    hid_t f = H5Iget_file_id(g);
+    print_linear(f, c->blk, name, c->stats);
+    H5Fclose(f);
+  }
+  return 0;
+}
+
 int qz_inspect_ckpt(const char *dir, int as_json) {
   char path[4200];
   snprintf(path, sizeof path, "%s/manifest.json", dir);
@@ -107,6 +124,12 @@ int qz_inspect_ckpt(const char *dir, int as_json) {
       continue;
     }
     for (int k = 0; k < 7; k++) print_linear(f, blk, mods[k], json_object_get(b, "stats"));
+    /* MoE experts ("mlp.experts.3.up_proj", ...), in name order */
+    char grp[64];
+    snprintf(grp, sizeof grp, "/layers/%d", blk);
+    expert_ctx ec = {.blk = blk, .stats = json_object_get(b, "stats")};
+    H5Literate_by_name(f, grp, H5_INDEX_NAME, H5_ITER_INC, NULL, print_expert, &ec,
+                        H5P_DEFAULT);
     H5Fclose(f);
   }
   json_decref(m);

@@ -79,6 +79,7 @@ typedef struct {
                           method's working set (transient) */
   double method_block; /* held through the method's block hook (AWQ search) */
   double io_pages;     /* mapped safetensors pages of the largest row slice being read */
+  double moe;          /* MoE: one expert in f32 + routed rows, activations, FFN output */
   double embed_phase;  /* peak while embedding */
   double block_phase;  /* peak while quantizing a block */
   double peak;         /* max of the two */
@@ -102,6 +103,23 @@ const char *qz_plan_phase_name(qz_plan_phase p);
 /* Model formulas: not collective, no allocation of the modelled sizes. */
 /* Bytes of qz_block_weights_alloc for cfg (same 16-float rounding). */
 double qz_plan_block_weight_bytes(const qz_model_config *cfg);
+/* quantize_moe.c's scratch for T local tokens in nw windows (0 for a dense
+ * model). Not collective. */
+/* MoE blocks of a config: parameters in total and active per token (FFN
+ * part with k of E experts; routers counted in both), the number of expert
+ * Hessians per run, and the bytes an all-to-all of routed tokens' hidden
+ * states would move (there and back, f32) for `tokens` calibration tokens
+ * -- mpiquant moves none (each rank's partial expert Hessians are reduced
+ * instead, docs/moe.md). Not collective. */
+typedef struct {
+  int64_t moe_blocks;
+  double total, active;          /* whole model */
+  double total_ffn, active_ffn;  /* MoE FFNs only */
+  double hessians;               /* expert Hessians (2 per expert per block) */
+  double alltoall_bytes;         /* per run, all MoE blocks */
+} qz_plan_moe;
+void qz_plan_moe_summary(const qz_model_config *cfg, int64_t tokens, qz_plan_moe *s);
+double qz_plan_moe_scratch_bytes(const qz_model_config *cfg, int64_t T, int64_t nw);
 /* Bytes of qz_fwd_create(cfg, nwin, seqlen) (same layout). */
 double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqlen);
 /* qz_hessian_bytes right after qz_hessian_create(d) on grid rank (r, c) of a

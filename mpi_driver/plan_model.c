@@ -17,6 +17,7 @@
 #include "mpiquant/gptq.h"
 #include "mpiquant/grid.h"
 #include "mpiquant/hessian.h"
+#include "mpiquant/moe.h"
 #include "mpiquant/quant.h"
 #include "mpiquant/quantease.h"
 #include "plan.h"
@@ -35,13 +36,37 @@ static void lin_shape(const qz_model_config *c, int l, int64_t *out, int64_t *in
 }
 
 double qz_plan_block_weight_bytes(const qz_model_config *cfg) {
-  int64_t total = 2 * round16(cfg->hidden_size);
+  /* quantize's block (qz_block_weights_alloc_ex(cfg, 0, .)): MoE experts are
+   * streamed one at a time (counted in qz_plan_moe_scratch_bytes) */
+  const int any = qz_config_any_moe(cfg), all = qz_config_all_moe(cfg);
+  const int64_t H = cfg->hidden_size;
+  int64_t total = 2 * round16(H) + (cfg->qk_norm ? 2 * round16(cfg->head_dim) : 0);
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t o, i;
+    if (all && l >= QZ_LIN_GATE) continue;
     lin_shape(cfg, l, &o, &i);
     total += round16(o * i) + (qz_linear_has_bias(cfg, (qz_linear)l) ? round16(o) : 0);
   }
+  if (any) {
+    int64_t Is = cfg->moe == QZ_MOE_QWEN2 ? cfg->shared_expert_intermediate_size : 0;
+    total += round16(cfg->num_experts * H) + 3 * round16(Is * H) + (Is > 0 ? round16(H) : 0);
+  }
   return 4.0 * (double)total;
+}
+
+double qz_plan_moe_scratch_bytes(const qz_model_config *c, int64_t T, int64_t nw) {
+  if (!qz_config_any_moe(c)) return 0.0;
+  const double H = (double)c->hidden_size, k = (double)c->num_experts_per_tok;
+  double I = (double)c->moe_intermediate_size;
+  if ((double)c->shared_expert_intermediate_size > I) I = (double)c->shared_expert_intermediate_size;
+  const double T1 = T > 0 ? (double)T : 1.0;
+  /* quantize_moe.c scratch_alloc, the pages touched: one expert, the
+   * fallback's Hessian rows (route-all: T of the 2T allocated; pooled
+   * touches 2T) and their activations + scratch (T rows each of the 2T),
+   * the routed rows, their activations and output, the FFN output, the
+   * routing (each rounded to 64 B: ignored) */
+  return 4.0 * (3.0 * I * H + T1 * H + 2.0 * T1 * I + T1 * H + T1 * I + 2.0 * T1 * H +
+                2.0 * T1 * k) + 8.0 * (T1 + 3.0 * (double)nw + (double)c->num_experts);
 }
 
 double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqlen) {
@@ -49,12 +74,14 @@ double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqle
   int64_t qd = cfg->num_attention_heads * hd, kvd = cfg->num_key_value_heads * hd;
   int64_t T = nwin * seqlen, half = hd / 2;
   int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
+  const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * I; /* dense FFN buffers */
   int64_t sz[] = {nwin * seqlen * H, T * H, T * qd, T * kvd, T * kvd, T * H, T * H,
-                  T * I,             T * I, T * H,  qb * seqlen, seqlen * half,
+                  TI,                TI,    T * H,  qb * seqlen, seqlen * half,
                   seqlen * half};
   int64_t total = 0;
   for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) total += round16(sz[i]);
-  return 4.0 * (double)total;
+  /* MoE blocks: the FFN scratch of one window (qz_moe_ws_bytes) */
+  return 4.0 * (double)total + (qz_config_any_moe(cfg) ? (double)qz_moe_ws_bytes(cfg, seqlen) : 0.0);
 }
 
 void qz_plan_grid_shape(int P, int *pr, int *pc) {
@@ -75,12 +102,40 @@ double qz_plan_hessian_bytes(int64_t d, int nb, int P, int rank) {
   return a + (double)d * (8.0 + 4.0 + 1.0);
 }
 
-/* Input widths of the four true-sequential groups: qkv, o, gate/up, down. */
-static void group_widths(const qz_model_config *c, int64_t d[4]) {
+/* Input widths of the Hessians of a block: qkv, o, gate/up, down, and the
+ * MoE experts' down (I_e) and shared expert's down (I_s); 0 = none. */
+enum { NWIDTH = 6 };
+static void group_widths(const qz_model_config *c, int64_t d[NWIDTH]) {
   d[0] = c->hidden_size;
   d[1] = c->num_attention_heads * c->head_dim;
   d[2] = c->hidden_size;
-  d[3] = c->intermediate_size;
+  d[3] = qz_config_all_moe(c) ? 0 : c->intermediate_size;
+  d[4] = qz_config_any_moe(c) ? c->moe_intermediate_size : 0;
+  d[5] = qz_config_any_moe(c) && c->moe == QZ_MOE_QWEN2 ? c->shared_expert_intermediate_size : 0;
+}
+
+/* The linear shapes [out, in] a block quantizes (up to 7 + 6): the dense
+ * ones, or attention + one expert + the shared expert. */
+static int block_shapes(const qz_model_config *c, int64_t o[13], int64_t i[13]) {
+  int n = 0;
+  const int any = qz_config_any_moe(c), all = qz_config_all_moe(c);
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    if (all && l >= QZ_LIN_GATE) continue;
+    lin_shape(c, l, &o[n], &i[n]);
+    n++;
+  }
+  if (any) {
+    const int64_t H = c->hidden_size;
+    const int64_t I[2] = {c->moe_intermediate_size,
+                          c->moe == QZ_MOE_QWEN2 ? c->shared_expert_intermediate_size : 0};
+    for (int e = 0; e < 2; e++) {
+      if (I[e] <= 0) continue;
+      o[n] = I[e], i[n++] = H;
+      o[n] = I[e], i[n++] = H;
+      o[n] = H, i[n++] = I[e];
+    }
+  }
+  return n;
 }
 
 /* Row-buffer capacity after qz_hessian_add_rows of n rows: 256 doubled. */
@@ -157,20 +212,19 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
   double nrows_emb = (double)m->tokens_rank < V ? (double)m->tokens_rank : V;
   double embed_pages = calib ? (row_bytes < pg ? nrows_emb * row_pages : row_pages) : 0.0;
   double block_pages = 0.0;
-  for (int l = 0; l < QZ_LIN_COUNT; l++) {
-    int64_t o, i;
-    lin_shape(c, l, &o, &i);
-    double b = disk * (double)ceil_div(o, P) * (double)i;
+  int64_t so[13], si[13];
+  const int ns = block_shapes(c, so, si);
+  for (int l = 0; l < ns; l++) {
+    double b = disk * (double)ceil_div(so[l], P) * (double)si[l];
     if (b > block_pages) block_pages = b;
   }
   m->io_pages = block_pages;
+  m->moe = qz_plan_moe_scratch_bytes(c, m->tokens_rank, nw);
 
   double gmax = 0.0;
-  for (int l = 0; l < QZ_LIN_COUNT; l++) {
-    int64_t o, i;
-    lin_shape(c, l, &o, &i);
-    double g = result_bytes(in, ceil_div(o, P), i) +
-               linear_model(in, r, ceil_div(o, P), i).bytes;
+  for (int l = 0; l < ns; l++) {
+    double g = result_bytes(in, ceil_div(so[l], P), si[l]) +
+               linear_model(in, r, ceil_div(so[l], P), si[l]).bytes;
     if (g > gmax) gmax = g;
   }
   m->gptq = gmax;
@@ -182,13 +236,14 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
   }
 
   if (hess) {
-    int64_t d[4], seen[4];
+    int64_t d[NWIDTH], seen[NWIDTH];
     int nseen = 0;
     group_widths(c, d);
     double trans_max = 0.0;
     int pr, pc;
     qz_plan_grid_shape(P, &pr, &pc);
-    for (int g = 0; g < 4; g++) {
+    for (int g = 0; g < NWIDTH; g++) {
+      if (d[g] <= 0) continue;
       int dup = 0;
       for (int k = 0; k < nseen; k++) dup |= seen[k] == d[g];
       if (!dup) {
@@ -224,11 +279,11 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
     /* the per-linear buffers (results and the method's working set) are
      * kept from linear to linear once the first linear has run */
     double carved = m->hessians + m->factor_xbuf + gmax + trans_max;
-    m->block_phase = m->base + m->weights + m->fwd + m->io_pages +
+    m->block_phase = m->base + m->weights + m->fwd + m->io_pages + m->moe +
                      (carved > m->embed ? carved : m->embed);
     m->embed_phase = m->base + m->fwd_hidden + m->embed + embed_pages;
   } else {
-    m->block_phase = m->base + m->weights + m->fwd + m->io_pages + gmax;
+    m->block_phase = m->base + m->weights + m->fwd + m->io_pages + m->moe + gmax;
     if (calib) m->embed_phase = m->base + m->fwd_hidden + m->embed + embed_pages;
   }
   m->block_phase += m->method_block;
@@ -269,36 +324,92 @@ static double coll_ar(const void *ctx, double bytes) {
   return coll(c->in, c->r, COLL_AR, bytes);
 }
 
-int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_time *t) {
+/* The quantize-relevant shape of one block: linears [out, in] with how many
+ * of each, Hessian widths with how many rows each sees per token (k for the
+ * routed experts' stacked rows) and how many factorizations. */
+typedef struct {
+  int n;
+  int64_t o[16], i[16];
+  double count[16];      /* linears of this shape in the block */
+  int nh;
+  int64_t d[8];
+  double rows[8];        /* Hessian rows per calibration token */
+  double nfac[8];        /* Hessians (reductions, factorizations) of width d */
+  double params;         /* weights read (routers included) */
+  double qparams;        /* weights quantized */
+  double ffn_flops_tok;  /* FFN flops per token (routed experts: k of E) */
+} block_shape;
+
+static void add_lin(block_shape *b, int64_t o, int64_t i, double cnt) {
+  b->o[b->n] = o, b->i[b->n] = i, b->count[b->n++] = cnt;
+  b->params += cnt * (double)o * (double)i;
+  b->qparams += cnt * (double)o * (double)i;
+}
+static void add_hess(block_shape *b, int64_t d, double rows, double nfac) {
+  b->d[b->nh] = d, b->rows[b->nh] = rows, b->nfac[b->nh++] = nfac;
+}
+
+static void shape_of_block(const qz_model_config *c, int moe, block_shape *b) {
+  memset(b, 0, sizeof *b);
+  const int64_t H = c->hidden_size, qd = c->num_attention_heads * c->head_dim;
+  for (int l = 0; l <= QZ_LIN_O; l++) {
+    int64_t o, i;
+    lin_shape(c, l, &o, &i);
+    add_lin(b, o, i, 1.0);
+  }
+  add_hess(b, H, 1.0, 1.0);
+  add_hess(b, qd, 1.0, 1.0);
+  if (!moe) {
+    const int64_t I = c->intermediate_size;
+    add_lin(b, I, H, 2.0);
+    add_lin(b, H, I, 1.0);
+    add_hess(b, H, 1.0, 1.0);
+    add_hess(b, I, 1.0, 1.0);
+    b->ffn_flops_tok = 2.0 * 3.0 * (double)H * (double)I;
+    return;
+  }
+  const double E = (double)c->num_experts, k = (double)c->num_experts_per_tok;
+  const int64_t Ie = c->moe_intermediate_size;
+  const int64_t Is = c->moe == QZ_MOE_QWEN2 ? c->shared_expert_intermediate_size : 0;
+  add_lin(b, Ie, H, 2.0 * E);
+  add_lin(b, H, Ie, E);
+  add_hess(b, H, k, E); /* every token's row in k experts' Hessians */
+  add_hess(b, Ie, k, E);
+  b->params += E * (double)H; /* routers: read, not quantized */
+  b->ffn_flops_tok = 2.0 * ((double)H * E + k * 3.0 * (double)H * (double)Ie);
+  if (Is > 0) {
+    add_lin(b, Is, H, 2.0);
+    add_lin(b, H, Is, 1.0);
+    add_hess(b, H, 1.0, 1.0);
+    add_hess(b, Is, 1.0, 1.0);
+    b->params += (double)H;
+    b->ffn_flops_tok += 2.0 * (3.0 * (double)H * (double)Is + (double)H);
+  }
+}
+
+/* Seconds (blk) and flops (fl) of one block of shape b. */
+static void block_time(const qz_plan_in *in, const qz_plan_rates *r, const block_shape *b,
+                       double blk[QZ_PT_COUNT], double fl[QZ_PT_COUNT]) {
   const qz_model_config *c = &in->cfg;
-  memset(t, 0, sizeof *t);
   const double P = (double)in->P, th = (double)in->threads, s = in->core_scale;
   const double N = (double)in->nodes;
   const double gemm = r->sgemm_gflops * 1e9 * s * th;  /* one rank */
   const double syrk = r->ssyrk_gflops * 1e9 * s * th;
   const double potrf = r->dpotrf_gflops * 1e9 * s * th;
-  const double nblk = (double)c->num_hidden_layers;
-  double blk[QZ_PT_COUNT] = {0}, fl[QZ_PT_COUNT] = {0};
-
   /* load: every tensor read once over the job (nodes read in parallel),
-   * then an allgather of the f32 block */
-  double params = 0.0;
-  for (int l = 0; l < QZ_LIN_COUNT; l++) {
-    int64_t o, i;
-    lin_shape(c, l, &o, &i);
-    params += (double)o * (double)i;
-  }
-  blk[QZ_PT_LOAD] = params * in->disk_dtype_bytes / (r->read_gbs * 1e9 * N) +
-                    coll(in, r, COLL_AG, 4.0 * params);
+   * then an allgather of the f32 weights (MoE: expert by expert) */
+  blk[QZ_PT_LOAD] = b->params * in->disk_dtype_bytes / (r->read_gbs * 1e9 * N) +
+                    coll(in, r, COLL_AG, 4.0 * b->params);
   /* the gather of the dequantized rows of every linear after quantizing */
-  blk[QZ_PT_GATHER] = coll(in, r, COLL_AG, 4.0 * params);
-
+  blk[QZ_PT_GATHER] = coll(in, r, COLL_AG, 4.0 * b->qparams);
   int64_t nw = ceil_div(in->nsamples, in->P);
-  t->busy_ranks = in->P < in->nsamples ? in->P : in->nsamples;
   const int calib = (in->needs & QZ_NEED_CALIB) != 0, hess = (in->needs & QZ_NEED_HESSIAN) != 0;
   const int factor = linear_model(in, r, 1, c->hidden_size).factor;
   if (calib) {
-    double fpw = qz_fwd_block_flops(c, 1, in->seqlen);
+    double L = (double)in->seqlen;
+    double fpw = qz_fwd_block_flops(c, 1, in->seqlen) -
+                 L * 2.0 * 3.0 * (double)c->hidden_size * (double)c->intermediate_size +
+                 L * b->ffn_flops_tok;
     fl[QZ_PT_FORWARD] = fpw * (double)in->nsamples;
     blk[QZ_PT_FORWARD] = (double)nw * fpw / (gemm * r->fwd_frac);
     if (in->mo.ops && in->mo.ops->plan_block) { /* the block hook's forward passes */
@@ -309,47 +420,77 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
     }
   }
   if (hess) {
-    int64_t d[4];
-    group_widths(c, d);
     double Tl = (double)(nw * in->seqlen);
-    int pr, pc;
-    qz_plan_grid_shape((int)in->P, &pr, &pc);
-    for (int g = 0; g < 4; g++) {
-      double dd = (double)d[g];
-      fl[QZ_PT_HESSIAN] += (double)in->nsamples * in->seqlen * dd * dd;
-      blk[QZ_PT_HESSIAN] += Tl * dd * dd / syrk;
+    for (int g = 0; g < b->nh; g++) {
+      double dd = (double)b->d[g], nf = b->nfac[g];
+      fl[QZ_PT_HESSIAN] += b->rows[g] * (double)in->nsamples * in->seqlen * dd * dd;
+      blk[QZ_PT_HESSIAN] += b->rows[g] * Tl * dd * dd / syrk;
       /* the lower triangle in f64 is reduce-scattered (+ the N allreduce);
        * two-level (hessian.h): summed within the node, then one
        * contribution per node crosses the network, as coll() models it */
-      blk[QZ_PT_REDUCE] += coll(in, r, COLL_RS, 4.0 * dd * dd);
+      blk[QZ_PT_REDUCE] += nf * coll(in, r, COLL_RS, 4.0 * dd * dd);
       /* potrf + trtri (2 d^3 / 3, f64) on the grid; redistribution of the
        * permuted upper triangle (alltoall of 8 d^2 / P per rank) and the
        * panel latency (d / nb steps, ~3 log2 P messages each) */
       if (factor) { /* (QuantEase from RTN: no factor) */
         double ff = 2.0 * dd * dd * dd / 3.0;
-        fl[QZ_PT_FACTOR] += ff;
+        fl[QZ_PT_FACTOR] += nf * ff;
         double eff = in->P > 1 ? r->pdpotrf_eff : 1.0;
-        blk[QZ_PT_FACTOR] += ff / (P * potrf * eff) + coll(in, r, COLL_AG, 8.0 * dd * dd / P) +
-                             (N > 1 ? dd / in->nb * 3.0 * log2(P) * in->latency_s : 0.0);
+        blk[QZ_PT_FACTOR] += nf * (ff / (P * potrf * eff) + coll(in, r, COLL_AG, 8.0 * dd * dd / P) +
+                                   (N > 1 ? dd / in->nb * 3.0 * log2(P) * in->latency_s : 0.0));
       }
     }
   }
   /* quantize: the method's model of each linear on the rank with the most
    * rows (methods/<m>.c plan_linear) */
-  for (int l = 0; l < QZ_LIN_COUNT; l++) {
-    int64_t o, i;
-    lin_shape(c, l, &o, &i);
-    qz_plan_linear q = linear_model(in, r, ceil_div(o, in->P), i);
-    fl[QZ_PT_QUANTIZE] += q.flops * P;
-    blk[QZ_PT_QUANTIZE] += q.seconds;
+  for (int l = 0; l < b->n; l++) {
+    qz_plan_linear q = linear_model(in, r, ceil_div(b->o[l], in->P), b->i[l]);
+    fl[QZ_PT_QUANTIZE] += b->count[l] * q.flops * P;
+    blk[QZ_PT_QUANTIZE] += b->count[l] * q.seconds;
   }
   /* checkpoint: codes (1 B) + f32 scale and zero per group, before zstd */
   double g = in->mo.spec.groupsize > 0 ? (double)in->mo.spec.groupsize : 1e9;
-  blk[QZ_PT_WRITE] = params * (1.0 + 8.0 / g) / (r->hdf5_write_gbs * 1e9 * N);
+  blk[QZ_PT_WRITE] = b->qparams * (1.0 + 8.0 / g) / (r->hdf5_write_gbs * 1e9 * N);
+}
 
+void qz_plan_moe_summary(const qz_model_config *c, int64_t tokens, qz_plan_moe *s) {
+  memset(s, 0, sizeof *s);
+  const double H = (double)c->hidden_size;
+  for (int l = 0; l < c->num_hidden_layers; l++) {
+    if (!qz_config_layer_moe(c, l)) continue;
+    s->moe_blocks++;
+    const double E = (double)c->num_experts, k = (double)c->num_experts_per_tok;
+    const double Ie = (double)c->moe_intermediate_size;
+    const double Is = c->moe == QZ_MOE_QWEN2 ? (double)c->shared_expert_intermediate_size : 0;
+    s->total_ffn += E * 3.0 * H * Ie + 3.0 * H * Is + E * H + (Is > 0 ? H : 0.0);
+    s->active_ffn += k * 3.0 * H * Ie + 3.0 * H * Is + E * H + (Is > 0 ? H : 0.0);
+    s->hessians += 2.0 * E;
+    s->alltoall_bytes += 2.0 * (double)tokens * k * H * 4.0;
+  }
+  s->total = (double)qz_config_param_count(c);
+  s->active = s->total - s->total_ffn + s->active_ffn;
+}
+
+int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_time *t) {
+  const qz_model_config *c = &in->cfg;
+  memset(t, 0, sizeof *t);
+  double blk[QZ_PT_COUNT] = {0}, fl[QZ_PT_COUNT] = {0};
+  double nmoe = 0.0;
+  for (int l = 0; l < c->num_hidden_layers; l++) nmoe += qz_config_layer_moe(c, l);
+  const double nblk = (double)c->num_hidden_layers - nmoe; /* dense blocks */
+  block_shape bs;
+  shape_of_block(c, 0, &bs);
+  block_time(in, r, &bs, blk, fl);
+  double bm[QZ_PT_COUNT] = {0}, fm[QZ_PT_COUNT] = {0};
+  if (nmoe > 0) {
+    shape_of_block(c, 1, &bs);
+    block_time(in, r, &bs, bm, fm);
+  }
+  const int calib = (in->needs & QZ_NEED_CALIB) != 0;
+  t->busy_ranks = in->P < in->nsamples ? in->P : in->nsamples;
   for (int p = 0; p < QZ_PT_COUNT; p++) {
-    t->t[p] = blk[p] * nblk;
-    t->flops[p] = fl[p] * nblk;
+    t->t[p] = blk[p] * nblk + bm[p] * nmoe;
+    t->flops[p] = fl[p] * nblk + fm[p] * nmoe;
   }
   /* embedding: each rank reads the rows of its own tokens (at most V) */
   double V = (double)c->vocab_size, H = (double)c->hidden_size;

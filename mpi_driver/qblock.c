@@ -25,11 +25,15 @@ int qz_linear_assemble(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64
 
 int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
                             int64_t out, int64_t in, float *w /* [out, in] */) {
+  return qz_ckpt_load_module_f32(ck, comm, layer, qz_linear_name(l), out, in, w);
+}
+
+int qz_ckpt_load_module_f32(qz_ckpt *ck, MPI_Comm comm, int layer, const char *mod,
+                            int64_t out, int64_t in, float *w /* [out, in] */) {
   int rank, size, st = QZ_OK;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
   int64_t o2, i2, ng, r0, nr;
-  const char *mod = qz_linear_name(l);
   qz_ckpt_linear_meta meta;
   QZ_CALL(qz_ckpt_linear_info(ck, layer, mod, &o2, &i2, &ng, &meta));
   QZ_CHECK(o2 == out && i2 == in, QZ_ERR_FORMAT,
@@ -84,9 +88,26 @@ int qz_ckpt_block_source(void *vctx, qz_model *m, int layer,
   int st = QZ_OK;
   for (int l = 0; l < QZ_LIN_COUNT && st == QZ_OK; l++) {
     int64_t out, in;
+    if (w->moe && l >= QZ_LIN_GATE) break; /* experts below */
     qz_linear_shape(cfg, (qz_linear)l, &out, &in);
     st = qz_ckpt_load_linear_f32(s->ck, qz_model_comm(m), layer, (qz_linear)l,
                                  out, in, w->w[l]);
+  }
+  if (w->moe && st == QZ_OK) {
+    const int64_t H = cfg->hidden_size, Ie = w->einter;
+    for (int e = -1; e < (int)w->nexp && st == QZ_OK; e++) {
+      int64_t I = e < 0 ? w->sinter : Ie;
+      if (I <= 0 || (e >= 0 && !w->ew[0])) continue;
+      float *dst[3] = {e < 0 ? w->sw[0] : w->ew[0] + e * Ie * H,
+                       e < 0 ? w->sw[1] : w->ew[1] + e * Ie * H,
+                       e < 0 ? w->sw[2] : w->ew[2] + e * H * Ie};
+      for (int k = 0; k < 3 && st == QZ_OK; k++) {
+        char mod[160];
+        qz_expert_module(mod, sizeof mod, cfg, layer, e, k);
+        st = qz_ckpt_load_module_f32(s->ck, qz_model_comm(m), layer, mod, k == 2 ? H : I,
+                                     k == 2 ? I : H, dst[k]);
+      }
+    }
   }
   int found = 0; /* norms with folded scales (AWQ, SmoothQuant) */
   if (st == QZ_OK)

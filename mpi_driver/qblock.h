@@ -25,6 +25,10 @@ int qz_linear_assemble(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64
 int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,
                             int64_t out, int64_t in, float *w);
 
+/* The same for a module by name ("mlp.experts.3.down_proj"). Collective. */
+int qz_ckpt_load_module_f32(qz_ckpt *ck, MPI_Comm comm, int layer, const char *mod,
+                            int64_t out, int64_t in, float *w);
+
 typedef struct {
   qz_ckpt *ck;
   int warned;

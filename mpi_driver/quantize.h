@@ -16,6 +16,7 @@
 #include "mpiquant/hessian.h"
 #include "mpiquant/method.h"
 #include "mpiquant/model.h"
+#include "mpiquant/rotate.h"
 
 typedef struct {
   const char *model, *calib, *calib_tokens, *out;
@@ -24,7 +25,21 @@ typedef struct {
   long blocks_per_file, zstd_level, snapshot_every;
   int true_sequential, resume;
   qz_method_opts mo;           /* --method and its rows (method.h) */
+  /* mixture of experts (docs/moe.md): an expert with fewer routed
+   * calibration tokens (over all ranks) than min_expert_tokens gets the
+   * fallback; is_moe (set from the model) records both in the options JSON */
+  long min_expert_tokens;
+  int expert_fallback;         /* QZ_EXPERT_FALLBACK_* */
+  int is_moe;
+  qz_rot_params rot;           /* --rotate, --kv-bits, --act-asym, ... */
+  int rot_given;               /* any of them given (recorded in the JSON) */
+  int duq_given;               /* --block, --perm or --smooth given */
 } qz_qopts;
+
+/* Append-only. */
+enum { QZ_EXPERT_FALLBACK_ROUTE_ALL = 0, QZ_EXPERT_FALLBACK_POOLED,
+       QZ_EXPERT_FALLBACK_RTN };
+extern const char *const qz_expert_fallback_names[]; /* NULL-terminated */
 
 /* ---- quantize_cli.c (not collective) ---------------------------------------- */
 void qz_quantize_usage(void);
@@ -46,14 +61,19 @@ int qz_quantize_windows(MPI_Comm comm, const qz_qopts *o, const qz_model_config 
  * fp model with QZ_NEED_FP_STREAM, else with the checkpoint's weights). */
 int qz_quantize_stream_to(MPI_Comm comm, qz_model *m, qz_ckpt *ck, qz_fwd *f,
                           qz_block_weights *w, const int32_t *win, int64_t nwin, int64_t L,
-                          int64_t first, int64_t count, int b0, unsigned needs);
+                          int64_t first, int64_t count, int b0, unsigned needs,
+                          qz_rot *rot);
 
 /* ---- quantize_block.c ------------------------------------------------------- */
-/* Hessians by input width, reused across blocks (reset, not reallocated). */
+/* Hessians by input width, reused across blocks (reset, not reallocated):
+ * H, nq*hd, I, and the MoE widths I_e and I_s. */
+#define QZ_HCACHE_N 5
 typedef struct {
-  int64_t d[3];
-  qz_hessian *h[3];
+  int64_t d[QZ_HCACHE_N];
+  qz_hessian *h[QZ_HCACHE_N];
 } qz_hcache;
+
+struct qz_moe_run; /* quantize_moe.c */
 
 typedef struct {
   qz_ctx *ctx;
@@ -69,6 +89,12 @@ typedef struct {
   int64_t win0, nwin;      /* this rank's first window, all windows */
   /* per-linear result buffers, sized once for the largest linear */
   struct qz_linear_bufs *bufs;
+  struct qz_moe_run *moe;  /* MoE scratch (quantize_moe.c), or NULL */
+  qz_model *m;             /* the source model (MoE experts are read one at a time) */
+  qz_rot *rot;             /* rotations (NULL: none) */
+  qz_act_hook rot_hook;    /* the rotation's online part at linear inputs
+                              (no quantization; .fn NULL: none) */
+  float *hx;               /* [ntok, max(H, I)] a group input through rot_hook */
 } qz_qrun;
 
 /* Quantize block `layer` (weights in w) with the method: its block hook,
@@ -84,5 +110,31 @@ void qz_stats_bits(json_t *stats, double *bits, double *params);
 int qz_quantize_ckpt_bits(const char *dir, double *bpp);
 /* Free what the block loop keeps from block to block. Not collective. */
 void qz_quantize_run_free(qz_qrun *r);
+
+/* The Hessian handle of width d (reset), from the cache. Collective. */
+int qz_quantize_hessian_for(qz_hcache *c, qz_grid *g, int64_t d, qz_hessian **out);
+/* Quantize one linear `module` ("mlp.experts.3.down_proj") [out, in] of
+ * block `layer`: W (every rank's copy) replaced by its dequantized weights,
+ * this rank's rows written to the checkpoint, stats recorded.  mo/mstate:
+ * another method (a fallback), or NULL for the run's. Collective. */
+int qz_quantize_module(qz_qrun *r, int layer, const char *module, int64_t out, int64_t in,
+                       float *W, qz_hessian *H, const qz_method_opts *mo, void *mstate);
+/* Groups [0, ngroups) of the true-sequential loop ([q,k,v], [o], ...) on
+ * block b; after it the forward holds the inputs with those groups
+ * quantized from stage `ngroups` on (recompute with
+ * qz_quantize_forward_to). Collective. */
+int qz_quantize_groups(qz_block_ctx *b, int ngroups);
+int qz_quantize_forward_to(qz_block_ctx *b, qz_fwd_stage stage);
+
+/* ---- quantize_moe.c --------------------------------------------------------- */
+/* An MoE block: attention groups as above, then the experts one at a time
+ * (see docs/moe.md). Collective. */
+int qz_quantize_moe_block(qz_qrun *r, qz_block_ctx *b);
+void qz_quantize_moe_free(qz_qrun *r);
+/* Replay MoE block `layer` on f (resume): attention and experts from the
+ * checkpoint when it holds the block (ck not NULL), else from the model;
+ * experts read one at a time into w's storage-less block. Collective. */
+int qz_quantize_moe_replay(qz_model *m, qz_ckpt *ck, qz_fwd *f, qz_block_weights *w,
+                           int layer);
 
 #endif

@@ -5,6 +5,7 @@
  * rows, the dequantized rows gathered back into the block (the forward
  * continues with exactly the weights the checkpoint holds) and this rank's
  * rows written collectively. */
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,25 +16,27 @@
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/shard.h"
 #include "mpiquant/timing.h"
 #include "qblock.h"
 #include "quantize.h"
+#include "rotate_cli.h"
 
-static int hessian_for(qz_hcache *c, qz_grid *g, int64_t d, qz_hessian **out) {
-  for (int i = 0; i < 3; i++)
+int qz_quantize_hessian_for(qz_hcache *c, qz_grid *g, int64_t d, qz_hessian **out) {
+  for (int i = 0; i < QZ_HCACHE_N; i++)
     if (c->h[i] && c->d[i] == d) {
       qz_hessian_reset(c->h[i]);
       *out = c->h[i];
       return QZ_OK;
     }
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < QZ_HCACHE_N; i++)
     if (!c->h[i]) {
       QZ_CALL(qz_hessian_create(g, d, &c->h[i]));
       c->d[i] = d;
       *out = c->h[i];
       return QZ_OK;
     }
-  QZ_FAIL(QZ_ERR_INTERNAL, "more than 3 distinct layer input widths");
+  QZ_FAIL(QZ_ERR_INTERNAL, "more than %d distinct layer input widths", QZ_HCACHE_N);
 }
 
 /* Test hook (tests/quantize_resume.sh): MPIQUANT_FAULT=kill:R:B sends
@@ -73,9 +76,19 @@ static void bufs_free(struct qz_linear_bufs **pb) {
 static int bufs_fit(qz_qrun *r) {
   if (r->bufs) return QZ_OK;
   int64_t rin = 1, rng = 1, rows = 1, in_max = 1;
-  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+  const qz_model_config *c = r->cfg;
+  const int64_t Ie = c->moe_intermediate_size, Is = c->shared_expert_intermediate_size;
+  const int64_t extra[4][2] = {{Ie, c->hidden_size}, {c->hidden_size, Ie},
+                               {Is, c->hidden_size}, {c->hidden_size, Is}};
+  for (int l = 0; l < QZ_LIN_COUNT + 4; l++) {
     int64_t out, in, r0, nr;
-    qz_linear_shape(r->cfg, (qz_linear)l, &out, &in);
+    if (l < QZ_LIN_COUNT) {
+      qz_linear_shape(r->cfg, (qz_linear)l, &out, &in);
+    } else {
+      out = extra[l - QZ_LIN_COUNT][0];
+      in = extra[l - QZ_LIN_COUNT][1];
+      if (out <= 0 || in <= 0) continue;
+    }
     qz_split_even(out, r->ctx->size, 0, &r0, &nr); /* rank 0 has the most */
     int64_t ng = qz_quant_ngroups(&r->o->mo.spec, in);
     rin = nr * in > rin ? nr * in : rin;
@@ -97,12 +110,12 @@ static int bufs_fit(qz_qrun *r) {
 }
 
 /* Checkpoint attributes and the manifest's stats of one linear. */
-static int record_linear(qz_qrun *r, int layer, qz_linear l, int64_t out, int64_t in,
+static int record_linear(qz_qrun *r, int layer, const char *module,
+                         const qz_method_opts *mo, int64_t out, int64_t in,
                          int64_t ng, int64_t r0, int64_t nr, const qz_layer_result *res,
                          double loss, double secs) {
   MPI_Comm comm = r->ctx->comm;
-  const qz_method_opts *mo = &r->o->mo;
-  const int hess = (r->needs & QZ_NEED_HESSIAN) != 0;
+  const int hess = (qz_method_needs(mo) & QZ_NEED_HESSIAN) != 0;
   qz_ckpt_linear_meta meta = {.bits = mo->spec.bits, .group_size = (int)mo->spec.groupsize,
                               .sym = mo->spec.sym, .act_order = mo->act_order,
                               .static_groups = mo->static_groups,
@@ -111,12 +124,12 @@ static int record_linear(qz_qrun *r, int layer, qz_linear l, int64_t out, int64_
   snprintf(meta.method, sizeof meta.method, "%s", qz_method_label(mo));
   snprintf(meta.grid, sizeof meta.grid, "%s", qz_vgrid_name((qz_vgrid)res->grid));
   qz_timer_start(QZ_PHASE_WRITE);
-  int st = qz_ckpt_write_linear(r->ck, layer, qz_linear_name(l), out, in, ng, r0, nr,
+  int st = qz_ckpt_write_linear(r->ck, layer, module, out, in, ng, r0, nr,
                                 res->codes, res->scale, res->zero, res->g_idx, res->perm,
                                 &meta);
   st = qz_error_agree(comm, st);
   if (!st && (r->needs & QZ_CKPT_OUTLIERS))
-    st = qz_ckpt_write_outliers(r->ck, layer, qz_linear_name(l), res->noutliers,
+    st = qz_ckpt_write_outliers(r->ck, layer, module, res->noutliers,
                                 res->outlier_idx, res->outlier_val);
   qz_timer_stop(QZ_PHASE_WRITE);
   QZ_CALL(qz_error_agree(comm, st));
@@ -130,11 +143,11 @@ static int record_linear(qz_qrun *r, int layer, qz_linear l, int64_t out, int64_
   const double bpp = qz_layer_bits_per_param(&sb);
   if (hess)
     qz_info("block %d %-17s loss %-12.6g damp %-8.3g dead %-4lld %.3f bit/param %.3f s",
-            layer, qz_linear_name(l), loss, res->percdamp_used, (long long)res->ndead, bpp,
+            layer, module, loss, res->percdamp_used, (long long)res->ndead, bpp,
             secs);
   else
-    qz_debug("block %d %-17s %.3f bit/param %.3f s", layer, qz_linear_name(l), bpp, secs);
-  json_object_set_new(r->stats, qz_linear_name(l),
+    qz_debug("block %d %-17s %.3f bit/param %.3f s", layer, module, bpp, secs);
+  json_object_set_new(r->stats, module,
                       json_pack("{s:f, s:f, s:f, s:I, s:f, s:I, s:I}", "loss", loss, "damp",
                                 meta.damp_used, "seconds", secs, "dead",
                                 (json_int_t)res->ndead, "bits_per_param", bpp, "params",
@@ -142,38 +155,47 @@ static int record_linear(qz_qrun *r, int layer, qz_linear l, int64_t out, int64_
   return QZ_OK;
 }
 
-/* Quantize linear l of block `layer` whose input Hessian is H (NULL without
- * one), replace w->w[l] by its dequantized weights, write this rank's rows.
- * Collective on the run's communicator. */
-static int quantize_linear(qz_qrun *r, int layer, qz_block_weights *w, qz_linear l,
-                           qz_hessian *H) {
+int qz_quantize_module(qz_qrun *r, int layer, const char *module, int64_t out, int64_t in,
+                       float *W, qz_hessian *H, const qz_method_opts *mo, void *mstate) {
   MPI_Comm comm = r->ctx->comm;
-  int64_t out, in, r0, nr;
-  qz_linear_shape(r->cfg, l, &out, &in);
+  int64_t r0, nr;
+  if (!mo) {
+    mo = &r->o->mo;
+    mstate = r->mstate;
+  }
   qz_split_even(out, r->ctx->size, r->ctx->rank, &r0, &nr);
-  int64_t ng = qz_quant_ngroups(&r->o->mo.spec, in);
+  int64_t ng = qz_quant_ngroups(&mo->spec, in);
   QZ_CALL(bufs_fit(r));
-  char name[128];
-  snprintf(name, sizeof name, "model.layers.%d.%s", layer, qz_linear_name(l));
+  char name[192];
+  snprintf(name, sizeof name, "model.layers.%d.%s", layer, module);
   qz_layer_result res = r->bufs->res; /* the buffers; the method fills the rest */
   qz_layer layer_in = {.name = name, .out_features = out, .in_features = in,
-                       .row0 = r0, .nrows = nr, .w = w->w[l] + r0 * in, .H = H,
+                       .row0 = r0, .nrows = nr, .w = W + r0 * in, .H = H,
                        .comm = comm};
   double t0 = qz_wtime();
-  int st = r->o->mo.ops->quantize_layer(r->mstate, &layer_in, &res);
+  int st = mo->ops->quantize_layer(mstate, &layer_in, &res);
   QZ_CALL_DONE(qz_error_agree(comm, st));
   double secs = qz_wtime() - t0;
   QZ_CALL_DONE(qz_linear_assemble(comm, out, in, ng, r0, nr, res.grid, res.codes, res.scale, res.zero,
                                   res.g_idx, res.noutliers, res.outlier_idx,
-                                  res.outlier_val, r->bufs->q, w->w[l]));
+                                  res.outlier_val, r->bufs->q, W));
   /* summed in row order: the attribute is the same at every np */
   double loss = 0;
   QZ_CALL_DONE(qz_sum_rows_ordered(comm, nr, res.losses, &loss));
-  QZ_CALL_DONE(record_linear(r, layer, l, out, in, ng, r0, nr, &res, loss, secs));
+  QZ_CALL_DONE(record_linear(r, layer, module, mo, out, in, ng, r0, nr, &res, loss, secs));
 done:
   qz_free(&res.outlier_idx);
   qz_free(&res.outlier_val);
   return st;
+}
+
+/* Linear l of block `layer` with input Hessian H (NULL without one).
+ * Collective on the run's communicator. */
+static int quantize_linear(qz_qrun *r, int layer, qz_block_weights *w, qz_linear l,
+                           qz_hessian *H) {
+  int64_t out, in;
+  qz_linear_shape(r->cfg, l, &out, &in);
+  return qz_quantize_module(r, layer, qz_linear_name(l), out, in, w->w[l], H, NULL, NULL);
 }
 
 static const qz_linear k_groups[4][3] = {
@@ -183,10 +205,21 @@ static const qz_fwd_stage k_group_stage[4] = {QZ_STAGE_QKV_IN, QZ_STAGE_O_IN,
                                               QZ_STAGE_GATEUP_IN, QZ_STAGE_DOWN_IN};
 
 /* Hessian of one group's input from this rank's tokens. Collective. */
-static int group_hessian(qz_qrun *r, qz_fwd *f, int g, qz_hessian **H) {
+static int group_hessian(qz_qrun *r, qz_fwd *f, int b_layer, int g, qz_hessian **H) {
   int64_t ncols;
   const float *x = qz_fwd_stage_output(f, k_group_stage[g], &ncols);
-  QZ_CALL(hessian_for(&r->hc, r->grid, ncols, H));
+  if (r->rot_hook.fn) { /* what the linears multiply: the rotated input (R4) */
+    if (!r->hx) {
+      int64_t c = r->cfg->hidden_size > r->cfg->intermediate_size ? r->cfg->hidden_size
+                                                                   : r->cfg->intermediate_size;
+      QZ_CALL(qz_error_agree(r->ctx->comm,
+                             qz_alloc_big((size_t)(qz_fwd_ntok(f) * c + 1) * sizeof(float),
+                                          "rotated group input", (void **)&r->hx)));
+    }
+    r->rot_hook.fn(r->rot_hook.ctx, b_layer, k_groups[g][0], x, qz_fwd_ntok(f), ncols, r->hx);
+    x = r->hx;
+  }
+  QZ_CALL(qz_quantize_hessian_for(&r->hc, r->grid, ncols, H));
   qz_timer_start(QZ_PHASE_HESSIAN);
   int st = qz_hessian_add_rows(*H, x, qz_fwd_ntok(f));
   qz_hessian_count_sequences(*H, qz_fwd_nwin(f));
@@ -194,6 +227,78 @@ static int group_hessian(qz_qrun *r, qz_fwd *f, int g, qz_hessian **H) {
   QZ_CALL(qz_error_agree(r->ctx->comm, st));
   QZ_CALL(qz_hessian_reduce(*H));
   return QZ_OK;
+}
+
+/* DuQuant's activation sample: per calibration window the token of the
+ * largest max |x| (rows [nwin, n] in window order on every rank, whatever
+ * the split of the windows). Collective. */
+static int duquant_sample(qz_qrun *r, qz_block_ctx *b, const float *x, int64_t n, float *smp) {
+  const int64_t L = qz_fwd_seqlen(b->f), mine = qz_fwd_nwin(b->f);
+  for (int64_t w = 0; w < mine; w++) {
+    int64_t best = 0;
+    float bv = -1.0f;
+    for (int64_t t = 0; t < L; t++) {
+      float mx = 0.0f;
+      for (int64_t j = 0; j < n; j++) mx = fmaxf(mx, fabsf(x[(w * L + t) * n + j]));
+      if (mx > bv) bv = mx, best = t;
+    }
+    memcpy(smp + (b->win0 + w) * n, x + (w * L + best) * n, (size_t)n * sizeof *smp);
+  }
+  int size = r->ctx->size, counts[size], displs[size];
+  for (int p = 0; p < size; p++) {
+    int64_t f0, c;
+    qz_shard_windows(b->nwin, size, p, &f0, &c);
+    counts[p] = (int)(c * n);
+    displs[p] = (int)(f0 * n);
+  }
+  QZ_CALL_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, smp, counts, displs, MPI_FLOAT,
+                             b->comm));
+  return QZ_OK;
+}
+
+/* DuQuant: group g's transform from its calibration input (per-channel
+ * max |x| over every rank's tokens: an exact MAX reduction; the sample of
+ * duquant_sample) and its weights' column maxima, fused into the group's
+ * linears and written to the checkpoint (with the sample); the forward's
+ * hook applies it from now on. Collective. */
+static int duquant_group(qz_qrun *r, qz_block_ctx *b, int g) {
+  int64_t n, bs, ncols;
+  qz_rot_duq_shape(r->rot, g, &n, &bs);
+  const float *x = qz_fwd_stage_output(b->f, k_group_stage[g], &ncols);
+  QZ_CHECK(x && ncols == n, QZ_ERR_INTERNAL, "DuQuant group %d: input of %lld columns",
+           g, (long long)ncols);
+  float *amax = NULL, *wmax = NULL, *smp = NULL;
+  int st = qz_calloc((size_t)n, sizeof *amax, "DuQuant amax", &amax);
+  if (!st) st = qz_calloc((size_t)n, sizeof *wmax, "DuQuant wmax", &wmax);
+  if (!st) st = qz_calloc((size_t)(b->nwin * n), sizeof *smp, "DuQuant sample", &smp);
+  QZ_CALL_DONE(qz_error_agree(b->comm, st));
+  for (int64_t t = 0, T = qz_fwd_ntok(b->f); t < T; t++)
+    for (int64_t j = 0; j < n; j++) amax[j] = fmaxf(amax[j], fabsf(x[t * n + j]));
+  QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, amax, (int)n, MPI_FLOAT, MPI_MAX, b->comm));
+  QZ_CALL_DONE(duquant_sample(r, b, x, n, smp));
+  for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
+    int64_t out, in;
+    qz_linear_shape(r->cfg, k_groups[g][k], &out, &in);
+    const float *w = b->w->w[k_groups[g][k]];
+    for (int64_t i = 0; i < out; i++)
+      for (int64_t j = 0; j < n; j++) wmax[j] = fmaxf(wmax[j], fabsf(w[i * n + j]));
+  }
+  st = qz_rot_duq_build(r->rot, b->layer, g, amax, wmax, smp, b->nwin);
+  QZ_CALL_DONE(qz_error_agree(b->comm, st));
+  for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
+    int64_t out, in;
+    qz_linear_shape(r->cfg, k_groups[g][k], &out, &in);
+    qz_rot_duq_fuse(r->rot, g, b->w->w[k_groups[g][k]], out);
+  }
+  QZ_CALL_DONE(qz_rotcli_write_group(r->ck, b->layer, g, r->rot));
+  char name[64];
+  snprintf(name, sizeof name, "duquant.%s.sample", qz_duq_group_name(g));
+  QZ_CALL_DONE(qz_ckpt_write_aux(r->ck, b->layer, name, b->nwin, n, smp));
+done:
+  qz_free(&amax);
+  qz_free(&wmax);
+  qz_free(&smp);
+  return st;
 }
 
 /* ---- the services a method's block hook gets (method.h qz_block_ctx) ---- */
@@ -232,6 +337,26 @@ static int forward_to(qz_block_ctx *b, qz_fwd_stage stage) {
   return QZ_OK;
 }
 
+int qz_quantize_groups(qz_block_ctx *b, int ngroups) {
+  qz_qrun *r = b->drv;
+  qz_fwd_block_begin(b->f);
+  if (!r->o->true_sequential) /* every group's input from the fp block */
+    QZ_CALL(forward_to(b, k_group_stage[ngroups - 1]));
+  for (int g = 0; g < ngroups; g++) {
+    if (r->o->true_sequential) QZ_CALL(forward_to(b, k_group_stage[g]));
+    qz_hessian *H = NULL;
+    if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, b->layer, g, &H));
+    for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++)
+      QZ_CALL(quantize_linear(r, b->layer, b->w, k_groups[g][k], H));
+  }
+  if (!r->o->true_sequential) qz_fwd_invalidate(b->f, QZ_STAGE_O_IN);
+  return QZ_OK;
+}
+
+int qz_quantize_forward_to(qz_block_ctx *b, qz_fwd_stage stage) {
+  return forward_to(b, stage);
+}
+
 static int svc_sequential(qz_block_ctx *b) {
   qz_qrun *r = b->drv;
   qz_fwd_block_begin(b->f);
@@ -239,8 +364,10 @@ static int svc_sequential(qz_block_ctx *b) {
     QZ_CALL(forward_to(b, QZ_STAGE_DOWN_IN));
   for (int g = 0; g < 4; g++) {
     if (r->o->true_sequential) QZ_CALL(forward_to(b, k_group_stage[g]));
+    if (r->rot && qz_rot_params_of(r->rot)->kind == QZ_ROT_DUQUANT)
+      QZ_CALL(duquant_group(r, b, g));
     qz_hessian *H = NULL;
-    if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, g, &H));
+    if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, b->layer, g, &H));
     for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++)
       QZ_CALL(quantize_linear(r, b->layer, b->w, k_groups[g][k], H));
   }
@@ -255,14 +382,17 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
                     .sequential = svc_sequential, .commit = svc_commit, .stat = svc_stat,
                     .drv = r, .aux = svc_aux};
   const qz_method_ops *ops = r->o->mo.ops;
-  if (ops->quantize_block) {
+  if (w->moe) {
+    QZ_CALL(qz_quantize_moe_block(r, &b));
+  } else if (ops->quantize_block) {
     QZ_CALL(ops->quantize_block(r->mstate, &b));
   } else if (r->needs & QZ_NEED_CALIB) {
     QZ_CALL(svc_sequential(&b));
   } else {
     for (int l = 0; l < QZ_LIN_COUNT; l++) QZ_CALL(quantize_linear(r, layer, w, (qz_linear)l, NULL));
   }
-  if (r->needs & QZ_CKPT_NORMS) /* folded scales */
+  if (r->rot) QZ_CALL(qz_rotcli_write_probes(r->ck, layer, r->rot));
+  if ((r->needs & QZ_CKPT_NORMS) || r->rot) /* folded scales; rotation: unit norms */
     QZ_CALL(qz_ckpt_write_norms(r->ck, layer, w->hidden, w->attn_norm, w->ffn_norm));
   double bits = 0, params = 0;
   qz_stats_bits(r->stats, &bits, &params);
@@ -301,6 +431,8 @@ int qz_quantize_ckpt_bits(const char *dir, double *bpp) {
 }
 
 void qz_quantize_run_free(qz_qrun *r) {
-  for (int i = 0; i < 3; i++) qz_hessian_destroy(&r->hc.h[i]);
+  for (int i = 0; i < QZ_HCACHE_N; i++) qz_hessian_destroy(&r->hc.h[i]);
+  qz_quantize_moe_free(r);
   bufs_free(&r->bufs);
+  qz_free_big((void **)&r->hx, 0);
 }

@@ -14,6 +14,7 @@
 #include "mpiquant/windows.h"
 #include "qblock.h"
 #include "quantize.h"
+#include "rotate_cli.h"
 
 static int ends_with(const char *s, const char *suf) {
   size_t n = strlen(s), m = strlen(suf);
@@ -110,7 +111,8 @@ done:
 
 int qz_quantize_stream_to(MPI_Comm comm, qz_model *m, qz_ckpt *ck, qz_fwd *f,
                           qz_block_weights *w, const int32_t *win, int64_t nwin, int64_t L,
-                          int64_t first, int64_t count, int b0, unsigned needs) {
+                          int64_t first, int64_t count, int b0, unsigned needs,
+                          qz_rot *rot) {
   const qz_model_config *cfg = qz_model_config_of(m);
   int s = 0;
   int snap = b0 > 0 ? qz_ckpt_snapshot_block(ck) : -1;
@@ -122,13 +124,21 @@ int qz_quantize_stream_to(MPI_Comm comm, qz_model *m, qz_ckpt *ck, qz_fwd *f,
   } else {
     /* only this rank's tokens' rows of the embedding: T x H, not V x H */
     QZ_CALL(qz_error_agree(comm, qz_fwd_embed_model(f, m, win + first * L)));
+    if (rot) qz_rot_stream(rot, qz_fwd_hidden(f), qz_fwd_ntok(f), 0); /* E Q1 */
   }
   qz_ckpt_source cs = {.ck = ck};
   for (int b = s; b < b0; b++) { /* completed (or unselected) blocks */
-    if (needs & QZ_NEED_FP_STREAM) /* the calibration stream is the fp model's */
+    if (qz_config_layer_moe(cfg, b) && !w->ew[0]) { /* experts one at a time */
+      QZ_CALL(qz_quantize_moe_replay(m, (needs & QZ_NEED_FP_STREAM) ? NULL : ck, f, w, b));
+      continue;
+    }
+    if (needs & QZ_NEED_FP_STREAM) { /* the calibration stream is the fp model's */
       QZ_CALL(qz_model_load_block(m, b, w));
-    else
+      if (rot) qz_rot_fuse_block(rot, w);
+    } else {
       QZ_CALL(qz_ckpt_block_source(&cs, m, b, w));
+      QZ_CALL(qz_rotcli_load_block(ck, b, rot)); /* DuQuant's transforms */
+    }
     qz_timer_start(QZ_PHASE_FORWARD);
     int st = qz_fwd_block(f, w);
     qz_timer_stop(QZ_PHASE_FORWARD);

@@ -10,6 +10,7 @@
 #include "method_cli.h"
 #include "mpiquant/error.h"
 #include "quantize.h"
+#include "rotate_cli.h"
 
 void qz_quantize_usage(void) {
   printf(
@@ -27,6 +28,7 @@ void qz_quantize_usage(void) {
       "  --nsamples N         calibration windows (default 128)\n"
       "  --seqlen L           tokens per window (default min(2048, max_position))\n");
   qz_mcli_usage(stdout, QZ_METHOD_DEFAULT);
+  qz_rotcli_usage(stdout);
   printf(
       "  --no-true-sequential all groups of a block from the unquantized forward\n"
       "  --layers A:B         quantize blocks A..B-1 only (default all)\n"
@@ -38,7 +40,13 @@ void qz_quantize_usage(void) {
       "  --snapshot-every S   hidden-state snapshot every S blocks for resume\n"
       "                       (default: a tenth of the blocks, at least 1)\n"
       "  --zstd-level Z       checkpoint compression (default 3)\n"
-      "  --grid-nb NB         ScaLAPACK block size (default 128)\n");
+      "  --grid-nb NB         ScaLAPACK block size (default 128)\n"
+      "Mixture-of-experts models (Mixtral, Qwen2-MoE, Qwen3-MoE; docs/moe.md):\n"
+      "  --min-expert-tokens N  experts routed fewer calibration tokens (all\n"
+      "                       ranks) get --expert-fallback (default 16, >= 1)\n"
+      "  --expert-fallback F  route-all (default): Hessians from every token as\n"
+      "                       if routed to the expert; pooled: its routed tokens\n"
+      "                       plus every token; rtn: round to nearest\n");
 }
 
 static int parse_layers(const char *v, long *a, long *b) {
@@ -70,6 +78,23 @@ static int parse_driver_opt(int c, const char *arg, qz_qopts *o) {
     case 'E': QZ_CALL(qz_cli_int("--snapshot-every", arg, 1, 1L << 20, &o->snapshot_every)); break;
     case 'z': QZ_CALL(qz_cli_int("--zstd-level", arg, 1, 19, &o->zstd_level)); break;
     case 'G': QZ_CALL(qz_cli_int("--grid-nb", arg, 8, 4096, &o->nb)); break;
+    case 'x': QZ_CALL(qz_cli_int("--min-expert-tokens", arg, 1, 1L << 40, &o->min_expert_tokens)); break;
+    case 'X': {
+      int k = 0;
+      while (qz_expert_fallback_names[k] && strcmp(qz_expert_fallback_names[k], arg)) k++;
+      QZ_CHECK(qz_expert_fallback_names[k], QZ_ERR_USAGE,
+               "--expert-fallback must be route-all, pooled or rtn, got '%s'", arg);
+      o->expert_fallback = k;
+      break;
+    }
+    case 'R': QZ_CALL(qz_rotcli_option("rotate", arg, &o->rot, &o->rot_given)); break;
+    case 'S': QZ_CALL(qz_rotcli_option("rotate-seed", arg, &o->rot, &o->rot_given)); break;
+    case 'V': QZ_CALL(qz_rotcli_option("kv-bits", arg, &o->rot, &o->rot_given)); break;
+    case 'A': QZ_CALL(qz_rotcli_option("act-asym", arg, &o->rot, &o->rot_given)); break;
+    case 'C': QZ_CALL(qz_rotcli_option("act-clip", arg, &o->rot, &o->rot_given)); break;
+    case 'b': QZ_CALL(qz_rotcli_option("block", arg, &o->rot, &o->duq_given)); break;
+    case 'p': QZ_CALL(qz_rotcli_option("perm", arg, &o->rot, &o->duq_given)); break;
+    case 's': QZ_CALL(qz_rotcli_option("smooth", arg, &o->rot, &o->duq_given)); break;
     default: QZ_FAIL(QZ_ERR_INTERNAL, "quantize: option value %d", c);
   }
   return QZ_OK;
@@ -84,9 +109,15 @@ int qz_quantize_parse(int argc, char **argv, qz_qopts *o) {
       {"out", 1, 0, 'o'},            {"resume", 0, 0, 'r'},
       {"blocks-per-file", 1, 0, 'K'}, {"snapshot-every", 1, 0, 'E'},
       {"zstd-level", 1, 0, 'z'},     {"grid-nb", 1, 0, 'G'},
+      {"min-expert-tokens", 1, 0, 'x'}, {"expert-fallback", 1, 0, 'X'},
+      {"rotate", 1, 0, 'R'},         {"rotate-seed", 1, 0, 'S'},
+      {"kv-bits", 1, 0, 'V'},        {"act-asym", 0, 0, 'A'},
+      {"act-clip", 1, 0, 'C'},       {"block", 1, 0, 'b'},
+      {"perm", 1, 0, 'p'},           {"smooth", 1, 0, 's'},
       {0, 0, 0, 0}};
   *o = (qz_qopts){.nsamples = 128, .nb = 128, .layer_end = -1, .zstd_level = 3,
-                  .true_sequential = 1};
+                  .true_sequential = 1, .min_expert_tokens = 16,
+                  .rot = {.act_clip = 1.0, .block = 128, .perm = 1, .smooth = 0.5}};
   const qz_method_ops *ops;
   QZ_CALL(qz_mcli_method("quantize", qz_mcli_method_arg(argc, argv, QZ_METHOD_DEFAULT), &ops, &o->mo));
   struct option *opts = NULL;
@@ -107,6 +138,8 @@ int qz_quantize_parse(int argc, char **argv, qz_qopts *o) {
   QZ_CHECK(!(o->calib && o->calib_tokens), QZ_ERR_USAGE,
            "quantize: give only one of --calib and --calib-tokens");
   QZ_CALL(qz_mcli_finish("quantize", &o->mo));
+  QZ_CALL(qz_rotcli_finish(&o->mo, qz_method_needs(&o->mo), &o->rot, o->rot_given,
+                           o->duq_given));
   return QZ_OK;
 }
 
@@ -120,13 +153,21 @@ char *qz_quantize_options_json(const qz_qopts *o, int64_t nwin, int64_t L,
                         "calib_fnv1a", h, "layer_begin", (int)o->layer_begin,
                         "layer_end", (int)o->layer_end);
   if (!j) return NULL;
+  if (o->is_moe) { /* only for MoE models: dense checkpoints keep their identity */
+    json_object_set_new(j, "min_expert_tokens", json_integer(o->min_expert_tokens));
+    json_object_set_new(j, "expert_fallback",
+                        json_string(qz_expert_fallback_names[o->expert_fallback]));
+  }
   qz_mcli_json(&o->mo, j); /* the method's rows: bits, group, ..., its own */
+  qz_rotcli_json(&o->rot, o->rot_given, j);
   char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
   json_decref(j);
   return s;
 }
 
 
+
+const char *const qz_expert_fallback_names[] = {"route-all", "pooled", "rtn", NULL};
 
 /* Bytes in the regular files of a directory (rank 0, for the final log). */
 int64_t qz_quantize_dir_bytes(const char *dir) {

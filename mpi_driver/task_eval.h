@@ -58,6 +58,7 @@ typedef struct {
   void *block_source_ctx;
   int act_quant_bits;
   const qz_act_hook *act_hook; /* NULL or the linear-input hook */
+  const qz_model_hook *model_hook; /* NULL or the stream/attention hook */
 } qz_task_model;
 
 /* Evaluate the tasks of `c` on model m (its dir `model_dir` holds the

@@ -54,6 +54,7 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
   if (st == QZ_OK && o->act_quant_bits > 0)
     st = qz_fwd_set_act_quant(f, o->act_quant_bits);
   if (st == QZ_OK && o->act_hook) st = qz_fwd_set_act_hook(f, o->act_hook);
+  if (st == QZ_OK && o->model_hook) qz_fwd_set_model_hook(f, o->model_hook);
   if (st == QZ_OK) st = qz_block_weights_alloc(cfg, &w);
   if (st == QZ_OK) st = qz_calloc((size_t)(count > 0 ? count : 1), sizeof *nll,
                                   "window NLLs", &nll);
@@ -85,6 +86,9 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
       qz_free_big(&head.embed, 0);
     }
   }
+  if (o->model_hook && o->model_hook->stream) /* rotated embeddings */
+    o->model_hook->stream(o->model_hook->ctx, qz_fwd_hidden(f), qz_fwd_ntok(f),
+                          cfg->hidden_size, 0);
 
   qz_progress prog;
   int64_t nblocks = cfg->num_hidden_layers;
@@ -97,6 +101,9 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
     QZ_CALL_DONE(qz_error_agree(comm, st));
     if (o->progress) qz_progress_update(&prog, l + 1);
   }
+  if (o->model_hook && o->model_hook->stream) /* back to the head's basis */
+    o->model_hook->stream(o->model_hook->ctx, qz_fwd_hidden(f), qz_fwd_ntok(f),
+                          cfg->hidden_size, 1);
   if (sharded) {
     int64_t v0, v1;
     qz_vocab_shard_range(cfg->vocab_size, size, rank, &v0, &v1);

@@ -10,6 +10,7 @@
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/moe.h"
 #include "mpiquant/shard.h"
 #include "fwd_kernels.h"
 
@@ -40,7 +41,9 @@ struct qz_fwd {
   int64_t logits_rows;
   int act_bits;  /* 0: off; else per-token dynamic symmetric fake-quant */
   qz_act_hook hook; /* hook.fn NULL: none */
+  qz_model_hook mhook; /* mhook.attn NULL: none */
   float *aq;     /* [bmax*seqlen, max(H, qd, I)] quantized linear input */
+  qz_moe_ws *moe; /* MoE FFN scratch (chunks of one window), or NULL */
   void *mem;
   size_t mem_bytes;
   qz_fwd_stage done;
@@ -187,10 +190,12 @@ int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
   f->eps = (float)cfg->rms_norm_eps;
   f->done = QZ_STAGE_NONE;
   int64_t T = (nwin > 0 ? f->bmax : 0) * seqlen, half = f->hd / 2;
+  /* the dense FFN buffers g, u: none when every block is MoE */
+  const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * f->I;
   int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
   /* sizes in floats, each rounded to 16 floats (64 B) */
   int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
-                  T * f->H, T * f->H, T * f->I,  T * f->I,   T * f->H,
+                  T * f->H, T * f->H, TI,        TI,         T * f->H,
                   qb * seqlen, seqlen * half, seqlen * half};
   float **dst[] = {&f->xall, &f->xn, &f->q, &f->k, &f->v, &f->h1, &f->h1n,
                    &f->g, &f->u, &f->out, &f->s, &f->cos_t, &f->sin_t};
@@ -210,6 +215,7 @@ int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
   }
   qz_fwd_batch(f, 0, f->bmax < nwin ? f->bmax : nwin);
   st = qz_rope_tables(cfg, seqlen, f->cos_t, f->sin_t);
+  if (st == QZ_OK && qz_config_any_moe(cfg)) st = qz_moe_ws_create(cfg, seqlen, &f->moe);
   if (st != QZ_OK) {
     qz_fwd_destroy(&f);
     QZ_CALL(st);
@@ -224,6 +230,7 @@ void qz_fwd_destroy(qz_fwd **pf) {
   qz_free_big(&f->mem, f->mem_bytes);
   qz_free_big(&f->logits, 0);
   qz_free_big(&f->aq, 0);
+  qz_moe_ws_destroy(&f->moe);
   qz_free(pf);
 }
 
@@ -250,7 +257,9 @@ int qz_fwd_batch(qz_fwd *f, int64_t w0, int64_t nwin) {
 }
 
 int64_t qz_fwd_seqlen(const qz_fwd *f) { return f->seqlen; }
-size_t qz_fwd_bytes(const qz_fwd *f) { return f->mem_bytes; }
+size_t qz_fwd_bytes(const qz_fwd *f) {
+  return f->mem_bytes + (f->moe ? qz_moe_ws_bytes(&f->cfg, f->seqlen) : 0);
+}
 float *qz_fwd_hidden(qz_fwd *f) { return f->xall; }
 
 int qz_fwd_embed(qz_fwd *f, const qz_head_weights *h, const int32_t *ids) {
@@ -424,6 +433,11 @@ int qz_fwd_set_act_hook(qz_fwd *f, const qz_act_hook *h) {
 
 int qz_fwd_act_quant(const qz_fwd *f) { return f->act_bits; }
 
+void qz_fwd_set_model_hook(qz_fwd *f, const qz_model_hook *h) {
+  f->mhook = h ? *h : (qz_model_hook){0};
+  f->done = QZ_STAGE_NONE;
+}
+
 void qz_act_fake_quant(const float *x, int64_t nrows, int64_t n, int bits,
                        float *y) {
   const float qmax = (float)((1 << (bits - 1)) - 1);
@@ -452,7 +466,7 @@ static const float *lin_in(qz_fwd *f, const qz_block_weights *w, qz_linear lin,
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
 
-static void run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
+static int run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
   int64_t T = f->ntok, H = f->H, I = f->I;
   switch (s) {
     case QZ_STAGE_QKV_IN:
@@ -463,9 +477,15 @@ static void run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
       linear(f->q, xin, w->w[QZ_LIN_Q], w->b[QZ_LIN_Q], T, f->seqlen, f->qd, H);
       linear(f->k, xin, w->w[QZ_LIN_K], w->b[QZ_LIN_K], T, f->seqlen, f->kvd, H);
       linear(f->v, xin, w->w[QZ_LIN_V], w->b[QZ_LIN_V], T, f->seqlen, f->kvd, H);
+      if (w->q_norm) { /* Qwen3: per-head RMSNorm before RoPE */
+        rmsnorm(f->q, f->q, w->q_norm, T * f->nq, f->hd, f->eps);
+        rmsnorm(f->k, f->k, w->k_norm, T * f->nkv, f->hd, f->eps);
+      }
       qz_rope_apply(f->q, T, f->qd, f->nq, f->hd, f->seqlen, f->cos_t, f->sin_t);
       qz_rope_apply(f->k, T, f->kvd, f->nkv, f->hd, f->seqlen, f->cos_t,
                     f->sin_t);
+      if (f->mhook.attn)
+        f->mhook.attn(f->mhook.ctx, w->layer, f->q, f->k, f->v, T, f->nq, f->nkv, f->hd);
       attention(f);
       break;
     }
@@ -475,6 +495,7 @@ static void run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
       rmsnorm(f->h1n, f->h1, w->ffn_norm, T, H, f->eps);
       break;
     case QZ_STAGE_DOWN_IN: {
+      if (w->moe) break; /* the experts' inputs are formed in OUT */
       const float *xin = lin_in(f, w, QZ_LIN_GATE, f->h1n, H);
       linear(f->g, xin, w->w[QZ_LIN_GATE], w->b[QZ_LIN_GATE], T, f->seqlen, I, H);
       linear(f->u, xin, w->w[QZ_LIN_UP], w->b[QZ_LIN_UP], T, f->seqlen, I, H);
@@ -482,12 +503,21 @@ static void run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
       break;
     }
     case QZ_STAGE_OUT:
+      if (w->moe) {
+        QZ_CHECK(f->moe, QZ_ERR_ARG, "MoE block on a dense forward workspace");
+        QZ_CHECK(!f->act_bits && !f->hook.fn, QZ_ERR_UNSUPPORTED,
+                 "activation quantization of mixture-of-experts blocks is not supported");
+        QZ_CALL(qz_moe_ffn(f->moe, w, f->h1n, T, f->seqlen, f->out));
+        for (int64_t i = 0; i < T * H; i++) f->out[i] += f->h1[i];
+        break;
+      }
       linear(f->out, lin_in(f, w, QZ_LIN_DOWN, f->g, I), w->w[QZ_LIN_DOWN], w->b[QZ_LIN_DOWN], T, f->seqlen, H, I);
       for (int64_t i = 0; i < T * H; i++) f->out[i] += f->h1[i];
       break;
     default:
       break;
   }
+  return QZ_OK;
 }
 
 int qz_fwd_run(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage upto) {
@@ -499,7 +529,7 @@ int qz_fwd_run(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage upto) {
   /* the attention output lives in q: recomputing O_IN needs QKV_IN's xn,
    * which is never overwritten, so every stage is recomputable */
   for (int s = f->done + 1; s <= upto; s++) {
-    run_stage(f, w, (qz_fwd_stage)s);
+    QZ_CALL(run_stage(f, w, (qz_fwd_stage)s));
     f->done = (qz_fwd_stage)s;
   }
   return QZ_OK;
@@ -530,6 +560,15 @@ int qz_fwd_block_commit(qz_fwd *f) {
            "block commit before the output stage (last stage: %s)",
            qz_fwd_stage_name(f->done));
   memcpy(f->x, f->out, (size_t)(f->ntok * f->H) * sizeof(float));
+  f->done = QZ_STAGE_NONE;
+  return QZ_OK;
+}
+
+int qz_fwd_commit_ffn(qz_fwd *f, const float *ffn) {
+  QZ_CHECK(f->done >= QZ_STAGE_GATEUP_IN, QZ_ERR_INTERNAL,
+           "FFN commit before the FFN input stage (last stage: %s)",
+           qz_fwd_stage_name(f->done));
+  for (int64_t i = 0; i < f->ntok * f->H; i++) f->x[i] = f->h1[i] + ffn[i];
   f->done = QZ_STAGE_NONE;
   return QZ_OK;
 }

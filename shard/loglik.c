@@ -13,6 +13,7 @@
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/moe.h"
 #include "mpiquant/timing.h"
 
 #define LL_BATCH_DEFAULT 512
@@ -59,6 +60,7 @@ typedef struct {
   float eps;
   int act_bits;
   const qz_act_hook *hook; /* NULL: none */
+  const qz_model_hook *mhook; /* NULL: none */
   int64_t bmax, max_len;
   float *x;             /* [rows of one round, H] residual stream */
   int64_t r0;           /* local row of x[0] (the current round's first) */
@@ -66,6 +68,7 @@ typedef struct {
   float *aq;            /* [bmax, max(H, qd, I)] fake-quant input, or NULL */
   float *sc;            /* [QZ_FWD_QBLOCK, max_len] attention scores */
   float *cos_t, *sin_t; /* [max_len, hd/2] */
+  qz_moe_ws *moe;       /* MoE FFN scratch for a batch, or NULL */
 } ws;
 
 static const float *lin_in(ws *w, int layer, qz_linear lin, const float *x, int64_t nrows,
@@ -112,7 +115,7 @@ static void attend(ws *w, int64_t qr, int64_t nQ, int64_t ar, int64_t nA) {
 }
 
 /* One block on one batch (rows [b->row0, b->row0 + b->rows) of x). */
-static void block_batch(ws *w, const qz_block_weights *bw, const batch *b,
+static int block_batch(ws *w, const qz_block_weights *bw, const batch *b,
                         const int64_t *order, const group *grp, const req_win *win,
                         const int32_t *pos) {
   const int64_t T = b->rows, H = w->H, I = w->I, qd = w->qd, kvd = w->kvd;
@@ -122,8 +125,14 @@ static void block_batch(ws *w, const qz_block_weights *bw, const batch *b,
   qz_fwdk_linear(w->q, xin, bw->w[QZ_LIN_Q], bw->b[QZ_LIN_Q], T, T, qd, H);
   qz_fwdk_linear(w->k, xin, bw->w[QZ_LIN_K], bw->b[QZ_LIN_K], T, T, kvd, H);
   qz_fwdk_linear(w->v, xin, bw->w[QZ_LIN_V], bw->b[QZ_LIN_V], T, T, kvd, H);
+  if (bw->q_norm) { /* Qwen3: per-head RMSNorm before RoPE */
+    qz_fwdk_rmsnorm(w->q, w->q, bw->q_norm, T * w->nq, w->hd, w->eps);
+    qz_fwdk_rmsnorm(w->k, w->k, bw->k_norm, T * w->nkv, w->hd, w->eps);
+  }
   qz_rope_apply_pos(w->q, T, qd, w->nq, w->hd, pos + b->row0, w->cos_t, w->sin_t);
   qz_rope_apply_pos(w->k, T, kvd, w->nkv, w->hd, pos + b->row0, w->cos_t, w->sin_t);
+  if (w->mhook && w->mhook->attn)
+    w->mhook->attn(w->mhook->ctx, bw->layer, w->q, w->k, w->v, T, w->nq, w->nkv, w->hd);
   for (int64_t e = b->g0; e < b->g1; e++) {
     const group *gp = &grp[order[e]];
     int64_t sr = gp->row - b->row0;
@@ -136,6 +145,12 @@ static void block_batch(ws *w, const qz_block_weights *bw, const batch *b,
   qz_fwdk_linear(w->h1, lin_in(w, bw->layer, QZ_LIN_O, w->q, T, qd), bw->w[QZ_LIN_O], bw->b[QZ_LIN_O], T, T, H, qd);
   for (int64_t i = 0; i < T * H; i++) w->h1[i] += x[i];
   qz_fwdk_rmsnorm(w->h1n, w->h1, bw->ffn_norm, T, H, w->eps);
+  if (bw->moe) {
+    QZ_CHECK(w->moe, QZ_ERR_ARG, "MoE block on a dense task workspace");
+    QZ_CALL(qz_moe_ffn(w->moe, bw, w->h1n, T, T, w->out));
+    for (int64_t i = 0; i < T * H; i++) x[i] = w->out[i] + w->h1[i];
+    return QZ_OK;
+  }
   xin = lin_in(w, bw->layer, QZ_LIN_GATE, w->h1n, T, H);
   qz_fwdk_linear(w->g, xin, bw->w[QZ_LIN_GATE], bw->b[QZ_LIN_GATE], T, T, I, H);
   qz_fwdk_linear(w->u, xin, bw->w[QZ_LIN_UP], bw->b[QZ_LIN_UP], T, T, I, H);
@@ -143,6 +158,7 @@ static void block_batch(ws *w, const qz_block_weights *bw, const batch *b,
   qz_fwdk_linear(w->out, lin_in(w, bw->layer, QZ_LIN_DOWN, w->g, T, I), bw->w[QZ_LIN_DOWN], bw->b[QZ_LIN_DOWN], T, T,
                  H, I);
   for (int64_t i = 0; i < T * H; i++) x[i] = w->out[i] + w->h1[i];
+  return QZ_OK;
 }
 
 static int default_source(void *ctx, qz_model *m, int layer, qz_block_weights *w) {
@@ -378,6 +394,7 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
   w.eps = (float)cfg->rms_norm_eps;
   w.act_bits = o->act_quant_bits;
   w.hook = o->act_hook;
+  w.mhook = o->model_hook;
   QZ_CHECK_DONE(!(w.hook && w.act_bits), QZ_ERR_ARG,
                 "activation quantization and an activation hook are exclusive");
   w.bmax = bmax;
@@ -409,6 +426,11 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
       st = qz_rope_tables(cfg, L, w.cos_t, w.sin_t);
     }
     if (st == QZ_OK) st = qz_block_weights_alloc(cfg, &bw);
+    if (st == QZ_OK && qz_config_any_moe(cfg)) {
+      QZ_CHECK_DONE(!w.act_bits && !w.hook, QZ_ERR_UNSUPPORTED, "activation quantization of "
+                    "mixture-of-experts models is not supported");
+      st = qz_moe_ws_create(cfg, bmax, &w.moe);
+    }
     QZ_CALL_DONE(qz_error_agree(comm, st));
   }
   {
@@ -459,16 +481,19 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
       st = r1 > r0 ? qz_model_embed_tokens(m, ids + r0, r1 - r0, w.x) : QZ_OK;
       QZ_CALL_DONE(qz_error_agree(comm, st));
     }
+    if (w.mhook && w.mhook->stream) w.mhook->stream(w.mhook->ctx, w.x, r1 - r0, w.H, 0);
     /* blocks, layer-major over the round's rows */
     for (int64_t l = 0; l < nblocks; l++) {
       QZ_CALL_DONE(source(o->block_source_ctx, m, (int)l, &bw));
       qz_timer_start(QZ_PHASE_FORWARD);
-      for (int64_t b = 0; b < nbat; b++)
+      for (int64_t b = 0; st == QZ_OK && b < nbat; b++)
         if (bat[b].owner == rank && bat[b].round == rd)
-          block_batch(&w, &bw, &bat[b], order, grp, win, pos);
+          st = block_batch(&w, &bw, &bat[b], order, grp, win, pos);
       qz_timer_stop(QZ_PHASE_FORWARD);
+      QZ_CALL_DONE(qz_error_agree(comm, st));
       if (o->progress) qz_progress_update(&prog, rd * (nblocks + 1) + l + 1);
     }
+    if (w.mhook && w.mhook->stream) w.mhook->stream(w.mhook->ctx, w.x, r1 - r0, w.H, 1);
     /* head on the scored rows */
     QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
     qz_timer_start(QZ_PHASE_EVAL);
@@ -509,6 +534,7 @@ done:
   free(hn);
   free(lg);
   qz_free_big(&wmem, wbytes);
+  qz_moe_ws_destroy(&w.moe);
   qz_block_weights_free(&bw);
   qz_head_weights_free(&head);
   return st;

@@ -110,6 +110,44 @@ static int load_vec(qz_model *m, const char *name, int64_t n, float *dst) {
   return qz_st_read_f32_allgather(m->comm, m->st, name, n, 1, dst);
 }
 
+/* Router (always) and, with `experts`, every expert and the shared expert
+ * of MoE block `layer`: each tensor read once over the ranks. */
+static int load_moe(qz_model *m, int layer, int experts, qz_block_weights *w) {
+  const qz_model_config *c = &m->cfg;
+  const int64_t H = c->hidden_size, E = w->nexp, Ie = w->einter, Is = w->sinter;
+  char name[256];
+  QZ_CHECK(E > 0 && w->router, QZ_ERR_ARG, "block weights not allocated for MoE");
+  qz_router_tensor(name, sizeof name, c, layer);
+  QZ_CALL(qz_st_read_f32_allgather(m->comm, m->st, name, E, H, w->router));
+  if (Is > 0) {
+    qz_shared_gate_tensor(name, sizeof name, layer);
+    QZ_CALL(qz_st_read_f32_allgather(m->comm, m->st, name, 1, H, w->shared_gate));
+  }
+  if (Is > 0) QZ_CALL(qz_model_load_expert(m, layer, -1, w->sw[0], w->sw[1], w->sw[2]));
+  if (!experts || !w->ew[0]) return QZ_OK; /* streamed one at a time */
+  for (int e = 0; e < (int)E; e++)
+    QZ_CALL(qz_model_load_expert(m, layer, e, w->ew[0] + e * Ie * H, w->ew[1] + e * Ie * H,
+                                 w->ew[2] + e * H * Ie));
+  return QZ_OK;
+}
+
+int qz_model_load_expert(qz_model *m, int layer, int e, float *gate, float *up,
+                         float *down) {
+  const qz_model_config *c = &m->cfg;
+  const int64_t H = c->hidden_size;
+  const int64_t I = e < 0 ? c->shared_expert_intermediate_size : c->moe_intermediate_size;
+  QZ_CHECK(qz_config_layer_moe(c, layer) && e < c->num_experts && I > 0, QZ_ERR_ARG,
+           "block %d has no expert %d", layer, e);
+  float *dst[3] = {gate, up, down};
+  char name[256];
+  for (int k = 0; k < 3; k++) {
+    qz_expert_tensor(name, sizeof name, c, layer, e, k);
+    QZ_CALL(qz_st_read_f32_allgather(m->comm, m->st, name, k == 2 ? H : I, k == 2 ? I : H,
+                                     dst[k]));
+  }
+  return QZ_OK;
+}
+
 int qz_model_load_block(qz_model *m, int layer, qz_block_weights *w) {
   return qz_model_load_block_mask(m, layer, QZ_LIN_ALL, w);
 }
@@ -131,9 +169,21 @@ int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
   snprintf(name, sizeof name, "model.layers.%d.post_attention_layernorm.weight",
            layer);
   QZ_CALL_DONE(load_vec(m, name, c->hidden_size, w->ffn_norm));
+  if (c->qk_norm) {
+    snprintf(name, sizeof name, "model.layers.%d.self_attn.q_norm.weight", layer);
+    QZ_CALL_DONE(load_vec(m, name, c->head_dim, w->q_norm));
+    snprintf(name, sizeof name, "model.layers.%d.self_attn.k_norm.weight", layer);
+    QZ_CALL_DONE(load_vec(m, name, c->head_dim, w->k_norm));
+  }
+  w->moe = qz_config_layer_moe(c, layer);
+  if (w->moe) {
+    const unsigned ffn = (1u << QZ_LIN_GATE) | (1u << QZ_LIN_UP) | (1u << QZ_LIN_DOWN);
+    QZ_CALL_DONE(load_moe(m, layer, (lin_mask & ffn) != 0, w));
+  }
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t out, in;
     qz_linear_shape(c, (qz_linear)l, &out, &in);
+    if (w->moe && l >= QZ_LIN_GATE) continue;
     if (lin_mask & (1u << l)) {
       qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "weight");
       QZ_CALL_DONE(

@@ -99,7 +99,9 @@ def main():
                     nlin += 1
     print("export_check: %d linears, %d weights, %d differ, %d at zero point 0 (not representable in v1)"
           % (nlin, total, bad, zz))
-    n_expected = man["nblocks"] * 7
+    # 7 per dense block; MoE blocks: q/k/v/o + 3 per expert (+ shared)
+    from moe_ref import expected_linears
+    n_expected = expected_linears(cfg, man["nblocks"])
     if nlin != n_expected or bad != 0:
         print("FAIL (expected %d linears)" % n_expected)
         sys.exit(1)

@@ -62,7 +62,7 @@ def main():
     for fe in man["files"]:
         with h5py.File(os.path.join(ck, fe["file"]), "r") as h:
             for blk in range(fe["first_block"], fe["first_block"] + fe["nblocks"]):
-                for mod in LINEARS:
+                for mod in h["layers"][str(blk)].keys():  # every stored linear
                     gr = h["layers"][str(blk)][mod]
                     a = gr.attrs
                     if int(a["bits"]) != b or bool(a["sym"]) != sym: fail("%d.%s: bits/sym differ from the config" % (blk, mod))
@@ -105,7 +105,13 @@ def main():
                     nd = int((w != ref).sum())
                     if nd: fail("%sdequantized: %d of %d values differ from the checkpoint" % (pre, nd, w.size))
                     nlin += 1
-    stray = [k for k in T if k.startswith("model.layers.") and any(s in k for s in LINEARS) and k not in seen]
+    from moe_ref import expected_linears
+    cfg = json.load(open(os.path.join(exp, "config.json")))
+    if nlin != expected_linears(cfg, man["nblocks"]):
+        fail("%d linears in the checkpoint, the config implies %d" % (nlin, expected_linears(cfg, man["nblocks"])))
+    lin_like = lambda k: any(s in k for s in LINEARS) or ".experts." in k or ".shared_expert." in k
+    stray = [k for k in T if k.startswith("model.layers.") and lin_like(k) and k not in seen
+             and not k.endswith(".bias")]  # biases stay unquantized
     if stray: fail("stray linear tensors: %r" % stray[:4])
     print("pack-quantized W%dA16 %s%s%s: %d linears dequantize exactly to the checkpoint"
           % (b, "g%d" % gs if gs else "per-channel", " sym" if sym else " asym",

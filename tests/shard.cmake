@@ -73,3 +73,4 @@ qz_eval_text(stories_bf16 stories260K-hf-bf16 ${TS} 8 3.7524 ${QZ_TOL_BF16_PPL} 
 # vocab-sharded head: np 1-4 identical, equal to the unsharded path
 qz_add_test(NAME eval_vocab_shard TIMEOUT 300
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/eval_vocab_shard.sh)
+

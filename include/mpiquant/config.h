@@ -13,6 +13,16 @@ extern "C" {
 
 typedef enum { QZ_ROPE_DEFAULT = 0, QZ_ROPE_LINEAR, QZ_ROPE_LLAMA3 } qz_rope_type;
 
+/* Mixture-of-experts family (tensor names and routing rule). Append-only. */
+typedef enum {
+  QZ_MOE_NONE = 0, /* dense */
+  QZ_MOE_MIXTRAL,  /* block_sparse_moe.gate, experts.{e}.w1/w3/w2 */
+  QZ_MOE_QWEN3,    /* mlp.gate, mlp.experts.{e}.gate_proj/up_proj/down_proj */
+  QZ_MOE_QWEN2     /* as QWEN3 plus mlp.shared_expert.* and shared_expert_gate */
+} qz_moe_kind;
+
+#define QZ_MAX_LAYERS_BITMAP 1024 /* mlp_only_layers entries must be below */
+
 typedef struct {
   char architecture[64];    /* "LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM" */
   char model_type[32];      /* "llama", ... */
@@ -47,6 +57,19 @@ typedef struct {
    * checkpoint_format gptq): linear weights may be qweight/qzeros/scales/
    * g_idx (read dequantized); 0 for a plain model */
   int gptq_bits;
+  /* Qwen3 / Qwen3-MoE: per-head RMSNorm of queries and keys
+   * (self_attn.q_norm / k_norm, [head_dim]) after the projections, before
+   * RoPE. 0 otherwise. */
+  int qk_norm;
+  /* mixture of experts (moe == QZ_MOE_NONE: dense, the rest 0) */
+  qz_moe_kind moe;
+  int64_t num_experts;          /* E (num_local_experts / num_experts) */
+  int64_t num_experts_per_tok;  /* k of the top-k routing */
+  int64_t moe_intermediate_size; /* I_e of one expert (Mixtral: intermediate_size) */
+  int64_t shared_expert_intermediate_size; /* Qwen2-MoE shared expert, else 0 */
+  int norm_topk_prob;           /* renormalise the top-k weights to sum 1 */
+  int64_t decoder_sparse_step;  /* Qwen MoE: layer l is MoE iff (l+1) % step == 0 */
+  unsigned char mlp_only[QZ_MAX_LAYERS_BITMAP / 8]; /* bitmap: dense layers */
   /* compressed-tensors pack-quantized (W4A16 / W8A16): num_bits of linear
    * weights stored as weight_packed & co. (read dequantized); 0 otherwise */
   int ct_packed_bits;
@@ -57,6 +80,30 @@ typedef struct {
   int fp8, fp8_act;
   int64_t fp8_block[2];
 } qz_model_config;
+
+/* Whether decoder block `layer` has a mixture-of-experts FFN (otherwise the
+ * dense mlp.gate_proj/up_proj/down_proj of intermediate_size). Not
+ * collective. */
+int qz_config_layer_moe(const qz_model_config *cfg, int layer);
+/* Whether any / every block is MoE. Not collective. */
+int qz_config_any_moe(const qz_model_config *cfg);
+int qz_config_all_moe(const qz_model_config *cfg);
+
+/* Expert tensors of MoE blocks (HF names): which = 0 gate, 1 up, 2 down of
+ * expert e ("model.layers.3.block_sparse_moe.experts.5.w1.weight",
+ * "model.layers.3.mlp.experts.5.gate_proj.weight"); e = -1: the Qwen2-MoE
+ * shared expert ("mlp.shared_expert.gate_proj.weight").  Not collective. */
+void qz_expert_tensor(char *buf, size_t len, const qz_model_config *cfg, int layer,
+                      int e, int which);
+/* The same without "model.layers.{layer}." and ".weight": the checkpoint
+ * module ("block_sparse_moe.experts.3.w1", "mlp.shared_expert.down_proj").
+ * Not collective. */
+void qz_expert_module(char *buf, size_t len, const qz_model_config *cfg, int layer, int e,
+                      int which);
+/* The router [E, H] ("block_sparse_moe.gate.weight" / "mlp.gate.weight") and
+ * the Qwen2-MoE shared expert gate [1, H]. Not collective. */
+void qz_router_tensor(char *buf, size_t len, const qz_model_config *cfg, int layer);
+void qz_shared_gate_tensor(char *buf, size_t len, int layer);
 
 /* Parse `path` (config.json, or a directory holding it). Missing required
  * keys, non-positive sizes, inconsistent head counts and unsupported

@@ -157,6 +157,24 @@ typedef struct qz_act_hook {
  * buffer on first use; forgets cached stages. Not collective. */
 int qz_fwd_set_act_hook(qz_fwd *f, const qz_act_hook *h);
 
+/* Model-level hook of a transformed model (rotations, KV-cache
+ * quantization; mpiquant/rotate.h): `stream` changes residual rows x [nrows,
+ * n] right after the embedding (inverse = 0) and right before the final norm
+ * (inverse = 1); `attn` changes this block's queries q [nrows, nq*hd], keys
+ * k and values v [nrows, nkv*hd] after RoPE, before the attention.  Either
+ * may be NULL.  Deterministic per row, cannot fail (like qz_act_hook).
+ * Not collective. */
+typedef struct qz_model_hook {
+  void (*stream)(void *ctx, float *x, int64_t nrows, int64_t n, int inverse);
+  void (*attn)(void *ctx, int layer, float *q, float *k, float *v, int64_t nrows,
+               int64_t nq, int64_t nkv, int64_t hd);
+  void *ctx;
+} qz_model_hook;
+/* Install (copied) or remove (NULL) the attention part of h for the block
+ * forward (the stream part is the caller's: it owns the embedding and the
+ * head); forgets cached stages. Not collective. */
+void qz_fwd_set_model_hook(qz_fwd *f, const qz_model_hook *h);
+
 /* Accessors, not collective. */
 int64_t qz_fwd_ntok(const qz_fwd *f);     /* all local tokens nwin*seqlen */
 int64_t qz_fwd_nwin(const qz_fwd *f);     /* all local windows */
@@ -200,6 +218,10 @@ const float *qz_fwd_linear_input(const qz_fwd *f, qz_linear l, int64_t *ncols);
 /* The batch's rows of x <- out (after run(OUT)); starts the next block on
  * the same batch. Not collective. */
 int qz_fwd_block_commit(qz_fwd *f);
+/* The batch's rows of x <- h1 + ffn (ffn [batch tokens, H]: an FFN output
+ * computed outside, e.g. a mixture of experts streamed expert by expert);
+ * needs run(GATEUP_IN); starts the next block. Not collective. */
+int qz_fwd_commit_ffn(qz_fwd *f, const float *ffn);
 /* Whole block on every batch: batch, run(OUT), commit. Not collective. */
 int qz_fwd_block(qz_fwd *f, const qz_block_weights *w);
 
@@ -265,6 +287,8 @@ typedef struct {
                                   (qz_fwd_set_act_hook); exclusive with
                                   act_quant_bits */
   void *block_source_ctx;
+  const qz_model_hook *model_hook; /* NULL or the stream/attention hook
+                                      of a transformed model */
   int full_head;            /* 1: every rank holds the whole [V, H] head (the
                                unsharded path, for checks); 0: vocabularies
                                larger than QZ_VOCAB_CHUNK are sharded */

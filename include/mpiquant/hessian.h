@@ -76,6 +76,15 @@ typedef struct qz_hessian qz_hessian;
  * sequences of this rank), else QZ_HESSIAN_KCHUNK rows. Not collective. */
 void qz_hessian_set_chunking(qz_hessian *H, int64_t first_row, int64_t chunk_rows);
 
+/* Explicit chunks for the rows folded next (qz_hessian_accumulate, or the
+ * flush of rows added after this call): chunk c is rows [ends[c-1],
+ * ends[c]) of this rank's rows (ends non-decreasing; equal ends are empty
+ * chunks, skipped).  For row sets whose pieces are not of one length (the
+ * tokens of one calibration window routed to one expert): a chunk that is
+ * the same rows at every rank count gives the same bits.  `ends` must stay
+ * valid until those rows are folded; n = 0 returns to the default.
+ * Not collective. */
+void qz_hessian_set_chunk_ends(qz_hessian *H, const int64_t *ends, int64_t n);
 /* Zero Hessian of size d x d on `grid` (the grid must outlive it).
  * Collective on the grid's communicator; d must match. */
 int qz_hessian_create(qz_grid *grid, int64_t d, qz_hessian **out);

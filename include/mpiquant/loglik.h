@@ -63,6 +63,7 @@ typedef struct {
   int act_quant_bits;   /* > 0: per-token fake-quant of every linear input */
   const qz_act_hook *act_hook; /* NULL or the linear-input hook (forward.h);
                                   exclusive with act_quant_bits */
+  const qz_model_hook *model_hook; /* NULL or the stream/attention hook */
 } qz_ll_opts;
 
 typedef struct {

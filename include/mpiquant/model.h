@@ -35,6 +35,18 @@ typedef struct {
   float *ffn_norm;            /* [H] post_attention_layernorm.weight */
   float *w[QZ_LIN_COUNT];     /* see above */
   float *b[QZ_LIN_COUNT];     /* [out] or NULL */
+  float *q_norm, *k_norm;     /* [hd] per-head RMSNorm of q / k (Qwen3), or NULL */
+  /* Mixture of experts (qz_config_layer_moe): set by the loader per block.
+   * moe = 0: the FFN is w[GATE/UP/DOWN]; 1: the experts below (the dense
+   * w[GATE/UP/DOWN] are then unused and may be NULL when no block of the
+   * config is dense). E experts of I_e, top-k routing. */
+  int moe;
+  int64_t nexp, topk, einter, sinter; /* E, k, I_e, shared I_s (0: none) */
+  int norm_topk;              /* renormalise the top-k weights */
+  float *router;              /* [E, H] router (gate) weight, kept in f32 */
+  float *ew[3];               /* [E, I_e, H] gate, [E, I_e, H] up, [E, H, I_e] down */
+  float *sw[3];               /* shared expert: [I_s, H] x2, [H, I_s]; or NULL */
+  float *shared_gate;         /* [H] shared expert gate (sigmoid), or NULL */
   void *mem;                  /* one allocation holding all of the above */
   size_t mem_bytes;
   int layer;                  /* block index of the loaded weights (-1: none yet) */
@@ -42,6 +54,10 @@ typedef struct {
 
 /* Allocate (uninitialised) storage for one block of `cfg`. Not collective. */
 int qz_block_weights_alloc(const qz_model_config *cfg, qz_block_weights *w);
+/* Same; experts = 0 leaves out the experts (ew[] NULL: the router, the
+ * shared expert gate and everything else are there), for a quantize run
+ * that streams the experts one at a time. Not collective. */
+int qz_block_weights_alloc_ex(const qz_model_config *cfg, int experts, qz_block_weights *w);
 /* Free; accepts a zeroed or already freed struct. Not collective. */
 void qz_block_weights_free(qz_block_weights *w);
 /* Copy every array of src into dst (same config). Not collective. */
@@ -105,6 +121,12 @@ int qz_model_load_block(qz_model *m, int layer, qz_block_weights *w);
 #define QZ_LIN_ALL ((1u << QZ_LIN_COUNT) - 1u)
 int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
                              qz_block_weights *w);
+
+/* Expert e of MoE block `layer` (e = -1: the Qwen2-MoE shared expert):
+ * gate [I, H], up [I, H], down [H, I] f32 on every rank, each tensor read
+ * once over the ranks. Collective; layer and e must match. */
+int qz_model_load_expert(qz_model *m, int layer, int e, float *gate, float *up,
+                         float *down);
 
 /* Load the embedding, the final norm and the output head (lm_head, or the
  * embedding itself when tied: then lm_head == embed and nothing is read

@@ -85,5 +85,35 @@ int main(int argc, char **argv) {
       qz_fwd_destroy(&f);
     }
   }
+  /* MoE: quantize's block without experts (alloc_ex(., 0, .)) and the
+   * forward with its MoE scratch (all-MoE: no dense FFN buffers) */
+  static const char *const k_moe[] = {
+      "{\"architectures\":[\"MixtralForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":96,"
+      "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"num_hidden_layers\":2,"
+      "\"vocab_size\":300,\"num_local_experts\":5,\"num_experts_per_tok\":2}",
+      "{\"architectures\":[\"Qwen2MoeForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":96,"
+      "\"moe_intermediate_size\":32,\"shared_expert_intermediate_size\":48,"
+      "\"num_attention_heads\":4,\"num_key_value_heads\":2,\"num_hidden_layers\":3,"
+      "\"mlp_only_layers\":[1],\"vocab_size\":300,\"num_experts\":6,\"num_experts_per_tok\":3}",
+      "{\"architectures\":[\"Qwen3MoeForCausalLM\"],\"hidden_size\":64,\"intermediate_size\":96,"
+      "\"moe_intermediate_size\":32,\"head_dim\":32,\"num_attention_heads\":4,"
+      "\"num_key_value_heads\":2,\"num_hidden_layers\":2,\"vocab_size\":300,"
+      "\"num_experts\":6,\"num_experts_per_tok\":3}"};
+  for (int k = 0; k < 3; k++) {
+    qz_model_config cfg;
+    if (!QZT_OK(qz_config_parse(k_moe[k], strlen(k_moe[k]), "moe test config", &cfg))) continue;
+    qz_block_weights w = {0};
+    if (QZT_OK(qz_block_weights_alloc_ex(&cfg, 0, &w)))
+      QZT_CHECK((double)w.mem_bytes == qz_plan_block_weight_bytes(&cfg),
+                "MoE config %d: block weights alloc %zu, plan %.0f", k, w.mem_bytes,
+                qz_plan_block_weight_bytes(&cfg));
+    qz_block_weights_free(&w);
+    qz_fwd *f = NULL;
+    if (QZT_OK(qz_fwd_create(&cfg, 3, 40, &f)))
+      QZT_CHECK((double)qz_fwd_bytes(f) == qz_plan_fwd_bytes(&cfg, 3, 40),
+                "MoE config %d: fwd bytes %zu vs plan %.0f", k, qz_fwd_bytes(f),
+                qz_plan_fwd_bytes(&cfg, 3, 40));
+    qz_fwd_destroy(&f);
+  }
   return qzt_finish("plan_memory");
 }
