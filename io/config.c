@@ -236,15 +236,17 @@ static int ct_float_group(json_t *g, const char *origin, qz_model_config *c) {
                        "weights.block_structure", c->fp8_block));
   int act = 0;
   if (ia && !json_is_null(ia)) {
-    json_t *an = json_object_get(ia, "num_bits");
+    json_t *an = json_object_get(ia, "num_bits"), *gs = json_object_get(ia, "group_size");
     const char *as = jstr(ia, "strategy");
     int dyn = json_is_true(json_object_get(ia, "dynamic"));
-    act = streq(as, "token") && dyn ? 1 : streq(as, "tensor") && !dyn ? 2 : 0;
+    int grp = streq(as, "group") && dyn && json_is_integer(gs) && json_integer_value(gs) > 0;
+    act = (streq(as, "token") && dyn) || grp ? 1 : streq(as, "tensor") && !dyn ? 2 : 0;
     QZ_CHECK(act && streq(jstr(ia, "type"), "float") && json_is_integer(an) &&
                  json_integer_value(an) == 8,
              QZ_ERR_UNSUPPORTED, "%s: float-quantized input_activations must be 8-bit "
-             "float, dynamic per token or static per tensor (found strategy '%s'%s)",
-             origin, as ? as : "?", dyn ? ", dynamic" : "");
+             "float, dynamic per token (or per token and group), or static per tensor "
+             "(found strategy '%s'%s)", origin, as ? as : "?", dyn ? ", dynamic" : "");
+    c->fp8_act_group = grp ? json_integer_value(gs) : 0;
   }
   QZ_CHECK(!c->fp8 || c->fp8_act == act, QZ_ERR_UNSUPPORTED,
            "%s: config groups with different activation quantization", origin);
@@ -293,7 +295,7 @@ static int parse_ct(json_t *q, const char *origin, qz_model_config *c) {
 }
 
 /* quant_method "fp8" (transformers' FP8 / DeepSeek-V3 config): e4m3
- * weights, optional weight_block_size; activations are not emulated. */
+ * weights, optional weight_block_size, activation_scheme (default dynamic). */
 static int parse_fp8(json_t *q, const char *origin, qz_model_config *c) {
   const char *fmt = jstr(q, "fmt");
   QZ_CHECK(!fmt || streq(fmt, "e4m3"), QZ_ERR_UNSUPPORTED,
@@ -301,6 +303,14 @@ static int parse_fp8(json_t *q, const char *origin, qz_model_config *c) {
   json_t *b = json_object_get(q, "weight_block_size");
   if (b && !json_is_null(b))
     QZ_CALL(block_pair(b, origin, "weight_block_size", c->fp8_block));
+  const char *as = jstr(q, "activation_scheme");
+  QZ_CHECK(!as || streq(as, "dynamic") || streq(as, "static"), QZ_ERR_UNSUPPORTED,
+           "%s: quantization_config.activation_scheme '%s' is not supported (dynamic, "
+           "static)", origin, as);
+  /* dynamic: per token, and per group of the weight block's columns with
+   * block weights (DeepSeek-V3); static: per-tensor input_scale */
+  c->fp8_act = streq(as, "static") ? 2 : 1;
+  c->fp8_act_group = c->fp8_act == 1 ? c->fp8_block[1] : 0;
   c->fp8 = 1;
   return QZ_OK;
 }

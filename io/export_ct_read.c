@@ -116,7 +116,7 @@ static int packed_find(const qz_st *st, const char *name, packed_parts *p, char 
     if ((p->in + 32 / guess[k] - 1) / (32 / guess[k]) == cols) hint = guess[k];
   p->bits = hint;
   const int f = hint >= 1 && hint <= 8 ? 32 / hint : 0;
-  if (!f || p->out < 1 || p->in < 1 || p->wp->shape[0] != p->out ||
+  if (!f || p->out < 1 || p->in < 1 || p->in > ((int64_t)1 << 48) || p->wp->shape[0] != p->out ||
       cols != (p->in + f - 1) / f) {
     snprintf(why, len, "weight_packed [%lld, %lld] does not hold weight_shape [%lld, %lld] "
              "at %d bits (%d values per int32)", (long long)p->wp->shape[0], (long long)cols,

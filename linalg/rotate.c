@@ -83,10 +83,11 @@ int qz_rot_create(const qz_model_config *cfg, const qz_rot_params *p, qz_rot **o
            "KV-cache bits %d: 0 (off) or 2..16", p->kv_bits);
   QZ_CHECK(p->act_clip > 0 && p->act_clip <= 1, QZ_ERR_ARG,
            "activation clip ratio %g: must be in (0, 1]", p->act_clip);
-  if (p->kind != QZ_ROT_NONE)
+  if (p->kind == QZ_ROT_HADAMARD) /* output-side rotations would move the biases */
     QZ_CHECK(!cfg->qkv_bias && !cfg->o_bias && !cfg->mlp_bias, QZ_ERR_UNSUPPORTED,
-             "rotation of a model with linear biases (config.json attention_bias / "
-             "mlp_bias) is not supported yet");
+             "Hadamard rotation of a model with linear biases (config.json attention_bias "
+             "/ mlp_bias) is not supported yet (--rotate duquant transforms inputs only and "
+             "works)");
   qz_rot *r = NULL;
   QZ_CALL(qz_calloc(1, sizeof *r, "rotation", &r));
   r->p = *p;
@@ -167,6 +168,17 @@ void qz_rot_fuse_block(qz_rot *r, qz_block_weights *w) {
   /* down [H, I]: rows times R4 (its input arrives as x R4), then Q1^T down */
   orth_rows(&r->r4, w->w[QZ_LIN_DOWN], H, 0);
   rotate_cols(&r->q1, w->w[QZ_LIN_DOWN], H, I, r->tmp);
+}
+
+int qz_rot_probe(qz_rot *r, int i, float *row, int64_t *n) {
+  if (r->p.kind != QZ_ROT_HADAMARD || i < 0 || i > 3) return 0;
+  const orth *o[4] = {&r->q1, &r->r2, &r->r3, &r->r4};
+  *n = qz_rotation_dim(o[i]->h);
+  if (row) {
+    for (int64_t j = 0; j < *n; j++) row[j] = j == 0 ? 1.0f : 0.0f;
+    orth_rows(o[i], row, 1, 0);
+  }
+  return 1;
 }
 
 void qz_rot_stream(qz_rot *r, float *x, int64_t n, int inverse) {

@@ -26,6 +26,7 @@
  *     group (q/k/v, o, gate/up, down) stored as aux "fp8.input_scale" [4]
  *   none: weight-only. */
 #include <float.h>
+#include <limits.h>
 #include <jansson.h>
 #include <math.h>
 #include <stddef.h>
@@ -91,8 +92,9 @@ static int weight_scales(fp8_state *S, const qz_layer *L, int64_t ng, float *sca
     return QZ_OK;
   }
   const int64_t nbr = (L->out_features + B - 1) / B, nbc = (n + B - 1) / B;
-  QZ_CHECK(nbc == ng, QZ_ERR_INTERNAL, "%s: %lld column blocks, %lld groups", L->name,
-           (long long)nbc, (long long)ng);
+  QZ_CHECK(nbc == ng && nbr * nbc <= INT_MAX, QZ_ERR_INTERNAL,
+           "%s: %lld x %lld blocks, %lld groups", L->name, (long long)nbr, (long long)nbc,
+           (long long)ng);
   int st = QZ_OK;
   if (S->nbmax < nbr * nbc) {
     qz_free(&S->bmax);
@@ -153,6 +155,10 @@ static int fp8_check(qz_method_opts *o) {
            QZ_ERR_USAGE, "--method fp8 stores 8-bit E4M3 weights per output channel or in "
            "--weight-block B x B blocks (no --bits other than 8, --group other than the "
            "block (-1 without), --act-order or --static-groups)");
+  /* every rank holds all block maxima of a linear: (out/B) x (in/B) floats */
+  QZ_CHECK(c.block == 0 || c.block >= 16, QZ_ERR_USAGE,
+           "--weight-block %d: blocks of at least 16 x 16 (128 is DeepSeek-V3's), or 0 for "
+           "per-channel scales", c.block);
   QZ_CHECK(!(c.block > 0 && c.act == FP8_ACT_STATIC), QZ_ERR_USAGE,
            "--method fp8 --weight-block %d: block weights go with dynamic per-token-group "
            "activations (--act dynamic, FP8_BLOCK) or none (--act none); vLLM's block "
@@ -343,8 +349,8 @@ static const qz_opt fp8_rows[] = {
              "calibration maxima (needs --calib), none = weight-only (W8A16)"},
     {.name = "weight-block", .type = QZ_OPT_INT, FP8_FIELD(block), .def = 0, .lo = 0,
      .hi = 1 << 16, .json = QZ_FP8_OPT_BLOCK, .metavar = "B",
-     .help = "FP8 weight scales per B x B block (128: DeepSeek-V3, FP8_BLOCK); 0 = per "
-             "output channel (default)"},
+     .help = "FP8 weight scales per B x B block, B >= 16 (128: DeepSeek-V3, FP8_BLOCK); "
+             "0 = per output channel (default)"},
 };
 _Static_assert(sizeof(fp8_cli) <= QZ_METHOD_EXT_BYTES, "FP8 options exceed the ext bytes");
 

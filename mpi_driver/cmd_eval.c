@@ -16,6 +16,7 @@
 #include "mpiquant/tokenizer.h"
 #include "mpiquant/windows.h"
 #include "cmd_eval.h"
+#include "model_act.h"
 #include "qblock.h"
 #include "rotate_cli.h"
 #include "task_eval.h"
@@ -202,6 +203,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   qz_ckpt_source cks = {0};
   qz_act_hook hook = {0};
   const qz_method_ops *hook_ops = NULL;
+  qz_act_hook model_hook = {0}; /* an FP8 model's declared activations */
   qz_rot *rot = NULL;
   qz_model_hook mhook = {0};
   rot_source rsrc = {&cks, NULL};
@@ -269,10 +271,9 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
             "on load (W%dA16)", cfg->ct_packed_bits, cfg->ct_packed_bits);
   } else if (cfg->fp8) {
     qz_info("eval: FP8 model: weights dequantized on load (codes x scale)");
-    if (cfg->fp8_act)
-      qz_warn("eval: the model's quantization_config quantizes activations to FP8 (%s); "
-              "this evaluation runs them unquantized (weights only)",
-              cfg->fp8_act == 1 ? "dynamic per token" : "static per tensor");
+    st = qz_model_fp8_act_hook(m, &model_hook);
+    QZ_CALL_DONE(qz_error_agree(ctx->comm, st));
+    if (model_hook.fn) eo.act_hook = &model_hook;
   }
   if (o.task.tasks) {
     qz_task_model tm = {eo.block_source, eo.block_source_ctx, eo.act_quant_bits,
@@ -343,6 +344,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   }
 done:
   if (hook_ops && hook_ops->eval_act_free) hook_ops->eval_act_free(&hook);
+  qz_model_fp8_act_free(&model_hook);
   qz_rot_destroy(&rot);
   qz_free(&ids);
   qz_model_close(&m);

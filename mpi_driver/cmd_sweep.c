@@ -144,7 +144,9 @@ static int quantize_argv(const qz_sweep_spec *s, const qz_sweep_point *p,
     }
   }
   QZ_CALL(av_add(a, "--method"));
-  QZ_CALL(av_add(a, "%s", p->method));
+  QZ_CALL(av_add(a, "%s", p->run_method ? p->run_method : p->method));
+  for (size_t i = 0; p->args && i < json_array_size(p->args); i++)
+    QZ_CALL(av_add(a, "%s", json_string_value(json_array_get(p->args, i))));
   QZ_CALL(av_add(a, "--bits"));
   QZ_CALL(av_add(a, "%d", p->bits));
   QZ_CALL(av_add(a, "--group"));

@@ -35,6 +35,7 @@
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
 #include "mpiquant/files.h"
+#include "mpiquant/fp8.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
@@ -43,7 +44,11 @@ typedef struct {
   const char *config, *out, *tokenizer;
   long layers, seed, shard_mb;
   qz_dtype dtype;
+  int f8_block;  /* --dtype f8-block: linears F8_E4M3 + 128x128 weight_scale_inv */
 } synth_opts;
+
+/* DeepSeek-V3's FP8 layout: one scale per 128 x 128 block of a linear */
+enum { SYNTH_F8_BLOCK = 128 };
 
 static void usage(void) {
   printf(
@@ -56,7 +61,9 @@ static void usage(void) {
       "  --config FILE      config.json of the shape (e.g. bench/configs/*.json)\n"
       "  --layers N         decoder blocks to write (>= 1)\n"
       "  --out DIR          output directory (created)\n"
-      "  --dtype T          bf16 (default) or f32\n"
+      "  --dtype T          bf16 (default), f32, or f8-block: the decoder linears as\n"
+      "                     F8_E4M3 with DeepSeek-V3's 128x128 block weight_scale_inv\n"
+      "                     (quantization_config quant_method fp8), the rest bf16\n"
       "  --seed S           random seed (default 0)\n"
       "  --tokenizer DIR    copy DIR/tokenizer.json (and tokenizer_config.json)\n"
       "  --shard-mb M       shard size limit in MiB (default 4096)\n");
@@ -79,7 +86,9 @@ static int parse(int argc, char **argv, synth_opts *o) {
       case 'd':
         if (strcmp(optarg, "bf16") == 0) o->dtype = QZ_DT_BF16;
         else if (strcmp(optarg, "f32") == 0) o->dtype = QZ_DT_F32;
-        else QZ_FAIL(QZ_ERR_USAGE, "synth: --dtype must be bf16 or f32, got '%s'", optarg);
+        else if (strcmp(optarg, "f8-block") == 0) o->dtype = QZ_DT_BF16, o->f8_block = 1;
+        else QZ_FAIL(QZ_ERR_USAGE, "synth: --dtype must be bf16, f32 or f8-block, got '%s'",
+                     optarg);
         break;
       case 's': QZ_CALL(qz_cli_int("--seed", optarg, 0, LONG_MAX, &o->seed)); break;
       case 't': o->tokenizer = optarg; break;
@@ -138,10 +147,13 @@ typedef struct {
   qz_st_shards *shards;
   void *buf;          /* one tensor in the output dtype */
   size_t buf_bytes;
+  qz_dtype dt;        /* dtype of the tensor being generated */
+  uint8_t *codes;     /* f8-block: one linear's FP8 codes */
+  float *bscale;      /* f8-block: its block scales */
 } synth;
 
 static void put(synth *s, int64_t i, double v) {
-  if (s->o->dtype == QZ_DT_BF16)
+  if (s->dt == QZ_DT_BF16)
     ((uint16_t *)s->buf)[i] = qz_f32_to_bf16((float)v);
   else
     ((float *)s->buf)[i] = (float)v;
@@ -155,12 +167,47 @@ static int is_outlier(const synth *s, int64_t c) {
 
 typedef enum { GEN_MATRIX, GEN_NORM, GEN_FINAL_NORM, GEN_EMBED, GEN_BIAS } gen_kind;
 
+/* The f32 linear in s->buf [rows, cols] as DeepSeek-V3 stores it: scale =
+ * block absmax / 448 (a zero block: 1), codes e4m3(w / scale) (round to
+ * nearest even, saturating), "X" F8_E4M3 + "X_scale_inv" F32 [ceil(rows/B),
+ * ceil(cols/B)]; w = fp8 * scale_inv on read. */
+static int add_f8_block(synth *s, const char *name, int64_t rows, int64_t cols) {
+  const int64_t B = SYNTH_F8_BLOCK, nr = (rows + B - 1) / B, nc = (cols + B - 1) / B;
+  const float *w = s->buf;
+  qz_free(&s->codes);
+  qz_free(&s->bscale);
+  QZ_CALL(qz_alloc((size_t)(rows * cols), 1, "FP8 codes", &s->codes));
+  QZ_CALL(qz_alloc((size_t)(nr * nc), sizeof(float), "FP8 block scales", &s->bscale));
+  for (int64_t k = 0; k < nr * nc; k++) s->bscale[k] = 0.0f;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++) {
+      float a = fabsf(w[r * cols + c]), *m = &s->bscale[(r / B) * nc + c / B];
+      *m = a > *m ? a : *m;
+    }
+  for (int64_t k = 0; k < nr * nc; k++)
+    s->bscale[k] = s->bscale[k] > 0.0f ? s->bscale[k] / QZ_FP8_E4M3_MAX : 1.0f;
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t c = 0; c < cols; c++)
+      s->codes[r * cols + c] =
+          qz_f32_to_fp8_e4m3(w[r * cols + c] / s->bscale[(r / B) * nc + c / B]);
+  int64_t shape[2] = {rows, cols}, sshape[2] = {nr, nc};
+  char sn[300];
+  snprintf(sn, sizeof sn, "%s_scale_inv", name);
+  int st = qz_st_shards_add(s->shards, name, QZ_DT_F8_E4M3, 2, shape, s->codes, rows * cols);
+  if (st == QZ_OK)
+    st = qz_st_shards_add(s->shards, sn, QZ_DT_F32, 2, sshape, s->bscale, nr * nc * 4);
+  return st;
+}
+
 /* Generate tensor `name` [rows, cols] (cols = 0: a vector of rows) into the
  * buffer and append it.  std: base standard deviation. */
 static int gen(synth *s, const char *name, gen_kind kind, int64_t rows,
                int64_t cols, double std, int super_weights) {
   int64_t n = rows * (cols > 0 ? cols : 1);
-  size_t bytes = (size_t)n * (size_t)qz_dtype_size(s->o->dtype);
+  /* f8-block: a decoder linear is generated in f32, then block-quantized */
+  const int f8 = s->o->f8_block && kind == GEN_MATRIX && strncmp(name, "model.layers.", 13) == 0;
+  s->dt = f8 ? QZ_DT_F32 : s->o->dtype;
+  size_t bytes = (size_t)n * (size_t)qz_dtype_size(s->dt);
   if (bytes > s->buf_bytes) {
     void *p = realloc(s->buf, bytes);
     if (!p) {
@@ -213,8 +260,9 @@ static int gen(synth *s, const char *name, gen_kind kind, int64_t rows,
         }
       break;
   }
+  if (f8) return add_f8_block(s, name, rows, cols);
   int64_t shape[2] = {rows, cols};
-  return qz_st_shards_add(s->shards, name, s->o->dtype, cols > 0 ? 2 : 1, shape, s->buf,
+  return qz_st_shards_add(s->shards, name, s->dt, cols > 0 ? 2 : 1, shape, s->buf,
                           (int64_t)bytes);
 }
 
@@ -253,6 +301,18 @@ static int write_config(const synth_opts *o) {
   QZ_CHECK(j && json_is_object(j), QZ_ERR_FORMAT, "%s: %s", o->config,
            j ? "not a JSON object" : jerr.text);
   json_object_set_new(j, "num_hidden_layers", json_integer(o->layers));
+  if (o->f8_block) { /* what DeepSeek-V3 / transformers' FP8 configs carry */
+    json_t *q = json_object(), *b = json_array();
+    json_array_append_new(b, json_integer(SYNTH_F8_BLOCK));
+    json_array_append_new(b, json_integer(SYNTH_F8_BLOCK));
+    json_object_set_new(q, "quant_method", json_string("fp8"));
+    json_object_set_new(q, "fmt", json_string("e4m3"));
+    json_object_set_new(q, "activation_scheme", json_string("dynamic"));
+    json_object_set_new(q, "weight_block_size", b);
+    json_object_set_new(j, "quantization_config", q);
+  } else {
+    json_object_del(j, "quantization_config");
+  }
   json_object_set_new(j, "torch_dtype",
                       json_string(o->dtype == QZ_DT_BF16 ? "bfloat16" : "float32"));
   char p[PATH_MAX + 64];
@@ -343,6 +403,8 @@ done:
   qz_st_shards_abort(&s.shards);
   free(s.buf);
   free(s.outl);
+  qz_free(&s.codes);
+  qz_free(&s.bscale);
   return st;
 }
 

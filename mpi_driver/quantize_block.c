@@ -391,6 +391,7 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   } else {
     for (int l = 0; l < QZ_LIN_COUNT; l++) QZ_CALL(quantize_linear(r, layer, w, (qz_linear)l, NULL));
   }
+  if (r->rot) QZ_CALL(qz_rotcli_write_probes(r->ck, layer, r->rot));
   if ((r->needs & QZ_CKPT_NORMS) || r->rot) /* folded scales; rotation: unit norms */
     QZ_CALL(qz_ckpt_write_norms(r->ck, layer, w->hidden, w->attn_norm, w->ffn_norm));
   double bits = 0, params = 0;

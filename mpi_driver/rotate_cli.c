@@ -1,6 +1,7 @@
 /* Rotation options of quantize (--rotate, --rotate-seed, --kv-bits,
  * --act-asym, --act-clip), their record in the options JSON ("rotate"
  * object) and the rotation of a checkpoint at evaluation. */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,7 +10,10 @@
 
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
+#include "mpiquant/mem.h"
 #include "rotate_cli.h"
+
+static int check_probes(qz_ckpt *ck, qz_rot *rot);
 
 void qz_rotcli_usage(FILE *out) {
   fprintf(out,
@@ -39,7 +43,7 @@ int qz_rotcli_option(const char *name, const char *val, qz_rot_params *p, int *g
   long v = 0;
   if (strcmp(name, "rotate") == 0) {
     int k = qz_rot_kind_find(val);
-    QZ_CHECK(k >= 0, QZ_ERR_USAGE, "--rotate '%s': one of none, hadamard", val);
+    QZ_CHECK(k >= 0, QZ_ERR_USAGE, "--rotate '%s': one of none, hadamard, duquant", val);
     p->kind = k;
   } else if (strcmp(name, "rotate-seed") == 0) {
     QZ_CALL(qz_cli_int("--rotate-seed", val, 0, 1L << 62, &v));
@@ -136,6 +140,10 @@ int qz_rotcli_from_ckpt(qz_ckpt *ck, const qz_model_config *cfg, qz_rot **out) {
                   "needs every block (finish it with quantize --resume)",
                   qz_ckpt_dir(ck), qz_ckpt_first_missing(ck));
   QZ_CALL_DONE(qz_rot_create(cfg, &p, out));
+  if (p.kind == QZ_ROT_HADAMARD) {
+    st = check_probes(ck, *out);
+    if (st) qz_rot_destroy(out);
+  }
 done:
   json_decref(j);
   return st;
@@ -155,6 +163,51 @@ int qz_rotcli_load_block(qz_ckpt *ck, int layer, qz_rot *rot) {
     }
     QZ_CALL(qz_rot_duq_loaded(rot, layer, g));
   }
+  return QZ_OK;
+}
+
+static const char *const probe_names[4] = {"rotate.q1_row0", "rotate.r2_row0",
+                                           "rotate.r3_row0", "rotate.r4_row0"};
+
+int qz_rotcli_write_probes(qz_ckpt *ck, int layer, qz_rot *rot) {
+  int64_t n = 0;
+  for (int i = 0; rot && qz_rot_probe(rot, i, NULL, &n); i++) {
+    float *row = NULL;
+    QZ_CALL(qz_alloc((size_t)n, sizeof *row, "rotation probe", &row));
+    qz_rot_probe(rot, i, row, &n);
+    int st = qz_ckpt_write_aux(ck, layer, probe_names[i], n, 1, row);
+    qz_free(&row);
+    QZ_CALL(st);
+  }
+  return QZ_OK;
+}
+
+/* Probe i of block 0 against this build's rotation. Collective. */
+static int check_probe(qz_ckpt *ck, qz_rot *rot, int i, int64_t n) {
+  float *want = NULL, *got = NULL;
+  int found = 0, st = QZ_OK;
+  QZ_CALL_DONE(qz_alloc((size_t)n, sizeof *want, "rotation probe", &want));
+  QZ_CALL_DONE(qz_alloc((size_t)n, sizeof *got, "rotation probe", &got));
+  QZ_CALL_DONE(qz_ckpt_read_aux(ck, 0, probe_names[i], n, 1, want, &found));
+  QZ_CHECK_DONE(found, QZ_ERR_FORMAT, "checkpoint %s: block 0 has no aux %s (a Hadamard-"
+                "rotated checkpoint records its rotations)", qz_ckpt_dir(ck), probe_names[i]);
+  qz_rot_probe(rot, i, got, &n);
+  double d = 0;
+  for (int64_t j = 0; j < n; j++) d = fmax(d, fabs((double)want[j] - got[j]));
+  QZ_CHECK_DONE(d <= 1e-6, QZ_ERR_FORMAT, "checkpoint %s: this build makes other rotations "
+                "from its seed (%s differs by %.3g): it was made by an incompatible version",
+                qz_ckpt_dir(ck), probe_names[i], d);
+done:
+  qz_free(&want);
+  qz_free(&got);
+  return st;
+}
+
+/* The rotations this build makes from the checkpoint's seed must be the
+ * ones its weights were rotated with (block 0's probes). Collective. */
+static int check_probes(qz_ckpt *ck, qz_rot *rot) {
+  int64_t n = 0;
+  for (int i = 0; qz_rot_probe(rot, i, NULL, &n); i++) QZ_CALL(check_probe(ck, rot, i, n));
   return QZ_OK;
 }
 

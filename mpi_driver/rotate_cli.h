@@ -32,6 +32,9 @@ int qz_rotcli_from_ckpt(qz_ckpt *ck, const qz_model_config *cfg, qz_rot **out);
 /* DuQuant: block `layer`'s transforms from the checkpoint's aux data into
  * rot (nothing for other kinds). Collective on the checkpoint's comm. */
 int qz_rotcli_load_block(qz_ckpt *ck, int layer, qz_rot *rot);
+/* Hadamard: the first rows of the rotations into block `layer`'s aux data
+ * (eval checks block 0's). Collective. */
+int qz_rotcli_write_probes(qz_ckpt *ck, int layer, qz_rot *rot);
 /* DuQuant: group g's transform of block `layer` into the checkpoint's aux
  * data (rank 0's values). Collective. */
 int qz_rotcli_write_group(qz_ckpt *ck, int layer, int g, qz_rot *rot);

@@ -43,12 +43,18 @@ typedef struct {
   int index;
   char key[QZ_SWEEP_KEY_MAX]; /* unique id; the row file is rows/<key>.json */
   int model;                  /* into spec->models */
-  const char *method;         /* "fp32" (baseline) or a registered method */
+  const char *method;         /* "fp32" (baseline), a registered method, or the
+                                 name of a method variant (below) */
   int bits;                   /* 32 for fp32 */
   long group;                 /* -1 per channel; 0 for fp32 */
   int act_order, sym;
   int calib;                  /* into spec->calibs, -1 when not used */
   int grid;                   /* value grid (qz_vgrid of mpiquant/codes.h): 0 = int */
+  /* appended: a variant of a method ("methods": [{"name", "method",
+   * "args"}]): the registered method quantize runs (NULL: `method`) and its
+   * own options (a JSON array of strings in the spec document, or NULL) */
+  const char *run_method;
+  json_t *args;
 } qz_sweep_point;
 
 typedef struct {

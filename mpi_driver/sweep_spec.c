@@ -328,6 +328,73 @@ static int add_point(qz_sweep_spec *s, int cap, qz_sweep_point p) {
   return QZ_OK;
 }
 
+/* One entry of "methods": a registered method's name, or a variant
+ * {"name": N, "method": M, "args": ["--opt", "value", ...]}: M with its own
+ * options (rows of its table; the common ones are the sweep's axes) set
+ * from args, listed as N. *o: the method's options with args applied,
+ * before its check. Not collective. */
+typedef struct {
+  const qz_method_ops *ops;
+  const char *label; /* the point's method column and key part */
+  json_t *args;      /* borrowed from the spec, or NULL */
+  qz_method_opts o;
+} method_entry;
+
+static int variant_args(int m, method_entry *e) {
+  const qz_method_ops *ops = e->ops;
+  for (size_t i = 0; e->args && i < json_array_size(e->args); i++) {
+    const char *a = json_string_value(json_array_get(e->args, i));
+    QZ_CHECK(a, QZ_ERR_FORMAT, "sweep spec: methods[%d].args[%zu] must be a string", m, i);
+    int r = strncmp(a, "--", 2) == 0 ? qz_method_row_find(ops, a + 2) : -1;
+    const qz_opt *row = r >= 0 ? qz_method_row(ops, r) : NULL;
+    QZ_CHECK(row && row >= ops->options && row < ops->options + ops->noptions &&
+                 strcmp(row->name, "grid") != 0,
+             QZ_ERR_FORMAT,
+             "sweep spec: methods[%d] (%s): '%s' is not an option of --method %s that a "
+             "variant may set (the common options --bits, --group, --sym, --act-order and --grid "
+             "are the sweep's axes)", m, e->label, a, ops->name);
+    const char *v = NULL;
+    if (row->type != QZ_OPT_FLAG) {
+      v = json_string_value(json_array_get(e->args, ++i));
+      QZ_CHECK(v, QZ_ERR_FORMAT, "sweep spec: methods[%d] (%s): %s needs a value (a string)",
+               m, e->label, a);
+    }
+    QZ_CALL(qz_method_opt_set(&e->o, r, v));
+  }
+  return QZ_OK;
+}
+
+static int parse_method_entry(json_t *j, int m, method_entry *e) {
+  *e = (method_entry){0};
+  const char *name = json_string_value(j);
+  if (json_is_object(j)) {
+    const char *k;
+    json_t *v;
+    json_object_foreach(j, k, v)
+      QZ_CHECK(!strcmp(k, "name") || !strcmp(k, "method") || !strcmp(k, "args"),
+               QZ_ERR_FORMAT, "sweep spec: methods[%d]: unknown key \"%s\" (a variant is "
+               "{\"name\", \"method\", \"args\"})", m, k);
+    e->label = json_string_value(json_object_get(j, "name"));
+    name = json_string_value(json_object_get(j, "method"));
+    e->args = json_object_get(j, "args");
+    char what[64];
+    snprintf(what, sizeof what, "methods[%d]", m);
+    QZ_CALL(check_name(what, e->label));
+    QZ_CHECK(!e->args || json_is_array(e->args), QZ_ERR_FORMAT,
+             "sweep spec: methods[%d].args must be an array of strings", m);
+  }
+  QZ_CHECK(name && strcmp(name, "fp32") != 0 && qz_method_find(name) &&
+               (!e->label || strcmp(e->label, "fp32") != 0),
+           QZ_ERR_FORMAT, "sweep spec: methods[%d] is not a method or a variant {\"name\", "
+           "\"method\", \"args\"} of one (available: %s; the fp32 baseline is "
+           "\"baseline\": true)", m, qz_method_names());
+  e->ops = qz_method_find(name);
+  if (!e->label) e->label = e->ops->name;
+  e->o = qz_method_opts_for(e->ops);
+  QZ_CALL(variant_args(m, e));
+  return QZ_OK;
+}
+
 /* 1 when the method has a --grid row accepting grid `name`. */
 static int method_has_grid(const qz_method_ops *ops, const char *name) {
   int i = qz_method_row_find(ops, "grid");
@@ -343,11 +410,12 @@ static int method_has_grid(const qz_method_ops *ops, const char *name) {
  * row get one set of points per entry of the "grids" axis (the others
  * theirs once); a codebook grid has 4-bit symmetric codes: its points take
  * no bits or sym axis. */
-static int method_points(qz_sweep_spec *s, int cap, int mo, const qz_method_ops *ops,
+static int method_points(qz_sweep_spec *s, int cap, int mo, const method_entry *e,
                          const long *bits, int nb, const long *groups, int ng,
                          const long *act, int na, const long *sym, int ns,
                          const long *grids, int ngr) {
-  qz_method_opts d = qz_method_opts_for(ops);
+  const qz_method_ops *ops = e->ops;
+  qz_method_opts d = e->o;
   QZ_CALL(ops->check ? ops->check(&d) : QZ_OK);
   const unsigned u = ops->uses;
   const int calib = (qz_method_needs(&d) & QZ_NEED_CALIB) != 0;
@@ -364,7 +432,10 @@ static int method_points(qz_sweep_spec *s, int cap, int mo, const qz_method_ops 
             for (int c = 0; c < (calib ? s->ncalibs : 1); c++)
               QZ_CALL(add_point(
                   s, cap,
-                  (qz_sweep_point){.model = mo, .method = ops->name,
+                  (qz_sweep_point){.model = mo, .method = e->label,
+                                   .run_method = strcmp(e->label, ops->name) ? ops->name
+                                                                            : NULL,
+                                   .args = e->args,
                                    .bits = grid ? 4 : (int)(u & QZ_USES_BITS ? bits[b] : d_bits),
                                    .group = u & QZ_USES_GROUP ? groups[g] : d_group,
                                    .act_order = (int)(u & QZ_USES_ACT_ORDER ? act[a] : d_act),
@@ -420,12 +491,9 @@ static int enumerate(qz_sweep_spec *s) {
   QZ_CALL_DONE(grid_axis(s->doc, &grids, &ngr));
   int need_calib = 0;
   for (int m = 0; m < nm; m++) {
-    const char *name = json_string_value(json_array_get(methods, (size_t)m));
-    QZ_CHECK_DONE(name && strcmp(name, "fp32") != 0 && qz_method_find(name), QZ_ERR_FORMAT,
-                  "sweep spec: methods[%d] is not a method (available: %s; the fp32 "
-                  "baseline is \"baseline\": true)", m, qz_method_names());
-    qz_method_opts mo = qz_method_opts_for(qz_method_find(name));
-    need_calib |= (qz_method_needs(&mo) & QZ_NEED_CALIB) != 0;
+    method_entry e;
+    QZ_CALL_DONE(parse_method_entry(json_array_get(methods, (size_t)m), m, &e));
+    need_calib |= (qz_method_needs(&e.o) & QZ_NEED_CALIB) != 0;
   }
   QZ_CHECK_DONE(!need_calib || s->ncalibs > 0, QZ_ERR_FORMAT,
                 "sweep spec %s: a method needs calibration data: add \"calibration\": "
@@ -438,8 +506,9 @@ static int enumerate(qz_sweep_spec *s) {
       QZ_CALL_DONE(add_point(s, cap, (qz_sweep_point){.model = mo, .method = "fp32",
                                                       .bits = 32, .calib = -1}));
     for (int m = 0; m < nm; m++) {
-      const qz_method_ops *ops = qz_method_find(json_string_value(json_array_get(methods, (size_t)m)));
-      QZ_CALL_DONE(method_points(s, cap, mo, ops, bits, nb, groups, ng, act, na, sym, ns, grids,
+      method_entry e;
+      QZ_CALL_DONE(parse_method_entry(json_array_get(methods, (size_t)m), m, &e));
+      QZ_CALL_DONE(method_points(s, cap, mo, &e, bits, nb, groups, ng, act, na, sym, ns, grids,
                                  ngr));
     }
   }

@@ -43,6 +43,16 @@ EOF_CASES
 # a pack-quantized model is quantize --model input (dequantized, quantized again)
 run quantize --model "$T/exp1" --calib "$S/data/tinystories_valid_head.txt" --nsamples 8 \
   --seqlen 128 --method rtn --bits 8 --group -1 --out "$T/re" -q || fail "quantize --model of an export"
+# ... whose checkpoint exports again (the source's weight_packed & co. replaced) and reads back
+run export --ckpt "$T/re" --out "$T/re-exp" --format compressed-tensors -q || fail "export of re"
+/usr/bin/python3 "$QZ_SOURCE_DIR/tests/export_ct_packed_check.py" "$T/re-exp" "$T/re" \
+  || fail "independent check of the re-quantized export"
+run eval --ckpt "$T/re" --data "$S/data/tinystories_valid_head.txt" --seqlen 128 --windows 4 \
+  --json -q > "$T/re.json" || fail "eval --ckpt re"
+run eval --model "$T/re-exp" --data "$S/data/tinystories_valid_head.txt" --seqlen 128 --windows 4 \
+  --json -q > "$T/re-exp.json" || fail "eval --model re-exp"
+[ "$(grep -o '"nll_sum":[^,]*' "$T/re.json")" = "$(grep -o '"nll_sum":[^,]*' "$T/re-exp.json")" ] \
+  || fail "re-quantized export: eval --model != eval --ckpt"
 # stories260K's down_proj has 172 inputs: no whole groups of 32
 run quantize --model "$ST" --method rtn --bits 4 --group 32 --out "$T/g" -q || fail rtn
 out=$(run export --ckpt "$T/g" --out "$T/gx" --format compressed-tensors 2>&1); rc=$?

@@ -42,3 +42,5 @@ set_tests_properties(fp8_layer_sweep PROPERTIES PROCESSORS 3 LABELS "unit;sweep"
 # static scales survive a kill + --resume bit for bit (tests/fp8_resume.sh)
 qz_add_test(NAME fp8_static_kill_resume_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fp8_resume.sh)
 set_tests_properties(fp8_static_kill_resume_np2 PROPERTIES PROCESSORS 2 LABELS "e2e")
+qz_add_test(NAME fp8_usage_block_small COMMAND ${QZ_EXPECT} 2 "blocks of at least 16 x 16"
+  -- ${M} quantize --model ${SM} --method fp8 --weight-block 4 --out x)

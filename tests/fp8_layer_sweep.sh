@@ -4,7 +4,8 @@
 #   np 1 and 3, per channel and with 32 x 32 blocks (blocks span the ranks'
 #   rows at np 3): codes, scales and Q identical to tests/fp8_ref.py's
 #   weight_ref (numpy, from the definitions);
-# - a sweep with "methods": ["fp8"] at np 2: its row's perplexity equals a
+# - a sweep with "methods": ["fp8"] and two variants ({"name", "method",
+#   "args"}: static activations, 32 x 32 blocks) at np 2: each row's perplexity equals a
 #   direct quantize + eval --ckpt exactly (same binary and np).
 set -euo pipefail
 S=${QZ_SOURCE_DIR:?} B=${MPIQUANT_BIN:?} T=${QZ_TEST_TMP:?}
@@ -52,17 +53,33 @@ PY
 done
 MODEL=$S/examples/stories260K-hf TEXT=$S/examples/tinystories_sample.txt
 cat >"$T/spec.json" <<EOF
-{"models": [{"name": "tiny", "path": "$MODEL"}], "methods": ["fp8"], "bits": [4], "groups": [32],
+{"models": [{"name": "tiny", "path": "$MODEL"}], "bits": [4], "groups": [32],
+ "methods": ["fp8", {"name": "fp8-static", "method": "fp8", "args": ["--act", "static"]},
+             {"name": "fp8-b32", "method": "fp8", "args": ["--weight-block", "32"]}],
+ "calibration": {"name": "ts", "text": "$TEXT", "nsamples": 8, "seqlen": 64},
  "eval": {"name": "ts", "text": "$TEXT", "seqlen": 128, "windows": 4}}
 EOF
 run 2 sweep --spec "$T/spec.json" --out "$T/sw" -q 2>"$T/sweep.err" || { cat "$T/sweep.err"; fail "sweep"; }
-s=$(/usr/bin/python3 -c 'import json,sys
+[ "$(wc -l <"$T/sw/results.jsonl")" -eq 3 ] || fail "expected 3 rows"
+while IFS='|' read -r key args <&3; do
+  s=$(/usr/bin/python3 -c 'import json,sys
 for l in open(sys.argv[1]):
     r = json.loads(l)
-    if r["key"] == "tiny__fp8-w8-gch-sym": print(repr(list(r["ppl"].values())[0]))' "$T/sw/results.jsonl")
-run 2 quantize --model "$MODEL" --method fp8 --out "$T/ck" -q
-d=$(run 2 eval --ckpt "$T/ck" --data "$TEXT" --seqlen 128 --windows 4 --json -q | grep '^{' |
-    /usr/bin/python3 -c 'import json,sys; print(repr(json.loads(sys.stdin.read())["ppl"]))')
-[ -n "$s" ] && [ "$s" = "$d" ] || fail "sweep row ppl '$s' != quantize + eval $d"
-echo "  ok: sweep tiny__fp8-w8-gch-sym ppl $s == quantize + eval"
+    if r["key"] == sys.argv[2]: print(repr(list(r["ppl"].values())[0]))' "$T/sw/results.jsonl" "$key")
+  # shellcheck disable=SC2086
+  run 2 quantize --model "$MODEL" --method fp8 $args --out "$T/ck-$key" -q
+  d=$(run 2 eval --ckpt "$T/ck-$key" --data "$TEXT" --seqlen 128 --windows 4 --json -q | grep '^{' |
+      /usr/bin/python3 -c 'import json,sys; print(repr(json.loads(sys.stdin.read())["ppl"]))')
+  [ -n "$s" ] && [ "$s" = "$d" ] || fail "sweep row $key ppl '$s' != quantize + eval $d"
+  echo "  ok: sweep $key ppl $s == quantize + eval"
+done 3<<EOF
+tiny__fp8-w8-gch-sym|
+tiny__fp8-static-w8-gch-sym__ts|--act static --calib $TEXT --nsamples 8 --seqlen 64
+tiny__fp8-b32-w8-g32-sym|--weight-block 32
+EOF
+# a variant's args are the method's own options, named in the error
+sed 's/"--act", "static"/"--bits", "4"/' "$T/spec.json" >"$T/bad.json"
+out=$(run 1 sweep --spec "$T/bad.json" --out "$T/bad" --list 2>&1) && fail "a variant with --bits was accepted"
+grep -q "'--bits' is not an option of --method fp8" <<<"$out" || { echo "$out"; fail "variant error"; }
+echo "  ok: a variant with a common option is refused"
 echo "fp8_layer_sweep: 1 passed, 0 failed"

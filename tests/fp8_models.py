@@ -13,14 +13,17 @@ published checkpoint layouts, not from mpiquant's C:
   (even mantissa), saturating to +-max.
 Layouts (each linear weight W [out, in] of every block; everything else is
 copied as it is):
-  channel  compressed-tensors float-quantized, strategy channel:
+  channel  compressed-tensors float-quantized, strategy channel, dynamic
+           per-token FP8 activations (FP8_DYNAMIC); channel-w: the same
+           weights, no activation quantization:
            X F8_E4M3, X_scale F32 [out, 1] = absmax(row) / 448
   tensor   ModelOpt-style per-tensor scale, no quantization_config, E5M2:
            X F8_E5M2, X_scale F32 [] = absmax / 57344
   block    compressed-tensors float-quantized, strategy block, block
            structure [BR, BC] (partial edge blocks): X_scale BF16
            [ceil(out/BR), ceil(in/BC)]
-  deepseek DeepSeek-V3 layout (quant_method fp8, weight_block_size [128,128]):
+  deepseek DeepSeek-V3 layout (quant_method fp8, weight_block_size [128,128],
+           activation_scheme dynamic: per token and group of 128 features):
            X F8_E4M3, X_scale_inv F32 [ceil(out/128), ceil(in/128)], w = q * s
 The dequantized model ("<kind>-f32") holds w = decode(q) * scale in float32
 (decode is exact; the product one float32 rounding).
@@ -92,7 +95,7 @@ def read_st(path):
     n = struct.unpack("<Q", b[:8])[0]
     hdr = json.loads(b[8:8 + n])
     meta = hdr.pop("__metadata__", None)
-    dt = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I32": np.int32,
+    dt = {"F32": np.float32, "F16": np.float16, "BF16": np.uint16, "I32": np.int32, "I64": np.int64,
           "F8_E4M3": np.uint8, "F8_E5M2": np.uint8}
     out = {}
     for k, v in hdr.items():
@@ -138,7 +141,7 @@ def blocks(w, br, bc):
 
 def quantize(kind, w):
     """-> stored tensors (suffix -> (dtype, array)) and the f32 dequantization"""
-    if kind == "channel":
+    if kind in ("channel", "channel-w"):
         s = (np.abs(w).max(1, keepdims=True) / np.float32(448)).astype(np.float32)
         q = encode(w / s, E4M3)
         return {"": ("F8_E4M3", q), "_scale": ("F32", s)}, (E4M3[q].astype(np.float32) * s)
@@ -168,10 +171,10 @@ def qconfig(kind):
         return {"quant_method": "fp8", "activation_scheme": "dynamic", "fmt": "e4m3",
                 "weight_block_size": [128, 128]}
     w = {"num_bits": 8, "type": "float", "symmetric": True, "dynamic": False,
-         "strategy": kind, "group_size": None,
+         "strategy": "block" if kind == "block" else "channel", "group_size": None,
          "block_structure": list(BLOCK) if kind == "block" else None}
-    a = None if kind == "block" else {"num_bits": 8, "type": "float", "symmetric": True,
-                                      "dynamic": True, "strategy": "token"}
+    a = None if kind != "channel" else {"num_bits": 8, "type": "float", "symmetric": True,
+                                        "dynamic": True, "strategy": "token"}
     return {"quant_method": "compressed-tensors", "format": "float-quantized",
             "quantization_status": "compressed", "ignore": ["lm_head"],
             "config_groups": {"group_0": {"targets": ["Linear"], "weights": w,
@@ -204,7 +207,7 @@ def main():
     src, out = sys.argv[1:3]
     T, _ = read_st(os.path.join(src, "model.safetensors"))
     cfg = json.load(open(os.path.join(src, "config.json")))
-    for kind in ("channel", "tensor", "block", "deepseek"):
+    for kind in ("channel", "channel-w", "tensor", "block", "deepseek"):
         q8, f32 = {}, {}
         for name, (dt, a) in T.items():
             parts = name.split(".")
@@ -228,8 +231,8 @@ def main():
             for f in ("tokenizer.json", "tokenizer_config.json"):
                 if os.path.exists(os.path.join(src, f)):
                     shutil.copy(os.path.join(src, f), p)
-    print("fp8_models: E4M3/E5M2 codecs checked on all 256 codes; wrote channel, tensor, "
-          "block, deepseek (+ -f32) to %s" % out)
+    print("fp8_models: E4M3/E5M2 codecs checked on all 256 codes; wrote channel, channel-w, "
+          "tensor, block, deepseek (+ -f32) to %s" % out)
 
 
 if __name__ == "__main__":

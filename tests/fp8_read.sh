@@ -3,8 +3,9 @@
 # from the OCP spec: compressed-tensors float-quantized per-channel and block,
 # a per-tensor E5M2 scale without quantization_config, DeepSeek-V3's block
 # weight_scale_inv) must evaluate exactly like the f32 model numpy
-# dequantized them to, and quantize to the same checkpoint; damaged scales
-# fail naming the tensor.
+# dequantized them to (weight-only configs), with their declared FP8
+# activations like a numpy forward (tests/fp8_act_check.py), and quantize to
+# the same checkpoint; damaged scales fail naming the tensor.
 #   fp8_read.sh NP
 set -uo pipefail
 np=$1
@@ -18,7 +19,7 @@ M="$S/models/stories260K-hf" D="$S/data/tinystories_valid_head.txt"
 nll() { grep -o '"nll_sum":[^,]*' "$1"; }
 # dequantization is exact (codes decode exactly, one f32 product): the same
 # perplexity to the last bit, whatever the row split over ranks
-for k in channel tensor block deepseek; do
+for k in channel-w tensor block; do
   for v in $k $k-f32; do
     run eval --model "$T/m/$v" --data "$D" --seqlen 128 --windows 8 --json -q > "$T/$v.json" \
       || fail "eval --model $v"
@@ -26,6 +27,20 @@ for k in channel tensor block deepseek; do
   a=$(nll "$T/$k.json"); b=$(nll "$T/$k-f32.json")
   [ -n "$a" ] && [ "$a" = "$b" ] || fail "$k: FP8 model $a, numpy-dequantized f32 model $b"
   echo "fp8_read: $k: $a (equal to the f32 model)"
+done
+# declared FP8 activations (channel: dynamic per token; deepseek: dynamic per
+# token and group of 128) against the numpy forward of the f32 model
+"$B" tokenize --model "$M" --text "$D" --window 128 --out "$T/ids.txt" -q || fail tokenize
+for km in channel:token deepseek:group:128; do
+  k=${km%%:*} mode=${km#*:}
+  run eval --model "$T/m/$k" --tokens "$T/ids.txt" --seqlen 128 --windows 32 --json -q \
+    > "$T/$k-act.json" || fail "eval --model $k"
+  /usr/bin/python3 "$QZ_SOURCE_DIR/tests/fp8_act_check.py" "$T/m/$k-f32" "$T/ids.txt" 32 \
+    "$T/$k-act.json" "$mode" || fail "FP8 activations of $k"
+  run eval --model "$T/m/$k-f32" --tokens "$T/ids.txt" --seqlen 128 --windows 32 --json -q \
+    > "$T/$k-noact.json" || fail "eval --model $k-f32"
+  [ "$(nll "$T/$k-act.json")" != "$(nll "$T/$k-noact.json")" ] \
+    || fail "$k: the declared FP8 activations changed nothing"
 done
 # quantize --model FP8: the same checkpoint (codes, scales, losses) as from the f32 model
 for v in block block-f32; do

@@ -34,3 +34,6 @@ qz_add_test(NAME grids_keep_needs_gptq COMMAND ${QZ_EXPECT} 2
 qz_add_test(NAME grids_sweep_np2 TIMEOUT 300
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/grids_sweep.sh)
 set_tests_properties(grids_sweep_np2 PROPERTIES PROCESSORS 2 LABELS "e2e")
+qz_add_test(NAME grids_sweep_bad_grid COMMAND ${QZ_EXPECT} 5
+  "\"grids\" entries must be \"int\", \"nf4\" or \"fp4\", got int8"
+  -- $<TARGET_FILE:mpiquant> sweep --spec ${CMAKE_CURRENT_SOURCE_DIR}/fixtures/sweep_bad_grid.json --list)

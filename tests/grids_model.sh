@@ -9,6 +9,7 @@
 #    w3 (a 6 % gap, far beyond calibration noise);
 #  - bits per parameter in the manifest = the storage formula of
 #    docs/methods.md computed here from the layer shapes;
+#  - GPTQ v1 / compressed-tensors export refuse an nf4 checkpoint clearly;
 #  - a rank SIGKILLed in block 3 of GPTQ nf4 + double-quant + keep-columns,
 #    then --resume: checkpoint identical (h5diff) to an uninterrupted run.
 # usage: grids_model.sh NP ppl|resume   (the two halves, as two tests)
@@ -82,6 +83,12 @@ for kind in ("rtn_nf4", "rtn_nf4dq", "rtn_int4", "gptq_owq3"):
     print("%s %s: %.6f bits per parameter (formula %.6f)" % ("ok  " if good else "FAIL", kind, b / p, want))
 sys.exit(0 if ok else 1)
 PY
+# exports that cannot hold a codebook grid refuse it, naming the linear and the grid
+for fmt in gptq compressed-tensors; do
+  out=$(run export --ckpt "$T/rtn_nf4" --format $fmt --out "$T/ex-$fmt" 2>&1) && fail "export $fmt of nf4 succeeded"
+  grep -q "has codes on the nf4 grid, which the .* export cannot hold" <<<"$out" ||
+    { echo "$out" | head -5; fail "export $fmt: unexpected message"; }
+done
 echo "grids_model ppl: all checks passed (np $np)"
 exit 0
 fi

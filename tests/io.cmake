@@ -84,6 +84,7 @@ if(MPIQUANT_FUZZ)
   file(GLOB QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/core/*.c)
   list(APPEND QZ_FUZZ_LIB_SRC ${PROJECT_SOURCE_DIR}/io/safetensors.c
        ${PROJECT_SOURCE_DIR}/io/export_gptq_read.c ${PROJECT_SOURCE_DIR}/io/export_ct_read.c
+       ${PROJECT_SOURCE_DIR}/io/fp8_read.c
        ${PROJECT_SOURCE_DIR}/io/files.c
        ${PROJECT_SOURCE_DIR}/io/config.c ${PROJECT_SOURCE_DIR}/io/tokenizer.c
        ${PROJECT_SOURCE_DIR}/io/unicode_norm.c
@@ -157,3 +158,10 @@ endforeach()
 qz_test_program(qzt_fp8_act unit/test_fp8_act.c)
 qz_add_test(NAME fp8_act_spec TIMEOUT 60 LABELS io
   COMMAND sh -c "$<TARGET_FILE:qzt_fp8_act> >/dev/null && /usr/bin/python3 ${CMAKE_CURRENT_SOURCE_DIR}/fp8_ref.py --act-bin \"$QZ_TEST_TMP/fp8_act.bin\"")
+
+# eval of each FP8 (float-quantized) export equals eval --ckpt
+foreach(np 1 3)
+  qz_add_test(NAME fp8_export_read_np${np} TIMEOUT 300
+    COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/fp8_export_read.sh ${np})
+  set_tests_properties(fp8_export_read_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()

@@ -16,10 +16,11 @@ the C code.
    columns, outlier columns code 128 and their fp16 value in the sparse
    part): codes, scales and sparse values identical.
 3. Perplexity (W8A8 only): numpy forward of the eval windows with the
-   checkpoint's dequantized weights and, at every linear input, per token:
-   outlier columns (calibration set, or |x| >= threshold in that token) in
-   fp16, the others int8 absmax over the non-outlier columns; ppl within
-   PPL_REL of mpiquant's and within FP_REL of the fp model's.
+   checkpoint's dequantized weights and, at every linear input of its
+   quantized blocks, per token: outlier columns (calibration set, or
+   |x| >= threshold in that token) in fp16, the others int8 absmax over the
+   non-outlier columns; ppl within PPL_REL (all blocks) or PPL_REL_1 (one
+   block) of mpiquant's and within FP_REL of the fp model's.
 
 usage: llm_int8_ref.py MODEL_DIR CALIB_TXT CKPT_DIR EVAL_IDS_TXT PPL_FP PPL_CKPT
 """
@@ -38,6 +39,13 @@ TIE_REL = 1e-4   # |max|x| - tau| / tau below which a column may go either way
 # windows) spreads 3.7508..3.7554 around 3.7532 (max 6e-4 relative).
 PPL_REL = 2e-3
 FP_REL = 5e-3    # the issue's bar: W8A8 LLM.int8() within 0.5 % of fp
+# With one quantized block (quantize --layers 4:5) the flips stay in that
+# block: numpy's spread under the same 1e-6 noise is 3.0e-5 / 3.4e-5 (1 and
+# 16 calibration windows, 3 seeds each); mpiquant differed by 2e-6..2.3e-5.
+# What this bound can see (numpy, block 4, tau 6): no hook (W8 only) 2.4e-4,
+# no calibration set 2.2e-4, outliers not fp16-rounded 2.5e-4 (16 windows);
+# no dynamic detection 1.9e-4 (1 window).
+PPL_REL_1 = 1e-4
 
 GROUPS = [("self_attn.q_proj", ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),
           ("self_attn.o_proj", ["self_attn.o_proj"]),
@@ -122,6 +130,7 @@ def main():
     opt = man["options"]["llm_int8"]
     tau, wonly = np.float32(opt["threshold"]), bool(opt["weight_only"])
     files = {e["block"]: e["file"] for e in man["completed_blocks"]}
+    qblocks = sorted(files)  # quantize --layers A:B: the other blocks stay fp
     fails = 0
 
     # 1. calibration outlier columns from the fp stream
@@ -130,7 +139,6 @@ def main():
     x = M.W["model.embed_tokens.weight"][ids]
     cal = {}
     for l in range(M.nl):
-        f = H5(os.path.join(ck, files[l]))
         mx = None
         out = np.empty_like(x)
         for w in range(x.shape[0]):
@@ -139,6 +147,9 @@ def main():
             m = [np.abs(a).max(0) for a in ins]
             mx = m if mx is None else [np.maximum(u, v) for u, v in zip(mx, m)]
         x = out
+        if l not in files:
+            continue
+        f = H5(os.path.join(ck, files[l]))
         for g, (first, _) in enumerate(GROUPS):
             ref = mx[g] >= tau
             got = f.read("/aux/%d/%s.outlier_cols" % (l, first), "<f4", (len(ref), 1))[:, 0] != 0
@@ -152,7 +163,7 @@ def main():
 
     # 2. weights
     deq = {}
-    for l in range(M.nl):
+    for l in qblocks:
         f = H5(os.path.join(ck, files[l]))
         for g, (_, lins) in enumerate(GROUPS):
             for n in lins:
@@ -188,8 +199,12 @@ def main():
         for w in range(ev.shape[0]):
             xw = M.W["model.embed_tokens.weight"][ev[w]]
             for l in range(M.nl):
-                xw, _ = M.block(l, xw, lambda l_, n: deq[(l_, n)],
-                                lambda g, a, l=l: decompose(a, cal[(l, g)], tau), tabs)
+                if l in files:
+                    xw, _ = M.block(l, xw, lambda l_, n: deq[(l_, n)],
+                                    lambda g, a, l=l: decompose(a, cal[(l, g)], tau), tabs)
+                else:
+                    xw, _ = M.block(l, xw, lambda l_, n: M.W["model.layers.%d.%s.weight" % (l_, n)],
+                                    lambda g, a: a, tabs)
             lg = M.nll(xw).astype(np.float64)
             lg -= lg.max(1, keepdims=True)
             lp = lg - np.log(np.exp(lg).sum(1, keepdims=True))
@@ -197,9 +212,10 @@ def main():
             cnt += ev.shape[1] - 1
         ppl = float(np.exp(nll / cnt))
         r1, r2 = abs(ppl - ppl_ck) / ppl, abs(ppl_ck - ppl_fp) / ppl_fp
-        ok = r1 <= PPL_REL and r2 <= FP_REL
-        print("ppl: numpy %.6f, mpiquant %.6f (rel %.1e <= %.0e), fp %.6f (rel %.1e <= %.0e) %s"
-              % (ppl, ppl_ck, r1, PPL_REL, ppl_fp, r2, FP_REL, "ok" if ok else "FAIL"))
+        tol = PPL_REL if len(qblocks) > 1 else PPL_REL_1
+        ok = r1 <= tol and r2 <= FP_REL
+        print("ppl: numpy %.7f, mpiquant %.7f (rel %.1e <= %.0e), fp %.6f (rel %.1e <= %.0e) %s"
+              % (ppl, ppl_ck, r1, tol, ppl_fp, r2, FP_REL, "ok" if ok else "FAIL"))
         fails += not ok
     print("llm_int8_ref: %s" % ("all ok" if not fails else "%d FAILED" % fails))
     return 1 if fails else 0

@@ -6,7 +6,14 @@ set(LI ${CMAKE_CURRENT_SOURCE_DIR}/llm_int8.sh)
 qz_add_test(NAME llm_int8_ref_t6_np2 TIMEOUT 300 COMMAND ${LI} 2 6)
 qz_add_test(NAME llm_int8_ref_t3_np3 TIMEOUT 300 COMMAND ${LI} 3 3)
 qz_add_test(NAME llm_int8_weight_only_np4 TIMEOUT 300 COMMAND ${LI} 4 4 --weight-only)
-set_tests_properties(llm_int8_ref_t3_np3 PROPERTIES PROCESSORS 3)
+# one quantized block (the others fp): numpy and mpiquant agree to ~1e-5, so
+# the hook's parts are each visible (tests/llm_int8_ref.py, PPL_REL_1); with
+# one calibration window most eval outlier columns are found dynamically
+qz_add_test(NAME llm_int8_block4_t6_np2 TIMEOUT 300 COMMAND ${LI} 2 6 --layers 4:5)
+qz_add_test(NAME llm_int8_block4_dynamic_np3 TIMEOUT 300 COMMAND ${LI} 3 6 --layers 4:5
+  ENV LI_NSAMPLES=1)
+set_tests_properties(llm_int8_ref_t3_np3 llm_int8_block4_dynamic_np3 PROPERTIES PROCESSORS 3)
+set_tests_properties(llm_int8_block4_t6_np2 PROPERTIES PROCESSORS 2)
 set_tests_properties(llm_int8_weight_only_np4 PROPERTIES PROCESSORS 4)
 
 set(NPID ${CMAKE_CURRENT_SOURCE_DIR}/np_identity.sh)
@@ -51,3 +58,10 @@ qz_add_test(NAME spqr_opt_group COMMAND ${QZ_EXPECT} 2 "must divide --blocksize"
   --calib-tokens x.txt --method spqr --group 24 --out ${CMAKE_BINARY_DIR}/test-tmp/sp_opt)
 qz_add_test(NAME spqr_model_stories_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/spqr_model.sh 2)
 set_tests_properties(spqr_model_stories_np2 PROPERTIES PROCESSORS 2)
+
+# crash in block 3 and --resume: identical to an uninterrupted run
+set(ORS ${CMAKE_CURRENT_SOURCE_DIR}/outlier_resume.sh)
+qz_add_test(NAME llm_int8_resume_np2 TIMEOUT 300 COMMAND ${ORS} 2 llm-int8 --threshold 3)
+qz_add_test(NAME spqr_resume_np3 TIMEOUT 300 COMMAND ${ORS} 3 spqr --bits 3 --group 16)
+set_tests_properties(llm_int8_resume_np2 PROPERTIES PROCESSORS 2)
+set_tests_properties(spqr_resume_np3 PROPERTIES PROCESSORS 3)

@@ -40,7 +40,7 @@ endforeach()
 # usage errors name the option
 set(M $<TARGET_FILE:mpiquant>)
 set(SM ${MPIQUANT_SHARED_DIR}/models/stories260K-hf)
-qz_add_test(NAME rotate_usage_kind COMMAND ${QZ_EXPECT} 2 "--rotate 'quarot': one of none, hadamard"
+qz_add_test(NAME rotate_usage_kind COMMAND ${QZ_EXPECT} 2 "--rotate 'quarot': one of none, hadamard, duquant"
   -- ${M} quantize --model ${SM} --out x --method rtn --rotate quarot)
 qz_add_test(NAME rotate_usage_asym COMMAND ${QZ_EXPECT} 2 "--act-asym and --act-clip shape the activation quantizer of --act-bits"
   -- ${M} quantize --model ${SM} --out x --method rtn --act-asym)
@@ -55,3 +55,8 @@ add_test(NAME rotate_export_refused COMMAND sh -c
   "rm -rf \"$QZ_TEST_TMP\" && mkdir -p \"$QZ_TEST_TMP\" && \"$MPIQUANT_BIN\" quantize --model \"$QZ_SHARED_DIR/models/stories260K-hf\" --method rtn --bits 4 --group 32 --rotate hadamard --out \"$QZ_TEST_TMP/ck\" -q && \"$QZ_EXPECT\" 11 'was made with --rotate hadamard' 'no export format' -- \"$MPIQUANT_BIN\" export --ckpt \"$QZ_TEST_TMP/ck\" --format gptq --out \"$QZ_TEST_TMP/ex\" && test ! -e \"$QZ_TEST_TMP/ex\"")
 set_tests_properties(rotate_export_refused PROPERTIES TIMEOUT 60 LABELS "unit"
   ENVIRONMENT "${QZ_TEST_ENV};QZ_EXPECT=${QZ_EXPECT};QZ_TEST_TMP=${CMAKE_BINARY_DIR}/test-tmp/rotate_export_refused")
+# perplexity and task results of W4A4KV4 rotated checkpoints identical at np 1-3
+foreach(rot hadamard duquant)
+  qz_add_test(NAME rotate_eval_np_${rot} TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_eval_np.sh ${rot})
+  set_tests_properties(rotate_eval_np_${rot} PROPERTIES PROCESSORS 3)
+endforeach()

@@ -68,4 +68,15 @@ for t in a:
         assert r <= tol, (t, r)
 PY
 fi
+# a checkpoint whose recorded rotation differs from what this build makes
+# from its seed is refused (not evaluated with the wrong rotation)
+if [ "$model" = stories ] && [ "$rot" = hadamard ]; then
+  cp -r "$T/ck" "$T/bad"
+  /usr/bin/python3 -c '
+import h5py, sys
+with h5py.File(sys.argv[1], "r+") as f:
+    d = f["/aux/0/rotate.q1_row0"]; a = d[...]; a[3, 0] = -a[3, 0]; d[...] = a' "$T/bad/blocks-000.h5"
+  out=$(run eval --ckpt "$T/bad" --data "$data" --seqlen 64 --windows 1 -q 2>&1) && { echo "FAIL: tampered rotation accepted"; exit 1; }
+  grep -q "this build makes other rotations from its seed (rotate.q1_row0" <<<"$out" || { echo "$out"; exit 1; }
+fi
 echo "rotate_invariance: 1 passed, 0 failed"

@@ -5,5 +5,5 @@ qz_test_program(qzt_plan_memory mpi/test_plan_memory.c)
 qz_add_mpi_test(NAME plan_memory COMMAND $<TARGET_FILE:qzt_plan_memory> NPS 1 2 3 4 TIMEOUT 300)
 qz_add_test(NAME synth_quantize_eval_np2 TIMEOUT 300
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scale_synth.sh)
-qz_add_test(NAME plan_vs_run_np2 TIMEOUT 300
+qz_add_test(NAME plan_vs_run_np2 TIMEOUT 600
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scale_plan_synth.sh)

@@ -3,7 +3,8 @@
 # 16/4 heads, vocab 4096) quantized with GPTQ w4 g128 (and QuantEase) at np 2 on 8 x 512
 # random calibration ids; the peak RSS per rank printed by --log-view must be
 # within TOL of `plan --np 2` (built-in rates: the memory model needs none
-# but the process baseline).  Also: plan refuses with status 7 (QZ_ERR_MEM)
+# but the process baseline); the same for that block synthesized as FP8
+# (--dtype f8-block, DeepSeek-V3's block layout).  Also: plan refuses with status 7 (QZ_ERR_MEM)
 # when --mem-per-rank is below its peak and names the missing memory.
 #
 # TOL = 15 %: the modelled parts are ~300 MB here and the process baseline
@@ -55,6 +56,16 @@ grep "peak RSS" run-qe.log
 "$MPIQUANT_BIN" plan --model m --np 2 --nsamples 8 --seqlen 512 --method quantease --iters 5 \
   --bits 4 --group 128 --json -q | tail -1 > plan-qe.json
 check run-qe.log plan-qe.json
+# the same block stored as FP8 with DeepSeek-V3's 128x128 block scales
+# (synth --dtype f8-block): read dequantized one block at a time, it must
+# cost what plan predicts for the model like any other
+"$MPIQUANT_BIN" synth --config mid.json --layers 1 --out m8 --dtype f8-block -q
+"$MPIEXEC" -n 2 "$MPIQUANT_BIN" quantize --model m8 --calib-tokens ids.bin --nsamples 8 \
+  --seqlen 512 --method gptq --bits 4 --group 128 --out ck-f8 --log-view -q 2> run-f8.log
+grep "peak RSS" run-f8.log
+"$MPIQUANT_BIN" plan --model m8 --np 2 --nsamples 8 --seqlen 512 --method gptq --bits 4 \
+  --group 128 --json -q | tail -1 > plan-f8.json
+check run-f8.log plan-f8.json
 set +e
 "$MPIQUANT_BIN" plan --model m --np 2 --nsamples 8 --seqlen 512 --mem-per-rank 100M -q \
   > refuse.out 2> refuse.err

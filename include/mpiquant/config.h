@@ -76,8 +76,10 @@ typedef struct {
   /* FP8 weights (compressed-tensors float-quantized, quant_method fp8):
    * fp8 = 1; fp8_block = rows x cols of 2-D (block) weight scales (0: 128);
    * fp8_act = activations at every linear input of a float-quantized
-   * export: 0 none, 1 dynamic per token, 2 static per tensor (input_scale) */
+   * export: 0 none, 1 dynamic per token (per token and group of
+   * fp8_act_group features when > 0), 2 static per tensor (input_scale) */
   int fp8, fp8_act;
+  int64_t fp8_act_group;
   int64_t fp8_block[2];
 } qz_model_config;
 

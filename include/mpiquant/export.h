@@ -38,8 +38,13 @@ typedef struct {
  *  compressed-tensors: int-quantized (weight i8 [out, in], weight_scale f32
  *    [out, 1]) + quantization_config (quant_method compressed-tensors, int8
  *    per-channel weights, dynamic per-token int8 activations when the
- *    checkpoint expects them: SmoothQuant W8A8); 8-bit symmetric per-channel
- *    checkpoints only.
+ *    checkpoint expects them: SmoothQuant, GPTQ/RTN --act-bits 8) for 8-bit
+ *    symmetric per-channel checkpoints; pack-quantized (weight_packed,
+ *    weight_scale, weight_zero_point, weight_g_idx, weight_shape) for every
+ *    other weight-only 2..8-bit checkpoint.
+ * gptq refuses checkpoints that expect activation quantization (act_bits).
+ * A source model stored quantized (FP8, compressed-tensors, GPTQ v1) has its
+ * quantization parts dropped: the export writes the checkpoint's linears.
  * Both: RMSNorm weights with folded scales from the checkpoint (f32), other
  * tensors copied in their source dtype, tokenizer files copied. Streams one
  * linear at a time (rank 0 writes). Collective on comm. */

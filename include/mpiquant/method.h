@@ -259,7 +259,8 @@ typedef struct qz_method_ops {
   /* Validate options, allocate per-run state. Not collective. */
   int (*setup)(const qz_method_opts *opts, void **state);
   /* Quantize one layer. Collective on the Hessian's grid communicator when
-   * it needs a Hessian; otherwise not collective. */
+   * it needs a Hessian; otherwise on layer->comm when the method reduces
+   * over the rows (RTN --double-quant), else not collective. */
   int (*quantize_layer)(void *state, const qz_layer *layer,
                         qz_layer_result *res);
   void (*destroy)(void **state); /* accepts NULL state, NULLs it */

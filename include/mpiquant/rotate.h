@@ -62,7 +62,8 @@ int qz_rot_kind_find(const char *name);
 typedef struct qz_rot qz_rot;
 /* The rotations of a model of `cfg` (built from p->seed; identical on every
  * rank for the same parameters).  QZ_ERR_UNSUPPORTED naming the config
- * field when the model has biases (not rotated yet).  Not collective. */
+ * field when a Hadamard-rotated model has biases (not rotated yet).
+ * Not collective. */
 int qz_rot_create(const qz_model_config *cfg, const qz_rot_params *p, qz_rot **out);
 void qz_rot_destroy(qz_rot **r); /* accepts NULL, NULLs *r */
 const qz_rot_params *qz_rot_params_of(const qz_rot *r);
@@ -72,6 +73,12 @@ const char *qz_rot_describe(const qz_rot *r);
 /* Fold the norms and fuse Q1, R2, R4 into a block's fp weights in place
  * (norms become ones). Identity for QZ_ROT_NONE. Not collective. */
 void qz_rot_fuse_block(qz_rot *r, qz_block_weights *w);
+/* Hadamard: the first row of rotation i (0 = Q1 [H], 1 = R2 [hd], 2 = R3
+ * [hd], 3 = R4 [I]) into row (e_0 Q), its size into *n; returns 0 past
+ * the end or for other kinds.  A checkpoint stores them so that eval can
+ * tell a build that makes other rotations from the same seed.
+ * Not collective. */
+int qz_rot_probe(qz_rot *r, int i, float *row, int64_t *n);
 /* Residual rows x [n, H]: x <- x Q1 (inverse = 1: x Q1^T). */
 void qz_rot_stream(qz_rot *r, float *x, int64_t n, int inverse);
 

@@ -63,6 +63,33 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         }
       }
     }
+    /* every stored-quantized weight qz_st_weight_shape accepts (FP8 with
+     * its scale, pack-quantized, int8, GPTQ) must read in range and refuse
+     * out of range, with small FP8 blocks so edge blocks occur */
+    qz_st_set_quant(st, &(qz_st_quant){.block = {3, 5}});
+    for (int i = 0; i < qz_st_count(st); i++) {
+      const char *nm = qz_st_info_at(st, i)->name;
+      size_t l = strlen(nm);
+      char w[512];
+      if (l > 400) continue;
+      if (l > 14 && strcmp(nm + l - 14, ".weight_packed") == 0)
+        snprintf(w, sizeof w, "%.*s.weight", (int)(l - 7), nm);
+      else if (l > 7 && strcmp(nm + l - 7, ".weight") == 0)
+        snprintf(w, sizeof w, "%s", nm);
+      else
+        continue;
+      int64_t out = 0, in = 0;
+      if (qz_st_weight_shape(st, w, &out, &in, NULL) != QZ_OK) continue;
+      if (out > 0 && in > 0 && out * in <= (1 << 20)) {
+        float *dst = malloc((size_t)(out * in) * sizeof *dst);
+        if (dst) {
+          (void)qz_st_read_f32(st, w, 0, out, dst);
+          (void)qz_st_read_f32(st, w, out - 1, 1, dst);
+          (void)qz_st_read_f32(st, w, out, 1, dst); /* out of range */
+          free(dst);
+        }
+      }
+    }
     qz_error_clear();
     for (int i = 0; i < qz_st_metadata_count(st); i++) {
       const char *k, *v;

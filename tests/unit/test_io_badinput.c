@@ -268,7 +268,8 @@ static void config_cases(void) {
             QZ_ERR_FORMAT, "'num_attention_heads' must be an integer");
   cfg_fails("{\"architectures\":[\"GPT2LMHeadModel\"],\"hidden_size\":64}",
             QZ_ERR_UNSUPPORTED, "unsupported architecture 'GPT2LMHeadModel' "
-            "(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)");
+            "(supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM, "
+            "Qwen3ForCausalLM, MixtralForCausalLM, Qwen2MoeForCausalLM, Qwen3MoeForCausalLM)");
   cfg_fails("{\"hidden_size\":64}", QZ_ERR_FORMAT,
             "required key 'architectures' is missing");
   cfg_fails("{" CBASE ",\"num_attention_heads\":8,\"intermediate_size\":5,"
