@@ -128,7 +128,8 @@ int qz_export_read_rows(qz_ckpt *ck, int rank, int layer, const char *mod,
   qz_free(&ov);
   QZ_CHECK(nnz == 0, QZ_ERR_UNSUPPORTED,
            "model.layers.%d.%s has %lld full-precision outliers (QuantEase "
-           "--outlier-frac), which the %s format cannot hold",
+           "--outlier-frac), which the %s format cannot hold (so have OWQ "
+           "--keep-columns, SpQR and LLM.int8() --weight-only checkpoints)",
            layer, mod, (long long)nnz, format);
   const int64_t rows = rank == 0 ? out : 0, a = rows ? rows : 1;
   int st = QZ_OK;

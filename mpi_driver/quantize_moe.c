@@ -224,8 +224,8 @@ static int quantize_experts(qz_qrun *r, int layer, qz_block_weights *w, const fl
     const int64_t *ends = m->ends_o;
     if (fb == QZ_EXPERT_FALLBACK_ROUTE_ALL || fb == QZ_EXPERT_FALLBACK_POOLED) {
       int64_t off = fb == QZ_EXPERT_FALLBACK_POOLED ? n : 0;
-      if (off) memcpy(m->xh, m->xo, sizeof(float) * (size_t)(n * H));
-      memcpy(m->xh + off * H, x, sizeof(float) * (size_t)(T * H));
+      if (off && n > 0) memcpy(m->xh, m->xo, sizeof(float) * (size_t)(n * H));
+      if (T > 0) memcpy(m->xh + off * H, x, sizeof(float) * (size_t)(T * H)); /* x: NULL w/o tokens */
       nends = 0;
       if (off)
         for (int64_t wi = 0; wi < nw; wi++) m->ends_h[nends++] = m->ends_o[wi];

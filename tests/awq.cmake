@@ -28,7 +28,7 @@ set_tests_properties(sq_a085_stories_np2 sq_nosmooth_stories_np4 sq_a050_babylla
 
 # SmoothQuant exactness: factors, folded norms, int8 codes/scales of every
 # block vs numpy from the fp32 activation maxima (tests/sq_check.py)
-# (np 3 only: np-invariance of the same checkpoints is awq_np_invariance)
+# (np 3 only: np-invariance of SmoothQuant checkpoints is np_identity_smoothquant)
 qz_add_test(NAME sq_exact_stories_np3 TIMEOUT 900
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/sq_exact.sh 3 0.85)
 
@@ -71,7 +71,7 @@ endforeach()
 qz_test_program(qzt_awq_quant unit/test_awq_quant.c)
 qz_add_test(NAME awq_quant COMMAND qzt_awq_quant TIMEOUT 60)
 
-# the same checkpoint at np 1, 2 and 3 (AWQ and SmoothQuant, 2 blocks)
+# the same AWQ checkpoint at np 1, 2 and 3 on the GQA model (2 blocks)
 qz_add_test(NAME awq_np_invariance TIMEOUT 1800
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/awq_np.sh)
 # AWQ -> GPTQ export: codes through the independent dequantizer, folded
