@@ -171,6 +171,23 @@ static int quantize_expert(qz_qrun *r, int layer, int e, int64_t I, float *eg, f
   return QZ_OK;
 }
 
+/* The rows of x [T, H] routed to expert e (top-k slots in m->idx), window
+ * by window: their slot indices into m->sel, the rows into m->xo, the end
+ * of each window's rows into m->ends_o; returns their count. */
+static int64_t gather_routed(struct qz_moe_run *m, const float *x, int64_t T, int64_t L,
+                             int64_t k, int64_t H, int64_t e) {
+  int64_t n = 0;
+  for (int64_t wi = 0; wi < m->nw; wi++) {
+    for (int64_t t = wi * L; t < (wi + 1) * L && t < T; t++)
+      for (int64_t j = 0; j < k; j++)
+        if (m->idx[t * k + j] == (int32_t)e) m->sel[n++] = t * k + j;
+    m->ends_o[wi] = n;
+  }
+  for (int64_t i = 0; i < n; i++)
+    memcpy(m->xo + i * H, x + (m->sel[i] / k) * H, sizeof(float) * (size_t)H);
+  return n;
+}
+
 /* Routed experts and shared expert of block `layer` on the FFN input x
  * [T, H] (L tokens per window); the FFN output into m->acc. Collective. */
 static int quantize_experts(qz_qrun *r, int layer, qz_block_weights *w, const float *x,
@@ -208,15 +225,8 @@ static int quantize_experts(qz_qrun *r, int layer, qz_block_weights *w, const fl
   }
   for (int64_t e = 0; e < E; e++) {
     QZ_CALL(qz_model_load_expert(r->m, layer, (int)e, m->eg, m->eu, m->ed));
-    int64_t n = 0; /* this rank's rows routed to e, window by window */
-    for (int64_t wi = 0; wi < nw; wi++) {
-      for (int64_t t = wi * L; t < (wi + 1) * L && t < T; t++)
-        for (int64_t j = 0; j < k; j++)
-          if (m->idx[t * k + j] == (int32_t)e) m->sel[n++] = t * k + j;
-      m->ends_o[wi] = n;
-    }
-    for (int64_t i = 0; i < n; i++)
-      memcpy(m->xo + i * H, x + (m->sel[i] / k) * H, sizeof(float) * (size_t)H);
+    /* this rank's rows routed to e, window by window */
+    const int64_t n = gather_routed(m, x, T, L, k, H, e);
     const int few = m->cnt[e] < r->o->min_expert_tokens;
     const int fb = few ? r->o->expert_fallback : -1;
     const float *xh = m->xo;
@@ -308,15 +318,7 @@ static int forward_experts(struct qz_moe_run *m, const qz_model_config *c, int l
   qz_moe_route(w, x, T, m->idx, m->wt);
   for (int64_t e = 0; e < E; e++) {
     QZ_CALL(load(ctx, layer, (int)e, m->eg, m->eu, m->ed));
-    int64_t n = 0;
-    for (int64_t wi = 0; wi < nw; wi++) {
-      for (int64_t t = wi * L; t < (wi + 1) * L && t < T; t++)
-        for (int64_t j = 0; j < k; j++)
-          if (m->idx[t * k + j] == (int32_t)e) m->sel[n++] = t * k + j;
-      m->ends_o[wi] = n;
-    }
-    for (int64_t i = 0; i < n; i++)
-      memcpy(m->xo + i * H, x + (m->sel[i] / k) * H, sizeof(float) * (size_t)H);
+    const int64_t n = gather_routed(m, x, T, L, k, H, e);
     qz_moe_expert_rows(m->eg, m->eu, m->ed, Ie, H, m->xo, n, m->ends_o, nw, m->gs, m->ao,
                        m->yo);
     for (int64_t i = 0; i < n; i++) {
