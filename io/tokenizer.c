@@ -853,17 +853,8 @@ static int push(id_vec *o, int32_t id) {
 
 /* Byte length of the UTF-8 character at s (n bytes left), 0 if invalid. */
 static size_t utf8_len(const unsigned char *s, size_t n) {
-  unsigned c = s[0];
-  size_t l = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-  if (l == 0 || l > n) return 0;
-  for (size_t i = 1; i < l; i++)
-    if ((s[i] & 0xc0) != 0x80) return 0;
-  if (l == 2 && c < 0xc2) return 0;                         /* overlong */
-  if (l == 3 && c == 0xe0 && s[1] < 0xa0) return 0;         /* overlong */
-  if (l == 3 && c == 0xed && s[1] >= 0xa0) return 0;        /* surrogate */
-  if (l == 4 && ((c == 0xf0 && s[1] < 0x90) || c > 0xf4 ||
-                 (c == 0xf4 && s[1] >= 0x90))) return 0;
-  return l;
+  uint32_t cp;
+  return qz_uni_decode(s, n, &cp);
 }
 
 typedef struct {
