@@ -710,10 +710,12 @@ const char *qz_config_lm_head(const qz_model_config *c, const qz_st *st) {
 }
 
 /* A linear's weight [o, i]: float, or (a GPTQ export) its qweight set, or
- * (compressed-tensors int8) I8 with a scale. */
+ * (compressed-tensors int8) I8 with a scale, or stored quantized
+ * (pack-quantized, FP8) and dequantized on read. */
 static int expect_linear(const qz_model_config *c, const qz_st *st, const char *name,
                          int64_t o, int64_t i, const char *why) {
-  if (c->gptq_bits && !qz_st_find(st, name)) {
+  const qz_tensor_info *ti = qz_st_find(st, name);
+  if (c->gptq_bits && !ti) {
     int64_t go = 0, gi = 0;
     int gb = 0;
     QZ_CALL(qz_st_gptq_shape(st, name, &go, &gi, &gb));
@@ -721,6 +723,20 @@ static int expect_linear(const qz_model_config *c, const qz_st *st, const char *
              "%s: GPTQ tensor '%s' is [%lld, %lld] at %d bits, config.json implies "
              "[%lld, %lld] (%s) at %d bits", qz_st_origin(st), name, (long long)go,
              (long long)gi, gb, (long long)o, (long long)i, why, c->gptq_bits);
+    return QZ_OK;
+  }
+  if (!ti || c->ct_packed_bits || c->fp8 || ti->dtype == QZ_DT_F8_E4M3 ||
+      ti->dtype == QZ_DT_F8_E5M2) {
+    int64_t wo = 0, wi = 0;
+    const char *kind = NULL;
+    QZ_CHECK(ti || c->ct_packed_bits, QZ_ERR_FORMAT,
+             "%s: tensor '%s' is missing (config.json implies it: %s)", qz_st_origin(st),
+             name, why);
+    QZ_CALL(qz_st_weight_shape(st, name, &wo, &wi, &kind));
+    QZ_CHECK(wo == o && wi == i, QZ_ERR_FORMAT,
+             "%s: tensor '%s' (%s) is [%lld, %lld], config.json implies [%lld,%lld] (%s)",
+             qz_st_origin(st), name, kind, (long long)wo, (long long)wi, (long long)o,
+             (long long)i, why);
     return QZ_OK;
   }
   return expect_q(st, name, 2, o, i, why, c->ct_int8);
@@ -782,31 +798,7 @@ int qz_config_check_tensors(const qz_model_config *c, const qz_st *st) {
       qz_linear_shape(c, (qz_linear)k, &o, &i);
       linear_why(c, (qz_linear)k, why, sizeof why);
       qz_linear_tensor(name, sizeof name, l, (qz_linear)k, "weight");
-      if (c->gptq_bits && !qz_st_find(st, name)) {
-        int64_t go = 0, gi = 0;
-        int gb = 0;
-        QZ_CALL(qz_st_gptq_shape(st, name, &go, &gi, &gb));
-        QZ_CHECK(go == o && gi == i && gb == c->gptq_bits, QZ_ERR_FORMAT,
-                 "%s: GPTQ tensor '%s' is [%lld, %lld] at %d bits, config.json implies "
-                 "[%lld, %lld] (%s) at %d bits", qz_st_origin(st), name, (long long)go,
-                 (long long)gi, gb, (long long)o, (long long)i, why, c->gptq_bits);
-      } else if (!qz_st_find(st, name) || c->ct_packed_bits || c->fp8 ||
-                 qz_st_find(st, name)->dtype == QZ_DT_F8_E4M3 ||
-                 qz_st_find(st, name)->dtype == QZ_DT_F8_E5M2) {
-        /* stored quantized (pack-quantized, FP8, int8): dequantized on read */
-        int64_t wo = 0, wi = 0;
-        const char *kind = NULL;
-        QZ_CHECK(qz_st_find(st, name) || c->ct_packed_bits || c->gptq_bits,
-                 QZ_ERR_FORMAT, "%s: tensor '%s' is missing (config.json implies it: %s)",
-                 qz_st_origin(st), name, why);
-        QZ_CALL(qz_st_weight_shape(st, name, &wo, &wi, &kind));
-        QZ_CHECK(wo == o && wi == i, QZ_ERR_FORMAT,
-                 "%s: tensor '%s' (%s) is [%lld, %lld], config.json implies [%lld,%lld] (%s)",
-                 qz_st_origin(st), name, kind, (long long)wo, (long long)wi, (long long)o,
-                 (long long)i, why);
-      } else {
-        QZ_CALL(expect_q(st, name, 2, o, i, why, c->ct_int8));
-      }
+      QZ_CALL(expect_linear(c, st, name, o, i, why));
       if (qz_linear_has_bias(c, (qz_linear)k)) {
         qz_linear_tensor(name, sizeof name, l, (qz_linear)k, "bias");
         QZ_CALL(expect(st, name, 1, o, 0, "the config enables biases"));
