@@ -193,10 +193,13 @@ int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
   /* the dense FFN buffers g, u: none when every block is MoE */
   const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * f->I;
   int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
+  int64_t ssz = qb * seqlen; /* scores of a query block, or the fused path's */
+  if (f->hd <= QZ_FWDK_ATTN_SMALL_HD && qz_fwdk_attn_small_ws(f->hd, seqlen) > ssz)
+    ssz = qz_fwdk_attn_small_ws(f->hd, seqlen);
   /* sizes in floats, each rounded to 16 floats (64 B) */
   int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
                   T * f->H, T * f->H, TI,        TI,         T * f->H,
-                  qb * seqlen, seqlen * half, seqlen * half};
+                  ssz, seqlen * half, seqlen * half};
   float **dst[] = {&f->xall, &f->xn, &f->q, &f->k, &f->v, &f->h1, &f->h1n,
                    &f->g, &f->u, &f->out, &f->s, &f->cos_t, &f->sin_t};
   int n = (int)(sizeof sz / sizeof sz[0]);
@@ -375,6 +378,12 @@ static void attention(qz_fwd *f) {
   for (int64_t w = 0; w < f->nwin; w++) {
     float *qw = f->q + w * L * qd;
     const float *kw = f->k + w * L * kvd, *vw = f->v + w * L * kvd;
+    if (hd <= QZ_FWDK_ATTN_SMALL_HD) { /* fused per row (attn.c) */
+      for (int64_t h = 0; h < f->nq; h++)
+        qz_fwdk_attn_small(qw + h * hd, qd, L, NULL, NULL, 0, kw + h / group * hd,
+                           vw + h / group * hd, kvd, hd, scale, f->s);
+      continue;
+    }
     for (int64_t h = 0; h < f->nq; h++) {
       int64_t g = h / group;
       float *qh = qw + h * hd;

@@ -95,6 +95,10 @@ static void attend(ws *w, int64_t qr, int64_t nQ, int64_t ar, int64_t nA) {
     float *qh = w->q + qr * qd + h * hd;
     const float *kA = w->k + ar * kvd + g * hd, *vA = w->v + ar * kvd + g * hd;
     const float *kB = w->k + qr * kvd + g * hd, *vB = w->v + qr * kvd + g * hd;
+    if (hd <= QZ_FWDK_ATTN_SMALL_HD) { /* fused per row, as the block forward */
+      qz_fwdk_attn_small(qh, qd, nQ, kA, vA, nA, kB, vB, kvd, hd, scale, w->sc);
+      continue;
+    }
     for (int64_t i0 = 0; i0 < nQ; i0 += QZ_FWD_QBLOCK) {
       int64_t m = nQ - i0 < QZ_FWD_QBLOCK ? nQ - i0 : QZ_FWD_QBLOCK;
       int64_t n = i0 + m, nc = nA + n;
@@ -405,11 +409,13 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
   {
     int64_t amax = w.H > w.qd ? w.H : w.qd;
     amax = amax > w.I ? amax : w.I;
-    int64_t qb = L < QZ_FWD_QBLOCK ? L : QZ_FWD_QBLOCK;
+    int64_t qb = L < QZ_FWD_QBLOCK ? L : QZ_FWD_QBLOCK, ssz = qb * L;
+    if (w.hd <= QZ_FWDK_ATTN_SMALL_HD && qz_fwdk_attn_small_ws(w.hd, L) > ssz)
+      ssz = qz_fwdk_attn_small_ws(w.hd, L); /* the fused path's (attn.c) */
     int64_t sz[] = {Tmax * w.H,        bmax * w.H,   bmax * w.qd, bmax * w.kvd,
                     bmax * w.kvd,   bmax * w.H,   bmax * w.H,  bmax * w.I,
                     bmax * w.I,     bmax * w.H,   (w.act_bits || w.hook) ? bmax * amax : 0,
-                    qb * L,         L * w.hd / 2, L * w.hd / 2};
+                    ssz,            L * w.hd / 2, L * w.hd / 2};
     float **dst[] = {&w.x, &w.xn, &w.q,  &w.k,  &w.v,  &w.h1,    &w.h1n,
                      &w.g, &w.u,  &w.out, &w.aq, &w.sc, &w.cos_t, &w.sin_t};
     int n = (int)(sizeof sz / sizeof sz[0]);

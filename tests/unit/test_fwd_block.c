@@ -269,6 +269,16 @@ int main(int argc, char **argv) {
   c2.qkv_bias = c2.o_bias = c2.mlp_bias = 0;
   check_block(&c2, 3, 17, "mha");
 
+  /* head_dim 12 (the fused small-head attention's partial group of 8
+   * values) and 40 (above QZ_FWDK_ATTN_SMALL_HD: the sgemm path) */
+  qz_model_config c3 = c2;
+  c3.head_dim = 12;
+  c3.num_key_value_heads = 2;
+  check_block(&c3, 2, 37, "hd12");
+  qz_model_config c4 = c;
+  c4.head_dim = 40;
+  check_block(&c4, 1, 270, "hd40");
+
   /* a rank with no windows */
   qz_fwd *f = NULL;
   QZT_OK(qz_fwd_create(&c2, 0, 17, &f));
