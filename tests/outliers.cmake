@@ -48,7 +48,7 @@ qz_add_test(NAME spqr_layer_a_noout_np2 TIMEOUT 120 COMMAND ${SPL} 2 gptq_a_w4_g
 set_tests_properties(spqr_layer_g_dead_np2 spqr_layer_a_noout_np2 PROPERTIES PROCESSORS 2)
 set_tests_properties(spqr_layer_i_odd_np3 PROPERTIES PROCESSORS 3)
 set_tests_properties(spqr_layer_h_rankdef_np4 spqr_layer_e_w2_np4 PROPERTIES PROCESSORS 4)
-qz_add_test(NAME np_identity_spqr TIMEOUT 300 COMMAND ${NPID} spqr --bits 3 --group 16)
+qz_add_test(NAME np_identity_spqr TIMEOUT 300 COMMAND ${NPID} spqr --bits 3 --group 16 --act-order)
 set_tests_properties(np_identity_spqr PROPERTIES PROCESSORS 4)
 qz_add_test(NAME spqr_opt_sym COMMAND ${QZ_EXPECT} 2 "asymmetric groups fitted during the sweep"
   -- $<TARGET_FILE:mpiquant> quantize --model ${MPIQUANT_SHARED_DIR}/models/stories260K-hf
@@ -56,6 +56,9 @@ qz_add_test(NAME spqr_opt_sym COMMAND ${QZ_EXPECT} 2 "asymmetric groups fitted d
 qz_add_test(NAME spqr_opt_group COMMAND ${QZ_EXPECT} 2 "must divide --blocksize"
   -- $<TARGET_FILE:mpiquant> quantize --model ${MPIQUANT_SHARED_DIR}/models/stories260K-hf
   --calib-tokens x.txt --method spqr --group 24 --out ${CMAKE_BINARY_DIR}/test-tmp/sp_opt)
+qz_add_test(NAME spqr_opt_rule COMMAND ${QZ_EXPECT} 2 "--outlier-rule must be loo or obs"
+  -- $<TARGET_FILE:mpiquant> quantize --model ${MPIQUANT_SHARED_DIR}/models/stories260K-hf
+  --calib-tokens x.txt --method spqr --outlier-rule foo --out ${CMAKE_BINARY_DIR}/test-tmp/sp_opt)
 qz_add_test(NAME spqr_model_stories_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/spqr_model.sh 2)
 set_tests_properties(spqr_model_stories_np2 PROPERTIES PROCESSORS 2)
 
