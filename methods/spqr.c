@@ -57,7 +57,8 @@ enum { SP_RULE_LOO = 0, SP_RULE_OBS = 1 };
 static const char *const k_rules[] = {"loo", "obs", NULL};
 
 typedef struct {
-  double tau;      /* outlier threshold: x the layer scale (loo) or group mean error (obs); 0: none */
+  double tau;      /* outlier threshold, x the layer scale (loo) or the group's mean
+                      error (obs); 0: none */
   int stats_bits;  /* bits of the quantized scales and zeros */
   int stats_group; /* output rows per second-level group */
   int rule;        /* SP_RULE_* */
@@ -357,7 +358,8 @@ static int account(sweep *W, const qz_layer *L, MPI_Comm comm, qz_layer_result *
       .out = L->out_features, .in = W->n, .dense = L->out_features * W->n,
       .code_bits = S->mo.spec.bits, .nstats = L->out_features * W->ng,
       .scale_bits = S->cli.stats_bits, .zero_bits = S->cli.stats_bits,
-      .extra_bits = 4.0 * 16.0 * tiles * ng + (S->mo.act_order ? ceil(log2(n > 1 ? n : 2)) * n : 0.0),
+      .extra_bits = 4.0 * 16.0 * tiles * ng +
+                    (S->mo.act_order ? ceil(log2(n > 1 ? n : 2)) * n : 0.0),
       .outlier_bits = 32.0};
   res->storage.noutliers = nnz;
   const double bits = qz_layer_bits_per_param(&res->storage) * out * n;
@@ -391,7 +393,7 @@ static int layer_scale(sweep *W, const qz_layer *L, MPI_Comm comm, double *scale
   float amax = 0.0f;
   for (int64_t x = off * n; x < (off + L->nrows) * n; x++) amax = fmaxf(amax, fabsf(S->w[x]));
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &amax, 1, MPI_FLOAT, MPI_MAX, comm));
-  *scale = 0;
+  *scale = m < 2 ? INFINITY : 0.0; /* one row: no variance, no outliers (the reference: NaN) */
   if (amax == 0.0f || m < 2) return QZ_OK;
   /* |sum| <= m amax 2^e1 <= 2^62 (and the same for the squares) */
   const int e1 = 62 - (int)ceil(log2((double)amax * (double)m));
@@ -558,7 +560,7 @@ static void sp_destroy(void **state) {
 static void sp_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m, int64_t n,
                     qz_plan_linear *p) {
   const double B = o->blocksize > 0 ? o->blocksize : 128, md = (double)m + 32, nd = (double)n;
-  p->bytes = 10.0 * md * nd + 4.0 * md * B + 4.0 * B * nd;
+  p->bytes = 10.0 * md * nd + 4.0 * md * B + 4.0 * B * nd + 28.0 * nd; /* + ud, tmp, sums, inv */
   p->flops = md * nd * nd + 2.0 * md * nd * B;
   p->seconds = p->flops / (mc->gemm * mc->gptq_frac) + mc->allgather(mc->ctx, 4.0 * nd * nd);
   p->factor = 1;

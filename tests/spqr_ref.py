@@ -128,7 +128,7 @@ def spqr(W, H, bits, g, tau, rule, act):
     H += 0.01 * np.mean(np.diag(H)) * np.eye(n)
     U = np.linalg.cholesky(np.linalg.inv(H)).T.astype(f32)
     dU = np.diag(U).astype(np.float64)
-    T = tau * np.mean(W.astype(np.float64).var(0, ddof=1) / (dU * dU)) if m > 1 else 0.0
+    T = tau * np.mean(W.astype(np.float64).var(0, ddof=1) / (dU * dU)) if m > 1 else np.inf
     ng = (n + g - 1) // g
     codes = np.zeros((m, n), np.uint8)
     out = np.zeros((m, n), bool)
