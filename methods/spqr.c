@@ -4,16 +4,26 @@
  * as a sparse part (docs/methods.md, "SpQR").
  *
  * Per linear (rows split over ranks, H^-1's upper Cholesky factor U
- * streamed in panels of `blocksize` rows like GPTQ):
+ * streamed in panels of `blocksize` rows like GPTQ; with --act-order the
+ * columns are processed by descending diag(H), groups are runs of g columns
+ * of that order and g_idx/perm record it):
  *   group start (column c, c % g == 0), per row r, x = the row's current
- *   weights of the group, d_j = U_jj:
- *     s0, z0 = min/max of x;  e_j = (x_j - q0(x_j))^2 / d_j^2;  m_r = mean e_j
- *     s, z   = min/max of the x_j with e_j <= tau m_r (outliers excluded)
- *   then the scales (and the zeros) of the rows of one second-level group
- *   (`stats_group` consecutive output rows) are quantized to `stats_bits`
- *   bits, min/max over those rows: v' = lo + rint((v - lo) / step) step.
+ *   weights of the group, d_j = U_jj, q0 = min/max quantizer of all of x:
+ *   rule loo (default, the SpQR reference's):
+ *     T = tau x mean over columns j of var_rows(W[:, j]) / d_j^2 (per layer,
+ *         W after the dead-column fix, before the sweep);
+ *     base = sum_j ((x_j - q0(x_j)) / d_j)^2;  loo_j = the same sum over
+ *     the other weights with a min/max quantizer fitted without x_j;
+ *     x_j is a likely outlier when base - loo_j > T;
+ *   rule obs (the issue text's):
+ *     e_j = (x_j - q0(x_j))^2 / d_j^2;  T_r = tau x mean_j e_j;
+ *     x_j is a likely outlier when e_j > T_r;
+ *   s, z = min/max of the other x_j (outliers excluded), then the scales
+ *   (and the zeros) of the rows of one second-level group (`stats_group`
+ *   consecutive output rows) are quantized to `stats_bits` bits, min/max
+ *   over those rows: v' = lo + rint((v - lo) / step) step.
  *   column j:  q = s (clamp(rint(w / s + z), 0, maxq) - z);
- *     (w - q)^2 / d_j^2 > tau m_r  ->  kept: q = fp16(w) (sparse part);
+ *     (w - q)^2 / d_j^2 > T (T_r)  ->  kept: q = fp16(w) (sparse part);
  *     error feedback as GPTQ: e = (w - q) / d_j, later columns -= e U_j.
  * The first level is the reference GPTQ min/max (the range contains 0)
  * with a real-valued zero (SpQR's round_zero=False), so zeros stay in
@@ -24,7 +34,9 @@
  * rank extends its rows to whole second-level groups with the neighbours'
  * rows (a halo of < stats_group rows on each side, computed twice) and keeps
  * the results of its own rows.  Every row-group tile is computed the same
- * way on whichever rank holds it, so results do not depend on np. */
+ * way on whichever rank holds it, so results do not depend on np; the loo
+ * rule's layer scale comes from int64 fixed-point column sums (an
+ * order-free reduction), the same on every rank and at every np. */
 #include <cblas.h>
 #include <jansson.h>
 #include <math.h>
@@ -41,20 +53,28 @@
 #include "mpiquant/safetensors.h"
 #include "mpiquant/timing.h"
 
+enum { SP_RULE_LOO = 0, SP_RULE_OBS = 1 };
+static const char *const k_rules[] = {"loo", "obs", NULL};
+
 typedef struct {
-  double tau;      /* outlier threshold relative to the group's mean error (0: none) */
+  double tau;      /* outlier threshold, x the layer scale (loo) or the group's mean
+                      error (obs); 0: none */
   int stats_bits;  /* bits of the quantized scales and zeros */
   int stats_group; /* output rows per second-level group */
+  int rule;        /* SP_RULE_* */
 } sp_cli;
 _Static_assert(sizeof(sp_cli) <= QZ_METHOD_EXT_BYTES, "spqr options exceed the ext bytes");
 
 typedef struct {
   sp_cli cli;
   qz_method_opts mo;
-  float *w, *e, *panel, *sc, *zr, *ov, *mean, *tmp; /* see fit() */
+  float *w, *e, *panel, *sc, *zr, *ov, *mean, *tmp, *ud; /* see fit() */
   uint8_t *codes, *isout;
   double *loss;
-  size_t c_w, c_e, c_panel, c_sc, c_zr, c_ov, c_mean, c_tmp, c_codes, c_isout, c_loss;
+  int64_t *sums;
+  int32_t *inv;
+  size_t c_w, c_e, c_panel, c_sc, c_zr, c_ov, c_mean, c_tmp, c_ud, c_codes, c_isout, c_loss,
+      c_sums, c_inv;
   json_t *stats;                /* the current block's per-linear bits */
   double blk_bits, blk_params;  /* the current block's totals */
   double all_bits, all_params;  /* the model's so far */
@@ -65,7 +85,9 @@ typedef struct {
   sp_state *S;
   int64_t n, me, B, g, ng, SG, a;
   float maxq;
-  const uint8_t *dead;
+  double thr;            /* loo: the absolute threshold tau x layer scale */
+  const uint8_t *dead;   /* original column order */
+  const int32_t *perm;   /* position i processes original column perm[i] */
 } sweep;
 
 static float fp16(float x) { return qz_f16_to_f32(qz_f32_to_f16(x)); }
@@ -111,29 +133,71 @@ static void bilevel(float *v, int64_t nr, int64_t ld, int bits) {
     v[r * ld] = step > 0.0f ? lo + qz_rint((v[r * ld] - lo) / step) * step : lo;
 }
 
+/* sum_j ((x_j - q(x_j)) / d_j)^2 over the x_j not skipped, q the min/max
+ * quantizer fitted on those same values. */
+static double group_err(const float *x, const float *d, const uint8_t *skip, int64_t cnt,
+                        float maxq) {
+  float s, z;
+  minmax(x, skip, cnt, maxq, &s, &z);
+  double t = 0;
+  for (int64_t j = 0; j < cnt; j++) {
+    if (skip[j]) continue;
+    uint8_t code;
+    const float e = (x[j] - quant(x[j], s, z, maxq, &code)) / d[j];
+    t += (double)(e * e);
+  }
+  return t;
+}
+
+/* The likely outliers of one row's group x[0..cnt) (skip[j] = 1), before its
+ * parameters are fitted; returns the obs rule's mean error (0 for loo). */
+static double likely_outliers(const sweep *W, const float *x, const float *d, int64_t cnt,
+                              uint8_t *skip) {
+  const double tau = W->S->cli.tau;
+  memset(skip, 0, (size_t)cnt);
+  if (W->S->cli.rule == SP_RULE_LOO) {
+    if (tau <= 0) return 0;
+    const double base = group_err(x, d, skip, cnt, W->maxq);
+    uint8_t one[256];
+    for (int64_t j = 0; j < cnt; j++) { /* leave x_j out: its error is 0 */
+      memset(one, 0, (size_t)cnt);
+      one[j] = 1;
+      skip[j] = base - group_err(x, d, one, cnt, W->maxq) > W->thr;
+    }
+    return 0;
+  }
+  float s0, z0;
+  minmax(x, NULL, cnt, W->maxq, &s0, &z0);
+  float e[256];
+  double m = 0;
+  for (int64_t j = 0; j < cnt; j++) {
+    uint8_t code;
+    const float q = quant(x[j], s0, z0, W->maxq, &code);
+    e[j] = (x[j] - q) * (x[j] - q) / (d[j] * d[j]);
+    m += e[j];
+  }
+  m /= (double)cnt;
+  for (int64_t j = 0; j < cnt; j++) skip[j] = tau > 0 && e[j] > (float)tau * (float)m;
+  return m;
+}
+
 /* Statistics of group k (columns [c, c + g) of the block starting at i1)
  * for tile rows [t0, t0 + nr). */
 static void group_start(sweep *W, int64_t t0, int64_t nr, int64_t c, int64_t i1,
                         const float *panel) {
   sp_state *S = W->S;
   const int64_t n = W->n, k = c / W->g, cnt = W->g < n - c ? W->g : n - c;
-  const float tau = (float)S->cli.tau;
   uint8_t skip[256];
+  float d[256];
+  for (int64_t j = 0; j < cnt; j++) d[j] = panel[(c + j - i1) * n + c + j];
   for (int64_t r = t0; r < t0 + nr; r++) {
     const float *x = S->w + r * n + c;
-    float s0, z0, s, z;
-    minmax(x, NULL, cnt, W->maxq, &s0, &z0);
-    double m = 0;
-    float *e = S->tmp;
-    for (int64_t j = 0; j < cnt; j++) {
-      uint8_t code;
-      float d = panel[(c + j - i1) * n + c + j], q = quant(x[j], s0, z0, W->maxq, &code);
-      e[j] = (x[j] - q) * (x[j] - q) / (d * d);
-      m += e[j];
-    }
-    m /= (double)cnt;
-    for (int64_t j = 0; j < cnt; j++) skip[j] = tau > 0 && e[j] > tau * (float)m;
-    if (!minmax(x, skip, cnt, W->maxq, &s, &z)) s = s0, z = z0;
+    float s, z;
+    const double m = likely_outliers(W, x, d, cnt, skip);
+    /* obs keeps the issue text's fallback (all flagged: all of x); loo the
+     * reference's (all flagged: the range of zeros, [-1, 1]) */
+    if (!minmax(x, skip, cnt, W->maxq, &s, &z) && S->cli.rule == SP_RULE_OBS)
+      minmax(x, NULL, cnt, W->maxq, &s, &z);
     S->sc[r * W->ng + k] = s;
     S->zr[r * W->ng + k] = z;
     S->mean[r] = (float)m;
@@ -159,7 +223,9 @@ static void sweep_tile(sweep *W, int64_t t0, int64_t nr, int64_t i1, int64_t i2,
       uint8_t code;
       float q = quant(w, s, z, W->maxq, &code);
       float err = (w - q) * (w - q) / (d * d);
-      int out = tau > 0 && S->mean[r] > 0 && err > tau * S->mean[r];
+      int out = tau > 0 && (S->cli.rule == SP_RULE_LOO
+                                ? (double)err > W->thr
+                                : S->mean[r] > 0 && err > tau * S->mean[r]);
       S->codes[r * n + i] = code;
       S->isout[r * n + i] = (uint8_t)out;
       if (out) q = S->ov[r * n + i] = fp16(w);
@@ -185,7 +251,10 @@ static int fit(sp_state *S, int64_t me, int64_t n, int64_t B, int64_t ng) {
   QZ_CALL(qz_grow(rows * (size_t)ng, sizeof(float), "SpQR zeros", &S->zr, &S->c_zr));
   QZ_CALL(qz_grow(rows * (size_t)n, sizeof(float), "SpQR outlier values", &S->ov, &S->c_ov));
   QZ_CALL(qz_grow(rows, sizeof(float), "SpQR group errors", &S->mean, &S->c_mean));
-  QZ_CALL(qz_grow(256, sizeof(float), "SpQR scratch", &S->tmp, &S->c_tmp));
+  QZ_CALL(qz_grow((size_t)n, sizeof(float), "SpQR row scratch", &S->tmp, &S->c_tmp));
+  QZ_CALL(qz_grow((size_t)n, sizeof(float), "SpQR factor diagonal", &S->ud, &S->c_ud));
+  QZ_CALL(qz_grow((size_t)(2 * n), sizeof(int64_t), "SpQR column sums", &S->sums, &S->c_sums));
+  QZ_CALL(qz_grow((size_t)n, sizeof(int32_t), "SpQR inverse permutation", &S->inv, &S->c_inv));
   QZ_CALL(qz_grow(rows * (size_t)n, 1, "SpQR codes", &S->codes, &S->c_codes));
   QZ_CALL(qz_grow(rows * (size_t)n, 1, "SpQR outlier flags", &S->isout, &S->c_isout));
   QZ_CALL(qz_grow(rows, sizeof(double), "SpQR losses", &S->loss, &S->c_loss));
@@ -244,16 +313,17 @@ static int extract(sweep *W, const qz_layer *L, const qz_prepare_info *pi,
   QZ_CALL(qz_alloc((size_t)nnz + 1, sizeof(float), "outlier values", &res->outlier_val));
   res->noutliers = 0;
   res->loss_local = 0;
+  for (int64_t i = 0; i < n; i++) S->inv[W->perm[i]] = (int32_t)i;
   for (int64_t r = 0; r < m; r++) {
     const int64_t er = off + r;
-    memcpy(res->codes + r * n, S->codes + er * n, (size_t)n);
     memcpy(res->scale + r * W->ng, S->sc + er * W->ng, (size_t)W->ng * 4);
     memcpy(res->zero + r * W->ng, S->zr + er * W->ng, (size_t)W->ng * 4);
-    for (int64_t j = 0; j < n; j++) {
-      const int64_t k = j / W->g;
-      float q = S->sc[er * W->ng + k] * ((float)S->codes[er * n + j] - S->zr[er * W->ng + k]);
-      if (S->isout[er * n + j]) {
-        float v = S->ov[er * n + j] - q;
+    for (int64_t j = 0; j < n; j++) { /* j: original column, i: its position */
+      const int64_t i = S->inv[j], k = i / W->g, ei = er * n + i;
+      res->codes[r * n + j] = S->codes[ei];
+      float q = S->sc[er * W->ng + k] * ((float)S->codes[ei] - S->zr[er * W->ng + k]);
+      if (S->isout[ei]) {
+        float v = S->ov[ei] - q;
         res->outlier_idx[res->noutliers] = (L->row0 + r) * n + j;
         res->outlier_val[res->noutliers++] = v;
         q += v;
@@ -263,9 +333,9 @@ static int extract(sweep *W, const qz_layer *L, const qz_prepare_info *pi,
     if (res->losses) res->losses[r] = (float)S->loss[er];
     res->loss_local += S->loss[er];
   }
-  for (int64_t j = 0; j < n; j++) {
-    if (res->g_idx) res->g_idx[j] = (int32_t)(j / W->g);
-    if (res->perm) res->perm[j] = (int32_t)j;
+  for (int64_t i = 0; i < n; i++) {
+    if (res->g_idx) res->g_idx[W->perm[i]] = (int32_t)(i / W->g);
+    if (res->perm) res->perm[i] = W->perm[i];
   }
   res->percdamp_used = pi->percdamp_used;
   res->ndead = pi->ndead;
@@ -275,15 +345,24 @@ static int extract(sweep *W, const qz_layer *L, const qz_prepare_info *pi,
 /* Bits per parameter of the layer as SpQR counts them: dense codes,
  * first-level scale and zero at stats_bits each, the second level's fp16
  * scale and zero of both per (row group, column group), 32 bits per
- * outlier (fp16 value + 16-bit column index). Collective (nnz sum). */
-static int account(sweep *W, const qz_layer *L, MPI_Comm comm, int64_t nnz_local) {
+ * outlier (fp16 value + 16-bit column index), with --act-order the
+ * permutation (ceil(log2 n) bits per input column). Collective (nnz sum). */
+static int account(sweep *W, const qz_layer *L, MPI_Comm comm, qz_layer_result *res) {
   sp_state *S = W->S;
-  int64_t nnz = nnz_local;
+  int64_t nnz = res->noutliers;
   QZ_CALL(qz_allreduce_i64(comm, &nnz, 1, MPI_SUM));
   const double out = (double)L->out_features, n = (double)W->n, ng = (double)W->ng;
   const double tiles = ceil(out / (double)W->SG);
-  double bits = S->mo.spec.bits * out * n + 2.0 * S->cli.stats_bits * out * ng +
-                4.0 * 16.0 * tiles * ng + 32.0 * (double)nnz;
+  /* the driver's per-linear stats and the sweep's bits column use this */
+  res->storage = (qz_storage_bits){
+      .out = L->out_features, .in = W->n, .dense = L->out_features * W->n,
+      .code_bits = S->mo.spec.bits, .nstats = L->out_features * W->ng,
+      .scale_bits = S->cli.stats_bits, .zero_bits = S->cli.stats_bits,
+      .extra_bits = 4.0 * 16.0 * tiles * ng +
+                    (S->mo.act_order ? ceil(log2(n > 1 ? n : 2)) * n : 0.0),
+      .outlier_bits = 32.0};
+  res->storage.noutliers = nnz;
+  const double bits = qz_layer_bits_per_param(&res->storage) * out * n;
   double avg = bits / (out * n);
   qz_info("%s: spqr outliers %lld (%.3f%%), %.4f bits per parameter", L->name,
           (long long)nnz, 100.0 * (double)nnz / (out * n), avg);
@@ -296,6 +375,57 @@ static int account(sweep *W, const qz_layer *L, MPI_Comm comm, int64_t nnz_local
   S->blk_bits += bits;
   S->blk_params += out * n;
   return QZ_OK;
+}
+
+/* loo: the layer scale mean_j var_rows(W[:, j]) / U_jj^2 over the columns
+ * in processing order (W after the dead fix, var with m - 1 like the
+ * reference), from int64 fixed-point column sums of this rank's own rows,
+ * so that the sum's order (np) does not matter. Every U_jj is needed before
+ * the sweep: one pass over the factor panels. Collective on comm. */
+static int layer_scale(sweep *W, const qz_layer *L, MPI_Comm comm, double *scale) {
+  sp_state *S = W->S;
+  const int64_t n = W->n, off = L->row0 - W->a, m = L->out_features;
+  for (int64_t i1 = 0; i1 < n; i1 += W->B) {
+    const int64_t i2 = i1 + W->B < n ? i1 + W->B : n;
+    QZ_CALL(qz_hessian_factor_rows(L->H, i1, i2 - i1, S->panel));
+    for (int64_t i = i1; i < i2; i++) S->ud[i] = S->panel[(i - i1) * n + i];
+  }
+  float amax = 0.0f;
+  for (int64_t x = off * n; x < (off + L->nrows) * n; x++) amax = fmaxf(amax, fabsf(S->w[x]));
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &amax, 1, MPI_FLOAT, MPI_MAX, comm));
+  *scale = m < 2 ? INFINITY : 0.0; /* one row: no variance, no outliers (the reference: NaN) */
+  if (amax == 0.0f || m < 2) return QZ_OK;
+  /* |sum| <= m amax 2^e1 <= 2^62 (and the same for the squares) */
+  const int e1 = 62 - (int)ceil(log2((double)amax * (double)m));
+  const int e2 = 62 - (int)ceil(log2((double)amax * (double)amax * (double)m));
+  memset(S->sums, 0, (size_t)(2 * n) * sizeof(int64_t));
+  for (int64_t r = off; r < off + L->nrows; r++)
+    for (int64_t i = 0; i < n; i++) {
+      const double w = (double)S->w[r * n + i];
+      S->sums[i] += (int64_t)llrint(ldexp(w, e1));
+      S->sums[n + i] += (int64_t)llrint(ldexp(w * w, e2));
+    }
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, S->sums, (int)(2 * n), MPI_INT64_T, MPI_SUM, comm));
+  double t = 0;
+  for (int64_t i = 0; i < n; i++) {
+    const double mu = ldexp((double)S->sums[i], -e1) / (double)m;
+    const double var = (ldexp((double)S->sums[n + i], -e2) - (double)m * mu * mu) / (double)(m - 1);
+    t += (var > 0 ? var : 0.0) / ((double)S->ud[i] * (double)S->ud[i]);
+  }
+  *scale = t / (double)n;
+  return QZ_OK;
+}
+
+/* Rows of the extended working W in processing order, dead columns 0
+ * (GPTQ rule 4). Not collective. */
+static void to_processing_order(sweep *W) {
+  sp_state *S = W->S;
+  for (int64_t r = 0; r < W->me; r++) {
+    float *wr = S->w + r * W->n;
+    for (int64_t i = 0; i < W->n; i++)
+      S->tmp[i] = W->dead[W->perm[i]] ? 0.0f : wr[W->perm[i]];
+    memcpy(wr, S->tmp, (size_t)W->n * sizeof(float));
+  }
 }
 
 /* Collective on the Hessian's grid communicator. */
@@ -312,12 +442,13 @@ static int sp_layer(void *state, const qz_layer *L, qz_layer_result *res) {
                       (long long)L->in_features);
   QZ_CALL(qz_error_agree(comm, st));
   qz_prepare_opts po = {.percdamp = S->mo.percdamp, .percdamp_max = S->mo.percdamp_max,
-                        .act_order = 0, .name = name};
+                        .act_order = S->mo.act_order, .name = name};
   QZ_CALL(qz_hessian_prepare(L->H, &po));
   const qz_prepare_info *pi = qz_hessian_prepared(L->H);
   sweep W = {.S = S, .n = L->in_features, .B = S->mo.blocksize > 0 ? S->mo.blocksize : 128,
              .g = S->mo.spec.groupsize, .SG = S->cli.stats_group,
-             .maxq = (float)((1 << S->mo.spec.bits) - 1), .dead = pi->dead};
+             .maxq = (float)((1 << S->mo.spec.bits) - 1), .dead = pi->dead,
+             .perm = pi->perm};
   W.ng = (W.n + W.g - 1) / W.g;
   W.a = L->row0;
   if (L->nrows > 0) {
@@ -327,10 +458,14 @@ static int sp_layer(void *state, const qz_layer *L, qz_layer_result *res) {
   }
   QZ_CALL(qz_error_agree(comm, fit(S, W.me, W.n, W.B, W.ng)));
   QZ_CALL(gather_rows(comm, L, W.a, W.me, S->w));
-  for (int64_t r = 0; r < W.me; r++) /* dead columns: zero weights (GPTQ rule 4) */
-    for (int64_t j = 0; j < W.n; j++)
-      if (W.dead[j]) S->w[r * W.n + j] = 0.0f;
+  to_processing_order(&W);
   memset(S->isout, 0, (size_t)((W.me > 0 ? W.me : 1) * W.n));
+  if (S->cli.rule == SP_RULE_LOO && S->cli.tau > 0) {
+    double scale = 0;
+    QZ_CALL(layer_scale(&W, L, comm, &scale));
+    W.thr = S->cli.tau * scale;
+    qz_debug("%s: spqr layer scale %.6g, outlier threshold %.6g", name, scale, W.thr);
+  }
   qz_timer_start(QZ_PHASE_QUANTIZE);
   for (int64_t i1 = 0; i1 < W.n && !st; i1 += W.B) {
     int64_t i2 = i1 + W.B < W.n ? i1 + W.B : W.n;
@@ -343,7 +478,7 @@ static int sp_layer(void *state, const qz_layer *L, qz_layer_result *res) {
   qz_timer_stop(QZ_PHASE_QUANTIZE);
   QZ_CALL(st);
   QZ_CALL(qz_error_agree(comm, extract(&W, L, pi, res)));
-  QZ_CALL(account(&W, L, comm, res->noutliers));
+  QZ_CALL(account(&W, L, comm, res));
   return QZ_OK;
 }
 
@@ -376,8 +511,12 @@ static int sp_check(qz_method_opts *o) {
   qz_method_ext_get(o, &c);
   if (!qz_method_opt_given(o, "bits")) o->spec.bits = 3;
   if (!qz_method_opt_given(o, "group")) o->spec.groupsize = 16;
-  QZ_CHECK(!o->spec.sym && !o->act_order && !o->static_groups, QZ_ERR_USAGE,
-           "--method spqr: asymmetric groups in column order (no --sym, --act-order or "
+  if (!qz_method_opt_given(o, "outlier-threshold")) {
+    c.tau = c.rule == SP_RULE_LOO ? 0.2 : 8.0;
+    qz_method_ext_set(o, &c);
+  }
+  QZ_CHECK(!o->spec.sym && !o->static_groups, QZ_ERR_USAGE,
+           "--method spqr: asymmetric groups fitted during the sweep (no --sym or "
            "--static-groups)");
   QZ_CHECK(o->spec.groupsize > 0 && o->spec.groupsize <= 256, QZ_ERR_USAGE,
            "--method spqr needs --group between 1 and 256, got %lld",
@@ -409,7 +548,8 @@ static void sp_destroy(void **state) {
   if (!state || !*state) return;
   sp_state *s = *state;
   qz_free(&s->w); qz_free(&s->e); qz_free(&s->panel); qz_free(&s->sc); qz_free(&s->zr);
-  qz_free(&s->ov); qz_free(&s->mean); qz_free(&s->tmp); qz_free(&s->codes);
+  qz_free(&s->ov); qz_free(&s->mean); qz_free(&s->tmp); qz_free(&s->ud); qz_free(&s->codes);
+  qz_free(&s->sums); qz_free(&s->inv);
   qz_free(&s->isout); qz_free(&s->loss);
   json_decref(s->stats);
   qz_free(state);
@@ -420,7 +560,7 @@ static void sp_destroy(void **state) {
 static void sp_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m, int64_t n,
                     qz_plan_linear *p) {
   const double B = o->blocksize > 0 ? o->blocksize : 128, md = (double)m + 32, nd = (double)n;
-  p->bytes = 10.0 * md * nd + 4.0 * md * B + 4.0 * B * nd;
+  p->bytes = 10.0 * md * nd + 4.0 * md * B + 4.0 * B * nd + 28.0 * nd; /* + ud, tmp, sums, inv */
   p->flops = md * nd * nd + 2.0 * md * nd * B;
   p->seconds = p->flops / (mc->gemm * mc->gptq_frac) + mc->allgather(mc->ctx, 4.0 * nd * nd);
   p->factor = 1;
@@ -428,10 +568,16 @@ static void sp_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t 
 
 #define SP_FIELD(f) .ext = 1, .offset = offsetof(sp_cli, f)
 static const qz_opt sp_rows[] = {
-    {.name = "outlier-threshold", .type = QZ_OPT_REAL, SP_FIELD(tau), .def = 8.0, .lo = 0,
+    {.name = "outlier-rule", .type = QZ_OPT_CHOICE, SP_FIELD(rule), .def = SP_RULE_LOO,
+     .choices = k_rules, .json = "outlier_rule", .metavar = "loo|obs",
+     .help = "spqr: loo (default, the SpQR reference's) = a weight is an outlier when leaving "
+             "it out of its group's fit lowers the group's error, or its own error is, above "
+             "TAU x the layer's mean var(W[:,j]) / [U]_jj^2; obs = its OBS error exceeds TAU x "
+             "its group's mean error"},
+    {.name = "outlier-threshold", .type = QZ_OPT_REAL, SP_FIELD(tau), .def = 0.2, .lo = 0,
      .hi = 1e30, .json = "outlier_threshold", .metavar = "TAU",
-     .help = "spqr: keep a weight in fp16 when its OBS error exceeds TAU x its group's mean "
-             "error (default 8; 0 = no outliers)"},
+     .help = "spqr: outlier threshold (default 0.2 with loo as the reference, 8 with obs; "
+             "0 = no outliers)"},
     {.name = "stats-bits", .type = QZ_OPT_INT, SP_FIELD(stats_bits), .def = 3, .lo = 2, .hi = 8,
      .json = "stats_bits", .metavar = "B",
      .help = "spqr: bits of the quantized group scales and zeros (default 3)"},
@@ -446,7 +592,7 @@ const qz_method_ops qz_method_spqr = {
     .options = sp_rows,
     .noptions = (int)(sizeof sp_rows / sizeof sp_rows[0]),
     .json_group = "spqr",
-    .uses = QZ_USES_BITS | QZ_USES_GROUP,
+    .uses = QZ_USES_BITS | QZ_USES_GROUP | QZ_USES_ACT_ORDER,
     .check = sp_check,
     .needs = sp_needs,
     .setup = sp_setup,

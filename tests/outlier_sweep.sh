@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # An outlier method through `sweep` at np 2: its row's perplexity equals a
 # direct quantize + eval --ckpt of the same configuration exactly (same
-# binary and rank count), so the sweep reaches the method (and its eval hook).
+# binary and rank count), so the sweep reaches the method (and its eval hook),
+# and its bits_per_param column is the direct checkpoint's average of the
+# manifest's per-linear bits (outliers included).
 #   outlier_sweep.sh METHOD BITS GROUP
 set -euo pipefail
 meth=$1 bits=$2 group=$3
@@ -25,5 +27,18 @@ run quantize --model "$MODEL" --method "$meth" --bits "$bits" --group "$group" -
 d=$(run eval --ckpt "$T/ck" --data "$TEXT" --seqlen 128 --windows 4 --json -q | grep '^{' |
     /usr/bin/python3 -c 'import json,sys; print(repr(json.loads(sys.stdin.read())["ppl"]))')
 [ -n "$s" ] && [ "$s" = "$d" ] || { echo "FAIL: sweep row ppl '$s' != direct $d"; exit 1; }
+/usr/bin/python3 - "$T/r/results.jsonl" "$meth" "$T/ck/manifest.json" <<'PY' || exit 1
+import json, sys
+row = [json.loads(l) for l in open(sys.argv[1]) if json.loads(l)["method"] == sys.argv[2]][0]
+b = p = 0
+for e in json.load(open(sys.argv[3]))["completed_blocks"]:
+    for v in e["stats"].values():
+        if isinstance(v, dict) and "params" in v:
+            b, p = b + v["bits_per_param"] * v["params"], p + v["params"]
+got = row["bits_per_param"]
+ok = isinstance(got, float) and abs(got - b / p) <= 1e-9 * b / p
+print("bits_per_param column %r, checkpoint %r: %s" % (got, b / p, "ok" if ok else "FAIL"))
+sys.exit(0 if ok else 1)
+PY
 echo "ok: $meth sweep row ppl $s == quantize + eval"
 echo "outlier_sweep: 1 passed, 0 failed"

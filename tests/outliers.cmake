@@ -39,23 +39,26 @@ set_tests_properties(llm_int8_sweep_np2 spqr_sweep_np2 PROPERTIES PROCESSORS 2)
 # (tests/spqr_ref.py): dead columns, odd shapes, a rank-deficient Hessian,
 # 2 bits, no outliers; np 1..4 (halo rows of the second-level groups)
 set(SPL ${CMAKE_CURRENT_SOURCE_DIR}/spqr_layer.sh)
-qz_add_test(NAME spqr_layer_a_np1 TIMEOUT 120 COMMAND ${SPL} 1 gptq_a_w4_g128_asym 3 16 8)
-qz_add_test(NAME spqr_layer_g_dead_np2 TIMEOUT 120 COMMAND ${SPL} 2 gptq_g_w4_g128_asym_dead 3 16 8)
-qz_add_test(NAME spqr_layer_i_odd_np3 TIMEOUT 120 COMMAND ${SPL} 3 gptq_i_w4_g64_asym_odd 3 16 8)
-qz_add_test(NAME spqr_layer_h_rankdef_np4 TIMEOUT 120 COMMAND ${SPL} 4 gptq_h_w4_g128_asym_rankdef 3 16 4)
-qz_add_test(NAME spqr_layer_e_w2_np4 TIMEOUT 120 COMMAND ${SPL} 4 gptq_e_w2_g64_asym 2 32 6)
+qz_add_test(NAME spqr_layer_a_np1 TIMEOUT 120 COMMAND ${SPL} 1 gptq_a_w4_g128_asym 3 16 0.2)
+qz_add_test(NAME spqr_layer_g_dead_np2 TIMEOUT 120 COMMAND ${SPL} 2 gptq_g_w4_g128_asym_dead 3 16 0.2 loo act)
+qz_add_test(NAME spqr_layer_i_odd_np3 TIMEOUT 120 COMMAND ${SPL} 3 gptq_i_w4_g64_asym_odd 3 16 0.3 loo act)
+qz_add_test(NAME spqr_layer_h_rankdef_np4 TIMEOUT 120 COMMAND ${SPL} 4 gptq_h_w4_g128_asym_rankdef 3 16 4 obs)
+qz_add_test(NAME spqr_layer_e_w2_np4 TIMEOUT 120 COMMAND ${SPL} 4 gptq_e_w2_g64_asym 2 32 6 obs)
 qz_add_test(NAME spqr_layer_a_noout_np2 TIMEOUT 120 COMMAND ${SPL} 2 gptq_a_w4_g128_asym 4 16 0)
 set_tests_properties(spqr_layer_g_dead_np2 spqr_layer_a_noout_np2 PROPERTIES PROCESSORS 2)
 set_tests_properties(spqr_layer_i_odd_np3 PROPERTIES PROCESSORS 3)
 set_tests_properties(spqr_layer_h_rankdef_np4 spqr_layer_e_w2_np4 PROPERTIES PROCESSORS 4)
-qz_add_test(NAME np_identity_spqr TIMEOUT 300 COMMAND ${NPID} spqr --bits 3 --group 16)
+qz_add_test(NAME np_identity_spqr TIMEOUT 300 COMMAND ${NPID} spqr --bits 3 --group 16 --act-order)
 set_tests_properties(np_identity_spqr PROPERTIES PROCESSORS 4)
-qz_add_test(NAME spqr_opt_sym COMMAND ${QZ_EXPECT} 2 "asymmetric groups in column order"
+qz_add_test(NAME spqr_opt_sym COMMAND ${QZ_EXPECT} 2 "asymmetric groups fitted during the sweep"
   -- $<TARGET_FILE:mpiquant> quantize --model ${MPIQUANT_SHARED_DIR}/models/stories260K-hf
   --calib-tokens x.txt --method spqr --sym --out ${CMAKE_BINARY_DIR}/test-tmp/sp_opt)
 qz_add_test(NAME spqr_opt_group COMMAND ${QZ_EXPECT} 2 "must divide --blocksize"
   -- $<TARGET_FILE:mpiquant> quantize --model ${MPIQUANT_SHARED_DIR}/models/stories260K-hf
   --calib-tokens x.txt --method spqr --group 24 --out ${CMAKE_BINARY_DIR}/test-tmp/sp_opt)
+qz_add_test(NAME spqr_opt_rule COMMAND ${QZ_EXPECT} 2 "--outlier-rule must be loo or obs"
+  -- $<TARGET_FILE:mpiquant> quantize --model ${MPIQUANT_SHARED_DIR}/models/stories260K-hf
+  --calib-tokens x.txt --method spqr --outlier-rule foo --out ${CMAKE_BINARY_DIR}/test-tmp/sp_opt)
 qz_add_test(NAME spqr_model_stories_np2 TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/spqr_model.sh 2)
 set_tests_properties(spqr_model_stories_np2 PROPERTIES PROCESSORS 2)
 

@@ -7,8 +7,10 @@ its reference code) = bits * out * in (dense codes)
                                      (second level: fp16 scale and zero of
                                       the scales and of the zeros)
   + 32 * outliers                    (fp16 value + 16-bit column index)
-The manifest's per-linear `spqr_bits` must equal it (1e-9 relative) and its
-outlier counts the stored sparse part's; prints the model's average.
+  + ceil(log2 in) * in               (with act-order: the permutation)
+The manifest's per-linear `spqr_bits` and `bits_per_param` (the sweep's
+column) must equal it (1e-9 relative) and its outlier counts the stored
+sparse part's; prints the model's average.
 
 usage: spqr_bits.py CKPT_DIR
 """
@@ -32,6 +34,7 @@ def main():
     man = json.load(open(os.path.join(ck, "manifest.json")))
     o = man["options"]
     bits, sb, sg = o["bits"], o["spqr"]["stats_bits"], o["spqr"]["stats_group"]
+    act = bool(o.get("act_order", False))
     fails, tot_bits, tot_params = 0, 0.0, 0.0
     for e in man["completed_blocks"]:
         l, f = e["block"], H5(os.path.join(ck, e["file"]))
@@ -45,7 +48,11 @@ def main():
             except Exception:
                 nnz = 0
             b = bits * out * n + 2 * sb * out * ng + 64 * math.ceil(out / sg) * ng + 32 * nnz
-            ok = nnz == st["outliers"] and abs(b / (out * n) - st["bits"]) <= 1e-9 * b / (out * n)
+            if act:
+                b += math.ceil(math.log2(max(n, 2))) * n
+            bpp = e["stats"][mod]["bits_per_param"]
+            ok = nnz == st["outliers"] and all(abs(b / (out * n) - x) <= 1e-9 * b / (out * n)
+                                               for x in (st["bits"], bpp))
             if not ok:
                 print("block %d %s: manifest %.6f bits / %d outliers, files give %.6f / %d FAIL"
                       % (l, mod, st["bits"], st["outliers"], b / (out * n), nnz))
