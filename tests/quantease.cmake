@@ -57,3 +57,12 @@ qz_add_test(NAME quantease_outliers_need_method COMMAND ${QZ_EXPECT} 2
 # Block-structured sweeps vs an independent f64 coordinate descent (3 panels).
 qz_test_program(qzt_quantease_synth mpi/test_quantease_synth.c)
 qz_add_mpi_test(NAME quantease_synth COMMAND $<TARGET_FILE:qzt_quantease_synth> TIMEOUT 300)
+
+# Model-level study (docs/methods.md "QuantEase at model level"): an
+# independent numpy forward reproduces the recorded losses from the
+# already-quantized model's inputs (GPTQ and QuantEase alike) and QuantEase's
+# layer objective stays below GPTQ's on held-out windows (no over-fitting of
+# the calibration windows at the layer level).
+qz_add_test(NAME quantease_heldout_np2 TIMEOUT 180
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/quantease_heldout.sh 2)
+set_tests_properties(quantease_heldout_np2 PROPERTIES PROCESSORS 2)
