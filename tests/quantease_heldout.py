@@ -67,7 +67,10 @@ def dequant(ck):
 class Model:
     def __init__(self, mdir):
         c = json.load(open(os.path.join(mdir, "config.json")))
-        self.W = read_st(os.path.join(mdir, "model.safetensors"))
+        self.W = {}
+        for f in sorted(os.listdir(mdir)):  # model.safetensors or shards
+            if f.endswith(".safetensors"):
+                self.W.update(read_st(os.path.join(mdir, f)))
         self.nq, self.nkv = c["num_attention_heads"], c["num_key_value_heads"]
         self.hd = c.get("head_dim", c["hidden_size"] // self.nq)
         self.eps, self.nl, self.theta = c["rms_norm_eps"], c["num_hidden_layers"], c["rope_theta"]
