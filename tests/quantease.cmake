@@ -62,7 +62,8 @@ qz_add_mpi_test(NAME quantease_synth COMMAND $<TARGET_FILE:qzt_quantease_synth> 
 # independent numpy forward reproduces the recorded losses from the
 # already-quantized model's inputs (GPTQ and QuantEase alike) and QuantEase's
 # layer objective stays below GPTQ's on held-out windows (no over-fitting of
-# the calibration windows at the layer level).
+# the calibration windows at the layer level); its held-out NLL is within the
+# measured calibration spread of GPTQ's.  ~16 s alone on one core.
 qz_add_test(NAME quantease_heldout_np2 TIMEOUT 180
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/quantease_heldout.sh 2)
 set_tests_properties(quantease_heldout_np2 PROPERTIES PROCESSORS 2)

@@ -10,9 +10,10 @@
 #     calibration windows AND on held-out windows (the start of the file,
 #     never calibration) by at least MIN_GAIN: the coordinate descent does
 #     not over-fit the calibration windows at the layer level;
-#  3. reports both models' KL(fp || q) at the head on the held-out windows
-#     (informational: the study found that the layer objective does not rank
-#     the model-level loss at this size; see the docs).
+#  3. model level: QuantEase's held-out NLL increase over fp is at most
+#     GPTQ's + SPREAD_NLL, the calibration spread (the study found that the
+#     layer objective does not rank the model-level loss closer than that
+#     at this size; see the docs).
 #   quantease_heldout.sh NP
 set -uo pipefail
 np=$1
@@ -22,9 +23,13 @@ export HDF5_PLUGIN_PATH="$QZ_BUILD_DIR/h5plugin"
 # f64 numpy vs the f64 sum of f32 sgemm panels in quantize: measured <= 5e-7
 REC_TOL=1e-5
 # QuantEase's layer objective is 6-7 % below GPTQ's on stories260K w4 g32
-# (4 calibration sets x 128 x 512, calibration and held-out alike; measured
-# 3.5-5 % with the 16 x 128 windows here); 1 % leaves room for other windows
-MIN_GAIN=0.01
+# (128 x 512 calibration, calibration and held-out windows alike); with the
+# 16 x 128 windows here, on 4 window sets (offsets 1, 25, 49, 73 of the
+# spacing below): 7.3-7.6 % on calibration, 5.2-6.5 % held out
+MIN_GAIN=0.02
+# held-out NLL(q) - NLL(fp) (8 x 128 tokens) over the same 4 sets: GPTQ
+# 0.0849..0.1189 (range 0.034 nats), QuantEase - GPTQ -0.020..+0.015
+SPREAD_NLL=0.034
 L=128 NCAL=16 NHELD=8
 rm -rf "$T"; mkdir -p "$T"
 run() { "${MPIEXEC:-mpiexec}" -n "$np" "$B" "$@"; }
@@ -45,23 +50,28 @@ done
 /usr/bin/python3 "$SRC/tests/quantease_heldout.py" "$M" "$T/cal.txt" "$T/held.txt" \
   "$T/gptq" "$T/quantease" >"$T/out.txt" || fail "quantease_heldout.py"
 grep -v 'block' "$T/out.txt"
-/usr/bin/python3 - "$T/out.txt" "$REC_TOL" "$MIN_GAIN" <<'PY'
+/usr/bin/python3 - "$T/out.txt" "$REC_TOL" "$MIN_GAIN" "$SPREAD_NLL" <<'PY'
 import sys
-rec, summ = {}, {}
+rec, summ, dnll = {}, {}, {}
 for l in open(sys.argv[1]):
     f = l.rstrip("\n").split("\t")
-    if f[0] == "RECORDED":
+    if f[0] == "MODEL" and f[2] == "held.txt":
+        dnll[f[1]] = float(f[4].split()[-1])
+    elif f[0] == "RECORDED":
         rec[f[1]] = float(f[3].split()[-1])
     elif f[0] == "SUMMARY":
         w = f[2].split()
         summ[f[1]] = (float(w[2]), float(w[4]))
-tol, gain = map(float, sys.argv[2:4])
+tol, gain, spread = map(float, sys.argv[2:5])
 bad = [k for k, v in rec.items() if not v <= tol]
 g = [1 - summ["quantease"][i] / summ["gptq"][i] for i in range(2)]
 print("recorded losses reproduced within %g: %s; QuantEase objective below GPTQ's by "
       "%.2f %% (calibration), %.2f %% (held out), need >= %.1f %%"
       % (tol, "ok" if not bad else "FAIL " + " ".join(bad), 100 * g[0], 100 * g[1], 100 * gain))
-sys.exit(0 if not bad and min(g) >= gain and len(rec) == 2 else 1)
+d = dnll["quantease"] - dnll["gptq"]
+print("held-out NLL(q) - NLL(fp): GPTQ %.5f, QuantEase %.5f (difference %+.5f, allowed <= %g)"
+      % (dnll["gptq"], dnll["quantease"], d, spread))
+sys.exit(0 if not bad and min(g) >= gain and len(rec) == 2 and d <= spread else 1)
 PY
 [ $? = 0 ] || fail "see above"
 echo "quantease_heldout: 1 passed, 0 failed"
