@@ -28,3 +28,12 @@ qz_add_test(NAME moe_awq_resume_np2 TIMEOUT 180
 set_tests_properties(moe_awq_resume_np2 PROPERTIES PROCESSORS 2)
 qz_add_test(NAME moe_awq_then_gptq_refused TIMEOUT 60
   COMMAND ${QZ_MOEQ} refuse ${QZ_ARCH_CFG}/mixtral-tiny.json 1 awq --awq-then-gptq)
+# each expert's search (and, without clipping, its stored weights) vs numpy
+foreach(case "mixtral;2;--no-clip" "qwen2-moe;3;--no-clip" "qwen3-moe;1;")
+  list(GET case 0 arch)
+  list(GET case 1 np)
+  list(GET case 2 opt)
+  qz_add_test(NAME moe_awq_ref_${arch}_np${np} TIMEOUT 120
+    COMMAND ${QZ_MOEQ} awqref ${QZ_ARCH_CFG}/${arch}-tiny.json ${np} ${opt})
+  set_tests_properties(moe_awq_ref_${arch}_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()

@@ -23,6 +23,10 @@
 #     a method without MoE support (a block hook without prepare_expert:
 #     smoothquant; awq --awq-then-gptq) fails with a clear message before
 #     writing a checkpoint.
+#   moe_quant.sh awqref CONFIG NP [QUANTIZE OPTIONS...]
+#     --method awq at NP: every expert's up -> down ratio (and without
+#     clipping its stored weights) equals an independent numpy search
+#     (moe_awq_ref.py).
 #   moe_quant.sh resume CONFIG NP [QUANTIZE OPTIONS...]
 #     kill rank 0 in block 1 (no snapshot: block 0 is replayed expert by
 #     expert from the checkpoint), --resume: identical to an uninterrupted run.
@@ -137,6 +141,9 @@ PY
     q "$np" ck --expert-fallback "$fb" "$@" || fail "quantize np $np with starved experts"
     same ck1 ck "np $np vs np 1 with starved experts"; echo "np $np: identical to np 1"
   fi
+  if grep -q '"awq_expert_ratios"' ck1/manifest.json; then # the fallback rows' searches
+    py "$SRC/tests/moe_awq_ref.py" m calib.txt ck1 || fail "AWQ searches with starved experts vs numpy"
+  fi
   ;;
 resume)
   q "$np" full --snapshot-every 5 "$@" || fail "uninterrupted run"
@@ -145,6 +152,10 @@ resume)
   QUIET= q "$np" k --snapshot-every 5 --resume "$@" >r.log 2>&1 || { cat r.log; fail "resume"; }
   grep -q "resume: replayed blocks 0..0" r.log || { cat r.log; fail "block 0 not replayed"; }
   same full k "resumed vs uninterrupted"; echo "kill in block 1 + resume (block 0 replayed): identical"
+  ;;
+awqref)
+  q "$np" ck --method awq "$@" || fail "quantize --method awq np $np"
+  py "$SRC/tests/moe_awq_ref.py" m calib.txt ck || fail "AWQ expert searches vs numpy"
   ;;
 fewwin) # 3 windows at np NP > 3: a rank without calibration tokens at all
   head -3 calib.txt > c3 && mv c3 calib.txt
