@@ -931,7 +931,13 @@ static int awq_block(void *state, qz_block_ctx *b) {
 
 /* The search keeps a copy of the block, the inputs of every linear and
  * three outputs of T tokens, per-window sums and the clip samples; it runs
- * the attention and the MLP once per grid point (n_grid of each). */
+ * the attention and the MLP once per grid point (n_grid of each).  On an
+ * MoE model the copy has no experts (the block's router, attention and
+ * shared expert) and qz_awq_expert adds, for one expert at a time, its
+ * activations and scratch [n, I_e] x2, reference and candidate outputs
+ * [n, H] x2, a candidate down [H, I_e] and the clip samples, n <= 2T rows
+ * (pooled fallback; T routed or route-all); its search costs n_grid
+ * products of the expert's rows with down: k T of them per block. */
 static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
                            int64_t nwin_rank, int64_t seqlen, qz_plan_block *p) {
   double T = (double)(nwin_rank * seqlen), H = (double)cfg->hidden_size;
@@ -940,14 +946,24 @@ static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
   double C = H > qd ? H : qd;
   C = C > I ? C : I;
   qz_awq_opts d = qz_awq_opts_default(4, 128);
+  const int moe = qz_config_any_moe(cfg), all_moe = qz_config_all_moe(cfg);
   double weights = 0.0;
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t out, in;
     qz_linear_shape(cfg, (qz_linear)l, &out, &in);
-    weights += 4.0 * (double)out * (double)in;
+    if (!(all_moe && l >= QZ_LIN_GATE)) weights += 4.0 * (double)out * (double)in;
   }
   p->bytes = weights + 4.0 * T * (2.0 * H + qd + I) + 4.0 * 3.0 * T * H + 4.0 * d.clip_tokens * C;
   p->flops = (double)d.n_grid * qz_fwd_block_flops(cfg, nwin_rank, seqlen);
+  if (!moe) return;
+  const double E = (double)cfg->num_experts, k = (double)cfg->num_experts_per_tok;
+  double Ie = (double)cfg->moe_intermediate_size;
+  const double Is = cfg->moe == QZ_MOE_QWEN2 ? (double)cfg->shared_expert_intermediate_size : 0.0;
+  p->bytes += 4.0 * (E * H + 3.0 * Is * H + (Is > 0 ? H : 0.0)); /* router, shared */
+  if (Is > Ie) Ie = Is;
+  const double n = 2.0 * T, Ce = H > Ie ? H : Ie;
+  p->bytes += 4.0 * (2.0 * n * Ie + 2.0 * n * H + H * Ie + d.clip_tokens * Ce);
+  p->flops += (double)d.n_grid * 2.0 * (k * T + (Is > 0 ? T : 0.0)) * H * Ie;
 }
 
 /* the final quantizer: GPTQ's model after the search, else memory bound
