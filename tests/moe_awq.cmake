@@ -37,3 +37,6 @@ foreach(case "mixtral;2;--no-clip" "qwen2-moe;3;--no-clip" "qwen3-moe;1;")
     COMMAND ${QZ_MOEQ} awqref ${QZ_ARCH_CFG}/${arch}-tiny.json ${np} ${opt})
   set_tests_properties(moe_awq_ref_${arch}_np${np} PROPERTIES PROCESSORS ${np})
 endforeach()
+# perplexity of AWQ vs RTN on stories260K upcycled to a Mixtral
+qz_add_test(NAME moe_awq_ppl_np2 TIMEOUT 180 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/moe_awq_ppl.sh 2)
+set_tests_properties(moe_awq_ppl_np2 PROPERTIES PROCESSORS 2)
