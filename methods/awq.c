@@ -456,7 +456,7 @@ int qz_awq_block_work(qz_awq_work *k, MPI_Comm comm, const qz_model_config *cfg,
   c.L = qz_fwd_seqlen(f);
   c.nw = qz_fwd_nwin(f);
   c.H = w->hidden;
-  c.I = w->inter;
+  c.I = qz_config_all_moe(cfg) ? 1 : w->inter; /* no dense MLP: no MLP inputs to keep */
   c.qd = w->nq * w->hd;
   memset(res, 0, sizeof *res);
   double t_all = MPI_Wtime();
@@ -728,7 +728,11 @@ int qz_awq_expert(const qz_awq_opts *o, const qz_expert_ctx *e, qz_awq_expert_re
   const int64_t ns = o->clip ? (e->tokens + stride - 1) / stride : 0;
   expert_bufs b;
   int st = QZ_OK;
-  QZ_CALL(qz_error_agree(e->comm, expert_bufs_alloc(e, ns, &b)));
+  st = qz_error_agree(e->comm, expert_bufs_alloc(e, ns, &b));
+  if (st != QZ_OK) { /* another rank's allocation failed */
+    expert_bufs_free(&b);
+    return st;
+  }
   qz_moe_expert_rows(e->g, e->u, NULL, I, H, e->x, e->n, e->ends, e->nch, b.gs, b.act, NULL);
   QZ_CALL_DONE(expert_search(o, e, &b, res));
   for (int64_t i = 0; i < I; i++) /* fold: up rows / s, down columns * s */
@@ -941,12 +945,12 @@ static int awq_block(void *state, qz_block_ctx *b) {
 static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
                            int64_t nwin_rank, int64_t seqlen, qz_plan_block *p) {
   double T = (double)(nwin_rank * seqlen), H = (double)cfg->hidden_size;
-  double I = (double)cfg->intermediate_size;
+  const int moe = qz_config_any_moe(cfg), all_moe = qz_config_all_moe(cfg);
+  double I = all_moe ? 1.0 : (double)cfg->intermediate_size;
   double qd = (double)(cfg->num_attention_heads * cfg->head_dim);
   double C = H > qd ? H : qd;
   C = C > I ? C : I;
   qz_awq_opts d = qz_awq_opts_default(4, 128);
-  const int moe = qz_config_any_moe(cfg), all_moe = qz_config_all_moe(cfg);
   double weights = 0.0;
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t out, in;
@@ -955,6 +959,8 @@ static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
   }
   p->bytes = weights + 4.0 * T * (2.0 * H + qd + I) + 4.0 * 3.0 * T * H + 4.0 * d.clip_tokens * C;
   p->flops = (double)d.n_grid * qz_fwd_block_flops(cfg, nwin_rank, seqlen);
+  if (all_moe) /* no MLP reruns: only the attention's */
+    p->flops -= (double)d.n_grid * 2.0 * T * 3.0 * H * (double)cfg->intermediate_size;
   if (!moe) return;
   const double E = (double)cfg->num_experts, k = (double)cfg->num_experts_per_tok;
   double Ie = (double)cfg->moe_intermediate_size;

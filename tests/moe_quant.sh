@@ -16,7 +16,7 @@
 #     fallback count, stores every expert quantized (rtn: method rtn), and
 #     is identical to np 1. With --method awq: the starved experts' ratios
 #     are null (no search) exactly with rtn.
-#   moe_quant.sh fewwin CONFIG NP
+#   moe_quant.sh fewwin CONFIG NP [QUANTIZE OPTIONS...]
 #     3 calibration windows at NP = 4: one rank routes no token at all; the
 #     checkpoint equals np 1's.
 #   moe_quant.sh refuse CONFIG NP METHOD [QUANTIZE OPTIONS...]
@@ -159,8 +159,8 @@ awqref)
   ;;
 fewwin) # 3 windows at np NP > 3: a rank without calibration tokens at all
   head -3 calib.txt > c3 && mv c3 calib.txt
-  NS=3 q 1 ck1 || fail "quantize np 1"
-  NS=3 q "$np" ck || fail "quantize np $np with a rank without windows"
+  NS=3 q 1 ck1 "$@" || fail "quantize np 1"
+  NS=3 q "$np" ck "$@" || fail "quantize np $np with a rank without windows"
   same ck1 ck "np $np (a rank without windows) vs np 1"; echo "np $np, 3 windows: identical to np 1"
   ;;
 refuse) # a method without MoE support: a clear error, no checkpoint written
