@@ -54,3 +54,9 @@ foreach(np 2 4)
     ENV QZT_ARCH_DUMP=$<TARGET_FILE:qzt_arch_dump>)
   set_tests_properties(arch_quant_qwen3_awq_np${np} PROPERTIES PROCESSORS ${np})
 endforeach()
+# the perplexity run is a whole pipeline on a real model (not under the
+# sanitizers); the numpy comparisons are cheap and depend on BLAS rounding
+set_property(TEST moe_awq_ppl_np2 APPEND PROPERTY LABELS e2e)
+foreach(t moe_awq_ref_mixtral_np2 moe_awq_ref_qwen2-moe_np3 moe_awq_ref_qwen3-moe_np1)
+  set_property(TEST ${t} APPEND PROPERTY LABELS numerics)
+endforeach()
