@@ -455,24 +455,11 @@ static int forward_experts(struct qz_moe_run *m, const qz_model_config *c, int l
   for (int64_t e = 0; e < E; e++) {
     QZ_CALL(load(ctx, layer, (int)e, m->eg, m->eu, m->ed));
     const int64_t n = gather_routed(m, x, T, L, k, H, e);
-    qz_moe_expert_rows(m->eg, m->eu, m->ed, Ie, H, m->xo, n, m->ends_o, nw, m->gs, m->ao,
-                       m->yo);
-    for (int64_t i = 0; i < n; i++) {
-      float cw = m->wt[m->sel[i]];
-      float *o = m->acc + (m->sel[i] / k) * H;
-      for (int64_t h = 0; h < H; h++) o[h] += cw * m->yo[i * H + h];
-    }
+    expert_output(m, m->eg, m->eu, m->ed, Ie, H, n, k);
   }
   if (w->sinter > 0) {
     for (int64_t wi = 0; wi < nw; wi++) m->ends_h[wi] = (wi + 1) * L;
-    qz_moe_expert_rows(w->sw[0], w->sw[1], w->sw[2], w->sinter, H, x, T, m->ends_h, nw,
-                       m->gs, m->ah, m->xh);
-    for (int64_t t = 0; t < T; t++) {
-      double s = 0.0;
-      for (int64_t h = 0; h < H; h++) s += (double)x[t * H + h] * (double)w->shared_gate[h];
-      float cg = (float)(1.0 / (1.0 + exp(-s)));
-      for (int64_t h = 0; h < H; h++) m->acc[t * H + h] += cg * m->xh[t * H + h];
-    }
+    shared_output(m, w, x, T, H);
   }
   return QZ_OK;
 }
