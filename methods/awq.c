@@ -939,8 +939,8 @@ static int awq_block(void *state, qz_block_ctx *b) {
  * MoE model the copy has no experts (the block's router, attention and
  * shared expert) and qz_awq_expert adds, for one expert at a time, its
  * activations and scratch [n, I_e] x2, reference and candidate outputs
- * [n, H] x2, a candidate down [H, I_e] and the clip samples, n <= 2T rows
- * (pooled fallback; T routed or route-all); its search costs n_grid
+ * [n, H] x2, a candidate down [H, I_e] and the clip samples, n <= T rows
+ * (routed or route-all; the pooled fallback up to 2T); its search costs n_grid
  * products of the expert's rows with down: k T of them per block. */
 static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
                            int64_t nwin_rank, int64_t seqlen, qz_plan_block *p) {
@@ -958,6 +958,8 @@ static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
     if (!(all_moe && l >= QZ_LIN_GATE)) weights += 4.0 * (double)out * (double)in;
   }
   p->bytes = weights + 4.0 * T * (2.0 * H + qd + I) + 4.0 * 3.0 * T * H + 4.0 * d.clip_tokens * C;
+  if (all_moe) /* the MLP's input and output copies are never touched */
+    p->bytes -= 4.0 * 2.0 * T * H;
   p->flops = (double)d.n_grid * qz_fwd_block_flops(cfg, nwin_rank, seqlen);
   if (all_moe) /* no MLP reruns: only the attention's */
     p->flops -= (double)d.n_grid * 2.0 * T * 3.0 * H * (double)cfg->intermediate_size;
@@ -967,7 +969,7 @@ static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
   const double Is = cfg->moe == QZ_MOE_QWEN2 ? (double)cfg->shared_expert_intermediate_size : 0.0;
   p->bytes += 4.0 * (E * H + 3.0 * Is * H + (Is > 0 ? H : 0.0)); /* router, shared */
   if (Is > Ie) Ie = Is;
-  const double n = 2.0 * T, Ce = H > Ie ? H : Ie;
+  const double n = T, Ce = H > Ie ? H : Ie; /* pooled: up to 2T */
   p->bytes += 4.0 * (2.0 * n * Ie + 2.0 * n * H + H * Ie + d.clip_tokens * Ce);
   p->flops += (double)d.n_grid * 2.0 * (k * T + (Is > 0 ? T : 0.0)) * H * Ie;
 }
