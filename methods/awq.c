@@ -15,6 +15,7 @@
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/moe.h"
 #include "mpiquant/shard.h"
 #include "mpiquant/timing.h"
 
@@ -409,7 +410,9 @@ static int work_fit(qz_awq_work *k, const qz_model_config *cfg, const awq_ctx *c
   int64_t C = c->H > c->qd ? c->H : c->qd;
   C = C > c->I ? C : c->I;
   size_t T = (size_t)(c->T > 0 ? c->T : 1);
-  int st = qz_block_weights_alloc(cfg, &k->w0);
+  /* an MoE model's block copy leaves out the experts (the driver streams
+   * them one at a time; its block has the same layout) */
+  int st = qz_block_weights_alloc_ex(cfg, !qz_config_any_moe(cfg), &k->w0);
   if (st == QZ_OK) st = qz_alloc(T * (size_t)c->H, 4, "AWQ inputs", &k->x1);
   if (st == QZ_OK) st = qz_alloc(T * (size_t)c->qd, 4, "AWQ inputs", &k->xo);
   if (st == QZ_OK) st = qz_alloc(T * (size_t)c->H, 4, "AWQ inputs", &k->x3);
@@ -453,7 +456,7 @@ int qz_awq_block_work(qz_awq_work *k, MPI_Comm comm, const qz_model_config *cfg,
   c.L = qz_fwd_seqlen(f);
   c.nw = qz_fwd_nwin(f);
   c.H = w->hidden;
-  c.I = w->inter;
+  c.I = qz_config_all_moe(cfg) ? 1 : w->inter; /* no dense MLP: no MLP inputs to keep */
   c.qd = w->nq * w->hd;
   memset(res, 0, sizeof *res);
   double t_all = MPI_Wtime();
@@ -476,24 +479,29 @@ int qz_awq_block_work(qz_awq_work *k, MPI_Comm comm, const qz_model_config *cfg,
   size_t T = (size_t)(c.T > 0 ? c.T : 1);
   qz_block_weights_copy(c.w0, w);
 
-  /* fp pass: inputs of all 7 linears, fp outputs of o_proj and down_proj */
+  /* fp pass: inputs of all 7 linears, fp outputs of o_proj and down_proj
+   * (an MoE block: the attention's only; its experts are the driver's) */
+  const int moe = w->moe;
   qz_fwd_block_begin(f);
-  QZ_CALL_DONE(qz_fwd_run(f, w, QZ_STAGE_OUT));
+  QZ_CALL_DONE(qz_fwd_run(f, w, moe ? QZ_STAGE_GATEUP_IN : QZ_STAGE_OUT));
   int64_t nc;
   if (c.T > 0) {
     memcpy(c.x1, qz_fwd_stage_output(f, QZ_STAGE_QKV_IN, &nc), T * (size_t)c.H * 4);
     memcpy(c.xo, qz_fwd_stage_output(f, QZ_STAGE_O_IN, &nc), T * (size_t)c.qd * 4);
-    memcpy(c.x3, qz_fwd_stage_output(f, QZ_STAGE_GATEUP_IN, &nc), T * (size_t)c.H * 4);
-    memcpy(c.x4, qz_fwd_stage_output(f, QZ_STAGE_DOWN_IN, &nc), T * (size_t)c.I * 4);
+    if (!moe) {
+      memcpy(c.x3, qz_fwd_stage_output(f, QZ_STAGE_GATEUP_IN, &nc), T * (size_t)c.H * 4);
+      memcpy(c.x4, qz_fwd_stage_output(f, QZ_STAGE_DOWN_IN, &nc), T * (size_t)c.I * 4);
+    }
   }
   lin_windows(&c, c.y_attn, c.xo, w->w[QZ_LIN_O], c.H, c.qd);
-  lin_windows(&c, c.y_mlp, c.x4, w->w[QZ_LIN_DOWN], c.H, c.I);
+  if (!moe) lin_windows(&c, c.y_mlp, c.x4, w->w[QZ_LIN_DOWN], c.H, c.I);
 
   /* searches, independent of each other (all on the fp weights).  Order:
    * the MLP ones first while GATEUP_IN's cached output is still the fp one,
    * the attention one last (it recomputes O_IN only). */
   int kvd = (int)(w->nkv * w->hd);
-  res->applied[QZ_AWQ_QKV] = res->applied[QZ_AWQ_GATEUP] = res->applied[QZ_AWQ_DOWN] = 1;
+  res->applied[QZ_AWQ_QKV] = 1;
+  res->applied[QZ_AWQ_GATEUP] = res->applied[QZ_AWQ_DOWN] = !moe;
   res->applied[QZ_AWQ_O] = (kvd == c.H && c.qd == c.H); /* v [kvd,H] == o [H,qd] */
   static const int order[QZ_AWQ_NSEARCH] = {QZ_AWQ_GATEUP, QZ_AWQ_DOWN, QZ_AWQ_O, QZ_AWQ_QKV};
   for (int i = 0; i < QZ_AWQ_NSEARCH; i++) {
@@ -506,9 +514,10 @@ int qz_awq_block_work(qz_awq_work *k, MPI_Comm comm, const qz_model_config *cfg,
     QZ_CALL_DONE(col_mean_abs(&c, x, C_k, xbar));
     QZ_CALL_DONE(search(&c, k, xbar, C_k, sc[k], s, res));
   }
-  /* the fp block output again (f then holds OUT of the original weights) */
+  /* the fp block output again (f then holds OUT of the original weights;
+   * an MoE block: the FFN input GATEUP_IN) */
   qz_fwd_invalidate(f, QZ_STAGE_O_IN);
-  QZ_CALL_DONE(qz_fwd_run(f, w, QZ_STAGE_OUT));
+  QZ_CALL_DONE(qz_fwd_run(f, w, moe ? QZ_STAGE_GATEUP_IN : QZ_STAGE_OUT));
 
   /* fold, in llm-awq's order; recorded inputs of the scaled linears / s */
   int64_t out, in;
@@ -531,14 +540,14 @@ int qz_awq_block_work(qz_awq_work *k, MPI_Comm comm, const qz_model_config *cfg,
     scale_cols(w->w[QZ_LIN_O], c.H, c.qd, s2);
     div_cols(c.xo, c.T, c.qd, s2);
   }
-  {
+  if (!moe) {
     const float *s3 = sc[QZ_AWQ_GATEUP];
     for (int64_t j = 0; j < c.H; j++) w->ffn_norm[j] /= s3[j];
     scale_cols(w->w[QZ_LIN_GATE], c.I, c.H, s3);
     scale_cols(w->w[QZ_LIN_UP], c.I, c.H, s3);
     div_cols(c.x3, c.T, c.H, s3);
   }
-  {
+  if (!moe) {
     const float *s4 = sc[QZ_AWQ_DOWN];
     for (int64_t i = 0; i < c.I; i++) {
       for (int64_t j = 0; j < c.H; j++) w->w[QZ_LIN_UP][i * c.H + j] /= s4[i];
@@ -552,7 +561,7 @@ int qz_awq_block_work(qz_awq_work *k, MPI_Comm comm, const qz_model_config *cfg,
   if (o->clip) {
     static const qz_linear clip_lin[] = {QZ_LIN_V, QZ_LIN_O, QZ_LIN_GATE, QZ_LIN_UP,
                                          QZ_LIN_DOWN};
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < (moe ? 2 : 5); i++) { /* MoE: v, o (experts: qz_awq_expert) */
       qz_linear l = clip_lin[i];
       lin_shape(&c, l, &out, &in);
       const float *x = l == QZ_LIN_V ? c.x1 : l == QZ_LIN_O ? c.xo
@@ -569,6 +578,182 @@ done:
   return st;
 }
 
+/* ---- one MoE expert (qz_awq_expert) --------------------------------------- */
+
+/* y [n, out] = x [n, in] . W', one sgemm per chunk (a chunk's rows are the
+ * same at any rank count, so are their results). */
+static void lin_chunks(const qz_expert_ctx *e, float *y, const float *x, const float *W,
+                       int64_t out, int64_t in) {
+  for (int64_t c = 0, r0 = 0; c < e->nch; r0 = e->ends[c++]) {
+    int64_t m = e->ends[c] - r0;
+    if (m > 0)
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)out, (int)in, 1.0f,
+                  x + r0 * in, (int)in, W, (int)in, 0.0f, y + r0 * out, (int)out);
+  }
+}
+
+/* Mean over all rows of |x_j| (C columns), or with ref the mean squared
+ * difference of x and ref over all elements (*mse): per-chunk double sums
+ * reduced and added in chunk order. acc [nchunks * C]. Collective. */
+static int chunk_means(const qz_expert_ctx *e, const float *x, const float *ref, int64_t C,
+                       double *acc, float *mean, double *mse) {
+  const int64_t K = ref ? 1 : C;
+  memset(acc, 0, sizeof(double) * (size_t)(e->nchunks * K));
+  for (int64_t c = 0, r0 = 0; c < e->nch; r0 = e->ends[c++]) {
+    double *a = acc + e->chunk[c] * K;
+    for (int64_t t = r0; t < e->ends[c]; t++) {
+      const float *r = x + t * C;
+      if (ref) {
+        for (int64_t j = 0; j < C; j++) {
+          double d = (double)(r[j] - ref[t * C + j]);
+          a[0] += d * d;
+        }
+      } else {
+        for (int64_t j = 0; j < C; j++) a[j] += fabs((double)r[j]);
+      }
+    }
+  }
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, acc, (int)(e->nchunks * K), MPI_DOUBLE, MPI_SUM,
+                            e->comm));
+  const double n = (double)e->tokens * (ref ? (double)C : 1.0);
+  for (int64_t j = 0; j < K; j++) {
+    double s = 0.0;
+    for (int64_t c = 0; c < e->nchunks; c++) s += acc[c * K + j];
+    if (ref) *mse = s / n;
+    else mean[j] = (float)(s / n);
+  }
+  return QZ_OK;
+}
+
+/* Rows [0 :: stride] (ns of them) of the global row order (chunks in
+ * index order) of x [n, C] into xs [ns, C] on every rank: each sample is
+ * one rank's, the others add zeros (exact). Collective. */
+static int chunk_samples(const qz_expert_ctx *e, const float *x, int64_t C, int64_t stride,
+                         int64_t ns, float *xs) {
+  int64_t *off = NULL;
+  int st = QZ_OK;
+  QZ_CALL(qz_calloc((size_t)e->nchunks + 1, sizeof(int64_t), "expert chunk rows", &off));
+  for (int64_t c = 0, r0 = 0; c < e->nch; r0 = e->ends[c++]) off[e->chunk[c]] = e->ends[c] - r0;
+  QZ_CALL_DONE(qz_allreduce_i64(e->comm, off, (int)e->nchunks, MPI_SUM));
+  for (int64_t c = 0, s = 0; c <= e->nchunks; c++) { /* counts -> first global row */
+    int64_t v = c < e->nchunks ? off[c] : 0;
+    off[c] = s;
+    s += v;
+  }
+  memset(xs, 0, sizeof(float) * (size_t)(ns * C));
+  for (int64_t c = 0, r0 = 0; c < e->nch; r0 = e->ends[c++])
+    for (int64_t t = r0; t < e->ends[c]; t++) {
+      int64_t gr = off[e->chunk[c]] + (t - r0);
+      if (gr % stride == 0 && gr / stride < ns)
+        memcpy(xs + gr / stride * C, x + t * C, sizeof(float) * (size_t)C);
+    }
+  QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, xs, (int)(ns * C), MPI_FLOAT, MPI_SUM, e->comm));
+done:
+  qz_free(&off);
+  return st;
+}
+
+typedef struct {
+  float *act, *gs, *yref, *y, *dc, *xs; /* [n, I] x2, [n, H] x2, [H, I], [ns, max(H, I)] */
+  float *xbar, *s, *best;               /* [I] */
+  double *acc;                          /* [nchunks * I] */
+} expert_bufs;
+
+static void expert_bufs_free(expert_bufs *b) {
+  qz_free(&b->act); qz_free(&b->gs); qz_free(&b->yref); qz_free(&b->y); qz_free(&b->dc);
+  qz_free(&b->xs); qz_free(&b->xbar); qz_free(&b->s); qz_free(&b->best); qz_free(&b->acc);
+}
+
+static int expert_bufs_alloc(const qz_expert_ctx *e, int64_t ns, expert_bufs *b) {
+  const size_t n = (size_t)(e->n > 0 ? e->n : 1), H = (size_t)e->hidden, I = (size_t)e->inter;
+  const size_t C = H > I ? H : I;
+  memset(b, 0, sizeof *b);
+  int st = qz_alloc(n * I, 4, "AWQ expert activations", &b->act);
+  if (st == QZ_OK) st = qz_alloc(n * I, 4, "AWQ expert scratch", &b->gs);
+  if (st == QZ_OK) st = qz_alloc(n * H, 4, "AWQ expert outputs", &b->yref);
+  if (st == QZ_OK) st = qz_alloc(n * H, 4, "AWQ expert outputs", &b->y);
+  if (st == QZ_OK) st = qz_alloc(H * I, 4, "AWQ expert candidate", &b->dc);
+  if (st == QZ_OK) st = qz_alloc((size_t)(ns > 0 ? ns : 1) * C, 4, "AWQ clip samples", &b->xs);
+  if (st == QZ_OK) st = qz_alloc(I, 4, "AWQ scales", &b->xbar);
+  if (st == QZ_OK) st = qz_alloc(I, 4, "AWQ scales", &b->s);
+  if (st == QZ_OK) st = qz_alloc(I, 4, "AWQ scales", &b->best);
+  if (st == QZ_OK)
+    st = qz_alloc((size_t)e->nchunks * C + 1, 8, "AWQ sums", &b->acc);
+  if (st != QZ_OK) expert_bufs_free(b);
+  return st;
+}
+
+/* The up -> down grid search on act [n, I]; the best scales in b->best.
+ * Collective. */
+static int expert_search(const qz_awq_opts *o, const qz_expert_ctx *e, expert_bufs *b,
+                         qz_awq_expert_result *res) {
+  const int64_t H = e->hidden, I = e->inter;
+  double best_loss = INFINITY;
+  int best_i = -1;
+  QZ_CALL(chunk_means(e, b->act, NULL, I, b->acc, b->xbar, NULL));
+  lin_chunks(e, b->yref, b->act, e->d, H, I);
+  for (int i = 0; i < o->n_grid; i++) {
+    double r = (double)i * 1.0 / (double)o->n_grid, loss = INFINITY;
+    ratio_scales(b->xbar, I, r, b->s);
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t j = 0; j < I; j++) b->dc[h * I + j] = e->d[h * I + j] * b->s[j];
+    qz_awq_quantize_rows(o->bits, o->group, H, I, b->dc, NULL, NULL, NULL, b->dc);
+    for (int64_t h = 0; h < H; h++)
+      for (int64_t j = 0; j < I; j++) b->dc[h * I + j] = b->dc[h * I + j] / b->s[j];
+    lin_chunks(e, b->y, b->act, b->dc, H, I);
+    QZ_CALL(chunk_means(e, b->y, b->yref, H, b->acc, NULL, &loss));
+    if (i == 0) res->loss_r0 = loss;
+    if (loss < best_loss) {
+      best_loss = loss;
+      best_i = i;
+      memcpy(b->best, b->s, sizeof(float) * (size_t)I);
+    }
+  }
+  QZ_CHECK(best_i >= 0, QZ_ERR_NUMERIC, "AWQ block %d expert %d: no finite loss in the "
+           "up -> down scale search", e->layer, e->expert);
+  res->ratio = (double)best_i * 1.0 / (double)o->n_grid;
+  res->loss = best_loss;
+  return QZ_OK;
+}
+
+int qz_awq_expert(const qz_awq_opts *o, const qz_expert_ctx *e, qz_awq_expert_result *res) {
+  const int64_t H = e->hidden, I = e->inter;
+  memset(res, 0, sizeof *res);
+  res->ratio = -1.0;
+  QZ_CHECK(o->bits >= 2 && o->bits <= 8 && o->n_grid >= 1, QZ_ERR_ARG, "AWQ: bits %d, grid %d",
+           o->bits, o->n_grid);
+  if (e->tokens <= 0) return QZ_OK; /* nothing to search on: scales 1, no clip */
+  int64_t stride = e->tokens / (o->clip_tokens > 0 ? o->clip_tokens : 512);
+  if (stride < 1) stride = 1;
+  const int64_t ns = o->clip ? (e->tokens + stride - 1) / stride : 0;
+  expert_bufs b;
+  int st = QZ_OK;
+  st = qz_error_agree(e->comm, expert_bufs_alloc(e, ns, &b));
+  if (st != QZ_OK) { /* another rank's allocation failed */
+    expert_bufs_free(&b);
+    return st;
+  }
+  qz_moe_expert_rows(e->g, e->u, NULL, I, H, e->x, e->n, e->ends, e->nch, b.gs, b.act, NULL);
+  QZ_CALL_DONE(expert_search(o, e, &b, res));
+  for (int64_t i = 0; i < I; i++) /* fold: up rows / s, down columns * s */
+    for (int64_t j = 0; j < H; j++) e->u[i * H + j] /= b.best[i];
+  scale_cols(e->d, H, I, b.best);
+  div_cols(b.act, e->n, I, b.best);
+  if (o->clip) {
+    awq_ctx c = {.comm = e->comm, .o = o};
+    MPI_Comm_rank(e->comm, &c.rank);
+    MPI_Comm_size(e->comm, &c.size);
+    QZ_CALL_DONE(chunk_samples(e, e->x, H, stride, ns, b.xs)); /* gate and up */
+    QZ_CALL_DONE(clip_linear(&c, e->g, I, H, b.xs, ns, &res->clipped[0]));
+    QZ_CALL_DONE(clip_linear(&c, e->u, I, H, b.xs, ns, &res->clipped[1]));
+    QZ_CALL_DONE(chunk_samples(e, b.act, I, stride, ns, b.xs));
+    QZ_CALL_DONE(clip_linear(&c, e->d, H, I, b.xs, ns, &res->clipped[2]));
+  }
+done:
+  expert_bufs_free(&b);
+  return st;
+}
+
 /* ---- method ops ------------------------------------------------------------ */
 
 typedef struct {
@@ -582,6 +767,9 @@ typedef struct {
   qz_awq_opts awq;
   qz_awq_work *work;
   qz_gptq_ws *gptq; /* --awq-then-gptq */
+  json_t *experts;  /* an MoE block's per-expert ratios (null: no search) */
+  json_t *shared;   /* its shared expert's ratio, or NULL */
+  int64_t eclipped[3]; /* its experts' clipped (row, group)s: gate, up, down */
 } awq_state;
 
 static int awq_check(qz_method_opts *o) {
@@ -641,13 +829,20 @@ static void awq_destroy(void **state) {
   awq_state *s = *state;
   qz_awq_work_destroy(&s->work);
   qz_gptq_ws_destroy(&s->gptq);
+  json_decref(s->experts);
+  json_decref(s->shared);
   qz_free(state);
 }
 
 static void awq_report(qz_block_ctx *b, const qz_awq_block_result *ar) {
   char o_txt[32] = "skipped";
   if (ar->applied[QZ_AWQ_O]) snprintf(o_txt, sizeof o_txt, "%.2f", ar->ratio[QZ_AWQ_O]);
-  qz_info("block %d awq ratios q/k/v %.2f / gate/up %.2f / down %.2f (o_proj %s); "
+  const int moe = b->w->moe;
+  if (moe) /* the experts' searches are logged per expert */
+    qz_info("block %d awq ratios q/k/v %.2f (o_proj %s); loss vs ratio 0: %.4g/%.4g", b->layer,
+            ar->ratio[QZ_AWQ_QKV], o_txt, ar->loss[QZ_AWQ_QKV], ar->loss_r0[QZ_AWQ_QKV]);
+  else
+    qz_info("block %d awq ratios q/k/v %.2f / gate/up %.2f / down %.2f (o_proj %s); "
           "loss vs ratio 0: %.4g/%.4g, %.4g/%.4g, %.4g/%.4g", b->layer,
           ar->ratio[QZ_AWQ_QKV], ar->ratio[QZ_AWQ_GATEUP], ar->ratio[QZ_AWQ_DOWN], o_txt,
           ar->loss[QZ_AWQ_QKV], ar->loss_r0[QZ_AWQ_QKV], ar->loss[QZ_AWQ_GATEUP],
@@ -658,11 +853,63 @@ static void awq_report(qz_block_ctx *b, const qz_awq_block_result *ar) {
     json_array_append_new(los, ar->applied[k] ? json_real(ar->loss[k]) : json_null());
   }
   for (int l = 0; l < QZ_LIN_COUNT; l++)
-    if (l != QZ_LIN_Q && l != QZ_LIN_K)
+    if (l != QZ_LIN_Q && l != QZ_LIN_K && !(moe && l >= QZ_LIN_GATE))
       json_object_set_new(clip, qz_linear_name((qz_linear)l), json_integer(ar->clipped[l]));
   b->stat(b, "awq_ratios", rat); /* [qkv, o, gate/up, down] */
   b->stat(b, "awq_loss", los);
   b->stat(b, "awq_clipped", clip);
+}
+
+/* An MoE block after the attention's search: q, k, v, o quantized, then
+ * the experts one at a time through the driver (awq_prepare_expert each),
+ * their ratios recorded. Collective on b->comm. */
+static int awq_moe_ffn(awq_state *s, qz_block_ctx *b) {
+  QZ_CHECK(b->experts && !s->cli.then_gptq, QZ_ERR_UNSUPPORTED,
+           "AWQ on the mixture-of-experts block %d: %s", b->layer,
+           s->cli.then_gptq ? "--awq-then-gptq is not supported on MoE blocks"
+                            : "the driver offers no expert service");
+  for (int l = QZ_LIN_Q; l <= QZ_LIN_O; l++) QZ_CALL(b->linear(b, (qz_linear)l, NULL));
+  json_decref(s->experts);
+  json_decref(s->shared);
+  s->experts = json_array();
+  s->shared = NULL;
+  memset(s->eclipped, 0, sizeof s->eclipped);
+  QZ_CALL(b->experts(b));
+  while ((int64_t)json_array_size(s->experts) < b->w->nexp) /* trailing rtn fallbacks */
+    json_array_append_new(s->experts, json_null());
+  b->stat(b, "awq_expert_ratios", s->experts); /* [E], null: fallback rtn */
+  s->experts = NULL;
+  if (s->shared) b->stat(b, "awq_shared_ratio", s->shared);
+  json_t *clip = json_array(); /* over the experts (shared included) */
+  for (int i = 0; i < 3; i++) json_array_append_new(clip, json_integer(s->eclipped[i]));
+  b->stat(b, "awq_expert_clipped", clip); /* [gate, up, down] */
+  s->shared = NULL;
+  return QZ_OK;
+}
+
+/* qz_method_ops.prepare_expert: qz_awq_expert, its ratio recorded.
+ * Collective on e->comm. */
+static int awq_prepare_expert(void *state, const qz_expert_ctx *e) {
+  awq_state *s = state;
+  qz_awq_expert_result er;
+  QZ_CALL(qz_error_agree(e->comm, qz_awq_expert(&s->awq, e, &er)));
+  json_t *r = er.ratio >= 0.0 ? json_real(er.ratio) : json_null();
+  for (int i = 0; i < 3; i++) s->eclipped[i] += er.clipped[i];
+  if (e->expert < 0) {
+    json_decref(s->shared);
+    s->shared = r;
+  } else if (s->experts) {
+    while ((int64_t)json_array_size(s->experts) < e->expert)
+      json_array_append_new(s->experts, json_null());
+    json_array_append_new(s->experts, r);
+  } else {
+    json_decref(r);
+  }
+  qz_debug("block %d expert %d awq: %lld rows, ratio %.2f, loss %.4g (ratio 0: %.4g), "
+           "clipped %lld/%lld/%lld", e->layer, e->expert, (long long)e->tokens, er.ratio,
+           er.loss, er.loss_r0, (long long)er.clipped[0], (long long)er.clipped[1],
+           (long long)er.clipped[2]);
+  return QZ_OK;
 }
 
 /* Scale + clip search on the fp block (llm-awq: the next block's input is
@@ -679,6 +926,7 @@ static int awq_block(void *state, qz_block_ctx *b) {
   qz_timer_stop(QZ_PHASE_FORWARD);
   QZ_CALL(qz_error_agree(b->comm, st));
   awq_report(b, &ar);
+  if (b->w->moe) return awq_moe_ffn(s, b);
   if (s->cli.then_gptq) return b->sequential(b);
   QZ_CALL(b->commit(b));
   for (int l = 0; l < QZ_LIN_COUNT; l++) QZ_CALL(b->linear(b, (qz_linear)l, NULL));
@@ -687,11 +935,18 @@ static int awq_block(void *state, qz_block_ctx *b) {
 
 /* The search keeps a copy of the block, the inputs of every linear and
  * three outputs of T tokens, per-window sums and the clip samples; it runs
- * the attention and the MLP once per grid point (n_grid of each). */
+ * the attention and the MLP once per grid point (n_grid of each).  On an
+ * MoE model the copy has no experts (the block's router, attention and
+ * shared expert) and qz_awq_expert adds, for one expert at a time, its
+ * activations and scratch [n, I_e] x2, reference and candidate outputs
+ * [n, H] x2, a candidate down [H, I_e] and the clip samples, n <= T rows
+ * (routed or route-all; the pooled fallback up to 2T); its search costs n_grid
+ * products of the expert's rows with down: k T of them per block. */
 static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
                            int64_t nwin_rank, int64_t seqlen, qz_plan_block *p) {
   double T = (double)(nwin_rank * seqlen), H = (double)cfg->hidden_size;
-  double I = (double)cfg->intermediate_size;
+  const int moe = qz_config_any_moe(cfg), all_moe = qz_config_all_moe(cfg);
+  double I = all_moe ? 1.0 : (double)cfg->intermediate_size;
   double qd = (double)(cfg->num_attention_heads * cfg->head_dim);
   double C = H > qd ? H : qd;
   C = C > I ? C : I;
@@ -700,10 +955,23 @@ static void awq_plan_block(const qz_method_opts *o, const qz_model_config *cfg,
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t out, in;
     qz_linear_shape(cfg, (qz_linear)l, &out, &in);
-    weights += 4.0 * (double)out * (double)in;
+    if (!(all_moe && l >= QZ_LIN_GATE)) weights += 4.0 * (double)out * (double)in;
   }
   p->bytes = weights + 4.0 * T * (2.0 * H + qd + I) + 4.0 * 3.0 * T * H + 4.0 * d.clip_tokens * C;
+  if (all_moe) /* the MLP's input and output copies are never touched */
+    p->bytes -= 4.0 * 2.0 * T * H;
   p->flops = (double)d.n_grid * qz_fwd_block_flops(cfg, nwin_rank, seqlen);
+  if (all_moe) /* no MLP reruns: only the attention's */
+    p->flops -= (double)d.n_grid * 2.0 * T * 3.0 * H * (double)cfg->intermediate_size;
+  if (!moe) return;
+  const double E = (double)cfg->num_experts, k = (double)cfg->num_experts_per_tok;
+  double Ie = (double)cfg->moe_intermediate_size;
+  const double Is = cfg->moe == QZ_MOE_QWEN2 ? (double)cfg->shared_expert_intermediate_size : 0.0;
+  p->bytes += 4.0 * (E * H + 3.0 * Is * H + (Is > 0 ? H : 0.0)); /* router, shared */
+  if (Is > Ie) Ie = Is;
+  const double n = T, Ce = H > Ie ? H : Ie; /* pooled: up to 2T */
+  p->bytes += 4.0 * (2.0 * n * Ie + 2.0 * n * H + H * Ie + d.clip_tokens * Ce);
+  p->flops += (double)d.n_grid * 2.0 * (k * T + (Is > 0 ? T : 0.0)) * H * Ie;
 }
 
 /* the final quantizer: GPTQ's model after the search, else memory bound
@@ -749,4 +1017,5 @@ const qz_method_ops qz_method_awq = {
     .destroy = awq_destroy,
     .quantize_block = awq_block,
     .plan_linear = awq_plan_linear,
-    .plan_block = awq_plan_block};
+    .plan_block = awq_plan_block,
+    .prepare_expert = awq_prepare_expert};

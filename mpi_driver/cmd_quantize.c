@@ -106,11 +106,16 @@ static int setup(qz_qrun *r, qrun_io *io) {
   QZ_CHECK(!qz_config_any_moe(r->cfg) || o->rot.kind == QZ_ROT_NONE, QZ_ERR_UNSUPPORTED,
            "quantize --rotate: %s is a mixture-of-experts model; rotations of MoE blocks "
            "are not supported yet", o->model);
-  for (int l = io->lb; l < io->le; l++) /* refuse before any file is written */
-    QZ_CHECK(!qz_config_layer_moe(r->cfg, l) || !o->mo.ops->quantize_block,
-             QZ_ERR_UNSUPPORTED, "quantize --method %s: %s has mixture-of-experts blocks "
-             "(block %d), which this method does not support yet (gptq, rtn and quantease "
-             "do; docs/moe.md)", o->mo.ops->name, o->model, l);
+  /* a block hook handles MoE blocks with prepare_expert, without Hessians
+   * (method.h); refuse before any file is written */
+  const int moe_ok = !o->mo.ops->quantize_block ||
+                     (o->mo.ops->prepare_expert && !(r->needs & QZ_NEED_HESSIAN));
+  for (int l = io->lb; l < io->le; l++)
+    QZ_CHECK(!qz_config_layer_moe(r->cfg, l) || moe_ok, QZ_ERR_UNSUPPORTED,
+             "quantize --method %s: %s has mixture-of-experts blocks (block %d), which this "
+             "method%s does not support yet (gptq, rtn, quantease and awq do; docs/moe.md)",
+             o->mo.ops->name, o->model, l,
+             o->mo.ops->prepare_expert ? " with these options" : "");
   if (o->rot.kind == QZ_ROT_DUQUANT) /* statistics of the calibration inputs */
     r->needs |= QZ_NEED_CALIB;
   if (o->rot.kind != QZ_ROT_NONE) {

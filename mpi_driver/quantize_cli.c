@@ -44,9 +44,9 @@ void qz_quantize_usage(void) {
       "Mixture-of-experts models (Mixtral, Qwen2-MoE, Qwen3-MoE; docs/moe.md):\n"
       "  --min-expert-tokens N  experts routed fewer calibration tokens (all\n"
       "                       ranks) get --expert-fallback (default 16, >= 1)\n"
-      "  --expert-fallback F  route-all (default): Hessians from every token as\n"
-      "                       if routed to the expert; pooled: its routed tokens\n"
-      "                       plus every token; rtn: round to nearest\n");
+      "  --expert-fallback F  route-all (default): Hessians (AWQ: statistics) from\n"
+      "                       every token as if routed to the expert; pooled: its\n"
+      "                       routed tokens plus every token; rtn: round to nearest\n");
 }
 
 static int parse_layers(const char *v, long *a, long *b) {

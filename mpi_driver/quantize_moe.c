@@ -47,6 +47,7 @@ struct qz_moe_run {
   int32_t *idx;        /* [T, k] */
   int64_t *sel;        /* [T] t * k + slot of the rows routed to one expert */
   int64_t *ends_o, *ends_h; /* [nw], [2 nw] chunk ends (one per window) */
+  int64_t *chunk;      /* [2 nw] global index of each chunk (method hooks) */
   int64_t *cnt;        /* [E] routed tokens per expert, all ranks */
   qz_method_opts rtn_mo;
   void *rtn_state;
@@ -88,12 +89,12 @@ static int scratch_alloc(const qz_model_config *c, int64_t T, int64_t nw,
                    (size_t)(T1 * H) * 4, (size_t)(T1 * I) * 4, (size_t)(T1 * H) * 4,
                    (size_t)(T1 * H) * 4, (size_t)(T1 * k) * 4, (size_t)(T1 * k) * 4,
                    (size_t)T1 * 8, (size_t)(nw + 1) * 8, (size_t)(2 * nw + 2) * 8,
-                   (size_t)E * 8};
+                   (size_t)E * 8, (size_t)(2 * nw + 2) * 8};
     void **dst[] = {(void **)&m->eg, (void **)&m->eu, (void **)&m->ed, (void **)&m->xh,
                     (void **)&m->ah, (void **)&m->gs, (void **)&m->xo, (void **)&m->ao,
                     (void **)&m->yo, (void **)&m->acc, (void **)&m->wt, (void **)&m->idx,
                     (void **)&m->sel, (void **)&m->ends_o, (void **)&m->ends_h,
-                    (void **)&m->cnt};
+                    (void **)&m->cnt, (void **)&m->chunk};
     const int n = (int)(sizeof sz / sizeof *sz);
     for (int i = 0; i < n; i++) m->bytes += (sz[i] + 63) / 64 * 64;
     st = qz_alloc_big(m->bytes, "MoE quantize scratch", &m->mem);
@@ -114,7 +115,7 @@ static int moe_fit(qz_qrun *r, int64_t T, int64_t nw) {
   struct qz_moe_run *m = NULL;
   int st = scratch_alloc(r->cfg, T, nw, &m);
   if (st == QZ_OK && r->o->expert_fallback == QZ_EXPERT_FALLBACK_RTN &&
-      (r->needs & QZ_NEED_HESSIAN)) {
+      ((r->needs & QZ_NEED_HESSIAN) || r->o->mo.ops->prepare_expert)) {
     const qz_method_ops *rtn = qz_method_find("rtn");
     st = rtn ? QZ_OK : qz_error_set(QZ_ERR_INTERNAL, __FILE__, __LINE__, __func__,
                                     "no rtn method registered");
@@ -188,19 +189,15 @@ static int64_t gather_routed(struct qz_moe_run *m, const float *x, int64_t T, in
   return n;
 }
 
-/* Routed experts and shared expert of block `layer` on the FFN input x
- * [T, H] (L tokens per window); the FFN output into m->acc. Collective. */
-static int quantize_experts(qz_qrun *r, int layer, qz_block_weights *w, const float *x,
-                            int64_t T, int64_t L) {
+/* Route this rank's rows x [T, H] (NULL: none) with w's router; the
+ * per-expert counts over all ranks into m->cnt, logged and recorded in the
+ * block stats with calibration. Collective. */
+static int route_count(qz_qrun *r, int layer, const qz_block_weights *w, const float *x,
+                       int64_t T) {
   struct qz_moe_run *m = r->moe;
-  const qz_model_config *c = r->cfg;
-  const int64_t H = c->hidden_size, E = w->nexp, k = w->topk, Ie = w->einter;
-  const int64_t nw = m->nw;
-  const int calib = T > 0 || (r->needs & QZ_NEED_CALIB);
-  const int hmethod = (r->needs & QZ_NEED_HESSIAN) != 0;
-  memset(m->acc, 0, sizeof(float) * (size_t)(T * H));
+  const int64_t E = w->nexp, k = w->topk;
   memset(m->cnt, 0, sizeof(int64_t) * (size_t)E);
-  if (calib) {
+  if (x) {
     qz_moe_route(w, x, T, m->idx, m->wt);
     for (int64_t i = 0; i < T * k; i++) m->cnt[m->idx[i]]++;
   }
@@ -223,27 +220,94 @@ static int quantize_experts(qz_qrun *r, int layer, qz_block_weights *w, const fl
   } else {
     json_decref(jc);
   }
+  return QZ_OK;
+}
+
+/* The rows an expert's statistics come from with fallback fb (-1: none):
+ * its n routed rows m->xo (chunks m->ends_o, one per window), route-all:
+ * every row of x [T, H], pooled: both. *xh, *nh, *ends, *nends in; when
+ * chunk is not NULL, the global index of each chunk (of *nchunks) for
+ * this rank's windows [win0, win0 + nw) of nwin. Not collective. */
+static void fallback_rows(struct qz_moe_run *m, const float *x, int64_t T, int64_t L,
+                          int64_t H, int64_t n, int fb, const float **xh, int64_t *nh,
+                          const int64_t **ends, int64_t *nends, int64_t win0, int64_t nwin,
+                          int64_t *chunk, int64_t *nchunks) {
+  const int64_t nw = m->nw;
+  *xh = m->xo;
+  *nh = n;
+  *ends = m->ends_o;
+  *nends = nw;
+  if (chunk) {
+    for (int64_t wi = 0; wi < nw; wi++) chunk[wi] = win0 + wi;
+    *nchunks = nwin;
+  }
+  if (fb != QZ_EXPERT_FALLBACK_ROUTE_ALL && fb != QZ_EXPERT_FALLBACK_POOLED) return;
+  int64_t off = fb == QZ_EXPERT_FALLBACK_POOLED ? n : 0;
+  if (off && n > 0) memcpy(m->xh, m->xo, sizeof(float) * (size_t)(n * H));
+  if (T > 0) memcpy(m->xh + off * H, x, sizeof(float) * (size_t)(T * H)); /* x: NULL w/o tokens */
+  int64_t ne = 0;
+  if (off)
+    for (int64_t wi = 0; wi < nw; wi++) m->ends_h[ne++] = m->ends_o[wi];
+  for (int64_t wi = 0; wi < nw; wi++) m->ends_h[ne++] = off + (wi + 1) * L;
+  if (chunk && off) { /* routed rows of all windows first, then every row */
+    for (int64_t wi = 0; wi < nw; wi++) chunk[nw + wi] = nwin + win0 + wi;
+    *nchunks = 2 * nwin;
+  }
+  *xh = m->xh;
+  *nh = off + T;
+  *ends = m->ends_h;
+  *nends = ne;
+}
+
+/* The output of one expert (weights g/u/d) on its n routed rows m->xo,
+ * weighted by the router, added to m->acc. Not collective. */
+static void expert_output(struct qz_moe_run *m, const float *g, const float *u,
+                          const float *d, int64_t I, int64_t H, int64_t n, int64_t k) {
+  qz_moe_expert_rows(g, u, d, I, H, m->xo, n, m->ends_o, m->nw, m->gs, m->ao, m->yo);
+  for (int64_t i = 0; i < n; i++) {
+    float cw = m->wt[m->sel[i]];
+    float *o = m->acc + (m->sel[i] / k) * H;
+    const float *y = m->yo + i * H;
+    for (int64_t h = 0; h < H; h++) o[h] += cw * y[h];
+  }
+}
+
+/* The gated shared expert of w on every row of x [T, H] (chunks
+ * m->ends_h), added to m->acc. Not collective. */
+static void shared_output(struct qz_moe_run *m, const qz_block_weights *w, const float *x,
+                          int64_t T, int64_t H) {
+  qz_moe_expert_rows(w->sw[0], w->sw[1], w->sw[2], w->sinter, H, x, T, m->ends_h, m->nw,
+                     m->gs, m->ah, m->xh);
+  for (int64_t t = 0; t < T; t++) {
+    double s = 0.0;
+    for (int64_t h = 0; h < H; h++) s += (double)x[t * H + h] * (double)w->shared_gate[h];
+    float cg = (float)(1.0 / (1.0 + exp(-s)));
+    for (int64_t h = 0; h < H; h++) m->acc[t * H + h] += cg * m->xh[t * H + h];
+  }
+}
+
+/* Routed experts and shared expert of block `layer` on the FFN input x
+ * [T, H] (L tokens per window); the FFN output into m->acc. Collective. */
+static int quantize_experts(qz_qrun *r, int layer, qz_block_weights *w, const float *x,
+                            int64_t T, int64_t L) {
+  struct qz_moe_run *m = r->moe;
+  const qz_model_config *c = r->cfg;
+  const int64_t H = c->hidden_size, E = w->nexp, k = w->topk, Ie = w->einter;
+  const int64_t nw = m->nw;
+  const int calib = T > 0 || (r->needs & QZ_NEED_CALIB);
+  const int hmethod = (r->needs & QZ_NEED_HESSIAN) != 0;
+  memset(m->acc, 0, sizeof(float) * (size_t)(T * H));
+  QZ_CALL(route_count(r, layer, w, calib ? x : NULL, T));
   for (int64_t e = 0; e < E; e++) {
     QZ_CALL(qz_model_load_expert(r->m, layer, (int)e, m->eg, m->eu, m->ed));
     /* this rank's rows routed to e, window by window */
     const int64_t n = gather_routed(m, x, T, L, k, H, e);
     const int few = m->cnt[e] < r->o->min_expert_tokens;
     const int fb = few ? r->o->expert_fallback : -1;
-    const float *xh = m->xo;
-    int64_t nh = n, nends = nw;
-    const int64_t *ends = m->ends_o;
-    if (fb == QZ_EXPERT_FALLBACK_ROUTE_ALL || fb == QZ_EXPERT_FALLBACK_POOLED) {
-      int64_t off = fb == QZ_EXPERT_FALLBACK_POOLED ? n : 0;
-      if (off && n > 0) memcpy(m->xh, m->xo, sizeof(float) * (size_t)(n * H));
-      if (T > 0) memcpy(m->xh + off * H, x, sizeof(float) * (size_t)(T * H)); /* x: NULL w/o tokens */
-      nends = 0;
-      if (off)
-        for (int64_t wi = 0; wi < nw; wi++) m->ends_h[nends++] = m->ends_o[wi];
-      for (int64_t wi = 0; wi < nw; wi++) m->ends_h[nends++] = off + (wi + 1) * L;
-      xh = m->xh;
-      nh = off + T;
-      ends = m->ends_h;
-    }
+    const float *xh;
+    int64_t nh, nends;
+    const int64_t *ends;
+    fallback_rows(m, x, T, L, H, n, fb, &xh, &nh, &ends, &nends, 0, 0, NULL, NULL);
     if (few)
       qz_debug("block %d expert %lld: %lld routed tokens, fallback %s", layer, (long long)e,
                (long long)m->cnt[e], qz_expert_fallback_names[r->o->expert_fallback]);
@@ -252,14 +316,7 @@ static int quantize_experts(qz_qrun *r, int layer, qz_block_weights *w, const fl
                             xh, nh, ends, nends));
     if (!calib) continue;
     qz_timer_start(QZ_PHASE_FORWARD); /* its quantized output on its tokens */
-    qz_moe_expert_rows(m->eg, m->eu, m->ed, Ie, H, m->xo, n, m->ends_o, nw, m->gs, m->ao,
-                       m->yo);
-    for (int64_t i = 0; i < n; i++) {
-      float cw = m->wt[m->sel[i]];
-      float *o = m->acc + (m->sel[i] / k) * H;
-      const float *y = m->yo + i * H;
-      for (int64_t h = 0; h < H; h++) o[h] += cw * y[h];
-    }
+    expert_output(m, m->eg, m->eu, m->ed, Ie, H, n, k);
     qz_timer_stop(QZ_PHASE_FORWARD);
   }
   if (w->sinter > 0) { /* Qwen2-MoE shared expert: every token */
@@ -268,25 +325,104 @@ static int quantize_experts(qz_qrun *r, int layer, qz_block_weights *w, const fl
                             0, x, T, m->ends_h, nw));
     if (calib) {
       qz_timer_start(QZ_PHASE_FORWARD);
-      qz_moe_expert_rows(w->sw[0], w->sw[1], w->sw[2], w->sinter, H, x, T, m->ends_h, nw,
-                         m->gs, m->ah, m->xh);
-      for (int64_t t = 0; t < T; t++) {
-        double s = 0.0;
-        for (int64_t h = 0; h < H; h++) s += (double)x[t * H + h] * (double)w->shared_gate[h];
-        float cg = (float)(1.0 / (1.0 + exp(-s)));
-        for (int64_t h = 0; h < H; h++) m->acc[t * H + h] += cg * m->xh[t * H + h];
-      }
+      shared_output(m, w, x, T, H);
       qz_timer_stop(QZ_PHASE_FORWARD);
     }
   }
   return QZ_OK;
 }
+/* One expert (e = -1: shared) for a method with prepare_expert: the
+ * method's hook on its rows xh (chunks ends/chunk), then its 3 linears
+ * through the per-linear hook without a Hessian; rtn: the RTN fallback
+ * instead. Collective. */
+static int prepare_quantize(qz_qrun *r, int layer, int e, int64_t I, float *g, float *u,
+                            float *d, int rtn, const float *xh, int64_t nh,
+                            const int64_t *ends, const int64_t *chunk, int64_t nends,
+                            int64_t nchunks, int64_t tokens) {
+  struct qz_moe_run *m = r->moe;
+  const qz_method_ops *ops = r->o->mo.ops;
+  const int64_t H = r->cfg->hidden_size;
+  if (!rtn) {
+    qz_expert_ctx ec = {.comm = r->ctx->comm, .layer = layer, .expert = e, .hidden = H, .inter = I,
+                        .g = g, .u = u, .d = d, .x = xh, .n = nh, .ends = ends,
+                        .chunk = chunk, .nch = nends, .nchunks = nchunks,
+                        .tokens = tokens};
+    qz_timer_start(QZ_PHASE_FORWARD);
+    int st = ops->prepare_expert(r->mstate, &ec);
+    qz_timer_stop(QZ_PHASE_FORWARD);
+    QZ_CALL(qz_error_agree(r->ctx->comm, st));
+  }
+  const qz_method_opts *mo = rtn ? &m->rtn_mo : NULL;
+  void *ms = rtn ? m->rtn_state : NULL;
+  char mod[3][160];
+  for (int k = 0; k < 3; k++) qz_expert_module(mod[k], sizeof mod[k], r->cfg, layer, e, k);
+  QZ_CALL(qz_quantize_module(r, layer, mod[0], I, H, g, NULL, mo, ms));
+  QZ_CALL(qz_quantize_module(r, layer, mod[1], I, H, u, NULL, mo, ms));
+  QZ_CALL(qz_quantize_module(r, layer, mod[2], H, I, d, NULL, mo, ms));
+  return QZ_OK;
+}
+
+/* qz_block_ctx.experts (method.h): the FFN of MoE block b for a method's
+ * block hook, on f's GATEUP_IN. Collective. */
+static int svc_experts(qz_block_ctx *b) {
+  qz_qrun *r = b->drv;
+  struct qz_moe_run *m;
+  qz_block_weights *w = b->w;
+  const int64_t T = qz_fwd_ntok(b->f), L = qz_fwd_seqlen(b->f), nw = qz_fwd_nwin(b->f);
+  const int64_t H = r->cfg->hidden_size, E = w->nexp, k = w->topk, Ie = w->einter;
+  const int fp = (r->needs & QZ_NEED_FP_STREAM) != 0; /* commit the fp FFN output */
+  QZ_CHECK(qz_fwd_batch_max(b->f) >= nw, QZ_ERR_INTERNAL,
+           "MoE quantize needs every local window in one forward batch");
+  QZ_CALL(moe_fit(r, T, nw));
+  m = r->moe;
+  int64_t nc = 0;
+  const float *x = T > 0 ? qz_fwd_stage_output(b->f, QZ_STAGE_GATEUP_IN, &nc) : NULL;
+  memset(m->acc, 0, sizeof(float) * (size_t)(T * H));
+  QZ_CALL(route_count(r, b->layer, w, x, T));
+  for (int64_t e = 0; e < E; e++) {
+    QZ_CALL(qz_model_load_expert(r->m, b->layer, (int)e, m->eg, m->eu, m->ed));
+    const int64_t n = gather_routed(m, x, T, L, k, H, e);
+    const int fb = m->cnt[e] < r->o->min_expert_tokens ? r->o->expert_fallback : -1;
+    const float *xh;
+    int64_t nh, nends, nchunks;
+    const int64_t *ends;
+    fallback_rows(m, x, T, L, H, n, fb, &xh, &nh, &ends, &nends, b->win0, b->nwin, m->chunk,
+                  &nchunks);
+    int64_t tokens = fb == QZ_EXPERT_FALLBACK_ROUTE_ALL ? 0 : m->cnt[e];
+    if (fb == QZ_EXPERT_FALLBACK_ROUTE_ALL || fb == QZ_EXPERT_FALLBACK_POOLED)
+      tokens += b->nwin * L;
+    if (fb >= 0)
+      qz_debug("block %d expert %lld: %lld routed tokens, fallback %s", b->layer,
+               (long long)e, (long long)m->cnt[e], qz_expert_fallback_names[fb]);
+    if (fp) expert_output(m, m->eg, m->eu, m->ed, Ie, H, n, k);
+    QZ_CALL(prepare_quantize(r, b->layer, (int)e, Ie, m->eg, m->eu, m->ed,
+                             fb == QZ_EXPERT_FALLBACK_RTN, xh, nh, ends, m->chunk, nends,
+                             nchunks, tokens));
+    if (!fp) expert_output(m, m->eg, m->eu, m->ed, Ie, H, n, k);
+  }
+  if (w->sinter > 0) { /* Qwen2-MoE shared expert: every token */
+    for (int64_t wi = 0; wi < nw; wi++) {
+      m->ends_h[wi] = (wi + 1) * L;
+      m->chunk[wi] = b->win0 + wi;
+    }
+    if (fp) shared_output(m, w, x, T, H);
+    QZ_CALL(prepare_quantize(r, b->layer, -1, w->sinter, w->sw[0], w->sw[1], w->sw[2], 0, x, T,
+                             m->ends_h, m->chunk, nw, b->nwin, b->nwin * L));
+    if (!fp) shared_output(m, w, x, T, H);
+  }
+  QZ_CALL(qz_error_agree(b->comm, qz_fwd_commit_ffn(b->f, m->acc)));
+  return QZ_OK;
+}
 
 int qz_quantize_moe_block(qz_qrun *r, qz_block_ctx *b) {
   const qz_method_ops *ops = r->o->mo.ops;
-  QZ_CHECK(!ops->quantize_block, QZ_ERR_UNSUPPORTED,
-           "quantize --method %s: mixture-of-experts blocks (block %d) are not supported by "
-           "this method yet (use gptq, rtn or quantease)", ops->name, b->layer);
+  if (ops->quantize_block) { /* the method's hook: attention, then b->experts */
+    QZ_CHECK(ops->prepare_expert && (r->needs & QZ_NEED_CALIB), QZ_ERR_UNSUPPORTED,
+             "quantize --method %s: mixture-of-experts blocks (block %d) are not supported "
+             "by this method", ops->name, b->layer);
+    b->experts = svc_experts;
+    return ops->quantize_block(r->mstate, b);
+  }
   const int calib = (r->needs & QZ_NEED_CALIB) != 0;
   if (calib) {
     QZ_CALL(qz_quantize_groups(b, 2)); /* [q,k,v], [o] */
@@ -319,24 +455,11 @@ static int forward_experts(struct qz_moe_run *m, const qz_model_config *c, int l
   for (int64_t e = 0; e < E; e++) {
     QZ_CALL(load(ctx, layer, (int)e, m->eg, m->eu, m->ed));
     const int64_t n = gather_routed(m, x, T, L, k, H, e);
-    qz_moe_expert_rows(m->eg, m->eu, m->ed, Ie, H, m->xo, n, m->ends_o, nw, m->gs, m->ao,
-                       m->yo);
-    for (int64_t i = 0; i < n; i++) {
-      float cw = m->wt[m->sel[i]];
-      float *o = m->acc + (m->sel[i] / k) * H;
-      for (int64_t h = 0; h < H; h++) o[h] += cw * m->yo[i * H + h];
-    }
+    expert_output(m, m->eg, m->eu, m->ed, Ie, H, n, k);
   }
   if (w->sinter > 0) {
     for (int64_t wi = 0; wi < nw; wi++) m->ends_h[wi] = (wi + 1) * L;
-    qz_moe_expert_rows(w->sw[0], w->sw[1], w->sw[2], w->sinter, H, x, T, m->ends_h, nw,
-                       m->gs, m->ah, m->xh);
-    for (int64_t t = 0; t < T; t++) {
-      double s = 0.0;
-      for (int64_t h = 0; h < H; h++) s += (double)x[t * H + h] * (double)w->shared_gate[h];
-      float cg = (float)(1.0 / (1.0 + exp(-s)));
-      for (int64_t h = 0; h < H; h++) m->acc[t * H + h] += cg * m->xh[t * H + h];
-    }
+    shared_output(m, w, x, T, H);
   }
   return QZ_OK;
 }

@@ -36,6 +36,7 @@ while [ $# -gt 0 ]; do
       sib+='|h5_roundtrip|io_rows|linalg_hessian|hessian_nodes|gptq_synth|quantease_synth'
       sib+='|quantease_ckpt|scalapack_potrf|mpi_smoke|source_fingerprint|awq_fold|awq_fold_mha'
       sib+='|fp8_read|fp8_export_read|w8a8_int_gptq|spqr_resume'
+      sib+='|moe_awq_mixtral|moe_awq_qwen3-moe|arch_quant_qwen3_awq'
       ctest_extra+=(-L unit -LE "e2e|slurm" -E "^($sib)_np[34]\$") ;;
     --blas-kernels) blas_kernels=1; ctest_extra+=(-L numerics) ;;
     -R|-L|-E) ctest_extra+=("$1" "$2"); shift ;;

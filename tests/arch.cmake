@@ -62,9 +62,11 @@ set_tests_properties(moe_plan_synth_np2 PROPERTIES PROCESSORS 2)
 qz_add_test(NAME moe_quant_mixtral_quantease_np2 TIMEOUT 180
   COMMAND ${QZ_MOEQ} np ${QZ_ARCH_CFG}/mixtral-tiny.json 2 --method quantease --iters 3)
 set_tests_properties(moe_quant_mixtral_quantease_np2 PROPERTIES PROCESSORS 2)
-# methods with a block hook refuse MoE models before writing anything
-qz_add_test(NAME moe_awq_refused TIMEOUT 60
-  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/moe_quant.sh refuse ${QZ_ARCH_CFG}/qwen3-moe-tiny.json 1 awq)
+# methods with a block hook but no expert hook refuse MoE models before
+# writing anything (AWQ on MoE: tests/moe_awq.cmake)
+qz_add_test(NAME moe_sq_refused TIMEOUT 60
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/moe_quant.sh refuse ${QZ_ARCH_CFG}/qwen3-moe-tiny.json 1 smoothquant
+          --bits 8 --group -1)
 qz_add_test(NAME moe_quant_empty_rank_np4 TIMEOUT 180
   COMMAND ${QZ_MOEQ} fewwin ${QZ_ARCH_CFG}/qwen2-moe-tiny.json 4)
 set_tests_properties(moe_quant_empty_rank_np4 PROPERTIES PROCESSORS 4)

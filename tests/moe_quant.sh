@@ -8,20 +8,26 @@
 #     the checkpoint (export_check.py) and mpiquant's forward of it equals
 #     numpy (logits, routing); the compressed-tensors export passes its
 #     reader; eval --ckpt equals eval of the export.
-#   moe_quant.sh starve CONFIG NP FALLBACK
+#   moe_quant.sh starve CONFIG NP FALLBACK [QUANTIZE OPTIONS...]
 #     routers rewritten so that experts 0 and E-1 never win (their rows 0,
 #     the others +-v, +-u, ...: two of them are always > 0): those experts get
 #     0 tokens on every rank; quantize with --expert-fallback FALLBACK
 #     finishes (no hang: the test's timeout), records 0 tokens and the
 #     fallback count, stores every expert quantized (rtn: method rtn), and
-#     is identical to np 1.
-#   moe_quant.sh fewwin CONFIG NP
+#     is identical to np 1. With --method awq: the starved experts' ratios
+#     are null (no search) exactly with rtn.
+#   moe_quant.sh fewwin CONFIG NP [QUANTIZE OPTIONS...]
 #     3 calibration windows at NP = 4: one rank routes no token at all; the
 #     checkpoint equals np 1's.
-#   moe_quant.sh refuse CONFIG NP METHOD
-#     a method without MoE support (a block hook: awq) fails with a clear
-#     message before writing a checkpoint.
-#   moe_quant.sh resume CONFIG NP
+#   moe_quant.sh refuse CONFIG NP METHOD [QUANTIZE OPTIONS...]
+#     a method without MoE support (a block hook without prepare_expert:
+#     smoothquant; awq --awq-then-gptq) fails with a clear message before
+#     writing a checkpoint.
+#   moe_quant.sh awqref CONFIG NP [QUANTIZE OPTIONS...]
+#     --method awq at NP: every expert's up -> down ratio (and without
+#     clipping its stored weights) equals an independent numpy search
+#     (moe_awq_ref.py).
+#   moe_quant.sh resume CONFIG NP [QUANTIZE OPTIONS...]
 #     kill rank 0 in block 1 (no snapshot: block 0 is replayed expert by
 #     expert from the checkpoint), --resume: identical to an uninterrupted run.
 set -uo pipefail
@@ -59,7 +65,9 @@ np)
   run 1 export --ckpt ck1 --out exp -q || fail "export gptq"
   py "$SRC/tests/export_check.py" exp ck1 || fail "GPTQ export vs checkpoint"
   py "$SRC/tests/export_dense.py" exp dense || fail export_dense
-  if grep -q '"expert_tokens"' ck1/manifest.json; then # methods with calibration
+  if grep -q '"awq_expert_ratios"' ck1/manifest.json; then # AWQ calibrates on the fp model
+    py "$SRC/tests/moe_ref.py" --counts-fp m calib.txt ck1 || fail "per-expert token counts vs numpy routing (fp)"
+  elif grep -q '"expert_tokens"' ck1/manifest.json; then # methods with calibration
     py "$SRC/tests/moe_ref.py" --counts m calib.txt ck1 || fail "per-expert token counts vs numpy routing"
   fi
   mkdir d; "${MPIEXEC:-mpiexec}" -n 1 "$QZT_ARCH_DUMP" exp ids.txt d || fail "forward of the export"
@@ -77,7 +85,7 @@ print("eval --ckpt %.6f, export %.6f" % (a, b)); sys.exit(0 if abs(a - b) <= 1e-
 PY
   ;;
 starve)
-  fb=$1
+  fb=$1; shift
   py - m <<'PY' || fail "router rewrite"
 import json, struct, sys, glob
 import numpy as np
@@ -101,7 +109,7 @@ for f in glob.glob(d + "/*.safetensors"):
         print("%s: experts 0 and %d unreachable" % (k, E - 1))
     open(f, "wb").write(bytes(b))
 PY
-  q 1 ck1 --expert-fallback "$fb" || fail "quantize np 1 with starved experts"
+  q 1 ck1 --expert-fallback "$fb" "$@" || fail "quantize np 1 with starved experts"
   py - ck1 "$fb" <<'PY' || fail "starved experts"
 import json, sys, h5py, glob
 ck, fb = sys.argv[1:3]
@@ -123,30 +131,41 @@ for blk in man["completed_blocks"]:
             print("  expert %d: %s" % (e, meth))
             ok &= len(mods) == 3 and all(g[m]["codes"].shape[0] > 0 for m in mods)
             ok &= all((x == "rtn") == (fb == "rtn") for x in meth.values())
+    if "awq_expert_ratios" in st:  # AWQ: no search exactly for rtn fallbacks
+        r = st["awq_expert_ratios"]
+        print("  awq expert ratios %s" % r)
+        ok &= len(r) == E and all((r[e] is None) == (fb == "rtn" and e in (0, E - 1)) for e in range(E))
 print("PASS" if ok else "FAIL"); sys.exit(0 if ok else 1)
 PY
   if [ "$np" != 1 ]; then
-    q "$np" ck --expert-fallback "$fb" || fail "quantize np $np with starved experts"
+    q "$np" ck --expert-fallback "$fb" "$@" || fail "quantize np $np with starved experts"
     same ck1 ck "np $np vs np 1 with starved experts"; echo "np $np: identical to np 1"
+  fi
+  if grep -q '"awq_expert_ratios"' ck1/manifest.json; then # the fallback rows' searches
+    py "$SRC/tests/moe_awq_ref.py" m calib.txt ck1 || fail "AWQ searches with starved experts vs numpy"
   fi
   ;;
 resume)
-  q "$np" full --snapshot-every 5 || fail "uninterrupted run"
-  MPIQUANT_FAULT=kill:0:1 q "$np" k --snapshot-every 5 >k.log 2>&1 && fail "the killed run reported success"
+  q "$np" full --snapshot-every 5 "$@" || fail "uninterrupted run"
+  MPIQUANT_FAULT=kill:0:1 q "$np" k --snapshot-every 5 "$@" >k.log 2>&1 && fail "the killed run reported success"
   grep -q "kills itself in block 1" k.log || { cat k.log; fail "the kill hook did not fire"; }
-  QUIET= q "$np" k --snapshot-every 5 --resume >r.log 2>&1 || { cat r.log; fail "resume"; }
+  QUIET= q "$np" k --snapshot-every 5 --resume "$@" >r.log 2>&1 || { cat r.log; fail "resume"; }
   grep -q "resume: replayed blocks 0..0" r.log || { cat r.log; fail "block 0 not replayed"; }
   same full k "resumed vs uninterrupted"; echo "kill in block 1 + resume (block 0 replayed): identical"
   ;;
+awqref)
+  q "$np" ck --method awq "$@" || fail "quantize --method awq np $np"
+  py "$SRC/tests/moe_awq_ref.py" m calib.txt ck || fail "AWQ expert searches vs numpy"
+  ;;
 fewwin) # 3 windows at np NP > 3: a rank without calibration tokens at all
   head -3 calib.txt > c3 && mv c3 calib.txt
-  NS=3 q 1 ck1 || fail "quantize np 1"
-  NS=3 q "$np" ck || fail "quantize np $np with a rank without windows"
+  NS=3 q 1 ck1 "$@" || fail "quantize np 1"
+  NS=3 q "$np" ck "$@" || fail "quantize np $np with a rank without windows"
   same ck1 ck "np $np (a rank without windows) vs np 1"; echo "np $np, 3 windows: identical to np 1"
   ;;
 refuse) # a method without MoE support: a clear error, no checkpoint written
-  out=$(q "$np" ck --method "$1" 2>&1); rc=$?
-  [ $rc -ne 0 ] && grep -q "mixture-of-experts blocks (block 0), which this method does not support" <<<"$out" \
+  out=$(q "$np" ck --method "$@" 2>&1); rc=$?
+  [ $rc -ne 0 ] && grep -q "mixture-of-experts blocks (block 0), which this method.* does not support" <<<"$out" \
     || { echo "$out"; fail "--method $1 on an MoE model: rc $rc"; }
   [ ! -e ck/manifest.json ] || fail "a refused run wrote a checkpoint"
   ;;

@@ -12,6 +12,9 @@ mixtral / qwen2_moe / qwen3_moe), checked against mpiquant's dump
       checkpoint's dequantized weight, scale * (code - zero) per group
       (read with h5py; the routers see the quantized blocks the quantizer
       did), up to tokens whose k-th/(k+1)-th probabilities are within TOL_TIE
+  moe_ref.py --counts-fp MODEL_DIR CALIB_IDS CKPT_DIR
+      the same through the unquantized model (methods that calibrate every
+      block on the fp model's hidden states: AWQ)
   moe_ref.py --samples MODEL_DIR SAMPLES.jsonl
       the ragged task forward: every request of `eval --task --log-samples`
       (its ctx_tokens + cont_tokens, ctx not truncated) rescored here;
@@ -256,9 +259,10 @@ def load_ckpt_weights(m, ck):
     return n
 
 
-def check_counts(mdir, idsf, ck):
+def check_counts(mdir, idsf, ck, fp=False):
     m = Model(mdir)
-    print("%d linears from the checkpoint" % load_ckpt_weights(m, ck))
+    if not fp:
+        print("%d linears from the checkpoint" % load_ckpt_weights(m, ck))
     wins = [list(map(int, ln.split())) for ln in open(idsf) if ln.strip()]
     man = json.load(open(ck + "/manifest.json"))
     stats = {b["block"]: b["stats"] for b in man["completed_blocks"]}
@@ -283,6 +287,8 @@ def check_counts(mdir, idsf, ck):
 def main():
     if sys.argv[1] == "--counts":
         return check_counts(sys.argv[2], sys.argv[3], sys.argv[4])
+    if sys.argv[1] == "--counts-fp":
+        return check_counts(sys.argv[2], sys.argv[3], sys.argv[4], fp=True)
     if sys.argv[1] == "--samples":
         return check_samples(sys.argv[2], sys.argv[3])
     mdir, idsf, dump = sys.argv[1:4]

@@ -84,6 +84,23 @@ int qz_awq_block_work(qz_awq_work *k, MPI_Comm comm, const qz_model_config *cfg,
                       qz_fwd *f, qz_block_weights *w, const qz_awq_opts *o,
                       int64_t win0, int64_t nwin_total, qz_awq_block_result *res);
 
+/* AWQ on one expert of an MoE block (AutoAWQ's Mixtral / Qwen3-MoE /
+ * Qwen2-MoE layouts: up -> down scaling per expert, the loss on the
+ * expert's own rows): act = silu(x g') * (x u') on e's rows, the grid search
+ * of s = ratio_scales(mean |act|, r) with the loss = MSE of act . Q(d s)/s
+ * against act . d' over every element of all rows (per-chunk sums reduced
+ * in double, added in chunk order), folded (u rows / s, d columns * s),
+ * then with o->clip the clip search of gate, up (samples of x) and down
+ * (samples of act / s): rows [0 :: tokens / clip_tokens] of the global row
+ * order (chunk order).  e->g, e->u, e->d are changed in place. The block's
+ * shared scale of the post-attention norm is not searched (docs/moe.md).
+ * Collective on e->comm. */
+typedef struct {
+  double ratio, loss, loss_r0; /* the chosen ratio, its loss, the loss at 0 */
+  int64_t clipped[3];          /* gate, up, down: (row, group)s with m < m0 */
+} qz_awq_expert_result;
+int qz_awq_expert(const qz_awq_opts *o, const qz_expert_ctx *e, qz_awq_expert_result *res);
+
 extern const qz_method_ops qz_method_awq;
 
 #ifdef __cplusplus

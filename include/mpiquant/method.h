@@ -209,7 +209,36 @@ struct qz_block_ctx {
    * evaluation (static activation scales, ...) as /aux/{layer}/{name} of
    * this block (qz_ckpt_write_aux: rank 0's v is written). Collective. */
   int (*aux)(qz_block_ctx *b, const char *name, int64_t n0, int64_t n1, const float *v);
+  /* appended: an MoE block's FFN (NULL on dense blocks), for a block hook
+   * with prepare_expert: routes f's stage GATEUP_IN (as the hook left it),
+   * streams the experts one at a time (each: the method's prepare_expert on
+   * its routed rows or the --expert-fallback rows, then its 3 linears
+   * through the per-linear hook without a Hessian; fallback rtn: RTN, no
+   * prepare_expert), then the shared expert, and commits the FFN output
+   * (the fp experts' with QZ_NEED_FP_STREAM, else the quantized ones').
+   * Collective on comm. */
+  int (*experts)(qz_block_ctx *b);
 };
+
+/* appended to qz_block_ctx through `experts` (below): one expert of an MoE
+ * block as the driver hands it to a method's prepare_expert hook
+ * (docs/moe.md). Rows come in chunks (one per calibration window, the
+ * order of the sums): chunk c holds rows [ends[c-1], ends[c]) (ends[-1] =
+ * 0) and has the global index chunk[c] < nchunks, the same on every rank
+ * count, so per-chunk sums reduced and added in chunk order are the same
+ * bits at any np. */
+typedef struct {
+  MPI_Comm comm;
+  int layer, expert;     /* expert -1: the shared expert (Qwen2-MoE) */
+  int64_t hidden, inter; /* H, the expert's intermediate size */
+  float *g, *u, *d;      /* fp weights gate [I, H], up [I, H], down [H, I] */
+  const float *x;        /* this rank's input rows [n, H] (the FFN input) */
+  int64_t n;
+  const int64_t *ends;   /* [nch] */
+  const int64_t *chunk;  /* [nch] */
+  int64_t nch, nchunks;  /* this rank's chunks, all ranks' */
+  int64_t tokens;        /* rows over all ranks */
+} qz_expert_ctx;
 
 /* ---- plan model ------------------------------------------------------------ */
 
@@ -283,6 +312,13 @@ typedef struct qz_method_ops {
   int (*eval_act)(struct qz_ckpt *ck, MPI_Comm comm, const qz_model_config *cfg,
                   qz_act_hook *h);
   void (*eval_act_free)(qz_act_hook *h); /* accepts a zeroed hook */
+  /* Optional, with quantize_block: MoE support. On an MoE block the block
+   * hook quantizes the attention and calls b->experts, which calls this
+   * for each expert to fold scales / clip into e->g, e->u, e->d (the FFN's
+   * function unchanged up to rounding) before they are quantized. A method
+   * with a block hook and without it, or whose needs() include
+   * QZ_NEED_HESSIAN, is refused on MoE models. Collective on e->comm. */
+  int (*prepare_expert)(void *state, const qz_expert_ctx *e);
 } qz_method_ops;
 
 /* QZ_ERR_NUMERIC naming the first non-finite weight of this rank's rows
