@@ -42,7 +42,7 @@ set(M $<TARGET_FILE:mpiquant>)
 set(SM ${MPIQUANT_SHARED_DIR}/models/stories260K-hf)
 qz_add_test(NAME rotate_usage_kind COMMAND ${QZ_EXPECT} 2 "--rotate 'quarot': one of none, hadamard, duquant"
   -- ${M} quantize --model ${SM} --out x --method rtn --rotate quarot)
-qz_add_test(NAME rotate_usage_asym COMMAND ${QZ_EXPECT} 2 "--act-asym and --act-clip shape the activation quantizer of --act-bits"
+qz_add_test(NAME rotate_usage_asym COMMAND ${QZ_EXPECT} 2 "--act-asym, --act-clip and --act-groups shape the activation quantizer of --act-bits"
   -- ${M} quantize --model ${SM} --out x --method rtn --act-asym)
 qz_add_test(NAME rotate_usage_block COMMAND ${QZ_EXPECT} 2 "--block, --perm and --smooth are options of --rotate duquant"
   -- ${M} quantize --model ${SM} --out x --method rtn --rotate hadamard --block 64)
