@@ -60,3 +60,7 @@ foreach(rot hadamard duquant)
   qz_add_test(NAME rotate_eval_np_${rot} TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_eval_np.sh ${rot})
   set_tests_properties(rotate_eval_np_${rot} PROPERTIES PROCESSORS 3)
 endforeach()
+# an outlier-injected real model (synth --from): unrotated W4A4 collapses,
+# Hadamard and DuQuant recover the gap to W4A16
+qz_add_test(NAME rotate_outliers_np2 TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_outliers.sh 2)
+set_tests_properties(rotate_outliers_np2 PROPERTIES PROCESSORS 2)
