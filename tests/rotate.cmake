@@ -14,7 +14,8 @@ set_tests_properties(rotate_invariance_stories_np3 PROPERTIES PROCESSORS 3)
 # W4A4KV4 GPTQ on Hadamard-rotated weights: the same checkpoint at np 1-4
 # (the Hessian of down_proj is the one of its rotated input)
 qz_add_test(NAME np_identity_gptq_rotate TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/np_identity.sh
-  gptq --bits 4 --group -1 --act-bits 4 --act-asym --kv-bits 4 --rotate hadamard --rotate-seed 1)
+  gptq --bits 4 --group -1 --act-bits 4 --act-asym --kv-bits 4 --rotate hadamard --rotate-seed 1
+  --w-clip --act-order)
 set_tests_properties(np_identity_gptq_rotate PROPERTIES PROCESSORS 4)
 foreach(model stories synth)
   qz_add_test(NAME rotate_invariance_duquant_${model}_np2 TIMEOUT 120 COMMAND ${ROTINV} 2 ${model} duquant)
