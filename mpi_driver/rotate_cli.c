@@ -42,6 +42,17 @@ void qz_rotcli_usage(FILE *out) {
           "                       input is never quantized)\n");
 }
 
+int qz_rotcli_is_option(const char *name, int *has_value) {
+  static const char *const with_value[] = {"rotate", "rotate-seed", "kv-bits", "act-clip",
+                                           "block",  "perm",        "smooth",  "act-groups",
+                                           NULL};
+  *has_value = 0;
+  if (strcmp(name, "act-asym") == 0) return 1;
+  for (int i = 0; with_value[i]; i++)
+    if (strcmp(name, with_value[i]) == 0) return *has_value = 1;
+  return 0;
+}
+
 /* "qkv,down" -> bits of qz_duq_group_of; all four -> 0 (the default). */
 static int parse_groups(const char *val, unsigned *mask) {
   unsigned m = 0;

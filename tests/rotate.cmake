@@ -65,3 +65,6 @@ endforeach()
 # Hadamard and DuQuant recover the gap to W4A16
 qz_add_test(NAME rotate_outliers_np2 TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_outliers.sh 2)
 set_tests_properties(rotate_outliers_np2 PROPERTIES PROCESSORS 2)
+# rotation options in a sweep variant: the point equals quantize + eval by hand
+qz_add_test(NAME rotate_sweep_np2 TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_sweep.sh)
+set_tests_properties(rotate_sweep_np2 PROPERTIES PROCESSORS 2 LABELS "unit;sweep")
