@@ -68,3 +68,10 @@ set_tests_properties(rotate_outliers_np2 PROPERTIES PROCESSORS 2)
 # rotation options in a sweep variant: the point equals quantize + eval by hand
 qz_add_test(NAME rotate_sweep_np2 TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_sweep.sh)
 set_tests_properties(rotate_sweep_np2 PROPERTIES PROCESSORS 2 LABELS "unit;sweep")
+# synth --from usage errors name the option
+qz_add_test(NAME synth_outliers_usage_channels COMMAND ${QZ_EXPECT} 2 "--outlier-channels 40 must be at most half"
+  -- ${M} synth --from ${SM} --out x --outlier-channels 40)
+qz_add_test(NAME synth_outliers_usage_from COMMAND ${QZ_EXPECT} 2 "need --from MODEL_DIR"
+  -- ${M} synth --config x.json --layers 2 --out x --outlier-scale 4)
+qz_add_test(NAME synth_outliers_usage_sites COMMAND ${QZ_EXPECT} 2 "--outlier-sites 'norm,foo': a comma list"
+  -- ${M} synth --from ${SM} --out x --outlier-sites norm,foo)
