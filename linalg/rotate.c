@@ -83,6 +83,8 @@ int qz_rot_create(const qz_model_config *cfg, const qz_rot_params *p, qz_rot **o
            "activation bits %d: 0 (off) or 2..16", p->act_bits);
   QZ_CHECK(p->kv_bits == 0 || (p->kv_bits >= 2 && p->kv_bits <= 16), QZ_ERR_ARG,
            "KV-cache bits %d: 0 (off) or 2..16", p->kv_bits);
+  QZ_CHECK(p->kv_clip >= 0 && p->kv_clip <= 1, QZ_ERR_ARG,
+           "KV-cache clip ratio %g: must be in (0, 1]", p->kv_clip);
   QZ_CHECK(p->act_clip > 0 && p->act_clip <= 1, QZ_ERR_ARG,
            "activation clip ratio %g: must be in (0, 1]", p->act_clip);
   if (p->kind == QZ_ROT_HADAMARD) /* output-side rotations would move the biases */
@@ -272,7 +274,7 @@ static void stream_fn(void *ctx, float *x, int64_t nrows, int64_t n, int inverse
 }
 
 /* R3 on queries and keys (only needed when keys are quantized), then keys
- * and values per token and head, asymmetric, full range. */
+ * and values per token and head, asymmetric, range x kv_clip. */
 static void attn_fn(void *ctx, int layer, float *q, float *k, float *v, int64_t nrows,
                     int64_t nq, int64_t nkv, int64_t hd) {
   (void)layer;
@@ -282,8 +284,9 @@ static void attn_fn(void *ctx, int layer, float *q, float *k, float *v, int64_t 
     orth_rows(&r->r3, q, nrows * nq, 0);
     orth_rows(&r->r3, k, nrows * nkv, 0);
   }
-  qz_act_fake_quant_ex(k, nrows * nkv, hd, r->p.kv_bits, 1, 1.0, k);
-  qz_act_fake_quant_ex(v, nrows * nkv, hd, r->p.kv_bits, 1, 1.0, v);
+  const double clip = r->p.kv_clip > 0 ? r->p.kv_clip : 1.0;
+  qz_act_fake_quant_ex(k, nrows * nkv, hd, r->p.kv_bits, 1, clip, k);
+  qz_act_fake_quant_ex(v, nrows * nkv, hd, r->p.kv_bits, 1, clip, v);
 }
 
 qz_model_hook qz_rot_model_hook(qz_rot *r) {

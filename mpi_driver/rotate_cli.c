@@ -33,6 +33,8 @@ void qz_rotcli_usage(FILE *out) {
           "                       0.5; 0 = no smoothing)\n"
           "  --kv-bits K          evaluate keys/values quantized per token and head\n"
           "                       (asymmetric, K bits; default 0 = off)\n"
+          "  --kv-clip R          --kv-bits clips each range to R times its min/max\n"
+          "                       (0 < R <= 1, default 1; QuaRot's paper uses 0.95)\n"
           "  --act-asym           --act-bits quantizes activations asymmetrically\n"
           "                       (min/max per token; default symmetric)\n"
           "  --act-clip R         --act-bits clips each token's range to R times its\n"
@@ -45,7 +47,7 @@ void qz_rotcli_usage(FILE *out) {
 int qz_rotcli_is_option(const char *name, int *has_value) {
   static const char *const with_value[] = {"rotate", "rotate-seed", "kv-bits", "act-clip",
                                            "block",  "perm",        "smooth",  "act-groups",
-                                           NULL};
+                                           "kv-clip", NULL};
   *has_value = 0;
   if (strcmp(name, "act-asym") == 0) return 1;
   for (int i = 0; with_value[i]; i++)
@@ -99,6 +101,12 @@ int qz_rotcli_option(const char *name, const char *val, qz_rot_params *p, int *g
     QZ_CHECK(end && *end == '\0' && a >= 0 && a <= 1, QZ_ERR_USAGE,
              "--smooth '%s': alpha in [0, 1]", val);
     p->smooth = a;
+  } else if (strcmp(name, "kv-clip") == 0) {
+    char *end = NULL;
+    double c = strtod(val, &end);
+    QZ_CHECK(end && *end == '\0' && c > 0 && c <= 1, QZ_ERR_USAGE,
+             "--kv-clip '%s': a ratio in (0, 1]", val);
+    p->kv_clip = c;
   } else if (strcmp(name, "act-groups") == 0) {
     QZ_CALL(parse_groups(val, &p->act_groups));
   } else if (strcmp(name, "act-asym") == 0) {
@@ -127,6 +135,8 @@ int qz_rotcli_finish(const qz_method_opts *mo, unsigned needs, qz_rot_params *p,
   QZ_CHECK(p->kind != QZ_ROT_DUQUANT || !mo->ops->quantize_block, QZ_ERR_USAGE,
            "--rotate duquant with --method %s: DuQuant builds its transforms in the "
            "true-sequential block, which this method replaces", mo->ops->name);
+  QZ_CHECK(p->kv_bits || !p->kv_clip, QZ_ERR_USAGE,
+           "--kv-clip shapes the KV-cache quantizer of --kv-bits K");
   QZ_CHECK(p->act_bits || (!p->act_asym && p->act_clip == 1.0 && !p->act_groups), QZ_ERR_USAGE,
            "--act-asym, --act-clip and --act-groups shape the activation quantizer of --act-bits A "
            "(methods gptq, rtn)");
@@ -143,6 +153,7 @@ void qz_rotcli_json(const qz_rot_params *p, int given, json_t *j) {
                         "seed", (json_int_t)p->seed, "kv_bits", p->kv_bits, "act_asym",
                         p->act_asym, "act_clip", p->act_clip);
   if (p->o_heads) json_object_set_new(r, "o_heads", json_true());
+  if (p->kv_clip > 0 && p->kv_clip != 1.0) json_object_set_new(r, "kv_clip", json_real(p->kv_clip));
   if (p->act_groups) { /* only when not all: older checkpoints keep their options */
     json_t *a = json_array();
     for (int g = 0; g < QZ_DUQ_GROUPS; g++)
@@ -176,6 +187,7 @@ int qz_rotcli_from_ckpt(qz_ckpt *ck, const qz_model_config *cfg, qz_rot **out) {
   p.perm = perm && strcmp(perm, "zigzag") == 0;
   p.smooth = json_number_value(json_object_get(r, "smooth"));
   p.o_heads = json_is_true(json_object_get(r, "o_heads"));
+  p.kv_clip = json_number_value(json_object_get(r, "kv_clip")); /* absent: 0 = 1 */
   json_t *ag = json_object_get(r, "act_groups");
   for (size_t i = 0; i < json_array_size(ag); i++) {
     const char *gn = json_string_value(json_array_get(ag, i));

@@ -75,3 +75,5 @@ qz_add_test(NAME synth_outliers_usage_from COMMAND ${QZ_EXPECT} 2 "need --from M
   -- ${M} synth --config x.json --layers 2 --out x --outlier-scale 4)
 qz_add_test(NAME synth_outliers_usage_sites COMMAND ${QZ_EXPECT} 2 "--outlier-sites 'norm,foo': a comma list"
   -- ${M} synth --from ${SM} --out x --outlier-sites norm,foo)
+qz_add_test(NAME rotate_usage_kv_clip COMMAND ${QZ_EXPECT} 2 "--kv-clip shapes the KV-cache quantizer of --kv-bits"
+  -- ${M} quantize --model ${SM} --out x --method rtn --kv-clip 0.9)

@@ -51,6 +51,7 @@ typedef struct {
   int act_asym;      /* 1: asymmetric (min/max) per token, else symmetric */
   double act_clip;   /* (0, 1]: the range used is clip * (max |x| or min/max) */
   int kv_bits;       /* keys/values after RoPE per token and head: 0 = off */
+  double kv_clip;    /* (0, 1]: their range x kv_clip (0 read as 1) */
   int o_heads;       /* hadamard: o_proj's input also rotated across heads
                         online, x (H_nq (x) I_hd), fused into W_o (QuaRot's
                         online partial Hadamard); 0 in checkpoints made
