@@ -64,7 +64,9 @@ void qz_rot_destroy(qz_rot **pr) {
   orth_free(&r->r2);
   orth_free(&r->r3);
   orth_free(&r->r4);
+  orth_free(&r->rh);
   qz_free(&r->tmp);
+  qz_free(&r->otmp);
   qz_duq_free(r);
   qz_free(pr);
 }
@@ -81,6 +83,8 @@ int qz_rot_create(const qz_model_config *cfg, const qz_rot_params *p, qz_rot **o
            "activation bits %d: 0 (off) or 2..16", p->act_bits);
   QZ_CHECK(p->kv_bits == 0 || (p->kv_bits >= 2 && p->kv_bits <= 16), QZ_ERR_ARG,
            "KV-cache bits %d: 0 (off) or 2..16", p->kv_bits);
+  QZ_CHECK(p->kv_clip >= 0 && p->kv_clip <= 1, QZ_ERR_ARG,
+           "KV-cache clip ratio %g: must be in (0, 1]", p->kv_clip);
   QZ_CHECK(p->act_clip > 0 && p->act_clip <= 1, QZ_ERR_ARG,
            "activation clip ratio %g: must be in (0, 1]", p->act_clip);
   if (p->kind == QZ_ROT_HADAMARD) /* output-side rotations would move the biases */
@@ -107,10 +111,14 @@ int qz_rot_create(const qz_model_config *cfg, const qz_rot_params *p, qz_rot **o
     if (!st) st = orth_create(r->hd, p->seed, 3, 0, &r->r3);
     if (!st) st = orth_create(r->I, p->seed, 4, 1, &r->r4);
     if (!st) st = qz_alloc((size_t)(a * COLS), sizeof *r->tmp, "rotation scratch", &r->tmp);
+    if (!st && p->o_heads) st = orth_create(r->nq, p->seed, 5, 0, &r->rh);
+    if (!st && p->o_heads)
+      st = qz_alloc((size_t)(r->nq * r->hd), sizeof *r->otmp, "rotation scratch", &r->otmp);
     if (!st)
-      snprintf(r->desc, sizeof r->desc, "Q1 %s, R2/R3 %s, R4 %s (seed %llu)",
+      snprintf(r->desc, sizeof r->desc, "Q1 %s, R2/R3 %s, R4 %s%s%s (seed %llu)",
                qz_rotation_kind(r->q1.h), qz_rotation_kind(r->r2.h),
-               qz_rotation_kind(r->r4.h), (unsigned long long)p->seed);
+               qz_rotation_kind(r->r4.h), p->o_heads ? ", o heads " : "",
+               p->o_heads ? qz_rotation_kind(r->rh.h) : "", (unsigned long long)p->seed);
   }
   if (!st && p->kind == QZ_ROT_DUQUANT) {
     st = qz_duq_alloc(r, cfg);
@@ -144,6 +152,20 @@ static void rotate_cols(const orth *o, float *w, int64_t m, int64_t n, float *tm
   }
 }
 
+/* Rows x [n, nq * hd] <- x (H_nq (x) I_hd): each row as [nq, hd], the
+ * heads mixed per position j (the row transposed through otmp). */
+static void heads_rows(qz_rot *r, float *x, int64_t n) {
+  const int64_t nq = r->nq, hd = r->hd;
+  for (int64_t t = 0; t < n; t++) {
+    float *row = x + t * nq * hd;
+    for (int64_t h = 0; h < nq; h++)
+      for (int64_t j = 0; j < hd; j++) r->otmp[j * nq + h] = row[h * hd + j];
+    orth_rows(&r->rh, r->otmp, hd, 0);
+    for (int64_t h = 0; h < nq; h++)
+      for (int64_t j = 0; j < hd; j++) row[h * hd + j] = r->otmp[j * nq + h];
+  }
+}
+
 /* A reader of the normed stream: W <- W diag(norm) Q1. */
 static void fuse_reader(qz_rot *r, float *w, int64_t out, const float *norm) {
   for (int64_t i = 0; i < out; i++)
@@ -164,6 +186,7 @@ void qz_rot_fuse_block(qz_rot *r, qz_block_weights *w) {
   for (int64_t h = 0; h < r->nkv; h++) rotate_cols(&r->r2, w->w[QZ_LIN_V] + h * hd * H, hd, H, r->tmp);
   /* o [H, qd]: each row's head slices times R2, then the rows Q1^T o */
   orth_rows(&r->r2, w->w[QZ_LIN_O], H * r->nq, 0);
+  if (r->p.o_heads) heads_rows(r, w->w[QZ_LIN_O], H); /* its input arrives as x RH */
   rotate_cols(&r->q1, w->w[QZ_LIN_O], H, qd, r->tmp);
   /* down [H, I]: rows times R4 (its input arrives as x R4), then Q1^T down */
   orth_rows(&r->r4, w->w[QZ_LIN_DOWN], H, 0);
@@ -171,8 +194,8 @@ void qz_rot_fuse_block(qz_rot *r, qz_block_weights *w) {
 }
 
 int qz_rot_probe(qz_rot *r, int i, float *row, int64_t *n) {
-  if (r->p.kind != QZ_ROT_HADAMARD || i < 0 || i > 3) return 0;
-  const orth *o[4] = {&r->q1, &r->r2, &r->r3, &r->r4};
+  if (r->p.kind != QZ_ROT_HADAMARD || i < 0 || i > (r->p.o_heads ? 4 : 3)) return 0;
+  const orth *o[5] = {&r->q1, &r->r2, &r->r3, &r->r4, &r->rh};
   *n = qz_rotation_dim(o[i]->h);
   if (row) {
     for (int64_t j = 0; j < *n; j++) row[j] = j == 0 ? 1.0f : 0.0f;
@@ -232,10 +255,12 @@ static void act_fn(void *ctx, int layer, qz_linear lin, const float *x, int64_t 
   qz_rot *r = c->r;
   if (y != x) memcpy(y, x, (size_t)(nrows * n) * sizeof *y);
   if (lin == QZ_LIN_DOWN && r->p.kind == QZ_ROT_HADAMARD) orth_rows(&r->r4, y, nrows, 0);
+  if (lin == QZ_LIN_O && r->p.kind == QZ_ROT_HADAMARD && r->p.o_heads) heads_rows(r, y, nrows);
   int g = qz_duq_group_of(lin);
   if (r->p.kind == QZ_ROT_DUQUANT && g >= 0 && r->dq[g].layer == layer)
     qz_duq_rows(r, g, y, nrows, 0);
-  if (c->quantize && r->p.act_bits)
+  if (c->quantize && r->p.act_bits &&
+      (!r->p.act_groups || (g >= 0 && (r->p.act_groups >> g) & 1u)))
     qz_act_fake_quant_ex(y, nrows, n, r->p.act_bits, r->p.act_asym, r->p.act_clip, y);
 }
 
@@ -249,7 +274,7 @@ static void stream_fn(void *ctx, float *x, int64_t nrows, int64_t n, int inverse
 }
 
 /* R3 on queries and keys (only needed when keys are quantized), then keys
- * and values per token and head, asymmetric, full range. */
+ * and values per token and head, asymmetric, range x kv_clip. */
 static void attn_fn(void *ctx, int layer, float *q, float *k, float *v, int64_t nrows,
                     int64_t nq, int64_t nkv, int64_t hd) {
   (void)layer;
@@ -259,8 +284,9 @@ static void attn_fn(void *ctx, int layer, float *q, float *k, float *v, int64_t 
     orth_rows(&r->r3, q, nrows * nq, 0);
     orth_rows(&r->r3, k, nrows * nkv, 0);
   }
-  qz_act_fake_quant_ex(k, nrows * nkv, hd, r->p.kv_bits, 1, 1.0, k);
-  qz_act_fake_quant_ex(v, nrows * nkv, hd, r->p.kv_bits, 1, 1.0, v);
+  const double clip = r->p.kv_clip > 0 ? r->p.kv_clip : 1.0;
+  qz_act_fake_quant_ex(k, nrows * nkv, hd, r->p.kv_bits, 1, clip, k);
+  qz_act_fake_quant_ex(v, nrows * nkv, hd, r->p.kv_bits, 1, clip, v);
 }
 
 qz_model_hook qz_rot_model_hook(qz_rot *r) {

@@ -36,6 +36,8 @@ struct qz_rot {
   double *drow;     /* [max n] one row in double (DuQuant) */
   int64_t H, I, nq, nkv, hd;
   orth q1, r2, r3, r4;
+  orth rh;    /* [nq] across heads on o's input (p.o_heads), no signs */
+  float *otmp; /* [nq * hd] one o-input row transposed */
   float *tmp; /* [COLS, max(H, hd)] column panels of weights */
   hook_ctx hq, hc;
   char desc[512];

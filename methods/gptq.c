@@ -22,6 +22,7 @@
 typedef struct {
   int64_t m, n, B, g, ng;
   int bits, sym, act, stat;
+  int clip;         /* --w-clip: qz_quant_params_mse */
   int permuted;     /* perm is not the identity (act-order or kept columns) */
   float maxq;
   /* the per-column quantizer (sweep_params / sweep_quant): the reference
@@ -50,7 +51,10 @@ typedef struct {
 static inline void sweep_params(const sweep *S, const float *x, int64_t n, float *sc,
                                 float *z) {
   if (!S->cb) {
-    qz_quant_params(x, n, 1, S->bits, S->sym, sc, z);
+    if (S->clip)
+      qz_quant_params_mse(x, n, S->bits, S->sym, sc, z);
+    else
+      qz_quant_params(x, n, 1, S->bits, S->sym, sc, z);
     return;
   }
   float a = 0.0f;
@@ -396,6 +400,7 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
   S.stat = o->static_groups && S.g > 0;
   S.maxq = (float)((1 << S.bits) - 1);
   sweep_grid(&S, ext.grid);
+  S.clip = ext.w_clip;
   S.nq = n - K;
   S.kept = kept;
   S.perm = pi->perm;
@@ -552,7 +557,7 @@ void qz_gptq_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m,
  * quantized per token (dynamic, symmetric; options.act_bits, which eval
  * applies), e.g. W8A8-INT: --bits 8 --group -1 --sym --act-bits 8. */
 static const qz_opt gptq_rows[] = {QZ_WQ_ROW_ACT_BITS, QZ_WQ_ROW_GRID, QZ_WQ_ROW_DOUBLE_QUANT,
-                                    QZ_WQ_ROW_KEEP_COLUMNS};
+                                    QZ_WQ_ROW_KEEP_COLUMNS, QZ_WQ_ROW_W_CLIP};
 
 static const char *const gptq_exports[] = {"gptq", "compressed-tensors", NULL};
 
@@ -562,7 +567,7 @@ const qz_method_ops qz_method_gptq = {.name = "gptq",
                                               QZ_USES_ACT_ORDER,
                                       .exports = gptq_exports,
                                       .options = gptq_rows,
-                                      .noptions = 4,
+                                      .noptions = 5,
                                       .check = qz_wq_check,
                                       .needs = gptq_needs,
                                       .setup = gptq_setup,

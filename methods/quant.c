@@ -41,6 +41,42 @@ void qz_quant_params(const float *x, int64_t n, int64_t stride, int bits,
   *zero = sym ? (maxq + 1.0f) / 2.0f : rintf(-mn / s);
 }
 
+void qz_quant_params_mse(const float *x, int64_t n, int bits, int sym, float *scale,
+                         float *zero) {
+  enum { GRID = 100, STEPS = 80 }; /* p = 1 - i / GRID, i < STEPS (maxshrink 0.8) */
+  const float maxq = (float)((1 << bits) - 1);
+  qz_quant_params(x, n, 1, bits, sym, scale, zero);
+  /* the range exactly as qz_quant_params forms it (p = 1 reproduces it) */
+  float mn = 0.0f, mx = 0.0f;
+  for (int64_t i = 0; i < n; i++) {
+    mn = x[i] < mn ? x[i] : mn;
+    mx = x[i] > mx ? x[i] : mx;
+  }
+  if (sym) {
+    float a = fabsf(mn) > mx ? fabsf(mn) : mx;
+    mx = a;
+    if (mn < 0.0f) mn = -a;
+  }
+  if (mn == 0.0f && mx == 0.0f) return;
+  double best = HUGE_VAL;
+  for (int i = 0; i < STEPS; i++) {
+    const float p = 1.0f - (float)i / (float)GRID;
+    const float lo = p * mn, hi = p * mx, s = (hi - lo) / maxq;
+    const float z = sym ? (maxq + 1.0f) / 2.0f : rintf(-lo / s);
+    double err = 0;
+    for (int64_t k = 0; k < n; k++) {
+      float q;
+      qz_quant_one(x[k], s, z, maxq, &q);
+      err += (double)powf(fabsf(q - x[k]), 2.4f);
+    }
+    if (err < best) {
+      best = err;
+      *scale = s;
+      *zero = z;
+    }
+  }
+}
+
 int qz_rtn_quantize(const qz_quant_spec *s, int64_t rows, int64_t in,
                     const float *w, uint8_t *codes, float *q, float *scale,
                     float *zero, int32_t *g_idx) {

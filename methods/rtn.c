@@ -37,7 +37,9 @@ static int rtn_layer(void *state, const qz_layer *L, qz_layer_result *res) {
   const int64_t n = L->in_features, ng = qz_quant_ngroups(&o->spec, n);
   MPI_Comm comm = qz_layer_comm(L);
   QZ_CALL(qz_error_agree(comm, qz_layer_check_finite(L)));
-  if (e.grid == QZ_VGRID_INT)
+  if (e.grid == QZ_VGRID_INT && e.w_clip)
+    qz_wq_rtn_clip(&o->spec, L->nrows, n, L->w, res->codes, res->q, res->scale, res->zero);
+  else if (e.grid == QZ_VGRID_INT)
     QZ_CALL(qz_rtn_quantize(&o->spec, L->nrows, n, L->w, res->codes, res->q, res->scale,
                             res->zero, NULL));
   else
@@ -71,7 +73,7 @@ static void rtn_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t
  * quantized per token (dynamic, symmetric; options.act_bits, which eval
  * applies), e.g. W8A8-INT: --bits 8 --group -1 --sym --act-bits 8. */
 static const qz_opt rtn_rows[] = {QZ_WQ_ROW_ACT_BITS, QZ_WQ_ROW_GRID,
-                                   QZ_WQ_ROW_DOUBLE_QUANT};
+                                   QZ_WQ_ROW_DOUBLE_QUANT, QZ_WQ_ROW_W_CLIP};
 
 static const char *const rtn_exports[] = {"gptq", "compressed-tensors", NULL};
 
@@ -80,7 +82,7 @@ const qz_method_ops qz_method_rtn = {.name = "rtn",
                                      .uses = QZ_USES_BITS | QZ_USES_GROUP | QZ_USES_SYM,
                                      .exports = rtn_exports,
                                      .options = rtn_rows,
-                                     .noptions = 3,
+                                     .noptions = 4,
                                      .check = rtn_check,
                                      .setup = rtn_setup,
                                      .quantize_layer = rtn_layer,

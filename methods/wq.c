@@ -16,6 +16,9 @@ int qz_wq_check(qz_method_opts *o) {
   qz_method_ext_get(o, &e);
   QZ_CHECK(e.act_bits == 0 || e.act_bits >= 2, QZ_ERR_USAGE,
            "--act-bits %d: 0 (off) or 2..16", e.act_bits);
+  QZ_CHECK(!e.w_clip || e.grid == QZ_VGRID_INT, QZ_ERR_USAGE,
+           "--w-clip searches the range of the int grid; --grid %s uses absmax block scales",
+           qz_vgrid_name((qz_vgrid)e.grid));
   if (e.grid == QZ_VGRID_INT) {
     QZ_CHECK(!e.double_quant, QZ_ERR_USAGE,
              "--double-quant quantizes the block absmax scales of --grid nf4|fp4; the int "
@@ -49,6 +52,25 @@ void qz_wq_rtn_grid(int grid, int64_t groupsize, int64_t rows, int64_t in, const
       qz_codebook_block(cb, w + r * in + c0, c1 - c0, 1, &scale[r * ng + k],
                         codes + r * in + c0, q ? q + r * in + c0 : NULL);
       zero[r * ng + k] = 0.0f;
+    }
+}
+
+void qz_wq_rtn_clip(const qz_quant_spec *s, int64_t rows, int64_t in, const float *w,
+                    uint8_t *codes, float *q, float *scale, float *zero) {
+  const int64_t g = s->groupsize <= 0 ? in : s->groupsize, ng = qz_quant_ngroups(s, in);
+  const float maxq = (float)((1 << s->bits) - 1);
+  for (int64_t r = 0; r < rows; r++)
+    for (int64_t k = 0; k < ng; k++) {
+      const int64_t c0 = k * g, c1 = c0 + g < in ? c0 + g : in;
+      float sc, z;
+      qz_quant_params_mse(w + r * in + c0, c1 - c0, s->bits, s->sym, &sc, &z);
+      scale[r * ng + k] = sc;
+      zero[r * ng + k] = z;
+      for (int64_t c = c0; c < c1; c++) {
+        float qq;
+        codes[r * in + c] = qz_quant_one(w[r * in + c], sc, z, maxq, &qq);
+        if (q) q[r * in + c] = qq;
+      }
     }
 }
 

@@ -5,6 +5,8 @@
  *   --double-quant   the block absmax values themselves quantized (QLoRA)
  *   --keep-columns K GPTQ: OWQ's weak columns kept in fp16
  *   --act-bits A     per-token activation quantization at evaluation
+ *   --w-clip         int grid: each group's range searched for the smallest
+ *                    error (GPTQ's / QuaRot's mse clipping)
  * Their option rows, checks and storage cost. */
 #ifndef MPIQUANT_METHODS_WQ_H
 #define MPIQUANT_METHODS_WQ_H
@@ -21,6 +23,7 @@ typedef struct {
   int grid;         /* qz_vgrid: QZ_VGRID_INT, _NF4, _FP4 (the choice index) */
   int double_quant; /* 1: block scales quantized to 8 bit (QLoRA) */
   int keep_columns; /* GPTQ: input columns kept in fp16 (OWQ) */
+  int w_clip;       /* 1: qz_quant_params_mse instead of the min/max range */
 } qz_wq_ext;
 
 /* Second-level blocks of --double-quant (scales per block, QLoRA). */
@@ -50,6 +53,17 @@ extern const char *const qz_wq_grid_choices[]; /* "int", "nf4", "fp4" */
    .json = "keep_columns", .metavar = "K",                                              \
    .help = "keep the K input columns with the largest diag(H)_j * |W[:,j]|^2 in fp16, " \
            "GPTQ the rest (OWQ; default 0)"}
+
+#define QZ_WQ_ROW_W_CLIP                                                                \
+  {.name = "w-clip", .type = QZ_OPT_FLAG, .ext = 1, .offset = offsetof(qz_wq_ext, w_clip), \
+   .json = "w_clip", .flags = QZ_OPT_JSON_SET,                                          \
+   .help = "int grid: clip each group's range to the shrink (1, 0.99, .., 0.21) of "    \
+           "smallest |error|^2.4 (GPTQ/QuaRot mse weight clipping; default off)"}
+
+/* RTN on the int grid with --w-clip: qz_rtn_quantize with the parameters
+ * of qz_quant_params_mse. Not collective. */
+void qz_wq_rtn_clip(const qz_quant_spec *s, int64_t rows, int64_t in, const float *w,
+                    uint8_t *codes, float *q, float *scale, float *zero);
 
 /* Cross-option rules of the rows above, normalising *o: a codebook grid
  * stores 4-bit codes (--bits 4 or none), blocks of --group (64 when not

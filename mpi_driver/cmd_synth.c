@@ -39,10 +39,14 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
+#include "synth_outliers.h"
 
 typedef struct {
-  const char *config, *out, *tokenizer;
+  const char *config, *out, *tokenizer, *from;
   long layers, seed, shard_mb;
+  long outlier_channels; /* --from: K (0: not given) */
+  double outlier_scale;  /* --from: S (0: not given) */
+  unsigned outlier_sites; /* --from: QZ_OUTL_* (0: not given) */
   qz_dtype dtype;
   int f8_block;  /* --dtype f8-block: linears F8_E4M3 + 128x128 weight_scale_inv */
 } synth_opts;
@@ -52,7 +56,9 @@ enum { SYNTH_F8_BLOCK = 128 };
 
 static void usage(void) {
   printf(
-      "usage: mpiquant synth --config CONFIG.json --layers N --out DIR [options]\n\n"
+      "usage: mpiquant synth --config CONFIG.json --layers N --out DIR [options]\n"
+      "       mpiquant synth --from MODEL_DIR --out DIR [--outlier-channels K]\n"
+      "                      [--outlier-scale S] [--seed S]\n\n"
       "Writes a Hugging Face model dir (config.json with num_hidden_layers = N,\n"
       "sharded safetensors + model.safetensors.index.json) with random weights\n"
       "shaped like CONFIG and statistics like a pretrained LLM's (per-row scale\n"
@@ -66,14 +72,45 @@ static void usage(void) {
       "                     (quantization_config quant_method fp8), the rest bf16\n"
       "  --seed S           random seed (default 0)\n"
       "  --tokenizer DIR    copy DIR/tokenizer.json (and tokenizer_config.json)\n"
-      "  --shard-mb M       shard size limit in MiB (default 4096)\n");
+      "  --shard-mb M       shard size limit in MiB (default 4096)\n\n"
+      "With --from, writes MODEL_DIR's model (f32) with activation outliers injected\n"
+      "without changing its function: K hidden channels of both RMSNorm weights x S\n"
+      "(the matching q/k/v and gate/up input columns / S), K up_proj rows x S\n"
+      "(down_proj input columns / S) and K v_proj rows x S (o_proj input columns / S),\n"
+      "the same channels (chosen by --seed) in every block. A power-of-two S keeps\n"
+      "the fp function exact.\n"
+      "  --from DIR             source model dir (Hugging Face, dense Llama-style)\n"
+      "  --outlier-channels K   channels per width (default 2)\n"
+      "  --outlier-scale S      their factor, > 1 (default 32)\n"
+      "  --outlier-sites LIST   comma list of norm (RMSNorm weights / q,k,v,gate,up\n"
+      "                         columns), up (up rows / down columns), v (v rows /\n"
+      "                         o columns); default norm,up,v\n");
+}
+
+/* "norm,up,v" -> QZ_OUTL_* mask */
+static int parse_sites(const char *arg, unsigned *mask) {
+  static const char *const names[] = {"norm", "up", "v"};
+  *mask = 0;
+  for (const char *p = arg; *p;) {
+    size_t n = strcspn(p, ",");
+    unsigned bit = 0;
+    for (int i = 0; i < 3; i++)
+      if (n == strlen(names[i]) && !strncmp(p, names[i], n)) bit = 1u << i;
+    QZ_CHECK(bit, QZ_ERR_USAGE, "synth: --outlier-sites '%s': a comma list of norm, up, v",
+             arg);
+    *mask |= bit;
+    p += n + (p[n] == ',');
+  }
+  QZ_CHECK(*mask, QZ_ERR_USAGE, "synth: --outlier-sites '%s': a comma list of norm, up, v", arg);
+  return QZ_OK;
 }
 
 static int parse(int argc, char **argv, synth_opts *o) {
   static const struct option opts[] = {
       {"config", 1, 0, 'c'}, {"layers", 1, 0, 'n'},   {"out", 1, 0, 'o'},
       {"dtype", 1, 0, 'd'},  {"seed", 1, 0, 's'},     {"tokenizer", 1, 0, 't'},
-      {"shard-mb", 1, 0, 'm'}, {0, 0, 0, 0}};
+      {"shard-mb", 1, 0, 'm'}, {"from", 1, 0, 'f'},      {"outlier-channels", 1, 0, 'K'},
+      {"outlier-scale", 1, 0, 'S'}, {"outlier-sites", 1, 0, 'W'}, {0, 0, 0, 0}};
   *o = (synth_opts){.dtype = QZ_DT_BF16, .shard_mb = 4096, .layers = -1};
   optind = 0;
   opterr = 0;
@@ -93,12 +130,35 @@ static int parse(int argc, char **argv, synth_opts *o) {
       case 's': QZ_CALL(qz_cli_int("--seed", optarg, 0, LONG_MAX, &o->seed)); break;
       case 't': o->tokenizer = optarg; break;
       case 'm': QZ_CALL(qz_cli_int("--shard-mb", optarg, 1, 1L << 30, &o->shard_mb)); break;
+      case 'f': o->from = optarg; break;
+      case 'K': QZ_CALL(qz_cli_int("--outlier-channels", optarg, 1, 1L << 20,
+                                   &o->outlier_channels)); break;
+      case 'S': {
+        char *end = NULL;
+        o->outlier_scale = strtod(optarg, &end);
+        QZ_CHECK(end != optarg && !*end && o->outlier_scale > 1 && o->outlier_scale <= 1e6,
+                 QZ_ERR_USAGE, "synth: --outlier-scale must be a number in (1, 1e6], got '%s'",
+                 optarg);
+        break;
+      }
+      case 'W': QZ_CALL(parse_sites(optarg, &o->outlier_sites)); break;
       default:
         QZ_FAIL(QZ_ERR_USAGE, "synth: unknown or incomplete option '%s' (see "
                 "mpiquant synth --help)", argv[optind - 1]);
     }
   }
   QZ_CHECK(optind == argc, QZ_ERR_USAGE, "synth: unexpected argument '%s'", argv[optind]);
+  QZ_CHECK(o->from || (!o->outlier_channels && !o->outlier_scale && !o->outlier_sites),
+           QZ_ERR_USAGE,
+           "synth: --outlier-channels, --outlier-scale and --outlier-sites need --from MODEL_DIR");
+  if (o->from) {
+    QZ_CHECK(!o->config && o->layers < 0 && !o->tokenizer && o->dtype == QZ_DT_BF16 &&
+                 !o->f8_block,
+             QZ_ERR_USAGE, "synth --from: --config, --layers, --tokenizer and --dtype "
+             "belong to the random-weights mode (the source model gives them)");
+    QZ_CHECK(o->out, QZ_ERR_USAGE, "synth: --out DIR is required");
+    return QZ_OK;
+  }
   QZ_CHECK(o->config, QZ_ERR_USAGE, "synth: --config CONFIG.json is required");
   QZ_CHECK(o->out, QZ_ERR_USAGE, "synth: --out DIR is required");
   QZ_CHECK(o->layers >= 1, QZ_ERR_USAGE, "synth: --layers N (>= 1) is required");
@@ -415,7 +475,12 @@ int qz_cmd_synth(qz_ctx *ctx, int argc, char **argv) {
   }
   synth_opts o;
   QZ_CALL(parse(argc, argv, &o));
-  int st = ctx->rank == 0 ? synth_run(&o) : QZ_OK;
+  qz_synth_outlier_opts fo = {.from = o.from, .out = o.out,
+                              .channels = o.outlier_channels ? o.outlier_channels : 2,
+                              .scale = o.outlier_scale ? o.outlier_scale : 32.0,
+                              .sites = o.outlier_sites ? o.outlier_sites : QZ_OUTL_ALL,
+                              .seed = o.seed, .shard_mb = o.shard_mb};
+  int st = ctx->rank != 0 ? QZ_OK : o.from ? qz_synth_outliers(&fo) : synth_run(&o);
   QZ_CALL(qz_error_agree(ctx->comm, st));
   return QZ_OK;
 }

@@ -154,6 +154,7 @@ void qz_mcli_json(const qz_method_opts *o, json_t *j) {
   for (int i = 0; i < qz_method_nrows(o->ops); i++) {
     const qz_opt *r = qz_method_row(o->ops, i);
     if (!r->json) continue;
+    if ((r->flags & QZ_OPT_JSON_SET) && qz_method_opt_value(o, i) == r->def) continue;
     json_t *dst = i >= qz_method_nrows(NULL) && grp ? grp : j;
     json_object_set_new(dst, r->json, row_json(o, i));
   }

@@ -95,6 +95,8 @@ static int parse_driver_opt(int c, const char *arg, qz_qopts *o) {
     case 'b': QZ_CALL(qz_rotcli_option("block", arg, &o->rot, &o->duq_given)); break;
     case 'p': QZ_CALL(qz_rotcli_option("perm", arg, &o->rot, &o->duq_given)); break;
     case 's': QZ_CALL(qz_rotcli_option("smooth", arg, &o->rot, &o->duq_given)); break;
+    case 'Q': QZ_CALL(qz_rotcli_option("act-groups", arg, &o->rot, &o->rot_given)); break;
+    case 'J': QZ_CALL(qz_rotcli_option("kv-clip", arg, &o->rot, &o->rot_given)); break;
     default: QZ_FAIL(QZ_ERR_INTERNAL, "quantize: option value %d", c);
   }
   return QZ_OK;
@@ -114,6 +116,7 @@ int qz_quantize_parse(int argc, char **argv, qz_qopts *o) {
       {"kv-bits", 1, 0, 'V'},        {"act-asym", 0, 0, 'A'},
       {"act-clip", 1, 0, 'C'},       {"block", 1, 0, 'b'},
       {"perm", 1, 0, 'p'},           {"smooth", 1, 0, 's'},
+      {"act-groups", 1, 0, 'Q'},     {"kv-clip", 1, 0, 'J'},
       {0, 0, 0, 0}};
   *o = (qz_qopts){.nsamples = 128, .nb = 128, .layer_end = -1, .zstd_level = 3,
                   .true_sequential = 1, .min_expert_tokens = 16,

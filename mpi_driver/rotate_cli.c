@@ -33,10 +33,46 @@ void qz_rotcli_usage(FILE *out) {
           "                       0.5; 0 = no smoothing)\n"
           "  --kv-bits K          evaluate keys/values quantized per token and head\n"
           "                       (asymmetric, K bits; default 0 = off)\n"
+          "  --kv-clip R          --kv-bits clips each range to R times its min/max\n"
+          "                       (0 < R <= 1, default 1; QuaRot's paper uses 0.95)\n"
           "  --act-asym           --act-bits quantizes activations asymmetrically\n"
           "                       (min/max per token; default symmetric)\n"
           "  --act-clip R         --act-bits clips each token's range to R times its\n"
-          "                       max (0 < R <= 1, default 1)\n");
+          "                       max (0 < R <= 1, default 1)\n"
+          "  --act-groups LIST    --act-bits quantizes only these linear inputs: a comma\n"
+          "                       list of qkv, o, gateup, down (default all; the head's\n"
+          "                       input is never quantized)\n");
+}
+
+int qz_rotcli_is_option(const char *name, int *has_value) {
+  static const char *const with_value[] = {"rotate", "rotate-seed", "kv-bits", "act-clip",
+                                           "block",  "perm",        "smooth",  "act-groups",
+                                           "kv-clip", NULL};
+  *has_value = 0;
+  if (strcmp(name, "act-asym") == 0) return 1;
+  for (int i = 0; with_value[i]; i++)
+    if (strcmp(name, with_value[i]) == 0) return *has_value = 1;
+  return 0;
+}
+
+/* "qkv,down" -> bits of qz_duq_group_of; all four -> 0 (the default). */
+static int parse_groups(const char *val, unsigned *mask) {
+  unsigned m = 0;
+  for (const char *s = val; *s;) {
+    size_t n = strcspn(s, ",");
+    int hit = -1;
+    for (int g = 0; g < QZ_DUQ_GROUPS; g++) {
+      const char *gn = qz_duq_group_name(g);
+      if (n == strlen(gn) && strncmp(s, gn, n) == 0) hit = g;
+    }
+    QZ_CHECK(hit >= 0, QZ_ERR_USAGE, "--act-groups '%s': a comma list of qkv, o, gateup, down",
+             val);
+    m |= 1u << hit;
+    s += n + (s[n] == ',');
+  }
+  QZ_CHECK(m, QZ_ERR_USAGE, "--act-groups '%s': a comma list of qkv, o, gateup, down", val);
+  *mask = m == (1u << QZ_DUQ_GROUPS) - 1u ? 0u : m;
+  return QZ_OK;
 }
 
 int qz_rotcli_option(const char *name, const char *val, qz_rot_params *p, int *given) {
@@ -65,6 +101,14 @@ int qz_rotcli_option(const char *name, const char *val, qz_rot_params *p, int *g
     QZ_CHECK(end && *end == '\0' && a >= 0 && a <= 1, QZ_ERR_USAGE,
              "--smooth '%s': alpha in [0, 1]", val);
     p->smooth = a;
+  } else if (strcmp(name, "kv-clip") == 0) {
+    char *end = NULL;
+    double c = strtod(val, &end);
+    QZ_CHECK(end && *end == '\0' && c > 0 && c <= 1, QZ_ERR_USAGE,
+             "--kv-clip '%s': a ratio in (0, 1]", val);
+    p->kv_clip = c;
+  } else if (strcmp(name, "act-groups") == 0) {
+    QZ_CALL(parse_groups(val, &p->act_groups));
   } else if (strcmp(name, "act-asym") == 0) {
     p->act_asym = 1;
   } else if (strcmp(name, "act-clip") == 0) {
@@ -87,11 +131,14 @@ int qz_rotcli_finish(const qz_method_opts *mo, unsigned needs, qz_rot_params *p,
   QZ_CHECK(!duq_given || p->kind == QZ_ROT_DUQUANT, QZ_ERR_USAGE,
            "--block, --perm and --smooth are options of --rotate duquant");
   if (!given) return QZ_OK;
+  p->o_heads = p->kind == QZ_ROT_HADAMARD; /* QuaRot's full rotation of the o input */
   QZ_CHECK(p->kind != QZ_ROT_DUQUANT || !mo->ops->quantize_block, QZ_ERR_USAGE,
            "--rotate duquant with --method %s: DuQuant builds its transforms in the "
            "true-sequential block, which this method replaces", mo->ops->name);
-  QZ_CHECK(p->act_bits || (!p->act_asym && p->act_clip == 1.0), QZ_ERR_USAGE,
-           "--act-asym and --act-clip shape the activation quantizer of --act-bits A "
+  QZ_CHECK(p->kv_bits || !p->kv_clip, QZ_ERR_USAGE,
+           "--kv-clip shapes the KV-cache quantizer of --kv-bits K");
+  QZ_CHECK(p->act_bits || (!p->act_asym && p->act_clip == 1.0 && !p->act_groups), QZ_ERR_USAGE,
+           "--act-asym, --act-clip and --act-groups shape the activation quantizer of --act-bits A "
            "(methods gptq, rtn)");
   QZ_CHECK(p->kind == QZ_ROT_NONE || !(needs & QZ_CKPT_NORMS), QZ_ERR_USAGE,
            "--rotate with --method %s: a method that folds scales into the norms does "
@@ -105,6 +152,14 @@ void qz_rotcli_json(const qz_rot_params *p, int given, json_t *j) {
   json_t *r = json_pack("{s:s, s:I, s:i, s:b, s:f}", "kind", qz_rot_kind_name(p->kind),
                         "seed", (json_int_t)p->seed, "kv_bits", p->kv_bits, "act_asym",
                         p->act_asym, "act_clip", p->act_clip);
+  if (p->o_heads) json_object_set_new(r, "o_heads", json_true());
+  if (p->kv_clip > 0 && p->kv_clip != 1.0) json_object_set_new(r, "kv_clip", json_real(p->kv_clip));
+  if (p->act_groups) { /* only when not all: older checkpoints keep their options */
+    json_t *a = json_array();
+    for (int g = 0; g < QZ_DUQ_GROUPS; g++)
+      if ((p->act_groups >> g) & 1u) json_array_append_new(a, json_string(qz_duq_group_name(g)));
+    json_object_set_new(r, "act_groups", a);
+  }
   if (p->kind == QZ_ROT_DUQUANT) {
     json_object_set_new(r, "block", json_integer(p->block));
     json_object_set_new(r, "perm", json_string(p->perm ? "zigzag" : "none"));
@@ -131,6 +186,19 @@ int qz_rotcli_from_ckpt(qz_ckpt *ck, const qz_model_config *cfg, qz_rot **out) {
   const char *perm = json_string_value(json_object_get(r, "perm"));
   p.perm = perm && strcmp(perm, "zigzag") == 0;
   p.smooth = json_number_value(json_object_get(r, "smooth"));
+  p.o_heads = json_is_true(json_object_get(r, "o_heads"));
+  p.kv_clip = json_number_value(json_object_get(r, "kv_clip")); /* absent: 0 = 1 */
+  json_t *ag = json_object_get(r, "act_groups");
+  for (size_t i = 0; i < json_array_size(ag); i++) {
+    const char *gn = json_string_value(json_array_get(ag, i));
+    int hit = -1;
+    for (int g = 0; gn && g < QZ_DUQ_GROUPS; g++)
+      if (strcmp(gn, qz_duq_group_name(g)) == 0) hit = g;
+    QZ_CHECK_DONE(hit >= 0, QZ_ERR_FORMAT, "checkpoint %s: options.rotate.act_groups[%zu] "
+                  "'%s' is not one of qkv, o, gateup, down", qz_ckpt_dir(ck), i,
+                  gn ? gn : "(not a string)");
+    p.act_groups |= 1u << hit;
+  }
   QZ_CHECK_DONE(p.kind >= 0, QZ_ERR_FORMAT,
                 "checkpoint %s: options.rotate.kind '%s' is not a rotation this version "
                 "knows", qz_ckpt_dir(ck), kind ? kind : "(missing)");
@@ -166,8 +234,9 @@ int qz_rotcli_load_block(qz_ckpt *ck, int layer, qz_rot *rot) {
   return QZ_OK;
 }
 
-static const char *const probe_names[4] = {"rotate.q1_row0", "rotate.r2_row0",
-                                           "rotate.r3_row0", "rotate.r4_row0"};
+static const char *const probe_names[5] = {"rotate.q1_row0", "rotate.r2_row0",
+                                           "rotate.r3_row0", "rotate.r4_row0",
+                                           "rotate.rh_row0"};
 
 int qz_rotcli_write_probes(qz_ckpt *ck, int layer, qz_rot *rot) {
   int64_t n = 0;

@@ -17,6 +17,9 @@ void qz_rotcli_usage(FILE *out);
 /* Option --name with value val (NULL for --act-asym) into p; *given = 1.
  * QZ_ERR_USAGE naming the option. Not collective. */
 int qz_rotcli_option(const char *name, const char *val, qz_rot_params *p, int *given);
+/* 1 when --name is one of the options above (*has_value: it takes a
+ * value), else 0: a sweep variant may carry them. Not collective. */
+int qz_rotcli_is_option(const char *name, int *has_value);
 /* Cross-checks with the method's options (act_bits from its --act-bits row).
  * Not collective. */
 int qz_rotcli_finish(const qz_method_opts *mo, unsigned needs, qz_rot_params *p, int given,

@@ -9,6 +9,7 @@
 #include "mpiquant/codes.h"
 #include "mpiquant/error.h"
 #include "mpiquant/method.h"
+#include "rotate_cli.h"
 #include "sweep.h"
 
 static const char *const top_keys[] = {
@@ -345,14 +346,25 @@ static int variant_args(int m, method_entry *e) {
   for (size_t i = 0; e->args && i < json_array_size(e->args); i++) {
     const char *a = json_string_value(json_array_get(e->args, i));
     QZ_CHECK(a, QZ_ERR_FORMAT, "sweep spec: methods[%d].args[%zu] must be a string", m, i);
+    int hv = 0;
+    if (strncmp(a, "--", 2) == 0 && qz_rotcli_is_option(a + 2, &hv)) {
+      /* a rotation (quantize --rotate ...): passed through, its value checked here */
+      const char *v = hv ? json_string_value(json_array_get(e->args, ++i)) : NULL;
+      QZ_CHECK(!hv || v, QZ_ERR_FORMAT, "sweep spec: methods[%d] (%s): %s needs a value "
+               "(a string)", m, e->label, a);
+      qz_rot_params scratch = {.act_clip = 1.0};
+      int given = 0;
+      QZ_CALL(qz_rotcli_option(a + 2, v, &scratch, &given));
+      continue;
+    }
     int r = strncmp(a, "--", 2) == 0 ? qz_method_row_find(ops, a + 2) : -1;
     const qz_opt *row = r >= 0 ? qz_method_row(ops, r) : NULL;
     QZ_CHECK(row && row >= ops->options && row < ops->options + ops->noptions &&
                  strcmp(row->name, "grid") != 0,
              QZ_ERR_FORMAT,
-             "sweep spec: methods[%d] (%s): '%s' is not an option of --method %s that a "
-             "variant may set (the common options --bits, --group, --sym, --act-order and --grid "
-             "are the sweep's axes)", m, e->label, a, ops->name);
+             "sweep spec: methods[%d] (%s): '%s' is not an option of --method %s or a "
+             "rotation option that a variant may set (the common options --bits, --group, "
+             "--sym, --act-order and --grid are the sweep's axes)", m, e->label, a, ops->name);
     const char *v = NULL;
     if (row->type != QZ_OPT_FLAG) {
       v = json_string_value(json_array_get(e->args, ++i));

@@ -14,7 +14,8 @@ set_tests_properties(rotate_invariance_stories_np3 PROPERTIES PROCESSORS 3)
 # W4A4KV4 GPTQ on Hadamard-rotated weights: the same checkpoint at np 1-4
 # (the Hessian of down_proj is the one of its rotated input)
 qz_add_test(NAME np_identity_gptq_rotate TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/np_identity.sh
-  gptq --bits 4 --group -1 --act-bits 4 --act-asym --kv-bits 4 --rotate hadamard --rotate-seed 1)
+  gptq --bits 4 --group -1 --act-bits 4 --act-asym --kv-bits 4 --rotate hadamard --rotate-seed 1
+  --w-clip --act-order)
 set_tests_properties(np_identity_gptq_rotate PROPERTIES PROCESSORS 4)
 foreach(model stories synth)
   qz_add_test(NAME rotate_invariance_duquant_${model}_np2 TIMEOUT 120 COMMAND ${ROTINV} 2 ${model} duquant)
@@ -42,7 +43,7 @@ set(M $<TARGET_FILE:mpiquant>)
 set(SM ${MPIQUANT_SHARED_DIR}/models/stories260K-hf)
 qz_add_test(NAME rotate_usage_kind COMMAND ${QZ_EXPECT} 2 "--rotate 'quarot': one of none, hadamard, duquant"
   -- ${M} quantize --model ${SM} --out x --method rtn --rotate quarot)
-qz_add_test(NAME rotate_usage_asym COMMAND ${QZ_EXPECT} 2 "--act-asym and --act-clip shape the activation quantizer of --act-bits"
+qz_add_test(NAME rotate_usage_asym COMMAND ${QZ_EXPECT} 2 "--act-asym, --act-clip and --act-groups shape the activation quantizer of --act-bits"
   -- ${M} quantize --model ${SM} --out x --method rtn --act-asym)
 qz_add_test(NAME rotate_usage_block COMMAND ${QZ_EXPECT} 2 "--block, --perm and --smooth are options of --rotate duquant"
   -- ${M} quantize --model ${SM} --out x --method rtn --rotate hadamard --block 64)
@@ -60,3 +61,19 @@ foreach(rot hadamard duquant)
   qz_add_test(NAME rotate_eval_np_${rot} TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_eval_np.sh ${rot})
   set_tests_properties(rotate_eval_np_${rot} PROPERTIES PROCESSORS 3)
 endforeach()
+# an outlier-injected real model (synth --from): unrotated W4A4 collapses,
+# Hadamard and DuQuant recover the gap to W4A16
+qz_add_test(NAME rotate_outliers_np2 TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_outliers.sh 2)
+set_tests_properties(rotate_outliers_np2 PROPERTIES PROCESSORS 2)
+# rotation options in a sweep variant: the point equals quantize + eval by hand
+qz_add_test(NAME rotate_sweep_np2 TIMEOUT 120 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/rotate_sweep.sh)
+set_tests_properties(rotate_sweep_np2 PROPERTIES PROCESSORS 2 LABELS "unit;sweep")
+# synth --from usage errors name the option
+qz_add_test(NAME synth_outliers_usage_channels COMMAND ${QZ_EXPECT} 2 "--outlier-channels 40 must be at most half"
+  -- ${M} synth --from ${SM} --out x --outlier-channels 40)
+qz_add_test(NAME synth_outliers_usage_from COMMAND ${QZ_EXPECT} 2 "need --from MODEL_DIR"
+  -- ${M} synth --config x.json --layers 2 --out x --outlier-scale 4)
+qz_add_test(NAME synth_outliers_usage_sites COMMAND ${QZ_EXPECT} 2 "--outlier-sites 'norm,foo': a comma list"
+  -- ${M} synth --from ${SM} --out x --outlier-sites norm,foo)
+qz_add_test(NAME rotate_usage_kv_clip COMMAND ${QZ_EXPECT} 2 "--kv-clip shapes the KV-cache quantizer of --kv-bits"
+  -- ${M} quantize --model ${SM} --out x --method rtn --kv-clip 0.9)

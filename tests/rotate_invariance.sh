@@ -28,7 +28,8 @@ case $model in
 esac
 if [ "$rot" = hadamard ]; then
   run quantize --model "$M" --method none --rotate hadamard --rotate-seed 3 --out "$T/ck" -q
-  want='{"kind": "hadamard", "seed": 3, "kv_bits": 0, "act_asym": False, "act_clip": 1.0}'
+  want='{"kind": "hadamard", "seed": 3, "kv_bits": 0, "act_asym": False, "act_clip": 1.0,
+         "o_heads": True}'
 else
   run quantize --model "$M" --method none --rotate duquant --block 16 --calib "$data" \
     --nsamples 8 --seqlen 64 --out "$T/ck" -q

@@ -48,6 +48,9 @@ typedef enum {
 
 enum {
   QZ_OPT_NONZERO = 1u, /* INT/INT64: 0 is not a value (--group) */
+  QZ_OPT_JSON_SET = 2u, /* recorded in the options JSON only when not `def`
+                           (a row added later: older checkpoints keep their
+                           options and resume) */
 };
 
 typedef struct {

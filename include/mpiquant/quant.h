@@ -36,6 +36,14 @@ int qz_quant_spec_check(const qz_quant_spec *s);
 void qz_quant_params(const float *x, int64_t n, int64_t stride, int bits,
                      int sym, float *scale, float *zero);
 
+/* The same with the range searched for the smallest error (GPTQ's and
+ * QuaRot's "mse" weight clipping): for p = 1, 0.99, ..., 0.21 the range
+ * [p min, p max] (symmetric: [-p a, p a]), error sum_i |q(x_i) - x_i|^2.4,
+ * the first p of the smallest error kept (p = 1 is qz_quant_params).
+ * Not collective. */
+void qz_quant_params_mse(const float *x, int64_t n, int bits, int sym, float *scale,
+                         float *zero);
+
 /* Round half to even in the default rounding mode, inline: adding and
  * subtracting 1.5 * 2^23 rounds exactly like rintf for |x| < 2^22 (no
  * libm call on baseline x86-64, which lacks roundss). Not collective. */

@@ -9,6 +9,9 @@
  *   writers  (o, down):            W' = Q1^T W          (bias b' = b Q1)
  *   R2 per attention head (hd), on v and o: W_v' = R2^T W_v per head block,
  *      W_o' = W_o (I (x) R2) (the attention output is rotated with v);
+ *   with o_heads, RH = H_nq (x) I_hd across heads on o's input, online:
+ *      x_o' = x_o RH, W_o' = W_o (I (x) R2) RH (together a full rotation of
+ *      the o input, as QuaRot's online partial Hadamard);
  *   R4 on the down_proj input (I): W_down' = W_down R4 and the forward
  *      applies x R4 online (the activation hook);
  *   R3 per head on queries and keys after RoPE (only with KV quantization):
@@ -48,6 +51,14 @@ typedef struct {
   int act_asym;      /* 1: asymmetric (min/max) per token, else symmetric */
   double act_clip;   /* (0, 1]: the range used is clip * (max |x| or min/max) */
   int kv_bits;       /* keys/values after RoPE per token and head: 0 = off */
+  double kv_clip;    /* (0, 1]: their range x kv_clip (0 read as 1) */
+  int o_heads;       /* hadamard: o_proj's input also rotated across heads
+                        online, x (H_nq (x) I_hd), fused into W_o (QuaRot's
+                        online partial Hadamard); 0 in checkpoints made
+                        before it existed */
+  unsigned act_groups; /* linear-input groups whose activations act_bits
+                          quantizes: bit g = qz_duq_group_of (q/k/v, o,
+                          gate/up, down); 0 = all */
   /* DuQuant (QZ_ROT_DUQUANT) */
   int block;         /* rotation block (a power of two; per group the largest
                         power of two <= block dividing its width) */
@@ -74,7 +85,7 @@ const char *qz_rot_describe(const qz_rot *r);
  * (norms become ones). Identity for QZ_ROT_NONE. Not collective. */
 void qz_rot_fuse_block(qz_rot *r, qz_block_weights *w);
 /* Hadamard: the first row of rotation i (0 = Q1 [H], 1 = R2 [hd], 2 = R3
- * [hd], 3 = R4 [I]) into row (e_0 Q), its size into *n; returns 0 past
+ * [hd], 3 = R4 [I], 4 = RH [nq] with o_heads) into row (e_0 Q), its size into *n; returns 0 past
  * the end or for other kinds.  A checkpoint stores them so that eval can
  * tell a build that makes other rotations from the same seed.
  * Not collective. */

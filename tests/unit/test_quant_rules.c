@@ -1,6 +1,7 @@
 /* The reference quantizer's edge rules (golden README 11-13, 16) on
  * hand-computed values: all-zero groups, round half to even, sym clipping of
- * non-negative rows, short last group, g_idx. */
+ * non-negative rows, short last group, g_idx; the --w-clip range search
+ * against a brute force of its definition. */
 #include <math.h>
 #include <string.h>
 
@@ -8,8 +9,49 @@
 #include "mpiquant/quant.h"
 #include "qz_test.h"
 
+/* sum |Q(x) - x|^2.4 of row x under (scale, zero), from the definition
+ * (round half to even, clamp to [0, maxq]) in double */
+static double row_err(const float *x, int n, int bits, double s, double z) {
+  double maxq = (double)((1 << bits) - 1), e = 0;
+  for (int i = 0; i < n; i++) {
+    double c = fmin(fmax(nearbyint((double)x[i] / s) + z, 0), maxq);
+    e += pow(fabs(s * (c - z) - x[i]), 2.4);
+  }
+  return e;
+}
+
+/* --w-clip (qz_quant_params_mse): among the ranges [p min, p max], p = 1 -
+ * i/100, i < 80, the one of the smallest error (brute force here), never
+ * worse than min/max; a row without an outlier keeps p = 1 nearly. */
+static void check_mse_clip(void) {
+  float x[64];
+  for (int i = 0; i < 64; i++) x[i] = (float)sin(0.37 * i + 0.1) * 0.05f;
+  x[17] = 0.6f; /* one outlier: clipping it is cheaper than a coarse grid */
+  for (int sym = 0; sym < 2; sym++) {
+    float s0, z0, s1, z1;
+    qz_quant_params(x, 64, 1, 4, sym, &s0, &z0);
+    qz_quant_params_mse(x, 64, 4, sym, &s1, &z1);
+    double maxq = 15, mn = 0, mx = 0, best = HUGE_VAL, bs = 0;
+    for (int i = 0; i < 64; i++) mn = fmin(mn, x[i]), mx = fmax(mx, x[i]);
+    if (sym) mx = fmax(mx, -mn), mn = mn < 0 ? -mx : 0;
+    for (int i = 0; i < 80; i++) {
+      double p = 1 - i / 100.0, lo = (float)(p * mn), hi = (float)(p * mx);
+      double s = (hi - lo) / maxq, z = sym ? 8 : nearbyint(-lo / s);
+      double e = row_err(x, 64, 4, s, z);
+      if (e < best * (1 - 1e-6)) best = e, bs = s;
+    }
+    double e1 = row_err(x, 64, 4, s1, z1), e0 = row_err(x, 64, 4, s0, z0);
+    QZT_CHECK(e1 <= e0, "sym %d: the clipped range is worse than min/max (%g > %g)", sym, e1, e0);
+    QZT_CHECK(fabs(e1 - best) <= 1e-4 * best, "sym %d: error %g, brute-force minimum %g", sym,
+              e1, best);
+    QZT_CHECK(s1 < s0 && fabs(s1 - bs) <= 0.02 * bs, "sym %d: scale %g (min/max %g, "
+              "brute force %g)", sym, s1, s0, bs);
+  }
+}
+
 int main(int argc, char **argv) {
   qzt_init(&argc, &argv);
+  check_mse_clip();
   float sc, z;
   /* rule 13: all-zero -> [-1, 1]; asym zero points from f32 rounding */
   const float zero_asym[] = {2, 3, 7, 127}, zero_sym[] = {2, 4, 8, 128};

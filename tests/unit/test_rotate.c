@@ -53,7 +53,7 @@ static double maxdiff(const float *a, const float *b, int64_t n) {
 
 /* One block + logits of the original and of the rotated model. */
 static void check_invariance(int64_t H, int64_t I, int64_t nq, int64_t nkv, int64_t hd,
-                             int kv_bits, const char *tag) {
+                             int kv_bits, int o_heads, const char *tag) {
   qz_model_config c = {.hidden_size = H, .intermediate_size = I, .num_hidden_layers = 1,
                        .num_attention_heads = nq, .num_key_value_heads = nkv, .head_dim = hd,
                        .vocab_size = 40, .max_position_embeddings = 64, .rms_norm_eps = 1e-5,
@@ -83,12 +83,27 @@ static void check_invariance(int64_t H, int64_t I, int64_t nq, int64_t nkv, int6
   fill(norm, H, 0.2, 1.0);
   qz_head_weights hw = {.vocab = V, .hidden = H, .lm_head = head, .norm = norm};
 
-  qz_rot_params p = {.kind = QZ_ROT_HADAMARD, .seed = 5, .act_clip = 1.0, .kv_bits = kv_bits};
+  qz_rot_params p = {.kind = QZ_ROT_HADAMARD, .seed = 5, .act_clip = 1.0, .kv_bits = kv_bits,
+                     .o_heads = o_heads};
   QZT_OK(qz_rot_create(&c, &p, &rot));
   qz_rot_fuse_block(rot, &wr);
   QZT_CHECK(maxdiff(wr.w[QZ_LIN_DOWN], w.w[QZ_LIN_DOWN], H * I) > 1e-3,
             "%s: the fused down_proj equals the original", tag);
   QZT_CHECK(wr.attn_norm[0] == 1.0f && wr.ffn_norm[H - 1] == 1.0f, "%s: norms not folded", tag);
+  if (o_heads) { /* the across-heads rotation really changes W_o */
+    qz_block_weights w0 = {0};
+    qz_rot *r0 = NULL;
+    qz_rot_params p0 = p;
+    p0.o_heads = 0;
+    QZT_OK(qz_block_weights_alloc(&c, &w0));
+    qz_block_weights_copy(&w0, &w);
+    QZT_OK(qz_rot_create(&c, &p0, &r0));
+    qz_rot_fuse_block(r0, &w0);
+    QZT_CHECK(maxdiff(w0.w[QZ_LIN_O], wr.w[QZ_LIN_O], H * nq * hd) > 1e-3,
+              "%s: o_heads left W_o as without it", tag);
+    qz_rot_destroy(&r0);
+    qz_block_weights_free(&w0);
+  }
 
   /* original */
   QZT_OK(qz_fwd_create(&c, nwin, L, &f));
@@ -162,9 +177,10 @@ int main(int argc, char **argv) {
   qzt_init(&argc, &argv);
   /* powers of two; H = 48 (H_12 (x) H_4, Paley I) with I = 172 (random
    * orthogonal 43 (x) H_4) and GQA */
-  check_invariance(64, 128, 8, 4, 8, 0, "pow2");
-  check_invariance(48, 172, 6, 3, 8, 0, "paley+random");
-  check_invariance(48, 172, 6, 3, 8, 16, "paley+random, R3 + KV16");
+  check_invariance(64, 128, 8, 4, 8, 0, 0, "pow2");
+  check_invariance(64, 128, 8, 4, 8, 0, 1, "pow2, o heads");
+  check_invariance(48, 172, 6, 3, 8, 0, 1, "paley+random, o heads");
+  check_invariance(48, 172, 6, 3, 8, 16, 1, "paley+random, o heads, R3 + KV16");
   check_quantizers();
   return qzt_finish("rotate");
 }
