@@ -15,6 +15,7 @@
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
+#include "mpiquant/threads.h"
 #include "mpiquant/timing.h"
 
 typedef struct {
@@ -23,6 +24,7 @@ typedef struct {
   int log_view;
   int version;
   int help; /* --help before the command */
+  int threads; /* --threads N; 0: not given */
 } global_opts;
 
 /* Remove the global options from argv (anywhere on the line, before "--"),
@@ -39,6 +41,17 @@ static int strip_global_options(int *argc, char **argv, global_opts *g) {
       else if (strcmp(a, "--log-all-ranks") == 0) { g->all_ranks = 1; continue; }
       else if (strcmp(a, "--log-view") == 0) { g->log_view = 1; continue; }
       else if (strcmp(a, "--version") == 0) { g->version = 1; continue; }
+      else if (strcmp(a, "--threads") == 0 || strncmp(a, "--threads=", 10) == 0) {
+        const char *v = a[9] == '=' ? a + 10 : i + 1 < *argc ? argv[++i] : NULL;
+        long n = 0;
+        if (!v || qz_cli_int("--threads", v, 1, QZ_THREADS_MAX, &n) != QZ_OK) {
+          if (!v) fprintf(stderr, "mpiquant: --threads needs a number of threads per rank\n");
+          else qz_error_print(stderr, 0);
+          return QZ_ERR_USAGE;
+        }
+        g->threads = (int)n;
+        continue;
+      }
       else if (!seen_cmd && (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0)) { g->help = 1; continue; }
       else if (!seen_cmd && a[0] == '-') {
         fprintf(stderr, "mpiquant: unknown global option '%s' (see mpiquant --help)\n", a);
@@ -69,9 +82,13 @@ static void malloc_defaults(void) {
 /* BLAS threads: unless the user set them, cores of this rank's node divided
  * by the ranks on the node, never more than the cores this rank may run on. */
 static int blas_thread_defaults(MPI_Comm comm) {
-  if (getenv("OPENBLAS_NUM_THREADS") || getenv("OMP_NUM_THREADS") ||
-      getenv("GOTO_NUM_THREADS"))
+  if (getenv("OPENBLAS_NUM_THREADS") || getenv("GOTO_NUM_THREADS")) return QZ_OK;
+  /* --threads N or OMP_NUM_THREADS=N (which OpenBLAS also reads): the
+   * hybrid layout, BLAS uses the rank's N threads too */
+  if (qz_threads_explicit()) {
+    qz_blas_set_threads(qz_threads());
     return QZ_OK;
+  }
   MPI_Comm node;
   int local = 1;
   QZ_CALL_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node));
@@ -150,11 +167,17 @@ int main(int argc, char **argv) {
   qz_blas_auto_select(argv); /* may restart the process: before anything else */
   malloc_defaults();
   if (strip_global_options(&argc, argv, &g) != QZ_OK) return QZ_ERR_USAGE;
+  if (g.threads) qz_threads_set(g.threads);
 
   /* Answered without starting MPI. */
   if (g.version) {
     qz_print_version(stdout);
     if (*qz_blas_auto_note()) printf("  %s\n", qz_blas_auto_note());
+    if (g.threads && !getenv("OPENBLAS_NUM_THREADS") && !getenv("GOTO_NUM_THREADS"))
+      qz_blas_set_threads(g.threads);
+    printf("  threads:  %d OpenMP thread(s) per rank (%s), BLAS %d thread(s)\n",
+           qz_threads(), g.threads ? "--threads" : qz_threads_explicit() ? "OMP_NUM_THREADS"
+           : "default", qz_blas_get_threads());
     return 0;
   }
   if (g.help || argc < 2) {
@@ -194,10 +217,12 @@ int main(int argc, char **argv) {
   if (st == QZ_OK) st = cmd->run(&ctx, argc - 1, argv + 1);
   if (st == QZ_OK && ctx.log_view) {
     if (ctx.rank == 0)
-      fprintf(stderr, "BLAS: OpenBLAS %s kernels, %d thread(s) per rank%s\n",
+      fprintf(stderr, "BLAS: OpenBLAS %s kernels, %d thread(s) per rank%s; "
+              "OpenMP: %d thread(s) per rank\n",
               qz_blas_corename(), qz_blas_get_threads(),
               qz_blas_kernel_tier(qz_blas_corename()) < qz_blas_cpu_tier()
-                  ? " (slower than this CPU supports: see MPIQUANT_BLAS_AUTO)" : "");
+                  ? " (slower than this CPU supports: see MPIQUANT_BLAS_AUTO)" : "",
+              qz_threads());
     st = qz_timing_report(ctx.comm, stderr, qz_wtime() - ctx.t_start);
   }
 

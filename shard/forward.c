@@ -4,6 +4,7 @@
 #include <cblas.h>
 #undef I /* cblas.h may pull in complex.h */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -12,6 +13,7 @@
 #include "mpiquant/mem.h"
 #include "mpiquant/moe.h"
 #include "mpiquant/shard.h"
+#include "mpiquant/threads.h"
 #include "fwd_kernels.h"
 
 struct qz_fwd {
@@ -35,9 +37,13 @@ struct qz_fwd {
   float *g;    /* [T, I] gate, then silu(gate)*up (DOWN_IN) */
   float *u;    /* [T, I] up */
   float *out;  /* [T, H] OUT */
-  float *s;    /* [QZ_FWD_QBLOCK, seqlen] attention scores of a query block */
+  float *s;    /* [QZ_FWD_QBLOCK, seqlen] attention scores of a query block;
+                * the fused path: nthr workspaces of s_ld floats */
+  int64_t s_ld;
+  int nthr;    /* OpenMP threads of the attention (qz_threads() at create) */
   float *cos_t, *sin_t; /* [seqlen, hd/2] */
   float *logits;        /* [chunk, vocab], allocated on first use of the head */
+  double *row_nll;      /* [chunk] NLL of each row of a chunk */
   int64_t logits_rows;
   int act_bits;  /* 0: off; else per-token dynamic symmetric fake-quant */
   qz_act_hook hook; /* hook.fn NULL: none */
@@ -144,6 +150,7 @@ static inline void rope_row(float *x, int64_t nheads, int64_t hd, int64_t pos,
 void qz_rope_apply(float *x, int64_t nrows, int64_t ld, int64_t nheads,
                    int64_t hd, int64_t seqlen, const float *cos_t,
                    const float *sin_t) {
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(nrows * nheads * hd))
   for (int64_t r = 0; r < nrows; r++)
     rope_row(x + r * ld, nheads, hd, r % seqlen, cos_t, sin_t);
 }
@@ -151,6 +158,7 @@ void qz_rope_apply(float *x, int64_t nrows, int64_t ld, int64_t nheads,
 void qz_rope_apply_pos(float *x, int64_t nrows, int64_t ld, int64_t nheads,
                        int64_t hd, const int32_t *pos, const float *cos_t,
                        const float *sin_t) {
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(nrows * nheads * hd))
   for (int64_t r = 0; r < nrows; r++)
     rope_row(x + r * ld, nheads, hd, pos[r], cos_t, sin_t);
 }
@@ -194,8 +202,11 @@ int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
   const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * f->I;
   int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
   int64_t ssz = qb * seqlen; /* scores of a query block, or the fused path's */
-  if (f->hd <= QZ_FWDK_ATTN_SMALL_HD && qz_fwdk_attn_small_ws(f->hd, seqlen) > ssz)
-    ssz = qz_fwdk_attn_small_ws(f->hd, seqlen);
+  f->nthr = qz_threads();
+  if (f->hd <= QZ_FWDK_ATTN_SMALL_HD) { /* one workspace per thread */
+    f->s_ld = (qz_fwdk_attn_small_ws(f->hd, seqlen) + 15) / 16 * 16;
+    if (f->s_ld * f->nthr > ssz) ssz = f->s_ld * f->nthr;
+  }
   /* sizes in floats, each rounded to 16 floats (64 B) */
   int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
                   T * f->H, T * f->H, TI,        TI,         T * f->H,
@@ -232,6 +243,7 @@ void qz_fwd_destroy(qz_fwd **pf) {
   qz_fwd *f = *pf;
   qz_free_big(&f->mem, f->mem_bytes);
   qz_free_big(&f->logits, 0);
+  qz_free(&f->row_nll);
   qz_free_big(&f->aq, 0);
   qz_moe_ws_destroy(&f->moe);
   qz_free(pf);
@@ -269,13 +281,14 @@ int qz_fwd_embed(qz_fwd *f, const qz_head_weights *h, const int32_t *ids) {
   QZ_CHECK(h->embed && h->hidden == f->H, QZ_ERR_ARG,
            "embedding not loaded or hidden size %lld != %lld",
            (long long)h->hidden, (long long)f->H);
-  for (int64_t t = 0; t < f->ntok_all; t++) {
+  for (int64_t t = 0; t < f->ntok_all; t++)
     QZ_CHECK(ids[t] >= 0 && ids[t] < h->vocab, QZ_ERR_ARG,
              "token id %d at local position %lld is outside the vocabulary "
              "[0, %lld)", (int)ids[t], (long long)t, (long long)h->vocab);
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(f->ntok_all * f->H))
+  for (int64_t t = 0; t < f->ntok_all; t++)
     memcpy(f->xall + t * f->H, h->embed + (int64_t)ids[t] * f->H,
            (size_t)f->H * sizeof(float));
-  }
   return qz_fwd_batch(f, 0, f->bmax < f->nwin_all ? f->bmax : f->nwin_all);
 }
 
@@ -297,9 +310,14 @@ qz_fwd_stage qz_fwd_done(const qz_fwd *f) { return f->done; }
 
 /* ---- kernels -------------------------------------------------------- */
 
+/* Every loop below gives each row (or element) to one thread, computed by
+ * the same code as a serial run: results do not depend on the thread count
+ * (threads.h). BLAS is never called inside a parallel region. */
+
 /* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w, sum of squares in double. */
 static void rmsnorm(float *y, const float *x, const float *w, int64_t nrows,
                     int64_t n, float eps) {
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(nrows * n))
   for (int64_t r = 0; r < nrows; r++) {
     const float *a = x + r * n;
     float *b = y + r * n;
@@ -322,9 +340,11 @@ static void linear(float *y, const float *x, const float *W, const float *bias,
                 (int)in, 1.0f, x + r0 * in, (int)in, W, (int)in, 0.0f,
                 y + r0 * out, (int)out);
   }
-  if (bias)
+  if (bias) {
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(T * out))
     for (int64_t t = 0; t < T; t++)
       for (int64_t o = 0; o < out; o++) y[t * out + o] += bias[o];
+  }
 }
 
 /* exp(x) for x <= 0 (softmax arguments after the max shift): range
@@ -368,22 +388,38 @@ static void softmax_row(float *s, int64_t nv, int64_t n) {
   for (j = nv; j < n; j++) s[j] = 0.0f;
 }
 
+/* Small heads, fused (attn.c): the (window, head) pairs are split over
+ * the threads, each with its own workspace; a head's result does not
+ * depend on which thread computes it. */
+static void attention_small(qz_fwd *f, float scale) {
+  const int64_t L = f->seqlen, hd = f->hd, qd = f->qd, kvd = f->kvd;
+  const int64_t group = f->nq / f->nkv, npair = f->nwin * f->nq;
+  const int nthr = npair > 1 ? f->nthr : 1;
+#pragma omp parallel for schedule(static) num_threads(nthr)
+  for (int64_t wh = 0; wh < npair; wh++) {
+    const int64_t w = wh / f->nq, h = wh % f->nq;
+    float *ws = f->s + (int64_t)omp_get_thread_num() * f->s_ld;
+    qz_fwdk_attn_small(f->q + w * L * qd + h * hd, qd, L, NULL, NULL, 0,
+                       f->k + w * L * kvd + h / group * hd,
+                       f->v + w * L * kvd + h / group * hd, kvd, hd, scale, ws);
+  }
+}
+
 /* Causal GQA attention of every local window; the output of query head h
  * overwrites q's columns of head h (each query block is read once, into the
- * scores, before its rows are written). */
+ * scores, before its rows are written). Larger heads: sgemm (OpenBLAS's
+ * threads) for the products, the softmax rows split over our threads. */
 static void attention(qz_fwd *f) {
   int64_t L = f->seqlen, hd = f->hd, qd = f->qd, kvd = f->kvd;
   int64_t group = f->nq / f->nkv;
   float scale = (float)(1.0 / sqrt((double)hd));
+  if (hd <= QZ_FWDK_ATTN_SMALL_HD) {
+    attention_small(f, scale);
+    return;
+  }
   for (int64_t w = 0; w < f->nwin; w++) {
     float *qw = f->q + w * L * qd;
     const float *kw = f->k + w * L * kvd, *vw = f->v + w * L * kvd;
-    if (hd <= QZ_FWDK_ATTN_SMALL_HD) { /* fused per row (attn.c) */
-      for (int64_t h = 0; h < f->nq; h++)
-        qz_fwdk_attn_small(qw + h * hd, qd, L, NULL, NULL, 0, kw + h / group * hd,
-                           vw + h / group * hd, kvd, hd, scale, f->s);
-      continue;
-    }
     for (int64_t h = 0; h < f->nq; h++) {
       int64_t g = h / group;
       float *qh = qw + h * hd;
@@ -395,6 +431,7 @@ static void attention(qz_fwd *f) {
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n,
                     (int)hd, scale, qh + i0 * qd, (int)qd, kg, (int)kvd, 0.0f,
                     S, (int)n);
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(m * n))
         for (int64_t r = 0; r < m; r++) {
           int64_t nv = i0 + r + 1; /* causal: keys 0..i */
           softmax_row(S + r * n, nv, n);
@@ -450,6 +487,7 @@ void qz_fwd_set_model_hook(qz_fwd *f, const qz_model_hook *h) {
 void qz_act_fake_quant(const float *x, int64_t nrows, int64_t n, int bits,
                        float *y) {
   const float qmax = (float)((1 << (bits - 1)) - 1);
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(nrows * n))
   for (int64_t r = 0; r < nrows; r++) {
     const float *a = x + r * n;
     float *b = y + r * n;
@@ -474,6 +512,12 @@ static const float *lin_in(qz_fwd *f, const qz_block_weights *w, qz_linear lin,
 }
 
 static float silu(float x) { return x / (1.0f + expf(-x)); }
+
+/* y[i] = a[i] + b[i] (y may be a). */
+static void add_rows(float *y, const float *a, const float *b, int64_t n) {
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
+  for (int64_t i = 0; i < n; i++) y[i] = a[i] + b[i];
+}
 
 static int run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
   int64_t T = f->ntok, H = f->H, I = f->I;
@@ -500,7 +544,7 @@ static int run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
     }
     case QZ_STAGE_GATEUP_IN:
       linear(f->h1, lin_in(f, w, QZ_LIN_O, f->q, f->qd), w->w[QZ_LIN_O], w->b[QZ_LIN_O], T, f->seqlen, H, f->qd);
-      for (int64_t i = 0; i < T * H; i++) f->h1[i] += f->x[i];
+      add_rows(f->h1, f->h1, f->x, T * H);
       rmsnorm(f->h1n, f->h1, w->ffn_norm, T, H, f->eps);
       break;
     case QZ_STAGE_DOWN_IN: {
@@ -508,7 +552,7 @@ static int run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
       const float *xin = lin_in(f, w, QZ_LIN_GATE, f->h1n, H);
       linear(f->g, xin, w->w[QZ_LIN_GATE], w->b[QZ_LIN_GATE], T, f->seqlen, I, H);
       linear(f->u, xin, w->w[QZ_LIN_UP], w->b[QZ_LIN_UP], T, f->seqlen, I, H);
-      for (int64_t i = 0; i < T * I; i++) f->g[i] = silu(f->g[i]) * f->u[i];
+      qz_fwdk_swiglu(f->g, f->u, T * I);
       break;
     }
     case QZ_STAGE_OUT:
@@ -517,11 +561,11 @@ static int run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
         QZ_CHECK(!f->act_bits && !f->hook.fn, QZ_ERR_UNSUPPORTED,
                  "activation quantization of mixture-of-experts blocks is not supported");
         QZ_CALL(qz_moe_ffn(f->moe, w, f->h1n, T, f->seqlen, f->out));
-        for (int64_t i = 0; i < T * H; i++) f->out[i] += f->h1[i];
+        add_rows(f->out, f->out, f->h1, T * H);
         break;
       }
       linear(f->out, lin_in(f, w, QZ_LIN_DOWN, f->g, I), w->w[QZ_LIN_DOWN], w->b[QZ_LIN_DOWN], T, f->seqlen, H, I);
-      for (int64_t i = 0; i < T * H; i++) f->out[i] += f->h1[i];
+      add_rows(f->out, f->out, f->h1, T * H);
       break;
     default:
       break;
@@ -577,7 +621,7 @@ int qz_fwd_commit_ffn(qz_fwd *f, const float *ffn) {
   QZ_CHECK(f->done >= QZ_STAGE_GATEUP_IN, QZ_ERR_INTERNAL,
            "FFN commit before the FFN input stage (last stage: %s)",
            qz_fwd_stage_name(f->done));
-  for (int64_t i = 0; i < f->ntok * f->H; i++) f->x[i] = f->h1[i] + ffn[i];
+  add_rows(f->x, f->h1, ffn, f->ntok * f->H);
   f->done = QZ_STAGE_NONE;
   return QZ_OK;
 }
@@ -625,8 +669,10 @@ int qz_fwd_nll(qz_fwd *f, const qz_head_weights *h, const int32_t *ids,
   if (chunk_tokens > L) chunk_tokens = L;
   if (f->logits_rows < chunk_tokens) {
     qz_free_big(&f->logits, 0);
+    qz_free(&f->row_nll);
     QZ_CALL(qz_alloc_big((size_t)(chunk_tokens * V) * sizeof(float),
                          "logits chunk", &f->logits));
+    QZ_CALL(qz_alloc((size_t)chunk_tokens, sizeof(double), "row NLLs", &f->row_nll));
     f->logits_rows = chunk_tokens;
   }
   /* chunks restart at every window so that a window's NLL does not depend
@@ -637,18 +683,21 @@ int qz_fwd_nll(qz_fwd *f, const qz_head_weights *h, const int32_t *ids,
       int64_t n = L - 1 - p0 < chunk_tokens ? L - 1 - p0 : chunk_tokens;
       int64_t r0 = w * L + p0;
       QZ_CALL(qz_fwd_logits(f, h, r0, n, f->logits));
-      for (int64_t r = 0; r < n; r++) {
-        int32_t tgt = ids[r0 + r + 1];
-        QZ_CHECK(tgt >= 0 && tgt < V, QZ_ERR_ARG,
-                 "token id %d outside the vocabulary [0, %lld)", (int)tgt,
+      for (int64_t r = 0; r < n; r++)
+        QZ_CHECK(ids[r0 + r + 1] >= 0 && ids[r0 + r + 1] < V, QZ_ERR_ARG,
+                 "token id %d outside the vocabulary [0, %lld)", (int)ids[r0 + r + 1],
                  (long long)V);
+      /* each row's term by one thread, added in row order below */
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * V))
+      for (int64_t r = 0; r < n; r++) {
         const float *lg = f->logits + r * V;
         float mx = lg[0];
         for (int64_t j = 1; j < V; j++) mx = lg[j] > mx ? lg[j] : mx;
         double sum = 0.0;
         for (int64_t j = 0; j < V; j++) sum += (double)expf(lg[j] - mx);
-        acc += (double)mx + log(sum) - (double)lg[tgt];
+        f->row_nll[r] = (double)mx + log(sum) - (double)lg[ids[r0 + r + 1]];
       }
+      for (int64_t r = 0; r < n; r++) acc += f->row_nll[r];
     }
     nll[w] = acc;
   }
@@ -716,6 +765,7 @@ int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
                     1.0f, xn, (int)H, hs->rows + (c - v0) * H, (int)H, 0.0f,
                     lg + (c - v0), (int)vl);
       }
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
       for (int64_t t = 0; t < n; t++) {
         float m = -INFINITY;
         for (int64_t j = 0; j < vl; j++) m = lg[t * vl + j] > m ? lg[t * vl + j] : m;
@@ -723,6 +773,11 @@ int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
       }
       if (size > 1) NLL_MPI(MPI_Allreduce(MPI_IN_PLACE, mx, (int)n, MPI_FLOAT, MPI_MAX, comm));
       memset(part, 0, sizeof(double) * (size_t)(n * W));
+      for (int64_t t = 0; t < n; t++)
+        QZ_CHECK_DONE(ids[gw * L + p0 + t + 1] >= 0 && ids[gw * L + p0 + t + 1] < V,
+                      QZ_ERR_ARG, "token id %d outside the vocabulary [0, %lld)",
+                      (int)ids[gw * L + p0 + t + 1], (long long)V);
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
       for (int64_t t = 0; t < n; t++) {
         const float *row = lg + t * vl;
         for (int64_t c = v0; c < hs->v1; c += QZ_VOCAB_CHUNK) {
@@ -732,8 +787,6 @@ int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
           part[t * W + c / QZ_VOCAB_CHUNK] = sum;
         }
         int32_t tgt = ids[gw * L + p0 + t + 1];
-        QZ_CHECK_DONE(tgt >= 0 && tgt < V, QZ_ERR_ARG,
-                      "token id %d outside the vocabulary [0, %lld)", (int)tgt, (long long)V);
         if (tgt >= v0 && tgt < hs->v1) part[t * W + nch] = (double)row[tgt - v0];
       }
       /* one contributor per entry: the sum is exact, independent of P */
@@ -787,5 +840,6 @@ void qz_fwdk_linear(float *y, const float *x, const float *W, const float *bias,
 void qz_fwdk_softmax_row(float *s, int64_t nv, int64_t n) { softmax_row(s, nv, n); }
 
 void qz_fwdk_swiglu(float *g, const float *u, int64_t n) {
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
   for (int64_t i = 0; i < n; i++) g[i] = silu(g[i]) * u[i];
 }

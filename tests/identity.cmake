@@ -14,3 +14,6 @@ qz_add_test(NAME np_identity_fp8_static TIMEOUT 300 COMMAND ${NPID} fp8 --act st
 foreach(m rtn gptq quantease awq smoothquant sq_gptq fp8_block fp8_static)
   set_tests_properties(np_identity_${m} PROPERTIES PROCESSORS 4)
 endforeach()
+# hybrid ranks x threads: 1 vs 2 vs 3 OpenMP threads per rank at np 1 and 2
+# give identical checkpoints and eval NLL (docs/performance.md)
+qz_add_test(NAME threads_identity TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/threads_identity.sh)

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# threads_identity.sh: hybrid ranks x threads (docs/performance.md) gives the
+# same results as one thread per rank, to the bit. stories260K in BF16 (the
+# dtype conversion runs threaded too), GPTQ w4 g32 act-order with 8-bit
+# per-token activation fake-quant (the threaded act quantizer runs in
+# eval), 8 calibration windows of 128: every block file h5diff-identical and
+# eval's nll_sum (perplexity of the checkpoint, and of the plain model)
+# string-identical to 1 thread at np 1 with OMP_NUM_THREADS 2, 3 at np 1,
+# 2 at np 2 and --threads 3 (over OMP_NUM_THREADS=1) at np 2.
+# The loops split rows/heads over threads (each computed by one thread with
+# the serial code), so any difference is a bug, not rounding.
+set -euo pipefail
+S=${QZ_SHARED_DIR:?} B=${MPIQUANT_BIN:?} T=${QZ_TEST_TMP:?}
+export HDF5_PLUGIN_PATH="$QZ_BUILD_DIR/h5plugin"
+export OMPI_MCA_hwloc_base_binding_policy=none # threads may use both cores
+M="$S/models/stories260K-hf-bf16" D="$S/data/tinystories_valid_head.txt"
+rm -rf "$T"; mkdir -p "$T"
+run() { # run NAME NP THREAD_ARGS...: quantize, eval the checkpoint and the model
+  local name=$1 np=$2; shift 2
+  env "$@" "${MPIEXEC:-mpiexec}" -n "$np" "$B" ${QZ_THR_OPT:-} quantize --model "$M" --calib "$D" \
+    --nsamples 8 --seqlen 128 --method gptq --bits 4 --group 32 --act-order --act-bits 8 \
+    --out "$T/$name" -q
+  env "$@" "${MPIEXEC:-mpiexec}" -n "$np" "$B" ${QZ_THR_OPT:-} eval --ckpt "$T/$name" --data "$D" \
+    --seqlen 128 --windows 6 --json -q | grep -o '"nll_sum":[^,}]*' > "$T/$name.ckpt.nll"
+  env "$@" "${MPIEXEC:-mpiexec}" -n "$np" "$B" ${QZ_THR_OPT:-} eval --model "$M" --data "$D" \
+    --seqlen 128 --windows 6 --json -q | grep -o '"nll_sum":[^,}]*' > "$T/$name.model.nll"
+}
+run ref 1 OMP_NUM_THREADS=1
+[ -s "$T/ref.ckpt.nll" ] && [ -s "$T/ref.model.nll" ] || { echo "FAIL: no nll_sum from eval"; exit 1; }
+cases="np1_t2:1:2 np1_t3:1:3 np2_t2:2:2"
+for c in $cases; do
+  IFS=: read -r name np t <<< "$c"
+  run "$name" "$np" OMP_NUM_THREADS="$t"
+done
+QZ_THR_OPT="--threads 3" run np2_opt3 2 OMP_NUM_THREADS=1 # the option wins
+n=0
+for name in np1_t2 np1_t3 np2_t2 np2_opt3; do
+  for f in "$T"/ref/blocks-*.h5; do
+    if ! h5diff "$f" "$T/$name/$(basename "$f")" >/dev/null; then
+      h5diff -v "$f" "$T/$name/$(basename "$f")" | grep -v "^ *0 differences" | head -20
+      echo "FAIL: $name: $(basename "$f") differs from 1 thread at np 1"; exit 1
+    fi
+    n=$((n + 1))
+  done
+  for k in ckpt model; do
+    cmp -s "$T/ref.$k.nll" "$T/$name.$k.nll" || {
+      echo "FAIL: $name: eval --$k $(cat "$T/$name.$k.nll") != 1 thread $(cat "$T/ref.$k.nll")"; exit 1; }
+  done
+done
+# the thread count is reported where the user looks
+"$B" --threads 3 --version | grep -q "threads:  3 OpenMP" || { echo "FAIL: --version"; exit 1; }
+if "$B" --threads 0 --version >/dev/null 2>&1; then echo "FAIL: --threads 0 accepted"; exit 1; fi
+echo "threads: $n block files and 8 NLL sums identical to 1 thread ($(cat "$T/ref.ckpt.nll"))"
+echo "threads_identity: 1 passed, 0 failed"
