@@ -6,6 +6,7 @@
 
 #include "mpiquant/codebook.h"
 #include "mpiquant/fp8.h"
+#include "mpiquant/threads.h"
 
 static const char *const k_names[QZ_VGRID_COUNT] = {"int", "nf4", "fp4", "fp8_e4m3"};
 
@@ -37,6 +38,8 @@ void qz_dequantize_rows_grid(int64_t nrows, int64_t in, int64_t ngroups,
                              const uint8_t *codes, const float *scales,
                              const float *zeros, const int32_t *g_idx,
                              const float *value, float *q) {
+  /* row r by one thread (threads.h): identical at any thread count */
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(nrows * in))
   for (int64_t r = 0; r < nrows; r++) {
     const float *s = scales + r * ngroups, *z = zeros + r * ngroups;
     const uint8_t *c = codes + r * in;

@@ -52,6 +52,7 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
+#include "mpiquant/threads.h"
 
 static json_t *qargs(int bits, const char *strategy, int dynamic) {
   json_t *a = json_object();
@@ -159,6 +160,7 @@ static int packed_tensors(qz_st_shards *ss, int layer, const char *mod,
   int64_t wcols = (in + f - 1) / f, zrows = (out + f - 1) / f;
   uint32_t *wp = NULL, *zp = NULL;
   QZ_CALL(qz_alloc((size_t)(out * wcols), 4, "packed weights", &wp));
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(out * in))
   for (int64_t o = 0; o < out; o++) pack_words(NULL, R->codes + o * in, in, 1, bits, wp + o * wcols);
   int64_t shp[2] = {out, wcols};
   snprintf(name, sizeof name, "model.layers.%d.%s.weight_packed", layer, mod);

@@ -24,12 +24,15 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
+#include "mpiquant/threads.h"
 
 void qz_gptq_pack(int bits, int64_t nvec, int64_t len, const uint8_t *codes,
                   int32_t *words) {
   int64_t nw = len * bits / 32;
   memset(words, 0, sizeof(int32_t) * (size_t)(nw * nvec));
   uint32_t mask = (1u << bits) - 1u;
+  /* vector v (column v of words) by one thread */
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(nvec * len))
   for (int64_t v = 0; v < nvec; v++) {
     const uint8_t *c = codes + v * len;
     for (int64_t i = 0; i < len; i++) {

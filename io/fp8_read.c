@@ -16,6 +16,7 @@
 #include "mpiquant/fp8.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
+#include "mpiquant/threads.h"
 #include "st_impl.h"
 
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -98,6 +99,8 @@ int qz_fp8_read(qz_st *st, const qz_tensor_info *ti, int64_t row0, int64_t nrows
   }
   const uint8_t *src = qz_st_tensor_bytes(st, ti) + row0 * in;
   const int e4m3 = ti->dtype == QZ_DT_F8_E4M3;
+  /* row r by one thread (threads.h) */
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(nrows * in))
   for (int64_t r = 0; r < nrows; r++) {
     const int64_t o = row0 + r;
     const uint8_t *c = src + r * in;

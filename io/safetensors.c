@@ -23,6 +23,7 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
+#include "mpiquant/threads.h"
 #include "st_impl.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -814,7 +815,9 @@ int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
   case QZ_DT_F32:
     memcpy(dst, src, (size_t)n * 4);
     break;
+  /* element i by one thread (threads.h): identical at any thread count */
   case QZ_DT_F64:
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
     for (int64_t i = 0; i < n; i++) {
       double d;
       memcpy(&d, src + 8 * i, 8);
@@ -822,6 +825,7 @@ int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
     }
     break;
   case QZ_DT_BF16:
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
     for (int64_t i = 0; i < n; i++) {
       uint16_t h;
       memcpy(&h, src + 2 * i, 2);
@@ -829,6 +833,7 @@ int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
     }
     break;
   case QZ_DT_F16:
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
     for (int64_t i = 0; i < n; i++) {
       uint16_t h;
       memcpy(&h, src + 2 * i, 2);

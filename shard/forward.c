@@ -839,6 +839,8 @@ void qz_fwdk_linear(float *y, const float *x, const float *W, const float *bias,
 
 void qz_fwdk_softmax_row(float *s, int64_t nv, int64_t n) { softmax_row(s, nv, n); }
 
+void qz_fwdk_add(float *y, const float *a, const float *b, int64_t n) { add_rows(y, a, b, n); }
+
 void qz_fwdk_swiglu(float *g, const float *u, int64_t n) {
 #pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
   for (int64_t i = 0; i < n; i++) g[i] = silu(g[i]) * u[i];

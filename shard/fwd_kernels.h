@@ -1,6 +1,7 @@
 /* shard private: the block forward's kernels (forward.c), shared with the
  * other forwards of this folder (the ragged task forward in loglik.c), so
- * every forward computes a row the same way. Not collective. */
+ * every forward computes a row the same way. Loops split rows or elements
+ * over qz_threads() OpenMP threads, never changing a result. Not collective. */
 #ifndef QZ_SHARD_FWD_KERNELS_H
 #define QZ_SHARD_FWD_KERNELS_H
 
@@ -24,6 +25,8 @@ int64_t qz_fwdk_attn_small_ws(int64_t hd, int64_t nkeys);
 void qz_fwdk_attn_small(float *q, int64_t qs, int64_t nQ, const float *kA,
                         const float *vA, int64_t nA, const float *kB, const float *vB,
                         int64_t kvs, int64_t hd, float scale, float *ws);
+/* y[i] = a[i] + b[i] (y may be a or b). */
+void qz_fwdk_add(float *y, const float *a, const float *b, int64_t n);
 /* g[i] <- silu(g[i]) * u[i]. */
 void qz_fwdk_swiglu(float *g, const float *u, int64_t n);
 

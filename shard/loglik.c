@@ -5,6 +5,7 @@
 #include <cblas.h>
 #undef I /* cblas.h may pull in complex.h */
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,6 +15,7 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/moe.h"
+#include "mpiquant/threads.h"
 #include "mpiquant/timing.h"
 
 #define LL_BATCH_DEFAULT 512
@@ -66,7 +68,10 @@ typedef struct {
   int64_t r0;           /* local row of x[0] (the current round's first) */
   float *xn, *q, *k, *v, *h1, *h1n, *g, *u, *out; /* stage buffers [bmax, .] */
   float *aq;            /* [bmax, max(H, qd, I)] fake-quant input, or NULL */
-  float *sc;            /* [QZ_FWD_QBLOCK, max_len] attention scores */
+  float *sc;            /* [QZ_FWD_QBLOCK, max_len] attention scores; the
+                           fused path: nthr workspaces of sc_ld floats */
+  int64_t sc_ld;
+  int nthr;             /* OpenMP threads of the attention */
   float *cos_t, *sin_t; /* [max_len, hd/2] */
   qz_moe_ws *moe;       /* MoE FFN scratch for a batch, or NULL */
 } ws;
@@ -90,15 +95,23 @@ static const float *lin_in(ws *w, int layer, qz_linear lin, const float *x, int6
 static void attend(ws *w, int64_t qr, int64_t nQ, int64_t ar, int64_t nA) {
   const int64_t hd = w->hd, qd = w->qd, kvd = w->kvd, group = w->nq / w->nkv;
   const float scale = (float)(1.0 / sqrt((double)hd));
+  if (hd <= QZ_FWDK_ATTN_SMALL_HD) { /* fused per row, as the block forward: */
+    /* heads over the threads, each with its own workspace (threads.h) */
+#pragma omp parallel for schedule(static) num_threads(w->nq > 1 ? w->nthr : 1)
+    for (int64_t h = 0; h < w->nq; h++) {
+      const int64_t g = h / group;
+      qz_fwdk_attn_small(w->q + qr * qd + h * hd, qd, nQ, w->k + ar * kvd + g * hd,
+                         w->v + ar * kvd + g * hd, nA, w->k + qr * kvd + g * hd,
+                         w->v + qr * kvd + g * hd, kvd, hd, scale,
+                         w->sc + (int64_t)omp_get_thread_num() * w->sc_ld);
+    }
+    return;
+  }
   for (int64_t h = 0; h < w->nq; h++) {
     int64_t g = h / group;
     float *qh = w->q + qr * qd + h * hd;
     const float *kA = w->k + ar * kvd + g * hd, *vA = w->v + ar * kvd + g * hd;
     const float *kB = w->k + qr * kvd + g * hd, *vB = w->v + qr * kvd + g * hd;
-    if (hd <= QZ_FWDK_ATTN_SMALL_HD) { /* fused per row, as the block forward */
-      qz_fwdk_attn_small(qh, qd, nQ, kA, vA, nA, kB, vB, kvd, hd, scale, w->sc);
-      continue;
-    }
     for (int64_t i0 = 0; i0 < nQ; i0 += QZ_FWD_QBLOCK) {
       int64_t m = nQ - i0 < QZ_FWD_QBLOCK ? nQ - i0 : QZ_FWD_QBLOCK;
       int64_t n = i0 + m, nc = nA + n;
@@ -108,6 +121,7 @@ static void attend(ws *w, int64_t qr, int64_t nQ, int64_t ar, int64_t nA) {
                     scale, qh + i0 * qd, (int)qd, kA, (int)kvd, 0.0f, S, (int)nc);
       cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)hd, scale,
                   qh + i0 * qd, (int)qd, kB, (int)kvd, 0.0f, S + nA, (int)nc);
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(m * nc))
       for (int64_t r = 0; r < m; r++) qz_fwdk_softmax_row(S + r * nc, nA + i0 + r + 1, nc);
       if (nA)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)nA,
@@ -147,12 +161,12 @@ static int block_batch(ws *w, const qz_block_weights *bw, const batch *b,
     }
   }
   qz_fwdk_linear(w->h1, lin_in(w, bw->layer, QZ_LIN_O, w->q, T, qd), bw->w[QZ_LIN_O], bw->b[QZ_LIN_O], T, T, H, qd);
-  for (int64_t i = 0; i < T * H; i++) w->h1[i] += x[i];
+  qz_fwdk_add(w->h1, w->h1, x, T * H);
   qz_fwdk_rmsnorm(w->h1n, w->h1, bw->ffn_norm, T, H, w->eps);
   if (bw->moe) {
     QZ_CHECK(w->moe, QZ_ERR_ARG, "MoE block on a dense task workspace");
     QZ_CALL(qz_moe_ffn(w->moe, bw, w->h1n, T, T, w->out));
-    for (int64_t i = 0; i < T * H; i++) x[i] = w->out[i] + w->h1[i];
+    qz_fwdk_add(x, w->out, w->h1, T * H);
     return QZ_OK;
   }
   xin = lin_in(w, bw->layer, QZ_LIN_GATE, w->h1n, T, H);
@@ -161,7 +175,7 @@ static int block_batch(ws *w, const qz_block_weights *bw, const batch *b,
   qz_fwdk_swiglu(w->g, w->u, T * I);
   qz_fwdk_linear(w->out, lin_in(w, bw->layer, QZ_LIN_DOWN, w->g, T, I), bw->w[QZ_LIN_DOWN], bw->b[QZ_LIN_DOWN], T, T,
                  H, I);
-  for (int64_t i = 0; i < T * H; i++) x[i] = w->out[i] + w->h1[i];
+  qz_fwdk_add(x, w->out, w->h1, T * H);
   return QZ_OK;
 }
 
@@ -410,8 +424,11 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
     int64_t amax = w.H > w.qd ? w.H : w.qd;
     amax = amax > w.I ? amax : w.I;
     int64_t qb = L < QZ_FWD_QBLOCK ? L : QZ_FWD_QBLOCK, ssz = qb * L;
-    if (w.hd <= QZ_FWDK_ATTN_SMALL_HD && qz_fwdk_attn_small_ws(w.hd, L) > ssz)
-      ssz = qz_fwdk_attn_small_ws(w.hd, L); /* the fused path's (attn.c) */
+    w.nthr = qz_threads();
+    if (w.hd <= QZ_FWDK_ATTN_SMALL_HD) { /* the fused path's (attn.c), per thread */
+      w.sc_ld = (qz_fwdk_attn_small_ws(w.hd, L) + 15) / 16 * 16;
+      if (w.sc_ld * w.nthr > ssz) ssz = w.sc_ld * w.nthr;
+    }
     int64_t sz[] = {Tmax * w.H,        bmax * w.H,   bmax * w.qd, bmax * w.kvd,
                     bmax * w.kvd,   bmax * w.H,   bmax * w.H,  bmax * w.I,
                     bmax * w.I,     bmax * w.H,   (w.act_bits || w.hook) ? bmax * amax : 0,

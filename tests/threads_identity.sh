@@ -4,7 +4,8 @@
 # dtype conversion runs threaded too), GPTQ w4 g32 act-order with 8-bit
 # per-token activation fake-quant (the threaded act quantizer runs in
 # eval), 8 calibration windows of 128: every block file h5diff-identical and
-# eval's nll_sum (perplexity of the checkpoint, and of the plain model)
+# eval's nll_sum (perplexity of the checkpoint, and of the plain model) and
+# the task forward's per-request loglikelihoods (hellaswag, 24 docs)
 # string-identical to 1 thread at np 1 with OMP_NUM_THREADS 2, 3 at np 1,
 # 2 at np 2 and --threads 3 (over OMP_NUM_THREADS=1) at np 2.
 # The loops split rows/heads over threads (each computed by one thread with
@@ -24,9 +25,14 @@ run() { # run NAME NP THREAD_ARGS...: quantize, eval the checkpoint and the mode
     --seqlen 128 --windows 6 --json -q | grep -o '"nll_sum":[^,}]*' > "$T/$name.ckpt.nll"
   env "$@" "${MPIEXEC:-mpiexec}" -n "$np" "$B" ${QZ_THR_OPT:-} eval --model "$M" --data "$D" \
     --seqlen 128 --windows 6 --json -q | grep -o '"nll_sum":[^,}]*' > "$T/$name.model.nll"
+  # the task forward (ragged rows, prefix reuse) with int8 activations: every
+  # request's loglikelihood in the sample log
+  env "$@" "${MPIEXEC:-mpiexec}" -n "$np" "$B" ${QZ_THR_OPT:-} eval --ckpt "$T/$name" \
+    --task "$S/tasks/hellaswag.jsonl" --limit 24 --log-samples "$T/$name.samples" -q >/dev/null
 }
 run ref 1 OMP_NUM_THREADS=1
-[ -s "$T/ref.ckpt.nll" ] && [ -s "$T/ref.model.nll" ] || { echo "FAIL: no nll_sum from eval"; exit 1; }
+[ -s "$T/ref.ckpt.nll" ] && [ -s "$T/ref.model.nll" ] && grep -q loglikelihood "$T/ref.samples" \
+  || { echo "FAIL: no nll_sum / task loglikelihoods from eval"; exit 1; }
 cases="np1_t2:1:2 np1_t3:1:3 np2_t2:2:2"
 for c in $cases; do
   IFS=: read -r name np t <<< "$c"
@@ -46,9 +52,11 @@ for name in np1_t2 np1_t3 np2_t2 np2_opt3; do
     cmp -s "$T/ref.$k.nll" "$T/$name.$k.nll" || {
       echo "FAIL: $name: eval --$k $(cat "$T/$name.$k.nll") != 1 thread $(cat "$T/ref.$k.nll")"; exit 1; }
   done
+  cmp -s "$T/ref.samples" "$T/$name.samples" || {
+    echo "FAIL: $name: task sample log differs from 1 thread"; exit 1; }
 done
 # the thread count is reported where the user looks
 "$B" --threads 3 --version | grep -q "threads:  3 OpenMP" || { echo "FAIL: --version"; exit 1; }
 if "$B" --threads 0 --version >/dev/null 2>&1; then echo "FAIL: --threads 0 accepted"; exit 1; fi
-echo "threads: $n block files and 8 NLL sums identical to 1 thread ($(cat "$T/ref.ckpt.nll"))"
+echo "threads: $n block files, 8 NLL sums and 4 task sample logs identical to 1 thread ($(cat "$T/ref.ckpt.nll"))"
 echo "threads_identity: 1 passed, 0 failed"
