@@ -51,7 +51,7 @@ void qz_print_usage(FILE *out) {
   for (const qz_command *c = qz_commands; c->name; c++)
     fprintf(out, "  %-10s %s\n", c->name, c->summary);
   fprintf(out,
-          "\nglobal options (anywhere on the line):\n"
+          "\nglobal options (anywhere on the line; --threads before the command):\n"
           "  -v, --verbose      more log output (repeat for debug/trace)\n"
           "  -q, --quiet        only warnings and errors\n"
           "  --log-all-ranks    every rank logs (default: rank 0 only)\n"

@@ -41,7 +41,8 @@ static int strip_global_options(int *argc, char **argv, global_opts *g) {
       else if (strcmp(a, "--log-all-ranks") == 0) { g->all_ranks = 1; continue; }
       else if (strcmp(a, "--log-view") == 0) { g->log_view = 1; continue; }
       else if (strcmp(a, "--version") == 0) { g->version = 1; continue; }
-      else if (strcmp(a, "--threads") == 0 || strncmp(a, "--threads=", 10) == 0) {
+      /* before the command only: `plan --threads T` is plan's own option */
+      else if (!seen_cmd && (strcmp(a, "--threads") == 0 || strncmp(a, "--threads=", 10) == 0)) {
         const char *v = a[9] == '=' ? a + 10 : i + 1 < *argc ? argv[++i] : NULL;
         long n = 0;
         if (!v || qz_cli_int("--threads", v, 1, QZ_THREADS_MAX, &n) != QZ_OK) {
