@@ -7,7 +7,7 @@ cd "${QZ_SOURCE_DIR:?}"
 layer_of_header() {
   local h=$1
   case "$h" in
-    error.h|comm.h|log.h|timing.h|mem.h|file.h|fp8.h|codebook.h|codes.h) echo 0 ;;
+    error.h|comm.h|log.h|timing.h|mem.h|file.h|fp8.h|codebook.h|codes.h|threads.h) echo 0 ;;
     files.h|h5zstd.h|safetensors.h|config.h|tokenizer.h|ckpt.h|export.h|tasks.h) echo 1 ;;
     shard.h|forward.h|model.h|windows.h|eval.h|loglik.h|moe.h) echo 2 ;;
     blas.h|scalapack.h|grid.h|hessian.h|chol.h|hadamard.h|rotate.h) echo 3 ;;
