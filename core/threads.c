@@ -5,6 +5,7 @@
 
 static int g_threads;  /* 0: not decided yet */
 static int g_explicit; /* from qz_threads_set or OMP_NUM_THREADS */
+static int64_t g_min_work = -1; /* -1: not read yet */
 
 static int clamp(long n) {
   return n < 1 ? 1 : n > QZ_THREADS_MAX ? QZ_THREADS_MAX : (int)n;
@@ -30,4 +31,14 @@ void qz_threads_set(int n) {
 int qz_threads_explicit(void) {
   (void)qz_threads();
   return g_explicit;
+}
+
+int qz_threads_for(int64_t work) {
+  if (g_min_work < 0) {
+    const char *e = getenv("MPIQUANT_OMP_MIN_WORK");
+    char *end = NULL;
+    long long n = e ? strtoll(e, &end, 10) : -1;
+    g_min_work = e && end != e && n >= 0 ? (int64_t)n : QZ_OMP_MIN_WORK;
+  }
+  return work < g_min_work ? 1 : qz_threads();
 }

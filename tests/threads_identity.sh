@@ -10,10 +10,13 @@
 # 2 at np 2 and --threads 3 (over OMP_NUM_THREADS=1) at np 2.
 # The loops split rows/heads over threads (each computed by one thread with
 # the serial code), so any difference is a bug, not rounding.
+# MPIQUANT_OMP_MIN_WORK=1 splits even the loops below the size threshold
+# (the tiny linears' dequantization and conversion).
 set -euo pipefail
 S=${QZ_SHARED_DIR:?} B=${MPIQUANT_BIN:?} T=${QZ_TEST_TMP:?}
 export HDF5_PLUGIN_PATH="$QZ_BUILD_DIR/h5plugin"
 export OMPI_MCA_hwloc_base_binding_policy=none # threads may use both cores
+export MPIQUANT_OMP_MIN_WORK=1 # split every loop, even the tiny model's
 M="$S/models/stories260K-hf-bf16" D="$S/data/tinystories_valid_head.txt"
 rm -rf "$T"; mkdir -p "$T"
 run() { # run NAME NP THREAD_ARGS...: quantize, eval the checkpoint and the model

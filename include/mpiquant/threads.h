@@ -31,13 +31,14 @@ int qz_threads_explicit(void);
 
 /* Minimum work (elements touched) of a loop worth splitting over threads:
  * below it the fork/join costs more than the loop. Results do not depend
- * on it (a loop is split or not; each element is computed the same way). */
+ * on it (a loop is split or not; each element is computed the same way).
+ * MPIQUANT_OMP_MIN_WORK=n overrides it (tests set 1 to split every loop of
+ * the tiny test models). */
 #define QZ_OMP_MIN_WORK 32768
 
-/* Threads for a loop of `work` elements: 1 when small, else qz_threads(). */
-static inline int qz_threads_for(int64_t work) {
-  return work < QZ_OMP_MIN_WORK ? 1 : qz_threads();
-}
+/* Threads for a loop of `work` elements: 1 when below the minimum work,
+ * else qz_threads(). Call outside parallel regions. Not collective. */
+int qz_threads_for(int64_t work);
 
 #ifdef __cplusplus
 }
