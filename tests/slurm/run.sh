@@ -100,6 +100,7 @@ s = [socket.socket() for _ in range(2)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(*[x.getsockname()[1] for x in s])')
 H=$(hostname -s)
+# nproc honours OMP_NUM_THREADS (ctest sets it to 1): count the CPUs without it
 cat >"$SLURM_CONF" <<EOF
 ClusterName=qztest
 SlurmctldHost=$H(127.0.0.1)
@@ -129,7 +130,7 @@ JobCompType=jobcomp/none
 InactiveLimit=0
 KillWait=5
 MinJobAge=600
-NodeName=$H NodeAddr=127.0.0.1 CPUs=$(nproc) RealMemory=4000 State=UNKNOWN
+NodeName=$H NodeAddr=127.0.0.1 CPUs=$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) RealMemory=4000 State=UNKNOWN
 PartitionName=qz Nodes=$H Default=YES MaxTime=INFINITE State=UP
 EOF
 /usr/sbin/slurmctld
