@@ -127,6 +127,11 @@ static int bench_shape(const shape *sh) {
 }
 
 int main(int argc, char **argv) {
+  if (argc > 2 || (argc == 2 && strcmp(argv[1], "stories") && strcmp(argv[1], "8b"))) {
+    int help = argc == 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"));
+    fprintf(help ? stdout : stderr, "usage: bench_threads [stories|8b] (default: both)\n");
+    return help ? 0 : 2;
+  }
   MPI_Init(&argc, &argv);
   static const shape shapes[] = {
       {"stories260K", 64, 172, 8, 4, 8, 16, 512, 25},
