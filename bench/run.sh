@@ -64,6 +64,7 @@ run collectives_np2 2 1 "$bin/bench_collectives" 4096 3
 run potrf_np2 2 1 "$bin/bench_potrf" 3000 128
 run gptq_np2 2 1 "$bin/bench_gptq" 4096 4096
 run forward_np1 1 2 "$bin/bench_forward"
+run attn_np1 1 1 "$bin/bench_attn"
 run pack_np1 0 1 "$bin/bench_pack" 8192 8192 4
 [ -x "$bin/bench_quantease" ] && run quantease_np2 2 1 "$bin/bench_quantease"
 run quantize_sh 0 1 "$here/bench/quantize.sh" "$build" "$shared"
