@@ -73,10 +73,9 @@ double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqle
   int64_t H = cfg->hidden_size, I = cfg->intermediate_size, hd = cfg->head_dim;
   int64_t qd = cfg->num_attention_heads * hd, kvd = cfg->num_key_value_heads * hd;
   int64_t T = nwin * seqlen, half = hd / 2;
-  int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
   const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * I; /* dense FFN buffers */
   int64_t sz[] = {nwin * seqlen * H, T * H, T * qd, T * kvd, T * kvd, T * H, T * H,
-                  TI,                TI,    T * H,  qb * seqlen, seqlen * half,
+                  TI,                TI,    T * H,  qz_fwd_scores_floats(hd, seqlen), seqlen * half,
                   seqlen * half};
   int64_t total = 0;
   for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) total += round16(sz[i]);

@@ -35,7 +35,7 @@ struct qz_fwd {
   float *g;    /* [T, I] gate, then silu(gate)*up (DOWN_IN) */
   float *u;    /* [T, I] up */
   float *out;  /* [T, H] OUT */
-  float *s;    /* [QZ_FWD_QBLOCK, seqlen] attention scores of a query block */
+  float *s;    /* attention scratch (qz_fwd_scores_floats) */
   float *cos_t, *sin_t; /* [seqlen, hd/2] */
   float *logits;        /* [chunk, vocab], allocated on first use of the head */
   int64_t logits_rows;
@@ -157,6 +157,13 @@ void qz_rope_apply_pos(float *x, int64_t nrows, int64_t ld, int64_t nheads,
 
 /* ---- workspace ------------------------------------------------------ */
 
+int64_t qz_fwd_scores_floats(int64_t hd, int64_t seqlen) {
+  int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK, n = qb * seqlen;
+  if (hd <= QZ_FWDK_ATTN_SMALL_HD && qz_fwdk_attn_small_ws(hd, seqlen) > n)
+    n = qz_fwdk_attn_small_ws(hd, seqlen);
+  return n;
+}
+
 int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
                   qz_fwd **out) {
   return qz_fwd_create_batched(cfg, nwin, seqlen, nwin, out);
@@ -192,10 +199,7 @@ int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
   int64_t T = (nwin > 0 ? f->bmax : 0) * seqlen, half = f->hd / 2;
   /* the dense FFN buffers g, u: none when every block is MoE */
   const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * f->I;
-  int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
-  int64_t ssz = qb * seqlen; /* scores of a query block, or the fused path's */
-  if (f->hd <= QZ_FWDK_ATTN_SMALL_HD && qz_fwdk_attn_small_ws(f->hd, seqlen) > ssz)
-    ssz = qz_fwdk_attn_small_ws(f->hd, seqlen);
+  const int64_t ssz = qz_fwd_scores_floats(f->hd, seqlen);
   /* sizes in floats, each rounded to 16 floats (64 B) */
   int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
                   T * f->H, T * f->H, TI,        TI,         T * f->H,

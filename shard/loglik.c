@@ -66,7 +66,7 @@ typedef struct {
   int64_t r0;           /* local row of x[0] (the current round's first) */
   float *xn, *q, *k, *v, *h1, *h1n, *g, *u, *out; /* stage buffers [bmax, .] */
   float *aq;            /* [bmax, max(H, qd, I)] fake-quant input, or NULL */
-  float *sc;            /* [QZ_FWD_QBLOCK, max_len] attention scores */
+  float *sc;            /* attention scratch (qz_fwd_scores_floats) */
   float *cos_t, *sin_t; /* [max_len, hd/2] */
   qz_moe_ws *moe;       /* MoE FFN scratch for a batch, or NULL */
 } ws;
@@ -409,9 +409,7 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
   {
     int64_t amax = w.H > w.qd ? w.H : w.qd;
     amax = amax > w.I ? amax : w.I;
-    int64_t qb = L < QZ_FWD_QBLOCK ? L : QZ_FWD_QBLOCK, ssz = qb * L;
-    if (w.hd <= QZ_FWDK_ATTN_SMALL_HD && qz_fwdk_attn_small_ws(w.hd, L) > ssz)
-      ssz = qz_fwdk_attn_small_ws(w.hd, L); /* the fused path's (attn.c) */
+    const int64_t ssz = qz_fwd_scores_floats(w.hd, L);
     int64_t sz[] = {Tmax * w.H,        bmax * w.H,   bmax * w.qd, bmax * w.kvd,
                     bmax * w.kvd,   bmax * w.H,   bmax * w.H,  bmax * w.I,
                     bmax * w.I,     bmax * w.H,   (w.act_bits || w.hook) ? bmax * amax : 0,
