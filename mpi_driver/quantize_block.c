@@ -176,9 +176,12 @@ int qz_quantize_module(qz_qrun *r, int layer, const char *module, int64_t out, i
   int st = mo->ops->quantize_layer(mstate, &layer_in, &res);
   QZ_CALL_DONE(qz_error_agree(comm, st));
   double secs = qz_wtime() - t0;
-  QZ_CALL_DONE(qz_linear_assemble(comm, out, in, ng, r0, nr, res.grid, res.codes, res.scale, res.zero,
-                                  res.g_idx, res.noutliers, res.outlier_idx,
-                                  res.outlier_val, r->bufs->q, W));
+  qz_timer_start(QZ_PHASE_GATHER);
+  st = qz_linear_assemble(comm, out, in, ng, r0, nr, res.grid, res.codes, res.scale, res.zero,
+                          res.g_idx, res.noutliers, res.outlier_idx, res.outlier_val,
+                          r->bufs->q, W);
+  qz_timer_stop(QZ_PHASE_GATHER);
+  QZ_CALL_DONE(st);
   /* summed in row order: the attribute is the same at every np */
   double loss = 0;
   QZ_CALL_DONE(qz_sum_rows_ordered(comm, nr, res.losses, &loss));
