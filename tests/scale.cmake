@@ -7,3 +7,7 @@ qz_add_test(NAME synth_quantize_eval_np2 TIMEOUT 300
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scale_synth.sh)
 qz_add_test(NAME plan_vs_run_np2 TIMEOUT 600
   COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scale_plan_synth.sh)
+# --log-view's bytes per phase (MPI and file, mean over ranks) vs plan's byte
+# model within 5 % at np 2 and np 4 (GPTQ w4 g128, 2-block synthetic model)
+qz_add_test(NAME scale_bytes_np2_np4 TIMEOUT 120
+  COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/scale_bytes.sh)
