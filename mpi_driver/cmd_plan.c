@@ -29,8 +29,10 @@ static void usage(void) {
   printf(
       "usage: mpiquant plan --model DIR|CONFIG.json --np P [options]\n"
       "       [mpirun -np P] mpiquant plan --calibrate [--out RATES.json]\n\n"
-      "Predicts, for `quantize` on P ranks, the peak memory of a rank by phase\n"
-      "and the wall time per phase, from machine rates (docs/performance.md).\n"
+      "Predicts, for `quantize` on P ranks, the peak memory of a rank by phase,\n"
+      "the wall time per phase, from machine rates (docs/performance.md), and\n"
+      "the bytes a rank moves per phase (MPI and file, mean over ranks: the\n"
+      "numbers `quantize --log-view` counts; --json: \"bytes\").\n"
       "Exits with status 7 (QZ_ERR_MEM) when the plan does not fit the given\n"
       "memory.\n\n"
       "  --model DIR|FILE      model dir or its config.json (shape only)\n"
