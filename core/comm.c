@@ -210,3 +210,20 @@ void qz_count_scatter(MPI_Comm comm, int root, int64_t total, int64_t mine) {
   if (rank == root) qz_count_p2p(total - mine, 0);
   else qz_count_p2p(0, mine);
 }
+
+void qz_count_allgatherv(MPI_Comm comm, const int *counts, int64_t elem) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  int64_t total = 0;
+  for (int r = 0; r < size; r++) total += counts[r];
+  qz_count_allgather(comm, elem * counts[rank], elem * total);
+}
+
+void qz_count_gather(MPI_Comm comm, int root, int64_t mine, int64_t total) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  if (rank == root) qz_count_p2p(0, total - mine);
+  else qz_count_p2p(mine, 0);
+}

@@ -256,6 +256,7 @@ static int duquant_sample(qz_qrun *r, qz_block_ctx *b, const float *x, int64_t n
   }
   QZ_CALL_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, smp, counts, displs, MPI_FLOAT,
                              b->comm));
+  qz_count_allgatherv(b->comm, counts, 4);
   return QZ_OK;
 }
 
@@ -278,6 +279,7 @@ static int duquant_group(qz_qrun *r, qz_block_ctx *b, int g) {
   for (int64_t t = 0, T = qz_fwd_ntok(b->f); t < T; t++)
     for (int64_t j = 0; j < n; j++) amax[j] = fmaxf(amax[j], fabsf(x[t * n + j]));
   QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, amax, (int)n, MPI_FLOAT, MPI_MAX, b->comm));
+  qz_count_allreduce(b->comm, 4 * n);
   QZ_CALL_DONE(duquant_sample(r, b, x, n, smp));
   for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
     int64_t out, in;

@@ -513,7 +513,9 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
 
   /* ---- every request has one owner: the sums below are exact */
   LL_MPI(MPI_Allreduce(MPI_IN_PLACE, ll, (int)nreq, MPI_DOUBLE, MPI_SUM, comm));
+  qz_count_allreduce(comm, 8 * nreq);
   LL_MPI(MPI_Allreduce(MPI_IN_PLACE, greedy, (int)nreq, MPI_INT, MPI_SUM, comm));
+  qz_count_allreduce(comm, 4 * nreq);
   for (int64_t r = 0; r < nreq; r++) {
     res[r].ll = ll[r];
     res[r].greedy = greedy[r] != 0;

@@ -89,6 +89,10 @@ int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
  * None of these is collective (MPI_Comm_size/rank only); P = 1 moves 0. */
 void qz_count_bcast(MPI_Comm comm, int root, int64_t bytes);
 void qz_count_allgather(MPI_Comm comm, int64_t mine, int64_t total);
+/* the same for an (all)gatherv with per-rank counts of `elem`-byte items */
+void qz_count_allgatherv(MPI_Comm comm, const int *counts, int64_t elem);
+/* gather(v) to root of counts[] items (only the root's counts are needed) */
+void qz_count_gather(MPI_Comm comm, int root, int64_t mine, int64_t total);
 void qz_count_reduce(MPI_Comm comm, int root, int64_t bytes);
 void qz_count_reduce_scatter(MPI_Comm comm, int64_t total, int64_t mine);
 void qz_count_allreduce(MPI_Comm comm, int64_t bytes);
