@@ -535,15 +535,41 @@ double qz_plan_redistributed(int64_t d, int nb, int pr, int pc, int act_order) {
  * P - 1 others ... as comm.h counts it: 2 (P - 1) S / P. */
 static double ag_mean(double S, double P) { return P > 1 ? 2.0 * (P - 1.0) * S / P : 0.0; }
 
-/* The Hessian reduction of S bytes (hessian.c): flat reduce-scatter, or
- * two-level on several nodes of several ranks (node reduce to the leader,
- * reduce-scatter among the N leaders, scatter within the node). */
-static double reduce_mean(const qz_plan_in *in, double S) {
+/* Share of grid rank r (= p pc + q) of the packed lower triangle
+ * (qz_plan_hessian_packed's elements on their block-cyclic owners). */
+static double packed_share(int64_t d, int nb, int pr, int pc, int r) {
+  double n = 0.0;
+  for (int64_t jb = 0; jb * nb < d; jb++) {
+    if (jb % pc != r % pc) continue;
+    int64_t w = d - jb * nb < nb ? d - jb * nb : nb;
+    for (int64_t ib = jb; ib * nb < d; ib++)
+      if (ib % pr == r / pc) n += (double)w * (double)(d - ib * nb < nb ? d - ib * nb : nb);
+  }
+  return n;
+}
+
+/* The reduction of a width-d Hessian's packed triangle, S = 8 packed(d)
+ * bytes (hessian.c): a flat reduce-scatter, or two-level on several nodes of
+ * several ranks (ranks r R .. r R + R-1 on node r, as the launcher places
+ * them): reduce to the node's lowest rank (2 (R-1) S per node), a
+ * reduce-scatter of the nodes' shares among the N leaders (2 (N-1) S in
+ * all), a scatter within each node (2 (node share - leader's share)).
+ * Mean per rank. */
+static double reduce_mean(const qz_plan_in *in, int64_t d) {
   const double P = (double)in->P, N = (double)in->nodes, R = (double)in->ranks_per_node;
+  const double S = 8.0 * qz_plan_hessian_packed(d, in->nb);
   if (in->P <= 1) return 0.0;
-  if (N > 1 && R > 1)
-    return 2.0 * S * (N * (R - 1.0) + (N - 1.0) + (R - 1.0) / R) / P;
-  return ag_mean(S, P);
+  if (!(N > 1 && R > 1)) return ag_mean(S, P);
+  int pr, pc;
+  qz_plan_grid_shape((int)in->P, &pr, &pc);
+  double scatter = 0.0;
+  for (int64_t r0 = 0; r0 < in->P; r0 += in->ranks_per_node) {
+    double node = 0.0;
+    for (int64_t r = r0; r < r0 + in->ranks_per_node && r < in->P; r++)
+      node += packed_share(d, in->nb, pr, pc, (int)r);
+    scatter += 2.0 * 8.0 * (node - packed_share(d, in->nb, pr, pc, (int)r0));
+  }
+  return (2.0 * S * (N * (R - 1.0) + (N - 1.0)) + scatter) / P;
 }
 
 int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b) {
@@ -602,7 +628,7 @@ int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b) {
     const int nlin[4] = {3, 1, 2, 1}; /* linears sharing each Hessian */
     for (int g = 0; g < 4; g++) {
       const double dd = (double)d[g];
-      double red = reduce_mean(in, 8.0 * qz_plan_hessian_packed(d[g], in->nb));
+      double red = reduce_mean(in, d[g]);
       red += in->P > 1 ? 4.0 * (P - 1.0) / P * 8.0 * dd : 0.0; /* diagonal allreduce */
       b->mpi[QZ_PT_REDUCE] += nblk * red;
       if (!factor) continue;

@@ -4,7 +4,8 @@
 # over ranks) must match `plan --json`'s byte model within TOL, phase by
 # phase, on a synthetic 2-block model (H 256, I 688, 8/4 heads, vocab 1024,
 # bf16) quantized with GPTQ w4 g128 on 8 x 128 calibration tokens at np 2
-# and np 4.  The calibration windows are a permutation of the vocabulary (a
+# and np 4, and at np 4 as two "nodes" of two ranks (the two-level Hessian
+# reduction, forced with MPIQUANT_HESSIAN_NODE=2; plan --nodes 2).  The calibration windows are a permutation of the vocabulary (a
 # .txt of whole windows): every rank's tokens are distinct, so the
 # embedding rows it reads are exactly its token count (the plan's bound).
 # Also: what no phase holds ("other": error agreement, sizes, losses, the
@@ -31,13 +32,18 @@ J
 import numpy as np
 ids = np.random.RandomState(9).permutation(1024).reshape(8, 128)
 open('win.txt', 'w').write(''.join(' '.join(map(str, r)) + '\n' for r in ids))"
-for np_ in 2 4; do
-  "$MPIEXEC" -n $np_ "$MPIQUANT_BIN" quantize --model m --calib-tokens win.txt --nsamples 8 \
-    --seqlen 128 --method gptq --bits 4 --group 128 --out ck$np_ --log-view -q 2> run$np_.log
-  sed -n '/bytes per rank/,/^----/p' run$np_.log
-  "$MPIQUANT_BIN" plan --model m --np $np_ --nsamples 8 --seqlen 128 --method gptq --bits 4 \
-    --group 128 --json -q | tail -1 > plan$np_.json
-  /usr/bin/python3 - "$TOL" run$np_.log plan$np_.json $np_ <<'PY'
+# np 2, np 4, and np 4 as 2 "nodes" of 2 ranks (MPIQUANT_HESSIAN_NODE=2:
+# the two-level Hessian reduction; plan --nodes 2)
+for case in 2:off 4:off 4:2; do
+  np_=${case%%:*} node=${case#*:} tag=$np_-$node
+  nodes=1; [ "$node" = off ] || nodes=$((np_ / node))
+  MPIQUANT_HESSIAN_NODE=$node "$MPIEXEC" -n $np_ "$MPIQUANT_BIN" quantize --model m \
+    --calib-tokens win.txt --nsamples 8 --seqlen 128 --method gptq --bits 4 --group 128 \
+    --out ck$tag --log-view -q 2> run$tag.log
+  sed -n '/bytes per rank/,/^----/p' run$tag.log
+  "$MPIQUANT_BIN" plan --model m --np $np_ --nodes $nodes --nsamples 8 --seqlen 128 \
+    --method gptq --bits 4 --group 128 --json -q | tail -1 > plan$tag.json
+  /usr/bin/python3 - "$TOL" run$tag.log plan$tag.json $tag <<'PY'
 import json, re, sys
 tol, log, plan, P = float(sys.argv[1]), open(sys.argv[2]).read(), json.load(open(sys.argv[3])), sys.argv[4]
 unit = {"B": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
