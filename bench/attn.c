@@ -15,16 +15,7 @@
 #include <string.h>
 
 #include "../shard/fwd_kernels.h"
-
-static void fill(float *a, int64_t n, float scale, uint64_t seed) {
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (int64_t i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    a[i] = scale * ((float)(s >> 40) * (1.0f / 8388608.0f) - 1.0f);
-  }
-}
+#include "bench_common.h"
 
 /* The baseline: per head, scores of the whole window by sgemm, softmax of
  * each causal row, values by sgemm. */
@@ -43,15 +34,13 @@ static void baseline(float *o, const float *q, const float *k, const float *v, i
 }
 
 int main(int argc, char **argv) {
+  if (bench_help(argc, argv, "bench_attn [head_dim=8] [seqlen=512] [windows=16]")) return 0;
+  int bad = 0;
+  const int64_t hd = bench_arg(argc, argv, 1, 8, 1, QZ_FWDK_ATTN_SMALL_HD, "head_dim", &bad);
+  const int64_t L = bench_arg(argc, argv, 2, 512, 1, 65536, "seqlen", &bad);
+  const int64_t nw = bench_arg(argc, argv, 3, 16, 1, 4096, "windows", &bad), nq = 8, nkv = 4;
+  if (bad) return 2;
   MPI_Init(&argc, &argv);
-  const int64_t hd = argc > 1 ? atoll(argv[1]) : 8, L = argc > 2 ? atoll(argv[2]) : 512,
-                nw = argc > 3 ? atoll(argv[3]) : 16, nq = 8, nkv = 4;
-  if (hd < 1 || hd > QZ_FWDK_ATTN_SMALL_HD || L < 1 || nw < 1) {
-    fprintf(stderr, "bench_attn: HEAD_DIM 1..%d, SEQLEN >= 1, WINDOWS >= 1\n",
-            QZ_FWDK_ATTN_SMALL_HD);
-    MPI_Finalize();
-    return 2;
-  }
   const int64_t qd = nq * hd, kvd = nkv * hd, group = nq / nkv;
   const float scale = (float)(1.0 / sqrt((double)hd));
   float *q = malloc(sizeof(float) * (size_t)(nw * L * qd));
@@ -61,13 +50,10 @@ int main(int argc, char **argv) {
   float *o1 = malloc(sizeof(float) * (size_t)(nw * L * qd));
   float *S = malloc(sizeof(float) * (size_t)(L * L));
   float *ws = malloc(sizeof(float) * (size_t)qz_fwdk_attn_small_ws(hd, L));
-  if (!q || !k || !v || !o0 || !o1 || !S || !ws) {
-    fprintf(stderr, "bench_attn: out of memory\n");
-    MPI_Abort(MPI_COMM_WORLD, 1);
-  }
-  fill(q, nw * L * qd, 2.0f, 1);
-  fill(k, nw * L * kvd, 2.0f, 2);
-  fill(v, nw * L * kvd, 1.0f, 3);
+  if (!q || !k || !v || !o0 || !o1 || !S || !ws) bench_die(argv[0], "allocating the buffers");
+  bench_fill(q, nw * L * qd, 2.0f, 1);
+  bench_fill(k, nw * L * kvd, 2.0f, 2);
+  bench_fill(v, nw * L * kvd, 1.0f, 3);
   double tb = 1e30, tf = 1e30;
   for (int rep = 0; rep < 3; rep++) { /* best of 3 of each, interleaved */
     double t0 = MPI_Wtime();

@@ -42,6 +42,17 @@ static inline long long bench_arg(int argc, char **argv, int i, long long def,
   return v;
 }
 
+/* a[0..n) uniform in [-scale, scale) from an xorshift64 stream of `seed`. */
+static inline void bench_fill(float *a, int64_t n, float scale, uint64_t seed) {
+  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
+  for (int64_t i = 0; i < n; i++) {
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    a[i] = scale * ((float)(s >> 40) * (1.0f / 8388608.0f) - 1.0f);
+  }
+}
+
 /* Uniform in [-1, 1] in steps of 1e-3 (LCG; deterministic per seed). */
 static inline float bench_frand(unsigned *s) {
   *s = *s * 1664525u + 1013904223u;

@@ -15,17 +15,7 @@
 #include "mpiquant/error.h"
 #include "mpiquant/forward.h"
 #include "mpiquant/mem.h"
-
-static void fill(float *a, int64_t n, float scale, uint64_t seed) {
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (int64_t i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    /* uniform in [-scale, scale) */
-    a[i] = scale * ((float)(s >> 40) * (1.0f / 8388608.0f) - 1.0f);
-  }
-}
+#include "bench_common.h"
 
 static int run(void) {
   qz_model_config c = {0};
@@ -50,19 +40,19 @@ static int run(void) {
   qz_fwd *f = NULL;
   QZ_CALL(qz_block_weights_alloc(&c, &w));
   QZ_CALL(qz_fwd_create(&c, nwin, L, &f));
-  fill(w.attn_norm, H, 0.1f, 1);
+  bench_fill(w.attn_norm, H, 0.1f, 1);
   for (int64_t i = 0; i < H; i++) w.attn_norm[i] += 1.0f;
   memcpy(w.ffn_norm, w.attn_norm, (size_t)H * sizeof(float));
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t in = l == QZ_LIN_DOWN ? I : H;
     int64_t out = l == QZ_LIN_Q || l == QZ_LIN_O ? H
                   : l <= QZ_LIN_V ? 1024 : l == QZ_LIN_DOWN ? H : I;
-    fill(w.w[l], out * in, 1.7f / (float)in, 10 + (uint64_t)l);
+    bench_fill(w.w[l], out * in, 1.7f / (float)in, 10 + (uint64_t)l);
   }
   float *x0 = NULL, *C = NULL;
   QZ_CALL(qz_alloc_big((size_t)(nwin * L * H) * sizeof(float), "input", &x0));
   QZ_CALL(qz_alloc_big((size_t)(L * I) * sizeof(float), "sgemm C", &C));
-  fill(x0, nwin * L * H, 1.0f, 99);
+  bench_fill(x0, nwin * L * H, 1.0f, 99);
   memset(C, 0, (size_t)(L * I) * sizeof(float));
 
   printf("bench forward: hidden %lld, intermediate %lld, heads %lld/%lld x "

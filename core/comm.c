@@ -1,6 +1,7 @@
 /* MPI error wrapping and agreement. */
 #include "mpiquant/comm.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/timing.h"
 
 #include <limits.h>
 #include <stdio.h>
@@ -32,6 +33,7 @@ int qz_error_agree(MPI_Comm comm, int status) {
    * [1]: its status (max over failing ranks, good enough for a message). */
   int v[2] = {status != QZ_OK ? INT_MAX - rank : -1, status};
   int rc = MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, comm);
+  qz_count_allreduce(comm, (int64_t)sizeof v);
   if (rc != MPI_SUCCESS) {
     if (status != QZ_OK) return status; /* keep the original error */
     return qz_mpi_error(rc, "MPI_Allreduce (error agreement)", __FILE__,
@@ -42,6 +44,7 @@ int qz_error_agree(MPI_Comm comm, int status) {
   int root = INT_MAX - v[0];
   char msg[1536];
   if (rank == root) snprintf(msg, sizeof msg, "%s", qz_error_message());
+  qz_count_bcast(comm, root, (int64_t)sizeof msg);
   if (MPI_Bcast(msg, (int)sizeof msg, MPI_CHAR, root, comm) != MPI_SUCCESS)
     snprintf(msg, sizeof msg, "(message not received)");
   msg[sizeof msg - 1] = '\0';
@@ -53,6 +56,7 @@ int qz_error_agree(MPI_Comm comm, int status) {
 
 int qz_allreduce_i64(MPI_Comm comm, int64_t *v, int n, MPI_Op op) {
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_INT64_T, op, comm));
+  qz_count_allreduce(comm, 8 * (int64_t)n);
   return QZ_OK;
 }
 
@@ -72,6 +76,7 @@ int qz_sum_rows_ordered(MPI_Comm comm, int64_t n_local, const float *v, double *
     st = qz_mpi_error(st, "MPI_Allgather(row counts)", __FILE__, __LINE__, __func__);
     goto done;
   }
+  qz_count_allgather(comm, (int64_t)sizeof n, (int64_t)sizeof n * size);
   for (int r = 0; r < size; r++) {
     displs[r] = (int)total;
     total += counts[r];
@@ -87,6 +92,7 @@ int qz_sum_rows_ordered(MPI_Comm comm, int64_t n_local, const float *v, double *
     st = qz_mpi_error(st, "MPI_Allgatherv(rows)", __FILE__, __LINE__, __func__);
     goto done;
   }
+  qz_count_allgather(comm, 4 * (int64_t)n, 4 * total);
   double s = 0;
   for (int64_t i = 0; i < total; i++) s += (double)all[i];
   *sum = s;
@@ -138,8 +144,86 @@ int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
   else
     QZ_CALL_MPI_DONE(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, full, counts,
                                     displs, row, comm));
+  qz_count_allgather(comm, 4 * (int64_t)counts[rank] * rowlen, 4 * nrows * rowlen);
 done:
   if (row != MPI_DATATYPE_NULL) MPI_Type_free(&row);
   qz_free(&counts);
   return st;
+}
+
+/* ---- byte counting (comm.h) ------------------------------------------ */
+
+static void comm_shape(MPI_Comm comm, int *rank, int *size) {
+  *rank = 0;
+  *size = 1;
+  MPI_Comm_rank(comm, rank);
+  MPI_Comm_size(comm, size);
+}
+
+void qz_count_p2p(int64_t sent, int64_t received) {
+  qz_bytes_add(QZ_BYTES_MPI_SENT, sent);
+  qz_bytes_add(QZ_BYTES_MPI_RECV, received);
+}
+
+void qz_count_bcast(MPI_Comm comm, int root, int64_t bytes) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  if (rank == root) qz_count_p2p((int64_t)(size - 1) * bytes, 0);
+  else qz_count_p2p(0, bytes);
+}
+
+void qz_count_allgather(MPI_Comm comm, int64_t mine, int64_t total) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  qz_count_p2p((int64_t)(size - 1) * mine, total - mine);
+}
+
+void qz_count_reduce(MPI_Comm comm, int root, int64_t bytes) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  if (rank == root) qz_count_p2p(0, (int64_t)(size - 1) * bytes);
+  else qz_count_p2p(bytes, 0);
+}
+
+void qz_count_reduce_scatter(MPI_Comm comm, int64_t total, int64_t mine) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  qz_count_p2p(total - mine, (int64_t)(size - 1) * mine);
+}
+
+void qz_count_allreduce(MPI_Comm comm, int64_t bytes) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  int64_t share = 2 * bytes * (size - 1) / size;
+  qz_count_p2p(share, share);
+}
+
+void qz_count_scatter(MPI_Comm comm, int root, int64_t total, int64_t mine) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  if (rank == root) qz_count_p2p(total - mine, 0);
+  else qz_count_p2p(0, mine);
+}
+
+void qz_count_allgatherv(MPI_Comm comm, const int *counts, int64_t elem) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  int64_t total = 0;
+  for (int r = 0; r < size; r++) total += counts[r];
+  qz_count_allgather(comm, elem * counts[rank], elem * total);
+}
+
+void qz_count_gather(MPI_Comm comm, int root, int64_t mine, int64_t total) {
+  int rank, size;
+  comm_shape(comm, &rank, &size);
+  if (size < 2) return;
+  if (rank == root) qz_count_p2p(0, total - mine);
+  else qz_count_p2p(mine, 0);
 }

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "mpiquant/comm.h"
+#include "mpiquant/timing.h"
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
 #include "mpiquant/files.h"
@@ -208,6 +209,7 @@ static int manifest_load_bcast(MPI_Comm comm, int rank, const char *dir,
   QZ_CALL_MPI(MPI_Bcast(&len, 1, MPI_LONG, 0, comm));
   if (rank != 0) QZ_CALL(qz_alloc((size_t)len, 1, "manifest", &text));
   st = MPI_Bcast(text, (int)len, MPI_CHAR, 0, comm);
+  qz_count_bcast(comm, 0, (int64_t)sizeof len + len);
   if (st != MPI_SUCCESS) {
     free(text);
     return qz_mpi_error(st, "MPI_Bcast(manifest)", __FILE__, __LINE__, __func__);
@@ -524,6 +526,7 @@ int qz_ckpt_create(MPI_Comm comm, const char *dir, const qz_ckpt_params *p,
   }
   QZ_CALL_DONE(qz_error_agree(ck->comm, st));
   QZ_CALL_MPI(MPI_Bcast(&exists, 1, MPI_INT, 0, ck->comm));
+  qz_count_bcast(ck->comm, 0, (int64_t)sizeof exists);
 
   if (resume && exists) {
     QZ_CALL_DONE(manifest_load_bcast(ck->comm, ck->rank, ck->dir, &ck->manifest));
@@ -852,6 +855,7 @@ static int write_ds(qz_ckpt *ck, hid_t grp, const char *name, hid_t mtype,
                            : 0;
   {
     int rc = MPI_Allreduce(MPI_IN_PLACE, &dig, 1, MPI_UINT64_T, MPI_SUM, ck->comm);
+    qz_count_allreduce(ck->comm, (int64_t)sizeof dig);
     if (rc != MPI_SUCCESS) {
       st = qz_mpi_error(rc, "MPI_Allreduce(digest)", __FILE__, __LINE__, __func__);
       goto done;
@@ -882,6 +886,8 @@ static int write_ds(qz_ckpt *ck, hid_t grp, const char *name, hid_t mtype,
   H5Pset_dxpl_mpio(dx, H5FD_MPIO_COLLECTIVE);
   QZ_CHECK_DONE(H5Dwrite(d, mtype, ms, fs, dx, data) >= 0, QZ_ERR_IO,
                 "collective write of dataset %s failed (disk full?)", name);
+  /* payload handed to HDF5 (before zstd): this rank's rows */
+  qz_bytes_add(QZ_BYTES_FILE_WRITE, nrows * (int64_t)(elem_per_row_bytes ? elem_per_row_bytes : 1));
   fault_point("dataset", name);
 done:
   if (dx >= 0) H5Pclose(dx);
@@ -1051,6 +1057,7 @@ int qz_ckpt_end_block(qz_ckpt *ck, int block, const char *stats_json) {
   QZ_CALL_MPI(MPI_Bcast(&len, 1, MPI_LONG, 0, ck->comm));
   if (ck->rank != 0) QZ_CALL(qz_alloc((size_t)len, 1, "manifest", &text));
   MPI_Bcast(text, (int)len, MPI_CHAR, 0, ck->comm);
+  qz_count_bcast(ck->comm, 0, (int64_t)sizeof len + len);
   json_t *m = json_loads(text, 0, NULL);
   free(text);
   QZ_CHECK(m, QZ_ERR_INTERNAL, "manifest broadcast did not parse");
@@ -1209,6 +1216,8 @@ static int read_ds(hid_t g, const char *name, hid_t mtype, int64_t row0,
   char dummy[8];
   herr_t r = H5Dread(d, mtype, ms, fs, dx, buf ? buf : dummy);
   H5Pclose(dx);
+  if (r >= 0 && buf && nrows > 0) /* payload read (after decompression) */
+    qz_bytes_add(QZ_BYTES_FILE_READ, nrows * (int64_t)cnt[1] * (int64_t)H5Tget_size(mtype));
   QZ_CHECK_DONE(r >= 0, QZ_ERR_FORMAT, "reading dataset %s failed: its data does not "
                 "decode (a zstd checksum mismatch: the file is damaged; mpiquant "
                 "verify lists the damage, quantize --resume rewrites it)", name);
@@ -1262,6 +1271,8 @@ int qz_ckpt_write_outliers(qz_ckpt *ck, int block, const char *module,
   QZ_CALL_MPI(MPI_Exscan(&nlocal, &off, 1, MPI_INT64_T, MPI_SUM, ck->comm));
   if (ck->rank == 0) off = 0;
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &total, 1, MPI_INT64_T, MPI_SUM, ck->comm));
+  qz_count_allgather(ck->comm, 8, 8 * (int64_t)ck->size); /* the scan, as a gather */
+  qz_count_allreduce(ck->comm, 8);
   if (total == 0) return QZ_OK;
   char path[256];
   snprintf(path, sizeof path, "/layers/%d/%s", block, module);

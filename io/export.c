@@ -240,6 +240,7 @@ int qz_export(MPI_Comm comm, const qz_export_opts *o) {
       snprintf(name, sizeof name, "%s", ti->name);
     }
     QZ_CALL_MPI(MPI_Bcast(name, sizeof name, MPI_CHAR, 0, comm));
+    qz_count_bcast(comm, 0, (int64_t)sizeof name);
     char mod[256] = "";
     int layer = -1, part = 0, lin = parse_linear(name, &layer, &part, mod, sizeof mod);
     if (lin >= 0 && part) continue; /* the source's scales & co.: replaced */

@@ -94,6 +94,7 @@ int qz_ckpt_source_fingerprint(MPI_Comm comm, const char *dir, char **out) {
   if (rank != 0) st = qz_alloc((size_t)len, 1, "fingerprint", &text);
   QZ_CALL_DONE(qz_error_agree(comm, st));
   MPI_DONE(MPI_Bcast(text, (int)len, MPI_CHAR, 0, comm));
+  qz_count_bcast(comm, 0, len);
   j = json_loads(text, 0, NULL);
   QZ_CHECK_DONE(j, QZ_ERR_INTERNAL, "fingerprint broadcast did not parse");
   json_t *files = json_object_get(j, "files");
@@ -136,6 +137,7 @@ int qz_ckpt_source_fingerprint(MPI_Comm comm, const char *dir, char **out) {
   }
   QZ_CALL_DONE(qz_error_agree(comm, st));
   MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, dig, (int)nf, MPI_UINT64_T, MPI_SUM, comm));
+  qz_count_allreduce(comm, 8 * (int64_t)nf);
   for (size_t i = 0; i < nf; i++) {
     char h[20];
     snprintf(h, sizeof h, "%016llx", (unsigned long long)dig[i]);

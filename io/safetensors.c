@@ -21,6 +21,7 @@
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
 #include "mpiquant/log.h"
+#include "mpiquant/timing.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
 #include "mpiquant/threads.h"
@@ -846,6 +847,7 @@ int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
   }
   drop_pages(f, src, n * ds);
   __atomic_fetch_add(&st->bytes_read, n * ds, __ATOMIC_RELAXED); /* concurrent readers */
+  qz_bytes_add(QZ_BYTES_FILE_READ, n * ds);
   return QZ_OK;
 }
 

@@ -160,6 +160,7 @@ static int build_upper(qz_hessian *H, const bc_tables *t, const double *dfix,
     }
     QZ_CALL_MPI_DONE(MPI_Alltoallv(sbuf, sc, sd, MPI_DOUBLE, rbuf, rc, rd,
                                    MPI_DOUBLE, H->comm));
+    qz_count_p2p(8 * (ns - sc[H->rank]), 8 * (nr - rc[H->rank]));
     /* unpack */
     memcpy(fill, rd, (size_t)P * sizeof(int));
     for (int64_t j = j0; j < j1; j++) {
@@ -190,6 +191,7 @@ done:
 static int agree_info(qz_hessian *H, int info, int *out) {
   int v[2] = {info < 0 ? -info : 0, info > 0 ? info : 0};
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_INT, MPI_MAX, H->comm));
+  qz_count_allreduce(H->comm, (int64_t)sizeof v);
   *out = v[0] ? -v[0] : v[1];
   return QZ_OK;
 }
@@ -420,6 +422,9 @@ int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
   panel_walk(H, H->myr, H->myc, r0, r1, 1, H->xbuf + dsp[H->rank], NULL);
   QZ_CALL_MPI_DONE(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, H->xbuf, cnt,
                                   dsp, MPI_DOUBLE, H->comm));
+  qz_bytes_enter(QZ_PHASE_FACTOR); /* the factor's bytes, the caller's time */
+  qz_count_allgather(H->comm, 8 * (int64_t)cnt[H->rank], 8 * total);
+  qz_bytes_leave(QZ_PHASE_FACTOR);
   memset(panel, 0, (size_t)nrows * H->d * sizeof(float));
   for (int q = 0; q < P; q++)
     panel_walk(H, q / H->pc, q % H->pc, r0, r1, 2, H->xbuf + dsp[q], panel);

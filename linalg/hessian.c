@@ -304,13 +304,16 @@ static int reduce_scatter_nodes(qz_hessian *H, int64_t *sendbuf, int64_t *nodebu
     QZ_CALL_MPI(MPI_Reduce(MPI_IN_PLACE, sendbuf, total, MPI_INT64_T, MPI_SUM, 0, H->node));
   else
     QZ_CALL_MPI(MPI_Reduce(sendbuf, NULL, total, MPI_INT64_T, MPI_SUM, 0, H->node));
+  qz_count_reduce(H->node, 0, 8 * (int64_t)total);
   if (H->node_rank == 0) {
     QZ_CALL_MPI(MPI_Reduce_scatter(sendbuf, nodebuf, ncnt, MPI_INT64_T, MPI_SUM,
                                    H->leaders));
+    qz_count_reduce_scatter(H->leaders, 8 * (int64_t)total, 8 * (int64_t)ncnt[me]);
     H->xnode_bytes += (int64_t)total * 8;
   }
   QZ_CALL_MPI(MPI_Scatterv(nodebuf, mcnt, mdsp, MPI_INT64_T, recvbuf,
                            counts[H->rank], MPI_INT64_T, 0, H->node));
+  qz_count_scatter(H->node, 0, 8 * (int64_t)ncnt[me], 8 * (int64_t)counts[H->rank]);
   return QZ_OK;
 }
 
@@ -356,6 +359,7 @@ static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows, int64_t 
                                    H->comm));
     int total = 0;
     for (int r = 0; r < H->size; r++) total += counts[r];
+    qz_count_reduce_scatter(H->comm, 8 * (int64_t)total, 8 * (int64_t)counts[H->rank]);
     H->xnode_bytes += (int64_t)total * 8;
   }
   int64_t q = 0;
@@ -427,6 +431,7 @@ static int fold_scale(qz_hessian *H, const float *rows, int64_t nrows) {
   QZ_CALL(qz_error_agree(H->comm, st));
   int lo_e[2] = {0, emax};
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &lo_e[1], 1, MPI_INT, MPI_MAX, H->comm));
+  qz_count_allreduce(H->comm, (int64_t)sizeof(int));
   if (lo_e[1] == INT_MIN) return QZ_OK; /* all rows zero: nothing to add */
   const int base = lo_e[1] - 30;      /* units of the bound sum */
   int64_t cnt = 0;                    /* <= rows * 2^30 */
@@ -573,6 +578,7 @@ static int finish_ready(qz_hessian *H, double scale) {
   QZ_CALL(qz_error_agree(H->comm, st));
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, H->diag, (int)H->d, MPI_DOUBLE,
                             MPI_SUM, H->comm));
+  qz_count_allreduce(H->comm, 8 * H->d);
   H->ready = 1;
   H->prepared = 0;
   return QZ_OK;
@@ -674,5 +680,6 @@ int qz_hessian_get_rows(qz_hessian *H, int64_t r0, int64_t nrows,
            "qz_hessian_get_rows: too many rows at once");
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, out, (int)(nrows * d), MPI_DOUBLE,
                             MPI_SUM, H->comm));
+  qz_count_allreduce(H->comm, 8 * (int64_t)nrows * d);
   return QZ_OK;
 }

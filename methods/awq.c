@@ -101,6 +101,7 @@ static int col_mean_abs(awq_ctx *c, const float *x, int64_t C, float *mean) {
   }
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, c->acc, (int)(c->nwin_total * C), MPI_DOUBLE,
                             MPI_SUM, c->comm));
+  qz_count_allreduce(c->comm, 8 * c->nwin_total * C);
   double n = (double)(c->nwin_total * c->L);
   for (int64_t j = 0; j < C; j++) {
     double s = 0.0;
@@ -125,6 +126,7 @@ static int mse(awq_ctx *c, const float *y, const float *ref, double *out) {
   }
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, c->acc, (int)c->nwin_total, MPI_DOUBLE,
                             MPI_SUM, c->comm));
+  qz_count_allreduce(c->comm, 8 * c->nwin_total);
   double s = 0.0;
   for (int64_t w = 0; w < c->nwin_total; w++) s += c->acc[w];
   *out = s / ((double)(c->nwin_total * c->L) * (double)c->H);
@@ -276,6 +278,7 @@ static int gather_samples(awq_ctx *c, const float *x, int64_t C, int64_t stride,
   }
   QZ_CALL_MPI_DONE(MPI_Allgatherv(mine, cnt[c->rank], MPI_FLOAT, xs, cnt, dsp, MPI_FLOAT,
                               c->comm));
+  qz_count_allgatherv(c->comm, cnt, 4);
 done:
   free(cnt);
   free(dsp);
@@ -346,6 +349,7 @@ static int clip_linear(awq_ctx *c, float *W, int64_t out, int64_t in, const floa
   }
   QZ_CALL_MPI_DONE(MPI_Allgatherv(best, cnt[c->rank], MPI_FLOAT, all, cnt, dsp, MPI_FLOAT,
                               c->comm));
+  qz_count_allgatherv(c->comm, cnt, 4);
   *nclipped = 0;
   for (int64_t r = 0; r < out; r++)
     for (int64_t k = 0; k < ng; k++) {
@@ -615,6 +619,7 @@ static int chunk_means(const qz_expert_ctx *e, const float *x, const float *ref,
   }
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, acc, (int)(e->nchunks * K), MPI_DOUBLE, MPI_SUM,
                             e->comm));
+  qz_count_allreduce(e->comm, 8 * e->nchunks * K);
   const double n = (double)e->tokens * (ref ? (double)C : 1.0);
   for (int64_t j = 0; j < K; j++) {
     double s = 0.0;
@@ -648,6 +653,7 @@ static int chunk_samples(const qz_expert_ctx *e, const float *x, int64_t C, int6
         memcpy(xs + gr / stride * C, x + t * C, sizeof(float) * (size_t)C);
     }
   QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, xs, (int)(ns * C), MPI_FLOAT, MPI_SUM, e->comm));
+  qz_count_allreduce(e->comm, 4 * ns * C);
 done:
   qz_free(&off);
   return st;

@@ -114,6 +114,7 @@ static int weight_scales(fp8_state *S, const qz_layer *L, int64_t ng, float *sca
   }
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, S->bmax, (int)(nbr * nbc), MPI_FLOAT, MPI_MAX,
                             qz_layer_comm(L)));
+  qz_count_allreduce(qz_layer_comm(L), 4 * nbr * nbc);
   for (int64_t r = 0; r < L->nrows; r++)
     for (int64_t c = 0; c < nbc; c++)
       scale[r * ng + c] = weight_scale(S->bmax[((L->row0 + r) / B) * nbc + c]);
@@ -214,6 +215,7 @@ static int group_absmax(qz_block_ctx *b, int g, float *amax) {
   const float *x = qz_fwd_stage_output(b->f, stage, &nc);
   *amax = absmax(x, qz_fwd_ntok(b->f) * nc);
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, amax, 1, MPI_FLOAT, MPI_MAX, b->comm));
+  qz_count_allreduce(b->comm, 4);
   return QZ_OK;
 }
 

@@ -189,6 +189,7 @@ static int find_columns(li_state *S, qz_block_ctx *b, int64_t count[4]) {
     for (int64_t t = 0; t < qz_fwd_ntok(f); t++)
       for (int64_t j = 0; j < n; j++) m[j] |= fabsf(x[t * n + j]) >= tau;
     QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, m, (int)n, MPI_UNSIGNED_CHAR, MPI_MAX, b->comm));
+    qz_count_allreduce(b->comm, n);
     count[g] = 0;
     for (int64_t j = 0; j < n; j++) count[g] += m[j];
   }

@@ -205,6 +205,7 @@ static int iht_select(qe *S, const float *v /* [m, n] */) {
     int64_t cnt = count_ge(S->keys, k, c);
     QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &cnt, 1, MPI_INT64_T, MPI_SUM,
                               S->comm));
+    qz_count_allreduce(S->comm, 8);
     if (cnt >= S->s_out) t = c;
   }
   for (int64_t r = 0; r < S->m; r++)
@@ -263,6 +264,7 @@ static int sweeps(qe *S, const qz_method_opts *o, qz_layer_result *res,
   QZ_CALL(pass(S, 0, NULL, NULL));
   for (int64_t i = 0; i < m; i++) f[0] += S->loss[i];
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, f, 1, MPI_DOUBLE, MPI_SUM, comm));
+  qz_count_allreduce(comm, 8);
   double obj = f[0], obj0 = f[0];
   if (res->objective) res->objective[0] = obj;
   if (S->s_out > 0) {
@@ -281,12 +283,14 @@ static int sweeps(qe *S, const qz_method_opts *o, qz_layer_result *res,
     QZ_CALL(pass(S, 1, &acc, &nchg));
     double v[2] = {0.5 * acc, (double)nchg};
     QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_DOUBLE, MPI_SUM, comm));
+    qz_count_allreduce(comm, 16);
     obj += v[0];
     if (S->s_out > 0) { /* exact objective (the IHT step is not tracked) */
       QZ_CALL(pass(S, 0, NULL, NULL));
       obj = 0.0;
       for (int64_t i = 0; i < m; i++) obj += S->loss[i];
       QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &obj, 1, MPI_DOUBLE, MPI_SUM, comm));
+      qz_count_allreduce(comm, 8);
     }
     if (res->objective) res->objective[it + 1] = obj;
     qz_debug("%s: QuantEase sweep %d: objective %.9g (%.0f coordinates changed)",
@@ -307,6 +311,7 @@ static int sweeps(qe *S, const qz_method_opts *o, qz_layer_result *res,
   }
   f[1] = res->loss_local;
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, f + 1, 1, MPI_DOUBLE, MPI_SUM, comm));
+  qz_count_allreduce(comm, 8);
   if (res->q) memcpy(res->q, S->q, (size_t)(m * n) * sizeof(float));
   if (S->s_out > 0) {
     int64_t c = 0;

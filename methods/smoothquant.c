@@ -169,6 +169,7 @@ static int act_maxima(sq_state *S, qz_block_ctx *b) {
       }
   }
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, S->a, (int)(2 * H), MPI_FLOAT, MPI_MAX, b->comm));
+  qz_count_allreduce(b->comm, 8 * H);
   return QZ_OK;
 }
 

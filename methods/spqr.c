@@ -276,6 +276,7 @@ static int gather_rows(MPI_Comm comm, const qz_layer *L, int64_t a, int64_t me, 
   st = qz_alloc((size_t)(2 * P), sizeof(MPI_Request), "halo requests", &rq);
   QZ_CALL_DONE(qz_error_agree(comm, st));
   QZ_CALL_MPI_DONE(MPI_Allgather(mine, 4, MPI_INT64_T, all, 4, MPI_INT64_T, comm));
+  qz_count_allgather(comm, 32, 32 * (int64_t)P);
   for (int k = 0; k < P; k++) {
     const int64_t *o = all + 4 * k;
     /* what k needs of mine, what I need of k's */
@@ -293,6 +294,7 @@ static int gather_rows(MPI_Comm comm, const qz_layer *L, int64_t a, int64_t me, 
     if (r1 > r0)
       QZ_CALL_MPI_DONE(MPI_Irecv(w + (r0 - a) * n, (int)((r1 - r0) * n), MPI_FLOAT, k, 18,
                                  comm, &rq[nrq++]));
+    qz_count_p2p(s1 > s0 ? 4 * (s1 - s0) * n : 0, r1 > r0 ? 4 * (r1 - r0) * n : 0);
   }
   QZ_CALL_MPI_DONE(MPI_Waitall(nrq, rq, MPI_STATUSES_IGNORE));
 done:
@@ -393,6 +395,7 @@ static int layer_scale(sweep *W, const qz_layer *L, MPI_Comm comm, double *scale
   float amax = 0.0f;
   for (int64_t x = off * n; x < (off + L->nrows) * n; x++) amax = fmaxf(amax, fabsf(S->w[x]));
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &amax, 1, MPI_FLOAT, MPI_MAX, comm));
+  qz_count_allreduce(comm, 4);
   *scale = m < 2 ? INFINITY : 0.0; /* one row: no variance, no outliers (the reference: NaN) */
   if (amax == 0.0f || m < 2) return QZ_OK;
   /* |sum| <= m amax 2^e1 <= 2^62 (and the same for the squares) */
@@ -406,6 +409,7 @@ static int layer_scale(sweep *W, const qz_layer *L, MPI_Comm comm, double *scale
       S->sums[n + i] += (int64_t)llrint(ldexp(w * w, e2));
     }
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, S->sums, (int)(2 * n), MPI_INT64_T, MPI_SUM, comm));
+  qz_count_allreduce(comm, 16 * n);
   double t = 0;
   for (int64_t i = 0; i < n; i++) {
     const double mu = ldexp((double)S->sums[i], -e1) / (double)m;

@@ -103,6 +103,7 @@ int qz_wq_double_quant(MPI_Comm comm, int64_t out, int64_t row0, int64_t nrows, 
   dq_block_max(row0, nrows, ng, scale, m, amax);
   /* max is exact and order-free: the same at every np */
   QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, amax, (int)nblk, MPI_FLOAT, MPI_MAX, comm));
+  qz_count_allreduce(comm, 4 * nblk);
   for (int64_t i = 0; i < nrows * ng; i++) {
     float a = amax[(row0 * ng + i) / QZ_WQ_DQ_BLOCK];
     float c = a > 0.0f ? qz_rint((scale[i] - m) / a * 127.0f) : 0.0f;

@@ -296,6 +296,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   for (int64_t off = 0; off < n; off += 1 << 28) { /* int counts */
     int cnt = (int)(n - off < (1 << 28) ? n - off : (1 << 28));
     int rc = MPI_Bcast(ids + off, cnt, MPI_INT32_T, 0, ctx->comm);
+    qz_count_bcast(ctx->comm, 0, 4 * (int64_t)cnt);
     QZ_CHECK_DONE(rc == MPI_SUCCESS, QZ_ERR_MPI, "broadcast of token ids failed");
   }
 

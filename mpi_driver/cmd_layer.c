@@ -117,6 +117,11 @@ static int gather_rows(MPI_Comm comm, const void *src, int64_t nrows,
       off += cnt[r];
     }
     rc = MPI_Gatherv(src, mine, t, dst, cnt, dsp, t, 0, comm);
+    int tsize = 0;
+    MPI_Type_size(t, &tsize);
+    int64_t total = 0;
+    for (int r = 0; rank == 0 && r < size; r++) total += cnt[r];
+    qz_count_gather(comm, 0, (int64_t)tsize * mine, (int64_t)tsize * (rank == 0 ? total : mine));
   }
   if (rc != MPI_SUCCESS) st = qz_mpi_error(rc, "MPI_Gatherv", __FILE__, __LINE__, __func__);
   qz_free(&cnt);

@@ -19,7 +19,7 @@
 
 typedef struct {
   const char *model, *rates, *out, *scratch;
-  long np, nodes, rpn, threads, nsamples, seqlen, nb, dtype_bytes;
+  long np, nodes, rpn, threads, nsamples, seqlen, nb, dtype_bytes, snapshot_every;
   double mem_rank, mem_node, core_scale, net_gbs, latency_us;
   int calibrate, json;
   qz_method_opts mo; /* --method and its rows, as for quantize */
@@ -29,8 +29,10 @@ static void usage(void) {
   printf(
       "usage: mpiquant plan --model DIR|CONFIG.json --np P [options]\n"
       "       [mpirun -np P] mpiquant plan --calibrate [--out RATES.json]\n\n"
-      "Predicts, for `quantize` on P ranks, the peak memory of a rank by phase\n"
-      "and the wall time per phase, from machine rates (docs/performance.md).\n"
+      "Predicts, for `quantize` on P ranks, the peak memory of a rank by phase,\n"
+      "the wall time per phase, from machine rates (docs/performance.md), and\n"
+      "the bytes a rank moves per phase (MPI and file, mean over ranks: the\n"
+      "numbers `quantize --log-view` counts; --json: \"bytes\").\n"
       "Exits with status 7 (QZ_ERR_MEM) when the plan does not fit the given\n"
       "memory.\n\n"
       "  --model DIR|FILE      model dir or its config.json (shape only)\n"
@@ -42,6 +44,7 @@ static void usage(void) {
       "  --seqlen L            tokens per window (default 2048)\n"
       "  --grid-nb NB          ScaLAPACK block size (default 128)\n"
       "  --dtype-bytes K       bytes per weight on disk (default from torch_dtype)\n"
+      "  --snapshot-every S    as for quantize (default: blocks / 10, rounded up)\n"
       "  --mem-per-rank SIZE   refuse if a rank needs more (e.g. 10G, 512M)\n"
       "  --mem-per-node SIZE   refuse if R ranks need more\n"
       "  --calibration FILE    rates file (default: $MPIQUANT_RATES, else\n"
@@ -92,6 +95,9 @@ static int parse_opt(int c, const char *arg, plan_opts *o) {
     case 'M': break; /* --method: read first */
     case 'G': QZ_CALL(qz_cli_int("--grid-nb", arg, 8, 4096, &o->nb)); break;
     case 'D': QZ_CALL(qz_cli_int("--dtype-bytes", arg, 1, 8, &o->dtype_bytes)); break;
+    case 'E':
+      QZ_CALL(qz_cli_int("--snapshot-every", arg, 1, 1L << 20, &o->snapshot_every));
+      break;
     case 'r': QZ_CALL(parse_size("--mem-per-rank", arg, &o->mem_rank)); break;
     case 'e': QZ_CALL(parse_size("--mem-per-node", arg, &o->mem_node)); break;
     case 'c': o->rates = arg; break;
@@ -115,7 +121,8 @@ static int parse(int argc, char **argv, plan_opts *o) {
       {"dtype-bytes", 1, 0, 'D'},  {"mem-per-rank", 1, 0, 'r'}, {"mem-per-node", 1, 0, 'e'},
       {"calibration", 1, 0, 'c'},  {"core-scale", 1, 0, 's'},  {"net-gbs", 1, 0, 'w'},
       {"latency-us", 1, 0, 'l'},   {"json", 0, 0, 'j'},        {"calibrate", 0, 0, 'C'},
-      {"out", 1, 0, 'o'},          {"scratch", 1, 0, 'S'},     {0, 0, 0, 0}};
+      {"out", 1, 0, 'o'},          {"scratch", 1, 0, 'S'},     {"snapshot-every", 1, 0, 'E'},
+      {0, 0, 0, 0}};
   *o = (plan_opts){.nodes = 1, .threads = 1, .nsamples = 128, .seqlen = 2048, .nb = 128,
                    .core_scale = 1.0, .net_gbs = 12.5, .latency_us = 5.0, .scratch = "."};
   const qz_method_ops *ops;
@@ -150,6 +157,24 @@ static int dtype_bytes_of(const qz_model_config *c) {
 }
 
 static const char *gib(double b, char *buf, size_t n) { return qz_fmt_bytes(b, buf, n); }
+
+/* The byte model per phase (mean per rank; --log-view's "mean" columns). */
+static void print_bytes(const qz_plan_bytes *by) {
+  char a[32], b[32];
+  printf("\nbytes moved per rank (whole run, mean over ranks; --log-view counts the same)\n");
+  printf("  %-10s %14s %14s\n", "phase", "MPI", "file");
+  double sm = 0, sf = 0;
+  for (int p = 0; p < QZ_PT_COUNT; p++) {
+    sm += by->mpi[p];
+    sf += by->file[p];
+    if (by->mpi[p] == 0 && by->file[p] == 0) continue;
+    printf("  %-10s %14s %14s\n", qz_plan_phase_name((qz_plan_phase)p),
+           gib(by->mpi[p], a, sizeof a), gib(by->file[p], b, sizeof b));
+  }
+  printf("  %-10s %14s %14s\n", "total", gib(sm, a, sizeof a), gib(sf, b, sizeof b));
+  if (by->moe_blocks > 0)
+    printf("  (%lld MoE blocks not in the byte model)\n", (long long)by->moe_blocks);
+}
 
 static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_rates *r,
                        const qz_plan_mem *m, const qz_plan_time *t) {
@@ -219,7 +244,7 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
 }
 
 static json_t *plan_json(const qz_plan_in *in, const qz_plan_rates *r, const qz_plan_mem *m,
-                         const qz_plan_time *t) {
+                         const qz_plan_time *t, const qz_plan_bytes *by) {
   json_t *mem = json_pack(
       "{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "base",
       m->base, "weights", m->weights, "fwd", m->fwd, "hessians", m->hessians, "hessian_max",
@@ -231,11 +256,18 @@ static json_t *plan_json(const qz_plan_in *in, const qz_plan_rates *r, const qz_
   for (int p = 0; p < QZ_PT_COUNT; p++)
     json_object_set_new(tm, qz_plan_phase_name((qz_plan_phase)p), json_real(t->t[p]));
   json_object_set_new(tm, "total", json_real(t->total));
-  return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:b, s:o, s:o}", "command", "plan", "np",
-                   (json_int_t)in->P, "nodes", (json_int_t)in->nodes, "ranks_per_node",
+  json_t *bm = json_object(), *bf = json_object();
+  for (int p = 0; p < QZ_PT_COUNT; p++) {
+    json_object_set_new(bm, qz_plan_phase_name((qz_plan_phase)p), json_real(by->mpi[p]));
+    json_object_set_new(bf, qz_plan_phase_name((qz_plan_phase)p), json_real(by->file[p]));
+  }
+  json_t *bytes = json_pack("{s:o, s:o, s:I}", "mpi", bm, "file", bf, "moe_blocks_not_modelled",
+                            (json_int_t)by->moe_blocks);
+  return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:b, s:o, s:o, s:o}", "command", "plan",
+                   "np", (json_int_t)in->P, "nodes", (json_int_t)in->nodes, "ranks_per_node",
                    (json_int_t)in->ranks_per_node, "threads", (json_int_t)in->threads,
                    "rates", r->source, "rates_measured", r->measured, "memory", mem, "time",
-                   tm);
+                   tm, "bytes", bytes);
 }
 
 static int run_calibrate(qz_ctx *ctx, const plan_opts *o) {
@@ -275,7 +307,7 @@ int qz_cmd_plan(qz_ctx *ctx, int argc, char **argv) {
                    .nsamples = o.nsamples, .seqlen = o.seqlen, .mo = o.mo,
                    .needs = qz_method_needs(&o.mo), .nb = (int)o.nb,
                    .core_scale = o.core_scale, .net_gbs = o.net_gbs,
-                   .latency_s = o.latency_us * 1e-6};
+                   .latency_s = o.latency_us * 1e-6, .snapshot_every = o.snapshot_every};
   QZ_CALL(qz_config_load(o.model, &in.cfg));
   in.disk_dtype_bytes = o.dtype_bytes ? (int)o.dtype_bytes : dtype_bytes_of(&in.cfg);
   qz_plan_rates r;
@@ -299,14 +331,17 @@ int qz_cmd_plan(qz_ctx *ctx, int argc, char **argv) {
   qz_plan_time t;
   QZ_CALL(qz_plan_memory(&in, &r, &m));
   QZ_CALL(qz_plan_time_model(&in, &r, &t));
+  qz_plan_bytes by;
+  QZ_CALL(qz_plan_bytes_model(&in, &by));
   if (o.json) {
-    json_t *j = plan_json(&in, &r, &m, &t);
+    json_t *j = plan_json(&in, &r, &m, &t, &by);
     char *s = json_dumps(j, JSON_COMPACT | JSON_SORT_KEYS);
     printf("%s\n", s);
     free(s);
     json_decref(j);
   } else {
     print_plan(&o, &in, &r, &m, &t);
+    print_bytes(&by);
   }
   fflush(stdout);
   double limit = 0.0;

@@ -59,6 +59,7 @@ typedef struct {
   double core_scale;       /* per-core rate of the target node / measured */
   double net_gbs;          /* per-node network bandwidth (nodes > 1) */
   double latency_s;        /* per-message latency between nodes */
+  int64_t snapshot_every;  /* quantize --snapshot-every (0: its default) */
 } qz_plan_in;
 
 /* Per-rank bytes (the rank with the most windows and rows: rank 0). */
@@ -128,6 +129,27 @@ double qz_plan_hessian_bytes(int64_t d, int nb, int P, int rank);
 void qz_plan_grid_shape(int P, int *pr, int *pc);
 
 int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m);
+
+/* Bytes a rank moves per phase over the whole run, the mean over ranks of
+ * what `--log-view` counts (timing.h): MPI payload sent + received as
+ * comm.h's qz_count_* define it, file payload read + written.  Dense blocks
+ * are modelled; MoE blocks are not (moe_blocks says how many were left
+ * out).  Control messages (error agreement, sizes, digests, the manifest)
+ * are not modelled: they land in `other` or are < 0.1 % of a phase. */
+typedef struct {
+  double mpi[QZ_PT_COUNT];
+  double file[QZ_PT_COUNT];
+  int64_t moe_blocks;
+} qz_plan_bytes;
+/* Not collective. */
+int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b);
+/* Elements of the lower triangle of a d x d Hessian the reduction packs
+ * (whole nb-row blocks from each column's diagonal block down), and the
+ * elements of the strict upper triangle the factorization's redistribution
+ * moves between ranks of the pr x pc grid (identity order; with act-order
+ * the expected count of a random order). Not collective. */
+double qz_plan_hessian_packed(int64_t d, int nb);
+double qz_plan_redistributed(int64_t d, int nb, int pr, int pc, int act_order);
 int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_time *t);
 
 #endif

@@ -20,6 +20,7 @@
 #include "mpiquant/moe.h"
 #include "mpiquant/quant.h"
 #include "mpiquant/quantease.h"
+#include "mpiquant/shard.h"
 #include "plan.h"
 
 static const char *k_phase[QZ_PT_COUNT] = {"load",     "forward", "hessian", "reduce",
@@ -73,10 +74,9 @@ double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqle
   int64_t H = cfg->hidden_size, I = cfg->intermediate_size, hd = cfg->head_dim;
   int64_t qd = cfg->num_attention_heads * hd, kvd = cfg->num_key_value_heads * hd;
   int64_t T = nwin * seqlen, half = hd / 2;
-  int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
   const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * I; /* dense FFN buffers */
   int64_t sz[] = {nwin * seqlen * H, T * H, T * qd, T * kvd, T * kvd, T * H, T * H,
-                  TI,                TI,    T * H,  qb * seqlen, seqlen * half,
+                  TI,                TI,    T * H,  qz_fwd_scores_floats(hd, seqlen), seqlen * half,
                   seqlen * half};
   int64_t total = 0;
   for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) total += round16(sz[i]);
@@ -500,5 +500,142 @@ int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_tim
     t->t[QZ_PT_LOAD] += rows * H * in->disk_dtype_bytes / (r->read_gbs * 1e9);
   }
   for (int p = 0; p < QZ_PT_COUNT; p++) t->total += t->t[p];
+  return QZ_OK;
+}
+
+/* ---- bytes moved (the --log-view byte table's model) ----------------- */
+
+double qz_plan_hessian_packed(int64_t d, int nb) {
+  double n = 0.0;
+  for (int64_t j0 = 0; j0 < d; j0 += nb) {
+    int64_t w = d - j0 < nb ? d - j0 : nb;
+    n += (double)w * (double)(d - j0);
+  }
+  return n;
+}
+
+double qz_plan_redistributed(int64_t d, int nb, int pr, int pc, int act_order) {
+  const double tri = (double)d * (double)(d - 1) / 2.0;
+  const int P = pr * pc;
+  if (P <= 1) return 0.0;
+  if (act_order) return tri * (1.0 - 1.0 / P);
+  /* chol.c build_upper: entry (i, j), i < j, of the reversed order comes
+   * from the stored (d-1-i, d-1-j) on rank (orow(d-1-i), ocol(d-1-j)) and
+   * goes to (orow(i), ocol(j)): it stays when both owners agree */
+  double local = 0.0, rows_before = 0.0;
+  for (int64_t j = 0; j < d; j++) {
+    if (qz_bc_owner(d - 1 - j, nb, pc) == qz_bc_owner(j, nb, pc)) local += rows_before;
+    rows_before += qz_bc_owner(d - 1 - j, nb, pr) == qz_bc_owner(j, nb, pr);
+  }
+  return tri - local;
+}
+
+/* Mean bytes per rank, sent + received, of an allgather (or reduce-scatter)
+ * of S bytes in all: every byte is sent once by its owner to each of the
+ * P - 1 others ... as comm.h counts it: 2 (P - 1) S / P. */
+static double ag_mean(double S, double P) { return P > 1 ? 2.0 * (P - 1.0) * S / P : 0.0; }
+
+/* Share of grid rank r (= p pc + q) of the packed lower triangle
+ * (qz_plan_hessian_packed's elements on their block-cyclic owners). */
+static double packed_share(int64_t d, int nb, int pr, int pc, int r) {
+  double n = 0.0;
+  for (int64_t jb = 0; jb * nb < d; jb++) {
+    if (jb % pc != r % pc) continue;
+    int64_t w = d - jb * nb < nb ? d - jb * nb : nb;
+    for (int64_t ib = jb; ib * nb < d; ib++)
+      if (ib % pr == r / pc) n += (double)w * (double)(d - ib * nb < nb ? d - ib * nb : nb);
+  }
+  return n;
+}
+
+/* The reduction of a width-d Hessian's packed triangle, S = 8 packed(d)
+ * bytes (hessian.c): a flat reduce-scatter, or two-level on several nodes of
+ * several ranks (ranks r R .. r R + R-1 on node r, as the launcher places
+ * them): reduce to the node's lowest rank (2 (R-1) S per node), a
+ * reduce-scatter of the nodes' shares among the N leaders (2 (N-1) S in
+ * all), a scatter within each node (2 (node share - leader's share)).
+ * Mean per rank. */
+static double reduce_mean(const qz_plan_in *in, int64_t d) {
+  const double P = (double)in->P, N = (double)in->nodes, R = (double)in->ranks_per_node;
+  const double S = 8.0 * qz_plan_hessian_packed(d, in->nb);
+  if (in->P <= 1) return 0.0;
+  if (!(N > 1 && R > 1)) return ag_mean(S, P);
+  int pr, pc;
+  qz_plan_grid_shape((int)in->P, &pr, &pc);
+  double scatter = 0.0;
+  for (int64_t r0 = 0; r0 < in->P; r0 += in->ranks_per_node) {
+    double node = 0.0;
+    for (int64_t r = r0; r < r0 + in->ranks_per_node && r < in->P; r++)
+      node += packed_share(d, in->nb, pr, pc, (int)r);
+    scatter += 2.0 * 8.0 * (node - packed_share(d, in->nb, pr, pc, (int)r0));
+  }
+  return (2.0 * S * (N * (R - 1.0) + (N - 1.0)) + scatter) / P;
+}
+
+int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b) {
+  const qz_model_config *c = &in->cfg;
+  memset(b, 0, sizeof *b);
+  QZ_CHECK(in->P >= 1, QZ_ERR_ARG, "plan: --np must be >= 1");
+  const double P = (double)in->P, disk = (double)in->disk_dtype_bytes;
+  const int calib = (in->needs & QZ_NEED_CALIB) != 0, hess = (in->needs & QZ_NEED_HESSIAN) != 0;
+  const int factor = linear_model(in, &(qz_plan_rates){0}, 1, c->hidden_size).factor;
+  const double H = (double)c->hidden_size;
+  int pr, pc;
+  qz_plan_grid_shape((int)in->P, &pr, &pc);
+  double nblk = 0.0;
+  for (int l = 0; l < c->num_hidden_layers; l++) {
+    if (qz_config_layer_moe(c, l)) b->moe_blocks++;
+    else nblk += 1.0;
+  }
+  /* one dense block */
+  double read = 0.0, f32 = 0.0, q32 = 0.0, wr = 0.0;
+  double vec = 2.0 * H + (c->qk_norm ? 2.0 * (double)c->head_dim : 0.0);
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t o, i;
+    lin_shape(c, l, &o, &i);
+    if (qz_linear_has_bias(c, (qz_linear)l)) vec += (double)o;
+    const double oi = (double)o * (double)i;
+    read += oi;
+    q32 += 4.0 * oi;
+    /* codes (1 B), f32 scales and zeros per group, g_idx and perm (i32) */
+    wr += oi + 8.0 * (double)o * (double)qz_quant_ngroups(&in->mo.spec, i) + 8.0 * (double)i;
+  }
+  f32 = q32 + 4.0 * vec;
+  wr += 8.0 * H; /* the two RMSNorm weights */
+  b->file[QZ_PT_LOAD] = nblk * (read + vec) * disk / P;
+  b->mpi[QZ_PT_LOAD] = nblk * ag_mean(f32, P);
+  b->mpi[QZ_PT_GATHER] = nblk * ag_mean(q32, P);
+  b->file[QZ_PT_WRITE] = nblk * wr / P;
+  if (calib) { /* embedding: each rank reads the distinct rows of its tokens
+                * (at most V; all tokens distinct is the bound modelled) */
+    double rows = 0.0;
+    for (int p = 0; p < (int)in->P; p++) {
+      int64_t f0, cnt;
+      qz_shard_windows(in->nsamples, (int)in->P, p, &f0, &cnt);
+      double t = (double)cnt * (double)in->seqlen;
+      rows += t < (double)c->vocab_size ? t : (double)c->vocab_size;
+    }
+    b->file[QZ_PT_LOAD] += rows * H * disk / P;
+    /* hidden-state snapshots for resume (cmd_quantize.c's default cadence) */
+    int64_t L = c->num_hidden_layers;
+    int64_t every = in->snapshot_every > 0 ? in->snapshot_every : (L + 9) / 10;
+    double nsnap = every > 0 ? (double)((L - 1) / every) : 0.0;
+    b->file[QZ_PT_WRITE] += nsnap * (double)in->nsamples * (double)in->seqlen * H * 4.0 / P;
+  }
+  if (hess) {
+    int64_t d[4] = {c->hidden_size, c->num_attention_heads * c->head_dim, c->hidden_size,
+                    c->intermediate_size};
+    const int nlin[4] = {3, 1, 2, 1}; /* linears sharing each Hessian */
+    for (int g = 0; g < 4; g++) {
+      const double dd = (double)d[g];
+      double red = reduce_mean(in, d[g]);
+      red += in->P > 1 ? 4.0 * (P - 1.0) / P * 8.0 * dd : 0.0; /* diagonal allreduce */
+      b->mpi[QZ_PT_REDUCE] += nblk * red;
+      if (!factor) continue;
+      b->mpi[QZ_PT_FACTOR] +=
+          nblk * (16.0 * qz_plan_redistributed(d[g], in->nb, pr, pc, in->mo.act_order) / P +
+                  nlin[g] * ag_mean(8.0 * dd * (dd + 1.0) / 2.0, P));
+    }
+  }
   return QZ_OK;
 }

@@ -176,9 +176,12 @@ int qz_quantize_module(qz_qrun *r, int layer, const char *module, int64_t out, i
   int st = mo->ops->quantize_layer(mstate, &layer_in, &res);
   QZ_CALL_DONE(qz_error_agree(comm, st));
   double secs = qz_wtime() - t0;
-  QZ_CALL_DONE(qz_linear_assemble(comm, out, in, ng, r0, nr, res.grid, res.codes, res.scale, res.zero,
-                                  res.g_idx, res.noutliers, res.outlier_idx,
-                                  res.outlier_val, r->bufs->q, W));
+  qz_timer_start(QZ_PHASE_GATHER);
+  st = qz_linear_assemble(comm, out, in, ng, r0, nr, res.grid, res.codes, res.scale, res.zero,
+                          res.g_idx, res.noutliers, res.outlier_idx, res.outlier_val,
+                          r->bufs->q, W);
+  qz_timer_stop(QZ_PHASE_GATHER);
+  QZ_CALL_DONE(st);
   /* summed in row order: the attribute is the same at every np */
   double loss = 0;
   QZ_CALL_DONE(qz_sum_rows_ordered(comm, nr, res.losses, &loss));
@@ -253,6 +256,7 @@ static int duquant_sample(qz_qrun *r, qz_block_ctx *b, const float *x, int64_t n
   }
   QZ_CALL_MPI(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_FLOAT, smp, counts, displs, MPI_FLOAT,
                              b->comm));
+  qz_count_allgatherv(b->comm, counts, 4);
   return QZ_OK;
 }
 
@@ -275,6 +279,7 @@ static int duquant_group(qz_qrun *r, qz_block_ctx *b, int g) {
   for (int64_t t = 0, T = qz_fwd_ntok(b->f); t < T; t++)
     for (int64_t j = 0; j < n; j++) amax[j] = fmaxf(amax[j], fabsf(x[t * n + j]));
   QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, amax, (int)n, MPI_FLOAT, MPI_MAX, b->comm));
+  qz_count_allreduce(b->comm, 4 * n);
   QZ_CALL_DONE(duquant_sample(r, b, x, n, smp));
   for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++) {
     int64_t out, in;

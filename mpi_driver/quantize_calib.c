@@ -98,11 +98,13 @@ int qz_quantize_windows(MPI_Comm comm, const qz_qopts *o, const qz_model_config 
   QZ_CALL(qz_error_agree(comm, st));
   int64_t v[2] = {*nwin, *L};
   QZ_CALL_MPI_DONE(MPI_Bcast(v, 2, MPI_INT64_T, 0, comm));
+  qz_count_bcast(comm, 0, (int64_t)sizeof v);
   *nwin = v[0];
   *L = v[1];
   if (rank != 0) st = qz_alloc((size_t)(*nwin * *L), sizeof **win, "calibration windows", win);
   QZ_CALL_DONE(qz_error_agree(comm, st));
   QZ_CALL_MPI_DONE(MPI_Bcast(*win, (int)(*nwin * *L), MPI_INT32_T, 0, comm));
+  qz_count_bcast(comm, 0, 4 * *nwin * *L);
   *hash = fnv1a(*win, sizeof **win * (size_t)(*nwin * *L));
 done:
   if (st != QZ_OK) qz_free(win);

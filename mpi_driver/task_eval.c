@@ -192,6 +192,7 @@ static int tokenize_all(qz_ctx *ctx, const char *model_dir, const qz_model_confi
   {
     int rc = MPI_Allgatherv(mine, (int)nmine, MPI_INT32_T, all, cnt, dsp, MPI_INT32_T,
                             ctx->comm);
+    qz_count_allgather(ctx->comm, 4 * nmine, 4 * (int64_t)total);
     if (rc != MPI_SUCCESS) {
       st = qz_mpi_error(rc, "MPI_Allgatherv", __FILE__, __LINE__, __func__);
       goto done;

@@ -25,6 +25,10 @@ int64_t qz_fwdk_attn_small_ws(int64_t hd, int64_t nkeys) {
   return (2 * hd + RB) * pad(nkeys);
 }
 
+int64_t qz_fwdk_attn_small_ld(int64_t hd, int64_t nkeys) {
+  return (qz_fwdk_attn_small_ws(hd, nkeys) + 15) / 16 * 16;
+}
+
 /* LANES floats as one GCC vector (lowered to the clone's widest registers);
  * lane k of every partial sum holds the keys j = k mod LANES. */
 typedef float v16 __attribute__((vector_size(LANES * sizeof(float))));

@@ -132,6 +132,7 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
     }
     int rc = MPI_Gatherv(nll, (int)count, MPI_DOUBLE, all, counts, displs,
                          MPI_DOUBLE, 0, comm);
+    qz_count_gather(comm, 0, 8 * count, 8 * nwin);
     if (rc != MPI_SUCCESS) {
       st = qz_mpi_error(rc, "MPI_Gatherv", __FILE__, __LINE__, __func__);
       goto done;
@@ -142,6 +143,7 @@ int qz_eval_ppl(qz_model *m, const int32_t *ids, int64_t nwin,
     for (int64_t i = 0; i < nwin; i++) sum += all[i];
   {
     int rc = MPI_Bcast(&sum, 1, MPI_DOUBLE, 0, comm);
+    qz_count_bcast(comm, 0, 8);
     if (rc != MPI_SUCCESS) {
       st = qz_mpi_error(rc, "MPI_Bcast", __FILE__, __LINE__, __func__);
       goto done;

@@ -37,8 +37,8 @@ struct qz_fwd {
   float *g;    /* [T, I] gate, then silu(gate)*up (DOWN_IN) */
   float *u;    /* [T, I] up */
   float *out;  /* [T, H] OUT */
-  float *s;    /* [QZ_FWD_QBLOCK, seqlen] attention scores of a query block;
-                * the fused path: nthr workspaces of s_ld floats */
+  float *s;    /* attention scratch (qz_fwd_scores_floats_threads): the
+                * fused path's nthr workspaces are s_ld floats apart */
   int64_t s_ld;
   int nthr;    /* OpenMP threads of the attention (qz_threads() at create) */
   float *cos_t, *sin_t; /* [seqlen, hd/2] */
@@ -165,6 +165,17 @@ void qz_rope_apply_pos(float *x, int64_t nrows, int64_t ld, int64_t nheads,
 
 /* ---- workspace ------------------------------------------------------ */
 
+int64_t qz_fwd_scores_floats_threads(int64_t hd, int64_t seqlen, int nthr) {
+  int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK, n = qb * seqlen;
+  if (hd <= QZ_FWDK_ATTN_SMALL_HD && qz_fwdk_attn_small_ld(hd, seqlen) * nthr > n)
+    n = qz_fwdk_attn_small_ld(hd, seqlen) * (nthr > 1 ? nthr : 1);
+  return n;
+}
+
+int64_t qz_fwd_scores_floats(int64_t hd, int64_t seqlen) {
+  return qz_fwd_scores_floats_threads(hd, seqlen, 1);
+}
+
 int qz_fwd_create(const qz_model_config *cfg, int64_t nwin, int64_t seqlen,
                   qz_fwd **out) {
   return qz_fwd_create_batched(cfg, nwin, seqlen, nwin, out);
@@ -200,13 +211,9 @@ int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
   int64_t T = (nwin > 0 ? f->bmax : 0) * seqlen, half = f->hd / 2;
   /* the dense FFN buffers g, u: none when every block is MoE */
   const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * f->I;
-  int64_t qb = seqlen < QZ_FWD_QBLOCK ? seqlen : QZ_FWD_QBLOCK;
-  int64_t ssz = qb * seqlen; /* scores of a query block, or the fused path's */
   f->nthr = qz_threads();
-  if (f->hd <= QZ_FWDK_ATTN_SMALL_HD) { /* one workspace per thread */
-    f->s_ld = (qz_fwdk_attn_small_ws(f->hd, seqlen) + 15) / 16 * 16;
-    if (f->s_ld * f->nthr > ssz) ssz = f->s_ld * f->nthr;
-  }
+  f->s_ld = qz_fwdk_attn_small_ld(f->hd, seqlen);
+  const int64_t ssz = qz_fwd_scores_floats_threads(f->hd, seqlen, f->nthr);
   /* sizes in floats, each rounded to 16 floats (64 B) */
   int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
                   T * f->H, T * f->H, TI,        TI,         T * f->H,

@@ -22,6 +22,9 @@ void qz_fwdk_softmax_row(float *s, int64_t nv, int64_t n);
  * nA + nQ) floats. Each row's result depends only on its own inputs. */
 #define QZ_FWDK_ATTN_SMALL_HD 32
 int64_t qz_fwdk_attn_small_ws(int64_t hd, int64_t nkeys);
+/* The same rounded up to 16 floats (64 B): per-thread workspaces this far
+ * apart do not share cache lines. */
+int64_t qz_fwdk_attn_small_ld(int64_t hd, int64_t nkeys);
 void qz_fwdk_attn_small(float *q, int64_t qs, int64_t nQ, const float *kA,
                         const float *vA, int64_t nA, const float *kB, const float *vB,
                         int64_t kvs, int64_t hd, float scale, float *ws);

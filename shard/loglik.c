@@ -68,8 +68,8 @@ typedef struct {
   int64_t r0;           /* local row of x[0] (the current round's first) */
   float *xn, *q, *k, *v, *h1, *h1n, *g, *u, *out; /* stage buffers [bmax, .] */
   float *aq;            /* [bmax, max(H, qd, I)] fake-quant input, or NULL */
-  float *sc;            /* [QZ_FWD_QBLOCK, max_len] attention scores; the
-                           fused path: nthr workspaces of sc_ld floats */
+  float *sc;            /* attention scratch (qz_fwd_scores_floats_threads);
+                           the fused path: nthr workspaces sc_ld floats apart */
   int64_t sc_ld;
   int nthr;             /* OpenMP threads of the attention */
   float *cos_t, *sin_t; /* [max_len, hd/2] */
@@ -423,12 +423,9 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
   {
     int64_t amax = w.H > w.qd ? w.H : w.qd;
     amax = amax > w.I ? amax : w.I;
-    int64_t qb = L < QZ_FWD_QBLOCK ? L : QZ_FWD_QBLOCK, ssz = qb * L;
     w.nthr = qz_threads();
-    if (w.hd <= QZ_FWDK_ATTN_SMALL_HD) { /* the fused path's (attn.c), per thread */
-      w.sc_ld = (qz_fwdk_attn_small_ws(w.hd, L) + 15) / 16 * 16;
-      if (w.sc_ld * w.nthr > ssz) ssz = w.sc_ld * w.nthr;
-    }
+    w.sc_ld = qz_fwdk_attn_small_ld(w.hd, L);
+    const int64_t ssz = qz_fwd_scores_floats_threads(w.hd, L, w.nthr);
     int64_t sz[] = {Tmax * w.H,        bmax * w.H,   bmax * w.qd, bmax * w.kvd,
                     bmax * w.kvd,   bmax * w.H,   bmax * w.H,  bmax * w.I,
                     bmax * w.I,     bmax * w.H,   (w.act_bits || w.hook) ? bmax * amax : 0,
@@ -532,7 +529,9 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
 
   /* ---- every request has one owner: the sums below are exact */
   LL_MPI(MPI_Allreduce(MPI_IN_PLACE, ll, (int)nreq, MPI_DOUBLE, MPI_SUM, comm));
+  qz_count_allreduce(comm, 8 * nreq);
   LL_MPI(MPI_Allreduce(MPI_IN_PLACE, greedy, (int)nreq, MPI_INT, MPI_SUM, comm));
+  qz_count_allreduce(comm, 4 * nreq);
   for (int64_t r = 0; r < nreq; r++) {
     res[r].ll = ll[r];
     res[r].greedy = greedy[r] != 0;

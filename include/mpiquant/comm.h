@@ -71,6 +71,34 @@ int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
                           const float *mine /* [count, rowlen] or NULL */,
                           float *full /* [nrows, rowlen] */);
 
+/* Byte counting (timing.h's per-phase MPI bytes).  Every MPI call that
+ * moves data tells what this rank sent and received, as the algorithm moves
+ * it when each piece goes straight to the rank that needs it:
+ *   bcast of S from root: root sends (P-1) S, every other rank receives S;
+ *   allgather(v): a rank sends its `mine` bytes to P-1 ranks and receives
+ *     the `total - mine` bytes of the others;
+ *   reduce of S to root: every other rank sends S, the root receives (P-1) S;
+ *   reduce-scatter of S (this rank's share `mine`): a rank sends the others'
+ *     shares of its contribution (S - mine) and receives (P-1) mine;
+ *   allreduce of S: a reduce-scatter then an allgather of S / P shares:
+ *     2 S (P-1) / P each way;
+ *   scatter(v) from root: the root sends total - its own; the others receive
+ *     their share;
+ *   all-to-all and point-to-point: the bytes to and from other ranks.
+ * A library's internal messages (ScaLAPACK/BLACS) are not counted.
+ * None of these is collective (MPI_Comm_size/rank only); P = 1 moves 0. */
+void qz_count_bcast(MPI_Comm comm, int root, int64_t bytes);
+void qz_count_allgather(MPI_Comm comm, int64_t mine, int64_t total);
+/* the same for an (all)gatherv with per-rank counts of `elem`-byte items */
+void qz_count_allgatherv(MPI_Comm comm, const int *counts, int64_t elem);
+/* gather(v) to root of counts[] items (only the root's counts are needed) */
+void qz_count_gather(MPI_Comm comm, int root, int64_t mine, int64_t total);
+void qz_count_reduce(MPI_Comm comm, int root, int64_t bytes);
+void qz_count_reduce_scatter(MPI_Comm comm, int64_t total, int64_t mine);
+void qz_count_allreduce(MPI_Comm comm, int64_t bytes);
+void qz_count_scatter(MPI_Comm comm, int root, int64_t total, int64_t mine);
+void qz_count_p2p(int64_t sent, int64_t received);
+
 #ifdef __cplusplus
 }
 #endif

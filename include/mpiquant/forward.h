@@ -44,8 +44,8 @@
  *
  * Memory (allocated once in qz_fwd_create*, nothing allocated per call):
  * T_all*H floats for x + Tb*(4H + 2*nq*hd + 2*nkv*hd + 2I) for the stage
- * buffers (Tb = batch windows * seqlen) + score blocks of
- * QZ_FWD_QBLOCK*seqlen floats + RoPE tables [seqlen, hd/2] x 2 + the
+ * buffers (Tb = batch windows * seqlen) + the attention scratch
+ * (qz_fwd_scores_floats) + RoPE tables [seqlen, hd/2] x 2 + the
  * logits chunk [chunk, vocab] when the head is used. */
 #ifndef MPIQUANT_FORWARD_H
 #define MPIQUANT_FORWARD_H
@@ -60,6 +60,14 @@ extern "C" {
 #endif
 
 #define QZ_FWD_QBLOCK 256 /* query rows per attention score block */
+
+/* Floats of attention scratch for windows of `seqlen` tokens and heads of
+ * hd: score blocks of min(seqlen, QZ_FWD_QBLOCK) x seqlen, or the fused
+ * small-head kernel's keys/values/scores when it is larger. */
+int64_t qz_fwd_scores_floats(int64_t hd, int64_t seqlen);
+/* The same with nthr OpenMP threads: the fused kernel's scratch once per
+ * thread (16-float aligned), the score block once (its rows are split). */
+int64_t qz_fwd_scores_floats_threads(int64_t hd, int64_t seqlen, int nthr);
 
 /* Append-only. */
 typedef enum {
