@@ -20,16 +20,7 @@
 #include "mpiquant/forward.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/threads.h"
-
-static void fill(float *a, int64_t n, float scale, uint64_t seed) {
-  uint64_t s = seed * 0x9E3779B97F4A7C15ull + 1;
-  for (int64_t i = 0; i < n; i++) {
-    s ^= s << 13;
-    s ^= s >> 7;
-    s ^= s << 17;
-    a[i] = scale * ((float)(s >> 40) * (1.0f / 8388608.0f) - 1.0f);
-  }
-}
+#include "bench_common.h"
 
 typedef struct {
   const char *name;
@@ -57,17 +48,17 @@ static int bench_shape(const shape *sh) {
   qz_fwd *f[NCFG] = {0};
   float *x0 = NULL, *y[NCFG] = {0};
   QZ_CALL(qz_block_weights_alloc(&c, &w));
-  fill(w.attn_norm, H, 0.1f, 1);
+  bench_fill(w.attn_norm, H, 0.1f, 1);
   for (int64_t i = 0; i < H; i++) w.attn_norm[i] += 1.0f;
   memcpy(w.ffn_norm, w.attn_norm, (size_t)H * sizeof(float));
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t in = l == QZ_LIN_DOWN ? I : l == QZ_LIN_O ? sh->nq * sh->hd : H;
     int64_t out = l == QZ_LIN_Q ? sh->nq * sh->hd : l <= QZ_LIN_V ? sh->nkv * sh->hd
                   : l == QZ_LIN_O || l == QZ_LIN_DOWN ? H : I;
-    fill(w.w[l], out * in, 1.7f / (float)in, 10 + (uint64_t)l);
+    bench_fill(w.w[l], out * in, 1.7f / (float)in, 10 + (uint64_t)l);
   }
   QZ_CALL(qz_alloc_big((size_t)(T * H) * sizeof(float), "input", &x0));
-  fill(x0, T * H, 1.0f, 99);
+  bench_fill(x0, T * H, 1.0f, 99);
   for (int k = 0; k < NCFG; k++) {
     qz_threads_set(cfg_omp[k]); /* a workspace keeps its attention threads */
     QZ_CALL(qz_fwd_create(&c, sh->nwin, sh->L, &f[k]));
