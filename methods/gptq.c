@@ -344,20 +344,36 @@ static int sweep_double_quant(const sweep *S, MPI_Comm comm, const qz_layer *L, 
   return QZ_OK;
 }
 
-int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer *L,
-                        qz_layer_result *res) {
-  QZ_CHECK(L->H, QZ_ERR_ARG, "%s: GPTQ needs a Hessian",
-           L->name ? L->name : "layer");
+/* One linear of a sweep over shared factor panels: its options, its sweep
+ * state (working W rows, errors, parameters, losses) and its kept columns.
+ * The processing order comes from diag(H) (and the kept columns), so the
+ * linears of one Hessian without kept columns share perm and panels. */
+typedef struct {
+  const qz_layer *L;
+  qz_layer_result *res;
+  qz_wq_ext ext;
+  int64_t K;
+  int32_t *keep;
+  float *kept;
+  const qz_prepare_info *pi;
+  sweep S;
+  double t_sweep;
+} lin_run;
+
+static void lin_free(lin_run *R) {
+  qz_free(&R->keep);
+  qz_free(&R->kept);
+}
+
+/* Checks, kept columns, prepare (the factor of H, once per Hessian and
+ * options). Collective on comm. */
+static int lin_check(const qz_method_opts *o, const qz_layer *L, MPI_Comm comm,
+                     lin_run *R) {
   qz_hessian *H = L->H;
-  MPI_Comm comm = qz_grid_comm(qz_hessian_grid(H));
   const int64_t m = L->nrows, n = L->in_features;
   const char *name = L->name ? L->name : "layer";
-  qz_wq_ext ext = {0};
-  int timing = 0;
-  if (o->ops == &qz_method_gptq) qz_method_ext_get(o, &ext);
-  const int64_t K = ext.keep_columns;
-  int32_t *keep = NULL;
-  float *kept = NULL;
+  if (o->ops == &qz_method_gptq) qz_method_ext_get(o, &R->ext);
+  const int64_t K = R->K = R->ext.keep_columns;
   int st = qz_quant_spec_check(&o->spec);
   if (!st && qz_hessian_dim(H) != n)
     st = qz_error_set(QZ_ERR_ARG, __FILE__, __LINE__, __func__,
@@ -369,25 +385,30 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
                       "%s: --keep-columns %lld must be below the layer's %lld input columns",
                       name, (long long)K, (long long)n);
   if (!st) st = qz_layer_check_finite(L);
-  if (!st && K > 0) st = qz_alloc((size_t)K, sizeof(int32_t), "kept columns", &keep);
+  if (!st && K > 0) st = qz_alloc((size_t)K, sizeof(int32_t), "kept columns", &R->keep);
   if (!st && K > 0)
-    st = qz_alloc((size_t)(m * K > 0 ? m * K : 1), sizeof(float), "kept values", &kept);
-  QZ_CALL_DONE(qz_error_agree(comm, st));
-  if (K > 0) QZ_CALL_DONE(owq_columns(comm, L, qz_hessian_diag(H), K, keep));
-
+    st = qz_alloc((size_t)(m * K > 0 ? m * K : 1), sizeof(float), "kept values", &R->kept);
+  QZ_CALL(qz_error_agree(comm, st));
+  if (K > 0) QZ_CALL(owq_columns(comm, L, qz_hessian_diag(H), K, R->keep));
   qz_prepare_opts po = {.percdamp = o->percdamp,
                         .percdamp_max = o->percdamp_max,
                         .act_order = o->act_order,
                         .name = name,
-                        .last = keep,
+                        .last = R->keep,
                         .nlast = K};
-  QZ_CALL_DONE(qz_hessian_prepare(H, &po));
-  const qz_prepare_info *pi = qz_hessian_prepared(H);
+  QZ_CALL(qz_hessian_prepare(H, &po));
+  R->pi = qz_hessian_prepared(H);
+  return QZ_OK;
+}
 
-  qz_timer_start(QZ_PHASE_QUANTIZE);
-  timing = 1;
-  sweep S = {0};
-  float *panel = NULL, *pcs = NULL, *gbuf = NULL;
+/* The sweep state of R in ws: buffers, per-channel and static parameters,
+ * W in processing order with dead columns zeroed. Collective on comm. */
+static int lin_begin(qz_gptq_ws *ws, const qz_method_opts *o, MPI_Comm comm, lin_run *R) {
+  const qz_layer *L = R->L;
+  qz_layer_result *res = R->res;
+  const qz_prepare_info *pi = R->pi;
+  const int64_t m = L->nrows, n = L->in_features, K = R->K;
+  sweep *Sp = &R->S, S = {0};
   S.m = m;
   S.n = n;
   S.B = o->blocksize > 0 ? o->blocksize : 128;
@@ -399,23 +420,20 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
   S.permuted = o->act_order || K > 0;
   S.stat = o->static_groups && S.g > 0;
   S.maxq = (float)((1 << S.bits) - 1);
-  sweep_grid(&S, ext.grid);
-  S.clip = ext.w_clip;
+  sweep_grid(&S, R->ext.grid);
+  S.clip = R->ext.w_clip;
   S.nq = n - K;
-  S.kept = kept;
+  S.kept = R->kept;
   S.perm = pi->perm;
   S.res = res;
   S.row0 = L->row0;
-  st = ws_fit(ws, (size_t)m, (size_t)n, (size_t)S.B, (size_t)(S.g > 0 ? S.g : 1));
-  st = qz_error_agree(comm, st);
-  if (st) goto done;
+  int st = ws_fit(ws, (size_t)m, (size_t)n, (size_t)S.B, (size_t)(S.g > 0 ? S.g : 1));
+  QZ_CALL(qz_error_agree(comm, st));
+  float *pcs = ws->pcs, *gbuf = ws->gbuf;
   S.wp = ws->wp;
   S.w1 = ws->w1;
   S.e = ws->e;
-  pcs = ws->pcs;
   S.loss = ws->loss;
-  panel = ws->panel;
-  gbuf = ws->gbuf;
   S.te = ws->te;
   S.tw = ws->tw;
   S.scratch = ws->scratch;
@@ -455,58 +473,119 @@ int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer 
       for (int64_t k = (S.nq + S.g - 1) / S.g; k < S.ng; k++)
         res->scale[r * S.ng + k] = res->zero[r * S.ng + k] = 0.0f;
   }
-  double t_panel = 0, t_sweep = 0;
-  for (int64_t i1 = 0; i1 < n; i1 += S.B) {
-    int64_t i2 = i1 + S.B < n ? i1 + S.B : n;
-    double ta = MPI_Wtime();
-    qz_timer_stop(QZ_PHASE_QUANTIZE);
-    st = qz_hessian_factor_rows(H, i1, i2 - i1, panel);
-    qz_timer_start(QZ_PHASE_QUANTIZE);
-    if (st) {
-      qz_error_trace(__FILE__, __LINE__, __func__);
-      goto done;
-    }
-    double tb = MPI_Wtime();
-    sweep_block(&S, i1, i2, panel);
-    t_panel += tb - ta;
-    t_sweep += MPI_Wtime() - tb;
-  }
-  qz_debug("%s: GPTQ sweep of %lld rows: factor panels %.3f s, columns + "
-           "trailing sgemm %.3f s (of which sgemm %.3f s)", name, (long long)m,
-           t_panel, t_sweep, S.t_gemm);
+  *Sp = S;
+  return QZ_OK;
+}
+
+/* After the sweep: g_idx, perm, losses, kept columns, double quant.
+ * Collective on comm. */
+static int lin_end(const qz_method_opts *o, MPI_Comm comm, lin_run *R) {
+  sweep *S = &R->S;
+  const qz_layer *L = R->L;
+  qz_layer_result *res = R->res;
+  const int64_t n = S->n, m = S->m;
   /* rule 15 (kept columns: the group whose zero their code holds) */
   if (res->g_idx)
     for (int64_t i = 0; i < n; i++) {
-      int32_t oc = S.perm[i];
-      int64_t pos = i < S.nq ? i : S.nq - 1;
-      res->g_idx[oc] = S.g <= 0 ? 0
-                       : (S.permuted && !S.stat) ? (int32_t)(pos / S.g)
-                                                 : (int32_t)(oc / S.g);
+      int32_t oc = S->perm[i];
+      int64_t pos = i < S->nq ? i : S->nq - 1;
+      res->g_idx[oc] = S->g <= 0 ? 0
+                       : (S->permuted && !S->stat) ? (int32_t)(pos / S->g)
+                                                   : (int32_t)(oc / S->g);
     }
-  if (res->perm) memcpy(res->perm, S.perm, (size_t)n * sizeof(int32_t));
+  if (res->perm) memcpy(res->perm, S->perm, (size_t)n * sizeof(int32_t));
   res->loss_local = 0;
   for (int64_t r = 0; r < m; r++) {
-    if (res->losses) res->losses[r] = (float)S.loss[r];
-    res->loss_local += S.loss[r];
+    if (res->losses) res->losses[r] = (float)S->loss[r];
+    res->loss_local += S->loss[r];
   }
-  res->percdamp_used = pi->percdamp_used;
-  res->ndead = pi->ndead;
-  res->grid = ext.grid;
-  if (K > 0) st = kept_outliers(&S, res);
-  QZ_CALL_DONE(qz_error_agree(comm, st));
-  if (ext.double_quant) QZ_CALL_DONE(sweep_double_quant(&S, comm, L, ext.grid, res));
-  qz_wq_storage(o, L->out_features, n, K, &res->storage);
-done:
-  if (timing) qz_timer_stop(QZ_PHASE_QUANTIZE);
-  qz_free(&keep);
-  qz_free(&kept);
+  res->percdamp_used = R->pi->percdamp_used;
+  res->ndead = R->pi->ndead;
+  res->grid = R->ext.grid;
+  int st = R->K > 0 ? kept_outliers(S, res) : QZ_OK;
+  QZ_CALL(qz_error_agree(comm, st));
+  if (R->ext.double_quant) QZ_CALL(sweep_double_quant(S, comm, L, R->ext.grid, res));
+  qz_wq_storage(o, L->out_features, n, R->K, &res->storage);
+  return QZ_OK;
+}
+
+/* The column sweep of every linear of R[0..nl) (one Hessian, one
+ * processing order): each factor panel is streamed once and applied to
+ * all of them; each linear's arithmetic is exactly its own sweep's.
+ * Collective on the Hessian's communicator. */
+static int sweep_shared(qz_hessian *H, float *panel, lin_run *R, int nl) {
+  const int64_t n = R[0].S.n, B = R[0].S.B;
+  double t_panel = 0;
+  for (int64_t i1 = 0; i1 < n; i1 += B) {
+    int64_t i2 = i1 + B < n ? i1 + B : n;
+    double ta = MPI_Wtime();
+    QZ_CALL(qz_hessian_factor_rows(H, i1, i2 - i1, panel));
+    t_panel += MPI_Wtime() - ta;
+    qz_timer_start(QZ_PHASE_QUANTIZE);
+    for (int k = 0; k < nl; k++) {
+      double tb = MPI_Wtime();
+      sweep_block(&R[k].S, i1, i2, panel);
+      R[k].t_sweep += MPI_Wtime() - tb;
+    }
+    qz_timer_stop(QZ_PHASE_QUANTIZE);
+  }
+  for (int k = 0; k < nl; k++)
+    qz_debug("%s: GPTQ sweep of %lld rows: factor panels %.3f s%s, columns + "
+             "trailing sgemm %.3f s (of which sgemm %.3f s)",
+             R[k].L->name ? R[k].L->name : "layer", (long long)R[k].S.m, t_panel,
+             nl > 1 ? " (shared)" : "", R[k].t_sweep, R[k].S.t_gemm);
+  return QZ_OK;
+}
+
+/* nl linears of one Hessian, ws[k] the buffers of linear k. Linears with
+ * kept columns (OWQ: the order depends on W) sweep one at a time.
+ * Collective on the Hessian's communicator. */
+static int gptq_group(qz_gptq_ws *const *ws, const qz_method_opts *o, const qz_layer *L,
+                      int nl, qz_layer_result *res) {
+  QZ_CHECK(nl >= 1 && nl <= QZ_GROUP_MAX, QZ_ERR_INTERNAL, "GPTQ group of %d linears", nl);
+  for (int k = 0; k < nl; k++)
+    QZ_CHECK(L[k].H && L[k].H == L[0].H, QZ_ERR_ARG, "%s: GPTQ needs a Hessian%s",
+             L[k].name ? L[k].name : "layer", k ? " (the group's)" : "");
+  qz_hessian *H = L[0].H;
+  MPI_Comm comm = qz_grid_comm(qz_hessian_grid(H));
+  lin_run R[QZ_GROUP_MAX];
+  memset(R, 0, sizeof R);
+  qz_wq_ext ext = {0};
+  if (o->ops == &qz_method_gptq) qz_method_ext_get(o, &ext);
+  const int step = ext.keep_columns > 0 ? 1 : nl; /* kept columns: one at a time */
+  int st = QZ_OK, nr = 0;
+  for (int k0 = 0; k0 < nl && !st; k0 += step) {
+    const int k1 = k0 + step;
+    for (int k = k0; k < k1 && !st; k++) { /* the factor: once for the group */
+      R[k].L = &L[k];
+      R[k].res = &res[k];
+      nr = k + 1;
+      st = lin_check(o, &L[k], comm, &R[k]);
+    }
+    if (st) break;
+    qz_timer_start(QZ_PHASE_QUANTIZE);
+    for (int k = k0; k < k1 && !st; k++) st = lin_begin(ws[k], o, comm, &R[k]);
+    qz_timer_stop(QZ_PHASE_QUANTIZE);
+    if (!st) st = sweep_shared(H, ws[k0]->panel, &R[k0], k1 - k0);
+    qz_timer_start(QZ_PHASE_QUANTIZE);
+    for (int k = k0; k < k1 && !st; k++) st = lin_end(o, comm, &R[k]);
+    qz_timer_stop(QZ_PHASE_QUANTIZE);
+  }
+  if (st) qz_error_trace(__FILE__, __LINE__, __func__);
+  for (int k = 0; k < nr; k++) lin_free(&R[k]);
   return st;
+}
+
+int qz_gptq_quantize_ws(qz_gptq_ws *ws, const qz_method_opts *o, const qz_layer *L,
+                        qz_layer_result *res) {
+  QZ_CHECK(L->H, QZ_ERR_ARG, "%s: GPTQ needs a Hessian", L->name ? L->name : "layer");
+  return gptq_group(&ws, o, L, 1, res);
 }
 
 /* ---- ops table ---------------------------------------------------------- */
 typedef struct {
   qz_method_opts mo;
-  qz_gptq_ws *ws;
+  qz_gptq_ws *ws[QZ_GROUP_MAX]; /* one per linear of a group ([0] alone: created at setup) */
 } gptq_state;
 
 static int gptq_setup(const qz_method_opts *o, void **state) {
@@ -516,20 +595,30 @@ static int gptq_setup(const qz_method_opts *o, void **state) {
   gptq_state *s = NULL;
   QZ_CALL(qz_calloc(1, sizeof *s, "GPTQ state", &s));
   s->mo = *o;
-  int st = qz_gptq_ws_create(&s->ws);
+  int st = qz_gptq_ws_create(&s->ws[0]);
   if (st != QZ_OK) qz_free(&s);
   *state = s;
   return st;
 }
 static int gptq_layer(void *state, const qz_layer *L, qz_layer_result *res) {
   gptq_state *s = state;
-  QZ_CALL(qz_gptq_quantize_ws(s->ws, &s->mo, L, res));
+  QZ_CALL(qz_gptq_quantize_ws(s->ws[0], &s->mo, L, res));
+  return QZ_OK;
+}
+/* q/k/v or gate/up: one pass over the factor panels for all of them. */
+static int gptq_group_op(void *state, const qz_layer *L, int nl, qz_layer_result *res) {
+  gptq_state *s = state;
+  int st = QZ_OK;
+  for (int k = 1; k < nl && k < QZ_GROUP_MAX && !st; k++)
+    if (!s->ws[k]) st = qz_gptq_ws_create(&s->ws[k]);
+  QZ_CALL(qz_error_agree(qz_grid_comm(qz_hessian_grid(L[0].H)), st));
+  QZ_CALL(gptq_group(s->ws, &s->mo, L, nl, res));
   return QZ_OK;
 }
 static void gptq_destroy(void **state) {
   if (!state || !*state) return;
   gptq_state *s = *state;
-  qz_gptq_ws_destroy(&s->ws);
+  for (int k = 0; k < QZ_GROUP_MAX; k++) qz_gptq_ws_destroy(&s->ws[k]);
   qz_free(state);
 }
 
@@ -546,10 +635,12 @@ void qz_gptq_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m,
   p->bytes = 4.0 * m * n + 2.0 * 4.0 * m * B + 16.0 * m + 8.0 * m + 4.0 * B * n +
              4.0 * QZ_GPTQ_ROW_TILE * (B + n);
   /* the m n^2 trailing update + the in-block work; the factor streamed to
-   * every rank (f32 rows of U) */
+   * every rank (the upper triangle of U in f64: 4 n^2 bytes; once per
+   * Hessian for the linears of one group, gptq_group_op) */
   const double md = (double)m, nd = (double)n;
   p->flops = md * nd * nd + 2.0 * md * nd * B;
-  p->seconds = p->flops / (mc->gemm * mc->gptq_frac) + mc->allgather(mc->ctx, 4.0 * nd * nd);
+  p->stream = mc->allgather(mc->ctx, 4.0 * nd * nd);
+  p->seconds = p->flops / (mc->gemm * mc->gptq_frac) + p->stream;
   p->factor = 1;
 }
 
@@ -572,5 +663,6 @@ const qz_method_ops qz_method_gptq = {.name = "gptq",
                                       .needs = gptq_needs,
                                       .setup = gptq_setup,
                                       .quantize_layer = gptq_layer,
+                                      .quantize_group = gptq_group_op,
                                       .destroy = gptq_destroy,
                                       .plan_linear = qz_gptq_plan};

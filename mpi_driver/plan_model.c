@@ -227,6 +227,27 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
                linear_model(in, r, ceil_div(so[l], P), si[l]).bytes;
     if (g > gmax) gmax = g;
   }
+  if (hess && in->mo.ops && in->mo.ops->quantize_group) {
+    /* q/k/v and gate/up held together (quantize_block.c): one result set
+     * per linear of a group, each the size of the largest linear, one
+     * dequantized-rows buffer, and the method's working set k of the group
+     * grown to the largest k-th member (ws k of gptq_group_op) */
+    double set = 0.0, qrows = 0.0, ws[QZ_GROUP_MAX] = {0};
+    for (int l = 0; l < ns; l++) {
+      const int64_t mr = ceil_div(so[l], P);
+      const double dq = 4.0 * (double)mr * (double)si[l];
+      const double s = result_bytes(in, mr, si[l]) - dq;
+      const double w = linear_model(in, r, mr, si[l]).bytes;
+      /* the position in its group: k 1, v 2, up 1 (dense blocks); else 0 */
+      const int k = l < QZ_LIN_COUNT && !qz_config_all_moe(c)
+                        ? (l == QZ_LIN_K || l == QZ_LIN_UP) + 2 * (l == QZ_LIN_V)
+                        : (l == QZ_LIN_K) + 2 * (l == QZ_LIN_V);
+      if (s > set) set = s;
+      if (dq > qrows) qrows = dq;
+      if (w > ws[k]) ws[k] = w;
+    }
+    gmax = QZ_GROUP_MAX * set + qrows + ws[0] + ws[1] + ws[2];
+  }
   m->gptq = gmax;
   const int factor = linear_model(in, r, 1, c->hidden_size).factor;
   if (in->mo.ops && in->mo.ops->plan_block) {
@@ -338,6 +359,9 @@ typedef struct {
   double params;         /* weights read (routers included) */
   double qparams;        /* weights quantized */
   double ffn_flops_tok;  /* FFN flops per token (routed experts: k of E) */
+  double shared_streams; /* factor streams of width hidden saved when the linears
+                            of one Hessian go through quantize_group together:
+                            k and v (+ up in a dense block) */
 } block_shape;
 
 static void add_lin(block_shape *b, int64_t o, int64_t i, double cnt) {
@@ -366,8 +390,10 @@ static void shape_of_block(const qz_model_config *c, int moe, block_shape *b) {
     add_hess(b, H, 1.0, 1.0);
     add_hess(b, I, 1.0, 1.0);
     b->ffn_flops_tok = 2.0 * 3.0 * (double)H * (double)I;
+    b->shared_streams = 3.0;
     return;
   }
+  b->shared_streams = 2.0; /* the experts' linears stream one by one */
   const double E = (double)c->num_experts, k = (double)c->num_experts_per_tok;
   const int64_t Ie = c->moe_intermediate_size;
   const int64_t Is = c->moe == QZ_MOE_QWEN2 ? c->shared_expert_intermediate_size : 0;
@@ -448,6 +474,9 @@ static void block_time(const qz_plan_in *in, const qz_plan_rates *r, const block
     fl[QZ_PT_QUANTIZE] += b->count[l] * q.flops * P;
     blk[QZ_PT_QUANTIZE] += b->count[l] * q.seconds;
   }
+  /* the factor once per Hessian: q/k/v (and gate/up) share one stream */
+  if (hess && in->mo.ops && in->mo.ops->quantize_group)
+    blk[QZ_PT_QUANTIZE] -= b->shared_streams * linear_model(in, r, 1, c->hidden_size).stream;
   /* checkpoint: codes (1 B) + f32 scale and zero per group, before zstd */
   double g = in->mo.spec.groupsize > 0 ? (double)in->mo.spec.groupsize : 1e9;
   blk[QZ_PT_WRITE] = b->qparams * (1.0 + 8.0 / g) / (r->hdf5_write_gbs * 1e9 * N);

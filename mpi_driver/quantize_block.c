@@ -53,28 +53,51 @@ static void kill_hook(int rank, int layer) {
 }
 
 /* The per-linear result buffers, allocated once for the largest linear of
- * the model (not once per linear). */
+ * the model (not once per linear); a group hook (q/k/v, gate/up) gets one
+ * set per linear of the group (sets 1.. allocated at its first use). */
 struct qz_linear_bufs {
-  qz_layer_result res; /* codes, scale, zero, losses, g_idx, perm */
-  float *q;            /* [rows, in] dequantized rows */
+  qz_layer_result res[QZ_GROUP_MAX]; /* codes, scale, zero, losses, g_idx, perm */
+  int nres;                          /* sets allocated */
+  int64_t rin, rng, rows, in_max;    /* their sizes */
+  float *q;                          /* [rows, in] dequantized rows */
 };
 
 static void bufs_free(struct qz_linear_bufs **pb) {
   struct qz_linear_bufs *b = *pb;
   if (!b) return;
-  qz_free(&b->res.codes);
-  qz_free(&b->res.scale);
-  qz_free(&b->res.zero);
-  qz_free(&b->res.losses);
-  qz_free(&b->res.g_idx);
-  qz_free(&b->res.perm);
+  for (int k = 0; k < QZ_GROUP_MAX; k++) {
+    qz_free(&b->res[k].codes);
+    qz_free(&b->res[k].scale);
+    qz_free(&b->res[k].zero);
+    qz_free(&b->res[k].losses);
+    qz_free(&b->res[k].g_idx);
+    qz_free(&b->res[k].perm);
+  }
   qz_free(&b->q);
   qz_free(pb);
 }
 
-/* Sizes of the largest linear on the rank with the most rows. Collective. */
-static int bufs_fit(qz_qrun *r) {
-  if (r->bufs) return QZ_OK;
+/* Result sets [b->nres, n). Not collective. */
+static int bufs_sets(struct qz_linear_bufs *b, int n) {
+  for (; b->nres < n; b->nres++) {
+    qz_layer_result *res = &b->res[b->nres];
+    QZ_CALL(qz_alloc((size_t)b->rin, 1, "codes", &res->codes));
+    QZ_CALL(qz_alloc((size_t)b->rng, 4, "scales", &res->scale));
+    QZ_CALL(qz_alloc((size_t)b->rng, 4, "zeros", &res->zero));
+    QZ_CALL(qz_alloc((size_t)b->rows, 4, "losses", &res->losses));
+    QZ_CALL(qz_alloc((size_t)b->in_max, 4, "g_idx", &res->g_idx));
+    QZ_CALL(qz_alloc((size_t)b->in_max, 4, "perm", &res->perm));
+  }
+  return QZ_OK;
+}
+
+/* Sizes of the largest linear on the rank with the most rows; nsets result
+ * sets. Collective. */
+static int bufs_fit(qz_qrun *r, int nsets) {
+  if (r->bufs) {
+    int st = r->bufs->nres < nsets ? bufs_sets(r->bufs, nsets) : QZ_OK;
+    return qz_error_agree(r->ctx->comm, st);
+  }
   int64_t rin = 1, rng = 1, rows = 1, in_max = 1;
   const qz_model_config *c = r->cfg;
   const int64_t Ie = c->moe_intermediate_size, Is = c->shared_expert_intermediate_size;
@@ -97,14 +120,12 @@ static int bufs_fit(qz_qrun *r) {
     in_max = in > in_max ? in : in_max;
   }
   int st = qz_calloc(1, sizeof *r->bufs, "linear buffers", &r->bufs);
-  qz_layer_result *res = r->bufs ? &r->bufs->res : NULL;
-  if (st == QZ_OK) st = qz_alloc((size_t)rin, 1, "codes", &res->codes);
-  if (st == QZ_OK) st = qz_alloc((size_t)rng, 4, "scales", &res->scale);
-  if (st == QZ_OK) st = qz_alloc((size_t)rng, 4, "zeros", &res->zero);
-  if (st == QZ_OK) st = qz_alloc((size_t)rows, 4, "losses", &res->losses);
-  if (st == QZ_OK) st = qz_alloc((size_t)in_max, 4, "g_idx", &res->g_idx);
-  if (st == QZ_OK) st = qz_alloc((size_t)in_max, 4, "perm", &res->perm);
-  if (st == QZ_OK) st = qz_alloc((size_t)rin, 4, "dequantized rows", &r->bufs->q);
+  if (st == QZ_OK) {
+    struct qz_linear_bufs *b = r->bufs;
+    b->rin = rin, b->rng = rng, b->rows = rows, b->in_max = in_max;
+    st = bufs_sets(b, nsets);
+    if (st == QZ_OK) st = qz_alloc((size_t)rin, 4, "dequantized rows", &b->q);
+  }
   if (st != QZ_OK) bufs_free(&r->bufs);
   return qz_error_agree(r->ctx->comm, st);
 }
@@ -155,40 +176,96 @@ static int record_linear(qz_qrun *r, int layer, const char *module,
   return QZ_OK;
 }
 
+/* One linear as the method sees it: its rows of W on this rank. */
+typedef struct {
+  const char *module;
+  int64_t out, in, r0, nr, ng;
+  float *W; /* the full [out, in] weight, replaced by what the checkpoint holds */
+  char name[192];
+  qz_layer L;
+} module_in;
+
+static void module_prep(qz_qrun *r, int layer, const char *module, int64_t out, int64_t in,
+                        float *W, qz_hessian *H, const qz_method_opts *mo, module_in *m) {
+  m->module = module;
+  m->out = out, m->in = in, m->W = W;
+  qz_split_even(out, r->ctx->size, r->ctx->rank, &m->r0, &m->nr);
+  m->ng = qz_quant_ngroups(&mo->spec, in);
+  snprintf(m->name, sizeof m->name, "model.layers.%d.%s", layer, module);
+  m->L = (qz_layer){.name = m->name, .out_features = out, .in_features = in,
+                    .row0 = m->r0, .nrows = m->nr, .w = W + m->r0 * in, .H = H,
+                    .comm = r->ctx->comm};
+}
+
+/* After the method: the dequantized rows into W on every rank, the loss,
+ * the checkpoint write. Collective. */
+static int module_finish(qz_qrun *r, int layer, const qz_method_opts *mo, module_in *m,
+                         qz_layer_result *res, double secs) {
+  MPI_Comm comm = r->ctx->comm;
+  qz_timer_start(QZ_PHASE_GATHER);
+  int st = qz_linear_assemble(comm, m->out, m->in, m->ng, m->r0, m->nr, res->grid, res->codes,
+                              res->scale, res->zero, res->g_idx, res->noutliers,
+                              res->outlier_idx, res->outlier_val, r->bufs->q, m->W);
+  qz_timer_stop(QZ_PHASE_GATHER);
+  QZ_CALL(st);
+  /* summed in row order: the attribute is the same at every np */
+  double loss = 0;
+  QZ_CALL(qz_sum_rows_ordered(comm, m->nr, res->losses, &loss));
+  QZ_CALL(record_linear(r, layer, m->module, mo, m->out, m->in, m->ng, m->r0, m->nr, res,
+                        loss, secs));
+  return QZ_OK;
+}
+
 int qz_quantize_module(qz_qrun *r, int layer, const char *module, int64_t out, int64_t in,
                        float *W, qz_hessian *H, const qz_method_opts *mo, void *mstate) {
   MPI_Comm comm = r->ctx->comm;
-  int64_t r0, nr;
   if (!mo) {
     mo = &r->o->mo;
     mstate = r->mstate;
   }
-  qz_split_even(out, r->ctx->size, r->ctx->rank, &r0, &nr);
-  int64_t ng = qz_quant_ngroups(&mo->spec, in);
-  QZ_CALL(bufs_fit(r));
-  char name[192];
-  snprintf(name, sizeof name, "model.layers.%d.%s", layer, module);
-  qz_layer_result res = r->bufs->res; /* the buffers; the method fills the rest */
-  qz_layer layer_in = {.name = name, .out_features = out, .in_features = in,
-                       .row0 = r0, .nrows = nr, .w = W + r0 * in, .H = H,
-                       .comm = comm};
+  module_in m;
+  module_prep(r, layer, module, out, in, W, H, mo, &m);
+  QZ_CALL(bufs_fit(r, 1));
+  qz_layer_result res = r->bufs->res[0]; /* the buffers; the method fills the rest */
   double t0 = qz_wtime();
-  int st = mo->ops->quantize_layer(mstate, &layer_in, &res);
+  int st = mo->ops->quantize_layer(mstate, &m.L, &res);
   QZ_CALL_DONE(qz_error_agree(comm, st));
-  double secs = qz_wtime() - t0;
-  qz_timer_start(QZ_PHASE_GATHER);
-  st = qz_linear_assemble(comm, out, in, ng, r0, nr, res.grid, res.codes, res.scale, res.zero,
-                          res.g_idx, res.noutliers, res.outlier_idx, res.outlier_val,
-                          r->bufs->q, W);
-  qz_timer_stop(QZ_PHASE_GATHER);
-  QZ_CALL_DONE(st);
-  /* summed in row order: the attribute is the same at every np */
-  double loss = 0;
-  QZ_CALL_DONE(qz_sum_rows_ordered(comm, nr, res.losses, &loss));
-  QZ_CALL_DONE(record_linear(r, layer, module, mo, out, in, ng, r0, nr, &res, loss, secs));
+  QZ_CALL_DONE(module_finish(r, layer, mo, &m, &res, qz_wtime() - t0));
 done:
   qz_free(&res.outlier_idx);
   qz_free(&res.outlier_val);
+  return st;
+}
+
+/* The nl linears mods[] of block `layer` that share the Hessian H through
+ * the method's group hook (one pass over H's work for all of them); each
+ * linear's `seconds` is the group's time over nl. Collective. */
+static int quantize_module_group(qz_qrun *r, int layer, qz_block_weights *w,
+                                 const qz_linear *mods, int nl, qz_hessian *H) {
+  MPI_Comm comm = r->ctx->comm;
+  const qz_method_opts *mo = &r->o->mo;
+  module_in m[QZ_GROUP_MAX];
+  qz_layer L[QZ_GROUP_MAX];
+  qz_layer_result res[QZ_GROUP_MAX];
+  QZ_CALL(bufs_fit(r, nl));
+  for (int k = 0; k < nl; k++) {
+    int64_t out, in;
+    qz_linear_shape(r->cfg, mods[k], &out, &in);
+    module_prep(r, layer, qz_linear_name(mods[k]), out, in, w->w[mods[k]], H, mo, &m[k]);
+    L[k] = m[k].L;
+    L[k].name = m[k].name;
+    res[k] = r->bufs->res[k];
+  }
+  double t0 = qz_wtime();
+  int st = mo->ops->quantize_group(r->mstate, L, nl, res);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  double secs = (qz_wtime() - t0) / nl;
+  for (int k = 0; k < nl; k++) QZ_CALL_DONE(module_finish(r, layer, mo, &m[k], &res[k], secs));
+done:
+  for (int k = 0; k < nl; k++) {
+    qz_free(&res[k].outlier_idx);
+    qz_free(&res[k].outlier_val);
+  }
   return st;
 }
 
@@ -199,6 +276,19 @@ static int quantize_linear(qz_qrun *r, int layer, qz_block_weights *w, qz_linear
   int64_t out, in;
   qz_linear_shape(r->cfg, l, &out, &in);
   return qz_quantize_module(r, layer, qz_linear_name(l), out, in, w->w[l], H, NULL, NULL);
+}
+
+/* The linears of group `lins` (QZ_LIN_COUNT ends it) with their input
+ * Hessian H: together through the method's group hook when it has one and
+ * they share H, else one by one. Collective. */
+static int quantize_lin_group(qz_qrun *r, int layer, qz_block_weights *w, const qz_linear *lins,
+                              qz_hessian *H) {
+  int nl = 0;
+  while (nl < 3 && lins[nl] != QZ_LIN_COUNT) nl++;
+  if (H && nl > 1 && r->o->mo.ops->quantize_group)
+    return quantize_module_group(r, layer, w, lins, nl, H);
+  for (int k = 0; k < nl; k++) QZ_CALL(quantize_linear(r, layer, w, lins[k], H));
+  return QZ_OK;
 }
 
 static const qz_linear k_groups[4][3] = {
@@ -351,8 +441,7 @@ int qz_quantize_groups(qz_block_ctx *b, int ngroups) {
     if (r->o->true_sequential) QZ_CALL(forward_to(b, k_group_stage[g]));
     qz_hessian *H = NULL;
     if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, b->layer, g, &H));
-    for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++)
-      QZ_CALL(quantize_linear(r, b->layer, b->w, k_groups[g][k], H));
+    QZ_CALL(quantize_lin_group(r, b->layer, b->w, k_groups[g], H));
   }
   if (!r->o->true_sequential) qz_fwd_invalidate(b->f, QZ_STAGE_O_IN);
   return QZ_OK;
@@ -373,8 +462,7 @@ static int svc_sequential(qz_block_ctx *b) {
       QZ_CALL(duquant_group(r, b, g));
     qz_hessian *H = NULL;
     if (r->needs & QZ_NEED_HESSIAN) QZ_CALL(group_hessian(r, b->f, b->layer, g, &H));
-    for (int k = 0; k < 3 && k_groups[g][k] != QZ_LIN_COUNT; k++)
-      QZ_CALL(quantize_linear(r, b->layer, b->w, k_groups[g][k], H));
+    QZ_CALL(quantize_lin_group(r, b->layer, b->w, k_groups[g], H));
   }
   if (!r->o->true_sequential) qz_fwd_invalidate(b->f, QZ_STAGE_O_IN);
   QZ_CALL(forward_to(b, QZ_STAGE_OUT));

@@ -185,6 +185,9 @@ typedef struct {
   qz_storage_bits storage;
 } qz_layer_result;
 
+/* Most linears that share one input Hessian in a block (q, k, v). */
+#define QZ_GROUP_MAX 3
+
 /* ---- one decoder block (the driver's services to a block hook) ---------- */
 
 typedef struct qz_block_ctx qz_block_ctx;
@@ -259,6 +262,9 @@ typedef struct {
   double flops;   /* its quantize flops on one rank */
   double seconds; /* its quantize seconds on one rank */
   int factor;     /* uses the Cholesky factor of H^-1 (plan adds the factorization) */
+  /* appended: of `seconds`, streaming the factor to the ranks; a method with
+   * quantize_group pays it once per Hessian, not once per linear */
+  double stream;
 } qz_plan_linear;
 
 typedef struct {
@@ -322,6 +328,13 @@ typedef struct qz_method_ops {
    * with a block hook and without it, or whose needs() include
    * QZ_NEED_HESSIAN, is refused on MoE models. Collective on e->comm. */
   int (*prepare_expert)(void *state, const qz_expert_ctx *e);
+  /* Optional: the nl (2..QZ_GROUP_MAX) linears of one group that share one
+   * ready Hessian (q/k/v, gate/up; every L[k].H is the same), res[k] the
+   * results of L[k]: the same results as quantize_layer on each in turn,
+   * to the bit, with the Hessian's work shared (GPTQ streams each factor
+   * panel once for the group). NULL: quantize_layer per linear.
+   * Collective on the Hessian's grid communicator. */
+  int (*quantize_group)(void *state, const qz_layer *L, int nl, qz_layer_result *res);
 } qz_method_ops;
 
 /* QZ_ERR_NUMERIC naming the first non-finite weight of this rank's rows
