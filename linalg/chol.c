@@ -425,10 +425,17 @@ int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
   qz_bytes_enter(QZ_PHASE_FACTOR); /* the factor's bytes, the caller's time */
   qz_count_allgather(H->comm, 8 * (int64_t)cnt[H->rank], 8 * total);
   qz_bytes_leave(QZ_PHASE_FACTOR);
+  H->stream_entries += total;
+  H->stream_panels++;
   memset(panel, 0, (size_t)nrows * H->d * sizeof(float));
   for (int q = 0; q < P; q++)
     panel_walk(H, q / H->pc, q % H->pc, r0, r1, 2, H->xbuf + dsp[q], panel);
 done:
   qz_free(&cnt);
   return st;
+}
+
+void qz_hessian_factor_stream(const qz_hessian *H, int64_t *bytes, int64_t *panels) {
+  *bytes = H ? 8 * H->stream_entries : 0;
+  *panels = H ? H->stream_panels : 0;
 }

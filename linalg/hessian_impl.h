@@ -58,6 +58,9 @@ struct qz_hessian {
   /* factor_rows exchange buffer, grown once and reused per panel */
   double *xbuf;
   size_t xbuf_n;
+  /* factor rows streamed so far over the handle's life (not reset): f64
+   * entries this rank received, panels (qz_hessian_factor_stream) */
+  int64_t stream_entries, stream_panels;
 };
 
 #endif

@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mpiquant/chol.h"
 #include "mpiquant/codes.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
@@ -285,7 +286,8 @@ static int quantize_lin_group(qz_qrun *r, int layer, qz_block_weights *w, const 
                               qz_hessian *H) {
   int nl = 0;
   while (nl < 3 && lins[nl] != QZ_LIN_COUNT) nl++;
-  if (H && nl > 1 && r->o->mo.ops->quantize_group)
+  const char *e = getenv("MPIQUANT_GPTQ_GROUP"); /* =off: one linear at a time (tests, bench) */
+  if (H && nl > 1 && r->o->mo.ops->quantize_group && !(e && !strcmp(e, "off")))
     return quantize_module_group(r, layer, w, lins, nl, H);
   for (int k = 0; k < nl; k++) QZ_CALL(quantize_linear(r, layer, w, lins[k], H));
   return QZ_OK;
@@ -469,7 +471,19 @@ static int svc_sequential(qz_block_ctx *b) {
   return svc_commit(b);
 }
 
+/* Factor bytes and panels streamed to this rank by the cached Hessians. */
+static void stream_count(const qz_qrun *r, int64_t *bytes, int64_t *panels) {
+  *bytes = *panels = 0;
+  for (int i = 0; i < QZ_HCACHE_N; i++) {
+    int64_t b, p;
+    qz_hessian_factor_stream(r->hc.h[i], &b, &p);
+    *bytes += b, *panels += p;
+  }
+}
+
 int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
+  int64_t sb0, sp0, sb1, sp1;
+  stream_count(r, &sb0, &sp0);
   qz_block_ctx b = {.comm = r->ctx->comm, .cfg = r->cfg, .layer = layer, .f = r->f, .w = w,
                     .win0 = r->win0, .nwin = r->nwin, .linear = svc_linear,
                     .sequential = svc_sequential, .commit = svc_commit, .stat = svc_stat,
@@ -484,6 +498,10 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   } else {
     for (int l = 0; l < QZ_LIN_COUNT; l++) QZ_CALL(quantize_linear(r, layer, w, (qz_linear)l, NULL));
   }
+  stream_count(r, &sb1, &sp1);
+  if (sp1 > sp0)
+    qz_debug("block %d: factor streamed to this rank: %lld panels, %lld bytes", layer,
+             (long long)(sp1 - sp0), (long long)(sb1 - sb0));
   if (r->rot) QZ_CALL(qz_rotcli_write_probes(r->ck, layer, r->rot));
   if ((r->needs & QZ_CKPT_NORMS) || r->rot) /* folded scales; rotation: unit norms */
     QZ_CALL(qz_ckpt_write_norms(r->ck, layer, w->hidden, w->attn_norm, w->ffn_norm));

@@ -17,3 +17,8 @@ endforeach()
 # hybrid ranks x threads: 1 vs 2 vs 3 OpenMP threads per rank at np 1 and 2
 # give identical checkpoints and eval NLL (docs/performance.md)
 qz_add_test(NAME threads_identity TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/threads_identity.sh)
+# GPTQ's grouped sweep (the factor streamed once per Hessian) vs one linear
+# at a time: identical checkpoints at np 1..4, factor bytes per block as
+# counted from config.json
+qz_add_test(NAME factor_once TIMEOUT 300 COMMAND ${CMAKE_CURRENT_SOURCE_DIR}/factor_once.sh)
+set_tests_properties(factor_once PROPERTIES PROCESSORS 4)
