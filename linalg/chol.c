@@ -406,6 +406,7 @@ int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
   QZ_CALL(qz_alloc((size_t)P * 2, sizeof(int), "panel counts", &cnt));
   int *dsp = cnt + P;
   int64_t total = 0;
+  const double t0 = MPI_Wtime();
   for (int q = 0; q < P; q++) {
     int64_t c = panel_walk(H, q / H->pc, q % H->pc, r0, r1, 0, NULL, NULL);
     dsp[q] = (int)total;
@@ -430,12 +431,15 @@ int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
   memset(panel, 0, (size_t)nrows * H->d * sizeof(float));
   for (int q = 0; q < P; q++)
     panel_walk(H, q / H->pc, q % H->pc, r0, r1, 2, H->xbuf + dsp[q], panel);
+  H->stream_seconds += MPI_Wtime() - t0;
 done:
   qz_free(&cnt);
   return st;
 }
 
-void qz_hessian_factor_stream(const qz_hessian *H, int64_t *bytes, int64_t *panels) {
+void qz_hessian_factor_stream(const qz_hessian *H, int64_t *bytes, int64_t *panels,
+                              double *seconds) {
   *bytes = H ? 8 * H->stream_entries : 0;
   *panels = H ? H->stream_panels : 0;
+  *seconds = H ? H->stream_seconds : 0.0;
 }

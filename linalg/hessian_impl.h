@@ -59,8 +59,9 @@ struct qz_hessian {
   double *xbuf;
   size_t xbuf_n;
   /* factor rows streamed so far over the handle's life (not reset): f64
-   * entries this rank received, panels (qz_hessian_factor_stream) */
+   * entries this rank received, panels, seconds (qz_hessian_factor_stream) */
   int64_t stream_entries, stream_panels;
+  double stream_seconds;
 };
 
 #endif

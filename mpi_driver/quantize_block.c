@@ -471,19 +471,23 @@ static int svc_sequential(qz_block_ctx *b) {
   return svc_commit(b);
 }
 
-/* Factor bytes and panels streamed to this rank by the cached Hessians. */
-static void stream_count(const qz_qrun *r, int64_t *bytes, int64_t *panels) {
+/* Factor bytes, panels and seconds streamed to this rank by the cached
+ * Hessians. Not collective. */
+static void stream_count(const qz_qrun *r, int64_t *bytes, int64_t *panels, double *secs) {
   *bytes = *panels = 0;
+  *secs = 0.0;
   for (int i = 0; i < QZ_HCACHE_N; i++) {
     int64_t b, p;
-    qz_hessian_factor_stream(r->hc.h[i], &b, &p);
-    *bytes += b, *panels += p;
+    double s;
+    qz_hessian_factor_stream(r->hc.h[i], &b, &p, &s);
+    *bytes += b, *panels += p, *secs += s;
   }
 }
 
 int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   int64_t sb0, sp0, sb1, sp1;
-  stream_count(r, &sb0, &sp0);
+  double ss0, ss1;
+  stream_count(r, &sb0, &sp0, &ss0);
   qz_block_ctx b = {.comm = r->ctx->comm, .cfg = r->cfg, .layer = layer, .f = r->f, .w = w,
                     .win0 = r->win0, .nwin = r->nwin, .linear = svc_linear,
                     .sequential = svc_sequential, .commit = svc_commit, .stat = svc_stat,
@@ -498,10 +502,10 @@ int qz_quantize_block(qz_qrun *r, int layer, qz_block_weights *w) {
   } else {
     for (int l = 0; l < QZ_LIN_COUNT; l++) QZ_CALL(quantize_linear(r, layer, w, (qz_linear)l, NULL));
   }
-  stream_count(r, &sb1, &sp1);
+  stream_count(r, &sb1, &sp1, &ss1);
   if (sp1 > sp0)
-    qz_debug("block %d: factor streamed to this rank: %lld panels, %lld bytes", layer,
-             (long long)(sp1 - sp0), (long long)(sb1 - sb0));
+    qz_debug("block %d: factor streamed to this rank: %lld panels, %lld bytes, %.3f s", layer,
+             (long long)(sp1 - sp0), (long long)(sb1 - sb0), ss1 - ss0);
   if (r->rot) QZ_CALL(qz_rotcli_write_probes(r->ck, layer, r->rot));
   if ((r->needs & QZ_CKPT_NORMS) || r->rot) /* folded scales; rotation: unit norms */
     QZ_CALL(qz_ckpt_write_norms(r->ck, layer, w->hidden, w->attn_norm, w->ffn_norm));

@@ -68,8 +68,10 @@ int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
                            float *panel /* [nrows, d] */);
 /* What qz_hessian_factor_rows moved to this rank over the handle's life
  * (reset keeps it): bytes of the gathered f64 entries (the upper triangle
- * of the rows, ~4 d^2 per full pass) and panels. NULL H: 0. Not collective. */
-void qz_hessian_factor_stream(const qz_hessian *H, int64_t *bytes, int64_t *panels);
+ * of the rows, ~4 d^2 per full pass), panels, and the seconds spent in it
+ * (gather + unpacking). NULL H: 0. Not collective. */
+void qz_hessian_factor_stream(const qz_hessian *H, int64_t *bytes, int64_t *panels,
+                              double *seconds);
 
 #ifdef __cplusplus
 }

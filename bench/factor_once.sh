@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# bench/factor_once.sh [BUILD_DIR] [REPS]: the GPTQ factor streamed once per
+# Hessian (q/k/v and gate/up swept together) vs once per linear
+# (MPIQUANT_GPTQ_GROUP=off), on one synthetic Llama-3-8B block, np 2, 1 BLAS
+# thread per rank, 4 x 512 tokens, w4 g128; the two runs interleaved, best
+# of REPS (default 2). Prints rank 0's factor bytes, panels and seconds of
+# the block (quantize -v's "factor streamed" line), the quantize phase and
+# the wall time, and their ratios grouped / per-linear. Checkpoints h5diff'd.
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+build=$(cd "${1:-$here/build}" && pwd)
+reps=${2:-2}
+mq=$build/mpiquant
+export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
+export HDF5_PLUGIN_PATH=$build/h5plugin
+[ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+"$mq" synth --config "$here/bench/configs/llama-3-8b.json" --layers 1 --out "$tmp/m8" -q
+/usr/bin/python3 -c "
+import numpy as np; np.random.seed(3); np.random.randint(0, 128256, size=4*512).astype('<u4').tofile('$tmp/ids.bin')"
+for rep in $(seq "$reps"); do
+  for mode in on off; do
+    s0=$(date +%s.%N)
+    MPIQUANT_GPTQ_GROUP=$mode mpirun --bind-to none -np 2 "$mq" quantize --model "$tmp/m8" \
+      --calib-tokens "$tmp/ids.bin" --nsamples 4 --seqlen 512 --method gptq --bits 4 \
+      --group 128 --out "$tmp/ck$mode" --log-view -v > "$tmp/$mode.$rep.log" 2>&1
+    echo "$(date +%s.%N) - $s0" | bc > "$tmp/$mode.$rep.s"
+  done
+done
+for f in "$tmp"/ckon/blocks-*.h5; do
+  h5diff "$f" "$tmp/ckoff/$(basename "$f")" > /dev/null ||
+    { echo "bench factor_once: grouped and per-linear checkpoints differ"; exit 1; }
+done
+/usr/bin/python3 - "$tmp" "$reps" <<'PY'
+import re, sys
+t, reps = sys.argv[1], int(sys.argv[2])
+def one(mode, rep):
+    log = open("%s/%s.%d.log" % (t, mode, rep)).read()
+    m = re.search(r"block 0: factor streamed to this rank: (\d+) panels, (\d+) bytes, ([\d.]+) s", log)
+    q = re.search(r"^\s*quantize\s+([\d.]+)", log, re.M)
+    wall = float(open("%s/%s.%d.s" % (t, mode, rep)).read())
+    return int(m.group(1)), int(m.group(2)), float(m.group(3)), float(q.group(1)) if q else float("nan"), wall
+res = {m: [one(m, r) for r in range(1, reps + 1)] for m in ("on", "off")}
+best = {m: (res[m][0][0], res[m][0][1], min(x[2] for x in res[m]), min(x[3] for x in res[m]),
+            min(x[4] for x in res[m])) for m in res}
+for m, name in (("off", "per linear"), ("on", "per Hessian")):
+    p, b, s, q, w = best[m]
+    print("# factor %-11s: %d panels, %.1f MB, %.2f s streaming; quantize phase %.1f s; wall %.1f s"
+          % (name, p, b / 1e6, s, q, w))
+on, off = best["on"], best["off"]
+print("ratio factor bytes per block, per Hessian / per linear (Llama-3-8B block, 7 -> 4 streams) %.3f" % (on[1] / off[1]))
+print("ratio factor streaming seconds, per Hessian / per linear (best of %d) %.3f" % (reps, on[2] / off[2]))
+print("ratio quantize wall, per Hessian / per linear (best of %d) %.3f" % (reps, on[4] / off[4]))
+PY
