@@ -368,7 +368,7 @@ done:
  * process (qr, qc), in (local column, local row) order.  mode 0 counts, 1
  * packs from H->a, 2 unpacks `buf` into the f32 panel [r1 - r0, d]. */
 static int64_t panel_walk(qz_hessian *H, int qr, int qc, int64_t r0,
-                          int64_t r1, int mode, double *buf, float *panel) {
+                          int64_t r1, int mode, float *buf, float *panel) {
   const int64_t d = H->d;
   const int nb = H->nb;
   int64_t nloc = qz_bc_numroc(d, nb, qc, H->pc);
@@ -382,10 +382,10 @@ static int64_t panel_walk(qz_hessian *H, int qr, int qc, int64_t r0,
     for (int64_t il = 0; il < mloc; il++) {
       int64_t a = qz_bc_global(il, nb, qr, H->pr);
       if (a > b) break;
-      if (mode == 1)
-        buf[k] = H->a[jl * H->lld + il];
+      if (mode == 1) /* the f32 value the sweep uses: rounded once, at the owner */
+        buf[k] = (float)H->a[jl * H->lld + il];
       else if (mode == 2)
-        panel[(i - r0) * d + (d - 1 - a)] = (float)buf[k];
+        panel[(i - r0) * d + (d - 1 - a)] = buf[k];
       k++;
     }
   }
@@ -416,15 +416,15 @@ int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
   if ((size_t)total > H->xbuf_n) {
     qz_free(&H->xbuf);
     H->xbuf_n = 0;
-    QZ_CALL_DONE(qz_alloc((size_t)total, sizeof(double), "factor panel exchange",
+    QZ_CALL_DONE(qz_alloc((size_t)total, sizeof(float), "factor panel exchange",
                           &H->xbuf));
     H->xbuf_n = (size_t)total;
   }
   panel_walk(H, H->myr, H->myc, r0, r1, 1, H->xbuf + dsp[H->rank], NULL);
   QZ_CALL_MPI_DONE(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, H->xbuf, cnt,
-                                  dsp, MPI_DOUBLE, H->comm));
+                                  dsp, MPI_FLOAT, H->comm));
   qz_bytes_enter(QZ_PHASE_FACTOR); /* the factor's bytes, the caller's time */
-  qz_count_allgather(H->comm, 8 * (int64_t)cnt[H->rank], 8 * total);
+  qz_count_allgather(H->comm, 4 * (int64_t)cnt[H->rank], 4 * total); /* f32 */
   qz_bytes_leave(QZ_PHASE_FACTOR);
   H->stream_entries += total;
   H->stream_panels++;
@@ -439,7 +439,7 @@ done:
 
 void qz_hessian_factor_stream(const qz_hessian *H, int64_t *bytes, int64_t *panels,
                               double *seconds) {
-  *bytes = H ? 8 * H->stream_entries : 0;
+  *bytes = H ? 4 * H->stream_entries : 0;
   *panels = H ? H->stream_panels : 0;
   *seconds = H ? H->stream_seconds : 0.0;
 }

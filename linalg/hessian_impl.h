@@ -56,7 +56,7 @@ struct qz_hessian {
   int *node_of;           /* [size] node index of each rank */
   int64_t xnode_bytes;    /* bytes this rank sent into the inter-node phase */
   /* factor_rows exchange buffer, grown once and reused per panel */
-  double *xbuf;
+  float *xbuf; /* factor panel exchange (f32: what the sweep uses) */
   size_t xbuf_n;
   /* factor rows streamed so far over the handle's life (not reset): f64
    * entries this rank received, panels, seconds (qz_hessian_factor_stream) */

@@ -635,11 +635,11 @@ void qz_gptq_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t m,
   p->bytes = 4.0 * m * n + 2.0 * 4.0 * m * B + 16.0 * m + 8.0 * m + 4.0 * B * n +
              4.0 * QZ_GPTQ_ROW_TILE * (B + n);
   /* the m n^2 trailing update + the in-block work; the factor streamed to
-   * every rank (the upper triangle of U in f64: 4 n^2 bytes; once per
+   * every rank (the upper triangle of U in f32: 2 n^2 bytes; once per
    * Hessian for the linears of one group, gptq_group_op) */
   const double md = (double)m, nd = (double)n;
   p->flops = md * nd * nd + 2.0 * md * nd * B;
-  p->stream = mc->allgather(mc->ctx, 4.0 * nd * nd);
+  p->stream = mc->allgather(mc->ctx, 2.0 * nd * nd);
   p->seconds = p->flops / (mc->gemm * mc->gptq_frac) + p->stream;
   p->factor = 1;
 }

@@ -272,7 +272,7 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
         double hb = qz_plan_hessian_bytes(d[g], in->nb, P, 0);
         m->hessians += hb;
         if (factor) /* (QuantEase from RTN: no factor) */
-          m->factor_xbuf += 8.0 * (double)in->mo.blocksize * (double)d[g];
+          m->factor_xbuf += 4.0 * (double)in->mo.blocksize * (double)d[g]; /* f32 */
         if (hb > m->hessian_max) {
           m->hessian_max = hb;
           m->hessian_ideal = 8.0 * (double)d[g] * (double)d[g] / P;
@@ -655,6 +655,9 @@ int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b) {
     int64_t d[4] = {c->hidden_size, c->num_attention_heads * c->head_dim, c->hidden_size,
                     c->intermediate_size};
     const int nlin[4] = {3, 1, 2, 1}; /* linears sharing each Hessian */
+    /* the factor streamed once per linear, or once per Hessian with the
+     * method's quantize_group (GPTQ); f32 entries of the upper triangle */
+    const int grouped = in->mo.ops && in->mo.ops->quantize_group;
     for (int g = 0; g < 4; g++) {
       const double dd = (double)d[g];
       double red = reduce_mean(in, d[g]);
@@ -663,7 +666,7 @@ int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b) {
       if (!factor) continue;
       b->mpi[QZ_PT_FACTOR] +=
           nblk * (16.0 * qz_plan_redistributed(d[g], in->nb, pr, pc, in->mo.act_order) / P +
-                  nlin[g] * ag_mean(8.0 * dd * (dd + 1.0) / 2.0, P));
+                  (grouped ? 1.0 : nlin[g]) * ag_mean(4.0 * dd * (dd + 1.0) / 2.0, P));
     }
   }
   return QZ_OK;

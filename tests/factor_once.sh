@@ -26,7 +26,8 @@ qd = c["num_attention_heads"] * c.get("head_dim", H // c["num_attention_heads"])
 # input width of each linear q k v o gate up down; the Hessians' linears
 lin = [H, H, H, qd, H, H, I]
 streams = [H, qd, H, I] if grouped else lin
-print(sum(math.ceil(d / B) for d in streams), sum(8 * d * (d + 1) // 2 for d in streams))
+# the upper triangle of U, f32 entries
+print(sum(math.ceil(d / B) for d in streams), sum(4 * d * (d + 1) // 2 for d in streams))
 PY
 }
 n=0

@@ -62,13 +62,15 @@ const qz_prepare_info *qz_hessian_prepared(const qz_hessian *H);
 
 /* Stream rows [r0, r0 + nrows) of U (processing order) to every rank as an
  * f32 panel [nrows, d] row-major; entries left of the diagonal are 0.
- * Memory: the panel plus an f64 exchange buffer of the same size.
+ * The entries travel as f32 (rounded at their owner: the same values as
+ * rounding after an f64 transfer, half the bytes).
+ * Memory: the panel plus an f32 exchange buffer of the same size.
  * Collective on the grid's communicator; r0, nrows must match. */
 int qz_hessian_factor_rows(qz_hessian *H, int64_t r0, int64_t nrows,
                            float *panel /* [nrows, d] */);
 /* What qz_hessian_factor_rows moved to this rank over the handle's life
- * (reset keeps it): bytes of the gathered f64 entries (the upper triangle
- * of the rows, ~4 d^2 per full pass), panels, and the seconds spent in it
+ * (reset keeps it): bytes of the gathered f32 entries (the upper triangle
+ * of the rows, ~2 d^2 per full pass), panels, and the seconds spent in it
  * (gather + unpacking). NULL H: 0. Not collective. */
 void qz_hessian_factor_stream(const qz_hessian *H, int64_t *bytes, int64_t *panels,
                               double *seconds);
