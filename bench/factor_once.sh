@@ -24,12 +24,16 @@ json.dump(c, open('$tmp/cfg.json', 'w'))"
 /usr/bin/python3 -c "
 import numpy as np; np.random.seed(3); np.random.randint(0, 128256, size=4*512).astype('<u4').tofile('$tmp/ids.bin')"
 for rep in $(seq "$reps"); do
-  for mode in on off; do
+  order="on off"; [ $((rep % 2)) -eq 0 ] && order="off on" # alternate who runs first
+  for mode in $order; do
+    rm -rf "$tmp/ck$mode"
     s0=$(date +%s.%N)
     MPIQUANT_GPTQ_GROUP=$mode mpirun --bind-to none -np 2 "$mq" quantize --model "$tmp/m8" \
       --calib-tokens "$tmp/ids.bin" --nsamples 4 --seqlen 512 --method gptq --bits 4 \
       --group 128 --out "$tmp/ck$mode" --log-view -v > "$tmp/$mode.$rep.log" 2>&1 < /dev/null
     echo "$(date +%s.%N) - $s0" | bc > "$tmp/$mode.$rep.s"
+    echo "== $mode (rep $rep)" >&2
+    grep -A9 "phase timing" "$tmp/$mode.$rep.log" >&2 || true
   done
 done
 for f in "$tmp"/ckon/blocks-*.h5; do
