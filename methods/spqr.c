@@ -566,7 +566,8 @@ static void sp_plan(const qz_method_opts *o, const qz_plan_machine *mc, int64_t 
   const double B = o->blocksize > 0 ? o->blocksize : 128, md = (double)m + 32, nd = (double)n;
   p->bytes = 10.0 * md * nd + 4.0 * md * B + 4.0 * B * nd + 28.0 * nd; /* + ud, tmp, sums, inv */
   p->flops = md * nd * nd + 2.0 * md * nd * B;
-  p->seconds = p->flops / (mc->gemm * mc->gptq_frac) + mc->allgather(mc->ctx, 4.0 * nd * nd);
+  /* + the factor streamed once per linear: the f32 triangle, 2 n^2 bytes */
+  p->seconds = p->flops / (mc->gemm * mc->gptq_frac) + mc->allgather(mc->ctx, 2.0 * nd * nd);
   p->factor = 1;
 }
 

@@ -81,7 +81,7 @@ static void log_plan(const qz_qrun *r, const qrun_io *io) {
           qz_fmt_bytes((double)io->w.mem_bytes, a, sizeof a),
           qz_fmt_bytes(r->f ? (double)qz_fwd_bytes(r->f) : 0.0, b, sizeof b),
           (long long)io->count, qz_fmt_bytes(hbytes, c2, sizeof c2), dmax,
-          qz_fmt_bytes(hess ? 2.0 * 8.0 * dmax * (double)o->mo.blocksize : 0.0, d, sizeof d));
+          qz_fmt_bytes(hess ? 2.0 * 4.0 * dmax * (double)o->mo.blocksize : 0.0, d, sizeof d)); /* f32 */
 }
 
 /* Model, method, calibration windows, checkpoint, and the hidden states at
