@@ -9,6 +9,7 @@ set -euo pipefail
 S=${QZ_SHARED_DIR:?} B=${MPIQUANT_BIN:?} T=${QZ_TEST_TMP:?}
 export HDF5_PLUGIN_PATH="$QZ_BUILD_DIR/h5plugin"
 PY=/usr/bin/python3
+. "$(dirname "$0")/common/same_blocks.sh"
 rm -rf "$T"; mkdir -p "$T"
 run() { # model np mode opts...
   local model=$1 np=$2 mode=$3; shift 3
@@ -30,7 +31,6 @@ streams = [H, qd, H, I] if grouped else lin
 print(sum(math.ceil(d / B) for d in streams), sum(4 * d * (d + 1) // 2 for d in streams))
 PY
 }
-n=0
 for model in stories260K-hf babyllama-tok105-hf; do
   nps="1 2 3 4"; [ "$model" = stories260K-hf ] || nps="1 3" # (time: np 3 is the uneven split)
   for np in $nps; do
@@ -41,14 +41,8 @@ for model in stories260K-hf babyllama-tok105-hf; do
       want=$(expect "$model" 32 "$mode")
       [ "$got" = "$want" ] || { echo "FAIL: $model np $np $mode: factor streamed '$got' (panels bytes), expected '$want'"; exit 1; }
     done
-    for f in "$T"/on/blocks-*.h5; do
-      if ! h5diff "$f" "$T/off/$(basename "$f")" >/dev/null; then
-        h5diff -v "$f" "$T/off/$(basename "$f")" | grep -v "^ *0 differences" | head -20
-        echo "FAIL: $model np $np: grouped sweep differs from per-linear in $(basename "$f")"; exit 1
-      fi
-      n=$((n + 1))
-    done
+    qz_same_blocks "$T/on" "$T/off" "$model np $np: grouped sweep differs from per-linear" || exit 1
     echo "$model np $np: grouped $(expect "$model" 32 on) vs per-linear $(expect "$model" 32 off) (panels bytes per block), checkpoints identical"
   done
 done
-echo "factor_once: $n block files identical; 1 passed, 0 failed"
+echo "factor_once: $QZ_SAME_N block files identical; 1 passed, 0 failed"

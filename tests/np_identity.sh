@@ -18,16 +18,11 @@ for np in "${nps[@]}"; do
     --calib "$S/data/tinystories_valid_head.txt" --nsamples 32 --seqlen 128 \
     --method "$meth" "$@" --out "$T/np$np" -q
 done
-n=0
+. "$(dirname "$0")/common/same_blocks.sh"
 for np in "${nps[@]:1}"; do
-  for f in "$T"/np1/blocks-*.h5; do
-    if ! h5diff "$f" "$T/np$np/$(basename "$f")" >/dev/null; then
-      h5diff -v "$f" "$T/np$np/$(basename "$f")" | grep -v "^ *0 differences" | head -20
-      echo "FAIL: $meth: np $np differs from np 1 in $(basename "$f")"; exit 1
-    fi
-    n=$((n + 1))
-  done
+  qz_same_blocks "$T/np1" "$T/np$np" "$meth: np $np differs from np 1" || exit 1
 done
+n=$QZ_SAME_N
 grep -q '"loss"' "$T/np1/manifest.json" || true
 echo "$meth: np ${nps[*]:1} identical to np 1 ($n block files compared)"
 echo "np_identity: 1 passed, 0 failed"

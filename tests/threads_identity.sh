@@ -15,6 +15,7 @@
 set -euo pipefail
 S=${QZ_SHARED_DIR:?} B=${MPIQUANT_BIN:?} T=${QZ_TEST_TMP:?}
 export HDF5_PLUGIN_PATH="$QZ_BUILD_DIR/h5plugin"
+. "$(dirname "$0")/common/same_blocks.sh"
 export OMPI_MCA_hwloc_base_binding_policy=none # threads may use both cores
 export MPIQUANT_OMP_MIN_WORK=1 # split every loop, even the tiny model's
 M="$S/models/stories260K-hf-bf16" D="$S/data/tinystories_valid_head.txt"
@@ -42,15 +43,8 @@ for c in $cases; do
   run "$name" "$np" OMP_NUM_THREADS="$t"
 done
 QZ_THR_OPT="--threads 3" run np2_opt3 2 OMP_NUM_THREADS=1 # the option wins
-n=0
 for name in np1_t3 np2_t2 np2_opt3; do
-  for f in "$T"/ref/blocks-*.h5; do
-    if ! h5diff "$f" "$T/$name/$(basename "$f")" >/dev/null; then
-      h5diff -v "$f" "$T/$name/$(basename "$f")" | grep -v "^ *0 differences" | head -20
-      echo "FAIL: $name: $(basename "$f") differs from 1 thread at np 1"; exit 1
-    fi
-    n=$((n + 1))
-  done
+  qz_same_blocks "$T/ref" "$T/$name" "$name: differs from 1 thread at np 1" || exit 1
   for k in ckpt model; do
     cmp -s "$T/ref.$k.nll" "$T/$name.$k.nll" || {
       echo "FAIL: $name: eval --$k $(cat "$T/$name.$k.nll") != 1 thread $(cat "$T/ref.$k.nll")"; exit 1; }
@@ -61,5 +55,5 @@ done
 # the thread count is reported where the user looks
 "$B" --threads 3 --version | grep -q "threads:  3 OpenMP" || { echo "FAIL: --version"; exit 1; }
 if "$B" --threads 0 --version >/dev/null 2>&1; then echo "FAIL: --threads 0 accepted"; exit 1; fi
-echo "threads: $n block files, 6 NLL sums and 3 task sample logs identical to 1 thread ($(cat "$T/ref.ckpt.nll"))"
+echo "threads: $QZ_SAME_N block files, 6 NLL sums and 3 task sample logs identical to 1 thread ($(cat "$T/ref.ckpt.nll"))"
 echo "threads_identity: 1 passed, 0 failed"
