@@ -110,21 +110,21 @@ void qz_split_even(int64_t total, int nparts, int part, int64_t *begin,
   *begin = (int64_t)part * base + (part < rem ? part : rem);
 }
 
-int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
-                          const float *mine, float *full) {
+int qz_allgather_rows_bytes(MPI_Comm comm, int64_t nrows, int64_t rowbytes,
+                            const void *mine, void *full) {
   int size, rank;
   QZ_CALL_MPI(MPI_Comm_size(comm, &size));
   QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
-  QZ_CHECK(nrows <= INT32_MAX && rowlen <= INT32_MAX, QZ_ERR_UNSUPPORTED,
-           "matrix [%lld, %lld] too large for one row allgather", (long long)nrows,
-           (long long)rowlen);
+  QZ_CHECK(nrows <= INT32_MAX && rowbytes <= INT32_MAX, QZ_ERR_UNSUPPORTED,
+           "matrix of %lld rows of %lld bytes too large for one row allgather",
+           (long long)nrows, (long long)rowbytes);
   int64_t r0, cnt;
   qz_split_even(nrows, size, rank, &r0, &cnt);
   if (size == 1) {
-    if (mine && mine != full && cnt > 0)
-      memcpy(full, mine, (size_t)(cnt * rowlen) * sizeof(float));
+    if (mine && mine != full && cnt > 0) memcpy(full, mine, (size_t)(cnt * rowbytes));
     return QZ_OK;
   }
+  if (rowbytes == 0) return QZ_OK;
   int st = QZ_OK;
   int *counts = NULL;
   MPI_Datatype row = MPI_DATATYPE_NULL;
@@ -136,7 +136,7 @@ int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
     counts[p] = (int)c;
     displs[p] = (int)b;
   }
-  QZ_CALL_MPI_DONE(MPI_Type_contiguous((int)rowlen, MPI_FLOAT, &row));
+  QZ_CALL_MPI_DONE(MPI_Type_contiguous((int)rowbytes, MPI_BYTE, &row));
   QZ_CALL_MPI_DONE(MPI_Type_commit(&row));
   if (mine)
     QZ_CALL_MPI_DONE(MPI_Allgatherv(mine, counts[rank], row, full, counts, displs, row,
@@ -144,11 +144,16 @@ int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
   else
     QZ_CALL_MPI_DONE(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, full, counts,
                                     displs, row, comm));
-  qz_count_allgather(comm, 4 * (int64_t)counts[rank] * rowlen, 4 * nrows * rowlen);
+  qz_count_allgather(comm, (int64_t)counts[rank] * rowbytes, nrows * rowbytes);
 done:
   if (row != MPI_DATATYPE_NULL) MPI_Type_free(&row);
   qz_free(&counts);
   return st;
+}
+
+int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
+                          const float *mine, float *full) {
+  return qz_allgather_rows_bytes(comm, nrows, 4 * rowlen, mine, full);
 }
 
 /* ---- byte counting (comm.h) ------------------------------------------ */

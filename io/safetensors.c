@@ -851,6 +851,70 @@ int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
   return QZ_OK;
 }
 
+int qz_st_raw16_dtype(const qz_st *st, const char *name) {
+  const qz_tensor_info *ti = qz_st_find(st, name);
+  if (!ti || (ti->dtype != QZ_DT_BF16 && ti->dtype != QZ_DT_F16)) return -1;
+  return (int)ti->dtype;
+}
+
+int qz_st_read_raw16(qz_st *st, const char *name, int64_t row0, int64_t nrows,
+                     uint16_t *dst) {
+  const qz_tensor_info *ti;
+  QZ_CALL(qz_st_get(st, name, &ti));
+  QZ_CHECK(ti->dtype == QZ_DT_BF16 || ti->dtype == QZ_DT_F16, QZ_ERR_ARG,
+           "%s: tensor '%s' has dtype %s, expected BF16 or F16 for a raw 16-bit read",
+           ti->file, name, qz_dtype_name(ti->dtype));
+  const st_tensor *t = (const st_tensor *)ti;
+  int64_t rows = ti->ndim == 0 ? 1 : ti->shape[0];
+  int64_t rowlen = rows ? ti->nelem / rows : 0;
+  QZ_CHECK(row0 >= 0 && nrows >= 0 && row0 <= rows && nrows <= rows - row0, QZ_ERR_ARG,
+           "%s: tensor '%s': rows [%lld, %lld) requested, tensor has %lld rows", ti->file,
+           name, (long long)row0, (long long)(row0 + nrows), (long long)rows);
+  int64_t n = nrows * rowlen;
+  const st_file *f = &st->files[t->file];
+  const uint8_t *src = f->base + f->data_start + t->begin + row0 * rowlen * 2;
+  if (n > 0) memcpy(dst, src, (size_t)n * 2);
+  drop_pages(f, src, n * 2);
+  __atomic_fetch_add(&st->bytes_read, n * 2, __ATOMIC_RELAXED);
+  qz_bytes_add(QZ_BYTES_FILE_READ, n * 2);
+  return QZ_OK;
+}
+
+/* Elements [lo, hi) of a 16-bit array at the start of buf into f32 in
+ * place.  Element i reads bytes [2i, 2i + 2) and writes [4i, 4i + 4). */
+static void widen_range(int dt, void *buf, int64_t lo, int64_t hi, int par) {
+  const uint16_t *h = buf;
+  float *f = buf;
+  if (!par) { /* backwards: element i's write only covers raw elements >= 2i */
+    for (int64_t i = hi - 1; i >= lo; i--) {
+      uint16_t v = h[i];
+      f[i] = dt == QZ_DT_BF16 ? qz_bf16_to_f32(v) : qz_f16_to_f32(v);
+    }
+    return;
+  }
+  /* lo >= hi / 2: the writes [4 lo, 4 hi) start at or above the raw
+   * elements of this range [2 lo, 2 hi) end, so any order is safe; each
+   * value is read before the barrier at the end of the loop */
+  const int64_t n = hi - lo;
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
+  for (int64_t i = lo; i < hi; i++) {
+    uint16_t v = h[i];
+    f[i] = dt == QZ_DT_BF16 ? qz_bf16_to_f32(v) : qz_f16_to_f32(v);
+  }
+}
+
+void qz_raw16_widen_inplace(int dt, void *buf, int64_t n) {
+  /* the upper half first, then the upper half of what is left: the raw
+   * values still needed ([0, 2 lo) bytes) lie below every write */
+  int64_t hi = n;
+  while (hi > 4096) {
+    int64_t lo = (hi + 1) / 2;
+    widen_range(dt, buf, lo, hi, 1);
+    hi = lo;
+  }
+  widen_range(dt, buf, 0, hi, 0);
+}
+
 int64_t qz_st_bytes_read(const qz_st *st) {
   return st ? __atomic_load_n(&st->bytes_read, __ATOMIC_RELAXED) : 0;
 }

@@ -287,8 +287,9 @@ static int run_calibrate(qz_ctx *ctx, const plan_opts *o) {
     printf("  pdpotrf+pdpotri efficiency %.2f; allreduce %.2f, reduce-scatter %.2f, "
            "allgather %.2f GB/s\n",
            r.pdpotrf_eff, r.allreduce_gbs, r.reduce_scatter_gbs, r.allgather_gbs);
-    printf("  HDF5 write %.2f GB/s, read+convert %.2f GB/s, process baseline %.1f MiB\n",
-           r.hdf5_write_gbs, r.read_gbs, r.base_rss_bytes / 1048576.0);
+    printf("  HDF5 write %.2f GB/s, read+convert %.2f GB/s, widen/dequantize %.2f G "
+           "elements/s, process baseline %.1f MiB\n",
+           r.hdf5_write_gbs, r.read_gbs, r.expand_gelems, r.base_rss_bytes / 1048576.0);
   }
   return QZ_OK;
 }

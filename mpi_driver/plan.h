@@ -28,6 +28,8 @@ typedef struct {
   double allgather_gbs;     /* in-node MPI_Allgather, object bytes / s */
   double hdf5_write_gbs;    /* collective HDF5 write per node */
   double read_gbs;          /* safetensors read + convert per node */
+  double expand_gelems;     /* 1 thread: 16-bit -> f32 widening and code
+                               dequantization, G elements / s (the slower) */
   double base_rss_bytes;    /* an idle mpiquant process (libraries, MPI) */
   int measured;             /* 0: the built-in defaults */
   char source[256];         /* file the rates came from, or "defaults" */
@@ -151,5 +153,10 @@ int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b);
 double qz_plan_hessian_packed(int64_t d, int nb);
 double qz_plan_redistributed(int64_t d, int nb, int pr, int pc, int act_order);
 int qz_plan_time_model(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_time *t);
+/* Bytes per weight moved by the load's allgather (2 for a 16-bit model, else
+ * 4) and by the gather after quantizing (packed codes + f32 scales and
+ * zeros of a hidden-wide row). Not collective. */
+double qz_plan_wire_bytes(const qz_plan_in *in);
+double qz_plan_gather_bytes_per_weight(const qz_plan_in *in);
 
 #endif

@@ -180,6 +180,31 @@ static qz_plan_linear linear_model(const qz_plan_in *in, const qz_plan_rates *r,
   return p;
 }
 
+/* Bytes per weight of the load's allgather: a 16-bit model travels as
+ * stored (shard/model.c), anything else as f32. */
+double qz_plan_wire_bytes(const qz_plan_in *in) {
+  return in->disk_dtype_bytes == 2 ? 2.0 : 4.0;
+}
+
+/* Bits per code in the gather after quantizing (qblock.c packs codes at
+ * 1, 2, 4 or 8 bits: the width of the largest code). */
+static double code_bits(const qz_plan_in *in) {
+  int b = in->mo.spec.bits;
+  return b <= 1 ? 1.0 : b <= 2 ? 2.0 : b <= 4 ? 4.0 : 8.0;
+}
+
+/* Bytes per weight of that gather for a linear [out, in]: packed codes
+ * (whole bytes per row) + f32 scale and zero per group. */
+static double gather_row_bytes(const qz_plan_in *in, int64_t i) {
+  double ng = (double)qz_quant_ngroups(&in->mo.spec, i);
+  return ceil(code_bits(in) * (double)i / 8.0) + 8.0 * ng;
+}
+
+double qz_plan_gather_bytes_per_weight(const qz_plan_in *in) {
+  int64_t i = in->cfg.hidden_size;
+  return gather_row_bytes(in, i) / (double)i;
+}
+
 int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m) {
   const qz_model_config *c = &in->cfg;
   memset(m, 0, sizeof *m);
@@ -248,6 +273,14 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
     }
     gmax = QZ_GROUP_MAX * set + qrows + ws[0] + ws[1] + ws[2];
   }
+  /* the gather after quantizing (qblock.c): every rank's packed codes and
+   * f32 scales/zeros of the largest linear + 256 rows of unpacked codes */
+  double gat = 0.0;
+  for (int l = 0; l < ns && P > 1; l++) {
+    double g = (double)so[l] * gather_row_bytes(in, si[l]) + 256.0 * (double)si[l];
+    if (g > gat) gat = g;
+  }
+  gmax += gat;
   m->gptq = gmax;
   const int factor = linear_model(in, r, 1, c->hidden_size).factor;
   if (in->mo.ops && in->mo.ops->plan_block) {
@@ -424,10 +457,15 @@ static void block_time(const qz_plan_in *in, const qz_plan_rates *r, const block
   const double potrf = r->dpotrf_gflops * 1e9 * s * th;
   /* load: every tensor read once over the job (nodes read in parallel),
    * then an allgather of the f32 weights (MoE: expert by expert) */
+  const double expand = r->expand_gelems * 1e9 * s * th; /* elements / s, one rank */
+  const double wire = qz_plan_wire_bytes(in);
   blk[QZ_PT_LOAD] = b->params * in->disk_dtype_bytes / (r->read_gbs * 1e9 * N) +
-                    coll(in, r, COLL_AG, 4.0 * b->params);
-  /* the gather of the dequantized rows of every linear after quantizing */
-  blk[QZ_PT_GATHER] = coll(in, r, COLL_AG, 4.0 * b->qparams);
+                    coll(in, r, COLL_AG, wire * b->params) +
+                    (in->P > 1 && wire < 4.0 ? b->params / expand : 0.0);
+  /* the gather of every linear's codes + scales after quantizing, and the
+   * dequantization of the whole block on every rank (qblock.c) */
+  blk[QZ_PT_GATHER] = coll(in, r, COLL_AG, qz_plan_gather_bytes_per_weight(in) * b->qparams) +
+                      (in->P > 1 ? b->qparams / expand : 0.0);
   int64_t nw = ceil_div(in->nsamples, in->P);
   const int calib = (in->needs & QZ_NEED_CALIB) != 0, hess = (in->needs & QZ_NEED_HESSIAN) != 0;
   const int factor = linear_model(in, r, 1, c->hidden_size).factor;
@@ -632,8 +670,17 @@ int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b) {
   f32 = q32 + 4.0 * vec;
   wr += 8.0 * H; /* the two RMSNorm weights */
   b->file[QZ_PT_LOAD] = nblk * (read + vec) * disk / P;
-  b->mpi[QZ_PT_LOAD] = nblk * ag_mean(f32, P);
-  b->mpi[QZ_PT_GATHER] = nblk * ag_mean(q32, P);
+  b->mpi[QZ_PT_LOAD] = nblk * ag_mean(f32 * qz_plan_wire_bytes(in) / 4.0, P);
+  /* per linear: the packed codes + scales/zeros (qblock.c), the allreduce
+   * that chooses the code width (32 B) and the outlier counts (4 B each) */
+  double gq = 0.0;
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t o, i;
+    lin_shape(c, l, &o, &i);
+    gq += ag_mean((double)o * gather_row_bytes(in, i), P) + 4.0 * 32.0 * (P - 1.0) / P +
+          8.0 * (P - 1.0);
+  }
+  b->mpi[QZ_PT_GATHER] = nblk * (in->P > 1 ? gq : 0.0);
   b->file[QZ_PT_WRITE] = nblk * wr / P;
   if (calib) { /* embedding: each rank reads the distinct rows of its tokens
                 * (at most V; all tokens distinct is the bound modelled) */

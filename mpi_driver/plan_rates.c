@@ -15,6 +15,11 @@
  *   allgather_gbs      MPI_Allgather into a 64 MiB object
  *   hdf5_write_gbs     collective H5Dwrite of 256 MiB of floats, contiguous
  *   read_gbs           safetensors rows -> f32 (BF16 convert, page cache)
+ *   expand_gelems      1 thread, G elements / s, the slower of: BF16 -> f32
+ *                      widened in place (qz_raw16_widen_inplace, the load of
+ *                      a block gathered in its disk dtype) and 4-bit codes
+ *                      dequantized with g128 scales (qz_dequantize_rows_grid,
+ *                      the gather of the quantized rows); 8 M elements
  *   gptq_frac, qe_frac, fwd_frac  ratios to sgemm (from bench_gptq /
  *                      bench_quantease (0.47-0.51 at np 2 here; default 0.4)
  *                      / bench_forward; not measured by --calibrate,
@@ -34,6 +39,7 @@
 #include <unistd.h>
 
 #include "mpiquant/blas.h"
+#include "mpiquant/codes.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/file.h"
@@ -41,6 +47,7 @@
 #include "mpiquant/grid.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/safetensors.h"
 #include "mpiquant/scalapack.h"
 #include "mpiquant/timing.h"
 #include "plan.h"
@@ -63,6 +70,7 @@ void qz_plan_rates_default(qz_plan_rates *r) {
                        .allgather_gbs = 5.0,
                        .hdf5_write_gbs = 0.5,
                        .read_gbs = 1.0,
+                       .expand_gelems = 0.5,
                        .base_rss_bytes = 40.0 * 1048576.0,
                        .measured = 0};
   snprintf(r->source, sizeof r->source, "defaults");
@@ -72,7 +80,7 @@ void qz_plan_rates_default(qz_plan_rates *r) {
 #define RATE_FIELDS(X)                                                     \
   X(sgemm_gflops) X(ssyrk_gflops) X(dpotrf_gflops) X(pdpotrf_eff)         \
   X(gptq_frac) X(qe_frac) X(fwd_frac) X(allreduce_gbs) X(reduce_scatter_gbs) \
-  X(allgather_gbs) X(hdf5_write_gbs) X(read_gbs) X(base_rss_bytes)
+  X(allgather_gbs) X(hdf5_write_gbs) X(read_gbs) X(expand_gelems) X(base_rss_bytes)
 
 int qz_plan_rates_load(const char *path, qz_plan_rates *r) {
   json_error_t jerr;
@@ -366,6 +374,41 @@ done:
   return (double)n * 2.0 / best / 1e9;
 }
 
+/* Widening and dequantization rate, 1 thread (what every rank spends on
+ * a block gathered in 16 bits and on the codes gathered after quantizing). */
+static double rate_expand(void) {
+  const int64_t rows = 512, in = 16384, n = rows * in, ng = in / 128;
+  float *f = NULL, *sc = NULL, *z = NULL;
+  uint8_t *c = NULL;
+  int32_t *gi = NULL;
+  double bw = 1e30, bd = 1e30;
+  if (qz_alloc((size_t)n, 4, "f32", &f) || qz_alloc((size_t)n, 1, "codes", &c) ||
+      qz_alloc((size_t)(rows * ng), 4, "scales", &sc) ||
+      qz_alloc((size_t)(rows * ng), 4, "zeros", &z) || qz_alloc((size_t)in, 4, "g_idx", &gi))
+    goto done;
+  for (int64_t i = 0; i < n; i++) c[i] = (uint8_t)(i & 15);
+  for (int64_t i = 0; i < rows * ng; i++) sc[i] = 0.01f, z[i] = 8.0f;
+  for (int64_t j = 0; j < in; j++) gi[j] = (int32_t)(j / 128);
+  for (int it = 0; it < 3; it++) {
+    uint16_t *h = (uint16_t *)f;
+    for (int64_t i = 0; i < n; i++) h[i] = (uint16_t)(0x3f80 + (i & 127));
+    double t0 = qz_wtime();
+    qz_raw16_widen_inplace(QZ_DT_BF16, f, n);
+    double t1 = qz_wtime();
+    qz_dequantize_rows_grid(rows, in, ng, c, sc, z, gi, NULL, f);
+    double t2 = qz_wtime();
+    if (t1 - t0 < bw) bw = t1 - t0;
+    if (t2 - t1 < bd) bd = t2 - t1;
+  }
+done:
+  free(f);
+  free(c);
+  free(sc);
+  free(z);
+  free(gi);
+  return (double)n / (bw > bd ? bw : bd) / 1e9;
+}
+
 int qz_plan_calibrate(MPI_Comm comm, const char *scratch, qz_plan_rates *r) {
   int P, rank;
   MPI_Comm_size(comm, &P);
@@ -379,11 +422,12 @@ int qz_plan_calibrate(MPI_Comm comm, const char *scratch, qz_plan_rates *r) {
   r->base_rss_bytes = (double)qz_peak_rss_bytes();
   QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &r->base_rss_bytes, 1, MPI_DOUBLE, MPI_MAX, comm));
   qz_info("calibrate: sgemm, ssyrk, dpotrf (1 thread per rank, %d rank(s) at once)", P);
-  double v[4] = {rate_sgemm(), rate_ssyrk(), 0.0, rate_read()};
+  double v[5] = {rate_sgemm(), rate_ssyrk(), 0.0, rate_read(), rate_expand()};
   double d1 = rate_dpotrf(2000), d2 = rate_dpotrf(3000);
   v[2] = d1 > d2 ? d1 : d2;
   /* the slowest rank decides (ranks share the node like a real run) */
-  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, 4, MPI_DOUBLE, MPI_MIN, comm));
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, 5, MPI_DOUBLE, MPI_MIN, comm));
+  r->expand_gelems = v[4];
   r->sgemm_gflops = v[0];
   r->ssyrk_gflops = v[1];
   r->dpotrf_gflops = v[2];

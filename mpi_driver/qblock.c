@@ -2,13 +2,129 @@
 #include "qblock.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "mpiquant/codes.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
+#include "mpiquant/threads.h"
 #include "mpiquant/timing.h"
+
+/* FNV-1a of g_idx: ranks check that they dequantize with the same one. */
+static int64_t gidx_hash(const int32_t *g, int64_t n) {
+  uint64_t h = 1469598103934665603ull;
+  const uint8_t *b = (const uint8_t *)g;
+  for (int64_t k = 0; k < 4 * n; k++) h = (h ^ b[k]) * 1099511628211ull;
+  return (int64_t)(h >> 1); /* >= 0: its negation fits */
+}
+
+/* Pack rows of codes (< 2^b, b = 1, 2, 4, 8) into rows of rb bytes. */
+static void pack_rows(const uint8_t *c, int64_t nr, int64_t in, int b, int64_t rb,
+                      uint8_t *out) {
+  const int per = 8 / b;
+  for (int64_t r = 0; r < nr; r++) {
+    const uint8_t *x = c + r * in;
+    uint8_t *o = out + r * rb;
+    memset(o, 0, (size_t)rb);
+    for (int64_t j = 0; j < in; j++) o[j / per] |= (uint8_t)(x[j] << (b * (j % per)));
+  }
+}
+
+static void unpack_rows(const uint8_t *p, int64_t nr, int64_t in, int b, int64_t rb,
+                        uint8_t *c) {
+  const int per = 8 / b;
+  const unsigned mask = (1u << b) - 1u;
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(nr * in))
+  for (int64_t r = 0; r < nr; r++)
+    for (int64_t j = 0; j < in; j++)
+      c[r * in + j] = (uint8_t)((p[r * rb + j / per] >> (b * (j % per))) & mask);
+}
+
+/* The other ranks' rows of `full` from their codes, gathered packed at the
+ * width of the largest code (4 bits for w4: 1/8 of the f32 rows) with the
+ * f32 scales/zeros and the sparse entries, dequantized here by the same
+ * function as on their owner: the same f32 bits as gathering the f32
+ * rows. Own rows are copied from `rows`. Collective on comm. */
+static int assemble_codes(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64_t r0,
+                          int64_t nr, int b, const float *value, const uint8_t *codes,
+                          const float *scale, const float *zero, const int32_t *g_idx,
+                          int64_t nnz, const int64_t *oidx, const float *oval,
+                          const float *rows, float *full) {
+  int rank, size, st = QZ_OK;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const int64_t rb = (in * b + 7) / 8;
+  uint8_t *pk = NULL, *cu = NULL;
+  float *ss = NULL, *zz = NULL, *ov = NULL;
+  int64_t *oi = NULL;
+  int *cnt = NULL;
+  /* this rank's sparse entries (those of its own rows) */
+  int64_t mine = 0;
+  for (int64_t k = 0; k < nnz; k++) {
+    int64_t r = oidx[k] / in;
+    mine += r >= r0 && r < r0 + nr;
+  }
+  st = qz_alloc((size_t)(out * rb), 1, "gathered codes", &pk);
+  if (!st) st = qz_alloc((size_t)(out * ng), 4, "gathered scales", &ss);
+  if (!st) st = qz_alloc((size_t)(out * ng), 4, "gathered zeros", &zz);
+  if (!st) st = qz_alloc((size_t)size * 2, sizeof(int), "outlier counts", &cnt);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  pack_rows(codes, nr, in, b, rb, pk + r0 * rb);
+  memcpy(ss + r0 * ng, scale, sizeof(float) * (size_t)(nr * ng));
+  memcpy(zz + r0 * ng, zero, sizeof(float) * (size_t)(nr * ng));
+  QZ_CALL_DONE(qz_allgather_rows_bytes(comm, out, rb, NULL, pk));
+  QZ_CALL_DONE(qz_allgather_rows_bytes(comm, out, 4 * ng, NULL, ss));
+  QZ_CALL_DONE(qz_allgather_rows_bytes(comm, out, 4 * ng, NULL, zz));
+  /* sparse entries, in rank (= row) order */
+  int m32 = (int)mine, *displ = cnt + size;
+  QZ_CALL_MPI_DONE(MPI_Allgather(&m32, 1, MPI_INT, cnt, 1, MPI_INT, comm));
+  qz_count_allgather(comm, 4, 4 * (int64_t)size);
+  int64_t all = 0;
+  for (int p = 0; p < size; p++) displ[p] = (int)all, all += cnt[p];
+  if (all > 0) {
+    st = qz_alloc((size_t)all, sizeof(int64_t), "outlier indices", &oi);
+    if (!st) st = qz_alloc((size_t)all, sizeof(float), "outlier values", &ov);
+    QZ_CALL_DONE(qz_error_agree(comm, st));
+    int64_t w = displ[rank];
+    for (int64_t k = 0; k < nnz; k++) {
+      int64_t r = oidx[k] / in;
+      if (r >= r0 && r < r0 + nr) oi[w] = oidx[k], ov[w++] = oval[k];
+    }
+    QZ_CALL_MPI_DONE(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, oi, cnt, displ,
+                                    MPI_INT64_T, comm));
+    QZ_CALL_MPI_DONE(MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, ov, cnt, displ,
+                                    MPI_FLOAT, comm));
+    qz_count_allgatherv(comm, cnt, 12);
+  }
+  /* dequantize the others' rows a chunk at a time (codes unpacked to bytes) */
+  const int64_t chunk = 256;
+  QZ_CALL_DONE(qz_alloc((size_t)(chunk * in), 1, "unpacked codes", &cu));
+  for (int64_t a = 0; a < out; a += chunk) {
+    int64_t e = a + chunk < out ? a + chunk : out;
+    for (int pass = 0; pass < 2; pass++) { /* [a, e) minus own rows [r0, r0 + nr) */
+      int64_t lo = pass ? (r0 + nr > a ? r0 + nr : a) : a;
+      int64_t hi = pass ? e : (r0 < e ? r0 : e);
+      if (hi <= lo) continue;
+      unpack_rows(pk + lo * rb, hi - lo, in, b, rb, cu);
+      qz_dequantize_rows_grid(hi - lo, in, ng, cu, ss + lo * ng, zz + lo * ng, g_idx, value,
+                              full + lo * in);
+      qz_outliers_add_rows(lo, hi - lo, in, all, oi, ov, full + lo * in);
+    }
+  }
+  if (nr > 0 && rows != full + r0 * in)
+    memcpy(full + r0 * in, rows, sizeof(float) * (size_t)(nr * in));
+done:
+  qz_free(&pk);
+  qz_free(&cu);
+  qz_free(&ss);
+  qz_free(&zz);
+  qz_free(&oi);
+  qz_free(&ov);
+  qz_free(&cnt);
+  return st;
+}
 
 int qz_linear_assemble(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64_t r0,
                        int64_t nr, int grid, const uint8_t *codes, const float *scale,
@@ -19,8 +135,23 @@ int qz_linear_assemble(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64
   qz_dequantize_rows_grid(nr, in, ng, codes, scale, zero, g_idx,
                           grid != QZ_VGRID_INT ? value : NULL, rows);
   qz_outliers_add_rows(r0, nr, in, nnz, oidx, oval, rows);
-  QZ_CALL(qz_allgather_rows_f32(comm, out, in, rows, full));
-  return QZ_OK;
+  int size;
+  MPI_Comm_size(comm, &size);
+  if (size == 1 || getenv("MPIQUANT_GATHER_F32")) /* the f32 rows (measurement switch) */
+    return qz_allgather_rows_f32(comm, out, in, rows, full);
+  /* codes travel when every rank has rows, the same g_idx and codes < 2^b
+   * with b < 32 (else the f32 rows): one small allreduce decides */
+  int maxc = 0;
+  for (int64_t k = 0; k < nr * in; k++) maxc = codes[k] > maxc ? codes[k] : maxc;
+  int64_t v[4] = {maxc, nr > 0 ? gidx_hash(g_idx, in) : INT64_MAX,
+                  nr > 0 ? -gidx_hash(g_idx, in) : INT64_MAX, nr > 0 && codes ? 0 : 1};
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, v, 4, MPI_INT64_T, MPI_MAX, comm));
+  qz_count_allreduce(comm, 32);
+  int b = v[0] < 2 ? 1 : v[0] < 4 ? 2 : v[0] < 16 ? 4 : 8;
+  if (v[3] || v[1] != -v[2] || (in * b + 7) / 8 + 8 * ng >= 4 * in)
+    return qz_allgather_rows_f32(comm, out, in, rows, full);
+  return assemble_codes(comm, out, in, ng, r0, nr, b, grid != QZ_VGRID_INT ? value : NULL,
+                        codes, scale, zero, g_idx, nnz, oidx, oval, rows, full);
 }
 
 int qz_ckpt_load_linear_f32(qz_ckpt *ck, MPI_Comm comm, int layer, qz_linear l,

@@ -90,6 +90,30 @@ int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
                       "allgather", name, (long long)nrows, (long long)rowlen);
   int64_t r0 = 0, cnt = 0;
   qz_split_even(nrows, size, rank, &r0, &cnt);
+  /* a BF16/F16 tensor travels as stored (half the bytes of f32) and every
+   * rank widens the whole of it in place: the same f32 values as widening
+   * before the gather (docs/performance.md, "load in the disk dtype") */
+  const int raw = size > 1 && !getenv("MPIQUANT_LOAD_F32") /* measurement switch */
+                      ? qz_st_raw16_dtype(st, name)
+                      : -1;
+  if (raw >= 0) {
+    uint16_t *h = (uint16_t *)dst;
+    if (rc == QZ_OK && cnt > 0) rc = qz_st_read_raw16(st, name, r0, cnt, h + r0 * rowlen);
+    /* NaN/Inf: exponent all ones (BF16 0x7f80, F16 0x7c00) */
+    const uint16_t e = raw == QZ_DT_BF16 ? 0x7f80u : 0x7c00u;
+    for (int64_t k = 0; rc == QZ_OK && k < cnt * rowlen; k++)
+      if ((h[r0 * rowlen + k] & e) == e)
+        rc = qz_error_set(QZ_ERR_NUMERIC, __FILE__, __LINE__, __func__,
+                          "%s: tensor %s holds %g at row %lld, column %lld: the model's "
+                          "weights are damaged", qz_st_origin(st), name,
+                          (double)(raw == QZ_DT_BF16 ? qz_bf16_to_f32(h[r0 * rowlen + k])
+                                                     : qz_f16_to_f32(h[r0 * rowlen + k])),
+                          (long long)(r0 + k / rowlen), (long long)(k % rowlen));
+    QZ_CALL(qz_error_agree(comm, rc));
+    QZ_CALL(qz_allgather_rows_bytes(comm, nrows, 2 * rowlen, NULL, h));
+    qz_raw16_widen_inplace(raw, dst, nrows * rowlen);
+    return QZ_OK;
+  }
   if (rc == QZ_OK && cnt > 0)
     rc = qz_st_read_f32(st, name, r0, cnt, dst + r0 * rowlen);
   /* weights as they are converted: a NaN/Inf is named here, not later as

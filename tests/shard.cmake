@@ -5,6 +5,8 @@ qz_add_test(NAME fwd_block COMMAND qzt_fwd_block TIMEOUT 60)
 qz_add_test(NAME fwd_rope COMMAND qzt_fwd_rope TIMEOUT 30)
 qz_test_program(qzt_fwd_model mpi/test_fwd_model.c)
 qz_add_mpi_test(NAME fwd_model COMMAND $<TARGET_FILE:qzt_fwd_model> TIMEOUT 300)
+qz_test_program(qzt_fwd_load mpi/test_fwd_load.c)
+qz_add_mpi_test(NAME fwd_load COMMAND $<TARGET_FILE:qzt_fwd_load> TIMEOUT 60)
 qz_test_program(qzt_fwd_windows unit/test_fwd_windows.c)
 qz_add_test(NAME fwd_windows COMMAND qzt_fwd_windows TIMEOUT 30)
 

@@ -71,6 +71,12 @@ int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
                           const float *mine /* [count, rowlen] or NULL */,
                           float *full /* [nrows, rowlen] */);
 
+/* The same for rows of `rowbytes` bytes each (bf16 weights, packed codes);
+ * rowbytes <= INT32_MAX. Collective on comm. */
+int qz_allgather_rows_bytes(MPI_Comm comm, int64_t nrows, int64_t rowbytes,
+                            const void *mine /* [count, rowbytes] or NULL */,
+                            void *full /* [nrows, rowbytes] */);
+
 /* Byte counting (timing.h's per-phase MPI bytes).  Every MPI call that
  * moves data tells what this rank sent and received, as the algorithm moves
  * it when each piece goes straight to the rank that needs it:

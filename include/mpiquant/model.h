@@ -149,7 +149,9 @@ int qz_model_embed_tokens(qz_model *m, const int32_t *ids, int64_t n, float *x);
 
 /* Collective read of rows [0, nrows) of tensor `name` (row length rowlen
  * floats) into dst [nrows, rowlen] on every rank, each rank reading 1/P of
- * the rows. Collective on comm. */
+ * the rows.  A plain BF16/F16 tensor is gathered in its 2-byte dtype and
+ * widened on every rank (the same f32 bits, half the bytes). Collective on
+ * comm. */
 int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
                              int64_t nrows, int64_t rowlen, float *dst);
 

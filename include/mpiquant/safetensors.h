@@ -85,6 +85,21 @@ int qz_st_data(const qz_st *st, const char *name, const void **data);
  * its dequantized value q * scale[row]. Not collective. */
 int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
                    float *dst);
+/* The dtype of `name` when it is a plain 16-bit float tensor (BF16 or F16
+ * stored as is, no scale or packing): such a tensor can travel in its
+ * on-disk 2 bytes per element and be widened where it is used; -1 for
+ * anything else (absent, F32, F8, I8, packed). Not collective. */
+int qz_st_raw16_dtype(const qz_st *st, const char *name);
+/* Rows [row0, row0 + nrows) of such a tensor as stored (no conversion) into
+ * dst [nrows * rowlen] 16-bit values; counted as file bytes read like
+ * qz_st_read_f32. QZ_ERR_ARG for a tensor that is not plain BF16/F16 or rows
+ * out of range. Not collective. */
+int qz_st_read_raw16(qz_st *st, const char *name, int64_t row0, int64_t nrows,
+                     uint16_t *dst);
+/* Widen n BF16/F16 values (dt) held at the start of buf to n f32 in the same
+ * buffer (buf has room for n floats): the values qz_st_read_f32 would give,
+ * bit for bit, at any thread count. Not collective. */
+void qz_raw16_widen_inplace(int dt, void *buf, int64_t n);
 /* A GPTQ v1 linear "P.weight" absent from the files but stored as
  * P.qweight / P.qzeros / P.scales / P.g_idx reads (qz_st_read_f32) as its
  * dequantized rows scales[g,o] * (q - (zero + 1)); this gives its shape and

@@ -1,7 +1,12 @@
 /* Collective read-once loading: qz_st_read_f32_allgather on tensors with
  * fewer rows than ranks (idle readers), 1-D tensors and BF16, every rank
  * gets the whole tensor, each byte is read once over all ranks; a shape
- * mismatch fails on every rank without a hang. */
+ * mismatch fails on every rank without a hang.  BF16/F16 tensors travel in
+ * 2 bytes and are widened in place on every rank: large ones (the parallel
+ * halving stages of qz_raw16_widen_inplace, odd sizes) must give exactly
+ * what one rank's qz_st_read_f32 of the whole tensor gives, the MPI bytes
+ * must be the 2-byte ones, and a NaN in a BF16 tensor fails on every rank
+ * naming its row and column. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,6 +14,7 @@
 #include "mpiquant/error.h"
 #include "mpiquant/model.h"
 #include "mpiquant/safetensors.h"
+#include "mpiquant/timing.h"
 #include "qz_test.h"
 
 static uint16_t to_bf16(float f) { /* values below are exact in bf16 */
@@ -27,6 +33,23 @@ int main(int argc, char **argv) {
    * bf16 */
   float a[35], b[6], c[3], dv[4];
   uint16_t d[4];
+  /* e: BF16 [37, 301], f: F16 [5, 1001] (every bit pattern class but
+   * NaN/Inf), n: BF16 [6, 7] with a NaN at row 4, column 2 */
+  enum { ER = 37, EC = 301, FR = 5, FC = 1001 };
+  static uint16_t e[ER * EC], f[FR * FC], nn[42];
+  uint32_t x = 12345u;
+  for (int i = 0; i < ER * EC; i++) {
+    x = x * 1664525u + 1013904223u;
+    e[i] = (uint16_t)(x >> 16);
+    if ((e[i] & 0x7f80u) == 0x7f80u) e[i] ^= 0x0100u; /* finite */
+  }
+  for (int i = 0; i < FR * FC; i++) {
+    x = x * 1664525u + 1013904223u;
+    f[i] = (uint16_t)(x >> 16);
+    if ((f[i] & 0x7c00u) == 0x7c00u) f[i] ^= 0x0400u;
+  }
+  for (int i = 0; i < 42; i++) nn[i] = to_bf16(1.0f + (float)i);
+  nn[4 * 7 + 2] = 0x7fc0u;
   for (int i = 0; i < 35; i++) a[i] = (float)i * 0.5f - 3.0f;
   for (int i = 0; i < 6; i++) b[i] = 100.0f + (float)i;
   for (int i = 0; i < 3; i++) c[i] = -1.0f - (float)i;
@@ -38,11 +61,15 @@ int main(int argc, char **argv) {
   if (qzt_rank() == 0) {
     qz_st_writer *w = NULL;
     int64_t sa[2] = {7, 5}, sb[2] = {2, 3}, sc[1] = {3}, sd[2] = {1, 4};
+    int64_t se[2] = {ER, EC}, sf2[2] = {FR, FC}, sn[2] = {6, 7};
     st = qz_st_writer_create(path, &w);
     if (st == QZ_OK) st = qz_st_writer_add(w, "a", QZ_DT_F32, 2, sa, a);
     if (st == QZ_OK) st = qz_st_writer_add(w, "b", QZ_DT_F32, 2, sb, b);
     if (st == QZ_OK) st = qz_st_writer_add(w, "c", QZ_DT_F32, 1, sc, c);
     if (st == QZ_OK) st = qz_st_writer_add(w, "d", QZ_DT_BF16, 2, sd, d);
+    if (st == QZ_OK) st = qz_st_writer_add(w, "e", QZ_DT_BF16, 2, se, e);
+    if (st == QZ_OK) st = qz_st_writer_add(w, "f", QZ_DT_F16, 2, sf2, f);
+    if (st == QZ_OK) st = qz_st_writer_add(w, "n", QZ_DT_BF16, 2, sn, nn);
     if (st == QZ_OK) st = qz_st_writer_finish(&w);
     else qz_st_writer_abort(&w);
     QZT_OK(st);
@@ -66,6 +93,35 @@ int main(int argc, char **argv) {
   int64_t want = 35 * 4 + 6 * 4 + 3 * 4 + 4 * 2;
   QZT_CHECK(bytes == want, "bytes read over ranks %lld == %lld",
             (long long)bytes, (long long)want);
+  /* large 16-bit tensors: gathered in 2 bytes, widened in place */
+  static float ge[ER * EC], re[ER * EC], gf[FR * FC], rf[FR * FC];
+  const int P = qzt_size();
+  int64_t mpi0 = qz_bytes_get(QZ_PHASE_OTHER, QZ_BYTES_MPI_RECV);
+  QZT_OK(qz_st_read_f32_allgather(comm, sf, "e", ER, EC, ge));
+  QZT_OK(qz_st_read_f32_allgather(comm, sf, "f", FR, FC, gf));
+  int64_t got = qz_bytes_get(QZ_PHASE_OTHER, QZ_BYTES_MPI_RECV) - mpi0;
+  int64_t r0, cnt, wantb = 0;
+  qz_split_even(ER, P, qzt_rank(), &r0, &cnt);
+  wantb += P > 1 ? 2 * (ER - cnt) * EC : 0;
+  qz_split_even(FR, P, qzt_rank(), &r0, &cnt);
+  wantb += P > 1 ? 2 * (FR - cnt) * FC : 0;
+  /* (+ at most 64 bytes of error agreements; f32 would be 2 x wantb) */
+  QZT_CHECK(got >= wantb && got <= wantb + 64,
+            "16-bit tensors received in 2 bytes per element: %lld in [%lld, +64]",
+            (long long)got, (long long)wantb);
+  QZT_OK(qz_st_read_f32(sf, "e", 0, ER, re));
+  QZT_OK(qz_st_read_f32(sf, "f", 0, FR, rf));
+  QZT_CHECK(memcmp(ge, re, sizeof re) == 0, "bf16 e widened as qz_st_read_f32 (rank %d)",
+            qzt_rank());
+  QZT_CHECK(memcmp(gf, rf, sizeof rf) == 0, "f16 f widened as qz_st_read_f32 (rank %d)",
+            qzt_rank());
+  float gn[42];
+  int rn = qz_st_read_f32_allgather(comm, sf, "n", 6, 7, gn);
+  QZT_CHECK(rn != QZ_OK, "a NaN in a BF16 tensor fails on rank %d", qzt_rank());
+  QZT_CHECK(rn == QZ_ERR_NUMERIC ? strstr(qz_error_message(), "row 4, column 2") != NULL
+                                 : rn == QZ_ERR_REMOTE,
+            "the owner names row 4, column 2: %s", qz_error_message());
+  qz_error_clear();
   /* wrong expected shape: every rank fails, nobody hangs */
   int rc = qz_st_read_f32_allgather(comm, sf, "a", 5, 5, ga);
   QZT_CHECK(rc != QZ_OK, "shape mismatch fails on rank %d", qzt_rank());
