@@ -13,6 +13,7 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/scalapack.h"
+#include "mpiquant/threads.h"
 #include "mpiquant/timing.h"
 
 /* Ranks per node for the two-level reduction: MPIQUANT_HESSIAN_NODE=off
@@ -236,43 +237,70 @@ static inline int64_t fx(float v, double sc) {
   return (int64_t)y;
 }
 
+/* Rows of block column jb that process row p holds: the blocks blk >= jb
+ * with blk % pr == p (the lower part of that column of blocks). */
+static int64_t col_rows(int64_t d, int nb, int pr, int p, int64_t jb) {
+  int64_t n = 0;
+  for (int64_t blk = jb + ((p - jb % pr) + pr) % pr; blk * nb < d; blk += pr)
+    n += d - blk * nb < nb ? d - blk * nb : nb;
+  return n;
+}
+
+/* Column j of a panel for process row p into out (col_rows entries). */
+static void pack_column(const qz_hessian *H, int64_t j, int64_t j0, int p, const float *c32,
+                        int64_t *out, double k, int mode) {
+  const int64_t d = H->d, M = d - j0;
+  const int nb = H->nb, pr = H->pr;
+  const float *cj = c32 + (j - j0) * M - j0;
+  int64_t pos = 0;
+  for (int64_t blk = j / nb + ((p - (j / nb) % pr) + pr) % pr; blk * nb < d; blk += pr) {
+    int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
+    /* above the diagonal of the diagonal block ssyrk wrote nothing: send 0
+     * there (those entries are never used) */
+    int64_t iu = j < i1 ? (j > i0 ? j : i0) : i1;
+    if (mode == 2) iu = i1;
+    if (mode == 1) pos += iu - i0; /* zeros from the first chunk stay */
+    else
+      for (int64_t i = i0; i < iu; i++) out[pos++] = 0;
+    if (mode == 0)
+      for (int64_t i = iu; i < i1; i++) out[pos++] = fx(cj[i], k);
+    else if (mode == 1)
+      for (int64_t i = iu; i < i1; i++) out[pos++] += fx(cj[i], k);
+  }
+}
+
 /* Destination order of a wide panel [j0, j0 + W): ranks ascending (two-level
- * reduction: in H->ord order, node by node); for a rank (p, q) its columns j (ocol == q) ascending, then the rows i >= start
- * of j's block column with orow == p, ascending.  mode 0: sendbuf = c32,
- * mode 1: sendbuf += c32 (exact integer accumulation over chunks), mode 2:
- * sendbuf = 0 (a rank without rows); counts set. */
+ * reduction: in H->ord order, node by node); for a rank (p, q) its columns j
+ * (ocol == q) ascending, then the rows i >= start of j's block column with
+ * orow == p, ascending.  mode 0: sendbuf = c32, mode 1: sendbuf += c32
+ * (exact integer accumulation over chunks), mode 2: sendbuf = 0 (a rank
+ * without rows); counts set.  The columns of a block column are split over
+ * the rank's threads (threads.h): every column has the same length there,
+ * so its place in sendbuf is known, and each entry is converted the same
+ * way by one thread. */
 static void pack_panel(const qz_hessian *H, int64_t j0, int64_t W,
                        const float *c32, int64_t *sendbuf, int *counts,
                        int mode) {
-  const int64_t d = H->d, M = d - j0;
+  const int64_t d = H->d;
   const int nb = H->nb, pr = H->pr, pc = H->pc;
   const double k = ldexp(1.0, H->fx_k);
   int64_t pos = 0;
   for (int t = 0; t < pr * pc; t++) {
     const int rk = H->hier ? H->ord[t] : t, p = rk / pc, q = rk % pc;
-    {
-      int64_t start = pos;
-      for (int64_t j = j0; j < j0 + W; j++) {
-        if (qz_bc_owner(j, nb, pc) != q) continue;
-        const float *cj = c32 + (j - j0) * M - j0;
-        for (int64_t blk = j / nb + ((p - (j / nb) % pr) + pr) % pr;
-             blk * nb < d; blk += pr) {
-          int64_t i0 = blk * nb, i1 = i0 + nb < d ? i0 + nb : d;
-          /* above the diagonal of the diagonal block ssyrk wrote nothing:
-           * send 0 there (those entries are never used) */
-          int64_t iu = j < i1 ? (j > i0 ? j : i0) : i1;
-          if (mode == 2) iu = i1;
-          if (mode == 1) pos += iu - i0; /* zeros from the first chunk stay */
-          else
-            for (int64_t i = i0; i < iu; i++) sendbuf[pos++] = 0;
-          if (mode == 0)
-            for (int64_t i = iu; i < i1; i++) sendbuf[pos++] = fx(cj[i], k);
-          else if (mode == 1)
-            for (int64_t i = iu; i < i1; i++) sendbuf[pos++] += fx(cj[i], k);
-        }
-      }
-      counts[p * pc + q] = (int)(pos - start);
+    const int64_t start = pos;
+    for (int64_t jb = j0 / nb; jb * nb < j0 + W; jb++) {
+      if (jb % pc != q) continue;
+      const int64_t ja = jb * nb > j0 ? jb * nb : j0;
+      int64_t je = (jb + 1) * nb < j0 + W ? (jb + 1) * nb : j0 + W;
+      if (je > d) je = d;
+      const int64_t L = col_rows(d, nb, pr, p, jb);
+      int64_t *base = sendbuf + pos;
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for((je - ja) * L))
+      for (int64_t j = ja; j < je; j++)
+        pack_column(H, j, j0, p, c32, base + (j - ja) * L, k, mode);
+      pos += (je - ja) * L;
     }
+    counts[p * pc + q] = (int)(pos - start);
   }
 }
 

@@ -14,6 +14,7 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
+#include "mpiquant/threads.h"
 #include "mpiquant/timing.h"
 #include "wq.h"
 
@@ -167,8 +168,16 @@ static void sweep_rows(sweep *S, int64_t r, int nr, int64_t i1, int64_t i2,
 
 static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
   const int64_t m = S->m, n = S->n, B = S->B, bk = i2 - i1;
-  for (int64_t r = 0; r < m; r += 4)
+  /* groups of 4 rows split over the rank's threads (threads.h): a row's
+   * chain is computed by one thread with the same code as serially, and
+   * every array written is indexed by row (codes, scales, loss, W1, E; the
+   * short group's scratch rows belong to the last group only) */
+  const int64_t nquad = (m + 3) / 4;
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(m * bk * bk / 2))
+  for (int64_t k = 0; k < nquad; k++) {
+    const int64_t r = 4 * k;
     sweep_rows(S, r, m - r < 4 ? (int)(m - r) : 4, i1, i2, panel);
+  }
   /* lazy batch: W[:, i2:] -= E U[i1:i2, i2:], one sgemm per tile of
    * QZ_GPTQ_ROW_TILE rows aligned to the *global* row index: every call has
    * the same shape and every row the same position in it at any np, so the
