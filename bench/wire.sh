@@ -4,11 +4,12 @@
 # heads, FFN narrowed to 4096 as in bench/factor_once.sh), np 2, 1 BLAS
 # thread per rank, 4 x 512 tokens, GPTQ w4 g128, two ways in the same run:
 #   f32   the load gathers the block as f32 and the rows quantized are
-#         gathered dequantized as f32 (MPIQUANT_LOAD_F32=1
-#         MPIQUANT_GATHER_F32=1: what every rank received before);
+#         gathered dequantized as f32 (MPIQUANT_WIRE=f32: the default
+#         within one node);
 #   wire  the load gathers the BF16 bytes as stored and every rank widens
 #         them; after quantizing the codes travel packed (4 bits) with their
-#         f32 scales/zeros and every rank dequantizes (the default).
+#         f32 scales/zeros and every rank dequantizes (MPIQUANT_WIRE=packed:
+#         the default when the ranks span several nodes).
 # Interleaved, best of REPS (default 2).  Prints the load and gather phases'
 # mean seconds and mean MPI bytes per rank (--log-view) and the ratios
 # wire / f32; the checkpoints must be h5diff-identical (the same bits).
@@ -31,7 +32,7 @@ for rep in $(seq "$reps"); do
   order="wire f32"; [ $((rep % 2)) -eq 0 ] && order="f32 wire"
   for mode in $order; do
     rm -rf "$tmp/ck$mode"
-    if [ "$mode" = f32 ]; then sw="MPIQUANT_LOAD_F32=1 MPIQUANT_GATHER_F32=1"; else sw=""; fi
+    sw="MPIQUANT_WIRE=$( [ "$mode" = f32 ] && echo f32 || echo packed)"
     env $sw mpirun --bind-to none -np 2 "$mq" quantize --model "$tmp/m8" \
       --calib-tokens "$tmp/ids.bin" --nsamples 4 --seqlen 512 --method gptq --bits 4 \
       --group 128 --out "$tmp/ck$mode" --log-view > "$tmp/$mode.$rep.log" 2>&1 < /dev/null

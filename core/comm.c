@@ -5,6 +5,8 @@
 
 #include <limits.h>
 #include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "mpiquant/mem.h"
@@ -231,4 +233,51 @@ void qz_count_gather(MPI_Comm comm, int root, int64_t mine, int64_t total) {
   if (size < 2) return;
   if (rank == root) qz_count_p2p(0, total - mine);
   else qz_count_p2p(mine, 0);
+}
+
+/* ---- node structure for the wire format of the block weights ---------- */
+
+static int g_spans_kv = MPI_KEYVAL_INVALID;
+
+int qz_comm_packed_wire(MPI_Comm comm, int *packed) {
+  const char *w = getenv("MPIQUANT_WIRE");
+  int size;
+  QZ_CALL_MPI(MPI_Comm_size(comm, &size));
+  *packed = 0;
+  if (size == 1) return QZ_OK;
+  if (w && *w && strcmp(w, "auto") != 0) {
+    QZ_CHECK(strcmp(w, "packed") == 0 || strcmp(w, "f32") == 0, QZ_ERR_USAGE,
+             "MPIQUANT_WIRE='%s': auto, packed or f32", w);
+    *packed = strcmp(w, "packed") == 0;
+    return QZ_OK;
+  }
+  if (g_spans_kv == MPI_KEYVAL_INVALID)
+    QZ_CALL_MPI(MPI_Comm_create_keyval(MPI_COMM_NULL_COPY_FN, MPI_COMM_NULL_DELETE_FN,
+                                       &g_spans_kv, NULL));
+  void *v = NULL;
+  int found = 0;
+  QZ_CALL_MPI(MPI_Comm_get_attr(comm, g_spans_kv, &v, &found));
+  if (found) {
+    *packed = (int)(intptr_t)v - 1;
+    return QZ_OK;
+  }
+  /* nodes: MPIQUANT_HESSIAN_NODE=K emulates nodes of K consecutive ranks
+   * (as for the Hessian's two-level reduction), else shared memory */
+  const char *e = getenv("MPIQUANT_HESSIAN_NODE");
+  int k = e && strcmp(e, "off") != 0 && strcmp(e, "auto") != 0 ? atoi(e) : 0;
+  int nsize;
+  if (k > 0) {
+    nsize = k < size ? k : size;
+  } else {
+    int rank;
+    MPI_Comm node;
+    QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
+    QZ_CALL_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
+    MPI_Comm_size(node, &nsize);
+    MPI_Comm_free(&node);
+    QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &nsize, 1, MPI_INT, MPI_MIN, comm));
+  }
+  *packed = nsize < size;
+  QZ_CALL_MPI(MPI_Comm_set_attr(comm, g_spans_kv, (void *)(intptr_t)(*packed + 1)));
+  return QZ_OK;
 }

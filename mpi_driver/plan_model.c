@@ -183,8 +183,11 @@ static qz_plan_linear linear_model(const qz_plan_in *in, const qz_plan_rates *r,
 /* Bytes per weight of the load's allgather: a 16-bit model travels as
  * stored (shard/model.c), anything else as f32. */
 double qz_plan_wire_bytes(const qz_plan_in *in) {
-  return in->disk_dtype_bytes == 2 ? 2.0 : 4.0;
+  return in->nodes > 1 && in->disk_dtype_bytes == 2 ? 2.0 : 4.0;
 }
+
+/* Several nodes: the packed way (comm.h qz_comm_packed_wire), else f32. */
+static int packed_wire(const qz_plan_in *in) { return in->nodes > 1 && in->P > 1; }
 
 /* Bits per code in the gather after quantizing (qblock.c packs codes at
  * 1, 2, 4 or 8 bits: the width of the largest code). */
@@ -202,7 +205,7 @@ static double gather_row_bytes(const qz_plan_in *in, int64_t i) {
 
 double qz_plan_gather_bytes_per_weight(const qz_plan_in *in) {
   int64_t i = in->cfg.hidden_size;
-  return gather_row_bytes(in, i) / (double)i;
+  return packed_wire(in) ? gather_row_bytes(in, i) / (double)i : 4.0;
 }
 
 int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m) {
@@ -276,7 +279,7 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
   /* the gather after quantizing (qblock.c): every rank's packed codes and
    * f32 scales/zeros of the largest linear + 256 rows of unpacked codes */
   double gat = 0.0;
-  for (int l = 0; l < ns && P > 1; l++) {
+  for (int l = 0; l < ns && packed_wire(in); l++) {
     double g = (double)so[l] * gather_row_bytes(in, si[l]) + 256.0 * (double)si[l];
     if (g > gat) gat = g;
   }
@@ -465,7 +468,7 @@ static void block_time(const qz_plan_in *in, const qz_plan_rates *r, const block
   /* the gather of every linear's codes + scales after quantizing, and the
    * dequantization of the whole block on every rank (qblock.c) */
   blk[QZ_PT_GATHER] = coll(in, r, COLL_AG, qz_plan_gather_bytes_per_weight(in) * b->qparams) +
-                      (in->P > 1 ? b->qparams / expand : 0.0);
+                      (packed_wire(in) ? b->qparams / expand : 0.0);
   int64_t nw = ceil_div(in->nsamples, in->P);
   const int calib = (in->needs & QZ_NEED_CALIB) != 0, hess = (in->needs & QZ_NEED_HESSIAN) != 0;
   const int factor = linear_model(in, r, 1, c->hidden_size).factor;
@@ -671,16 +674,18 @@ int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b) {
   wr += 8.0 * H; /* the two RMSNorm weights */
   b->file[QZ_PT_LOAD] = nblk * (read + vec) * disk / P;
   b->mpi[QZ_PT_LOAD] = nblk * ag_mean(f32 * qz_plan_wire_bytes(in) / 4.0, P);
-  /* per linear: the packed codes + scales/zeros (qblock.c), the allreduce
-   * that chooses the code width (32 B) and the outlier counts (4 B each) */
+  /* per linear, between nodes: the packed codes + scales/zeros (qblock.c),
+   * the allreduce that chooses the code width (32 B) and the outlier counts
+   * (4 B each); within one node the f32 rows */
   double gq = 0.0;
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t o, i;
     lin_shape(c, l, &o, &i);
-    gq += ag_mean((double)o * gather_row_bytes(in, i), P) + 4.0 * 32.0 * (P - 1.0) / P +
-          8.0 * (P - 1.0);
+    gq += packed_wire(in) ? ag_mean((double)o * gather_row_bytes(in, i), P) +
+                                4.0 * 32.0 * (P - 1.0) / P + 8.0 * (P - 1.0)
+                          : ag_mean(4.0 * (double)o * (double)i, P);
   }
-  b->mpi[QZ_PT_GATHER] = nblk * (in->P > 1 ? gq : 0.0);
+  b->mpi[QZ_PT_GATHER] = nblk * gq;
   b->file[QZ_PT_WRITE] = nblk * wr / P;
   if (calib) { /* embedding: each rank reads the distinct rows of its tokens
                 * (at most V; all tokens distinct is the bound modelled) */

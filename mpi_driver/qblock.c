@@ -37,9 +37,19 @@ static void unpack_rows(const uint8_t *p, int64_t nr, int64_t in, int b, int64_t
   const int per = 8 / b;
   const unsigned mask = (1u << b) - 1u;
 #pragma omp parallel for schedule(static) num_threads(qz_threads_for(nr * in))
-  for (int64_t r = 0; r < nr; r++)
-    for (int64_t j = 0; j < in; j++)
-      c[r * in + j] = (uint8_t)((p[r * rb + j / per] >> (b * (j % per))) & mask);
+  for (int64_t r = 0; r < nr; r++) {
+    const uint8_t *x = p + r * rb;
+    uint8_t *o = c + r * in;
+    if (b == 4) { /* the common case: two codes a byte, low nibble first */
+      for (int64_t j = 0; j < in / 2; j++) {
+        o[2 * j] = (uint8_t)(x[j] & 15u);
+        o[2 * j + 1] = (uint8_t)(x[j] >> 4);
+      }
+      if (in % 2) o[in - 1] = (uint8_t)(x[in / 2] & 15u);
+      continue;
+    }
+    for (int64_t j = 0; j < in; j++) o[j] = (uint8_t)((x[j / per] >> (b * (j % per))) & mask);
+  }
 }
 
 /* The other ranks' rows of `full` from their codes, gathered packed at the
@@ -107,8 +117,12 @@ static int assemble_codes(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, in
       int64_t lo = pass ? (r0 + nr > a ? r0 + nr : a) : a;
       int64_t hi = pass ? e : (r0 < e ? r0 : e);
       if (hi <= lo) continue;
-      unpack_rows(pk + lo * rb, hi - lo, in, b, rb, cu);
-      qz_dequantize_rows_grid(hi - lo, in, ng, cu, ss + lo * ng, zz + lo * ng, g_idx, value,
+      const uint8_t *cc = pk + lo * rb; /* 8 bits: the codes as they are */
+      if (b < 8) {
+        unpack_rows(pk + lo * rb, hi - lo, in, b, rb, cu);
+        cc = cu;
+      }
+      qz_dequantize_rows_grid(hi - lo, in, ng, cc, ss + lo * ng, zz + lo * ng, g_idx, value,
                               full + lo * in);
       qz_outliers_add_rows(lo, hi - lo, in, all, oi, ov, full + lo * in);
     }
@@ -135,10 +149,9 @@ int qz_linear_assemble(MPI_Comm comm, int64_t out, int64_t in, int64_t ng, int64
   qz_dequantize_rows_grid(nr, in, ng, codes, scale, zero, g_idx,
                           grid != QZ_VGRID_INT ? value : NULL, rows);
   qz_outliers_add_rows(r0, nr, in, nnz, oidx, oval, rows);
-  int size;
-  MPI_Comm_size(comm, &size);
-  if (size == 1 || getenv("MPIQUANT_GATHER_F32")) /* the f32 rows (measurement switch) */
-    return qz_allgather_rows_f32(comm, out, in, rows, full);
+  int packed = 0;
+  QZ_CALL(qz_comm_packed_wire(comm, &packed)); /* between nodes (comm.h) */
+  if (!packed) return qz_allgather_rows_f32(comm, out, in, rows, full);
   /* codes travel when every rank has rows, the same g_idx and codes < 2^b
    * with b < 32 (else the f32 rows): one small allreduce decides */
   int maxc = 0;

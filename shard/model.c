@@ -90,12 +90,12 @@ int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
                       "allgather", name, (long long)nrows, (long long)rowlen);
   int64_t r0 = 0, cnt = 0;
   qz_split_even(nrows, size, rank, &r0, &cnt);
-  /* a BF16/F16 tensor travels as stored (half the bytes of f32) and every
-   * rank widens the whole of it in place: the same f32 values as widening
-   * before the gather (docs/performance.md, "load in the disk dtype") */
-  const int raw = size > 1 && !getenv("MPIQUANT_LOAD_F32") /* measurement switch */
-                      ? qz_st_raw16_dtype(st, name)
-                      : -1;
+  /* between nodes (comm.h qz_comm_packed_wire) a BF16/F16 tensor travels
+   * as stored (half the bytes of f32) and every rank widens the whole of it
+   * in place: the same f32 values as widening before the gather */
+  int packed = 0;
+  QZ_CALL(qz_comm_packed_wire(comm, &packed));
+  const int raw = packed ? qz_st_raw16_dtype(st, name) : -1;
   if (raw >= 0) {
     uint16_t *h = (uint16_t *)dst;
     if (rc == QZ_OK && cnt > 0) rc = qz_st_read_raw16(st, name, r0, cnt, h + r0 * rowlen);

@@ -77,6 +77,17 @@ int qz_allgather_rows_bytes(MPI_Comm comm, int64_t nrows, int64_t rowbytes,
                             const void *mine /* [count, rowbytes] or NULL */,
                             void *full /* [nrows, rowbytes] */);
 
+/* How block weights travel (shard/model.c's load, mpi_driver/qblock.c's
+ * gather after quantizing): *packed = 1 when comm spans several nodes --
+ * BF16 weights as stored and quantized rows as packed codes + scales, every
+ * rank widening/dequantizing (fewer bytes on the network) -- and 0 within
+ * one node, where f32 rows through shared memory cost less than each rank
+ * converting the whole block (bench/wire.sh).  Both give the same f32 bits.
+ * MPIQUANT_WIRE=packed|f32 forces a way (tests, benchmarks);
+ * MPIQUANT_HESSIAN_NODE=K emulates nodes of K ranks.  Collective on comm
+ * the first time for a comm (cached on it), not collective afterwards. */
+int qz_comm_packed_wire(MPI_Comm comm, int *packed);
+
 /* Byte counting (timing.h's per-phase MPI bytes).  Every MPI call that
  * moves data tells what this rank sent and received, as the algorithm moves
  * it when each piece goes straight to the rank that needs it:

@@ -6,7 +6,9 @@
  * serial computation from the full arrays), for every code width, an odd
  * row length, act-order g_idx, the nf4 grid, sparse entries on some ranks
  * only, and fewer rows than ranks (then the f32 rows travel); and the MPI
- * bytes of the packed path must be those of the packed rows. */
+ * bytes of the packed path must be those of the packed rows.  The packed
+ * way is forced (MPIQUANT_WIRE=packed: one machine is one node); the f32
+ * way (MPIQUANT_WIRE=f32, a single node's default) must give the same. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +26,8 @@ static uint32_t rnd(uint32_t *x) {
 }
 
 /* One case: [out, in] with groups of g columns, codes < maxc + 1. */
+static int g_packed;
+
 static void one_case(MPI_Comm comm, int64_t out, int64_t in, int64_t g, int maxc, int grid,
                      int act_order, int sparse, uint32_t seed) {
   const int P = qzt_size(), rank = qzt_rank();
@@ -75,7 +79,7 @@ static void one_case(MPI_Comm comm, int64_t out, int64_t in, int64_t g, int maxc
             "bit-identical on rank %d", (long long)out, (long long)in, (long long)g, maxc, grid,
             act_order, sparse, rank);
   int64_t minr = out / P; /* every rank has rows: the packed path */
-  if (P > 1 && minr > 0) {
+  if (P > 1 && minr > 0 && g_packed) {
     int bits = maxc < 2 ? 1 : maxc < 4 ? 2 : maxc < 16 ? 4 : 8;
     int64_t rb = (in * bits + 7) / 8, other = out - nr;
     int64_t packed = other * (rb + 8 * ng), f32 = other * 4 * in;
@@ -90,12 +94,15 @@ int main(int argc, char **argv) {
   qzt_init(&argc, &argv);
   MPI_Comm comm;
   QZT_OK(qz_comm_dup(MPI_COMM_WORLD, &comm));
-  const int maxcs[4] = {1, 3, 15, 255};
-  for (int k = 0; k < 4; k++) one_case(comm, 13, 37, 8, maxcs[k], QZ_VGRID_INT, 0, 0, 7u + k);
-  one_case(comm, 16, 64, 16, 15, QZ_VGRID_INT, 1, 1, 99u);   /* act-order + sparse */
-  one_case(comm, 9, 33, 32, 15, QZ_VGRID_NF4, 0, 1, 5u);     /* nf4 table */
-  one_case(comm, 2, 40, 8, 15, QZ_VGRID_INT, 0, 1, 11u);     /* rows < ranks at np 3, 4 */
-  one_case(comm, 24, 128, 128, 6, QZ_VGRID_INT, 0, 0, 3u);   /* w3 -> 4-bit packing */
+  for (g_packed = 1; g_packed >= 0; g_packed--) {
+    setenv("MPIQUANT_WIRE", g_packed ? "packed" : "f32", 1);
+    const int maxcs[4] = {1, 3, 15, 255};
+    for (int k = 0; k < 4; k++) one_case(comm, 13, 37, 8, maxcs[k], QZ_VGRID_INT, 0, 0, 7u + k);
+    one_case(comm, 16, 64, 16, 15, QZ_VGRID_INT, 1, 1, 99u); /* act-order + sparse */
+    one_case(comm, 9, 33, 32, 15, QZ_VGRID_NF4, 0, 1, 5u);   /* nf4 table */
+    one_case(comm, 2, 40, 8, 15, QZ_VGRID_INT, 0, 1, 11u);   /* rows < ranks at np 3, 4 */
+    one_case(comm, 24, 128, 128, 6, QZ_VGRID_INT, 0, 0, 3u); /* w3 -> 4-bit packing */
+  }
   MPI_Comm_free(&comm);
   return qzt_finish("test_assemble");
 }
