@@ -39,10 +39,11 @@ static void usage(void) {
       "  --np P                ranks\n"
       "  --nodes N             nodes (default 1)\n"
       "  --ranks-per-node R    default P / N\n"
-      "  --threads T           BLAS threads per rank (default 1)\n"
+      "  --threads T           threads per rank: BLAS and the OpenMP loops (default 1)\n"
       "  --nsamples N          calibration windows (default 128)\n"
       "  --seqlen L            tokens per window (default 2048)\n"
-      "  --grid-nb NB          ScaLAPACK block size (default 128)\n"
+      "  --grid-nb NB          ScaLAPACK block size (default: the rates file's measured\n"
+      "                        best, else 128)\n"
       "  --dtype-bytes K       bytes per weight on disk (default from torch_dtype)\n"
       "  --snapshot-every S    as for quantize (default: blocks / 10, rounded up)\n"
       "  --mem-per-rank SIZE   refuse if a rank needs more (e.g. 10G, 512M)\n"
@@ -123,7 +124,7 @@ static int parse(int argc, char **argv, plan_opts *o) {
       {"latency-us", 1, 0, 'l'},   {"json", 0, 0, 'j'},        {"calibrate", 0, 0, 'C'},
       {"out", 1, 0, 'o'},          {"scratch", 1, 0, 'S'},     {"snapshot-every", 1, 0, 'E'},
       {0, 0, 0, 0}};
-  *o = (plan_opts){.nodes = 1, .threads = 1, .nsamples = 128, .seqlen = 2048, .nb = 128,
+  *o = (plan_opts){.nodes = 1, .threads = 1, .nsamples = 128, .seqlen = 2048, .nb = 0,
                    .core_scale = 1.0, .net_gbs = 12.5, .latency_us = 5.0, .scratch = "."};
   const qz_method_ops *ops;
   QZ_CALL(qz_mcli_method("plan", qz_mcli_method_arg(argc, argv, QZ_METHOD_DEFAULT), &ops, &o->mo));
@@ -185,11 +186,11 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
          (long long)c->intermediate_size, (long long)c->num_attention_heads,
          (long long)c->num_key_value_heads, (long long)c->vocab_size);
   printf("      %s w%d g%lld, %lld x %lld calibration tokens; %lld ranks = %lld node(s) x %lld, "
-         "%lld BLAS thread(s) per rank\n",
+         "%lld thread(s) per rank, ScaLAPACK nb %d\n",
          o->mo.ops->name, in->mo.spec.bits, (long long)in->mo.spec.groupsize,
          (long long)in->nsamples, (long long)in->seqlen,
          (long long)in->P, (long long)in->nodes, (long long)in->ranks_per_node,
-         (long long)in->threads);
+         (long long)in->threads, in->nb);
   if (qz_config_any_moe(c)) {
     qz_plan_moe ms;
     qz_plan_moe_summary(c, in->nsamples * in->seqlen, &ms);
@@ -263,8 +264,8 @@ static json_t *plan_json(const qz_plan_in *in, const qz_plan_rates *r, const qz_
   }
   json_t *bytes = json_pack("{s:o, s:o, s:I}", "mpi", bm, "file", bf, "moe_blocks_not_modelled",
                             (json_int_t)by->moe_blocks);
-  return json_pack("{s:s, s:I, s:I, s:I, s:I, s:s, s:b, s:o, s:o, s:o}", "command", "plan",
-                   "np", (json_int_t)in->P, "nodes", (json_int_t)in->nodes, "ranks_per_node",
+  return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:b, s:o, s:o, s:o}", "command",
+                   "plan", "grid_nb", (json_int_t)in->nb, "np", (json_int_t)in->P, "nodes", (json_int_t)in->nodes, "ranks_per_node",
                    (json_int_t)in->ranks_per_node, "threads", (json_int_t)in->threads,
                    "rates", r->source, "rates_measured", r->measured, "memory", mem, "time",
                    tm, "bytes", bytes);
@@ -284,9 +285,13 @@ static int run_calibrate(qz_ctx *ctx, const plan_opts *o) {
            r.blas_kernel, path);
     printf("  sgemm %.1f GFLOP/s, ssyrk %.1f GFLOP/s, dpotrf %.1f GFLOP/s per core\n",
            r.sgemm_gflops, r.ssyrk_gflops, r.dpotrf_gflops);
-    printf("  pdpotrf+pdpotri efficiency %.2f; allreduce %.2f, reduce-scatter %.2f, "
-           "allgather %.2f GB/s\n",
-           r.pdpotrf_eff, r.allreduce_gbs, r.reduce_scatter_gbs, r.allgather_gbs);
+    printf("  pdpotrf+pdpotri efficiency %.2f at nb %d", r.pdpotrf_eff, (int)r.grid_nb);
+    if (ctx->size > 1)
+      printf(" (nb 64: %.2f, 128: %.2f, 256: %.2f, 512: %.2f; pass quantize --grid-nb %d)",
+             r.nb_eff[0], r.nb_eff[1], r.nb_eff[2], r.nb_eff[3], (int)r.grid_nb);
+    printf("\n  allreduce %.2f, reduce-scatter %.2f, allgather %.2f GB/s\n", r.allreduce_gbs,
+           r.reduce_scatter_gbs, r.allgather_gbs);
+    printf("  block forward %.2f x sgemm, GPTQ sweep %.2f x sgemm\n", r.fwd_frac, r.gptq_frac);
     printf("  HDF5 write %.2f GB/s, read+convert %.2f GB/s, widen/dequantize %.2f G "
            "elements/s, process baseline %.1f MiB\n",
            r.hdf5_write_gbs, r.read_gbs, r.expand_gelems, r.base_rss_bytes / 1048576.0);
@@ -325,6 +330,7 @@ int qz_cmd_plan(qz_ctx *ctx, int argc, char **argv) {
       qz_plan_rates_default(&r);
     }
   }
+  if (in.nb <= 0) in.nb = r.grid_nb >= 8 ? (int)r.grid_nb : 128;
   if (!r.measured)
     qz_warn("plan: no rates file (%s): using built-in defaults; `mpiquant plan --calibrate` "
             "measures this machine", o.rates ? o.rates : path);

@@ -20,6 +20,8 @@ typedef struct {
   double ssyrk_gflops;      /* f32 SYRK (n^2 k flops), 1 thread */
   double dpotrf_gflops;     /* LAPACK dpotrf (n^3/3 flops), 1 thread */
   double pdpotrf_eff;       /* ScaLAPACK pdpotrf+pdpotri rate / (P x dpotrf rate) */
+  double grid_nb;           /* ScaLAPACK block size with that rate (the best
+                               of 64, 128, 256, 512 measured; default 128) */
   double gptq_frac;         /* GPTQ sweep rate / sgemm rate */
   double qe_frac;           /* QuantEase sweep rate (2 m n^2 flops) / sgemm rate */
   double fwd_frac;          /* block forward rate / sgemm rate */
@@ -31,6 +33,7 @@ typedef struct {
   double expand_gelems;     /* 1 thread: 16-bit -> f32 widening and code
                                dequantization, G elements / s (the slower) */
   double base_rss_bytes;    /* an idle mpiquant process (libraries, MPI) */
+  double nb_eff[4];         /* calibrate only: efficiency at nb 64 .. 512 */
   int measured;             /* 0: the built-in defaults */
   char source[256];         /* file the rates came from, or "defaults" */
   char blas_kernel[32];     /* OpenBLAS kernel the rates were measured with */

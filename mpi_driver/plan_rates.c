@@ -8,7 +8,10 @@
  *                      (best of the sizes)
  *   pdpotrf_eff        pdpotrf + pdpotri at n = 2000 and 3000 on the
  *                      communicator's grid: (2 n^3 / 3) / s / (P x dpotrf
- *                      rate); 1 at np 1
+ *                      rate), at the best block size; 0.5 at np 1
+ *   grid_nb            that block size: each of nb = 64, 128, 256, 512 is
+ *                      measured and the fastest kept (`plan` uses it unless
+ *                      --grid-nb is given; pass it to quantize --grid-nb)
  *   allreduce_gbs      MPI_Allreduce (SUM, double) of a 64 MiB object:
  *                      object bytes / s
  *   reduce_scatter_gbs MPI_Reduce_scatter of a 64 MiB object (equal parts)
@@ -20,10 +23,16 @@
  *                      a block gathered in its disk dtype) and 4-bit codes
  *                      dequantized with g128 scales (qz_dequantize_rows_grid,
  *                      the gather of the quantized rows); 8 M elements
- *   gptq_frac, qe_frac, fwd_frac  ratios to sgemm (from bench_gptq /
- *                      bench_quantease (0.47-0.51 at np 2 here; default 0.4)
- *                      / bench_forward; not measured by --calibrate,
- *                      defaults documented)
+ *   fwd_frac           block forward (qz_fwd_block, projections + causal
+ *                      attention, GFLOP of qz_fwd_block_flops) of a
+ *                      Llama-shaped block (hidden 2048, FFN 8192, 16/4 heads
+ *                      of 128, 1 x 1024 tokens) / the sgemm of its gate
+ *                      projection, every rank at once, best of 2
+ *   gptq_frac          GPTQ sweep (qz_gptq_quantize: w4 g128 act-order,
+ *                      B 128, factor panels streamed) of a 4096 x 4096 layer
+ *                      on all ranks, sweep flops / s / (P x sgemm rate)
+ *   qe_frac            ratio to sgemm from bench_quantease (0.47-0.51 at
+ *                      np 2 here; default 0.4): not measured by --calibrate
  *   base_rss_bytes     peak RSS of the calibrating process before the
  *                      measurements (libraries, MPI)
  * Collective rates need np >= 2; at np 1 the defaults are kept for them. */
@@ -45,6 +54,12 @@
 #include "mpiquant/file.h"
 #include "mpiquant/files.h"
 #include "mpiquant/grid.h"
+#include "mpiquant/threads.h"
+#include "mpiquant/method.h"
+#include "mpiquant/hessian.h"
+#include "mpiquant/chol.h"
+#include "mpiquant/gptq.h"
+#include "mpiquant/forward.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/safetensors.h"
@@ -62,6 +77,7 @@ void qz_plan_rates_default(qz_plan_rates *r) {
                        .ssyrk_gflops = 95.0,
                        .dpotrf_gflops = 40.0,
                        .pdpotrf_eff = 0.5,
+                       .grid_nb = 128,
                        .gptq_frac = 0.35,
                        .qe_frac = 0.4,
                        .fwd_frac = 0.8,
@@ -78,7 +94,7 @@ void qz_plan_rates_default(qz_plan_rates *r) {
 }
 
 #define RATE_FIELDS(X)                                                     \
-  X(sgemm_gflops) X(ssyrk_gflops) X(dpotrf_gflops) X(pdpotrf_eff)         \
+  X(sgemm_gflops) X(ssyrk_gflops) X(dpotrf_gflops) X(pdpotrf_eff) X(grid_nb)         \
   X(gptq_frac) X(qe_frac) X(fwd_frac) X(allreduce_gbs) X(reduce_scatter_gbs) \
   X(allgather_gbs) X(hdf5_write_gbs) X(read_gbs) X(expand_gelems) X(base_rss_bytes)
 
@@ -409,6 +425,115 @@ done:
   return (double)n / (bw > bd ? bw : bd) / 1e9;
 }
 
+static float frand(uint32_t *x) {
+  *x = *x * 1664525u + 1013904223u;
+  return (float)(*x >> 8) / 8388608.0f - 1.0f;
+}
+
+/* fwd_frac: the block forward of a small Llama shape vs the sgemm of its
+ * gate projection, on every rank at once (ranks share the node). */
+static int rate_forward(MPI_Comm comm, double sgemm_gflops, double *frac) {
+  qz_model_config c = {0};
+  c.hidden_size = 2048, c.intermediate_size = 8192, c.num_hidden_layers = 1;
+  c.num_attention_heads = 16, c.num_key_value_heads = 4, c.head_dim = 128;
+  c.vocab_size = 32000, c.max_position_embeddings = 4096, c.rms_norm_eps = 1e-5;
+  c.rope_theta = 10000;
+  const int64_t L = 1024, H = c.hidden_size;
+  qz_block_weights w = {0};
+  qz_fwd *f = NULL;
+  float *x0 = NULL;
+  int st = qz_block_weights_alloc(&c, &w);
+  if (!st) st = qz_fwd_create(&c, 1, L, &f);
+  if (!st) st = qz_alloc((size_t)(L * H), 4, "forward input", &x0);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  uint32_t x = 7u;
+  for (int64_t i = 0; i < H; i++) w.attn_norm[i] = w.ffn_norm[i] = 1.0f + 0.1f * frand(&x);
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t o, i;
+    o = l == QZ_LIN_Q || l == QZ_LIN_O || l == QZ_LIN_DOWN ? H : l <= QZ_LIN_V ? 512 : 8192;
+    i = l == QZ_LIN_DOWN ? 8192 : H;
+    for (int64_t k = 0; k < o * i; k++) w.w[l][k] = 1.7f / (float)i * frand(&x);
+  }
+  for (int64_t k = 0; k < L * H; k++) x0[k] = frand(&x);
+  double best = 1e30;
+  for (int r = 0; r < 3; r++) { /* the first pays the workspace's first touch */
+    memcpy(qz_fwd_hidden(f), x0, sizeof(float) * (size_t)(L * H));
+    MPI_Barrier(comm);
+    double t0 = qz_wtime();
+    QZ_CALL_DONE(qz_fwd_block(f, &w));
+    double t = qz_wtime() - t0;
+    if (r > 0 && t < best) best = t;
+  }
+  *frac = qz_fwd_block_flops(&c, 1, L) / best / 1e9 / sgemm_gflops;
+done:
+  qz_free(&x0);
+  qz_fwd_destroy(&f);
+  qz_block_weights_free(&w);
+  return st;
+}
+
+/* gptq_frac: the GPTQ sweep of a 4096 x 4096 layer (w4 g128 act-order) on
+ * all ranks vs P x the sgemm rate. Collective. */
+static int rate_gptq(MPI_Comm comm, double sgemm_gflops, double *frac) {
+  const int64_t out = 4096, in = 4096, ntok = 8192;
+  int P, rank, st = QZ_OK;
+  MPI_Comm_size(comm, &P);
+  MPI_Comm_rank(comm, &rank);
+  qz_grid *grid = NULL;
+  qz_hessian *H = NULL;
+  float *xr = NULL, *w = NULL;
+  qz_layer_result res = {0};
+  int64_t t0, tn, r0, nr;
+  qz_split_even(ntok, P, rank, &t0, &tn);
+  qz_split_even(out, P, rank, &r0, &nr);
+  QZ_CALL_DONE(qz_grid_create(comm, 0, &grid));
+  QZ_CALL_DONE(qz_hessian_create(grid, in, &H));
+  qz_method_opts o = qz_method_opts_default();
+  o.act_order = 1;
+  const int64_t ng = qz_quant_ngroups(&o.spec, in);
+  st = qz_alloc((size_t)(tn * in + 1), 4, "rows", &xr);
+  if (!st) st = qz_alloc((size_t)(nr * in + 1), 4, "weights", &w);
+  if (!st) st = qz_alloc((size_t)(nr * in + 1), 1, "codes", &res.codes);
+  if (!st) st = qz_alloc((size_t)(nr * in + 1), 4, "q", &res.q);
+  if (!st) st = qz_alloc((size_t)(nr * ng + 1), 4, "scales", &res.scale);
+  if (!st) st = qz_alloc((size_t)(nr * ng + 1), 4, "zeros", &res.zero);
+  if (!st) st = qz_alloc((size_t)(nr + 1), 4, "losses", &res.losses);
+  QZ_CALL_DONE(qz_error_agree(comm, st));
+  uint32_t x = 77u + (uint32_t)t0;
+  for (int64_t k = 0; k < tn * in; k++)
+    xr[k] = frand(&x) * (1.0f + (float)(k % in % 17) * 0.25f) * (k % in % 101 ? 1.0f : 20.0f);
+  for (int64_t k = 0; k < nr * in; k++) w[k] = 0.02f * frand(&x);
+  QZ_CALL_DONE(qz_hessian_add_rows(H, xr, tn));
+  qz_hessian_count_sequences(H, rank == 0 ? 2 : 0);
+  QZ_CALL_DONE(qz_hessian_reduce(H));
+  qz_prepare_opts po = {.percdamp = o.percdamp, .act_order = 1, .name = "calibrate"};
+  QZ_CALL_DONE(qz_hessian_prepare(H, &po));
+  qz_layer L = {.name = "calibrate", .out_features = out, .in_features = in, .row0 = r0,
+                .nrows = nr, .w = w, .H = H, .comm = comm};
+  MPI_Barrier(comm);
+  double a = qz_wtime();
+  QZ_CALL_DONE(qz_gptq_quantize(&o, &L, &res));
+  double t = qz_wtime() - a;
+  QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, comm));
+  double fl = 0; /* trailing sgemm 2 m bk (n - i2) + in-block m bk^2 */
+  for (int64_t i1 = 0; i1 < in; i1 += 128) {
+    int64_t i2 = i1 + 128 < in ? i1 + 128 : in, bk = i2 - i1;
+    fl += 2.0 * (double)out * (double)bk * (double)(in - i2) + (double)out * (double)(bk * bk);
+  }
+  *frac = fl / t / 1e9 / ((double)P * sgemm_gflops);
+done:
+  qz_free(&xr);
+  qz_free(&w);
+  qz_free(&res.codes);
+  qz_free(&res.q);
+  qz_free(&res.scale);
+  qz_free(&res.zero);
+  qz_free(&res.losses);
+  qz_hessian_destroy(&H);
+  qz_grid_destroy(&grid);
+  return st;
+}
+
 int qz_plan_calibrate(MPI_Comm comm, const char *scratch, qz_plan_rates *r) {
   int P, rank;
   MPI_Comm_size(comm, &P);
@@ -433,21 +558,36 @@ int qz_plan_calibrate(MPI_Comm comm, const char *scratch, qz_plan_rates *r) {
   r->dpotrf_gflops = v[2];
   r->read_gbs = v[3] * P; /* per node: every rank converts its share */
   if (P > 1) {
-    qz_info("calibrate: pdpotrf+pdpotri n = 2000, 3000 on %d ranks", P);
-    qz_grid *g = NULL;
-    QZ_CALL(qz_grid_create(comm, 0, &g));
-    double a = 0, b = 0;
-    int st = rate_pdpotrf(g, 2000, &a);
-    if (st == QZ_OK) st = rate_pdpotrf(g, 3000, &b);
-    qz_grid_destroy(&g);
-    QZ_CALL(st);
-    r->pdpotrf_eff = (a > b ? a : b) / (P * r->dpotrf_gflops);
+    qz_info("calibrate: pdpotrf+pdpotri n = 2000, 3000 on %d ranks, nb 64 128 256 512", P);
+    const int nbs[4] = {64, 128, 256, 512};
+    double best = 0.0;
+    for (int k = 0; k < 4; k++) {
+      qz_grid *g = NULL;
+      QZ_CALL(qz_grid_create(comm, nbs[k], &g));
+      double a = 0, b = 0;
+      int st = rate_pdpotrf(g, 2000, &a);
+      if (st == QZ_OK) st = rate_pdpotrf(g, 3000, &b);
+      qz_grid_destroy(&g);
+      QZ_CALL(st);
+      double e = (a > b ? a : b) / (P * r->dpotrf_gflops);
+      r->nb_eff[k] = e;
+      if (e > best) best = e, r->grid_nb = nbs[k];
+    }
+    r->pdpotrf_eff = best;
     qz_info("calibrate: allreduce / reduce-scatter / allgather of 64 MiB");
     QZ_CALL(rate_coll(comm, &r->allreduce_gbs, &r->reduce_scatter_gbs, &r->allgather_gbs));
   } else {
     qz_warn("calibrate at np 1: collective rates and the ScaLAPACK efficiency keep "
             "their defaults (run under mpirun -np 2 or more to measure them)");
   }
+  qz_info("calibrate: block forward (hidden 2048, 1 x 1024 tokens) and a GPTQ sweep "
+          "(4096 x 4096) on %d rank(s)", P);
+  double fr = 0.0, gr = 0.0;
+  QZ_CALL(rate_forward(comm, r->sgemm_gflops, &fr));
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &fr, 1, MPI_DOUBLE, MPI_MIN, comm));
+  r->fwd_frac = fr;
+  QZ_CALL(rate_gptq(comm, r->sgemm_gflops, &gr));
+  r->gptq_frac = gr;
   qz_info("calibrate: HDF5 collective write of 256 MiB in %s", scratch);
   QZ_CALL(rate_hdf5(comm, scratch, &r->hdf5_write_gbs));
   r->measured = 1;
