@@ -163,6 +163,8 @@ static int run_block(qz_qrun *r, qrun_io *io, int b, int snap_every) {
                                                                   (1u << QZ_LIN_DOWN))
                                                  : QZ_LIN_ALL,
                                    &io->w));
+  /* the next block's linears travel while this one is quantized */
+  if (b + 1 < io->le) QZ_CALL(qz_model_prefetch_block(io->m, b + 1));
   if (r->rot) qz_rot_fuse_block(r->rot, &io->w); /* the method sees rotated weights */
   QZ_CALL(qz_ckpt_begin_block(r->ck, b));
   QZ_CALL(qz_quantize_block(r, b, &io->w));
@@ -193,6 +195,11 @@ static int report(const qz_qrun *r, const qrun_io *io, double t_start) {
           qz_fmt_bytes((double)qz_model_bytes_on_disk(io->m), b, sizeof b), r->o->out,
           qz_fmt_bytes(r->ctx->rank == 0 ? (double)qz_quantize_dir_bytes(r->o->out) : 0.0,
                        c, sizeof c));
+  int64_t pr = 0, pt = 0;
+  qz_model_prefetch_stats(&pr, &pt);
+  if (pt > 0)
+    qz_debug("quantize: %lld of %lld prefetched linears had arrived when their block "
+             "was loaded (rank %d)", (long long)pr, (long long)pt, r->ctx->rank);
   double bpp = 0;
   if (r->ctx->rank == 0 && qz_quantize_ckpt_bits(r->o->out, &bpp) == QZ_OK && bpp > 0)
     qz_info("quantize: %.4f bits per parameter over the quantized linears", bpp);

@@ -15,6 +15,9 @@
 /* Machine rates.  Per-core rates are for one BLAS thread; collective
  * bandwidths are "bytes of the reduced object per second" measured within
  * one node (see plan_rates.c for the exact definitions). */
+/* MPI-IO aggregation buffer of the rank that writes for the others */
+#define QZ_PLAN_IO_AGG_BYTES (16.0 * 1048576.0)
+
 typedef struct {
   double sgemm_gflops;      /* f32 GEMM, 1 thread */
   double ssyrk_gflops;      /* f32 SYRK (n^2 k flops), 1 thread */
@@ -85,6 +88,8 @@ typedef struct {
                           method's working set (transient) */
   double method_block; /* held through the method's block hook (AWQ search) */
   double io_pages;     /* mapped safetensors pages of the largest row slice being read */
+  double prefetch;     /* the next dense block's linears in their wire size
+                          (shard/model.c qz_model_prefetch_block) */
   double moe;          /* MoE: one expert in f32 + routed rows, activations, FFN output */
   double embed_phase;  /* peak while embedding */
   double block_phase;  /* peak while quantizing a block */

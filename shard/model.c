@@ -1,5 +1,7 @@
 /* Collective, read-once loading of a Hugging Face Llama model. */
 #include <math.h>
+#include <stdint.h>
+#include <limits.h>
 #include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
@@ -9,13 +11,26 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/model.h"
+#include "mpiquant/threads.h"
 #include "mpiquant/timing.h"
+
+/* The next block's linears on their way (qz_model_prefetch_block). */
+typedef struct {
+  int layer;                  /* -1: nothing posted */
+  MPI_Request req[QZ_LIN_COUNT];
+  int raw[QZ_LIN_COUNT];      /* dtype of a tensor travelling in 16 bits, -1: f32 */
+  size_t off[QZ_LIN_COUNT];   /* its place in buf (bytes) */
+  int *cnt;                   /* [QZ_LIN_COUNT][2 size]: rows per rank, displacements */
+  uint8_t *buf;
+  size_t cap;
+} prefetch;
 
 struct qz_model {
   MPI_Comm comm;
   int rank, size;
   qz_model_config cfg;
   qz_st *st;
+  prefetch pf;
 };
 
 static int open_local(qz_model *m, const char *dir) {
@@ -44,6 +59,8 @@ int qz_model_open(MPI_Comm comm, const char *dir, qz_model **out) {
     QZ_CALL(st);
   }
   m->comm = MPI_COMM_NULL;
+  m->pf.layer = -1;
+  for (int l = 0; l < QZ_LIN_COUNT; l++) m->pf.req[l] = MPI_REQUEST_NULL;
   st = qz_comm_dup(comm, &m->comm);
   if (st != QZ_OK) {
     qz_free(&m);
@@ -60,9 +77,14 @@ int qz_model_open(MPI_Comm comm, const char *dir, qz_model **out) {
   return QZ_OK;
 }
 
+static void prefetch_drop(qz_model *m);
+
 void qz_model_close(qz_model **pm) {
   if (!pm || !*pm) return;
   qz_model *m = *pm;
+  prefetch_drop(m);
+  qz_free(&m->pf.cnt);
+  qz_free_big(&m->pf.buf, m->pf.cap);
   qz_st_close(&m->st);
   if (m->comm != MPI_COMM_NULL) MPI_Comm_free(&m->comm);
   qz_free(pm);
@@ -72,61 +94,189 @@ const qz_model_config *qz_model_config_of(const qz_model *m) { return &m->cfg; }
 qz_st *qz_model_st(qz_model *m) { return m->st; }
 MPI_Comm qz_model_comm(const qz_model *m) { return m->comm; }
 
-int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
-                             int64_t nrows, int64_t rowlen, float *dst) {
-  int rank, size;
-  QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
-  QZ_CALL_MPI(MPI_Comm_size(comm, &size));
+/* This rank's rows [r0, r0 + cnt) of tensor `name` into full (row length
+ * rowlen): as stored when raw >= 0 (16-bit, 2 bytes per element at
+ * full + 2 r0 rowlen), else as f32; a NaN/Inf is named here, not later as a
+ * degenerate Hessian or a NaN perplexity.  Not collective (the caller
+ * agrees on the result). */
+static int read_own_rows(qz_st *st, const char *name, int raw, int64_t r0, int64_t cnt,
+                         int64_t rowlen, void *full) {
+  if (cnt <= 0) return QZ_OK;
+  if (raw >= 0) {
+    uint16_t *h = (uint16_t *)full + r0 * rowlen;
+    QZ_CALL(qz_st_read_raw16(st, name, r0, cnt, h));
+    const uint16_t e = raw == QZ_DT_BF16 ? 0x7f80u : 0x7c00u; /* exponent all ones */
+    for (int64_t k = 0; k < cnt * rowlen; k++)
+      QZ_CHECK((h[k] & e) != e, QZ_ERR_NUMERIC,
+               "%s: tensor %s holds %g at row %lld, column %lld: the model's weights are "
+               "damaged", qz_st_origin(st), name,
+               (double)(raw == QZ_DT_BF16 ? qz_bf16_to_f32(h[k]) : qz_f16_to_f32(h[k])),
+               (long long)(r0 + k / rowlen), (long long)(k % rowlen));
+    return QZ_OK;
+  }
+  float *d = (float *)full + r0 * rowlen;
+  QZ_CALL(qz_st_read_f32(st, name, r0, cnt, d));
+  for (int64_t k = 0; k < cnt * rowlen; k++)
+    QZ_CHECK(isfinite(d[k]), QZ_ERR_NUMERIC,
+             "%s: tensor %s holds %g at row %lld, column %lld: the model's weights are "
+             "damaged", qz_st_origin(st), name, (double)d[k], (long long)(r0 + k / rowlen),
+             (long long)(k % rowlen));
+  return QZ_OK;
+}
+
+/* Shape and size checks of a tensor read by rows; -1 or its 16-bit dtype
+ * (between nodes, comm.h qz_comm_packed_wire) in *raw. Not collective but
+ * for qz_comm_packed_wire's first call on comm (collective). */
+static int wire_of(MPI_Comm comm, qz_st *st, const char *name, int64_t nrows, int64_t rowlen,
+                   int *raw, int *rc) {
   int64_t tr = 0, tl = 0;
-  int rc = qz_st_rows(st, name, &tr, &tl);
-  if (rc == QZ_OK && tr * tl != nrows * rowlen)
-    rc = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
-                      "%s: tensor %s has %lld elements, expected %lld x %lld",
-                      qz_st_origin(st), name, (long long)(tr * tl), (long long)nrows,
-                      (long long)rowlen);
-  if (rc == QZ_OK && (nrows > INT32_MAX || rowlen > INT32_MAX))
-    rc = qz_error_set(QZ_ERR_UNSUPPORTED, __FILE__, __LINE__, __func__,
-                      "tensor %s: %lld rows of %lld too large for one "
-                      "allgather", name, (long long)nrows, (long long)rowlen);
-  int64_t r0 = 0, cnt = 0;
-  qz_split_even(nrows, size, rank, &r0, &cnt);
-  /* between nodes (comm.h qz_comm_packed_wire) a BF16/F16 tensor travels
-   * as stored (half the bytes of f32) and every rank widens the whole of it
-   * in place: the same f32 values as widening before the gather */
+  *rc = qz_st_rows(st, name, &tr, &tl);
+  if (*rc == QZ_OK && tr * tl != nrows * rowlen)
+    *rc = qz_error_set(QZ_ERR_FORMAT, __FILE__, __LINE__, __func__,
+                       "%s: tensor %s has %lld elements, expected %lld x %lld",
+                       qz_st_origin(st), name, (long long)(tr * tl), (long long)nrows,
+                       (long long)rowlen);
+  if (*rc == QZ_OK && (nrows > INT32_MAX || rowlen > INT32_MAX / 4))
+    *rc = qz_error_set(QZ_ERR_UNSUPPORTED, __FILE__, __LINE__, __func__,
+                       "tensor %s: %lld rows of %lld too large for one allgather", name,
+                       (long long)nrows, (long long)rowlen);
   int packed = 0;
   QZ_CALL(qz_comm_packed_wire(comm, &packed));
-  const int raw = packed ? qz_st_raw16_dtype(st, name) : -1;
+  *raw = packed && *rc == QZ_OK ? qz_st_raw16_dtype(st, name) : -1;
+  return QZ_OK;
+}
+
+int qz_st_read_f32_allgather(MPI_Comm comm, qz_st *st, const char *name,
+                             int64_t nrows, int64_t rowlen, float *dst) {
+  int rank, size, rc = QZ_OK, raw = -1;
+  QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
+  QZ_CALL_MPI(MPI_Comm_size(comm, &size));
+  QZ_CALL(wire_of(comm, st, name, nrows, rowlen, &raw, &rc));
+  int64_t r0 = 0, cnt = 0;
+  qz_split_even(nrows, size, rank, &r0, &cnt);
+  /* between nodes a BF16/F16 tensor travels as stored (half the bytes of
+   * f32) and every rank widens the whole of it in place: the same f32
+   * values as widening before the gather */
+  if (rc == QZ_OK) rc = read_own_rows(st, name, raw, r0, cnt, rowlen, dst);
+  QZ_CALL(qz_error_agree(comm, rc));
   if (raw >= 0) {
-    uint16_t *h = (uint16_t *)dst;
-    if (rc == QZ_OK && cnt > 0) rc = qz_st_read_raw16(st, name, r0, cnt, h + r0 * rowlen);
-    /* NaN/Inf: exponent all ones (BF16 0x7f80, F16 0x7c00) */
-    const uint16_t e = raw == QZ_DT_BF16 ? 0x7f80u : 0x7c00u;
-    for (int64_t k = 0; rc == QZ_OK && k < cnt * rowlen; k++)
-      if ((h[r0 * rowlen + k] & e) == e)
-        rc = qz_error_set(QZ_ERR_NUMERIC, __FILE__, __LINE__, __func__,
-                          "%s: tensor %s holds %g at row %lld, column %lld: the model's "
-                          "weights are damaged", qz_st_origin(st), name,
-                          (double)(raw == QZ_DT_BF16 ? qz_bf16_to_f32(h[r0 * rowlen + k])
-                                                     : qz_f16_to_f32(h[r0 * rowlen + k])),
-                          (long long)(r0 + k / rowlen), (long long)(k % rowlen));
-    QZ_CALL(qz_error_agree(comm, rc));
-    QZ_CALL(qz_allgather_rows_bytes(comm, nrows, 2 * rowlen, NULL, h));
+    QZ_CALL(qz_allgather_rows_bytes(comm, nrows, 2 * rowlen, NULL, dst));
     qz_raw16_widen_inplace(raw, dst, nrows * rowlen);
     return QZ_OK;
   }
-  if (rc == QZ_OK && cnt > 0)
-    rc = qz_st_read_f32(st, name, r0, cnt, dst + r0 * rowlen);
-  /* weights as they are converted: a NaN/Inf is named here, not later as
-   * a degenerate Hessian or a NaN perplexity (one pass over this rank's rows) */
-  for (int64_t k = 0; rc == QZ_OK && k < cnt * rowlen; k++)
-    if (!isfinite(dst[r0 * rowlen + k]))
-      rc = qz_error_set(QZ_ERR_NUMERIC, __FILE__, __LINE__, __func__,
-                        "%s: tensor %s holds %g at row %lld, column %lld: the model's "
-                        "weights are damaged", qz_st_origin(st), name,
-                        (double)dst[r0 * rowlen + k], (long long)(r0 + k / rowlen),
-                        (long long)(k % rowlen));
-  QZ_CALL(qz_error_agree(comm, rc));
   QZ_CALL(qz_allgather_rows_f32(comm, nrows, rowlen, NULL, dst));
+  return QZ_OK;
+}
+
+/* ---- the next block's linears, gathered while this block runs --------- */
+
+/* Complete whatever is posted and forget it. Collective (every rank
+ * posted the same). */
+static void prefetch_drop(qz_model *m) {
+  if (m->pf.layer < 0) return;
+  MPI_Waitall(QZ_LIN_COUNT, m->pf.req, MPI_STATUSES_IGNORE);
+  m->pf.layer = -1;
+}
+
+int qz_model_prefetch_block(qz_model *m, int layer) {
+  const qz_model_config *c = &m->cfg;
+  prefetch *pf = &m->pf;
+  prefetch_drop(m);
+  if (m->size == 1 || layer < 0 || layer >= c->num_hidden_layers ||
+      qz_config_layer_moe(c, layer) || getenv("MPIQUANT_PREFETCH_OFF"))
+    return QZ_OK;
+  qz_timer_start(QZ_PHASE_LOAD);
+  int st = QZ_OK;
+  size_t need = 0;
+  char name[256];
+  int64_t out[QZ_LIN_COUNT], in[QZ_LIN_COUNT];
+  for (int l = 0; l < QZ_LIN_COUNT && st == QZ_OK; l++) {
+    int rc = QZ_OK;
+    qz_linear_shape(c, (qz_linear)l, &out[l], &in[l]);
+    qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "weight");
+    st = wire_of(m->comm, m->st, name, out[l], in[l], &pf->raw[l], &rc);
+    if (st == QZ_OK) st = rc;
+    pf->off[l] = need;
+    need += ((size_t)(out[l] * in[l]) * (pf->raw[l] >= 0 ? 2u : 4u) + 63u) / 64u * 64u;
+  }
+  if (st == QZ_OK && !pf->cnt)
+    st = qz_alloc((size_t)QZ_LIN_COUNT * 2 * (size_t)m->size, sizeof(int), "prefetch counts",
+                  &pf->cnt);
+  if (st == QZ_OK && need > pf->cap) {
+    qz_free_big(&pf->buf, pf->cap);
+    pf->cap = 0;
+    st = qz_alloc_big(need, "next block (prefetch)", &pf->buf);
+    if (st == QZ_OK) pf->cap = need;
+  }
+  QZ_CALL_DONE(qz_error_agree(m->comm, st));
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    int64_t r0, cnt;
+    qz_split_even(out[l], m->size, m->rank, &r0, &cnt);
+    qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "weight");
+    st = read_own_rows(m->st, name, pf->raw[l], r0, cnt, in[l], pf->buf + pf->off[l]);
+    QZ_CALL_DONE(qz_error_agree(m->comm, st));
+  }
+  for (int l = 0; l < QZ_LIN_COUNT; l++) {
+    const int64_t rb = in[l] * (pf->raw[l] >= 0 ? 2 : 4);
+    int *cnt = pf->cnt + (size_t)l * 2 * (size_t)m->size, *dis = cnt + m->size;
+    for (int p = 0; p < m->size; p++) {
+      int64_t b, n;
+      qz_split_even(out[l], m->size, p, &b, &n);
+      cnt[p] = (int)n, dis[p] = (int)b;
+    }
+    MPI_Datatype row;
+    QZ_CALL_MPI_DONE(MPI_Type_contiguous((int)rb, MPI_BYTE, &row));
+    QZ_CALL_MPI_DONE(MPI_Type_commit(&row));
+    int e = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, pf->buf + pf->off[l], cnt, dis,
+                            row, m->comm, &pf->req[l]);
+    MPI_Type_free(&row); /* (a pending operation keeps what it needs) */
+    QZ_CALL_MPI_DONE(e);
+    qz_count_allgather(m->comm, (int64_t)cnt[m->rank] * rb, out[l] * rb);
+    pf->layer = layer;
+  }
+done:
+  qz_timer_stop(QZ_PHASE_LOAD);
+  return st;
+}
+
+void qz_model_progress(qz_model *m) {
+  if (!m || m->pf.layer < 0) return;
+  int flag = 0;
+  MPI_Testall(QZ_LIN_COUNT, m->pf.req, &flag, MPI_STATUSES_IGNORE);
+}
+
+static int64_t g_prefetch_ready, g_prefetch_taken;
+
+void qz_model_prefetch_stats(int64_t *ready, int64_t *taken) {
+  *ready = g_prefetch_ready;
+  *taken = g_prefetch_taken;
+}
+
+/* Linear l of block `layer` from the prefetch into dst (f32), if posted.
+ * *used = 1 when it was. Collective (the wait). */
+static int prefetch_take(qz_model *m, int layer, int l, float *dst, int *used) {
+  prefetch *pf = &m->pf;
+  *used = 0;
+  if (pf->layer != layer) return QZ_OK;
+  int ready = 0; /* done in the background (what the overlap needs)? */
+  QZ_CALL_MPI(MPI_Test(&pf->req[l], &ready, MPI_STATUS_IGNORE));
+  if (!ready) QZ_CALL_MPI(MPI_Wait(&pf->req[l], MPI_STATUS_IGNORE));
+  g_prefetch_ready += ready;
+  g_prefetch_taken++;
+  int64_t out, in;
+  qz_linear_shape(&m->cfg, (qz_linear)l, &out, &in);
+  const int64_t n = out * in;
+  const uint8_t *src = pf->buf + pf->off[l];
+  if (pf->raw[l] < 0) {
+    memcpy(dst, src, sizeof(float) * (size_t)n);
+  } else {
+    const uint16_t *h = (const uint16_t *)src;
+    const int bf = pf->raw[l] == QZ_DT_BF16;
+    /* element i by one thread (threads.h): identical at any thread count */
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
+    for (int64_t i = 0; i < n; i++) dst[i] = bf ? qz_bf16_to_f32(h[i]) : qz_f16_to_f32(h[i]);
+  }
+  *used = 1;
   return QZ_OK;
 }
 
@@ -209,9 +359,11 @@ int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
     qz_linear_shape(c, (qz_linear)l, &out, &in);
     if (w->moe && l >= QZ_LIN_GATE) continue;
     if (lin_mask & (1u << l)) {
+      int used = 0;
+      QZ_CALL_DONE(prefetch_take(m, layer, l, w->w[l], &used));
       qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "weight");
-      QZ_CALL_DONE(
-          qz_st_read_f32_allgather(m->comm, m->st, name, out, in, w->w[l]));
+      if (!used)
+        QZ_CALL_DONE(qz_st_read_f32_allgather(m->comm, m->st, name, out, in, w->w[l]));
     }
     if (w->b[l]) {
       qz_linear_tensor(name, sizeof name, layer, (qz_linear)l, "bias");
@@ -219,6 +371,7 @@ int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
     }
   }
 done:
+  prefetch_drop(m); /* (taken, or not wanted: a mask without some linears) */
   qz_timer_stop(QZ_PHASE_LOAD);
   return st;
 }
