@@ -12,17 +12,8 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$here/build}" && pwd)
 reps=${2:-2}
-mq=$build/mpiquant
-export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
-export HDF5_PLUGIN_PATH=$build/h5plugin
-[ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-/usr/bin/python3 -c "
-import json; c = json.load(open('$here/bench/configs/llama-3-8b.json')); c['intermediate_size'] = 4096
-json.dump(c, open('$tmp/cfg.json', 'w'))"
-"$mq" synth --config "$tmp/cfg.json" --layers 1 --out "$tmp/m8" -q
-/usr/bin/python3 -c "
-import numpy as np; np.random.seed(3); np.random.randint(0, 128256, size=4*512).astype('<u4').tofile('$tmp/ids.bin')"
+# shellcheck source=bench/block8b.sh
+. "$here/bench/block8b.sh" ""
 for rep in $(seq "$reps"); do
   order="on off"; [ $((rep % 2)) -eq 0 ] && order="off on" # alternate who runs first
   for mode in $order; do

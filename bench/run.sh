@@ -11,7 +11,8 @@
 # scaling pair (np 1 vs np 2), which uses 1 thread per rank on both sides so
 # the ratio is the MPI speed-up on the same number of threads per core.
 # --quick skips the synthetic Llama-3-8B block (about 3 of the ~8 minutes),
-# bench/factor_once.sh (the factor once per Hessian on that block, ~4 minutes)
+# bench/factor_once.sh (the factor once per Hessian on that block, ~4 minutes),
+# bench/wire.sh (load/gather bytes, packed vs f32 rows, ~1.5 minutes)
 # and the 8B-shaped task-evaluation benchmark (bench/tasks.sh, a few minutes).
 # OPENBLAS_CORETYPE is left as the environment has it (see TOOLCHAIN notes).
 set -uo pipefail
@@ -105,6 +106,8 @@ PY
   awk -v s="$s" '/^ratio/ {print "block8b_np1_vs_np2\t2\t1\t0\t" s "\t" $0}' "$tmp/block.txt" >> "$out"
   # the GPTQ factor once per Hessian vs once per linear (8B-shaped block, np 2)
   run factor_once 0 1 "$here/bench/factor_once.sh" "$build"
+  # block weights in the wire dtype (16-bit load, packed codes) vs f32 rows
+  run wire 0 1 "$here/bench/wire.sh" "$build"
   # eval --task vs eval's perplexity on the same tokens (8B-shaped, 2 blocks)
   [ $block_only -eq 0 ] && run tasks_sh 0 1 "$here/bench/tasks.sh" "$build" "$shared"
 fi

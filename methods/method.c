@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "mpiquant/error.h"
+#include "mpiquant/mem.h"
 #include "mpiquant/method.h"
 
 /* One line per method (hidden ones are reachable by name but not listed). */
@@ -225,6 +226,19 @@ int qz_layer_check_finite(const qz_layer *L) {
              L->name ? L->name : "layer", (long long)(L->row0 + i / n), (long long)(i % n),
              (double)L->w[i]);
   return QZ_OK;
+}
+
+void qz_layer_result_free(qz_layer_result *res) {
+  qz_free(&res->codes);
+  qz_free(&res->q);
+  qz_free(&res->scale);
+  qz_free(&res->zero);
+  qz_free(&res->losses);
+  qz_free(&res->g_idx);
+  qz_free(&res->perm);
+  qz_free(&res->objective);
+  qz_free(&res->outlier_idx);
+  qz_free(&res->outlier_val);
 }
 
 void qz_layer_result_plain(const qz_layer *L, int groupsize, qz_layer_result *res) {

@@ -376,16 +376,7 @@ done:
   qz_grid_destroy(&grid);
   qz_st_close(&in);
   qz_free(&w);
-  qz_free(&res.codes);
-  qz_free(&res.q);
-  qz_free(&res.scale);
-  qz_free(&res.zero);
-  qz_free(&res.losses);
-  qz_free(&res.objective);
-  qz_free(&res.outlier_idx);
-  qz_free(&res.outlier_val);
-  qz_free(&res.g_idx);
-  qz_free(&res.perm);
+  qz_layer_result_free(&res);
   layer_all_free(&all);
   return st;
 }

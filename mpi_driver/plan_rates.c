@@ -524,11 +524,7 @@ static int rate_gptq(MPI_Comm comm, double sgemm_gflops, double *frac) {
 done:
   qz_free(&xr);
   qz_free(&w);
-  qz_free(&res.codes);
-  qz_free(&res.q);
-  qz_free(&res.scale);
-  qz_free(&res.zero);
-  qz_free(&res.losses);
+  qz_layer_result_free(&res);
   qz_hessian_destroy(&H);
   qz_grid_destroy(&grid);
   return st;

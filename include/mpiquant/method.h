@@ -348,6 +348,10 @@ MPI_Comm qz_layer_comm(const qz_layer *L);
  * `groupsize` (<= 0: one group), identity perm, zero losses and loss, no
  * damping, no dead columns; optional outputs may be NULL. Not collective. */
 void qz_layer_result_plain(const qz_layer *L, int groupsize, qz_layer_result *res);
+/* qz_free every array of res (those allocated with qz_alloc by a caller
+ * that owns them all: codes, q, scale, zero, losses, g_idx, perm,
+ * objective, outliers); NULLs them. Not collective. */
+void qz_layer_result_free(qz_layer_result *res);
 
 /* The method quantize and plan use without --method. */
 #define QZ_METHOD_DEFAULT "gptq"
