@@ -105,12 +105,7 @@ int main(int argc, char **argv) {
   MPI_Comm_size(MPI_COMM_WORLD, &P);
   qz_log_init(rank, P, getenv("QZ_BENCH_DEBUG") ? QZ_LOG_DEBUG : QZ_LOG_WARN, 0);
   const int B = 128;
-  /* sweep flops: trailing sgemm 2 m bk (n - i2) + in-block m bk^2 */
-  double fl = 0;
-  for (int64_t i1 = 0; i1 < in; i1 += B) {
-    int64_t i2 = i1 + B < in ? i1 + B : in, bk = i2 - i1;
-    fl += 2.0 * out * bk * (in - i2) + (double)out * bk * bk;
-  }
+  const double fl = qz_gptq_sweep_flops(out, in, B);
   /* sgemm baseline on every rank at once: the trailing-update shape */
   int64_t mr = out / P, nn = in / 2;
   float *A = malloc(sizeof(float) * mr * B), *Bm = malloc(sizeof(float) * B * nn),

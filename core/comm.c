@@ -112,17 +112,38 @@ void qz_split_even(int64_t total, int nparts, int part, int64_t *begin,
   *begin = (int64_t)part * base + (part < rem ? part : rem);
 }
 
+/* The row split of qz_split_even as counts[size] and displacements
+ * (counts + size) in rows, and a committed datatype of one row. */
+static int rows_fit(int64_t nrows, int64_t rowbytes) {
+  QZ_CHECK(nrows <= INT32_MAX && rowbytes <= INT32_MAX, QZ_ERR_UNSUPPORTED,
+           "matrix of %lld rows of %lld bytes too large for one row allgather",
+           (long long)nrows, (long long)rowbytes);
+  return QZ_OK;
+}
+
+static int rows_layout(int size, int64_t nrows, int64_t rowbytes, int *counts,
+                       MPI_Datatype *row) {
+  QZ_CALL(rows_fit(nrows, rowbytes));
+  for (int p = 0; p < size; p++) {
+    int64_t b, c;
+    qz_split_even(nrows, size, p, &b, &c);
+    counts[p] = (int)c;
+    counts[size + p] = (int)b;
+  }
+  QZ_CALL_MPI(MPI_Type_contiguous((int)rowbytes, MPI_BYTE, row));
+  QZ_CALL_MPI(MPI_Type_commit(row));
+  return QZ_OK;
+}
+
 int qz_allgather_rows_bytes(MPI_Comm comm, int64_t nrows, int64_t rowbytes,
                             const void *mine, void *full) {
   int size, rank;
   QZ_CALL_MPI(MPI_Comm_size(comm, &size));
   QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
-  QZ_CHECK(nrows <= INT32_MAX && rowbytes <= INT32_MAX, QZ_ERR_UNSUPPORTED,
-           "matrix of %lld rows of %lld bytes too large for one row allgather",
-           (long long)nrows, (long long)rowbytes);
   int64_t r0, cnt;
   qz_split_even(nrows, size, rank, &r0, &cnt);
   if (size == 1) {
+    QZ_CALL(rows_fit(nrows, rowbytes));
     if (mine && mine != full && cnt > 0) memcpy(full, mine, (size_t)(cnt * rowbytes));
     return QZ_OK;
   }
@@ -132,14 +153,7 @@ int qz_allgather_rows_bytes(MPI_Comm comm, int64_t nrows, int64_t rowbytes,
   MPI_Datatype row = MPI_DATATYPE_NULL;
   QZ_CALL_DONE(qz_alloc((size_t)size * 2, sizeof(int), "allgather counts", &counts));
   int *displs = counts + size;
-  for (int p = 0; p < size; p++) {
-    int64_t b, c;
-    qz_split_even(nrows, size, p, &b, &c);
-    counts[p] = (int)c;
-    displs[p] = (int)b;
-  }
-  QZ_CALL_MPI_DONE(MPI_Type_contiguous((int)rowbytes, MPI_BYTE, &row));
-  QZ_CALL_MPI_DONE(MPI_Type_commit(&row));
+  QZ_CALL_DONE(rows_layout(size, nrows, rowbytes, counts, &row));
   if (mine)
     QZ_CALL_MPI_DONE(MPI_Allgatherv(mine, counts[rank], row, full, counts, displs, row,
                                     comm));
@@ -151,6 +165,23 @@ done:
   if (row != MPI_DATATYPE_NULL) MPI_Type_free(&row);
   qz_free(&counts);
   return st;
+}
+
+int qz_iallgather_rows_bytes(MPI_Comm comm, int64_t nrows, int64_t rowbytes, void *full,
+                             int *counts, MPI_Request *req) {
+  int size, rank;
+  QZ_CALL_MPI(MPI_Comm_size(comm, &size));
+  QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
+  *req = MPI_REQUEST_NULL;
+  if (size == 1 || rowbytes == 0) return QZ_OK;
+  MPI_Datatype row = MPI_DATATYPE_NULL;
+  QZ_CALL(rows_layout(size, nrows, rowbytes, counts, &row));
+  int e = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, full, counts, counts + size, row,
+                          comm, req);
+  MPI_Type_free(&row); /* (a pending operation keeps what it needs) */
+  QZ_CALL_MPI(e);
+  qz_count_allgather(comm, (int64_t)counts[rank] * rowbytes, nrows * rowbytes);
+  return QZ_OK;
 }
 
 int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
@@ -235,6 +266,24 @@ void qz_count_gather(MPI_Comm comm, int root, int64_t mine, int64_t total) {
   else qz_count_p2p(mine, 0);
 }
 
+/* ---- nodes ----------------------------------------------------------- */
+
+int qz_comm_node_split(MPI_Comm comm, int allow_off, MPI_Comm *node) {
+  const char *e = getenv("MPIQUANT_HESSIAN_NODE");
+  *node = MPI_COMM_NULL;
+  const int off = e && strcmp(e, "off") == 0;
+  if (off && allow_off) return QZ_OK;
+  int k = e && !off && strcmp(e, "auto") != 0 ? atoi(e) : 0;
+  if (e && !off && strcmp(e, "auto") != 0)
+    QZ_CHECK(k >= 1, QZ_ERR_USAGE,
+             "MPIQUANT_HESSIAN_NODE='%s': off, auto or a rank count >= 1", e);
+  int rank;
+  QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
+  if (k > 0) QZ_CALL_MPI(MPI_Comm_split(comm, rank / k, rank, node));
+  else QZ_CALL_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, node));
+  return QZ_OK;
+}
+
 /* ---- node structure for the wire format of the block weights ---------- */
 
 static int g_spans_kv = MPI_KEYVAL_INVALID;
@@ -261,22 +310,12 @@ int qz_comm_packed_wire(MPI_Comm comm, int *packed) {
     *packed = (int)(intptr_t)v - 1;
     return QZ_OK;
   }
-  /* nodes: MPIQUANT_HESSIAN_NODE=K emulates nodes of K consecutive ranks
-   * (as for the Hessian's two-level reduction), else shared memory */
-  const char *e = getenv("MPIQUANT_HESSIAN_NODE");
-  int k = e && strcmp(e, "off") != 0 && strcmp(e, "auto") != 0 ? atoi(e) : 0;
+  MPI_Comm node;
   int nsize;
-  if (k > 0) {
-    nsize = k < size ? k : size;
-  } else {
-    int rank;
-    MPI_Comm node;
-    QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
-    QZ_CALL_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank, MPI_INFO_NULL, &node));
-    MPI_Comm_size(node, &nsize);
-    MPI_Comm_free(&node);
-    QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &nsize, 1, MPI_INT, MPI_MIN, comm));
-  }
+  QZ_CALL(qz_comm_node_split(comm, 0, &node));
+  MPI_Comm_size(node, &nsize);
+  MPI_Comm_free(&node);
+  QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, &nsize, 1, MPI_INT, MPI_MIN, comm));
   *packed = nsize < size;
   QZ_CALL_MPI(MPI_Comm_set_attr(comm, g_spans_kv, (void *)(intptr_t)(*packed + 1)));
   return QZ_OK;

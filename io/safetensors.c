@@ -826,20 +826,8 @@ int qz_st_read_f32(qz_st *st, const char *name, int64_t row0, int64_t nrows,
     }
     break;
   case QZ_DT_BF16:
-#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
-    for (int64_t i = 0; i < n; i++) {
-      uint16_t h;
-      memcpy(&h, src + 2 * i, 2);
-      dst[i] = qz_bf16_to_f32(h);
-    }
-    break;
   case QZ_DT_F16:
-#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
-    for (int64_t i = 0; i < n; i++) {
-      uint16_t h;
-      memcpy(&h, src + 2 * i, 2);
-      dst[i] = qz_f16_to_f32(h);
-    }
+    qz_raw16_to_f32(ti->dtype, src, n, dst);
     break;
   default:
     QZ_FAIL(QZ_ERR_INTERNAL, "unhandled float dtype %s",
@@ -880,39 +868,35 @@ int qz_st_read_raw16(qz_st *st, const char *name, int64_t row0, int64_t nrows,
   return QZ_OK;
 }
 
-/* Elements [lo, hi) of a 16-bit array at the start of buf into f32 in
- * place.  Element i reads bytes [2i, 2i + 2) and writes [4i, 4i + 4). */
-static void widen_range(int dt, void *buf, int64_t lo, int64_t hi, int par) {
-  const uint16_t *h = buf;
-  float *f = buf;
-  if (!par) { /* backwards: element i's write only covers raw elements >= 2i */
-    for (int64_t i = hi - 1; i >= lo; i--) {
-      uint16_t v = h[i];
-      f[i] = dt == QZ_DT_BF16 ? qz_bf16_to_f32(v) : qz_f16_to_f32(v);
-    }
-    return;
-  }
-  /* lo >= hi / 2: the writes [4 lo, 4 hi) start at or above the raw
-   * elements of this range [2 lo, 2 hi) end, so any order is safe; each
-   * value is read before the barrier at the end of the loop */
-  const int64_t n = hi - lo;
+void qz_raw16_to_f32(int dt, const void *src, int64_t n, float *dst) {
+  const uint8_t *b = src;
+  /* element i by one thread (threads.h): identical at any thread count */
 #pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
-  for (int64_t i = lo; i < hi; i++) {
-    uint16_t v = h[i];
-    f[i] = dt == QZ_DT_BF16 ? qz_bf16_to_f32(v) : qz_f16_to_f32(v);
+  for (int64_t i = 0; i < n; i++) {
+    uint16_t h;
+    memcpy(&h, b + 2 * i, 2); /* (file data need not be 2-byte aligned) */
+    dst[i] = dt == QZ_DT_BF16 ? qz_bf16_to_f32(h) : qz_f16_to_f32(h);
   }
 }
 
 void qz_raw16_widen_inplace(int dt, void *buf, int64_t n) {
-  /* the upper half first, then the upper half of what is left: the raw
-   * values still needed ([0, 2 lo) bytes) lie below every write */
+  /* the upper half [lo, hi) first, lo >= hi / 2: its writes [4 lo, 4 hi)
+   * start at or above the end of its own 16-bit values [2 lo, 2 hi), so the
+   * range converts like separate buffers; then the upper half of what is
+   * left, whose values ([0, 2 lo) bytes) lie below every write so far */
+  uint16_t *h = buf;
+  float *f = buf;
   int64_t hi = n;
   while (hi > 4096) {
     int64_t lo = (hi + 1) / 2;
-    widen_range(dt, buf, lo, hi, 1);
+    qz_raw16_to_f32(dt, h + lo, hi - lo, f + lo);
     hi = lo;
   }
-  widen_range(dt, buf, 0, hi, 0);
+  /* the last few backwards: element i's write covers values >= 2i only */
+  for (int64_t i = hi - 1; i >= 0; i--) {
+    uint16_t v = h[i];
+    f[i] = dt == QZ_DT_BF16 ? qz_bf16_to_f32(v) : qz_f16_to_f32(v);
+  }
 }
 
 int64_t qz_st_bytes_read(const qz_st *st) {

@@ -16,27 +16,11 @@
 #include "mpiquant/threads.h"
 #include "mpiquant/timing.h"
 
-/* Ranks per node for the two-level reduction: MPIQUANT_HESSIAN_NODE=off
- * (flat), =K (emulate nodes of K consecutive ranks: tests and benchmarks
- * on one machine), unset or auto (the MPI shared-memory split). */
-static int node_split(MPI_Comm comm, int rank, MPI_Comm *node) {
-  const char *e = getenv("MPIQUANT_HESSIAN_NODE");
-  *node = MPI_COMM_NULL;
-  if (e && strcmp(e, "off") == 0) return QZ_OK;
-  int k = e && strcmp(e, "auto") != 0 ? atoi(e) : 0;
-  if (e && strcmp(e, "auto") != 0)
-    QZ_CHECK(k >= 1, QZ_ERR_USAGE,
-             "MPIQUANT_HESSIAN_NODE='%s': off, auto or a rank count >= 1", e);
-  if (k > 0) QZ_CALL_MPI(MPI_Comm_split(comm, rank / k, rank, node));
-  else QZ_CALL_MPI(MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, rank,
-                                       MPI_INFO_NULL, node));
-  return QZ_OK;
-}
-
 /* Node structure of H->comm (see hessian_impl.h). Collective. */
 static int node_topology(qz_hessian *H) {
   MPI_Comm node;
-  QZ_CALL(node_split(H->comm, H->rank, &node));
+  /* MPIQUANT_HESSIAN_NODE=off: the flat reduction (comm.h) */
+  QZ_CALL(qz_comm_node_split(H->comm, 1, &node));
   int nrank = 0, nsize = 1, leader = H->rank;
   if (node != MPI_COMM_NULL) {
     MPI_Comm_rank(node, &nrank);

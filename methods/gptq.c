@@ -166,6 +166,15 @@ static void sweep_rows(sweep *S, int64_t r, int nr, int64_t i1, int64_t i2,
   }
 }
 
+double qz_gptq_sweep_flops(int64_t out, int64_t in, int64_t B) {
+  double fl = 0;
+  for (int64_t i1 = 0; i1 < in; i1 += B) {
+    int64_t i2 = i1 + B < in ? i1 + B : in, bk = i2 - i1;
+    fl += 2.0 * (double)out * (double)bk * (double)(in - i2) + (double)out * (double)(bk * bk);
+  }
+  return fl;
+}
+
 static void sweep_block(sweep *S, int64_t i1, int64_t i2, const float *panel) {
   const int64_t m = S->m, n = S->n, B = S->B, bk = i2 - i1;
   /* groups of 4 rows split over the rank's threads (threads.h): a row's

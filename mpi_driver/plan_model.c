@@ -180,14 +180,14 @@ static qz_plan_linear linear_model(const qz_plan_in *in, const qz_plan_rates *r,
   return p;
 }
 
-/* Bytes per weight of the load's allgather: a 16-bit model travels as
- * stored (shard/model.c), anything else as f32. */
-double qz_plan_wire_bytes(const qz_plan_in *in) {
-  return in->nodes > 1 && in->disk_dtype_bytes == 2 ? 2.0 : 4.0;
-}
-
 /* Several nodes: the packed way (comm.h qz_comm_packed_wire), else f32. */
 static int packed_wire(const qz_plan_in *in) { return in->nodes > 1 && in->P > 1; }
+
+/* Bytes per weight of the load's allgather: between nodes a 16-bit model
+ * travels as stored (shard/model.c), anything else as f32. */
+double qz_plan_wire_bytes(const qz_plan_in *in) {
+  return packed_wire(in) && in->disk_dtype_bytes == 2 ? 2.0 : 4.0;
+}
 
 /* Bits per code in the gather after quantizing (qblock.c packs codes at
  * 1, 2, 4 or 8 bits: the width of the largest code). */
@@ -478,7 +478,7 @@ static void block_time(const qz_plan_in *in, const qz_plan_rates *r, const block
   const double wire = qz_plan_wire_bytes(in);
   blk[QZ_PT_LOAD] = b->params * in->disk_dtype_bytes / (r->read_gbs * 1e9 * N) +
                     coll(in, r, COLL_AG, wire * b->params) +
-                    (in->P > 1 && wire < 4.0 ? b->params / expand : 0.0);
+                    (wire < 4.0 ? b->params / expand : 0.0);
   /* the gather of every linear's codes + scales after quantizing, and the
    * dequantization of the whole block on every rank (qblock.c) */
   blk[QZ_PT_GATHER] = coll(in, r, COLL_AG, qz_plan_gather_bytes_per_weight(in) * b->qparams) +

@@ -515,12 +515,7 @@ static int rate_gptq(MPI_Comm comm, double sgemm_gflops, double *frac) {
   QZ_CALL_DONE(qz_gptq_quantize(&o, &L, &res));
   double t = qz_wtime() - a;
   QZ_CALL_MPI_DONE(MPI_Allreduce(MPI_IN_PLACE, &t, 1, MPI_DOUBLE, MPI_MAX, comm));
-  double fl = 0; /* trailing sgemm 2 m bk (n - i2) + in-block m bk^2 */
-  for (int64_t i1 = 0; i1 < in; i1 += 128) {
-    int64_t i2 = i1 + 128 < in ? i1 + 128 : in, bk = i2 - i1;
-    fl += 2.0 * (double)out * (double)bk * (double)(in - i2) + (double)out * (double)(bk * bk);
-  }
-  *frac = fl / t / 1e9 / ((double)P * sgemm_gflops);
+  *frac = qz_gptq_sweep_flops(out, in, o.blocksize) / t / 1e9 / ((double)P * sgemm_gflops);
 done:
   qz_free(&xr);
   qz_free(&w);

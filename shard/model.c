@@ -11,7 +11,6 @@
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/model.h"
-#include "mpiquant/threads.h"
 #include "mpiquant/timing.h"
 
 /* The next block's linears on their way (qz_model_prefetch_block). */
@@ -217,32 +216,15 @@ int qz_model_prefetch_block(qz_model *m, int layer) {
     QZ_CALL_DONE(qz_error_agree(m->comm, st));
   }
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
-    const int64_t rb = in[l] * (pf->raw[l] >= 0 ? 2 : 4);
-    int *cnt = pf->cnt + (size_t)l * 2 * (size_t)m->size, *dis = cnt + m->size;
-    for (int p = 0; p < m->size; p++) {
-      int64_t b, n;
-      qz_split_even(out[l], m->size, p, &b, &n);
-      cnt[p] = (int)n, dis[p] = (int)b;
-    }
-    MPI_Datatype row;
-    QZ_CALL_MPI_DONE(MPI_Type_contiguous((int)rb, MPI_BYTE, &row));
-    QZ_CALL_MPI_DONE(MPI_Type_commit(&row));
-    int e = MPI_Iallgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, pf->buf + pf->off[l], cnt, dis,
-                            row, m->comm, &pf->req[l]);
-    MPI_Type_free(&row); /* (a pending operation keeps what it needs) */
-    QZ_CALL_MPI_DONE(e);
-    qz_count_allgather(m->comm, (int64_t)cnt[m->rank] * rb, out[l] * rb);
+    QZ_CALL_DONE(qz_iallgather_rows_bytes(m->comm, out[l], in[l] * (pf->raw[l] >= 0 ? 2 : 4),
+                                          pf->buf + pf->off[l],
+                                          pf->cnt + (size_t)l * 2 * (size_t)m->size,
+                                          &pf->req[l]));
     pf->layer = layer;
   }
 done:
   qz_timer_stop(QZ_PHASE_LOAD);
   return st;
-}
-
-void qz_model_progress(qz_model *m) {
-  if (!m || m->pf.layer < 0) return;
-  int flag = 0;
-  MPI_Testall(QZ_LIN_COUNT, m->pf.req, &flag, MPI_STATUSES_IGNORE);
 }
 
 static int64_t g_prefetch_ready, g_prefetch_taken;
@@ -270,11 +252,7 @@ static int prefetch_take(qz_model *m, int layer, int l, float *dst, int *used) {
   if (pf->raw[l] < 0) {
     memcpy(dst, src, sizeof(float) * (size_t)n);
   } else {
-    const uint16_t *h = (const uint16_t *)src;
-    const int bf = pf->raw[l] == QZ_DT_BF16;
-    /* element i by one thread (threads.h): identical at any thread count */
-#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n))
-    for (int64_t i = 0; i < n; i++) dst[i] = bf ? qz_bf16_to_f32(h[i]) : qz_f16_to_f32(h[i]);
+    qz_raw16_to_f32(pf->raw[l], src, n, dst);
   }
   *used = 1;
   return QZ_OK;

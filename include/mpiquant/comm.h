@@ -76,6 +76,20 @@ int qz_allgather_rows_f32(MPI_Comm comm, int64_t nrows, int64_t rowlen,
 int qz_allgather_rows_bytes(MPI_Comm comm, int64_t nrows, int64_t rowbytes,
                             const void *mine /* [count, rowbytes] or NULL */,
                             void *full /* [nrows, rowbytes] */);
+/* The same started nonblocking, each rank's rows already in place in
+ * `full`: complete *req (MPI_Wait/Test) before using full; `counts`
+ * [2 size] ints are the call's counts and displacements and must stay
+ * valid until then. Bytes are counted when it starts. Collective on comm. */
+int qz_iallgather_rows_bytes(MPI_Comm comm, int64_t nrows, int64_t rowbytes, void *full,
+                             int *counts, MPI_Request *req);
+
+/* The ranks of comm on this rank's node: MPIQUANT_HESSIAN_NODE=K emulates
+ * nodes of K consecutive ranks (tests and benchmarks on one machine),
+ * unset or auto is the MPI shared-memory split; =off gives MPI_COMM_NULL
+ * when allow_off (the Hessian's flat reduction), else counts as auto. Any
+ * other value is QZ_ERR_USAGE. Free *node with MPI_Comm_free.  Collective
+ * on comm. */
+int qz_comm_node_split(MPI_Comm comm, int allow_off, MPI_Comm *node);
 
 /* How block weights travel (shard/model.c's load, mpi_driver/qblock.c's
  * gather after quantizing): *packed = 1 when comm spans several nodes --

@@ -125,16 +125,14 @@ int qz_model_load_block_mask(qz_model *m, int layer, unsigned lin_mask,
 /* Start gathering dense block `layer`'s seven linears for the next
  * qz_model_load_block(_mask) of that layer: each rank reads its rows now
  * (file I/O, finiteness checked) and posts nonblocking allgathers (16-bit
- * between nodes, as qz_st_read_f32_allgather), which complete while the
- * caller works on the current block (qz_model_progress helps them along
- * where no other MPI call runs); the load then only waits and converts.
+ * between nodes, as qz_st_read_f32_allgather), which the MPI library
+ * advances inside the caller's other MPI calls while it works on the
+ * current block; the load then only waits and converts.
  * The same f32 values as loading without it.  One buffer of the block's
  * linears (in their wire size) is kept by the model.  No-op at np 1, for a
  * MoE block, or with MPIQUANT_PREFETCH_OFF set.  Collective; `layer` must
  * match. */
 int qz_model_prefetch_block(qz_model *m, int layer);
-/* Let posted prefetch transfers advance (MPI_Testall). Not collective. */
-void qz_model_progress(qz_model *m);
 /* Linears taken from a prefetch so far in this process, and how many of
  * them had arrived before the load asked (no wait). Not collective. */
 void qz_model_prefetch_stats(int64_t *ready, int64_t *taken);

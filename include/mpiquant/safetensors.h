@@ -96,6 +96,10 @@ int qz_st_raw16_dtype(const qz_st *st, const char *name);
  * out of range. Not collective. */
 int qz_st_read_raw16(qz_st *st, const char *name, int64_t row0, int64_t nrows,
                      uint16_t *dst);
+/* n BF16/F16 values (dt) at src (any alignment) to f32 at dst, which must
+ * not overlap src; the values qz_st_read_f32 gives, at any thread count.
+ * Not collective. */
+void qz_raw16_to_f32(int dt, const void *src, int64_t n, float *dst);
 /* Widen n BF16/F16 values (dt) held at the start of buf to n f32 in the same
  * buffer (buf has room for n floats): the values qz_st_read_f32 would give,
  * bit for bit, at any thread count. Not collective. */
