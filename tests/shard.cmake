@@ -3,6 +3,10 @@ qz_test_program(qzt_fwd_block unit/test_fwd_block.c)
 qz_test_program(qzt_fwd_rope unit/test_fwd_rope.c)
 qz_add_test(NAME fwd_block COMMAND qzt_fwd_block TIMEOUT 60)
 qz_add_test(NAME fwd_rope COMMAND qzt_fwd_rope TIMEOUT 30)
+# the vectorized softmax row: bit for bit its scalar definition, and within
+# 1e-6 of a double softmax
+qz_test_program(qzt_fwd_softmax unit/test_fwd_softmax.c)
+qz_add_test(NAME fwd_softmax COMMAND qzt_fwd_softmax TIMEOUT 30)
 qz_test_program(qzt_fwd_model mpi/test_fwd_model.c)
 qz_add_mpi_test(NAME fwd_model COMMAND $<TARGET_FILE:qzt_fwd_model> TIMEOUT 300)
 qz_test_program(qzt_fwd_load mpi/test_fwd_load.c)
