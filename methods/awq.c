@@ -286,6 +286,30 @@ done:
   return st;
 }
 
+/* a[t] = sum_j (double)(xt[j][t] * w[j]) for t < ns, each a[t] summed
+ * over j in order from 0.0 (the float product widened, then added in
+ * double: the scalar definition), 8 samples per vector so the sums run
+ * side by side; xt [n][ld] is the group's samples transposed (ld >= ns, a
+ * multiple of 8, zero past ns). Not collective. */
+typedef float awq_v8f __attribute__((vector_size(8 * sizeof(float))));
+typedef double awq_v8d __attribute__((vector_size(8 * sizeof(double))));
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpsabi"
+__attribute__((target_clones("avx512f", "avx2", "default")))
+static void clip_dots(double *a, const float *xt, int64_t ld, int64_t ns, const float *w,
+                      int64_t n) {
+  for (int64_t t = 0; t < ns; t += 8) {
+    awq_v8d acc = {0};
+    for (int64_t j = 0; j < n; j++) {
+      awq_v8f x;
+      memcpy(&x, xt + j * ld + t, sizeof x);
+      acc += __builtin_convertvector(x * w[j], awq_v8d);
+    }
+    memcpy(a + t, &acc, sizeof acc); /* a has ld entries */
+  }
+}
+#pragma GCC diagnostic pop
+
 /* Clip search of one linear W [out, in] (folded) on samples xs [ns, in]:
  * this rank's rows, best m per (row, group) gathered, then W clamped.
  * Collective. */
@@ -296,28 +320,32 @@ static int clip_linear(awq_ctx *c, float *W, int64_t out, int64_t in, const floa
   int64_t r0, nr;
   qz_split_even(out, c->size, c->rank, &r0, &nr);
   float *best = NULL, *tmp = NULL, *all = NULL;
-  double *org = NULL;
+  float *xt = NULL;
+  double *org = NULL, *dot = NULL;
   int *cnt = NULL, *dsp = NULL, st = QZ_OK;
   QZ_CALL_DONE(qz_alloc((size_t)((nr > 0 ? nr : 1) * ng), sizeof(float), "clip", &best));
   QZ_CALL_DONE(qz_alloc((size_t)(out * ng), sizeof(float), "clip", &all));
   QZ_CALL_DONE(qz_alloc((size_t)g, sizeof(float), "clip", &tmp));
-  QZ_CALL_DONE(qz_alloc((size_t)(ns > 0 ? ns : 1), sizeof(double), "clip", &org));
+  const int64_t ld = (ns + 7) / 8 * 8 + 8;
+  QZ_CALL_DONE(qz_alloc((size_t)ld, sizeof(double), "clip", &org));
+  QZ_CALL_DONE(qz_alloc((size_t)ld, sizeof(double), "clip", &dot));
+  QZ_CALL_DONE(qz_alloc((size_t)(g * ld), sizeof(float), "clip samples", &xt));
   QZ_CALL_DONE(qz_alloc((size_t)c->size, sizeof(int), "counts", &cnt));
   QZ_CALL_DONE(qz_alloc((size_t)c->size, sizeof(int), "displs", &dsp));
   int nsteps = (int)(c->o->max_shrink * c->o->clip_grid);
-  for (int64_t r = 0; r < nr; r++) {
-    const float *wr = W + (r0 + r) * in;
-    for (int64_t k = 0; k < ng; k++) {
-      int64_t c0 = k * g, n = c0 + g < in ? g : in - c0;
-      const float *wg = wr + c0;
+  /* group by group: its samples transposed once for all of this rank's
+   * rows ((row, group) pairs are independent: the order changes nothing) */
+  for (int64_t k = 0; k < ng; k++) {
+    int64_t c0 = k * g, n = c0 + g < in ? g : in - c0;
+    for (int64_t j = 0; j < n; j++) {
+      for (int64_t t = 0; t < ns; t++) xt[j * ld + t] = xs[t * in + c0 + j];
+      for (int64_t t = ns; t < ld; t++) xt[j * ld + t] = 0.0f;
+    }
+    for (int64_t r = 0; r < nr; r++) {
+      const float *wg = W + (r0 + r) * in + c0;
       float m0 = 0.0f;
       for (int64_t j = 0; j < n; j++) m0 = fabsf(wg[j]) > m0 ? fabsf(wg[j]) : m0;
-      for (int64_t t = 0; t < ns; t++) {
-        const float *x = xs + t * in + c0;
-        double a = 0.0;
-        for (int64_t j = 0; j < n; j++) a += (double)(x[j] * wg[j]);
-        org[t] = a;
-      }
+      clip_dots(org, xt, ld, ns, wg, n);
       double min_err = 1e9;
       float bm = m0;
       for (int i = 0; i < nsteps; i++) {
@@ -325,13 +353,9 @@ static int clip_linear(awq_ctx *c, float *W, int64_t out, int64_t in, const floa
         for (int64_t j = 0; j < n; j++)
           tmp[j] = wg[j] < -m ? -m : (wg[j] > m ? m : wg[j]);
         quant_group(tmp, n, maxq, NULL, NULL, NULL, tmp);
+        clip_dots(dot, xt, ld, ns, tmp, n);
         double err = 0.0;
-        for (int64_t t = 0; t < ns; t++) {
-          const float *x = xs + t * in + c0;
-          double a = 0.0;
-          for (int64_t j = 0; j < n; j++) a += (double)(x[j] * tmp[j]);
-          err += (a - org[t]) * (a - org[t]);
-        }
+        for (int64_t t = 0; t < ns; t++) err += (dot[t] - org[t]) * (dot[t] - org[t]);
         err /= (double)ns;
         if (err < min_err) {
           min_err = err;
@@ -367,6 +391,8 @@ done:
   free(all);
   free(tmp);
   free(org);
+  free(dot);
+  free(xt);
   free(cnt);
   free(dsp);
   return st;
