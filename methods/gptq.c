@@ -3,6 +3,7 @@
 
 #include <cblas.h>
 #include <math.h>
+#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -94,8 +95,9 @@ static void axpy_sub4(float *restrict w0, float *restrict w1,
  * quantize, loss, error feedback inside the block (rule 9).  A row's block
  * stays in L1 while the U block sits in L2.  Missing rows of a short group
  * use a scratch row with zero error (no effect). */
-static void sweep_rows(sweep *S, int64_t r, int nr, int64_t i1, int64_t i2,
-                       const float *panel) {
+__attribute__((always_inline)) static inline void sweep_rows_k(sweep *S, int64_t r,
+                                                             const int nr, int64_t i1,
+                                                             int64_t i2, const float *panel) {
   const int64_t n = S->n, B = S->B, bk = i2 - i1;
   float *w1[4], *e[4], sc[4] = {1, 1, 1, 1}, z[4] = {0, 0, 0, 0},
                        err[4] = {0, 0, 0, 0};
@@ -120,34 +122,48 @@ static void sweep_rows(sweep *S, int64_t r, int nr, int64_t i1, int64_t i2,
       wr[g] = NULL;
     }
   }
+  /* the per-column decisions once per column, not once per row (an
+   * integer division per element was the loop's largest cost) */
+  const int64_t G = S->g, nq = S->nq, ng = S->ng;
+  /* codes and values are stored at the column's position c in the sweep
+   * order and moved to their own columns once, row by row, after the last
+   * block (unpermute_rows): with act-order a store to perm[c] per element
+   * missed the cache inside the error-feedback chain (~35 % of the loop) */
+  uint8_t *const codes = S->res->codes;
+  float *const qout = S->res->q, *const rscale = S->res->scale, *const rzero = S->res->zero;
   for (int64_t i = 0; i < bk; i++) {
     const int64_t c = i1 + i, oc = S->perm[c];
     const float *u = panel + i * n + i1; /* U[c, i1:i2] */
     const float dd = u[i];
+    int64_t k = -1, cnt = 0; /* k >= 0: read (stat) or start group k */
+    if (G > 0) {
+      if (S->stat)
+        k = (S->permuted ? oc : c) / G;
+      else if (c % G == 0 && c < nq)
+        k = c / G, cnt = G < nq - c ? G : nq - c;
+    }
     for (int g = 0; g < nr; g++) {
       const int64_t rr = r + g;
-      if (S->g > 0) {
-        if (S->stat) {
-          int64_t k = (S->permuted ? oc : c) / S->g;
-          sc[g] = S->res->scale[rr * S->ng + k];
-          z[g] = S->res->zero[rr * S->ng + k];
-        } else if (c % S->g == 0 && c < S->nq) {
+      if (k >= 0) {
+        if (!cnt) {
+          sc[g] = rscale[rr * ng + k];
+          z[g] = rzero[rr * ng + k];
+        } else {
           /* rule 9: from the outer W (earlier blocks' updates only) */
-          int64_t cnt = S->g < S->nq - c ? S->g : S->nq - c, k = c / S->g;
           sweep_params(S, wr[g] + c, cnt, &sc[g], &z[g]);
-          S->res->scale[rr * S->ng + k] = sc[g];
-          S->res->zero[rr * S->ng + k] = z[g];
+          rscale[rr * ng + k] = sc[g];
+          rzero[rr * ng + k] = z[g];
         }
       }
       float w = w1[g][i], q;
-      if (c < S->nq) {
-        S->res->codes[rr * n + oc] = sweep_quant(S, w, sc[g], z[g], &q);
+      if (c < nq) {
+        codes[rr * n + c] = sweep_quant(S, w, sc[g], z[g], &q);
       } else { /* kept column: fp16, the code of 0 (Q + outlier = fp16(w)) */
         q = qz_f16_to_f32(qz_f32_to_f16(w));
-        S->res->codes[rr * n + oc] = S->cb ? S->cb_zero : (uint8_t)z[g];
-        S->kept[rr * (n - S->nq) + (c - S->nq)] = q;
+        codes[rr * n + c] = S->cb ? S->cb_zero : (uint8_t)z[g];
+        S->kept[rr * (n - nq) + (c - nq)] = q;
       }
-      if (S->res->q) S->res->q[rr * n + oc] = q;
+      if (qout) qout[rr * n + c] = q;
       float diff = w - q;
       float l = diff * diff / (dd * dd);
       loss[g] += (double)(l / 2.0f);
@@ -164,6 +180,18 @@ static void sweep_rows(sweep *S, int64_t r, int nr, int64_t i1, int64_t i2,
     }
     S->loss[r + g] += loss[g];
   }
+}
+
+/* A full quad with nr a constant: the row loops unroll and the four rows'
+ * scale, zero, error and loss stay in registers (with nr a variable they
+ * lived in memory and the column loop ran at a third of its speed); the
+ * arithmetic of each row is the same code either way. */
+static void sweep_rows(sweep *S, int64_t r, int nr, int64_t i1, int64_t i2,
+                       const float *panel) {
+  if (nr == 4)
+    sweep_rows_k(S, r, 4, i1, i2, panel);
+  else
+    sweep_rows_k(S, r, nr, i1, i2, panel);
 }
 
 double qz_gptq_sweep_flops(int64_t out, int64_t in, int64_t B) {
@@ -531,6 +559,31 @@ static int lin_end(const qz_method_opts *o, MPI_Comm comm, lin_run *R) {
  * processing order): each factor panel is streamed once and applied to
  * all of them; each linear's arithmetic is exactly its own sweep's.
  * Collective on the Hessian's communicator. */
+/* Codes and values from sweep order to column order: row[perm[c]] = the
+ * value at c, each row through a copy that stays in L1/L2. Rows split over
+ * the threads (a pure permutation: no arithmetic). Not collective. */
+static int unpermute_rows(sweep *S) {
+  if (!S->permuted || S->m == 0) return QZ_OK;
+  const int64_t m = S->m, n = S->n;
+  const int nthr = qz_threads_for(m * n);
+  float *tmp = NULL;
+  QZ_CALL(qz_alloc((size_t)nthr * (size_t)n, sizeof(float), "GPTQ row permutation", &tmp));
+#pragma omp parallel for schedule(static) num_threads(nthr)
+  for (int64_t r = 0; r < m; r++) {
+    float *t = tmp + (int64_t)omp_get_thread_num() * n;
+    uint8_t *cr = S->res->codes + r * n, *tc = (uint8_t *)t;
+    memcpy(tc, cr, (size_t)n);
+    for (int64_t c = 0; c < n; c++) cr[S->perm[c]] = tc[c];
+    if (S->res->q) {
+      float *qr = S->res->q + r * n;
+      memcpy(t, qr, (size_t)n * sizeof(float));
+      for (int64_t c = 0; c < n; c++) qr[S->perm[c]] = t[c];
+    }
+  }
+  qz_free(&tmp);
+  return QZ_OK;
+}
+
 static int sweep_shared(qz_hessian *H, float *panel, lin_run *R, int nl) {
   const int64_t n = R[0].S.n, B = R[0].S.B;
   double t_panel = 0;
@@ -547,6 +600,15 @@ static int sweep_shared(qz_hessian *H, float *panel, lin_run *R, int nl) {
     }
     qz_timer_stop(QZ_PHASE_QUANTIZE);
   }
+  qz_timer_start(QZ_PHASE_QUANTIZE);
+  int st = QZ_OK;
+  for (int k = 0; k < nl && st == QZ_OK; k++) {
+    double tb = MPI_Wtime();
+    st = unpermute_rows(&R[k].S);
+    R[k].t_sweep += MPI_Wtime() - tb;
+  }
+  qz_timer_stop(QZ_PHASE_QUANTIZE);
+  QZ_CALL(st);
   for (int k = 0; k < nl; k++)
     qz_debug("%s: GPTQ sweep of %lld rows: factor panels %.3f s%s, columns + "
              "trailing sgemm %.3f s (of which sgemm %.3f s)",
