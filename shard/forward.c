@@ -372,69 +372,21 @@ static inline float exp_nonpos(float x) {
 }
 
 /* In place: s[0..nv) <- softmax, s[nv..n) <- 0. Cloned per ISA so the
- * polynomial runs 16 wide where the CPU can. Written with GCC vectors: the
- * max (GCC never vectorizes a float max without -ffinite-math-only) and the
- * exponential fused with the double sum, one pass each, where the plain
- * loops took three scalar or 4-wide passes. The arithmetic is the scalar
- * definition's, element for element (exp_nonpos; no contraction): the sum
- * still goes over 8 double lanes, lane k taking s[j+k] for j = 0, 8, 16, ..
- * in order, the lanes added in order, then the < 8 trailing terms. */
-typedef float qz_v16f __attribute__((vector_size(16 * sizeof(float))));
-typedef int32_t qz_v16i __attribute__((vector_size(16 * sizeof(int32_t))));
-typedef float qz_v8f __attribute__((vector_size(8 * sizeof(float))));
-typedef double qz_v8d __attribute__((vector_size(8 * sizeof(double))));
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wpsabi"
-/* exp_nonpos on 16 lanes (the same operations in the same order) */
-__attribute__((always_inline)) static inline qz_v16f exp_nonpos16(qz_v16f x) {
-  const qz_v16f lo = (qz_v16f){0} - 87.0f;
-  qz_v16i clamp = x < lo; /* -1 where x < -87 (not NaN, as the scalar) */
-  x = (qz_v16f)(((qz_v16i)lo & clamp) | ((qz_v16i)x & ~clamp));
-  qz_v16f kf = (x * 1.44269504f + 12582912.0f) - 12582912.0f;
-  qz_v16f r = (x - kf * 0.693145752f) - kf * 1.42860677e-6f;
-  qz_v16f p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666672e-1f +
-              r * (4.16666679e-2f + r * (8.33333377e-3f + r * 1.38888892e-3f)))));
-  qz_v16i k = __builtin_convertvector(kf, qz_v16i);
-  qz_v16f e = p * (qz_v16f)((k + 127) << 23);
-  return (qz_v16f)((qz_v16i)e & ~(x <= lo)); /* x <= -87: 0 */
-}
-__attribute__((always_inline)) static inline qz_v16f ldv16(const float *p) {
-  qz_v16f v;
-  memcpy(&v, p, sizeof v);
-  return v;
-}
-__attribute__((always_inline)) static inline qz_v8d widen8(const float *p) {
-  qz_v8f v;
-  memcpy(&v, p, sizeof v);
-  return __builtin_convertvector(v, qz_v8d);
-}
-
+ * polynomial runs 8/16 wide where the CPU can. */
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void softmax_row(float *s, int64_t nv, int64_t n) {
+  float mx8[8];
+  for (int k = 0; k < 8; k++) mx8[k] = s[0];
   int64_t j = 0;
-  float mx = s[0];
-  if (nv >= 16) {
-    qz_v16f m = ldv16(s);
-    for (j = 16; j + 16 <= nv; j += 16) {
-      qz_v16f a = ldv16(s + j);
-      qz_v16i gt = a > m;
-      m = (qz_v16f)(((qz_v16i)a & gt) | ((qz_v16i)m & ~gt));
-    }
-    for (int k = 0; k < 16; k++) mx = m[k] > mx ? m[k] : mx;
-  }
+  for (; j + 8 <= nv; j += 8)
+    for (int k = 0; k < 8; k++) mx8[k] = s[j + k] > mx8[k] ? s[j + k] : mx8[k];
+  float mx = mx8[0];
+  for (int k = 1; k < 8; k++) mx = mx8[k] > mx ? mx8[k] : mx;
   for (; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
-  qz_v8d sum8 = {0};
-  for (j = 0; j + 16 <= nv; j += 16) {
-    qz_v16f e = exp_nonpos16(ldv16(s + j) - mx);
-    memcpy(s + j, &e, sizeof e);
-    sum8 += widen8(s + j);
-    sum8 += widen8(s + j + 8);
-  }
-  for (int64_t t = j; t < nv; t++) s[t] = exp_nonpos(s[t] - mx);
-  if (j + 8 <= nv) {
-    sum8 += widen8(s + j);
-    j += 8;
-  }
+  for (j = 0; j < nv; j++) s[j] = exp_nonpos(s[j] - mx);
+  double sum8[8] = {0};
+  for (j = 0; j + 8 <= nv; j += 8)
+    for (int k = 0; k < 8; k++) sum8[k] += (double)s[j + k];
   double sum = 0.0;
   for (int k = 0; k < 8; k++) sum += sum8[k];
   for (; j < nv; j++) sum += (double)s[j];
@@ -442,7 +394,6 @@ static void softmax_row(float *s, int64_t nv, int64_t n) {
   for (j = 0; j < nv; j++) s[j] *= inv;
   for (j = nv; j < n; j++) s[j] = 0.0f;
 }
-#pragma GCC diagnostic pop
 
 /* Small heads, fused (attn.c): the (window, head) pairs are split over
  * the threads, each with its own workspace; a head's result does not

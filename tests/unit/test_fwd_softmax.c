@@ -1,10 +1,11 @@
-/* The forward's softmax row (shard/fwd_kernels.h), written with 16-lane
- * vectors, against (1) a scalar transcription of its definition -- the
- * range-reduced exp polynomial per element, the sum over 8 double lanes in
- * order, then the trailing terms -- bit for bit, on every row length 1..300
- * and padded lengths, with scores far below the row maximum (the -87 clamp)
- * and equal maxima; (2) softmax in double (libm exp) within TOL_EXP: an
- * independent computation of what the row should be. */
+/* The forward's softmax row (shard/fwd_kernels.h; cloned per ISA and
+ * vectorized by the compiler) against (1) a scalar transcription of its
+ * definition -- the range-reduced exp polynomial per element, the sum over
+ * 8 double lanes in order, then the trailing terms -- bit for bit, on every
+ * row length 1..300 and padded lengths, with scores far below the row
+ * maximum (the -87 clamp) and equal maxima; (2) softmax in double (libm
+ * exp) within TOL_EXP: an independent computation of what the row should
+ * be. */
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
