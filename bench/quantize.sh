@@ -17,8 +17,9 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$here/build}
 shared=${2:-$here/../shared}
 export OMPI_MCA_rmaps_base_oversubscribe=1 OPENBLAS_NUM_THREADS=1
-# one machine: Open MPI's ob1 pml over shared memory (the UCX pml's start-up
-# probing costs ~0.2 s of every launch here); a value already set wins
+# one machine: Open MPI's ob1 pml over shared memory (the default selection
+# also probes the PSM/PSM2 Omni-Path MTLs: ~0.2 s of every launch here); a
+# value already set wins
 export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}
 [ "$(id -u)" -eq 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT

@@ -8,8 +8,9 @@ bash scripts/install-deps.sh
 cmake -S . -B build >/dev/null
 cmake --build build -j "$(nproc)" --target mpiquant qz_h5zstd_plugin
 export OMPI_MCA_rmaps_base_oversubscribe=1
-# one machine: Open MPI's ob1 pml over shared memory (the UCX pml's start-up
-# probing costs ~0.2 s of every launch here); a value already set wins
+# one machine: Open MPI's ob1 pml over shared memory (the default selection
+# also probes the PSM/PSM2 Omni-Path MTLs: ~0.2 s of every launch here); a
+# value already set wins
 export OMPI_MCA_pml=${OMPI_MCA_pml:-ob1}
 if [ "$(id -u)" -eq 0 ]; then export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; fi
 NP=${NP:-2}
