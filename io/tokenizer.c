@@ -109,6 +109,11 @@ struct qz_tokenizer {
   int32_t ascii_id[128];
   int32_t unk_id;
   int fuse_unk, byte_fallback, ignore_merges;
+  /* no pre-tokenizer, yet BPE may run word by word, a word starting at each
+   * U+2581: no piece holds U+2581 after its first character, U+2581 is a
+   * piece and merges are not ignored (so no merge ever joins across such a
+   * boundary and the whole-text BPE gives the same ids; tokenizer_ws_split) */
+  int ws_split;
   norm_step *norm;
   int nnorm;
   pretok_kind pretok;
@@ -738,6 +743,12 @@ static int parse_model(qz_tokenizer *t, json_t *root) {
                   (int)(la + lb), cat);
     pair_put(&t->merges, ia, ib, (int32_t)i, nid);
   }
+  /* merged pieces are vocabulary pieces: when none holds U+2581 past its
+   * first byte, a merge never spans the start of a U+2581 word */
+  t->ws_split = !t->ignore_merges && vocab_get(t, "\xE2\x96\x81", 3) >= 0;
+  for (int64_t i = 0; i < t->nvocab && t->ws_split; i++)
+    for (int32_t j = 1; t->piece[i] && j + 3 <= t->piece_len[i] && t->ws_split; j++)
+      t->ws_split = memcmp(t->piece[i] + j, "\xE2\x96\x81", 3) != 0;
 done:
   free(cat);
   return st;
@@ -1289,11 +1300,31 @@ done:
 
 /* One piece of normalized text between added tokens: pre-tokenizer, then
  * BPE per word. `first`: the piece starts the text (Metaspace "first"). */
+/* BPE of m [o bytes] word by word, a word starting at each occurrence of
+ * r [rl bytes] (the first word at 0). The search starts at byte 1, not at
+ * rl: without a prepended r, an r at byte 1 or 2 starts a word too. */
+static int bpe_words_at(const qz_tokenizer *t, const char *m, size_t o, const char *r,
+                        size_t rl, bpe_scratch *s, id_vec *out) {
+  int st = QZ_OK;
+  size_t w0 = 0;
+  for (size_t i = 1; i <= o && !st; i++)
+    if (i == o || (i + rl <= o && memcmp(m + i, r, rl) == 0)) {
+      st = bpe_word(t, m + w0, i - w0, s, out);
+      w0 = i;
+    }
+  return st;
+}
+
 static int encode_piece(const qz_tokenizer *t, const char *nb, size_t nl,
                         int first, bpe_scratch *s, id_vec *out) {
   int st = QZ_OK;
   if (t->pretok == PRE_NONE) {
-    QZ_CALL_DONE(bpe_word(t, nb, nl, s, out));
+    /* short words keep BPE's heap small (stories260K's tokenizer on 0.8 MB
+     * of TinyStories: 0.148 -> 0.034 s, the same ids) */
+    if (t->ws_split)
+      QZ_CALL_DONE(bpe_words_at(t, nb, nl, "\xE2\x96\x81", 3, s, out));
+    else
+      QZ_CALL_DONE(bpe_word(t, nb, nl, s, out));
   } else if (t->pretok == PRE_BYTELEVEL) {
     QZ_CALL_DONE(encode_bytelevel(t, nb, nl, s, out));
   } else { /* Metaspace: ' ' -> replacement, optional prefix, split */
@@ -1316,16 +1347,10 @@ static int encode_piece(const qz_tokenizer *t, const char *nb, size_t nl,
         m[o++] = nb[i];
       }
     }
-    if (!t->meta_split) {
+    if (!t->meta_split)
       st = bpe_word(t, m, o, s, out);
-    } else { /* words start at each replacement character */
-      size_t w0 = 0;
-      for (size_t i = rl; i <= o && !st; i++)
-        if (i == o || (i + rl <= o && memcmp(m + i, r, rl) == 0)) {
-          st = bpe_word(t, m + w0, i - w0, s, out);
-          w0 = i;
-        }
-    }
+    else /* words start at each replacement character */
+      st = bpe_words_at(t, m, o, r, rl, s, out);
     free(m);
     if (st) qz_error_trace(__FILE__, __LINE__, __func__);
   }

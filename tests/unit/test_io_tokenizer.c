@@ -196,6 +196,39 @@ static void synthetic(void) {
             "Metaspace: ▁a ▁a a (%lld ids)", (long long)n);
   free(ids);
   qz_tokenizer_free(&t);
+
+  /* no pre-tokenizer: BPE runs word by word (a word per U+2581) only when
+   * no piece holds U+2581 past its first character; here "a▁" does, and
+   * the merges join across the U+2581 -- one token, as whole-text BPE
+   * gives (split words would give a | ▁ a). The split path itself is
+   * checked by golden(): both test models qualify. */
+  const char *x =
+      "{\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"vocab\":{"
+      "\"<unk>\":0,\"\xe2\x96\x81\":1,\"a\":2,\"a\xe2\x96\x81\":3,"
+      "\"a\xe2\x96\x81" "a\":4},"
+      "\"merges\":[\"a \xe2\x96\x81\",\"a\xe2\x96\x81 a\"]},"
+      "\"normalizer\":null,\"pre_tokenizer\":null,\"post_processor\":null}";
+  if (!QZT_OK(qz_tokenizer_load_json(x, strlen(x), "interior-space", &t))) return;
+  QZT_OK(qz_tokenizer_encode(t, "a\xe2\x96\x81" "a", 5, 0, &ids, &n));
+  QZT_CHECK(n == 1 && ids[0] == 4, "merges across U+2581 kept: a▁a (%lld ids)", (long long)n);
+  free(ids);
+  qz_tokenizer_free(&t);
+  /* Metaspace split without a prepended ▁: "a b" -> a | ▁b (HF splits
+   * MergedWithNext), even though merges could join a▁b across the word
+   * start at byte 1 */
+  const char *y =
+      "{\"model\":{\"type\":\"BPE\",\"unk_token\":\"<unk>\",\"vocab\":{"
+      "\"<unk>\":0,\"\xe2\x96\x81\":1,\"a\":2,\"b\":3,\"a\xe2\x96\x81\":4,"
+      "\"a\xe2\x96\x81" "b\":5,\"\xe2\x96\x81" "b\":6},"
+      "\"merges\":[\"a \xe2\x96\x81\",\"a\xe2\x96\x81 b\",\"\xe2\x96\x81 b\"]},"
+      "\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\","
+      "\"prepend_scheme\":\"never\",\"split\":true}}";
+  if (!QZT_OK(qz_tokenizer_load_json(y, strlen(y), "metaspace-never", &t))) return;
+  QZT_OK(qz_tokenizer_encode(t, "a b", 3, 0, &ids, &n));
+  QZT_CHECK(n == 2 && ids[0] == 2 && ids[1] == 6, "Metaspace never: a ▁b (%lld ids)",
+            (long long)n);
+  free(ids);
+  qz_tokenizer_free(&t);
 }
 
 int main(int argc, char **argv) {
