@@ -67,6 +67,7 @@ run potrf_np2 2 1 "$bin/bench_potrf" 3000 128
 run gptq_np2 2 1 "$bin/bench_gptq" 4096 4096
 run forward_np1 1 2 "$bin/bench_forward"
 run attn_np1 1 1 "$bin/bench_attn"
+run batch_np1 1 1 "$bin/bench_batch"
 # hybrid ranks x threads: 1 core vs 2 BLAS threads vs 2 threads everywhere
 if [ $quick -eq 0 ]; then run threads_np1 0 2 "$bin/bench_threads"; else run threads_np1 0 2 "$bin/bench_threads" stories; fi
 run pack_np1 0 1 "$bin/bench_pack" 8192 8192 4
