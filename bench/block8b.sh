@@ -1,6 +1,6 @@
-# Sourced by bench/factor_once.sh and bench/wire.sh (after `here`, `build`
-# are set): the MPI/BLAS environment, a temporary directory $tmp (removed
-# on exit), $mq, and one synthetic Llama-3-8B-shaped block in $tmp/m8 (the
+# Sourced by bench/factor_once.sh, bench/wire.sh and bench/hybrid.sh (after
+# `here`, `build` are set): the MPI/BLAS environment, a temporary directory
+# $tmp (removed on exit), $mq, and one synthetic Llama-3-8B-shaped block in $tmp/m8 (the
 # FFN narrowed to 4096 so that down_proj's 14336-wide factorization does
 # not dominate) with 4 x 512 random calibration ids in $tmp/ids.bin.
 # $1: extra `synth` options (e.g. --dtype bf16).

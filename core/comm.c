@@ -112,8 +112,7 @@ void qz_split_even(int64_t total, int nparts, int part, int64_t *begin,
   *begin = (int64_t)part * base + (part < rem ? part : rem);
 }
 
-/* The row split of qz_split_even as counts[size] and displacements
- * (counts + size) in rows, and a committed datatype of one row. */
+/* A row count and row size one MPI call can describe. */
 static int rows_fit(int64_t nrows, int64_t rowbytes) {
   QZ_CHECK(nrows <= INT32_MAX && rowbytes <= INT32_MAX, QZ_ERR_UNSUPPORTED,
            "matrix of %lld rows of %lld bytes too large for one row allgather",
@@ -121,6 +120,8 @@ static int rows_fit(int64_t nrows, int64_t rowbytes) {
   return QZ_OK;
 }
 
+/* The row split of qz_split_even as counts[size] and displacements
+ * (counts + size) in rows, and a committed datatype of one row. */
 static int rows_layout(int size, int64_t nrows, int64_t rowbytes, int *counts,
                        MPI_Datatype *row) {
   QZ_CALL(rows_fit(nrows, rowbytes));
@@ -273,10 +274,12 @@ int qz_comm_node_split(MPI_Comm comm, int allow_off, MPI_Comm *node) {
   *node = MPI_COMM_NULL;
   const int off = e && strcmp(e, "off") == 0;
   if (off && allow_off) return QZ_OK;
-  int k = e && !off && strcmp(e, "auto") != 0 ? atoi(e) : 0;
-  if (e && !off && strcmp(e, "auto") != 0)
+  int k = 0; /* 0: the shared-memory split */
+  if (e && !off && strcmp(e, "auto") != 0) {
+    k = atoi(e);
     QZ_CHECK(k >= 1, QZ_ERR_USAGE,
              "MPIQUANT_HESSIAN_NODE='%s': off, auto or a rank count >= 1", e);
+  }
   int rank;
   QZ_CALL_MPI(MPI_Comm_rank(comm, &rank));
   if (k > 0) QZ_CALL_MPI(MPI_Comm_split(comm, rank / k, rank, node));

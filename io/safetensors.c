@@ -868,6 +868,10 @@ int qz_st_read_raw16(qz_st *st, const char *name, int64_t row0, int64_t nrows,
   return QZ_OK;
 }
 
+static inline float raw16_one(int dt, uint16_t h) {
+  return dt == QZ_DT_BF16 ? qz_bf16_to_f32(h) : qz_f16_to_f32(h);
+}
+
 void qz_raw16_to_f32(int dt, const void *src, int64_t n, float *dst) {
   const uint8_t *b = src;
   /* element i by one thread (threads.h): identical at any thread count */
@@ -875,7 +879,7 @@ void qz_raw16_to_f32(int dt, const void *src, int64_t n, float *dst) {
   for (int64_t i = 0; i < n; i++) {
     uint16_t h;
     memcpy(&h, b + 2 * i, 2); /* (file data need not be 2-byte aligned) */
-    dst[i] = dt == QZ_DT_BF16 ? qz_bf16_to_f32(h) : qz_f16_to_f32(h);
+    dst[i] = raw16_one(dt, h);
   }
 }
 
@@ -893,10 +897,7 @@ void qz_raw16_widen_inplace(int dt, void *buf, int64_t n) {
     hi = lo;
   }
   /* the last few backwards: element i's write covers values >= 2i only */
-  for (int64_t i = hi - 1; i >= 0; i--) {
-    uint16_t v = h[i];
-    f[i] = dt == QZ_DT_BF16 ? qz_bf16_to_f32(v) : qz_f16_to_f32(v);
-  }
+  for (int64_t i = hi - 1; i >= 0; i--) f[i] = raw16_one(dt, h[i]);
 }
 
 int64_t qz_st_bytes_read(const qz_st *st) {

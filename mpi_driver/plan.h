@@ -12,12 +12,12 @@
 #include "mpiquant/config.h"
 #include "mpiquant/method.h"
 
-/* Machine rates.  Per-core rates are for one BLAS thread; collective
- * bandwidths are "bytes of the reduced object per second" measured within
- * one node (see plan_rates.c for the exact definitions). */
 /* MPI-IO aggregation buffer of the rank that writes for the others */
 #define QZ_PLAN_IO_AGG_BYTES (16.0 * 1048576.0)
 
+/* Machine rates.  Per-core rates are for one BLAS thread; collective
+ * bandwidths are "bytes of the reduced object per second" measured within
+ * one node (see plan_rates.c for the exact definitions). */
 typedef struct {
   double sgemm_gflops;      /* f32 GEMM, 1 thread */
   double ssyrk_gflops;      /* f32 SYRK (n^2 k flops), 1 thread */

@@ -173,11 +173,15 @@ void qz_plan_rates_default_path(char *buf, size_t len) {
 
 /* ---- measurements --------------------------------------------------- */
 
-static void fill(float *a, int64_t n, unsigned seed) {
-  for (int64_t i = 0; i < n; i++) {
-    seed = seed * 1664525u + 1013904223u;
-    a[i] = (float)(seed >> 8) * (1.0f / 16777216.0f) - 0.5f;
-  }
+/* Deterministic values in [-1, 1) from a small LCG. */
+static float frand(uint32_t *x) {
+  *x = *x * 1664525u + 1013904223u;
+  return (float)(*x >> 8) / 8388608.0f - 1.0f;
+}
+
+/* n values in [-0.5, 0.5) (frand halved: exact) */
+static void fill(float *a, int64_t n, uint32_t seed) {
+  for (int64_t i = 0; i < n; i++) a[i] = 0.5f * frand(&seed);
 }
 
 /* best of 3 */
@@ -425,11 +429,6 @@ done:
   return (double)n / (bw > bd ? bw : bd) / 1e9;
 }
 
-static float frand(uint32_t *x) {
-  *x = *x * 1664525u + 1013904223u;
-  return (float)(*x >> 8) / 8388608.0f - 1.0f;
-}
-
 /* fwd_frac: the block forward of a small Llama shape vs the sgemm of its
  * gate projection, on every rank at once (ranks share the node). */
 static int rate_forward(MPI_Comm comm, double sgemm_gflops, double *frac) {
@@ -450,8 +449,7 @@ static int rate_forward(MPI_Comm comm, double sgemm_gflops, double *frac) {
   for (int64_t i = 0; i < H; i++) w.attn_norm[i] = w.ffn_norm[i] = 1.0f + 0.1f * frand(&x);
   for (int l = 0; l < QZ_LIN_COUNT; l++) {
     int64_t o, i;
-    o = l == QZ_LIN_Q || l == QZ_LIN_O || l == QZ_LIN_DOWN ? H : l <= QZ_LIN_V ? 512 : 8192;
-    i = l == QZ_LIN_DOWN ? 8192 : H;
+    qz_linear_shape(&c, (qz_linear)l, &o, &i);
     for (int64_t k = 0; k < o * i; k++) w.w[l][k] = 1.7f / (float)i * frand(&x);
   }
   for (int64_t k = 0; k < L * H; k++) x0[k] = frand(&x);

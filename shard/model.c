@@ -98,6 +98,13 @@ MPI_Comm qz_model_comm(const qz_model *m) { return m->comm; }
  * full + 2 r0 rowlen), else as f32; a NaN/Inf is named here, not later as a
  * degenerate Hessian or a NaN perplexity.  Not collective (the caller
  * agrees on the result). */
+static int damaged(qz_st *st, const char *name, double v, int64_t k, int64_t rowlen,
+                   int64_t r0) {
+  QZ_FAIL(QZ_ERR_NUMERIC, "%s: tensor %s holds %g at row %lld, column %lld: the model's "
+          "weights are damaged", qz_st_origin(st), name, v, (long long)(r0 + k / rowlen),
+          (long long)(k % rowlen));
+}
+
 static int read_own_rows(qz_st *st, const char *name, int raw, int64_t r0, int64_t cnt,
                          int64_t rowlen, void *full) {
   if (cnt <= 0) return QZ_OK;
@@ -106,20 +113,17 @@ static int read_own_rows(qz_st *st, const char *name, int raw, int64_t r0, int64
     QZ_CALL(qz_st_read_raw16(st, name, r0, cnt, h));
     const uint16_t e = raw == QZ_DT_BF16 ? 0x7f80u : 0x7c00u; /* exponent all ones */
     for (int64_t k = 0; k < cnt * rowlen; k++)
-      QZ_CHECK((h[k] & e) != e, QZ_ERR_NUMERIC,
-               "%s: tensor %s holds %g at row %lld, column %lld: the model's weights are "
-               "damaged", qz_st_origin(st), name,
-               (double)(raw == QZ_DT_BF16 ? qz_bf16_to_f32(h[k]) : qz_f16_to_f32(h[k])),
-               (long long)(r0 + k / rowlen), (long long)(k % rowlen));
+      if ((h[k] & e) == e) {
+        float v;
+        qz_raw16_to_f32(raw, &h[k], 1, &v);
+        return damaged(st, name, v, k, rowlen, r0);
+      }
     return QZ_OK;
   }
   float *d = (float *)full + r0 * rowlen;
   QZ_CALL(qz_st_read_f32(st, name, r0, cnt, d));
   for (int64_t k = 0; k < cnt * rowlen; k++)
-    QZ_CHECK(isfinite(d[k]), QZ_ERR_NUMERIC,
-             "%s: tensor %s holds %g at row %lld, column %lld: the model's weights are "
-             "damaged", qz_st_origin(st), name, (double)d[k], (long long)(r0 + k / rowlen),
-             (long long)(k % rowlen));
+    if (!isfinite(d[k])) return damaged(st, name, d[k], k, rowlen, r0);
   return QZ_OK;
 }
 

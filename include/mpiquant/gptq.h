@@ -21,14 +21,14 @@ extern "C" {
  * factor; reused when already prepared with the same options), then sweeps
  * this rank's rows, streaming the factor panel by panel.
  * Collective on the Hessian's grid communicator; opts must match. */
+int qz_gptq_quantize(const qz_method_opts *opts, const qz_layer *layer,
+                     qz_layer_result *res);
+
 /* Flops of the column sweep of an [out, in] layer with lazy-batch width
  * B: the trailing sgemms 2 out bk (in - i2) and the in-block updates
  * out bk^2 over the blocks [i1, i2) (bench_gptq's and plan --calibrate's
  * rate). Not collective. */
 double qz_gptq_sweep_flops(int64_t out, int64_t in, int64_t B);
-
-int qz_gptq_quantize(const qz_method_opts *opts, const qz_layer *layer,
-                     qz_layer_result *res);
 
 /* The sweep's buffers, reused from linear to linear (grown to the largest
  * one: once per shape). qz_gptq_quantize makes a temporary one. */
