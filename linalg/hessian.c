@@ -497,7 +497,10 @@ static int fold_rows(qz_hessian *H, const float *rows, int64_t nrows) {
   int64_t any = nrows;
   QZ_CALL_DONE(qz_allreduce_i64(H->comm, &any, 1, MPI_SUM));
   if (any == 0) goto done;
-  QZ_CALL_DONE(fold_scale(H, rows, nrows));
+  qz_timer_start(QZ_PHASE_HESSIAN); /* the rows' scan (nested: no-op) */
+  st = fold_scale(H, rows, nrows);
+  qz_timer_stop(QZ_PHASE_HESSIAN);
+  QZ_CALL_DONE(st);
   qz_timer_start(QZ_PHASE_REDUCE);
   /* panel width: whole block columns, f32 + f64 panel within the budget */
   int64_t W = QZ_HESSIAN_PANEL_BYTES / (d * nb * 12) * nb;

@@ -225,7 +225,6 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
   if (m->prefetch > 0)
     printf("  %-44s %12s\n", "next block's linears (prefetch, wire dtype)",
            gib(m->prefetch, a, sizeof a));
-  printf("  %-44s %12s\n", "transient: Hessian row buffer (widest)", gib(m->rows, a, sizeof a));
   printf("  %-44s %12s\n", "transient: Hessian panels + reduce-scatter", gib(m->flush, a, sizeof a));
   printf("  %-44s %12s\n", "transient: factor redistribution", gib(m->prepare, a, sizeof a));
   char what[64];
@@ -250,10 +249,10 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
 static json_t *plan_json(const qz_plan_in *in, const qz_plan_rates *r, const qz_plan_mem *m,
                          const qz_plan_time *t, const qz_plan_bytes *by) {
   json_t *mem = json_pack(
-      "{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "base",
+      "{s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f}", "base",
       m->base, "weights", m->weights, "fwd", m->fwd, "hessians", m->hessians, "hessian_max",
       m->hessian_max, "hessian_ideal", m->hessian_ideal, "factor_xbuf", m->factor_xbuf,
-      "io_pages", m->io_pages, "prefetch", m->prefetch, "rows", m->rows, "flush", m->flush, "prepare", m->prepare,
+      "io_pages", m->io_pages, "prefetch", m->prefetch, "flush", m->flush, "prepare", m->prepare,
       "gptq", m->gptq, "embed_phase", m->embed_phase, "block_phase", m->block_phase, "peak",
       m->peak);
   json_t *tm = json_object();

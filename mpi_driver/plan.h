@@ -81,7 +81,6 @@ typedef struct {
   double hessian_max;  /* the largest one (d = max width) */
   double hessian_ideal;/* 8 d^2 / P for that width (no padding) */
   double factor_xbuf;  /* persistent factor-panel exchange buffers */
-  double rows;         /* Hessian row buffer of the widest group (transient) */
   double flush;        /* Hessian panel + reduce-scatter buffers (transient) */
   double prepare;      /* factor redistribution batch (transient) */
   double gptq;         /* per-rank buffers of the largest linear: results + the

@@ -75,8 +75,10 @@ double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqle
   int64_t qd = cfg->num_attention_heads * hd, kvd = cfg->num_key_value_heads * hd;
   int64_t T = nwin * seqlen, half = hd / 2;
   const int64_t TI = qz_config_all_moe(cfg) ? 0 : T * I; /* dense FFN buffers */
-  int64_t sz[] = {nwin * seqlen * H, T * H, T * qd, T * kvd, T * kvd, T * H, T * H,
-                  TI,                TI,    T * H,  qz_fwd_scores_floats(hd, seqlen), seqlen * half,
+  /* keys, values, up: one window (shard/forward.c) */
+  const int64_t Lw = nwin > 0 ? seqlen : 0, LI = TI > 0 ? Lw * I : 0;
+  int64_t sz[] = {nwin * seqlen * H, T * H, T * qd, Lw * kvd, Lw * kvd, T * H, T * H,
+                  TI,                LI,    T * H,  qz_fwd_scores_floats(hd, seqlen), seqlen * half,
                   seqlen * half};
   int64_t total = 0;
   for (size_t i = 0; i < sizeof sz / sizeof sz[0]; i++) total += round16(sz[i]);
@@ -136,13 +138,6 @@ static int block_shapes(const qz_model_config *c, int64_t o[13], int64_t i[13]) 
     }
   }
   return n;
-}
-
-/* Row-buffer capacity after qz_hessian_add_rows of n rows: 256 doubled. */
-static int64_t rows_cap(int64_t n) {
-  int64_t cap = 256;
-  while (cap < n) cap *= 2;
-  return n > 0 ? cap : 0;
 }
 
 /* The driver's result buffers of one linear on a rank with m rows
@@ -328,18 +323,17 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
           m->hessian_ideal = 8.0 * (double)d[g] * (double)d[g] / P;
         }
       }
-      double rows = 4.0 * (double)rows_cap(m->tokens_rank) * (double)d[g];
       int64_t W = QZ_HESSIAN_PANEL_BYTES / (d[g] * in->nb * 12) * in->nb;
       if (W < in->nb) W = in->nb;
       if (W > d[g]) W = d[g];
       double ldrecv = (double)qz_bc_numroc(d[g], in->nb, 0, pr);
       double flush = 12.0 * d[g] * W + 8.0 * (ldrecv * W + 1);
       double prep = P > 1 && factor ? 2.0 * 8.0 * (double)d[g] * in->nb * pc : 0.0;
-      if (rows > m->rows) m->rows = rows;
       if (flush > m->flush) m->flush = flush;
       if (prep > m->prepare) m->prepare = prep;
-      /* the row buffer lives through the flush; the factorization after it */
-      double t = rows + flush;
+      /* the rows are folded from the forward's stage buffer (no copy): the
+       * panels, then the factorization after them */
+      double t = flush;
       if (prep > t) t = prep;
       if (t > trans_max) trans_max = t;
     }

@@ -315,11 +315,10 @@ static int group_hessian(qz_qrun *r, qz_fwd *f, int b_layer, int g, qz_hessian *
     x = r->hx;
   }
   QZ_CALL(qz_quantize_hessian_for(&r->hc, r->grid, ncols, H));
-  qz_timer_start(QZ_PHASE_HESSIAN);
-  int st = qz_hessian_add_rows(*H, x, qz_fwd_ntok(f));
+  /* folded straight from the stage buffer (no copy of the rows: T x d
+   * floats, the size of the FFN input for down), one chunk per window */
   qz_hessian_count_sequences(*H, qz_fwd_nwin(f));
-  qz_timer_stop(QZ_PHASE_HESSIAN);
-  QZ_CALL(qz_error_agree(r->ctx->comm, st));
+  QZ_CALL(qz_hessian_accumulate(*H, x, qz_fwd_ntok(f)));
   QZ_CALL(qz_hessian_reduce(*H));
   return QZ_OK;
 }

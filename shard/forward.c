@@ -30,12 +30,12 @@ struct qz_fwd {
   float *x;    /* [T, H] current batch's rows of xall (block input) */
   float *xn;   /* [T, H] QKV_IN */
   float *q;    /* [T, qd] queries, overwritten by the attention output (O_IN) */
-  float *k;    /* [T, kvd] */
-  float *v;    /* [T, kvd] */
+  float *k;    /* [seqlen, kvd] keys of one window (formed per window) */
+  float *v;    /* [seqlen, kvd] values of one window */
   float *h1;   /* [T, H] x + attn Wo' */
   float *h1n;  /* [T, H] GATEUP_IN */
   float *g;    /* [T, I] gate, then silu(gate)*up (DOWN_IN) */
-  float *u;    /* [T, I] up */
+  float *u;    /* [seqlen, I] up of one window (formed per window) */
   float *out;  /* [T, H] OUT */
   float *s;    /* attention scratch (qz_fwd_scores_floats_threads): the
                 * fused path's nthr workspaces are s_ld floats apart */
@@ -215,8 +215,11 @@ int qz_fwd_create_batched(const qz_model_config *cfg, int64_t nwin,
   f->s_ld = qz_fwdk_attn_small_ld(f->hd, seqlen);
   const int64_t ssz = qz_fwd_scores_floats_threads(f->hd, seqlen, f->nthr);
   /* sizes in floats, each rounded to 16 floats (64 B) */
-  int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, T * f->kvd, T * f->kvd,
-                  T * f->H, T * f->H, TI,        TI,         T * f->H,
+  /* k, v and up are formed and used one window at a time: their buffers
+   * hold one window (a stage's output is kept for every window) */
+  const int64_t Lw = nwin > 0 ? seqlen : 0, LI = TI > 0 ? Lw * f->I : 0;
+  int64_t sz[] = {f->ntok_all * f->H, T * f->H, T * f->qd, Lw * f->kvd, Lw * f->kvd,
+                  T * f->H, T * f->H, TI,        LI,          T * f->H,
                   ssz, seqlen * half, seqlen * half};
   float **dst[] = {&f->xall, &f->xn, &f->q, &f->k, &f->v, &f->h1, &f->h1n,
                    &f->g, &f->u, &f->out, &f->s, &f->cos_t, &f->sin_t};
@@ -395,58 +398,51 @@ static void softmax_row(float *s, int64_t nv, int64_t n) {
   for (j = nv; j < n; j++) s[j] = 0.0f;
 }
 
-/* Small heads, fused (attn.c): the (window, head) pairs are split over
- * the threads, each with its own workspace; a head's result does not
- * depend on which thread computes it. */
-static void attention_small(qz_fwd *f, float scale) {
+/* Small heads, fused (attn.c): a window's heads are split over the
+ * threads, each with its own workspace; a head's result does not depend on
+ * which thread computes it. */
+static void attention_small(qz_fwd *f, float *qw, float scale) {
   const int64_t L = f->seqlen, hd = f->hd, qd = f->qd, kvd = f->kvd;
-  const int64_t group = f->nq / f->nkv, npair = f->nwin * f->nq;
-  const int nthr = npair > 1 ? f->nthr : 1;
+  const int64_t group = f->nq / f->nkv, nh = f->nq;
+  const int nthr = nh > 1 ? f->nthr : 1;
 #pragma omp parallel for schedule(static) num_threads(nthr)
-  for (int64_t wh = 0; wh < npair; wh++) {
-    const int64_t w = wh / f->nq, h = wh % f->nq;
+  for (int64_t h = 0; h < nh; h++) {
     float *ws = f->s + (int64_t)omp_get_thread_num() * f->s_ld;
-    qz_fwdk_attn_small(f->q + w * L * qd + h * hd, qd, L, NULL, NULL, 0,
-                       f->k + w * L * kvd + h / group * hd,
-                       f->v + w * L * kvd + h / group * hd, kvd, hd, scale, ws);
+    qz_fwdk_attn_small(qw + h * hd, qd, L, NULL, NULL, 0, f->k + h / group * hd,
+                       f->v + h / group * hd, kvd, hd, scale, ws);
   }
 }
 
-/* Causal GQA attention of every local window; the output of query head h
- * overwrites q's columns of head h (each query block is read once, into the
- * scores, before its rows are written). Larger heads: sgemm (OpenBLAS's
- * threads) for the products, the softmax rows split over our threads. */
-static void attention(qz_fwd *f) {
+/* Causal GQA attention of one window, queries qw [seqlen, qd], keys and
+ * values in f->k, f->v; the output of query head h overwrites qw's columns
+ * of head h (each query block is read once, into the scores, before its
+ * rows are written). Larger heads: sgemm (OpenBLAS's threads) for the
+ * products, the softmax rows split over our threads. */
+static void attention(qz_fwd *f, float *qw) {
   int64_t L = f->seqlen, hd = f->hd, qd = f->qd, kvd = f->kvd;
   int64_t group = f->nq / f->nkv;
   float scale = (float)(1.0 / sqrt((double)hd));
   if (hd <= QZ_FWDK_ATTN_SMALL_HD) {
-    attention_small(f, scale);
+    attention_small(f, qw, scale);
     return;
   }
-  for (int64_t w = 0; w < f->nwin; w++) {
-    float *qw = f->q + w * L * qd;
-    const float *kw = f->k + w * L * kvd, *vw = f->v + w * L * kvd;
-    for (int64_t h = 0; h < f->nq; h++) {
-      int64_t g = h / group;
-      float *qh = qw + h * hd;
-      const float *kg = kw + g * hd, *vg = vw + g * hd;
-      for (int64_t i0 = 0; i0 < L; i0 += QZ_FWD_QBLOCK) {
-        int64_t m = L - i0 < QZ_FWD_QBLOCK ? L - i0 : QZ_FWD_QBLOCK;
-        int64_t n = i0 + m; /* keys 0..n-1 are visible to some row */
-        float *S = f->s;    /* [m, n] */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n,
-                    (int)hd, scale, qh + i0 * qd, (int)qd, kg, (int)kvd, 0.0f,
-                    S, (int)n);
+  for (int64_t h = 0; h < f->nq; h++) {
+    int64_t g = h / group;
+    float *qh = qw + h * hd;
+    const float *kg = f->k + g * hd, *vg = f->v + g * hd;
+    for (int64_t i0 = 0; i0 < L; i0 += QZ_FWD_QBLOCK) {
+      int64_t m = L - i0 < QZ_FWD_QBLOCK ? L - i0 : QZ_FWD_QBLOCK;
+      int64_t n = i0 + m; /* keys 0..n-1 are visible to some row */
+      float *S = f->s;    /* [m, n] */
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)m, (int)n, (int)hd, scale,
+                  qh + i0 * qd, (int)qd, kg, (int)kvd, 0.0f, S, (int)n);
 #pragma omp parallel for schedule(static) num_threads(qz_threads_for(m * n))
-        for (int64_t r = 0; r < m; r++) {
-          int64_t nv = i0 + r + 1; /* causal: keys 0..i */
-          softmax_row(S + r * n, nv, n);
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd,
-                    (int)n, 1.0f, S, (int)n, vg, (int)kvd, 0.0f, qh + i0 * qd,
-                    (int)qd);
+      for (int64_t r = 0; r < m; r++) {
+        int64_t nv = i0 + r + 1; /* causal: keys 0..i */
+        softmax_row(S + r * n, nv, n);
       }
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)m, (int)hd, (int)n, 1.0f, S,
+                  (int)n, vg, (int)kvd, 0.0f, qh + i0 * qd, (int)qd);
     }
   }
 }
@@ -533,20 +529,27 @@ static int run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
       rmsnorm(f->xn, f->x, w->attn_norm, T, H, f->eps);
       break;
     case QZ_STAGE_O_IN: {
+      /* window by window: its queries, keys, values, RoPE, the hook (all
+       * row-wise) and its attention; the same operations as over all
+       * windows at once (one sgemm per window), in one window's memory */
+      const int64_t L = f->seqlen, qd = f->qd, kvd = f->kvd;
       const float *xin = lin_in(f, w, QZ_LIN_Q, f->xn, H);
-      linear(f->q, xin, w->w[QZ_LIN_Q], w->b[QZ_LIN_Q], T, f->seqlen, f->qd, H);
-      linear(f->k, xin, w->w[QZ_LIN_K], w->b[QZ_LIN_K], T, f->seqlen, f->kvd, H);
-      linear(f->v, xin, w->w[QZ_LIN_V], w->b[QZ_LIN_V], T, f->seqlen, f->kvd, H);
-      if (w->q_norm) { /* Qwen3: per-head RMSNorm before RoPE */
-        rmsnorm(f->q, f->q, w->q_norm, T * f->nq, f->hd, f->eps);
-        rmsnorm(f->k, f->k, w->k_norm, T * f->nkv, f->hd, f->eps);
+      for (int64_t r0 = 0; r0 < T; r0 += L) {
+        const int64_t m = T - r0 < L ? T - r0 : L;
+        float *qw = f->q + r0 * qd;
+        linear(qw, xin + r0 * H, w->w[QZ_LIN_Q], w->b[QZ_LIN_Q], m, L, qd, H);
+        linear(f->k, xin + r0 * H, w->w[QZ_LIN_K], w->b[QZ_LIN_K], m, L, kvd, H);
+        linear(f->v, xin + r0 * H, w->w[QZ_LIN_V], w->b[QZ_LIN_V], m, L, kvd, H);
+        if (w->q_norm) { /* Qwen3: per-head RMSNorm before RoPE */
+          rmsnorm(qw, qw, w->q_norm, m * f->nq, f->hd, f->eps);
+          rmsnorm(f->k, f->k, w->k_norm, m * f->nkv, f->hd, f->eps);
+        }
+        qz_rope_apply(qw, m, qd, f->nq, f->hd, L, f->cos_t, f->sin_t);
+        qz_rope_apply(f->k, m, kvd, f->nkv, f->hd, L, f->cos_t, f->sin_t);
+        if (f->mhook.attn)
+          f->mhook.attn(f->mhook.ctx, w->layer, qw, f->k, f->v, m, f->nq, f->nkv, f->hd);
+        attention(f, qw);
       }
-      qz_rope_apply(f->q, T, f->qd, f->nq, f->hd, f->seqlen, f->cos_t, f->sin_t);
-      qz_rope_apply(f->k, T, f->kvd, f->nkv, f->hd, f->seqlen, f->cos_t,
-                    f->sin_t);
-      if (f->mhook.attn)
-        f->mhook.attn(f->mhook.ctx, w->layer, f->q, f->k, f->v, T, f->nq, f->nkv, f->hd);
-      attention(f);
       break;
     }
     case QZ_STAGE_GATEUP_IN:
@@ -558,8 +561,11 @@ static int run_stage(qz_fwd *f, const qz_block_weights *w, qz_fwd_stage s) {
       if (w->moe) break; /* the experts' inputs are formed in OUT */
       const float *xin = lin_in(f, w, QZ_LIN_GATE, f->h1n, H);
       linear(f->g, xin, w->w[QZ_LIN_GATE], w->b[QZ_LIN_GATE], T, f->seqlen, I, H);
-      linear(f->u, xin, w->w[QZ_LIN_UP], w->b[QZ_LIN_UP], T, f->seqlen, I, H);
-      qz_fwdk_swiglu(f->g, f->u, T * I);
+      for (int64_t r0 = 0; r0 < T; r0 += f->seqlen) { /* up: one window at a time */
+        const int64_t m = T - r0 < f->seqlen ? T - r0 : f->seqlen;
+        linear(f->u, xin + r0 * H, w->w[QZ_LIN_UP], w->b[QZ_LIN_UP], m, f->seqlen, I, H);
+        qz_fwdk_swiglu(f->g + r0 * I, f->u, m * I);
+      }
       break;
     }
     case QZ_STAGE_OUT:

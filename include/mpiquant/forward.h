@@ -5,8 +5,9 @@
  * A rank owns `nwin` windows of `seqlen` tokens; their residual stream lives
  * in one buffer x [nwin*seqlen, H] (window w = rows [w*seqlen, (w+1)*seqlen),
  * positions 0..seqlen-1, causal, windows independent).  Every projection is
- * one sgemm over all local tokens; attention runs per (window, head) in
- * query blocks that only touch the causal part of the key range.
+ * one sgemm per window; attention runs per (window, head) in query blocks
+ * that only touch the causal part of the key range.  Keys, values and the
+ * up projection are formed and consumed one window at a time.
  *
  * Stages of a block (each computes the input of the next linear group):
  *   QZ_STAGE_QKV_IN    xn  = RMSNorm(x) * attn_norm              [T, H]
@@ -43,8 +44,9 @@
  * cache): stage s then costs s+1 stage passes.
  *
  * Memory (allocated once in qz_fwd_create*, nothing allocated per call):
- * T_all*H floats for x + Tb*(4H + 2*nq*hd + 2*nkv*hd + 2I) for the stage
- * buffers (Tb = batch windows * seqlen) + the attention scratch
+ * T_all*H floats for x + Tb*(4H + nq*hd + I) for the stage buffers
+ * (Tb = batch windows * seqlen) + seqlen*(2*nkv*hd + I) for one window's
+ * keys, values and up projection + the attention scratch
  * (qz_fwd_scores_floats) + RoPE tables [seqlen, hd/2] x 2 + the
  * logits chunk [chunk, vocab] when the head is used. */
 #ifndef MPIQUANT_FORWARD_H
