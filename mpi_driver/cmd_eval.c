@@ -54,7 +54,8 @@ static void usage(void) {
       "  --full-head        every rank holds the whole [vocab, hidden] output\n"
       "                     head (default: vocabularies above 4096 are sharded\n"
       "                     over the ranks, V/P x H each, and the embedding is\n"
-      "                     read per token); for checks: NLL agrees to ~1e-12\n"
+      "                     read per token); for checks: NLL (and --task\n"
+      "                     loglikelihoods) agree to ~1e-12\n"
       "Progress with ETA goes to stderr on rank 0 (-q turns it off).\n"
       "\n"
       "Benchmark accuracy (instead of --data/--tokens; lm-evaluation-harness 0.4\n"
@@ -277,7 +278,7 @@ static int eval_main(qz_ctx *ctx, int argc, char **argv, int report,
   }
   if (o.task.tasks) {
     qz_task_model tm = {eo.block_source, eo.block_source_ctx, eo.act_quant_bits,
-                        eo.act_hook, eo.model_hook};
+                        eo.act_hook, eo.model_hook, o.full_head};
     QZ_CALL_DONE(qz_task_eval(ctx, m, o.model, &o.task, &tm, report, o.json, tout));
     goto done;
   }

@@ -429,7 +429,8 @@ int qz_task_eval(qz_ctx *ctx, qz_model *m, const char *model_dir, const qz_task_
                    .block_source_ctx = tm ? tm->block_source_ctx : NULL,
                    .act_quant_bits = tm ? tm->act_quant_bits : 0,
                    .act_hook = tm ? tm->act_hook : NULL,
-                   .model_hook = tm ? tm->model_hook : NULL};
+                   .model_hook = tm ? tm->model_hook : NULL,
+                   .full_head = tm ? tm->full_head : 0};
   qz_ll_stats ls;
   QZ_CALL_DONE(qz_loglikelihood(m, rq, nreq, &lo, res, &ls));
   double secs = MPI_Wtime() - t0;

@@ -59,6 +59,7 @@ typedef struct {
   int act_quant_bits;
   const qz_act_hook *act_hook; /* NULL or the linear-input hook */
   const qz_model_hook *model_hook; /* NULL or the stream/attention hook */
+  int full_head; /* 1: the whole output head on every rank (eval --full-head) */
 } qz_task_model;
 
 /* Evaluate the tasks of `c` on model m (its dir `model_dir` holds the

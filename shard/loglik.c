@@ -209,33 +209,137 @@ static void score_rows(const ws *w, const qz_head_weights *hd, int64_t np, const
 }
 
 /* The scored positions of one batch in a fixed order (group, request,
- * position), in chunks of `chunk` rows: a request's tokens are added in
- * position order, and the chunks depend only on the batch. */
-static int score_batch(ws *w, const qz_head_weights *hd, const batch *b, const int64_t *order,
-                       const group *grp, const req_win *win, const qz_ll_request *req,
-                       int64_t chunk, float *hn, float *lg, int64_t *pr, int32_t *pt,
-                       double *ll, int *greedy) {
+ * position; a request's tokens in position order): request pr[k] and
+ * target pt[k] for k < *ns, and with hn (the batch's owner: its rows are
+ * local) the final-normed rows. The same on every rank. */
+static int batch_positions(const ws *w, const float *norm, const batch *b, const int64_t *order,
+                           const group *grp, const req_win *win, const qz_ll_request *req,
+                           float *hn, int64_t *pr, int32_t *pt, int64_t *ns) {
   const int64_t H = w->H, V = w->V;
   int64_t np = 0;
   for (int64_t e = b->g0; e < b->g1; e++) {
     const group *gp = &grp[order[e]];
     for (int64_t r = gp->r0; r < gp->r1; r++)
       for (int64_t j = win[r].ninp - win[r].s; j < win[r].ninp; j++) {
-        int64_t row = j < gp->S ? gp->row + j : win[r].own + (j - gp->S);
         int32_t tgt = tok_at(&req[r], win[r].a + j + 1);
         QZ_CHECK(tgt >= 0 && tgt < V, QZ_ERR_ARG,
                  "request %lld: token id %d outside the vocabulary [0, %lld)", (long long)r,
                  (int)tgt, (long long)V);
-        qz_fwdk_rmsnorm(hn + np * H, w->x + (row - w->r0) * H, hd->norm, 1, H, w->eps);
+        if (hn) {
+          int64_t row = j < gp->S ? gp->row + j : win[r].own + (j - gp->S);
+          qz_fwdk_rmsnorm(hn + np * H, w->x + (row - w->r0) * H, norm, 1, H, w->eps);
+        }
         pr[np] = r;
         pt[np] = tgt;
-        if (++np == chunk) {
-          score_rows(w, hd, np, hn, lg, pr, pt, ll, greedy);
-          np = 0;
-        }
+        np++;
       }
   }
-  if (np) score_rows(w, hd, np, hn, lg, pr, pt, ll, greedy);
+  *ns = np;
+  return QZ_OK;
+}
+
+/* Scored positions of a batch (no rows needed). */
+static int64_t batch_nscored(const batch *b, const int64_t *order, const group *grp,
+                             const req_win *win) {
+  int64_t n = 0;
+  for (int64_t e = b->g0; e < b->g1; e++)
+    for (int64_t r = grp[order[e]].r0; r < grp[order[e]].r1; r++) n += win[r].s;
+  return n;
+}
+
+/* A local batch with the whole head: its positions in chunks of `chunk`
+ * rows (the chunks depend only on the batch). */
+static int score_batch(ws *w, const qz_head_weights *hd, const batch *b, const int64_t *order,
+                       const group *grp, const req_win *win, const qz_ll_request *req,
+                       int64_t chunk, float *hn, float *lg, int64_t *pr, int32_t *pt,
+                       double *ll, int *greedy) {
+  int64_t ns;
+  QZ_CALL(batch_positions(w, hd->norm, b, order, grp, win, req, hn, pr, pt, &ns));
+  for (int64_t k0 = 0; k0 < ns; k0 += chunk)
+    score_rows(w, hd, ns - k0 < chunk ? ns - k0 : chunk, hn + k0 * w->H, lg, pr + k0, pt + k0,
+               ll, greedy);
+  return QZ_OK;
+}
+
+/* Buffers of the vocab-sharded scoring (chunk rows each). */
+typedef struct {
+  float *lg;    /* [chunk, v1 - v0] logits of this rank's vocab rows */
+  float *mx;    /* [chunk] row max over the whole vocab */
+  int32_t *am;  /* [chunk] lowest index of that max */
+  double *part; /* [chunk, nch + 1] this rank's chunk sums and target logit */
+  double *red;  /* [chunk, nch + 1] their sum on the batch's owner */
+} shard_bufs;
+
+/* One batch with the head sharded over the ranks (vocab rows [v0, v1) here,
+ * whole QZ_VOCAB_CHUNK chunks): every rank visits every batch of the round
+ * in batch order; the owner forms the rows and broadcasts them chunk by
+ * chunk, every rank computes its logits (one sgemm per vocab chunk, so a
+ * logit does not depend on the split), the row max (MAX) and the lowest
+ * index reaching it (MIN: the argmax of the whole row, ties to the lowest
+ * index as with the whole head), its chunks' sums of exp(l - max) and the
+ * target's logit; the owner receives them (one contributor per entry: the
+ * reduction is exact) and adds the chunk sums in chunk order. Results do
+ * not depend on the rank count. Collective. */
+static int score_batch_sharded(ws *w, const qz_head_shard *hs, MPI_Comm comm, int rank,
+                               const batch *b, const int64_t *order, const group *grp,
+                               const req_win *win, const qz_ll_request *req, int64_t chunk,
+                               float *hn, int64_t *pr, int32_t *pt, const shard_bufs *sb,
+                               double *ll, int *greedy) {
+  const int64_t H = w->H, V = w->V, v0 = hs->v0, v1 = hs->v1, vl = v1 - v0;
+  const int64_t nch = (V + QZ_VOCAB_CHUNK - 1) / QZ_VOCAB_CHUNK, W = nch + 1;
+  const int own = rank == b->owner;
+  int64_t ns;
+  QZ_CALL(batch_positions(w, hs->norm, b, order, grp, win, req, own ? hn : NULL, pr, pt, &ns));
+  for (int64_t k0 = 0; k0 < ns; k0 += chunk) {
+    const int64_t n = ns - k0 < chunk ? ns - k0 : chunk;
+    float *x = hn + k0 * H, *lg = sb->lg, *mx = sb->mx;
+    const int32_t *tg = pt + k0;
+    QZ_CALL_MPI(MPI_Bcast(x, (int)(n * H), MPI_FLOAT, b->owner, comm));
+    qz_count_bcast(comm, b->owner, 4 * n * H);
+    for (int64_t c = v0; c < v1; c += QZ_VOCAB_CHUNK) {
+      int64_t cw = v1 - c < QZ_VOCAB_CHUNK ? v1 - c : QZ_VOCAB_CHUNK;
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)cw, (int)H, 1.0f, x,
+                  (int)H, hs->rows + (c - v0) * H, (int)H, 0.0f, lg + (c - v0), (int)vl);
+    }
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
+    for (int64_t t = 0; t < n; t++) {
+      float m = -INFINITY;
+      for (int64_t j = 0; j < vl; j++) m = lg[t * vl + j] > m ? lg[t * vl + j] : m;
+      mx[t] = m;
+    }
+    QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, mx, (int)n, MPI_FLOAT, MPI_MAX, comm));
+    qz_count_allreduce(comm, 4 * n);
+    memset(sb->part, 0, sizeof(double) * (size_t)(n * W));
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
+    for (int64_t t = 0; t < n; t++) {
+      const float *row = lg + t * vl;
+      int32_t a = (int32_t)V;
+      for (int64_t j = 0; j < vl; j++)
+        if (row[j] == mx[t]) {
+          a = (int32_t)(v0 + j);
+          break;
+        }
+      sb->am[t] = a;
+      for (int64_t c = v0; c < v1; c += QZ_VOCAB_CHUNK) {
+        int64_t e = v1 - c < QZ_VOCAB_CHUNK ? v1 : c + QZ_VOCAB_CHUNK;
+        double sum = 0.0;
+        for (int64_t j = c; j < e; j++) sum += (double)expf(row[j - v0] - mx[t]);
+        sb->part[t * W + c / QZ_VOCAB_CHUNK] = sum;
+      }
+      if (tg[t] >= v0 && tg[t] < v1) sb->part[t * W + nch] = (double)row[tg[t] - v0];
+    }
+    QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, sb->am, (int)n, MPI_INT32_T, MPI_MIN, comm));
+    qz_count_allreduce(comm, 4 * n);
+    QZ_CALL_MPI(MPI_Reduce(sb->part, sb->red, (int)(n * W), MPI_DOUBLE, MPI_SUM, b->owner, comm));
+    qz_count_reduce(comm, b->owner, 8 * n * W);
+    if (!own) continue;
+    for (int64_t t = 0; t < n; t++) {
+      double sum = 0.0;
+      for (int64_t c = 0; c < nch; c++) sum += sb->red[t * W + c];
+      ll[pr[k0 + t]] -= (double)mx[t] + log(sum) - sb->red[t * W + nch];
+      if (sb->am[t] != tg[t]) greedy[pr[k0 + t]] = 0;
+    }
+  }
   return QZ_OK;
 }
 
@@ -277,6 +381,8 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
   size_t wbytes = 0;
   qz_block_weights bw = {0};
   qz_head_weights head = {0};
+  qz_head_shard hs = {0};
+  shard_bufs sb = {0};
 
   /* ---- the same plan on every rank: windows, groups, batches, owners */
   QZ_CALL_DONE(qz_calloc((size_t)nreq, sizeof *win, "request windows", &win));
@@ -469,12 +575,36 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
     QZ_CALL_DONE(qz_model_load_head(m, 1, 0, &head));
     if (head.tied) QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
   }
+  /* the head: whole on every rank (small vocabularies, --full-head), else
+   * this rank's whole QZ_VOCAB_CHUNK chunks (V/P x H instead of V x H) */
+  const int sharded = !small_vocab && !o->full_head;
+  const int64_t nch = (w.V + QZ_VOCAB_CHUNK - 1) / QZ_VOCAB_CHUNK;
+  int64_t v0 = 0, v1 = 0;
+  if (sharded) {
+    qz_vocab_shard_range(w.V, size, rank, &v0, &v1);
+    QZ_CALL_DONE(qz_error_agree(comm, qz_model_load_head_shard(m, v0, v1, &hs)));
+  }
   int64_t chunk = (64 << 20) / (int64_t)sizeof(float) / (w.V > 0 ? w.V : 1);
   chunk = chunk < 1 ? 1 : chunk > 256 ? 256 : chunk;
-  st = qz_alloc((size_t)(chunk * w.H), sizeof *hn, "head input rows", &hn);
-  if (st == QZ_OK) st = qz_alloc((size_t)(chunk * w.V), sizeof *lg, "logits chunk", &lg);
-  if (st == QZ_OK) st = qz_alloc((size_t)chunk, sizeof *pr, "scored rows", &pr);
-  if (st == QZ_OK) st = qz_alloc((size_t)chunk, sizeof *pt, "scored targets", &pt);
+  int64_t nsmax = 1; /* scored positions of the largest batch */
+  for (int64_t b = 0; b < nbat; b++) {
+    int64_t n = batch_nscored(&bat[b], order, grp, win);
+    nsmax = n > nsmax ? n : nsmax;
+  }
+  const int64_t lgcols = sharded ? (v1 > v0 ? v1 - v0 : 1) : w.V;
+  st = qz_alloc((size_t)(nsmax * w.H), sizeof *hn, "head input rows", &hn);
+  if (st == QZ_OK) st = qz_alloc((size_t)(chunk * lgcols), sizeof *lg, "logits chunk", &lg);
+  if (st == QZ_OK) st = qz_alloc((size_t)nsmax, sizeof *pr, "scored rows", &pr);
+  if (st == QZ_OK) st = qz_alloc((size_t)nsmax, sizeof *pt, "scored targets", &pt);
+  if (st == QZ_OK && sharded) {
+    sb.lg = lg;
+    st = qz_alloc((size_t)chunk, sizeof *sb.mx, "row maxima", &sb.mx);
+    if (st == QZ_OK) st = qz_alloc((size_t)chunk, sizeof *sb.am, "row argmax", &sb.am);
+    if (st == QZ_OK)
+      st = qz_alloc((size_t)(chunk * (nch + 1)), sizeof *sb.part, "chunk sums", &sb.part);
+    if (st == QZ_OK)
+      st = qz_alloc((size_t)(chunk * (nch + 1)), sizeof *sb.red, "chunk sums", &sb.red);
+  }
   QZ_CALL_DONE(qz_error_agree(comm, st));
 
   qz_progress prog;
@@ -515,14 +645,24 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
     }
     if (w.mhook && w.mhook->stream) w.mhook->stream(w.mhook->ctx, w.x, r1 - r0, w.H, 1);
     /* head on the scored rows */
-    QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
-    qz_timer_start(QZ_PHASE_EVAL);
-    for (int64_t b = 0; st == QZ_OK && b < nbat; b++)
-      if (bat[b].owner == rank && bat[b].round == rd)
-        st = score_batch(&w, &head, &bat[b], order, grp, win, req, chunk, hn, lg, pr, pt, ll,
-                         greedy);
-    qz_timer_stop(QZ_PHASE_EVAL);
-    QZ_CALL_DONE(qz_error_agree(comm, st));
+    if (sharded) { /* every rank, every batch of the round (errors: same on all) */
+      qz_timer_start(QZ_PHASE_EVAL);
+      for (int64_t b = 0; st == QZ_OK && b < nbat; b++)
+        if (bat[b].round == rd)
+          st = score_batch_sharded(&w, &hs, comm, rank, &bat[b], order, grp, win, req, chunk,
+                                   hn, pr, pt, &sb, ll, greedy);
+      qz_timer_stop(QZ_PHASE_EVAL);
+      QZ_CALL_DONE(st);
+    } else {
+      QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
+      qz_timer_start(QZ_PHASE_EVAL);
+      for (int64_t b = 0; st == QZ_OK && b < nbat; b++)
+        if (bat[b].owner == rank && bat[b].round == rd)
+          st = score_batch(&w, &head, &bat[b], order, grp, win, req, chunk, hn, lg, pr, pt, ll,
+                           greedy);
+      qz_timer_stop(QZ_PHASE_EVAL);
+      QZ_CALL_DONE(qz_error_agree(comm, st));
+    }
     if (o->progress) qz_progress_update(&prog, (rd + 1) * (nblocks + 1));
   }
   qz_block_weights_free(&bw);
@@ -559,5 +699,10 @@ done:
   qz_moe_ws_destroy(&w.moe);
   qz_block_weights_free(&bw);
   qz_head_weights_free(&head);
+  qz_head_shard_free(&hs);
+  free(sb.mx);
+  free(sb.am);
+  free(sb.part);
+  free(sb.red);
   return st;
 }

@@ -18,6 +18,13 @@
 #   task_eval.sh ckpt NP        --ckpt (fake-quant) and the GPTQ export of the
 #                               same checkpoint: np-identical, export vs numpy
 #                               on its dense unpacking, ckpt close to the export
+#   task_eval.sh vocabshard NP  the output head sharded over the ranks
+#                               (vocabularies > 4096): stories260K grown to
+#                               10000 rows (tests/vocab_expand.py: 3 chunks,
+#                               even tokens' rows copied into the third, so
+#                               argmax ties cross ranks): np NP identical to
+#                               np 1, both vs --full-head within TOL_SHARD, the
+#                               same greedy flags (some true), and vs numpy
 set -uo pipefail
 S=${QZ_SHARED_DIR:?} B=${MPIQUANT_BIN:?} T=${QZ_TEST_TMP:?} SRC=${QZ_SOURCE_DIR:?}
 F=$SRC/tests/fixtures/tasks
@@ -109,6 +116,53 @@ a, b = key(sys.argv[1]), key(sys.argv[2])
 assert a == b and a, (len(a), len(b))
 P
   done
+  ;;
+vocabshard)
+  # TOL_SHARD = 1e-11 nats per scored token: only the order of the double
+  # sum over the vocabulary differs (chunk sums, then in chunk order), at
+  # most ~V * 2^-53 = 1.1e-12 relative in the sum; measured <= 6e-13
+  np=$1 M=$T/m10k
+  /usr/bin/python3 "$SRC/tests/vocab_expand.py" "$S/models/stories260K-hf" "$M" 10000 8192 \
+    || fail "vocab_expand"
+  # next-word choices after half a story: the model's argmax is often one of
+  # them, so some is_greedy flags are true (the ties above decide them)
+  /usr/bin/python3 - "$S/data/tinystories_valid_head.txt" "$T/nextword.jsonl" <<'P' || fail "nextword task"
+import json, sys
+lines = [l.strip() for l in open(sys.argv[1]) if len(l.strip()) > 80][:40]
+words = ["the", "a", "and", "was", "to", "he", "she", "it", "they", "in", "of", "his", "her",
+         "had", "with", "said", "day", "big", "Tim", "Lily", "dog", "very", "not", "so", "that",
+         "on", "for", "is", "play", "happy"]
+with open(sys.argv[2], "w") as f:
+    for i, l in enumerate(lines):
+        w = l.split()
+        f.write(json.dumps({"id": "nw%d" % i, "context": " ".join(w[:len(w) // 2]),
+                            "choices": words, "gold": 0}) + "\n")
+P
+  ev() { run "$1" eval --model "$M" --task "$TASKS,$T/nextword.jsonl" --task-dir "$S/tasks" \
+           --limit 12 --json --log-samples "$T/$2.jsonl" -q "${@:3}" > "$T/$2.out" || fail "eval $2"; }
+  ev 1 ref
+  ev "$np" got
+  cmp "$T/ref.jsonl" "$T/got.jsonl" || fail "sharded head: np $np differs from np 1"
+  ev 1 full --full-head
+  /usr/bin/python3 - "$T/ref.jsonl" "$T/full.jsonl" <<'P' || fail "sharded vs whole head"
+import json, sys
+a = [json.loads(l) for l in open(sys.argv[1])]
+b = [json.loads(l) for l in open(sys.argv[2])]
+assert len(a) == len(b) == 12 * 4 * 2 + 12 * 2 * 2 + 12 + 12 * 30, len(a)
+worst = 0
+for x, y in zip(a, b):
+    assert (x["task"], x["doc"], x["choice"]) == (y["task"], y["doc"], y["choice"]), (x, y)
+    d = abs(x["loglikelihood"] - y["loglikelihood"]) / len(x["cont_tokens"])
+    worst = max(worst, d)
+    assert d <= 1e-11, (x["task"], x["doc"], x["choice"], d)
+    assert x["is_greedy"] == y["is_greedy"], (x["task"], x["doc"], x["choice"])
+ng = sum(x["is_greedy"] for x in a)
+assert ng > 0, "no greedy continuation: the argmax is not tested"
+print("sharded vs whole head: %d requests, max |d ll| per token %.3g, %d greedy" % (len(a), worst, ng))
+P
+  run "$np" eval --model "$M" --task hellaswag,lambada_openai --task-dir "$S/tasks" --limit 6 \
+    --json --log-samples "$T/c.jsonl" -q > "$T/c.out" || fail "eval for numpy"
+  check "$M" "$T/c.jsonl" "$T/c.out" $(files hellaswag,lambada_openai)
   ;;
 badinput)
   np=$1 bad=$T/bad

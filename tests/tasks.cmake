@@ -8,6 +8,11 @@ foreach(np 1 2 3 4)
   qz_add_test(NAME task_eval_np${np} TIMEOUT 120 COMMAND ${QZ_TASK_SH} np ${np})
   set_tests_properties(task_eval_np${np} PROPERTIES PROCESSORS ${np})
 endforeach()
+# the vocab-sharded head (vocab > 4096): np N vs np 1, vs --full-head, vs numpy
+foreach(np 2 4)
+  qz_add_test(NAME task_vocabshard_np${np} TIMEOUT 120 COMMAND ${QZ_TASK_SH} vocabshard ${np})
+  set_tests_properties(task_vocabshard_np${np} PROPERTIES PROCESSORS ${np})
+endforeach()
 qz_add_test(NAME task_badinput_np2 TIMEOUT 120 COMMAND ${QZ_TASK_SH} badinput 2)
 set_tests_properties(task_badinput_np2 PROPERTIES PROCESSORS 2)
 # per-request agreement with the numpy forward on both tiny models

@@ -64,6 +64,9 @@ typedef struct {
   const qz_act_hook *act_hook; /* NULL or the linear-input hook (forward.h);
                                   exclusive with act_quant_bits */
   const qz_model_hook *model_hook; /* NULL or the stream/attention hook */
+  int full_head;        /* vocabularies above QZ_VOCAB_CHUNK: 0 = the head
+                           sharded over the ranks (V/P x H each), 1 = the
+                           whole head on every rank (for checks) */
 } qz_ll_opts;
 
 typedef struct {
