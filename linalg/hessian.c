@@ -116,6 +116,7 @@ void qz_hessian_destroy(qz_hessian **Hp) {
   qz_hessian *H = *Hp;
   if (H->a) qz_free_big(&H->a, H->a_bytes);
   qz_free(&H->rows);
+  qz_free(&H->rexp);
   qz_free(&H->diag);
   qz_free(&H->perm);
   qz_free(&H->dead);
@@ -406,14 +407,26 @@ static int flush_panel(qz_hessian *H, const float *rows, int64_t nrows, int64_t 
   }
 
 /* Exponent e with max_i x_i^2 <= 2^e (INT_MIN for a zero row); *bad set on
- * NaN/Inf. */
+ * NaN/Inf. The maximum of 16 interleaved lanes (exact: a maximum does not
+ * depend on the order; NaN never wins a comparison) so that it vectorizes. */
 static int row_bound_exp(const float *x, int64_t d, int *bad) {
+  float m16[16] = {0};
+  int b = 0;
+  int64_t i = 0;
+  for (; i + 16 <= d; i += 16)
+    for (int k = 0; k < 16; k++) {
+      float a = fabsf(x[i + k]);
+      b |= !(a <= FLT_MAX); /* NaN or Inf */
+      m16[k] = a > m16[k] ? a : m16[k];
+    }
   float m = 0;
-  for (int64_t i = 0; i < d; i++) {
+  for (int k = 0; k < 16; k++) m = m16[k] > m ? m16[k] : m;
+  for (; i < d; i++) {
     float a = fabsf(x[i]);
-    if (!(a <= FLT_MAX)) *bad = 1; /* NaN or Inf */
-    else if (a > m) m = a;
+    b |= !(a <= FLT_MAX);
+    m = a > m ? a : m;
   }
+  if (b) *bad = 1;
   if (m == 0) return INT_MIN;
   int e;
   frexp((double)m * (double)m, &e);
@@ -427,9 +440,11 @@ static int row_bound_exp(const float *x, int64_t d, int *bad) {
  * + this one) stays below 2^62 units, shifting earlier sums if needed. */
 static int fold_scale(qz_hessian *H, const float *rows, int64_t nrows) {
   const int64_t d = H->d;
-  int emax = INT_MIN, st = QZ_OK;
-  for (int64_t t = 0; t < nrows; t++) {
+  int emax = INT_MIN, st = qz_grow((size_t)nrows, sizeof *H->rexp, "Hessian row exponents",
+                                   &H->rexp, &H->rexp_cap);
+  for (int64_t t = 0; st == QZ_OK && t < nrows; t++) {
     int bad = 0, e = row_bound_exp(rows + t * d, d, &bad);
+    H->rexp[t] = e;
     if (bad && st == QZ_OK) {
       int64_t c = 0;
       while (c < d && fabsf(rows[t * d + c]) <= FLT_MAX) c++;
@@ -448,7 +463,7 @@ static int fold_scale(qz_hessian *H, const float *rows, int64_t nrows) {
   const int base = lo_e[1] - 30;      /* units of the bound sum */
   int64_t cnt = 0;                    /* <= rows * 2^30 */
   for (int64_t t = 0; t < nrows; t++) {
-    int bad = 0, e = row_bound_exp(rows + t * d, d, &bad);
+    const int e = H->rexp[t];
     if (e != INT_MIN) cnt += (int64_t)1 << (e > base ? e - base : 0);
   }
   QZ_CALL(qz_allreduce_i64(H->comm, &cnt, 1, MPI_SUM));

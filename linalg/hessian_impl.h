@@ -21,6 +21,8 @@ struct qz_hessian {
   /* buffered rows */
   float *rows; /* [nrows_cap, d] */
   int64_t nrows, nrows_cap;
+  int *rexp; /* [rexp_cap] per-row bound exponents of a fold (fold_scale) */
+  size_t rexp_cap;
   int64_t nseq_local, nseq_total;
   /* chunking of the rows of a fold: chunks are the global row ranges
    * [c * chunk_rows, (c + 1) * chunk_rows); this rank's first row is global
