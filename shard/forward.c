@@ -361,8 +361,11 @@ static void linear(float *y, const float *x, const float *W, const float *bias,
  * reduction x = k ln2 + r, |r| <= ln2/2, degree-6 Taylor polynomial
  * (relative error < 1e-7, about 1 ulp), 2^k through the exponent bits.
  * Branch-free and inlined so the loop below vectorizes; glibc's expf is a
- * call per element and dominated the forward of small-head models. */
+ * call per element and dominated the forward of small-head models. x > 0
+ * (only past a row's keys, where the result is overwritten) is taken as 0,
+ * which keeps every step defined there. */
 static inline float exp_nonpos(float x) {
+  x = x > 0.0f ? 0.0f : x;
   x = x < -87.0f ? -87.0f : x; /* e^-87 ~ 1.6e-38: below it the result is ~0 */
   float kf = (x * 1.44269504f + 12582912.0f) - 12582912.0f; /* round(x/ln2) */
   float r = (x - kf * 0.693145752f) - kf * 1.42860677e-6f;
@@ -374,19 +377,36 @@ static inline float exp_nonpos(float x) {
   return x <= -87.0f ? 0.0f : e;
 }
 
+/* 16 floats as one GCC vector (lowered to the clone's registers), for the
+ * row maximum: the compiler leaves a conditional max reduction scalar. */
+typedef float sm_v16f __attribute__((vector_size(16 * sizeof(float))));
+typedef int32_t sm_v16i __attribute__((vector_size(16 * sizeof(int32_t))));
+#pragma GCC diagnostic ignored "-Wpsabi" /* vectors never cross a call */
+
 /* In place: s[0..nv) <- softmax, s[nv..n) <- 0. Cloned per ISA so the
- * polynomial runs 8/16 wide where the CPU can. */
+ * polynomial runs 8/16 wide where the CPU can. The maximum is taken over
+ * 16 lanes (exact: a maximum does not depend on the order); the exp and
+ * the scaling run over whole 16-float groups up to pad16(nv) when the row
+ * has room (the entries past nv are overwritten with 0 at the end), so no
+ * scalar tail is left; the sum is over [0, nv) only, in 8 double lanes. */
 __attribute__((target_clones("avx512f", "avx2", "default")))
 static void softmax_row(float *s, int64_t nv, int64_t n) {
-  float mx8[8];
-  for (int k = 0; k < 8; k++) mx8[k] = s[0];
+  float mx = s[0];
   int64_t j = 0;
-  for (; j + 8 <= nv; j += 8)
-    for (int k = 0; k < 8; k++) mx8[k] = s[j + k] > mx8[k] ? s[j + k] : mx8[k];
-  float mx = mx8[0];
-  for (int k = 1; k < 8; k++) mx = mx8[k] > mx ? mx8[k] : mx;
+  if (nv >= 16) {
+    sm_v16f m;
+    memcpy(&m, s, sizeof m);
+    for (j = 16; j + 16 <= nv; j += 16) {
+      sm_v16f x;
+      memcpy(&x, s + j, sizeof x);
+      sm_v16i gt = x > m;
+      m = (sm_v16f)((gt & (sm_v16i)x) | (~gt & (sm_v16i)m));
+    }
+    for (int k = 0; k < 16; k++) mx = m[k] > mx ? m[k] : mx;
+  }
   for (; j < nv; j++) mx = s[j] > mx ? s[j] : mx;
-  for (j = 0; j < nv; j++) s[j] = exp_nonpos(s[j] - mx);
+  const int64_t p16 = (nv + 15) / 16 * 16, ne = p16 <= n ? p16 : nv;
+  for (j = 0; j < ne; j++) s[j] = exp_nonpos(s[j] - mx);
   double sum8[8] = {0};
   for (j = 0; j + 8 <= nv; j += 8)
     for (int k = 0; k < 8; k++) sum8[k] += (double)s[j + k];
@@ -394,7 +414,7 @@ static void softmax_row(float *s, int64_t nv, int64_t n) {
   for (int k = 0; k < 8; k++) sum += sum8[k];
   for (; j < nv; j++) sum += (double)s[j];
   float inv = (float)(1.0 / sum);
-  for (j = 0; j < nv; j++) s[j] *= inv;
+  for (j = 0; j < ne; j++) s[j] *= inv;
   for (j = nv; j < n; j++) s[j] = 0.0f;
 }
 
