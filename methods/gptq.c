@@ -319,15 +319,21 @@ static int owq_columns(MPI_Comm comm, const qz_layer *L, const double *diag, int
   st = qz_calloc((size_t)n, sizeof(double), "OWQ column sums", &acc);
   if (!st) st = qz_alloc((size_t)n, sizeof *sc, "OWQ scores", &sc);
   QZ_CALL_DONE(qz_error_agree(comm, st));
-  if (rank > 0)
+  if (rank > 0) {
     QZ_CALL_MPI_DONE(MPI_Recv(acc, (int)n, MPI_DOUBLE, rank - 1, 0, comm, MPI_STATUS_IGNORE));
+    qz_count_p2p(0, 8 * n);
+  }
   for (int64_t r = 0; r < L->nrows; r++)
     for (int64_t j = 0; j < n; j++) {
       double w = L->w[r * n + j];
       acc[j] += w * w;
     }
-  if (rank + 1 < size) QZ_CALL_MPI_DONE(MPI_Send(acc, (int)n, MPI_DOUBLE, rank + 1, 0, comm));
+  if (rank + 1 < size) {
+    QZ_CALL_MPI_DONE(MPI_Send(acc, (int)n, MPI_DOUBLE, rank + 1, 0, comm));
+    qz_count_p2p(8 * n, 0);
+  }
   QZ_CALL_MPI_DONE(MPI_Bcast(acc, (int)n, MPI_DOUBLE, size - 1, comm));
+  qz_count_bcast(comm, size - 1, 8 * n);
   for (int64_t j = 0; j < n; j++) sc[j] = (col_score){diag[j] * acc[j], (int32_t)j};
   qsort(sc, (size_t)n, sizeof *sc, score_desc);
   for (int64_t k = 0; k < K; k++) keep[k] = sc[k].i;

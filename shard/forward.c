@@ -792,6 +792,7 @@ int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
       if (rank == owner)
         QZ_CALL_DONE(qz_fwd_final_norm(f, hs->norm, (gw - my0) * L + p0, n, xn));
       NLL_MPI(MPI_Bcast(xn, (int)(n * H), MPI_FLOAT, owner, comm));
+      qz_count_bcast(comm, owner, 4 * n * H);
       for (int64_t c = v0; c < hs->v1; c += QZ_VOCAB_CHUNK) {
         int64_t cw = hs->v1 - c < QZ_VOCAB_CHUNK ? hs->v1 - c : QZ_VOCAB_CHUNK;
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)cw, (int)H,
@@ -804,7 +805,10 @@ int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
         for (int64_t j = 0; j < vl; j++) m = lg[t * vl + j] > m ? lg[t * vl + j] : m;
         mx[t] = m;
       }
-      if (size > 1) NLL_MPI(MPI_Allreduce(MPI_IN_PLACE, mx, (int)n, MPI_FLOAT, MPI_MAX, comm));
+      if (size > 1) {
+        NLL_MPI(MPI_Allreduce(MPI_IN_PLACE, mx, (int)n, MPI_FLOAT, MPI_MAX, comm));
+        qz_count_allreduce(comm, 4 * n);
+      }
       memset(part, 0, sizeof(double) * (size_t)(n * W));
       for (int64_t t = 0; t < n; t++)
         QZ_CHECK_DONE(ids[gw * L + p0 + t + 1] >= 0 && ids[gw * L + p0 + t + 1] < V,
@@ -823,10 +827,12 @@ int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
         if (tgt >= v0 && tgt < hs->v1) part[t * W + nch] = (double)row[tgt - v0];
       }
       /* one contributor per entry: the sum is exact, independent of P */
-      if (size > 1)
+      if (size > 1) {
         NLL_MPI(MPI_Reduce(part, red, (int)(n * W), MPI_DOUBLE, MPI_SUM, owner, comm));
-      else
+        qz_count_reduce(comm, owner, 8 * n * W);
+      } else {
         memcpy(red, part, sizeof(double) * (size_t)(n * W));
+      }
       if (rank == owner)
         for (int64_t t = 0; t < n; t++) {
           double sum = 0.0;
