@@ -143,6 +143,9 @@ P
   ev 1 ref
   ev "$np" got
   cmp "$T/ref.jsonl" "$T/got.jsonl" || fail "sharded head: np $np differs from np 1"
+  ev "$np" rounds --round-rows 900 # several passes: every rank scores every round
+  grep -Eq "in total \([2-9] passes\)" "$T/rounds.out" || { cat "$T/rounds.out"; fail "--round-rows 900: one pass"; }
+  cmp "$T/ref.jsonl" "$T/rounds.jsonl" || fail "sharded head: --round-rows changed the results"
   ev 1 full --full-head
   /usr/bin/python3 - "$T/ref.jsonl" "$T/full.jsonl" <<'P' || fail "sharded vs whole head"
 import json, sys
