@@ -746,6 +746,49 @@ int qz_fwd_final_norm(qz_fwd *f, const float *norm, int64_t row0, int64_t n,
   return QZ_OK;
 }
 
+void qz_fwdk_shard_logits(const qz_head_shard *hs, const float *x, int64_t n, float *lg,
+                          float *mx) {
+  const int64_t H = hs->hidden, v0 = hs->v0, vl = hs->v1 - hs->v0;
+  for (int64_t c = v0; c < hs->v1; c += QZ_VOCAB_CHUNK) {
+    int64_t cw = hs->v1 - c < QZ_VOCAB_CHUNK ? hs->v1 - c : QZ_VOCAB_CHUNK;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)cw, (int)H, 1.0f, x,
+                (int)H, hs->rows + (c - v0) * H, (int)H, 0.0f, lg + (c - v0), (int)vl);
+  }
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
+  for (int64_t t = 0; t < n; t++) {
+    float m = -INFINITY;
+    for (int64_t j = 0; j < vl; j++) m = lg[t * vl + j] > m ? lg[t * vl + j] : m;
+    mx[t] = m;
+  }
+}
+
+void qz_fwdk_shard_sums(const qz_head_shard *hs, const float *lg, int64_t n, const float *mx,
+                        const int32_t *tgt, double *part, int32_t *am) {
+  const int64_t V = hs->vocab, v0 = hs->v0, v1 = hs->v1, vl = v1 - v0;
+  const int64_t nch = (V + QZ_VOCAB_CHUNK - 1) / QZ_VOCAB_CHUNK, W = nch + 1;
+  memset(part, 0, sizeof(double) * (size_t)(n * W));
+#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
+  for (int64_t t = 0; t < n; t++) {
+    const float *row = lg + t * vl;
+    if (am) {
+      int32_t a = (int32_t)V;
+      for (int64_t j = 0; j < vl; j++)
+        if (row[j] == mx[t]) {
+          a = (int32_t)(v0 + j);
+          break;
+        }
+      am[t] = a;
+    }
+    for (int64_t c = v0; c < v1; c += QZ_VOCAB_CHUNK) {
+      int64_t e = v1 - c < QZ_VOCAB_CHUNK ? v1 : c + QZ_VOCAB_CHUNK;
+      double sum = 0.0;
+      for (int64_t j = c; j < e; j++) sum += (double)expf(row[j - v0] - mx[t]);
+      part[t * W + c / QZ_VOCAB_CHUNK] = sum;
+    }
+    if (tgt[t] >= v0 && tgt[t] < v1) part[t * W + nch] = (double)row[tgt[t] - v0];
+  }
+}
+
 #define NLL_MPI(call)                                                          \
   do {                                                                         \
     int rc_ = (call);                                                          \
@@ -763,7 +806,7 @@ int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
   MPI_Comm_size(comm, &size);
   const int64_t V = hs->vocab, H = f->H, L = f->seqlen;
   const int64_t nch = (V + QZ_VOCAB_CHUNK - 1) / QZ_VOCAB_CHUNK, W = nch + 1;
-  const int64_t v0 = hs->v0, vl = hs->v1 - hs->v0;
+  const int64_t vl = hs->v1 - hs->v0;
   QZ_CHECK(hs->hidden == H && hs->norm && (vl == 0 || hs->rows), QZ_ERR_ARG,
            "head shard not loaded or hidden size %lld != %lld", (long long)hs->hidden,
            (long long)H);
@@ -793,39 +836,16 @@ int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
         QZ_CALL_DONE(qz_fwd_final_norm(f, hs->norm, (gw - my0) * L + p0, n, xn));
       NLL_MPI(MPI_Bcast(xn, (int)(n * H), MPI_FLOAT, owner, comm));
       qz_count_bcast(comm, owner, 4 * n * H);
-      for (int64_t c = v0; c < hs->v1; c += QZ_VOCAB_CHUNK) {
-        int64_t cw = hs->v1 - c < QZ_VOCAB_CHUNK ? hs->v1 - c : QZ_VOCAB_CHUNK;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)cw, (int)H,
-                    1.0f, xn, (int)H, hs->rows + (c - v0) * H, (int)H, 0.0f,
-                    lg + (c - v0), (int)vl);
-      }
-#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
-      for (int64_t t = 0; t < n; t++) {
-        float m = -INFINITY;
-        for (int64_t j = 0; j < vl; j++) m = lg[t * vl + j] > m ? lg[t * vl + j] : m;
-        mx[t] = m;
-      }
+      qz_fwdk_shard_logits(hs, xn, n, lg, mx);
       if (size > 1) {
         NLL_MPI(MPI_Allreduce(MPI_IN_PLACE, mx, (int)n, MPI_FLOAT, MPI_MAX, comm));
         qz_count_allreduce(comm, 4 * n);
       }
-      memset(part, 0, sizeof(double) * (size_t)(n * W));
       for (int64_t t = 0; t < n; t++)
         QZ_CHECK_DONE(ids[gw * L + p0 + t + 1] >= 0 && ids[gw * L + p0 + t + 1] < V,
                       QZ_ERR_ARG, "token id %d outside the vocabulary [0, %lld)",
                       (int)ids[gw * L + p0 + t + 1], (long long)V);
-#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
-      for (int64_t t = 0; t < n; t++) {
-        const float *row = lg + t * vl;
-        for (int64_t c = v0; c < hs->v1; c += QZ_VOCAB_CHUNK) {
-          int64_t e = hs->v1 - c < QZ_VOCAB_CHUNK ? hs->v1 : c + QZ_VOCAB_CHUNK;
-          double sum = 0.0;
-          for (int64_t j = c; j < e; j++) sum += (double)expf(row[j - v0] - mx[t]);
-          part[t * W + c / QZ_VOCAB_CHUNK] = sum;
-        }
-        int32_t tgt = ids[gw * L + p0 + t + 1];
-        if (tgt >= v0 && tgt < hs->v1) part[t * W + nch] = (double)row[tgt - v0];
-      }
+      qz_fwdk_shard_sums(hs, lg, n, mx, ids + gw * L + p0 + 1, part, NULL);
       /* one contributor per entry: the sum is exact, independent of P */
       if (size > 1) {
         NLL_MPI(MPI_Reduce(part, red, (int)(n * W), MPI_DOUBLE, MPI_SUM, owner, comm));

@@ -7,6 +7,8 @@
 
 #include <stdint.h>
 
+#include "mpiquant/model.h" /* qz_head_shard */
+
 /* y[r] = x[r] / sqrt(mean(x[r]^2) + eps) * w (sum of squares in double). */
 void qz_fwdk_rmsnorm(float *y, const float *x, const float *w, int64_t nrows,
                      int64_t n, float eps);
@@ -32,5 +34,20 @@ void qz_fwdk_attn_small(float *q, int64_t qs, int64_t nQ, const float *kA,
 void qz_fwdk_add(float *y, const float *a, const float *b, int64_t n);
 /* g[i] <- silu(g[i]) * u[i]. */
 void qz_fwdk_swiglu(float *g, const float *u, int64_t n);
+
+/* The vocab-sharded output head (perplexity eval and task eval), for n
+ * final-normed rows x [n, H] and this rank's rows [v0, v1) of hs (whole
+ * QZ_VOCAB_CHUNK chunks). shard_logits: lg [n, v1 - v0], one sgemm per
+ * chunk (a logit does not depend on how the vocabulary is split), and each
+ * row's max over them in mx (-inf with no rows). shard_sums, once mx holds
+ * the max over the whole vocabulary: part [n, nch + 1] (nch = chunks of the
+ * vocabulary) is zeroed, then gets each local chunk's sum of exp(l - mx)
+ * (double, column order) at column c / QZ_VOCAB_CHUNK and the target
+ * tgt[t]'s logit at column nch when it is local; am (unless NULL) the
+ * lowest local index reaching mx, else the vocabulary size. */
+void qz_fwdk_shard_logits(const qz_head_shard *hs, const float *x, int64_t n, float *lg,
+                          float *mx);
+void qz_fwdk_shard_sums(const qz_head_shard *hs, const float *lg, int64_t n, const float *mx,
+                        const int32_t *tgt, double *part, int32_t *am);
 
 #endif

@@ -285,7 +285,7 @@ static int score_batch_sharded(ws *w, const qz_head_shard *hs, MPI_Comm comm, in
                                const req_win *win, const qz_ll_request *req, int64_t chunk,
                                float *hn, int64_t *pr, int32_t *pt, const shard_bufs *sb,
                                double *ll, int *greedy) {
-  const int64_t H = w->H, V = w->V, v0 = hs->v0, v1 = hs->v1, vl = v1 - v0;
+  const int64_t H = w->H, V = w->V;
   const int64_t nch = (V + QZ_VOCAB_CHUNK - 1) / QZ_VOCAB_CHUNK, W = nch + 1;
   const int own = rank == b->owner;
   int64_t ns;
@@ -296,38 +296,10 @@ static int score_batch_sharded(ws *w, const qz_head_shard *hs, MPI_Comm comm, in
     const int32_t *tg = pt + k0;
     QZ_CALL_MPI(MPI_Bcast(x, (int)(n * H), MPI_FLOAT, b->owner, comm));
     qz_count_bcast(comm, b->owner, 4 * n * H);
-    for (int64_t c = v0; c < v1; c += QZ_VOCAB_CHUNK) {
-      int64_t cw = v1 - c < QZ_VOCAB_CHUNK ? v1 - c : QZ_VOCAB_CHUNK;
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (int)n, (int)cw, (int)H, 1.0f, x,
-                  (int)H, hs->rows + (c - v0) * H, (int)H, 0.0f, lg + (c - v0), (int)vl);
-    }
-#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
-    for (int64_t t = 0; t < n; t++) {
-      float m = -INFINITY;
-      for (int64_t j = 0; j < vl; j++) m = lg[t * vl + j] > m ? lg[t * vl + j] : m;
-      mx[t] = m;
-    }
+    qz_fwdk_shard_logits(hs, x, n, lg, mx);
     QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, mx, (int)n, MPI_FLOAT, MPI_MAX, comm));
     qz_count_allreduce(comm, 4 * n);
-    memset(sb->part, 0, sizeof(double) * (size_t)(n * W));
-#pragma omp parallel for schedule(static) num_threads(qz_threads_for(n * vl))
-    for (int64_t t = 0; t < n; t++) {
-      const float *row = lg + t * vl;
-      int32_t a = (int32_t)V;
-      for (int64_t j = 0; j < vl; j++)
-        if (row[j] == mx[t]) {
-          a = (int32_t)(v0 + j);
-          break;
-        }
-      sb->am[t] = a;
-      for (int64_t c = v0; c < v1; c += QZ_VOCAB_CHUNK) {
-        int64_t e = v1 - c < QZ_VOCAB_CHUNK ? v1 : c + QZ_VOCAB_CHUNK;
-        double sum = 0.0;
-        for (int64_t j = c; j < e; j++) sum += (double)expf(row[j - v0] - mx[t]);
-        sb->part[t * W + c / QZ_VOCAB_CHUNK] = sum;
-      }
-      if (tg[t] >= v0 && tg[t] < v1) sb->part[t * W + nch] = (double)row[tg[t] - v0];
-    }
+    qz_fwdk_shard_sums(hs, lg, n, mx, tg, sb->part, sb->am);
     QZ_CALL_MPI(MPI_Allreduce(MPI_IN_PLACE, sb->am, (int)n, MPI_INT32_T, MPI_MIN, comm));
     qz_count_allreduce(comm, 4 * n);
     QZ_CALL_MPI(MPI_Reduce(sb->part, sb->red, (int)(n * W), MPI_DOUBLE, MPI_SUM, b->owner, comm));
