@@ -1298,8 +1298,6 @@ done:
   return st;
 }
 
-/* One piece of normalized text between added tokens: pre-tokenizer, then
- * BPE per word. `first`: the piece starts the text (Metaspace "first"). */
 /* BPE of m [o bytes] word by word, a word starting at each occurrence of
  * r [rl bytes] (the first word at 0). The search starts at byte 1, not at
  * rl: without a prepended r, an r at byte 1 or 2 starts a word too. */
@@ -1315,6 +1313,8 @@ static int bpe_words_at(const qz_tokenizer *t, const char *m, size_t o, const ch
   return st;
 }
 
+/* One piece of normalized text between added tokens: pre-tokenizer, then
+ * BPE per word. `first`: the piece starts the text (Metaspace "first"). */
 static int encode_piece(const qz_tokenizer *t, const char *nb, size_t nl,
                         int first, bpe_scratch *s, id_vec *out) {
   int st = QZ_OK;

@@ -445,7 +445,7 @@ static int fold_scale(qz_hessian *H, const float *rows, int64_t nrows) {
   for (int64_t t = 0; st == QZ_OK && t < nrows; t++) {
     int bad = 0, e = row_bound_exp(rows + t * d, d, &bad);
     H->rexp[t] = e;
-    if (bad && st == QZ_OK) {
+    if (bad) {
       int64_t c = 0;
       while (c < d && fabsf(rows[t * d + c]) <= FLT_MAX) c++;
       st = qz_error_set(QZ_ERR_NUMERIC, __FILE__, __LINE__, __func__,

@@ -789,6 +789,12 @@ void qz_fwdk_shard_sums(const qz_head_shard *hs, const float *lg, int64_t n, con
   }
 }
 
+double qz_fwdk_shard_nll(const double *red, int64_t nch, float mx) {
+  double sum = 0.0;
+  for (int64_t c = 0; c < nch; c++) sum += red[c];
+  return (double)mx + log(sum) - red[nch];
+}
+
 #define NLL_MPI(call)                                                          \
   do {                                                                         \
     int rc_ = (call);                                                          \
@@ -854,11 +860,7 @@ int qz_fwd_nll_sharded(qz_fwd *f, MPI_Comm comm, const qz_head_shard *hs,
         memcpy(red, part, sizeof(double) * (size_t)(n * W));
       }
       if (rank == owner)
-        for (int64_t t = 0; t < n; t++) {
-          double sum = 0.0;
-          for (int64_t c = 0; c < nch; c++) sum += red[t * W + c];
-          acc += (double)mx[t] + log(sum) - red[t * W + nch];
-        }
+        for (int64_t t = 0; t < n; t++) acc += qz_fwdk_shard_nll(red + t * W, nch, mx[t]);
     }
     if (rank == owner) nll[gw - my0] = acc;
   }

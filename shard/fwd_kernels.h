@@ -49,5 +49,8 @@ void qz_fwdk_shard_logits(const qz_head_shard *hs, const float *x, int64_t n, fl
                           float *mx);
 void qz_fwdk_shard_sums(const qz_head_shard *hs, const float *lg, int64_t n, const float *mx,
                         const int32_t *tgt, double *part, int32_t *am);
+/* A row's negative log-softmax of its target from the reduced sums red
+ * [nch + 1] (chunk sums added in chunk order) and its max. */
+double qz_fwdk_shard_nll(const double *red, int64_t nch, float mx);
 
 #endif

@@ -306,9 +306,7 @@ static int score_batch_sharded(ws *w, const qz_head_shard *hs, MPI_Comm comm, in
     qz_count_reduce(comm, b->owner, 8 * n * W);
     if (!own) continue;
     for (int64_t t = 0; t < n; t++) {
-      double sum = 0.0;
-      for (int64_t c = 0; c < nch; c++) sum += sb->red[t * W + c];
-      ll[pr[k0 + t]] -= (double)mx[t] + log(sum) - sb->red[t * W + nch];
+      ll[pr[k0 + t]] -= qz_fwdk_shard_nll(sb->red + t * W, nch, mx[t]);
       if (sb->am[t] != tg[t]) greedy[pr[k0 + t]] = 0;
     }
   }
@@ -616,25 +614,21 @@ int qz_loglikelihood(qz_model *m, const qz_ll_request *req, int64_t nreq,
       if (o->progress) qz_progress_update(&prog, rd * (nblocks + 1) + l + 1);
     }
     if (w.mhook && w.mhook->stream) w.mhook->stream(w.mhook->ctx, w.x, r1 - r0, w.H, 1);
-    /* head on the scored rows */
-    if (sharded) { /* every rank, every batch of the round (errors: same on all) */
-      qz_timer_start(QZ_PHASE_EVAL);
-      for (int64_t b = 0; st == QZ_OK && b < nbat; b++)
-        if (bat[b].round == rd)
-          st = score_batch_sharded(&w, &hs, comm, rank, &bat[b], order, grp, win, req, chunk,
-                                   hn, pr, pt, &sb, ll, greedy);
-      qz_timer_stop(QZ_PHASE_EVAL);
-      QZ_CALL_DONE(st);
-    } else {
-      QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
-      qz_timer_start(QZ_PHASE_EVAL);
-      for (int64_t b = 0; st == QZ_OK && b < nbat; b++)
-        if (bat[b].owner == rank && bat[b].round == rd)
-          st = score_batch(&w, &head, &bat[b], order, grp, win, req, chunk, hn, lg, pr, pt, ll,
-                           greedy);
-      qz_timer_stop(QZ_PHASE_EVAL);
-      QZ_CALL_DONE(qz_error_agree(comm, st));
+    /* head on the scored rows: a sharded head takes every rank through every
+     * batch of the round, a whole head scores this rank's batches */
+    if (!sharded) QZ_CALL_DONE(qz_model_load_head(m, 0, 1, &head));
+    qz_timer_start(QZ_PHASE_EVAL);
+    for (int64_t b = 0; st == QZ_OK && b < nbat; b++) {
+      if (bat[b].round != rd) continue;
+      if (sharded)
+        st = score_batch_sharded(&w, &hs, comm, rank, &bat[b], order, grp, win, req, chunk, hn,
+                                 pr, pt, &sb, ll, greedy);
+      else if (bat[b].owner == rank)
+        st = score_batch(&w, &head, &bat[b], order, grp, win, req, chunk, hn, lg, pr, pt, ll,
+                         greedy);
     }
+    qz_timer_stop(QZ_PHASE_EVAL);
+    QZ_CALL_DONE(qz_error_agree(comm, st));
     if (o->progress) qz_progress_update(&prog, (rd + 1) * (nblocks + 1));
   }
   qz_block_weights_free(&bw);

@@ -93,11 +93,7 @@ const qz_model_config *qz_model_config_of(const qz_model *m) { return &m->cfg; }
 qz_st *qz_model_st(qz_model *m) { return m->st; }
 MPI_Comm qz_model_comm(const qz_model *m) { return m->comm; }
 
-/* This rank's rows [r0, r0 + cnt) of tensor `name` into full (row length
- * rowlen): as stored when raw >= 0 (16-bit, 2 bytes per element at
- * full + 2 r0 rowlen), else as f32; a NaN/Inf is named here, not later as a
- * degenerate Hessian or a NaN perplexity.  Not collective (the caller
- * agrees on the result). */
+/* The error for value v at element k of rows from r0 (row length rowlen). */
 static int damaged(qz_st *st, const char *name, double v, int64_t k, int64_t rowlen,
                    int64_t r0) {
   QZ_FAIL(QZ_ERR_NUMERIC, "%s: tensor %s holds %g at row %lld, column %lld: the model's "
@@ -105,6 +101,11 @@ static int damaged(qz_st *st, const char *name, double v, int64_t k, int64_t row
           (long long)(k % rowlen));
 }
 
+/* This rank's rows [r0, r0 + cnt) of tensor `name` into full (row length
+ * rowlen): as stored when raw >= 0 (16-bit, 2 bytes per element at
+ * full + 2 r0 rowlen), else as f32; a NaN/Inf is named here, not later as a
+ * degenerate Hessian or a NaN perplexity.  Not collective (the caller
+ * agrees on the result). */
 static int read_own_rows(qz_st *st, const char *name, int raw, int64_t r0, int64_t cnt,
                          int64_t rowlen, void *full) {
   if (cnt <= 0) return QZ_OK;
