@@ -204,9 +204,12 @@ static int agree_info(qz_hessian *H, int info, int *out) {
  * definite (step in *what). */
 static int factor_once(qz_hessian *H, int *info_out, const char **what) {
   int n = (int)H->d, ione = 1, info = 0;
-  if (H->size == 1) {
-    /* one process: the block-cyclic matrix is plain column-major, and
-     * LAPACK (OpenBLAS's own potrf/trtri) beats ScaLAPACK's 1x1 path */
+  if (H->size == 1 && !qz_grid_is_1d(H->grid)) {
+    /* one process, 2D policy: the block-cyclic matrix is plain
+     * column-major, and LAPACK (OpenBLAS's own potrf/trtri) is ~1.35x
+     * faster than ScaLAPACK's 1x1 path, but rounds differently from it;
+     * the 1D policy runs ScaLAPACK here too, so that 1 x 1 gives the
+     * same bits as every 1 x P grid (grid.h) */
     int lld = (int)H->lld;
     *what = "dpotrf(H)";
     dpotrf_("U", &n, H->a, &lld, &info, 1);

@@ -2,6 +2,7 @@
 #include "mpiquant/grid.h"
 
 #include <stdlib.h>
+#include <string.h>
 
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
@@ -16,7 +17,36 @@ struct qz_grid {
   int sys_handle; /* BLACS system handle of comm */
   int ctx;        /* BLACS context */
   int nb, rank, size, pr, pc, myr, myc;
+  int one_d; /* one process row by the policy (also at size 1) */
 };
+
+static qz_grid_policy g_policy = QZ_GRID_AUTO;
+
+void qz_grid_set_policy(qz_grid_policy p) { g_policy = p; }
+qz_grid_policy qz_grid_get_policy(void) { return g_policy; }
+
+int qz_grid_parse_policy(const char *opt, const char *s, qz_grid_policy *p) {
+  if (s && strcmp(s, "auto") == 0) *p = QZ_GRID_AUTO;
+  else if (s && strcmp(s, "1d") == 0) *p = QZ_GRID_1D;
+  else if (s && strcmp(s, "2d") == 0) *p = QZ_GRID_2D;
+  else
+    QZ_FAIL(QZ_ERR_USAGE, "%s '%s': expected auto, 1d or 2d", opt, s ? s : "");
+  return QZ_OK;
+}
+
+/* 1 when the policy gives one process row on comm. Collective on comm. */
+static int policy_one_d(MPI_Comm comm, int size, int *one_d) {
+  *one_d = g_policy == QZ_GRID_1D;
+  if (g_policy != QZ_GRID_AUTO) return QZ_OK;
+  MPI_Comm node = MPI_COMM_NULL;
+  QZ_CALL(qz_comm_node_split(comm, 0, &node));
+  int nsize = 0;
+  MPI_Comm_size(node, &nsize);
+  MPI_Comm_free(&node);
+  /* every rank sees the same answer: its node holds all ranks or not */
+  *one_d = nsize == size;
+  return QZ_OK;
+}
 
 int64_t qz_bc_numroc(int64_t n, int nb, int iproc, int nprocs) {
   int64_t nblocks = n / nb, per = nblocks / nprocs, extra = nblocks % nprocs;
@@ -40,8 +70,15 @@ int qz_grid_create(MPI_Comm comm, int nb, qz_grid **out) {
   MPI_Comm_rank(g->comm, &g->rank);
   MPI_Comm_size(g->comm, &g->size);
   g->nb = nb > 0 ? nb : QZ_GRID_DEFAULT_NB;
+  st = policy_one_d(g->comm, g->size, &g->one_d);
+  st = qz_error_agree(g->comm, st);
+  if (st) {
+    MPI_Comm_free(&g->comm);
+    free(g);
+    QZ_CALL(st);
+  }
   g->pr = 1;
-  for (int d = 1; (long)d * d <= g->size; d++)
+  for (int d = 1; !g->one_d && (long)d * d <= g->size; d++)
     if (g->size % d == 0) g->pr = d;
   g->pc = g->size / g->pr;
   g->sys_handle = Csys2blacs_handle((void *)g->comm);
@@ -82,6 +119,7 @@ int qz_grid_context(const qz_grid *g) { return g->ctx; }
 int qz_grid_nb(const qz_grid *g) { return g->nb; }
 int qz_grid_rank(const qz_grid *g) { return g->rank; }
 int qz_grid_size(const qz_grid *g) { return g->size; }
+int qz_grid_is_1d(const qz_grid *g) { return g->one_d; }
 void qz_grid_shape(const qz_grid *g, int *nprow, int *npcol, int *myrow,
                    int *mycol) {
   if (nprow) *nprow = g->pr;

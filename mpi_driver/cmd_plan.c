@@ -181,16 +181,19 @@ static void print_plan(const plan_opts *o, const qz_plan_in *in, const qz_plan_r
                        const qz_plan_mem *m, const qz_plan_time *t) {
   char a[32], b[32];
   const qz_model_config *c = &in->cfg;
+  int gr, gc;
+  qz_plan_grid_shape((int)in->P, in->nodes, &gr, &gc);
   printf("plan: %s, %lld blocks (H %lld, I %lld, %lld/%lld heads, vocab %lld)\n", o->model,
          (long long)c->num_hidden_layers, (long long)c->hidden_size,
          (long long)c->intermediate_size, (long long)c->num_attention_heads,
          (long long)c->num_key_value_heads, (long long)c->vocab_size);
   printf("      %s w%d g%lld, %lld x %lld calibration tokens; %lld ranks = %lld node(s) x %lld, "
-         "%lld thread(s) per rank, ScaLAPACK nb %d\n",
+         "%lld thread(s) per rank, ScaLAPACK nb %d on a %dx%d grid%s\n",
          o->mo.ops->name, in->mo.spec.bits, (long long)in->mo.spec.groupsize,
          (long long)in->nsamples, (long long)in->seqlen,
          (long long)in->P, (long long)in->nodes, (long long)in->ranks_per_node,
-         (long long)in->threads, in->nb);
+         (long long)in->threads, in->nb, gr, gc,
+         gr == 1 ? " (factor bits independent of the rank count)" : "");
   if (qz_config_any_moe(c)) {
     qz_plan_moe ms;
     qz_plan_moe_summary(c, in->nsamples * in->seqlen, &ms);
@@ -266,8 +269,12 @@ static json_t *plan_json(const qz_plan_in *in, const qz_plan_rates *r, const qz_
   }
   json_t *bytes = json_pack("{s:o, s:o, s:I}", "mpi", bm, "file", bf, "moe_blocks_not_modelled",
                             (json_int_t)by->moe_blocks);
-  return json_pack("{s:s, s:I, s:I, s:I, s:I, s:I, s:s, s:b, s:o, s:o, s:o}", "command",
-                   "plan", "grid_nb", (json_int_t)in->nb, "np", (json_int_t)in->P, "nodes", (json_int_t)in->nodes, "ranks_per_node",
+  int gr, gc;
+  qz_plan_grid_shape((int)in->P, in->nodes, &gr, &gc);
+  char grid[32];
+  snprintf(grid, sizeof grid, "%dx%d", gr, gc);
+  return json_pack("{s:s, s:I, s:s, s:I, s:I, s:I, s:I, s:s, s:b, s:o, s:o, s:o}", "command",
+                   "plan", "grid_nb", (json_int_t)in->nb, "grid", grid, "np", (json_int_t)in->P, "nodes", (json_int_t)in->nodes, "ranks_per_node",
                    (json_int_t)in->ranks_per_node, "threads", (json_int_t)in->threads,
                    "rates", r->source, "rates_measured", r->measured, "memory", mem, "time",
                    tm, "bytes", bytes);

@@ -16,6 +16,7 @@
 #include "mpiquant/ckpt.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/grid.h"
 #include "mpiquant/log.h"
 #include "mpiquant/mem.h"
 #include "mpiquant/shard.h"
@@ -82,6 +83,18 @@ static void log_plan(const qz_qrun *r, const qrun_io *io) {
           qz_fmt_bytes(r->f ? (double)qz_fwd_bytes(r->f) : 0.0, b, sizeof b),
           (long long)io->count, qz_fmt_bytes(hbytes, c2, sizeof c2), dmax,
           qz_fmt_bytes(hess ? 2.0 * 4.0 * dmax * (double)o->mo.blocksize : 0.0, d, sizeof d)); /* f32 */
+  if (r->grid) {
+    int pr, pc;
+    qz_grid_shape(r->grid, &pr, &pc, NULL, NULL);
+    qz_info("Hessians and factors on a %dx%d process grid, nb %d (--proc-grid %s): %s", pr, pc,
+            qz_grid_nb(r->grid),
+            qz_grid_get_policy() == QZ_GRID_1D   ? "1d"
+            : qz_grid_get_policy() == QZ_GRID_2D ? "2d"
+                                                 : "auto",
+            qz_grid_is_1d(r->grid) ? "the factors' bits do not depend on the rank count"
+                                   : "a wide layer's factor may differ in its last bits "
+                                     "from another grid's");
+  }
 }
 
 /* Model, method, calibration windows, checkpoint, and the hidden states at

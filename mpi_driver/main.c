@@ -14,6 +14,7 @@
 #include "mpiquant/blas.h"
 #include "mpiquant/comm.h"
 #include "mpiquant/error.h"
+#include "mpiquant/grid.h"
 #include "mpiquant/log.h"
 #include "mpiquant/threads.h"
 #include "mpiquant/timing.h"
@@ -41,6 +42,16 @@ static int strip_global_options(int *argc, char **argv, global_opts *g) {
       else if (strcmp(a, "--log-all-ranks") == 0) { g->all_ranks = 1; continue; }
       else if (strcmp(a, "--log-view") == 0) { g->log_view = 1; continue; }
       else if (strcmp(a, "--version") == 0) { g->version = 1; continue; }
+      else if (strcmp(a, "--proc-grid") == 0 || strncmp(a, "--proc-grid=", 12) == 0) {
+        const char *v = a[11] == '=' ? a + 12 : i + 1 < *argc ? argv[++i] : NULL;
+        qz_grid_policy p;
+        if (qz_grid_parse_policy("--proc-grid", v, &p) != QZ_OK) {
+          qz_error_print(stderr, 0);
+          return QZ_ERR_USAGE;
+        }
+        qz_grid_set_policy(p);
+        continue;
+      }
       /* before the command only: `plan --threads T` is plan's own option */
       else if (!seen_cmd && (strcmp(a, "--threads") == 0 || strncmp(a, "--threads=", 10) == 0)) {
         const char *v = a[9] == '=' ? a + 10 : i + 1 < *argc ? argv[++i] : NULL;

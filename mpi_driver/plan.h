@@ -132,10 +132,11 @@ void qz_plan_moe_summary(const qz_model_config *cfg, int64_t tokens, qz_plan_moe
 double qz_plan_moe_scratch_bytes(const qz_model_config *cfg, int64_t T, int64_t nw);
 /* Bytes of qz_fwd_create(cfg, nwin, seqlen) (same layout). */
 double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqlen);
-/* qz_hessian_bytes right after qz_hessian_create(d) on grid rank (r, c) of a
- * near-square grid of P ranks (qz_grid_create's shape). */
-double qz_plan_hessian_bytes(int64_t d, int nb, int P, int rank);
-void qz_plan_grid_shape(int P, int *pr, int *pc);
+/* qz_hessian_bytes right after qz_hessian_create(d) on grid rank `rank` of
+ * P ranks on `nodes` nodes (qz_grid_create's shape under the --proc-grid
+ * policy: 1 x P, or near-square). */
+double qz_plan_hessian_bytes(int64_t d, int nb, int P, int64_t nodes, int rank);
+void qz_plan_grid_shape(int P, int64_t nodes, int *pr, int *pc);
 
 int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m);
 

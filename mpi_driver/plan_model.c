@@ -86,17 +86,19 @@ double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqle
   return 4.0 * (double)total + (qz_config_any_moe(cfg) ? (double)qz_moe_ws_bytes(cfg, seqlen) : 0.0);
 }
 
-void qz_plan_grid_shape(int P, int *pr, int *pc) {
+void qz_plan_grid_shape(int P, int64_t nodes, int *pr, int *pc) {
+  const qz_grid_policy pol = qz_grid_get_policy();
+  const int one_d = pol == QZ_GRID_1D || (pol == QZ_GRID_AUTO && nodes <= 1);
   int r = 1;
-  for (int k = 1; (int64_t)k * k <= P; k++)
+  for (int k = 1; !one_d && (int64_t)k * k <= P; k++)
     if (P % k == 0) r = k;
   *pr = r;
   *pc = P / r;
 }
 
-double qz_plan_hessian_bytes(int64_t d, int nb, int P, int rank) {
+double qz_plan_hessian_bytes(int64_t d, int nb, int P, int64_t nodes, int rank) {
   int pr, pc;
-  qz_plan_grid_shape(P, &pr, &pc);
+  qz_plan_grid_shape(P, nodes, &pr, &pc);
   int myr = rank / pc, myc = rank % pc;
   int64_t mloc = qz_bc_numroc(d, nb, myr, pr), nloc = qz_bc_numroc(d, nb, myc, pc);
   int64_t lld = mloc > 1 ? mloc : 1;
@@ -307,14 +309,14 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
     group_widths(c, d);
     double trans_max = 0.0;
     int pr, pc;
-    qz_plan_grid_shape(P, &pr, &pc);
+    qz_plan_grid_shape(P, in->nodes, &pr, &pc);
     for (int g = 0; g < NWIDTH; g++) {
       if (d[g] <= 0) continue;
       int dup = 0;
       for (int k = 0; k < nseen; k++) dup |= seen[k] == d[g];
       if (!dup) {
         seen[nseen++] = d[g];
-        double hb = qz_plan_hessian_bytes(d[g], in->nb, P, 0);
+        double hb = qz_plan_hessian_bytes(d[g], in->nb, P, in->nodes, 0);
         m->hessians += hb;
         if (factor) /* (QuantEase from RTN: no factor) */
           m->factor_xbuf += 4.0 * (double)in->mo.blocksize * (double)d[g]; /* f32 */
@@ -328,7 +330,9 @@ int qz_plan_memory(const qz_plan_in *in, const qz_plan_rates *r, qz_plan_mem *m)
       if (W > d[g]) W = d[g];
       double ldrecv = (double)qz_bc_numroc(d[g], in->nb, 0, pr);
       double flush = 12.0 * d[g] * W + 8.0 * (ldrecv * W + 1);
-      double prep = P > 1 && factor ? 2.0 * 8.0 * (double)d[g] * in->nb * pc : 0.0;
+      /* chol.c build_upper: batches of nb x pc columns; on a 1 x P grid a
+       * rank's share of a batch is its one block column, all d rows */
+      double prep = P > 1 && factor ? 2.0 * 8.0 * (double)d[g] * in->nb * (pr == 1 ? 1 : pc) : 0.0;
       if (flush > m->flush) m->flush = flush;
       if (prep > m->prepare) m->prepare = prep;
       /* the rows are folded from the forward's stage buffer (no copy): the
@@ -513,6 +517,14 @@ static void block_time(const qz_plan_in *in, const qz_plan_rates *r, const block
         double eff = in->P > 1 ? r->pdpotrf_eff : 1.0;
         blk[QZ_PT_FACTOR] += nf * (ff / (P * potrf * eff) + coll(in, r, COLL_AG, 8.0 * dd * dd / P) +
                                    (N > 1 ? dd / in->nb * 3.0 * log2(P) * in->latency_s : 0.0));
+        /* a 1 x P grid across nodes (--proc-grid 1d): every rank receives
+         * every panel of potrf and trtri, ~4 d^2 bytes each, through the
+         * node's link (on one node the measured efficiency covers it) */
+        int gr, gc;
+        qz_plan_grid_shape((int)in->P, in->nodes, &gr, &gc);
+        if (N > 1 && gr == 1 && P > 1)
+          blk[QZ_PT_FACTOR] += nf * 8.0 * dd * dd * (double)in->ranks_per_node /
+                               (in->net_gbs * 1e9);
       }
     }
   }
@@ -639,7 +651,7 @@ static double reduce_mean(const qz_plan_in *in, int64_t d) {
   if (in->P <= 1) return 0.0;
   if (!(N > 1 && R > 1)) return ag_mean(S, P);
   int pr, pc;
-  qz_plan_grid_shape((int)in->P, &pr, &pc);
+  qz_plan_grid_shape((int)in->P, in->nodes, &pr, &pc);
   double scatter = 0.0;
   for (int64_t r0 = 0; r0 < in->P; r0 += in->ranks_per_node) {
     double node = 0.0;
@@ -659,7 +671,7 @@ int qz_plan_bytes_model(const qz_plan_in *in, qz_plan_bytes *b) {
   const int factor = linear_model(in, &(qz_plan_rates){0}, 1, c->hidden_size).factor;
   const double H = (double)c->hidden_size;
   int pr, pc;
-  qz_plan_grid_shape((int)in->P, &pr, &pc);
+  qz_plan_grid_shape((int)in->P, in->nodes, &pr, &pc);
   double nblk = 0.0;
   for (int l = 0; l < c->num_hidden_layers; l++) {
     if (qz_config_layer_moe(c, l)) b->moe_blocks++;

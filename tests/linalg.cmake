@@ -1,6 +1,9 @@
 # linalg + methods: distributed Hessian, factorization, RTN, GPTQ, layer.
 qz_test_program(qzt_linalg_hessian mpi/test_linalg_hessian.c)
 qz_add_mpi_test(NAME linalg_hessian COMMAND $<TARGET_FILE:qzt_linalg_hessian> TIMEOUT 120)
+# the factor of a wide ill-conditioned H: np N == np 1 to the bit (1 x P grids)
+qz_test_program(qzt_factor_grid mpi/test_factor_grid.c)
+qz_add_mpi_test(NAME factor_grid COMMAND $<TARGET_FILE:qzt_factor_grid> TIMEOUT 120)
 # two-level (node-local first) reduction == flat reduction, to the bit
 qz_test_program(qzt_hessian_nodes mpi/test_hessian_nodes.c)
 qz_add_mpi_test(NAME hessian_nodes COMMAND $<TARGET_FILE:qzt_hessian_nodes> TIMEOUT 120)

@@ -19,10 +19,31 @@ extern "C" {
 
 typedef struct qz_grid qz_grid;
 
-/* Near-square pr x pc grid over all ranks of `comm` (pr <= pc, pr * pc =
- * size, pr the largest divisor of size not above sqrt(size)), block size
+/* Shape of the process grids made after the call (process-wide, the
+ * global option --proc-grid):
+ *  - QZ_GRID_1D: one process row, 1 x P.  ScaLAPACK's factorization then
+ *    rounds the same on every 1 x P grid, and P = 1 runs it too (not
+ *    LAPACK), so the factor's bits do not depend on the rank count;
+ *  - QZ_GRID_2D: near-square pr x pc (pr <= pc, pr the largest divisor of
+ *    P not above sqrt(P)) and LAPACK at P = 1: less panel traffic between
+ *    nodes (each rank receives ~1/sqrt(P) of every panel instead of all of
+ *    it), but the factor of a wide ill-conditioned Hessian differs in its
+ *    last bits between grid shapes (docs/performance.md);
+ *  - QZ_GRID_AUTO (default): 1D when every rank of the communicator is on
+ *    one node (MPI_COMM_TYPE_SHARED; MPIQUANT_HESSIAN_NODE=k emulates
+ *    nodes of k ranks), else 2D. */
+typedef enum { QZ_GRID_AUTO = 0, QZ_GRID_1D, QZ_GRID_2D } qz_grid_policy;
+void qz_grid_set_policy(qz_grid_policy p);
+qz_grid_policy qz_grid_get_policy(void);
+/* "auto" | "1d" | "2d" -> policy; QZ_ERR_USAGE naming the option else */
+int qz_grid_parse_policy(const char *opt, const char *s, qz_grid_policy *p);
+
+/* pr x pc grid over all ranks of `comm` by the policy above, block size
  * `nb` (<= 0: QZ_GRID_DEFAULT_NB).  Collective on comm; nb must match. */
 int qz_grid_create(MPI_Comm comm, int nb, qz_grid **out);
+/* 1 when the grid has one process row (QZ_GRID_1D, or AUTO on one node):
+ * the factorization is then ScaLAPACK's at every P, LAPACK is not used. */
+int qz_grid_is_1d(const qz_grid *g);
 /* Release the BLACS context and the communicator. Collective on the grid's
  * communicator. Accepts NULL, NULLs the pointer. */
 void qz_grid_destroy(qz_grid **g);

@@ -1,6 +1,6 @@
 /* plan's memory formulas against the real objects, and the per-rank Hessian
  * share of down_proj (d = 28672, Llama-3-70B) falling as 1/P:
- *  - qz_plan_hessian_bytes(d, nb, P, rank) == qz_hessian_bytes right after
+ *  - qz_plan_hessian_bytes(d, nb, P, 1, rank) == qz_hessian_bytes right after
  *    qz_hessian_create on every rank (creation only: no accumulation);
  *  - the largest share over ranks * P stays within the block-cyclic padding
  *    of the one-rank size 8 d^2 (+ 13 d): max * P <= (8 d^2 + 13 d P) *
@@ -40,7 +40,7 @@ int main(int argc, char **argv) {
   double t0 = MPI_Wtime();
   if (QZT_OK(qz_hessian_create(grid, d, &H))) {
     double got = (double)qz_hessian_bytes(H);
-    double want = qz_plan_hessian_bytes(d, nb, P, rank);
+    double want = qz_plan_hessian_bytes(d, nb, P, 1, rank); /* one machine */
     QZT_CHECK(got == want, "rank %d: qz_hessian_bytes %.0f, plan formula %.0f", rank, got,
               want);
     double mx = got, mn = got;
@@ -48,7 +48,7 @@ int main(int argc, char **argv) {
     MPI_Allreduce(MPI_IN_PLACE, &mn, 1, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
     double one = 8.0 * (double)d * (double)d;
     int pr, pc;
-    qz_plan_grid_shape(P, &pr, &pc);
+    qz_plan_grid_shape(P, 1, &pr, &pc);
     const double PAD_HI = (double)(d + nb * pr) * (double)(d + nb * pc) / ((double)d * d);
     const double PAD_LO = (double)(d - nb * pr) * (double)(d - nb * pc) / ((double)d * d);
     QZT_CHECK(mx * P <= (one + 13.0 * d * P) * PAD_HI,
