@@ -73,6 +73,10 @@ if [ $quick -eq 0 ]; then run threads_np1 0 2 "$bin/bench_threads"; else run thr
 run pack_np1 0 1 "$bin/bench_pack" 8192 8192 4
 [ -x "$bin/bench_quantease" ] && run quantease_np2 2 1 "$bin/bench_quantease"
 run quantize_sh 0 1 "$here/bench/quantize.sh" "$build" "$shared"
+# one 4096^2 layer vs the reference algorithm in PyTorch (skipped without torch)
+if /usr/bin/python3 -c "import torch" 2>/dev/null; then
+  run layer_torch 0 1 "$here/bench/layer_torch.sh" "$build"
+fi
 # the start-up kernel choice: generic kernel (choice off) vs the one chosen
 g0=$(OPENBLAS_CORETYPE=Prescott MPIQUANT_BLAS_AUTO=0 "$bin/bench_blas_kernel" 2048 2>&1 | tee /dev/stderr | awk '/^gflops/ {print $2}')
 g1=$(OPENBLAS_CORETYPE=Prescott MPIQUANT_BLAS_AUTO=1 "$bin/bench_blas_kernel" 2048 2>&1 | tee /dev/stderr | awk '/^gflops/ {print $2}')
