@@ -41,8 +41,10 @@ int qz_grid_parse_policy(const char *opt, const char *s, qz_grid_policy *p);
 /* pr x pc grid over all ranks of `comm` by the policy above, block size
  * `nb` (<= 0: QZ_GRID_DEFAULT_NB).  Collective on comm; nb must match. */
 int qz_grid_create(MPI_Comm comm, int nb, qz_grid **out);
-/* 1 when the grid has one process row (QZ_GRID_1D, or AUTO on one node):
- * the factorization is then ScaLAPACK's at every P, LAPACK is not used. */
+/* 1 when the policy chose one process row (QZ_GRID_1D, or AUTO on one
+ * node): the factorization is then ScaLAPACK's at every P, LAPACK is not
+ * used.  (A 2D-policy grid of a prime P is 1 x P too, but returns 0: it
+ * factors with LAPACK when P is 1.) */
 int qz_grid_is_1d(const qz_grid *g);
 /* Release the BLACS context and the communicator. Collective on the grid's
  * communicator. Accepts NULL, NULLs the pointer. */
