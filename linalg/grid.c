@@ -34,17 +34,35 @@ int qz_grid_parse_policy(const char *opt, const char *s, qz_grid_policy *p) {
   return QZ_OK;
 }
 
-/* 1 when the policy gives one process row on comm. Collective on comm. */
+const char *qz_grid_policy_name(void) {
+  return g_policy == QZ_GRID_1D ? "1d" : g_policy == QZ_GRID_2D ? "2d" : "auto";
+}
+
+int qz_grid_policy_is_1d(int one_node) {
+  return g_policy == QZ_GRID_1D || (g_policy == QZ_GRID_AUTO && one_node);
+}
+
+void qz_grid_dims(int P, int one_d, int *pr, int *pc) {
+  int r = 1;
+  for (int k = 1; !one_d && (int64_t)k * k <= P; k++)
+    if (P % k == 0) r = k;
+  *pr = r;
+  *pc = P / r;
+}
+
+/* 1 when the policy gives one process row on comm. Collective on comm
+ * under the auto policy (the node split), else not. */
 static int policy_one_d(MPI_Comm comm, int size, int *one_d) {
-  *one_d = g_policy == QZ_GRID_1D;
-  if (g_policy != QZ_GRID_AUTO) return QZ_OK;
-  MPI_Comm node = MPI_COMM_NULL;
-  QZ_CALL(qz_comm_node_split(comm, 0, &node));
-  int nsize = 0;
-  MPI_Comm_size(node, &nsize);
-  MPI_Comm_free(&node);
-  /* every rank sees the same answer: its node holds all ranks or not */
-  *one_d = nsize == size;
+  int one_node = 0;
+  if (g_policy == QZ_GRID_AUTO) {
+    MPI_Comm node = MPI_COMM_NULL;
+    QZ_CALL(qz_comm_node_split(comm, 0, &node));
+    int nsize = 0;
+    MPI_Comm_size(node, &nsize);
+    MPI_Comm_free(&node);
+    one_node = nsize == size; /* the same on every rank: its node holds all ranks or not */
+  }
+  *one_d = qz_grid_policy_is_1d(one_node);
   return QZ_OK;
 }
 
@@ -77,10 +95,7 @@ int qz_grid_create(MPI_Comm comm, int nb, qz_grid **out) {
     free(g);
     QZ_CALL(st);
   }
-  g->pr = 1;
-  for (int d = 1; !g->one_d && (long)d * d <= g->size; d++)
-    if (g->size % d == 0) g->pr = d;
-  g->pc = g->size / g->pr;
+  qz_grid_dims(g->size, g->one_d, &g->pr, &g->pc);
   g->sys_handle = Csys2blacs_handle((void *)g->comm);
   g->ctx = g->sys_handle;
   Cblacs_gridinit(&g->ctx, "Row", g->pr, g->pc);

@@ -87,10 +87,7 @@ static void log_plan(const qz_qrun *r, const qrun_io *io) {
     int pr, pc;
     qz_grid_shape(r->grid, &pr, &pc, NULL, NULL);
     qz_info("Hessians and factors on a %dx%d process grid, nb %d (--proc-grid %s): %s", pr, pc,
-            qz_grid_nb(r->grid),
-            qz_grid_get_policy() == QZ_GRID_1D   ? "1d"
-            : qz_grid_get_policy() == QZ_GRID_2D ? "2d"
-                                                 : "auto",
+            qz_grid_nb(r->grid), qz_grid_policy_name(),
             qz_grid_is_1d(r->grid) ? "the factors' bits do not depend on the rank count"
                                    : "a wide layer's factor may differ in its last bits "
                                      "from another grid's");

@@ -87,13 +87,7 @@ double qz_plan_fwd_bytes(const qz_model_config *cfg, int64_t nwin, int64_t seqle
 }
 
 void qz_plan_grid_shape(int P, int64_t nodes, int *pr, int *pc) {
-  const qz_grid_policy pol = qz_grid_get_policy();
-  const int one_d = pol == QZ_GRID_1D || (pol == QZ_GRID_AUTO && nodes <= 1);
-  int r = 1;
-  for (int k = 1; !one_d && (int64_t)k * k <= P; k++)
-    if (P % k == 0) r = k;
-  *pr = r;
-  *pc = P / r;
+  qz_grid_dims(P, qz_grid_policy_is_1d(nodes <= 1), pr, pc);
 }
 
 double qz_plan_hessian_bytes(int64_t d, int nb, int P, int64_t nodes, int rank) {
@@ -500,6 +494,8 @@ static void block_time(const qz_plan_in *in, const qz_plan_rates *r, const block
   }
   if (hess) {
     double Tl = (double)(nw * in->seqlen);
+    int gr, gc;
+    qz_plan_grid_shape((int)in->P, in->nodes, &gr, &gc);
     for (int g = 0; g < b->nh; g++) {
       double dd = (double)b->d[g], nf = b->nfac[g];
       fl[QZ_PT_HESSIAN] += b->rows[g] * (double)in->nsamples * in->seqlen * dd * dd;
@@ -520,8 +516,6 @@ static void block_time(const qz_plan_in *in, const qz_plan_rates *r, const block
         /* a 1 x P grid across nodes (--proc-grid 1d): every rank receives
          * every panel of potrf and trtri, ~4 d^2 bytes each, through the
          * node's link (on one node the measured efficiency covers it) */
-        int gr, gc;
-        qz_plan_grid_shape((int)in->P, in->nodes, &gr, &gc);
         if (N > 1 && gr == 1 && P > 1)
           blk[QZ_PT_FACTOR] += nf * 8.0 * dd * dd * (double)in->ranks_per_node /
                                (in->net_gbs * 1e9);

@@ -37,6 +37,14 @@ void qz_grid_set_policy(qz_grid_policy p);
 qz_grid_policy qz_grid_get_policy(void);
 /* "auto" | "1d" | "2d" -> policy; QZ_ERR_USAGE naming the option else */
 int qz_grid_parse_policy(const char *opt, const char *s, qz_grid_policy *p);
+/* the current policy as --proc-grid spells it */
+const char *qz_grid_policy_name(void);
+/* 1 when the current policy gives one process row, given whether all ranks
+ * are on one node.  Not collective. */
+int qz_grid_policy_is_1d(int one_node);
+/* The grid of P ranks: 1 x P when one_d, else near-square.  Not
+ * collective (plan models qz_grid_create's shape with it). */
+void qz_grid_dims(int P, int one_d, int *pr, int *pc);
 
 /* pr x pc grid over all ranks of `comm` by the policy above, block size
  * `nb` (<= 0: QZ_GRID_DEFAULT_NB).  Collective on comm; nb must match. */

@@ -4,7 +4,7 @@
  * (np 1), after act-order and damping.  ScaLAPACK on a 2 x 2 grid (and
  * LAPACK at np 1) rounds differently for this matrix, so a grid policy that
  * fell back to near-square grids, or to LAPACK at np 1, fails here
- * (QZ_TEST_PROC_GRID=2d shows it at np 2 and 4).  Also: the policy's shapes
+ * (QZ_TEST_PROC_GRID=2d shows it at np 2, 3 and 4).  Also: the policy's shapes
  * (auto on one node = 1 x P; auto with nodes emulated by
  * MPIQUANT_HESSIAN_NODE = near-square; 1d/2d forced).  That the factor is
  * right is test_linalg_hessian's (vs LAPACK in f64, at every np). */
