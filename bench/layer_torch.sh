@@ -48,14 +48,17 @@ W[big] *= 5 + 10 * torch.rand(int(big.sum()))
 write_st(path, {"W": W.numpy(), "H": H.float().numpy()}, {"nsamples": T // 2048})
 PY
 
+args=(--bits 4 --group 128 --act-order)
 t0=$(date +%s.%N)
 mpirun -np 2 "$build/mpiquant" --log-view -q layer --in "$tmp/case.safetensors" --method gptq \
-  --bits 4 --group 128 --act-order --out "$tmp/ours.safetensors" 2>"$tmp/log"
+  "${args[@]}" --out "$tmp/ours.safetensors" 2>"$tmp/log"
 t1=$(date +%s.%N)
 grep -A11 "phase timing" "$tmp/log" || cat "$tmp/log"
-args=(--bits 4 --group 128 --act-order)
-r1=$($py "$here/bench/gptq_torch.py" "$tmp/case.safetensors" "$tmp/t1.safetensors" "${args[@]}" --threads 1)
-r2=$($py "$here/bench/gptq_torch.py" "$tmp/case.safetensors" "$tmp/t2.safetensors" "${args[@]}" --threads 2)
+# torch's BLAS follows OPENBLAS_NUM_THREADS, not only torch.set_num_threads
+r1=$(OPENBLAS_NUM_THREADS=1 $py "$here/bench/gptq_torch.py" "$tmp/case.safetensors" \
+     "$tmp/t1.safetensors" "${args[@]}" --threads 1)
+r2=$(OPENBLAS_NUM_THREADS=2 $py "$here/bench/gptq_torch.py" "$tmp/case.safetensors" \
+     "$tmp/t2.safetensors" "${args[@]}" --threads 2)
 PYTHONPATH="$here/bench" $py - "$tmp" "$t0" "$t1" "$r1" "$r2" <<'PY'
 import sys
 import numpy as np

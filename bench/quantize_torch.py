@@ -95,39 +95,30 @@ def quantize_model(cfg, w, calib, bits, group, act_order):
     mask = torch.full((L, L), float("-inf")).triu(1)
     xs = [w["model.embed_tokens.weight"][ids] for ids in calib]
 
-    def solve(names, H):
+    def solve(names, inputs):
+        """The group's Hessian from its inputs (one add_batch per window, in
+        window order), then GPTQ of each linear of the group with it."""
+        H = Hessian(inputs[0].shape[1])
+        for x in inputs:
+            H.add(x)
         for n in names:
-            W = w[n]
-            Q = gptq(W, H.H, bits, group, False, act_order, False, 128, 0.01)[0]
-            w[n] = Q
+            w[n] = gptq(w[n], H.H, bits, group, False, act_order, False, 128, 0.01)[0]
 
     for i in range(nl):
         p = "model.layers.%d." % i
         a = p + "self_attn."
         m = p + "mlp."
         h1 = [rmsnorm(x, w[p + "input_layernorm.weight"], eps) for x in xs]
-        H = Hessian(h1[0].shape[1])
-        for x in h1:
-            H.add(x)
-        solve([a + "k_proj.weight", a + "v_proj.weight", a + "q_proj.weight"], H)
+        solve([a + "k_proj.weight", a + "v_proj.weight", a + "q_proj.weight"], h1)
         att = [attention(cfg, x, w[a + "q_proj.weight"], w[a + "k_proj.weight"],
                          w[a + "v_proj.weight"], rope, mask) for x in h1]
-        H = Hessian(att[0].shape[1])
-        for x in att:
-            H.add(x)
-        solve([a + "o_proj.weight"], H)
+        solve([a + "o_proj.weight"], att)
         hs = [x + y @ w[a + "o_proj.weight"].T for x, y in zip(xs, att)]
         h2 = [rmsnorm(x, w[p + "post_attention_layernorm.weight"], eps) for x in hs]
-        H = Hessian(h2[0].shape[1])
-        for x in h2:
-            H.add(x)
-        solve([m + "up_proj.weight", m + "gate_proj.weight"], H)
+        solve([m + "up_proj.weight", m + "gate_proj.weight"], h2)
         act = [torch.nn.functional.silu(x @ w[m + "gate_proj.weight"].T) * (x @ w[m + "up_proj.weight"].T)
                for x in h2]
-        H = Hessian(act[0].shape[1])
-        for x in act:
-            H.add(x)
-        solve([m + "down_proj.weight"], H)
+        solve([m + "down_proj.weight"], act)
         xs = [x + y @ w[m + "down_proj.weight"].T for x, y in zip(hs, act)]
 
 
